@@ -1,0 +1,98 @@
+// Module entry: registers NativeCache / NativeSequence, the error factory hook and the
+// device report. lib/native/ is the only TypeScript code that sees these names.
+#include <napi.h>
+
+#include <string>
+#include <thread>
+
+#include "../cpu/cpu_features.h"
+#include "addon_data.h"
+#include "cache_wrap.h"
+#include "kvc/backend.h"
+#include "sequence_wrap.h"
+
+namespace kvc::binding {
+
+namespace {
+
+Napi::Value setErrorFactory(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsFunction()) {
+    throw Napi::TypeError::New(info.Env(), "setErrorFactory expects a function");
+  }
+  addonData(info.Env()).errorFactory = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+Napi::Value devices(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object cpu = Napi::Object::New(env);
+  cpu.Set("available", true);
+  cpu.Set("threads", std::max(1u, std::thread::hardware_concurrency()));
+  const cpu::CpuFeatures& f = cpu::cpuFeatures();
+  cpu.Set("simd", f.avx512 ? "avx512" : f.avx2 ? "avx2" : "portable");
+
+  const CudaInfo c = queryCuda();
+  Napi::Object cuda = Napi::Object::New(env);
+  cuda.Set("available", c.available);
+  cuda.Set("compiled", c.compiled);
+  if (!c.available) cuda.Set("reason", c.reason);
+  if (c.available) {
+    cuda.Set("name", c.deviceName);
+    cuda.Set("devices", c.deviceCount);
+    cuda.Set("totalMemory", static_cast<double>(c.totalMemory));
+    cuda.Set("computeCapability", c.computeCapability / 10.0);
+  }
+  if (c.runtimeVersion) cuda.Set("runtimeVersion", c.runtimeVersion);
+  if (c.driverVersion) cuda.Set("driverVersion", c.driverVersion);
+
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("cpu", cpu);
+  out.Set("cuda", cuda);
+  return out;
+}
+
+// blockLayout(keys, values, headDim, groupSize, blockSize): the byte sizes of kvc/formats.h,
+// so that TypeScript plans memory with the one definition of the formats.
+Napi::Value blockLayout(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto storage = [&](size_t i) {
+    const std::string s = info[i].IsString() ? info[i].As<Napi::String>().Utf8Value() : "";
+    for (int k = 0; k < kStorageCount; ++k) {
+      if (s == storageName(static_cast<Storage>(k))) return static_cast<Storage>(k);
+    }
+    throw Napi::TypeError::New(env, "unknown storage format");
+  };
+  const Storage keys = storage(0), values = storage(1);
+  const uint32_t headDim = info[2].As<Napi::Number>().Uint32Value();
+  const uint32_t groupSize = info[3].As<Napi::Number>().Uint32Value();
+  const uint32_t blockSize = info[4].As<Napi::Number>().Uint32Value();
+  const BlockLayout l = makeBlockLayout(blockSize, rowBytes(keys, headDim, groupSize), rowBytes(values, headDim, groupSize));
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("keyRowBytes", l.keyRowBytes);
+  out.Set("valueRowBytes", l.valueRowBytes);
+  out.Set("blockBytes", l.blockBytes);
+  return out;
+}
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  env.SetInstanceData(data);
+  Napi::Function cache = CacheWrap::define(env);
+  Napi::Function sequence = SequenceWrap::define(env);
+  data->cacheConstructor = Napi::Persistent(cache);
+  data->sequenceConstructor = Napi::Persistent(sequence);
+  exports.Set("NativeCache", cache);
+  exports.Set("NativeSequence", sequence);
+  exports.Set("setErrorFactory", Napi::Function::New(env, setErrorFactory));
+  exports.Set("devices", Napi::Function::New(env, devices));
+  exports.Set("blockLayout", Napi::Function::New(env, blockLayout));
+  return exports;
+}
+
+}  // namespace
+
+}  // namespace kvc::binding
+
+static Napi::Object InitKvcompact(Napi::Env env, Napi::Object exports) { return kvc::binding::init(env, exports); }
+
+NODE_API_MODULE(kvcompact, InitKvcompact)

@@ -1,0 +1,28 @@
+// JS class NativeCache: owns the core cache through a handle its sequences share.
+#pragma once
+#include <napi.h>
+
+#include <memory>
+
+#include "cache_handle.h"
+
+namespace kvc::binding {
+
+class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
+ public:
+  static Napi::Function define(Napi::Env env);
+  explicit CacheWrap(const Napi::CallbackInfo& info);
+
+ private:
+  Cache& live(Napi::Env env);
+  Napi::Value createSequence(const Napi::CallbackInfo& info);
+  Napi::Value importSequence(const Napi::CallbackInfo& info);
+  Napi::Value attentionBatch(const Napi::CallbackInfo& info);
+  Napi::Value stats(const Napi::CallbackInfo& info);
+  Napi::Value dispose(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<CacheHandle> handle_;
+  std::vector<uint64_t> batchIds_;
+};
+
+}  // namespace kvc::binding

@@ -1,0 +1,206 @@
+// See sequence_wrap.h.
+#include "sequence_wrap.h"
+
+#include <cstring>
+#include <string>
+
+#include "addon_data.h"
+#include "args.h"
+#include "errors.h"
+
+namespace kvc::binding {
+
+namespace {
+struct NewSequence {
+  std::shared_ptr<CacheHandle> handle;
+  uint64_t id;
+};
+}  // namespace
+
+Napi::Function SequenceWrap::define(Napi::Env env) {
+  return DefineClass(env, "NativeSequence",
+                     {InstanceMethod<&SequenceWrap::append>("append"),
+                      InstanceMethod<&SequenceWrap::attention>("attention"),
+                      InstanceMethod<&SequenceWrap::length>("length"),
+                      InstanceMethod<&SequenceWrap::lengths>("lengths"),
+                      InstanceMethod<&SequenceWrap::nextPosition>("nextPosition"),
+                      InstanceMethod<&SequenceWrap::fork>("fork"),
+                      InstanceMethod<&SequenceWrap::truncate>("truncate"),
+                      InstanceMethod<&SequenceWrap::free>("free"),
+                      InstanceMethod<&SequenceWrap::read>("read"),
+                      InstanceMethod<&SequenceWrap::exportBytes>("export"),
+                      InstanceMethod<&SequenceWrap::isFreed>("isFreed")});
+}
+
+Napi::Object SequenceWrap::create(Napi::Env env, std::shared_ptr<CacheHandle> handle, uint64_t id) {
+  NewSequence init{std::move(handle), id};
+  return addonData(env).sequenceConstructor.New({Napi::External<NewSequence>::New(env, &init)});
+}
+
+SequenceWrap::SequenceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SequenceWrap>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    throwError(info.Env(), StatusCode::kInvalidArgument, "sequences are created by KVCache.createSequence()");
+  }
+  NewSequence* init = info[0].As<Napi::External<NewSequence>>().Data();
+  handle_ = init->handle;
+  id_ = init->id;
+}
+
+SequenceWrap::~SequenceWrap() {
+  // A sequence dropped without free() gives its blocks back when it is collected.
+  if (handle_ && handle_->cache) handle_->cache->freeSequence(id_);
+}
+
+Cache& SequenceWrap::live(Napi::Env env) {
+  if (!handle_->cache) throwError(env, StatusCode::kDisposed, "the cache has been disposed");
+  if (!handle_->cache->hasSequence(id_)) throwError(env, StatusCode::kDisposed, "the sequence has been freed");
+  return *handle_->cache;
+}
+
+// append(layer, keys, values, positions | null)
+Napi::Value SequenceWrap::append(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Cache& cache = live(env);
+  const CacheConfig& c = cache.config();
+  const uint32_t layer = argU32(info, 0, "layer");
+  TypedView keys = argTyped(info, 1, "keys");
+  TypedView values = argTyped(info, 2, "values");
+  if (keys.type != values.type) throwError(env, StatusCode::kInvalidArgument, "keys and values must be the same array type");
+  AppendInput in;
+  if (keys.type == napi_float32_array) {
+    in.type = InputType::kF32;
+  } else if (keys.type == napi_uint16_array) {
+    in.type = InputType::kF16;
+  } else {
+    throwError(env, StatusCode::kInvalidArgument, "keys and values must be Float32Array or Uint16Array (f16 bits)");
+  }
+  const size_t rowElems = static_cast<size_t>(c.kvHeads) * c.headDim;
+  if (keys.length == 0 || keys.length % rowElems != 0 || values.length != keys.length) {
+    throwError(env, StatusCode::kShapeMismatch,
+               "keys and values must both hold T x kvHeads x headDim = T x " + std::to_string(rowElems) +
+                   " elements (got " + std::to_string(keys.length) + " and " + std::to_string(values.length) + ")");
+  }
+  in.tokens = static_cast<uint32_t>(keys.length / rowElems);
+  in.keys = keys.data;
+  in.values = values.data;
+  if (!argIsNullish(info, 3)) {
+    TypedView pos = argTypedOf(info, 3, "positions", napi_int32_array, "Int32Array");
+    if (pos.length != in.tokens) throwError(env, StatusCode::kShapeMismatch, "positions must hold one entry per token");
+    in.positions = static_cast<const int32_t*>(pos.data);
+  }
+  throwIfError(env, cache.append(id_, layer, in));
+  return env.Undefined();
+}
+
+// attention(layer, queries, tq, out, lse | null)
+Napi::Value SequenceWrap::attention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Cache& cache = live(env);
+  const CacheConfig& c = cache.config();
+  AttentionRequest r;
+  r.layer = argU32(info, 0, "layer");
+  TypedView q = argTypedOf(info, 1, "queries", napi_float32_array, "Float32Array");
+  r.tq = argU32(info, 2, "tq");
+  TypedView out = argTypedOf(info, 3, "out", napi_float32_array, "Float32Array");
+  const size_t expected = static_cast<size_t>(r.tq) * c.queryHeads * c.headDim;
+  if (r.tq == 0 || q.length != expected || out.length != expected) {
+    throwError(env, StatusCode::kShapeMismatch, "queries and out must hold tq x queryHeads x headDim elements");
+  }
+  if (!argIsNullish(info, 4)) {
+    TypedView lse = argTypedOf(info, 4, "lse", napi_float32_array, "Float32Array");
+    if (lse.length != static_cast<size_t>(r.tq) * c.queryHeads) throwError(env, StatusCode::kShapeMismatch, "lse must hold tq x queryHeads elements");
+    r.lse = static_cast<float*>(lse.data);
+  }
+  r.queries = static_cast<const float*>(q.data);
+  r.out = static_cast<float*>(out.data);
+  throwIfError(env, cache.attention(&id_, 1, r));
+  return env.Undefined();
+}
+
+Napi::Value SequenceWrap::length(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Cache& cache = live(env);
+  const uint32_t layer = argU32(info, 0, "layer");
+  const uint32_t head = argU32(info, 1, "kvHead");
+  if (head >= cache.config().kvHeads) throwError(env, StatusCode::kInvalidArgument, "kvHead " + std::to_string(head) + " is out of range");
+  int32_t lengths[1024];
+  throwIfError(env, cache.lengths(id_, layer, lengths));
+  return Napi::Number::New(env, lengths[head]);
+}
+
+Napi::Value SequenceWrap::lengths(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Cache& cache = live(env);
+  const uint32_t layer = argU32(info, 0, "layer");
+  Napi::Int32Array out = Napi::Int32Array::New(env, cache.config().kvHeads);
+  throwIfError(env, cache.lengths(id_, layer, out.Data()));
+  return out;
+}
+
+Napi::Value SequenceWrap::nextPosition(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Cache& cache = live(env);
+  int32_t next = 0;
+  throwIfError(env, cache.nextPosition(id_, argU32(info, 0, "layer"), &next));
+  return Napi::Number::New(env, next);
+}
+
+Napi::Value SequenceWrap::fork(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Cache& cache = live(env);
+  uint64_t child = 0;
+  throwIfError(env, cache.fork(id_, &child));
+  return create(env, handle_, child);
+}
+
+Napi::Value SequenceWrap::truncate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Cache& cache = live(env);
+  const uint32_t n = argU32(info, 0, "n");
+  if (n > INT32_MAX) throwError(env, StatusCode::kInvalidArgument, "n is too large");
+  throwIfError(env, cache.truncate(id_, static_cast<int32_t>(n)));
+  return env.Undefined();
+}
+
+Napi::Value SequenceWrap::free(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (handle_->cache) throwIfError(env, handle_->cache->freeSequence(id_));
+  return env.Undefined();
+}
+
+Napi::Value SequenceWrap::isFreed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), !handle_->cache || !handle_->cache->hasSequence(id_));
+}
+
+Napi::Value SequenceWrap::read(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Cache& cache = live(env);
+  RowsOut rows;
+  throwIfError(env, cache.read(id_, argU32(info, 0, "layer"), argU32(info, 1, "kvHead"), &rows));
+  Napi::Float32Array keys = Napi::Float32Array::New(env, rows.keys.size());
+  Napi::Float32Array values = Napi::Float32Array::New(env, rows.values.size());
+  Napi::Float32Array beta = Napi::Float32Array::New(env, rows.beta.size());
+  Napi::Int32Array positions = Napi::Int32Array::New(env, rows.positions.size());
+  std::memcpy(keys.Data(), rows.keys.data(), 4 * rows.keys.size());
+  std::memcpy(values.Data(), rows.values.data(), 4 * rows.values.size());
+  std::memcpy(beta.Data(), rows.beta.data(), 4 * rows.beta.size());
+  std::memcpy(positions.Data(), rows.positions.data(), 4 * rows.positions.size());
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("keys", keys);
+  result.Set("values", values);
+  result.Set("beta", beta);
+  result.Set("positions", positions);
+  return result;
+}
+
+Napi::Value SequenceWrap::exportBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Cache& cache = live(env);
+  std::vector<uint8_t> bytes;
+  throwIfError(env, cache.exportSequence(id_, &bytes));
+  Napi::Uint8Array out = Napi::Uint8Array::New(env, bytes.size());
+  std::memcpy(out.Data(), bytes.data(), bytes.size());
+  return out;
+}
+
+}  // namespace kvc::binding

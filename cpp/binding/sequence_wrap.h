@@ -1,0 +1,40 @@
+// JS class NativeSequence: one sequence of a cache, addressed by id; every method checks
+// that the cache is alive and the sequence not freed (DISPOSED otherwise).
+#pragma once
+#include <napi.h>
+
+#include <memory>
+
+#include "cache_handle.h"
+
+namespace kvc::binding {
+
+class SequenceWrap : public Napi::ObjectWrap<SequenceWrap> {
+ public:
+  static Napi::Function define(Napi::Env env);
+  static Napi::Object create(Napi::Env env, std::shared_ptr<CacheHandle> handle, uint64_t id);
+  explicit SequenceWrap(const Napi::CallbackInfo& info);
+  ~SequenceWrap() override;
+
+  uint64_t id() const { return id_; }
+  const CacheHandle* handle() const { return handle_.get(); }
+
+ private:
+  Cache& live(Napi::Env env);
+  Napi::Value append(const Napi::CallbackInfo& info);
+  Napi::Value attention(const Napi::CallbackInfo& info);
+  Napi::Value length(const Napi::CallbackInfo& info);
+  Napi::Value lengths(const Napi::CallbackInfo& info);
+  Napi::Value nextPosition(const Napi::CallbackInfo& info);
+  Napi::Value fork(const Napi::CallbackInfo& info);
+  Napi::Value truncate(const Napi::CallbackInfo& info);
+  Napi::Value free(const Napi::CallbackInfo& info);
+  Napi::Value read(const Napi::CallbackInfo& info);
+  Napi::Value exportBytes(const Napi::CallbackInfo& info);
+  Napi::Value isFreed(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<CacheHandle> handle_;
+  uint64_t id_ = 0;
+};
+
+}  // namespace kvc::binding

@@ -1,0 +1,364 @@
+// Cache operations: plan block changes, check the budget, then mutate (see cache.h).
+#include "cache.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "rotation_signs.h"
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
+namespace kvc {
+
+namespace {
+
+uint32_t blocksFor(int64_t rows, uint32_t blockSize) {
+  return static_cast<uint32_t>((rows + blockSize - 1) / blockSize);
+}
+
+uint64_t physicalMemoryBytes() {
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long pageSize = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && pageSize > 0) return static_cast<uint64_t>(pages) * static_cast<uint64_t>(pageSize);
+#endif
+  return uint64_t{16} << 30;
+}
+
+}  // namespace
+
+Status createCache(const CacheConfig& config, std::unique_ptr<Cache>* out) {
+  KVC_RETURN_IF_ERROR(validateConfig(config));
+  BackendOptions options;
+  options.threads = config.threads;
+  std::unique_ptr<Backend> backend;
+  if (config.device == "cpu") {
+    backend = createCpuBackend(options);
+  } else if (config.device == "cuda") {
+    Status status;
+    backend = createCudaBackend(options, &status);
+    if (!backend) return status;
+  } else {
+    return invalidArgument("device must be 'cpu' or 'cuda'");
+  }
+  return Cache::create(config, std::move(backend), out);
+}
+
+Status Cache::create(const CacheConfig& config, std::unique_ptr<Backend> backend, std::unique_ptr<Cache>* out) {
+  KVC_RETURN_IF_ERROR(validateConfig(config));
+  const BlockLayout layout = config.blockLayout();
+  const uint64_t budget = config.maxBytes ? config.maxBytes : physicalMemoryBytes();
+  const uint64_t capacity = std::min<uint64_t>(budget / layout.blockBytes, INT32_MAX);
+  KVC_RETURN_IF_ERROR(backend->reservePool(capacity, layout.blockBytes));
+  out->reset(new Cache(config, std::move(backend), capacity));
+  return Status::ok();
+}
+
+Cache::Cache(const CacheConfig& config, std::unique_ptr<Backend> backend, uint64_t capacityBlocks)
+    : config_(config), layout_(config.blockLayout()), backend_(std::move(backend)), pool_(capacityBlocks) {
+  if (config_.rotateKeys) keySigns_ = rotationSigns(config_.rotationSeed, 0, config_.headDim);
+  if (config_.rotateValues) valueSigns_ = rotationSigns(config_.rotationSeed, 1, config_.headDim);
+}
+
+Cache::~Cache() = default;
+
+RowCodec Cache::codec() const {
+  RowCodec c;
+  c.keyStorage = config_.keys;
+  c.valueStorage = config_.values;
+  c.headDim = config_.headDim;
+  c.groupSize = config_.groupSize;
+  c.keySigns = keySigns_.empty() ? nullptr : keySigns_.data();
+  c.valueSigns = valueSigns_.empty() ? nullptr : valueSigns_.data();
+  return c;
+}
+
+Status Cache::find(uint64_t id, Sequence** out) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return Status(StatusCode::kDisposed, "the sequence has been freed");
+  *out = it->second.get();
+  return Status::ok();
+}
+
+Status Cache::findConst(uint64_t id, const Sequence** out) const {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return Status(StatusCode::kDisposed, "the sequence has been freed");
+  *out = it->second.get();
+  return Status::ok();
+}
+
+Status Cache::checkLayer(uint32_t layer) const {
+  if (layer >= config_.layers) {
+    return invalidArgument("layer " + std::to_string(layer) + " is out of range [0, " + std::to_string(config_.layers) + ")");
+  }
+  return Status::ok();
+}
+
+uint64_t Cache::createSequence() {
+  auto seq = std::make_unique<Sequence>();
+  seq->id = nextSequenceId_++;
+  seq->streams.resize(config_.streamsPerSequence());
+  seq->nextPosition.assign(config_.layers, 0);
+  const uint64_t id = seq->id;
+  sequences_.emplace(id, std::move(seq));
+  return id;
+}
+
+Status Cache::fork(uint64_t parentId, uint64_t* child) {
+  Sequence* parent;
+  KVC_RETURN_IF_ERROR(find(parentId, &parent));
+  if (parent->busy) return busy("the sequence is being compacted");
+  auto seq = std::make_unique<Sequence>(*parent);
+  seq->id = nextSequenceId_++;
+  seq->busy = false;
+  for (const Stream& s : seq->streams) {
+    for (int32_t b : s.blocks) pool_.retain(b);
+  }
+  *child = seq->id;
+  sequences_.emplace(seq->id, std::move(seq));
+  return Status::ok();
+}
+
+void Cache::releaseStream(Stream& stream) {
+  for (int32_t b : stream.blocks) pool_.release(b);
+  stream.blocks.clear();
+  stream.length = 0;
+  stream.scores.clear();
+}
+
+Status Cache::freeSequence(uint64_t id) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return Status::ok();  // freeing twice is harmless
+  if (it->second->busy) return busy("the sequence is being compacted");
+  for (Stream& s : it->second->streams) releaseStream(s);
+  sequences_.erase(it);
+  return Status::ok();
+}
+
+Status Cache::allocateBlocks(uint32_t count, std::vector<int32_t>* out) {
+  if (count > pool_.available()) {
+    return outOfMemory("maxBytes exhausted: " + std::to_string(count) + " more blocks of " +
+                       std::to_string(layout_.blockBytes) + " bytes needed, " + std::to_string(pool_.available()) +
+                       " free (maxBytes " + std::to_string(pool_.capacity() * layout_.blockBytes) + ")");
+  }
+  KVC_RETURN_IF_ERROR(backend_->commitPool(pool_.highWaterAfter(count)));
+  return pool_.allocate(count, out);
+}
+
+Status Cache::append(uint64_t id, uint32_t layer, const AppendInput& input) {
+  Sequence* seq;
+  KVC_RETURN_IF_ERROR(find(id, &seq));
+  KVC_RETURN_IF_ERROR(checkLayer(layer));
+  if (seq->busy) return busy("the sequence is being compacted");
+  if (input.tokens == 0) return shapeMismatch("append needs at least one token");
+  const uint32_t heads = config_.kvHeads;
+  const uint32_t B = config_.blockSize;
+
+  // Plan: new blocks per stream, and copy-on-write of a shared, partly filled last block.
+  uint32_t needed = 0;
+  for (uint32_t h = 0; h < heads; ++h) {
+    const Stream& s = seq->stream(layer, heads, h);
+    if (static_cast<int64_t>(s.length) + input.tokens > INT32_MAX) return invalidArgument("stream length exceeds 2^31 rows");
+    needed += blocksFor(s.length + static_cast<int64_t>(input.tokens), B) - blocksFor(s.length, B);
+    if (s.length % B != 0 && pool_.refCount(s.blocks.back()) > 1) ++needed;
+  }
+  std::vector<int32_t> fresh;
+  fresh.reserve(needed);
+  KVC_RETURN_IF_ERROR(allocateBlocks(needed, &fresh));
+
+  // Nothing can fail from here on except a backend fault; commit the plan.
+  size_t next = 0;
+  std::vector<int32_t> cowSrc, cowDst;
+  std::vector<const int32_t*> tables(heads);
+  std::vector<int32_t> startRows(heads);
+  for (uint32_t h = 0; h < heads; ++h) {
+    Stream& s = seq->stream(layer, heads, h);
+    if (s.length % B != 0 && pool_.refCount(s.blocks.back()) > 1) {
+      cowSrc.push_back(s.blocks.back());
+      cowDst.push_back(fresh[next]);
+      pool_.release(s.blocks.back());
+      s.blocks.back() = fresh[next++];
+    }
+    const uint32_t add = blocksFor(s.length + static_cast<int64_t>(input.tokens), B) - blocksFor(s.length, B);
+    for (uint32_t i = 0; i < add; ++i) s.blocks.push_back(fresh[next++]);
+    tables[h] = s.blocks.data();
+    startRows[h] = s.length;
+  }
+  if (!cowSrc.empty()) {
+    KVC_RETURN_IF_ERROR(backend_->copyBlocks(pool(), cowSrc.data(), cowDst.data(), static_cast<uint32_t>(cowSrc.size())));
+  }
+
+  std::vector<int32_t> defaultPositions;
+  const int32_t* positions = input.positions;
+  if (!positions) {
+    defaultPositions.resize(input.tokens);
+    for (uint32_t t = 0; t < input.tokens; ++t) defaultPositions[t] = seq->nextPosition[layer] + static_cast<int32_t>(t);
+    positions = defaultPositions.data();
+  }
+
+  AppendParams p;
+  p.pool = pool();
+  p.codec = codec();
+  p.streamCount = heads;
+  p.tokens = input.tokens;
+  p.blockTables = tables.data();
+  p.startRow = startRows.data();
+  p.inputType = input.type;
+  p.keys = input.keys;
+  p.values = input.values;
+  p.positions = positions;
+  const Status status = backend_->append(p);
+  if (!status.isOk()) {
+    // Undo the plan so that the stream stays as it was (the rows were never made visible).
+    for (uint32_t h = 0; h < heads; ++h) {
+      Stream& s = seq->stream(layer, heads, h);
+      const uint32_t keep = blocksFor(s.length, B);
+      for (size_t i = keep; i < s.blocks.size(); ++i) pool_.release(s.blocks[i]);
+      s.blocks.resize(keep);
+    }
+    return status;
+  }
+  for (uint32_t h = 0; h < heads; ++h) {
+    Stream& s = seq->stream(layer, heads, h);
+    s.length += static_cast<int32_t>(input.tokens);
+    if (!s.scores.empty()) s.scores.resize(s.length, 0.0f);
+  }
+  seq->nextPosition[layer] = positions[input.tokens - 1] + 1;
+  return Status::ok();
+}
+
+Status Cache::attention(const uint64_t* ids, uint32_t count, const AttentionRequest& r) {
+  KVC_RETURN_IF_ERROR(checkLayer(r.layer));
+  if (r.tq == 0) return shapeMismatch("attention needs at least one query token");
+  const uint32_t heads = config_.kvHeads;
+  const uint32_t D = config_.headDim;
+  const uint32_t g = config_.queriesPerHead();
+  const uint64_t tokenStride = static_cast<uint64_t>(config_.queryHeads) * D;
+  const uint64_t seqStride = tokenStride * r.tq;
+  attentionScratch_.resize(static_cast<size_t>(count) * heads);
+  for (uint32_t i = 0; i < count; ++i) {
+    Sequence* seq;
+    KVC_RETURN_IF_ERROR(find(ids[i], &seq));
+    if (seq->busy) return busy("the sequence is being compacted");
+    for (uint32_t h = 0; h < heads; ++h) {
+      const Stream& s = seq->stream(r.layer, heads, h);
+      if (s.length < static_cast<int32_t>(r.tq)) {
+        return shapeMismatch("attention with " + std::to_string(r.tq) + " query tokens needs at least that many rows; layer " +
+                             std::to_string(r.layer) + " kv head " + std::to_string(h) + " holds " + std::to_string(s.length));
+      }
+      AttentionStream& a = attentionScratch_[static_cast<size_t>(i) * heads + h];
+      a = AttentionStream();
+      a.kv.blockTable = s.blocks.data();
+      a.kv.length = s.length;
+      a.queries = r.queries + i * seqStride + static_cast<uint64_t>(h) * g * D;
+      a.out = r.out + i * seqStride + static_cast<uint64_t>(h) * g * D;
+      a.lse = r.lse ? r.lse + static_cast<uint64_t>(i) * r.tq * config_.queryHeads + static_cast<uint64_t>(h) * g : nullptr;
+    }
+  }
+  AttentionParams p;
+  p.pool = pool();
+  p.codec = codec();
+  p.streamCount = count * heads;
+  p.streams = attentionScratch_.data();
+  p.queriesPerHead = g;
+  p.tq = r.tq;
+  p.tokenStride = tokenStride;
+  p.lseTokenStride = config_.queryHeads;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(D));
+  return backend_->attention(p);
+}
+
+Status Cache::readPositions(const Stream& stream, uint32_t start, uint32_t count, int32_t* out) const {
+  StreamView view{stream.blocks.data(), stream.length};
+  return backend_->readRows(pool(), codec(), view, start, count, nullptr, nullptr, nullptr, out);
+}
+
+Status Cache::truncate(uint64_t id, int32_t position) {
+  Sequence* seq;
+  KVC_RETURN_IF_ERROR(find(id, &seq));
+  if (seq->busy) return busy("the sequence is being compacted");
+  if (position < 0) return invalidArgument("truncate position must be >= 0");
+  const uint32_t B = config_.blockSize;
+  // Find every stream's new length first (reading positions may fail on a device backend).
+  std::vector<int32_t> newLengths(seq->streams.size());
+  std::vector<int32_t> tail;
+  for (size_t i = 0; i < seq->streams.size(); ++i) {
+    const Stream& s = seq->streams[i];
+    int32_t len = s.length;
+    while (len > 0) {
+      const uint32_t chunk = static_cast<uint32_t>(std::min<int32_t>(len, 256));
+      tail.resize(chunk);
+      KVC_RETURN_IF_ERROR(readPositions(s, static_cast<uint32_t>(len) - chunk, chunk, tail.data()));
+      uint32_t k = chunk;
+      while (k > 0 && tail[k - 1] >= position) --k;
+      len -= static_cast<int32_t>(chunk - k);
+      if (k > 0) break;
+    }
+    newLengths[i] = len;
+  }
+  for (size_t i = 0; i < seq->streams.size(); ++i) {
+    Stream& s = seq->streams[i];
+    const uint32_t keep = blocksFor(newLengths[i], B);
+    for (size_t b = keep; b < s.blocks.size(); ++b) pool_.release(s.blocks[b]);
+    s.blocks.resize(keep);
+    s.length = newLengths[i];
+    if (!s.scores.empty()) s.scores.resize(s.length);
+  }
+  for (int32_t& next : seq->nextPosition) next = std::min(next, position);
+  return Status::ok();
+}
+
+Status Cache::read(uint64_t id, uint32_t layer, uint32_t head, RowsOut* out) {
+  Sequence* seq;
+  KVC_RETURN_IF_ERROR(find(id, &seq));
+  KVC_RETURN_IF_ERROR(checkLayer(layer));
+  if (head >= config_.kvHeads) {
+    return invalidArgument("kvHead " + std::to_string(head) + " is out of range [0, " + std::to_string(config_.kvHeads) + ")");
+  }
+  const Stream& s = seq->stream(layer, config_.kvHeads, head);
+  const size_t n = static_cast<size_t>(s.length);
+  out->keys.resize(n * config_.headDim);
+  out->values.resize(n * config_.headDim);
+  out->beta.resize(n);
+  out->positions.resize(n);
+  if (n == 0) return Status::ok();
+  StreamView view{s.blocks.data(), s.length};
+  return backend_->readRows(pool(), codec(), view, 0, static_cast<uint32_t>(n), out->keys.data(), out->values.data(),
+                            out->beta.data(), out->positions.data());
+}
+
+Status Cache::lengths(uint64_t id, uint32_t layer, int32_t* out) const {
+  const Sequence* seq;
+  KVC_RETURN_IF_ERROR(findConst(id, &seq));
+  KVC_RETURN_IF_ERROR(checkLayer(layer));
+  for (uint32_t h = 0; h < config_.kvHeads; ++h) out[h] = seq->stream(layer, config_.kvHeads, h).length;
+  return Status::ok();
+}
+
+Status Cache::nextPosition(uint64_t id, uint32_t layer, int32_t* out) const {
+  const Sequence* seq;
+  KVC_RETURN_IF_ERROR(findConst(id, &seq));
+  KVC_RETURN_IF_ERROR(checkLayer(layer));
+  *out = seq->nextPosition[layer];
+  return Status::ok();
+}
+
+CacheStats Cache::stats() const {
+  CacheStats st;
+  st.sequences = sequences_.size();
+  for (const auto& [id, seq] : sequences_) {
+    for (const Stream& s : seq->streams) st.rows += static_cast<uint64_t>(s.length);
+  }
+  st.blocksUsed = pool_.used();
+  st.blocksFree = pool_.available();
+  st.blockBytes = layout_.blockBytes;
+  st.committedBytes = backend_->committedBytes();
+  st.maxBytes = pool_.capacity() * layout_.blockBytes;
+  return st;
+}
+
+}  // namespace kvc

@@ -1,0 +1,96 @@
+// The cache: configuration, backend, block pool and the live sequences. Every operation
+// validates cheaply, plans its block changes, and only then mutates, so that a failure
+// (budget exhausted, bad shape) leaves the cache exactly as it was.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "block_pool.h"
+#include "config.h"
+#include "kvc/backend.h"
+#include "sequence.h"
+
+namespace kvc {
+
+struct AppendInput {
+  uint32_t tokens = 0;                 // T
+  InputType type = InputType::kF32;
+  const void* keys = nullptr;          // [T, kvHeads, headDim]
+  const void* values = nullptr;        // [T, kvHeads, headDim]
+  const int32_t* positions = nullptr;  // [T] or nullptr for nextPosition, +1, ...
+};
+
+struct AttentionRequest {
+  uint32_t layer = 0;
+  uint32_t tq = 1;
+  const float* queries = nullptr;  // [sequences, tq, queryHeads, headDim]
+  float* out = nullptr;            // same shape
+  float* lse = nullptr;            // [sequences, tq, queryHeads] or nullptr
+};
+
+struct RowsOut {
+  std::vector<float> keys, values, beta;
+  std::vector<int32_t> positions;
+};
+
+struct CacheStats {
+  uint64_t sequences = 0;
+  uint64_t rows = 0;
+  uint64_t blocksUsed = 0;
+  uint64_t blocksFree = 0;
+  uint64_t blockBytes = 0;
+  uint64_t committedBytes = 0;
+  uint64_t maxBytes = 0;
+};
+
+class Cache {
+ public:
+  static Status create(const CacheConfig& config, std::unique_ptr<Backend> backend, std::unique_ptr<Cache>* out);
+  ~Cache();
+
+  const CacheConfig& config() const { return config_; }
+  const Backend& backend() const { return *backend_; }
+  PoolView pool() const { return PoolView{backend_->poolBase(), layout_}; }
+  RowCodec codec() const;
+
+  uint64_t createSequence();
+  Status fork(uint64_t parent, uint64_t* child);
+  Status freeSequence(uint64_t id);
+  Status append(uint64_t id, uint32_t layer, const AppendInput& input);
+  Status attention(const uint64_t* ids, uint32_t count, const AttentionRequest& request);
+  Status truncate(uint64_t id, int32_t position);
+  Status read(uint64_t id, uint32_t layer, uint32_t head, RowsOut* out);
+  Status lengths(uint64_t id, uint32_t layer, int32_t* out) const;
+  Status nextPosition(uint64_t id, uint32_t layer, int32_t* out) const;
+  Status exportSequence(uint64_t id, std::vector<uint8_t>* out);
+  Status importSequence(const uint8_t* bytes, size_t size, uint64_t* id);
+  bool hasSequence(uint64_t id) const { return sequences_.count(id) != 0; }
+  CacheStats stats() const;
+
+ private:
+  Cache(const CacheConfig& config, std::unique_ptr<Backend> backend, uint64_t capacityBlocks);
+  Status find(uint64_t id, Sequence** out);
+  Status findConst(uint64_t id, const Sequence** out) const;
+  Status checkLayer(uint32_t layer) const;
+  // Allocates `count` blocks, committing backend memory first; all or nothing.
+  Status allocateBlocks(uint32_t count, std::vector<int32_t>* out);
+  void releaseStream(Stream& stream);
+  Status readPositions(const Stream& stream, uint32_t start, uint32_t count, int32_t* out) const;
+
+  CacheConfig config_;
+  BlockLayout layout_;
+  std::unique_ptr<Backend> backend_;
+  BlockPool pool_;
+  std::vector<float> keySigns_, valueSigns_;  // Hadamard sign flips, empty when not rotated
+  std::unordered_map<uint64_t, std::unique_ptr<Sequence>> sequences_;
+  uint64_t nextSequenceId_ = 1;
+  std::vector<AttentionStream> attentionScratch_;
+};
+
+// Builds the backend named by config.device and the cache over it.
+Status createCache(const CacheConfig& config, std::unique_ptr<Cache>* out);
+
+}  // namespace kvc

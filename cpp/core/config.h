@@ -1,0 +1,37 @@
+// The cache configuration as the core sees it, and its validation (the second, cheap
+// check after the TypeScript layer's; it names the argument and what it expected).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "kvc/formats.h"
+#include "kvc/status.h"
+
+namespace kvc {
+
+struct CacheConfig {
+  uint32_t layers = 0;
+  uint32_t kvHeads = 0;
+  uint32_t headDim = 0;
+  uint32_t queryHeads = 0;
+  uint32_t blockSize = 32;
+  Storage keys = Storage::kF16;
+  Storage values = Storage::kF16;
+  uint32_t groupSize = 32;
+  bool rotateKeys = false;
+  bool rotateValues = false;
+  uint32_t rotationSeed = 0x6b766321u;
+  uint64_t maxBytes = 0;  // 0 = no budget beyond what the machine can commit
+  uint32_t threads = 0;   // 0 = hardware concurrency
+  std::string device = "cpu";  // "cpu", "cuda" or "cuda-emulated"
+
+  uint32_t queriesPerHead() const { return queryHeads / kvHeads; }
+  uint32_t streamsPerSequence() const { return layers * kvHeads; }
+  uint32_t keyRowBytes() const { return rowBytes(keys, headDim, groupSize); }
+  uint32_t valueRowBytes() const { return rowBytes(values, headDim, groupSize); }
+  BlockLayout blockLayout() const { return makeBlockLayout(blockSize, keyRowBytes(), valueRowBytes()); }
+};
+
+Status validateConfig(const CacheConfig& c);
+
+}  // namespace kvc

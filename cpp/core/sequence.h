@@ -1,0 +1,26 @@
+// A sequence: for every (layer, kv head) a stream with its own block table and length
+// (ARCHITECTURE §2), plus the next default position per layer. Plain data; the Cache
+// does every mutation so that the block pool's reference counts stay right.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace kvc {
+
+struct Stream {
+  std::vector<int32_t> blocks;  // block ids, ceil(length / blockSize) of them
+  int32_t length = 0;           // rows
+  std::vector<float> scores;    // accumulated attention mass per row; empty until used
+};
+
+struct Sequence {
+  uint64_t id = 0;
+  std::vector<Stream> streams;         // [layer * kvHeads + kvHead]
+  std::vector<int32_t> nextPosition;   // [layer]
+  bool busy = false;                   // an asynchronous operation holds it
+
+  Stream& stream(uint32_t layer, uint32_t kvHeads, uint32_t head) { return streams[layer * kvHeads + head]; }
+  const Stream& stream(uint32_t layer, uint32_t kvHeads, uint32_t head) const { return streams[layer * kvHeads + head]; }
+};
+
+}  // namespace kvc

@@ -1,0 +1,153 @@
+// Decode/prefill attention over a range of blocks of one stream, producing a partial
+// softmax state (m, l, acc) that the backend merges across ranges (split-K). Included into
+// an ISA namespace after its Simd traits and row_decode.inl (see kernels_*.cpp).
+// Dequantization is fused: rows are decoded chunk by chunk in registers, never copied.
+
+// Query vector m of a stream is (token m / g, group head m % g).
+inline const float* queryRow(const AttentionParams& p, const AttentionStream& s, uint32_t m) {
+  return s.queries + (m / p.queriesPerHead) * p.tokenStride + (m % p.queriesPerHead) * p.codec.headDim;
+}
+
+inline uint32_t minU32(uint32_t a, uint32_t b) { return a < b ? a : b; }
+
+// logits[(m0 + j) * B + r] = scale * q_j . k_r + beta_r for the MT queries of one tile.
+template <class S, Storage KF, int MT>
+void dotTile(const AttentionParams& p, const AttentionStream& s, uint32_t m0, const uint8_t* keys, const float* beta,
+             uint32_t rows, float* logits) {
+  const uint32_t D = p.codec.headDim, G = p.codec.groupSize, B = p.pool.layout.blockSize;
+  const uint32_t stride = p.pool.layout.keyRowBytes;
+  const float* q[MT];
+  for (int j = 0; j < MT; ++j) q[j] = queryRow(p, s, m0 + j);
+  for (uint32_t r = 0; r < rows; ++r) {
+    const uint8_t* krow = keys + static_cast<uint64_t>(r) * stride;
+    typename S::V acc[MT];
+    for (int j = 0; j < MT; ++j) acc[j] = S::zero();
+    for (uint32_t e = 0; e < D; e += S::W) {
+      const typename S::V k = ChunkDecoder<S, KF>::load(krow, e, D, G);
+      for (int j = 0; j < MT; ++j) acc[j] = S::fma(k, S::load(q[j] + e), acc[j]);
+    }
+    for (int j = 0; j < MT; ++j) logits[(m0 + j) * B + r] = S::reduce(acc[j]) * p.scale + beta[r];
+  }
+}
+
+// acc[m0 + j] += sum_r prob[(m0 + j) * B + r] * v_r for the MT queries of one tile.
+template <class S, Storage VF, int MT>
+void valueTile(const AttentionParams& p, uint32_t m0, const uint8_t* values, uint32_t rows, const float* prob,
+               float* acc) {
+  const uint32_t D = p.codec.headDim, G = p.codec.groupSize, B = p.pool.layout.blockSize;
+  const uint32_t stride = p.pool.layout.valueRowBytes;
+  for (uint32_t e = 0; e < D; e += S::W) {
+    typename S::V a[MT];
+    for (int j = 0; j < MT; ++j) a[j] = S::load(acc + (m0 + j) * D + e);
+    for (uint32_t r = 0; r < rows; ++r) {
+      const typename S::V v = ChunkDecoder<S, VF>::load(values + static_cast<uint64_t>(r) * stride, e, D, G);
+      for (int j = 0; j < MT; ++j) a[j] = S::fma(S::set1(prob[(m0 + j) * B + r]), v, a[j]);
+    }
+    for (int j = 0; j < MT; ++j) S::store(acc + (m0 + j) * D + e, a[j]);
+  }
+}
+
+template <class S, Storage KF>
+void dotAll(const AttentionParams& p, const AttentionStream& s, uint32_t M, const uint8_t* keys, const float* beta,
+            uint32_t rows, float* logits) {
+  uint32_t m0 = 0;
+  for (; m0 + 8 <= M; m0 += 8) dotTile<S, KF, 8>(p, s, m0, keys, beta, rows, logits);
+  if (m0 + 4 <= M) { dotTile<S, KF, 4>(p, s, m0, keys, beta, rows, logits); m0 += 4; }
+  if (m0 + 2 <= M) { dotTile<S, KF, 2>(p, s, m0, keys, beta, rows, logits); m0 += 2; }
+  if (m0 < M) dotTile<S, KF, 1>(p, s, m0, keys, beta, rows, logits);
+}
+
+template <class S, Storage VF>
+void valueAll(const AttentionParams& p, uint32_t M, const uint8_t* values, uint32_t rows, const float* prob, float* acc) {
+  uint32_t m0 = 0;
+  for (; m0 + 8 <= M; m0 += 8) valueTile<S, VF, 8>(p, m0, values, rows, prob, acc);
+  if (m0 + 4 <= M) { valueTile<S, VF, 4>(p, m0, values, rows, prob, acc); m0 += 4; }
+  if (m0 + 2 <= M) { valueTile<S, VF, 2>(p, m0, values, rows, prob, acc); m0 += 2; }
+  if (m0 < M) valueTile<S, VF, 1>(p, m0, values, rows, prob, acc);
+}
+
+// Replaces logits[0, rows) by exp(logit - mNew) and returns their sum.
+template <class S>
+float expAndSum(float* x, uint32_t rows, float mNew) {
+  const typename S::V shift = S::set1(mNew);
+  typename S::V sum = S::zero();
+  uint32_t r = 0;
+  for (; r + S::W <= rows; r += S::W) {
+    const typename S::V e = S::exp(S::add(S::load(x + r), S::mul(shift, S::set1(-1.0f))));
+    S::store(x + r, e);
+    sum = S::add(sum, e);
+  }
+  float total = S::reduce(sum);
+  for (; r < rows; ++r) {
+    x[r] = SimdScalar::exp(x[r] - mNew);
+    total += x[r];
+  }
+  return total;
+}
+
+// Partial attention of the M = tq * g query vectors of stream `s` over blocks [b0, b1).
+// scratch: at least M * blockSize floats. mOut/lOut: [M]; accOut: [M][D] (unnormalized).
+template <class S, Storage KF, Storage VF>
+void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t b0, uint32_t b1, const int32_t* qpos,
+                    float* scratch, float* mOut, float* lOut, float* accOut) {
+  const BlockLayout& L = p.pool.layout;
+  const uint32_t D = p.codec.headDim, B = L.blockSize, g = p.queriesPerHead;
+  const uint32_t M = p.tq * g;
+  constexpr float kNegInf = -__builtin_inff();
+  for (uint32_t m = 0; m < M; ++m) { mOut[m] = kNegInf; lOut[m] = 0.0f; }
+  for (uint32_t i = 0; i < M * D; ++i) accOut[i] = 0.0f;
+  int32_t minQpos = qpos[0];
+  for (uint32_t t = 1; t < p.tq; ++t) minQpos = qpos[t] < minQpos ? qpos[t] : minQpos;
+
+  for (uint32_t blk = b0; blk < b1; ++blk) {
+    const uint8_t* base = p.pool.base + static_cast<uint64_t>(s.kv.blockTable[blk]) * L.blockBytes;
+    const uint32_t rows = minU32(B, static_cast<uint32_t>(s.kv.length) - blk * B);
+    if (blk + 1 < b1) {
+      // The next block is elsewhere in the pool: start its first lines early.
+      const char* next = reinterpret_cast<const char*>(p.pool.base + static_cast<uint64_t>(s.kv.blockTable[blk + 1]) * L.blockBytes);
+      __builtin_prefetch(next);
+      __builtin_prefetch(next + 64);
+      __builtin_prefetch(next + L.valuesOffset);
+      __builtin_prefetch(next + L.valuesOffset + 64);
+    }
+    const uint8_t* keys = base;
+    const uint8_t* values = base + L.valuesOffset;
+    const float* beta = reinterpret_cast<const float*>(base + L.betaOffset);
+    const int32_t* pos = reinterpret_cast<const int32_t*>(base + L.positionsOffset);
+
+    dotAll<S, KF>(p, s, M, keys, beta, rows, scratch);
+
+    int32_t maxPos = pos[0];
+    for (uint32_t r = 1; r < rows; ++r) maxPos = pos[r] > maxPos ? pos[r] : maxPos;
+    if (maxPos > minQpos) {
+      for (uint32_t m = 0; m < M; ++m) {
+        const int32_t cutoff = qpos[m / g];
+        for (uint32_t r = 0; r < rows; ++r) {
+          if (pos[r] > cutoff) scratch[m * B + r] = kNegInf;
+        }
+      }
+    }
+
+    for (uint32_t m = 0; m < M; ++m) {
+      float* lg = scratch + m * B;
+      float blockMax = lg[0];
+      for (uint32_t r = 1; r < rows; ++r) blockMax = lg[r] > blockMax ? lg[r] : blockMax;
+      const float mNew = blockMax > mOut[m] ? blockMax : mOut[m];
+      if (mNew == kNegInf) {  // every row so far is masked for this query
+        for (uint32_t r = 0; r < rows; ++r) lg[r] = 0.0f;
+        continue;
+      }
+      if (mNew != mOut[m]) {
+        const float correction = SimdScalar::exp(mOut[m] - mNew);
+        lOut[m] *= correction;
+        float* a = accOut + m * D;
+        const typename S::V c = S::set1(correction);
+        for (uint32_t e = 0; e < D; e += S::W) S::store(a + e, S::mul(S::load(a + e), c));
+        mOut[m] = mNew;
+      }
+      lOut[m] += expAndSum<S>(lg, rows, mNew);
+    }
+
+    valueAll<S, VF>(p, M, values, rows, scratch, accOut);
+  }
+}

@@ -1,0 +1,300 @@
+// The CPU backend: host pool memory, row encoding on append, split-K attention over the
+// thread pool with the widest kernel table the CPU and the codec allow.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "cpu_features.h"
+#include "hadamard.h"
+#include "kernel_table.h"
+#include "kvc/backend.h"
+#include "pool_memory.h"
+#include "row_codec_reference.h"
+#include "thread_pool.h"
+
+namespace kvc {
+
+namespace cpu {
+namespace {
+
+// Rows per split-K task. Fixed (not derived from the thread count) so that results are
+// bit-identical whatever `threads` is; long enough that merging costs nothing.
+constexpr uint32_t kRowsPerTask = 2048;
+
+const KernelTable& pickKernels(const RowCodec& codec) {
+  const CpuFeatures& f = cpuFeatures();
+  if (f.avx512) {
+    if (const KernelTable* t = avx512Kernels(); t && t->supports(codec)) return *t;
+  }
+  if (f.avx2) {
+    if (const KernelTable* t = avx2Kernels(); t && t->supports(codec)) return *t;
+  }
+  return portableKernels();
+}
+
+struct Task {
+  uint32_t stream;
+  uint32_t blockBegin, blockEnd;
+};
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const BackendOptions& o)
+      : pool_(o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency())) {}
+
+  const char* name() const override { return "cpu"; }
+
+  Status reservePool(uint64_t capacityBlocks, uint32_t blockBytes) override {
+    blockBytes_ = blockBytes;
+    return memory_.reserve(capacityBlocks * blockBytes);
+  }
+  Status commitPool(uint64_t blocks) override { return memory_.commit(blocks * blockBytes_); }
+  uint8_t* poolBase() override { return memory_.base(); }
+  uint64_t committedBytes() const override { return memory_.committed(); }
+
+  Status append(const AppendParams& p) override {
+    const RowCodec& c = p.codec;
+    const uint32_t D = c.headDim, G = c.groupSize;
+    const KernelTable& kt = pickKernels(c);
+    const BlockLayout& L = p.pool.layout;
+    rowScratch_.resize(2ull * D);
+    float* row = rowScratch_.data();
+    for (uint32_t s = 0; s < p.streamCount; ++s) {
+      for (uint32_t t = 0; t < p.tokens; ++t) {
+        const uint32_t r = static_cast<uint32_t>(p.startRow[s]) + t;
+        uint8_t* block = p.pool.base + static_cast<uint64_t>(p.blockTables[s][r / L.blockSize]) * L.blockBytes;
+        const uint32_t slot = r % L.blockSize;
+        const uint64_t at = (static_cast<uint64_t>(t) * p.streamCount + s) * D;
+        for (int tensor = 0; tensor < 2; ++tensor) {
+          const void* src = tensor == 0 ? p.keys : p.values;
+          const float* signs = tensor == 0 ? c.keySigns : c.valueSigns;
+          const Storage storage = tensor == 0 ? c.keyStorage : c.valueStorage;
+          const float* x;
+          if (p.inputType == InputType::kF16) {
+            kt.halfToFloat(static_cast<const uint16_t*>(src) + at, row, D);
+            x = row;
+          } else {
+            x = static_cast<const float*>(src) + at;
+          }
+          if (signs) {
+            if (x != row) std::memcpy(row, x, 4ull * D);
+            rotateForward(row, signs, D);
+            x = row;
+          }
+          uint8_t* dst = tensor == 0 ? block + static_cast<uint64_t>(slot) * L.keyRowBytes
+                                     : block + L.valuesOffset + static_cast<uint64_t>(slot) * L.valueRowBytes;
+          kt.encode[static_cast<int>(storage)](x, 1, D, G, dst, tensor == 0 ? L.keyRowBytes : L.valueRowBytes);
+        }
+        reinterpret_cast<float*>(block + L.betaOffset)[slot] = p.beta ? p.beta[static_cast<uint64_t>(t) * p.streamCount + s] : 0.0f;
+        reinterpret_cast<int32_t*>(block + L.positionsOffset)[slot] = p.positions[t];
+      }
+    }
+    return Status::ok();
+  }
+
+  Status attention(const AttentionParams& params) override {
+    const RowCodec& c = params.codec;
+    const KernelTable& kt = pickKernels(c);
+    const AttentionRangeFn fn = kt.attention[static_cast<int>(c.keyStorage)][static_cast<int>(c.valueStorage)];
+    const uint32_t D = c.headDim, B = params.pool.layout.blockSize;
+    const uint32_t M = params.tq * params.queriesPerHead;
+    AttentionParams p = params;
+
+    // Per stream: causal cutoffs (positions of the last tq rows) and, with rotated keys,
+    // rotated copies of the queries (tokenStride then addresses the copy).
+    streams_.assign(params.streams, params.streams + params.streamCount);
+    qpos_.resize(static_cast<size_t>(params.streamCount) * params.tq);
+    for (uint32_t s = 0; s < params.streamCount; ++s) {
+      int32_t* qp = qpos_.data() + static_cast<size_t>(s) * params.tq;
+      if (streams_[s].queryPositions) {
+        std::memcpy(qp, streams_[s].queryPositions, 4ull * params.tq);
+      } else {
+        readPositions(params.pool, streams_[s].kv, static_cast<uint32_t>(streams_[s].kv.length) - params.tq, params.tq, qp);
+      }
+    }
+    if (c.keySigns) {
+      rotatedQueries_.resize(static_cast<size_t>(params.streamCount) * M * D);
+      for (uint32_t s = 0; s < params.streamCount; ++s) {
+        float* dst = rotatedQueries_.data() + static_cast<size_t>(s) * M * D;
+        for (uint32_t m = 0; m < M; ++m) {
+          const float* src = streams_[s].queries + (m / params.queriesPerHead) * params.tokenStride +
+                             (m % params.queriesPerHead) * D;
+          std::memcpy(dst + static_cast<size_t>(m) * D, src, 4ull * D);
+          rotateForward(dst + static_cast<size_t>(m) * D, c.keySigns, D);
+        }
+        streams_[s].queries = dst;
+      }
+      p.tokenStride = static_cast<uint64_t>(params.queriesPerHead) * D;
+    }
+
+    tasks_.clear();
+    taskStart_.resize(params.streamCount + 1);
+    const uint32_t blocksPerTask = std::max(1u, kRowsPerTask / B);
+    for (uint32_t s = 0; s < params.streamCount; ++s) {
+      taskStart_[s] = static_cast<uint32_t>(tasks_.size());
+      const uint32_t blocks = (static_cast<uint32_t>(streams_[s].kv.length) + B - 1) / B;
+      for (uint32_t b = 0; b < blocks; b += blocksPerTask) tasks_.push_back({s, b, std::min(blocks, b + blocksPerTask)});
+    }
+    taskStart_[params.streamCount] = static_cast<uint32_t>(tasks_.size());
+
+    const size_t partialFloats = static_cast<size_t>(M) * (D + 2);
+    partials_.resize(tasks_.size() * partialFloats);
+    const uint32_t participants = pool_.size();
+    scratch_.resize(static_cast<size_t>(participants) * M * B);
+    p.streams = streams_.data();
+    auto runTask = [&](uint32_t i, uint32_t participant) {
+      const Task& t = tasks_[i];
+      float* part = partials_.data() + i * partialFloats;
+      fn(p, streams_[t.stream], t.blockBegin, t.blockEnd, qpos_.data() + static_cast<size_t>(t.stream) * params.tq,
+         scratch_.data() + static_cast<size_t>(participant) * M * B, part, part + M, part + 2 * M);
+    };
+    pool_.run(static_cast<uint32_t>(tasks_.size()), runTask);
+
+    for (uint32_t s = 0; s < params.streamCount; ++s) merge(p, s, M, params.tokenStride);
+    return Status::ok();
+  }
+
+  Status copyBlocks(const PoolView& pool, const int32_t* src, const int32_t* dst, uint32_t count) override {
+    const uint64_t bytes = pool.layout.blockBytes;
+    for (uint32_t i = 0; i < count; ++i) std::memcpy(pool.base + dst[i] * bytes, pool.base + src[i] * bytes, bytes);
+    return Status::ok();
+  }
+
+  Status readRows(const PoolView& pool, const RowCodec& c, const StreamView& stream, uint32_t start, uint32_t count,
+                  float* keys, float* values, float* beta, int32_t* positions) override {
+    const BlockLayout& L = pool.layout;
+    const uint32_t D = c.headDim;
+    for (uint32_t i = 0; i < count; ++i) {
+      const uint32_t r = start + i;
+      const uint8_t* block = pool.base + static_cast<uint64_t>(stream.blockTable[r / L.blockSize]) * L.blockBytes;
+      const uint32_t slot = r % L.blockSize;
+      if (keys) {
+        float* k = keys + static_cast<uint64_t>(i) * D;
+        cpu::decodeRowReference(c.keyStorage, block + static_cast<uint64_t>(slot) * L.keyRowBytes, D, c.groupSize, k);
+        if (c.keySigns) rotateInverse(k, c.keySigns, D);
+      }
+      if (values) {
+        float* v = values + static_cast<uint64_t>(i) * D;
+        cpu::decodeRowReference(c.valueStorage, block + L.valuesOffset + static_cast<uint64_t>(slot) * L.valueRowBytes, D,
+                                c.groupSize, v);
+        if (c.valueSigns) rotateInverse(v, c.valueSigns, D);
+      }
+      if (beta) beta[i] = reinterpret_cast<const float*>(block + L.betaOffset)[slot];
+      if (positions) positions[i] = reinterpret_cast<const int32_t*>(block + L.positionsOffset)[slot];
+    }
+    return Status::ok();
+  }
+
+  Status gatherRows(const PoolView& pool, const StreamView& src, const int32_t* srcRows, uint32_t count,
+                    const StreamView& dst, uint32_t dstStart) override {
+    const BlockLayout& L = pool.layout;
+    for (uint32_t i = 0; i < count; ++i) {
+      const uint32_t rs = static_cast<uint32_t>(srcRows[i]), rd = dstStart + i;
+      const uint8_t* a = pool.base + static_cast<uint64_t>(src.blockTable[rs / L.blockSize]) * L.blockBytes;
+      uint8_t* b = pool.base + static_cast<uint64_t>(dst.blockTable[rd / L.blockSize]) * L.blockBytes;
+      copyRow(L, a, rs % L.blockSize, b, rd % L.blockSize);
+    }
+    return Status::ok();
+  }
+
+  Status readRawRows(const PoolView& pool, const StreamView& stream, uint32_t start, uint32_t count, uint8_t* keyRows,
+                     uint8_t* valueRows, float* beta, int32_t* positions) override {
+    const BlockLayout& L = pool.layout;
+    for (uint32_t i = 0; i < count; ++i) {
+      const uint32_t r = start + i, slot = r % L.blockSize;
+      const uint8_t* block = pool.base + static_cast<uint64_t>(stream.blockTable[r / L.blockSize]) * L.blockBytes;
+      std::memcpy(keyRows + static_cast<uint64_t>(i) * L.keyRowBytes, block + static_cast<uint64_t>(slot) * L.keyRowBytes, L.keyRowBytes);
+      std::memcpy(valueRows + static_cast<uint64_t>(i) * L.valueRowBytes,
+                  block + L.valuesOffset + static_cast<uint64_t>(slot) * L.valueRowBytes, L.valueRowBytes);
+      beta[i] = reinterpret_cast<const float*>(block + L.betaOffset)[slot];
+      positions[i] = reinterpret_cast<const int32_t*>(block + L.positionsOffset)[slot];
+    }
+    return Status::ok();
+  }
+
+  Status writeRawRows(const PoolView& pool, const StreamView& stream, uint32_t start, uint32_t count,
+                      const uint8_t* keyRows, const uint8_t* valueRows, const float* beta,
+                      const int32_t* positions) override {
+    const BlockLayout& L = pool.layout;
+    for (uint32_t i = 0; i < count; ++i) {
+      const uint32_t r = start + i, slot = r % L.blockSize;
+      uint8_t* block = pool.base + static_cast<uint64_t>(stream.blockTable[r / L.blockSize]) * L.blockBytes;
+      std::memcpy(block + static_cast<uint64_t>(slot) * L.keyRowBytes, keyRows + static_cast<uint64_t>(i) * L.keyRowBytes, L.keyRowBytes);
+      std::memcpy(block + L.valuesOffset + static_cast<uint64_t>(slot) * L.valueRowBytes,
+                  valueRows + static_cast<uint64_t>(i) * L.valueRowBytes, L.valueRowBytes);
+      reinterpret_cast<float*>(block + L.betaOffset)[slot] = beta[i];
+      reinterpret_cast<int32_t*>(block + L.positionsOffset)[slot] = positions[i];
+    }
+    return Status::ok();
+  }
+
+ private:
+  static void copyRow(const BlockLayout& L, const uint8_t* a, uint32_t sa, uint8_t* b, uint32_t sb) {
+    std::memcpy(b + static_cast<uint64_t>(sb) * L.keyRowBytes, a + static_cast<uint64_t>(sa) * L.keyRowBytes, L.keyRowBytes);
+    std::memcpy(b + L.valuesOffset + static_cast<uint64_t>(sb) * L.valueRowBytes,
+                a + L.valuesOffset + static_cast<uint64_t>(sa) * L.valueRowBytes, L.valueRowBytes);
+    reinterpret_cast<float*>(b + L.betaOffset)[sb] = reinterpret_cast<const float*>(a + L.betaOffset)[sa];
+    reinterpret_cast<int32_t*>(b + L.positionsOffset)[sb] = reinterpret_cast<const int32_t*>(a + L.positionsOffset)[sa];
+  }
+
+  static void readPositions(const PoolView& pool, const StreamView& s, uint32_t start, uint32_t count, int32_t* out) {
+    const BlockLayout& L = pool.layout;
+    for (uint32_t i = 0; i < count; ++i) {
+      const uint32_t r = start + i;
+      const uint8_t* block = pool.base + static_cast<uint64_t>(s.blockTable[r / L.blockSize]) * L.blockBytes;
+      out[i] = reinterpret_cast<const int32_t*>(block + L.positionsOffset)[r % L.blockSize];
+    }
+  }
+
+  // Combines the split-K partial states of stream s, in block order, into the output.
+  void merge(const AttentionParams& p, uint32_t s, uint32_t M, uint64_t outTokenStride) {
+    const uint32_t D = p.codec.headDim, g = p.queriesPerHead;
+    const size_t partialFloats = static_cast<size_t>(M) * (D + 2);
+    const AttentionStream& st = streams_[s];
+    const uint32_t first = taskStart_[s], last = taskStart_[s + 1];
+    mergeAcc_.resize(D);
+    for (uint32_t m = 0; m < M; ++m) {
+      float mMax = -INFINITY;
+      for (uint32_t i = first; i < last; ++i) mMax = std::max(mMax, partials_[i * partialFloats + m]);
+      float l = 0.0f;
+      std::fill(mergeAcc_.begin(), mergeAcc_.end(), 0.0f);
+      if (mMax != -INFINITY) {
+        for (uint32_t i = first; i < last; ++i) {
+          const float* part = partials_.data() + i * partialFloats;
+          if (part[m] == -INFINITY) continue;
+          const float w = last - first == 1 ? 1.0f : std::exp(part[m] - mMax);
+          l += w * part[M + m];
+          const float* acc = part + 2 * M + static_cast<size_t>(m) * D;
+          for (uint32_t d = 0; d < D; ++d) mergeAcc_[d] += w * acc[d];
+        }
+      }
+      const uint32_t t = m / g, gi = m % g;
+      float* out = st.out + t * outTokenStride + gi * D;
+      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+      for (uint32_t d = 0; d < D; ++d) out[d] = mergeAcc_[d] * inv;
+      if (p.codec.valueSigns) rotateInverse(out, p.codec.valueSigns, D);
+      if (st.lse) st.lse[t * p.lseTokenStride + gi] = l > 0.0f ? mMax + std::log(l) : -INFINITY;
+    }
+  }
+
+  PoolMemory memory_;
+  uint32_t blockBytes_ = 0;
+  ThreadPool pool_;
+  std::vector<float> rowScratch_, rotatedQueries_, partials_, scratch_, mergeAcc_;
+  std::vector<int32_t> qpos_;
+  std::vector<AttentionStream> streams_;
+  std::vector<Task> tasks_;
+  std::vector<uint32_t> taskStart_;
+};
+
+}  // namespace
+}  // namespace cpu
+
+std::unique_ptr<Backend> createCpuBackend(const BackendOptions& options) {
+  return std::make_unique<cpu::CpuBackend>(options);
+}
+
+}  // namespace kvc

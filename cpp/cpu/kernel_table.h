@@ -1,0 +1,44 @@
+// The CPU kernels one instruction set provides, as plain function pointers, so that the
+// backend picks an implementation at run time (cpuid) and a prebuilt binary runs on any
+// x86-64. Each kernels_<isa>.cpp fills one table.
+#pragma once
+#include <cstdint>
+
+#include "kvc/views.h"
+
+namespace kvc::cpu {
+
+using AttentionRangeFn = void (*)(const AttentionParams& p, const AttentionStream& s, uint32_t blockBegin,
+                                  uint32_t blockEnd, const int32_t* queryPositions, float* scratch, float* m, float* l,
+                                  float* acc);
+// Writes n rows of f32 input (already rotated when the codec rotates) into encoded rows.
+using EncodeRowsFn = void (*)(const float* in, uint32_t n, uint32_t headDim, uint32_t groupSize, uint8_t* out,
+                              uint32_t outStride);
+// Converts n f16 values to f32.
+using HalfToFloatFn = void (*)(const uint16_t* in, float* out, uint64_t n);
+
+struct KernelTable {
+  const char* name = nullptr;
+  uint32_t width = 1;  // floats per vector: head_dim and groups must be multiples of it
+  AttentionRangeFn attention[kStorageCount][kStorageCount] = {};  // [key storage][value storage]
+  EncodeRowsFn encode[kStorageCount] = {};
+  HalfToFloatFn halfToFloat = nullptr;
+
+  // Whether this table's vector width fits the codec (else a narrower table is used).
+  bool supports(const RowCodec& c) const {
+    if (c.headDim % width != 0) return false;
+    auto fits = [&](Storage s) {
+      if (s == Storage::kInt8) return c.groupSize % width == 0;
+      if (s == Storage::kInt4) return c.groupSize % (2 * width) == 0;
+      return true;
+    };
+    return fits(c.keyStorage) && fits(c.valueStorage);
+  }
+};
+
+const KernelTable& portableKernels();
+// nullptr when the CPU (or the compiler) lacks the instructions.
+const KernelTable* avx2Kernels();
+const KernelTable* avx512Kernels();
+
+}  // namespace kvc::cpu

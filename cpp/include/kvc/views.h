@@ -1,0 +1,88 @@
+// Plain views the kernels see: pointers, strides and sizes, no ownership, no N-API, no
+// CUDA types. The same structs feed the CPU kernels (cpp/cpu) and the CUDA launchers
+// (cuda/); pointers are host pointers for the CPU backend and device pointers for CUDA.
+#pragma once
+#include <cstdint>
+
+#include "kvc/formats.h"
+
+namespace kvc {
+
+// The block pool: block b starts at base + b * layout.blockBytes.
+struct PoolView {
+  uint8_t* base = nullptr;
+  BlockLayout layout;
+};
+
+// How rows are encoded: shared by append, attention, read and gather.
+struct RowCodec {
+  Storage keyStorage = Storage::kF16;
+  Storage valueStorage = Storage::kF16;
+  uint32_t headDim = 0;
+  uint32_t groupSize = 0;  // quantization group along headDim (divides headDim)
+  // Hadamard rotation (normalized Walsh-Hadamard with sign flips) of keys / values:
+  // rotateSigns is float[headDim] of +-1, nullptr when not rotated.
+  const float* keySigns = nullptr;
+  const float* valueSigns = nullptr;
+};
+
+// One stream (sequence x layer x kv head) as the kernels see it.
+struct StreamView {
+  const int32_t* blockTable = nullptr;  // [ceil(length / blockSize)] block ids
+  int32_t length = 0;                   // rows
+};
+
+// append: T new rows for each of `streamCount` streams (the kv heads of one layer of one
+// sequence). Row t of stream s is written at row index startRow[s] + t of that stream,
+// i.e. block blockTable[(startRow + t) / blockSize], slot (startRow + t) % blockSize.
+// The block tables already hold every block the rows need (the core allocates first).
+struct AppendParams {
+  PoolView pool;
+  RowCodec codec;
+  uint32_t streamCount = 0;
+  uint32_t tokens = 0;                 // T
+  const int32_t* const* blockTables = nullptr;  // [streamCount] -> block ids
+  const int32_t* startRow = nullptr;   // [streamCount]
+  InputType inputType = InputType::kF32;
+  const void* keys = nullptr;          // [T, streamCount, headDim] f32 or f16
+  const void* values = nullptr;        // [T, streamCount, headDim] f32 or f16
+  const int32_t* positions = nullptr;  // [T]
+  const float* beta = nullptr;         // [T, streamCount] or nullptr for 0
+};
+
+// attention: every stream s serves `groupSize` query heads (GQA) and `tq` queries.
+// queries and out are [tq][groupSize][headDim] per stream, addressed through strides so
+// that a whole [sequences, tq, queryHeads, headDim] tensor maps onto the streams without
+// copies: element (s, t, g, d) is at base + s * streamStride + t * tokenStride + g * headDim + d.
+struct AttentionStream {
+  StreamView kv;
+  // [tq] causal cutoff, row visible iff pos <= it; nullptr = the positions of the last tq
+  // rows of the stream (the usual case: queries belong to the rows just appended).
+  const int32_t* queryPositions = nullptr;
+  const float* queries = nullptr;           // first element of (s, 0, 0, 0)
+  float* out = nullptr;                     // first element of (s, 0, 0, 0)
+  float* lse = nullptr;                     // (s, t, g) at lse + t * lseTokenStride + g, or nullptr
+  float* scores = nullptr;                  // [length] attention mass accumulator, or nullptr
+};
+
+struct AttentionParams {
+  PoolView pool;
+  RowCodec codec;
+  uint32_t streamCount = 0;
+  const AttentionStream* streams = nullptr;  // [streamCount]
+  uint32_t queriesPerHead = 1;   // GQA ratio: query heads per kv head
+  uint32_t tq = 1;
+  uint64_t tokenStride = 0;      // floats between query tokens (queryHeads * headDim)
+  uint64_t lseTokenStride = 0;   // floats between query tokens in lse (queryHeads)
+  float scale = 1.0f;            // usually 1 / sqrt(headDim)
+};
+
+// Split-softmax partial state, produced for a range of blocks of one stream and merged:
+// m = running max of logits, l = sum of exp(logit - m), acc = sum of exp(logit - m) * v.
+struct PartialSoftmax {
+  float* m = nullptr;    // [tq * queriesPerHead]
+  float* l = nullptr;    // [tq * queriesPerHead]
+  float* acc = nullptr;  // [tq * queriesPerHead][headDim]
+};
+
+}  // namespace kvc

@@ -1,0 +1,403 @@
+// kvc::Backend on the GPU: the block pool is one cudaMalloc made at reservePool; each
+// operation checks its arguments, packs the host inputs into one upload, launches, waits,
+// and copies the outputs back. Every CUDA error becomes a Status (kCudaError); nothing aborts.
+#include "cuda_backend.h"
+
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../kernels/kernel_args.h"
+#include "staging.h"
+
+KVC_CUDA_NAMESPACE_BEGIN
+
+namespace {
+
+constexpr uint32_t kMaxHeadDim = 1024;
+
+Status cudaFailure(const std::string& what, cudaError_t error) {
+  cudaGetLastError();  // clear the sticky per-thread error so the next call starts clean
+  return Status(StatusCode::kCudaError, what + ": " + cudaGetErrorString(error));
+}
+
+#define KVC_CUDA_TRY(what, expr)                         \
+  do {                                                   \
+    const cudaError_t kvc_err_ = (expr);                 \
+    if (kvc_err_ != cudaSuccess) return cudaFailure((what), kvc_err_); \
+  } while (0)
+
+bool isPowerOfTwo(uint32_t x) { return x && (x & (x - 1)) == 0; }
+
+Status validateCodec(const RowCodec& c, const BlockLayout& L) {
+  const uint32_t D = c.headDim;
+  if (D == 0 || D > kMaxHeadDim) return invalidArgument("headDim must be in [1, 1024], got " + std::to_string(D));
+  const bool quantized = isQuantized(c.keyStorage) || isQuantized(c.valueStorage);
+  if (quantized && (c.groupSize == 0 || D % c.groupSize != 0)) {
+    return invalidArgument("groupSize must divide headDim for quantized storage");
+  }
+  if ((c.keyStorage == Storage::kInt4 || c.valueStorage == Storage::kInt4) && c.groupSize % 2 != 0) {
+    return invalidArgument("int4 storage needs an even groupSize");
+  }
+  if ((c.keySigns || c.valueSigns) && !isPowerOfTwo(D)) {
+    return invalidArgument("Hadamard rotation needs a power-of-two headDim, got " + std::to_string(D));
+  }
+  if (L.blockSize == 0 || L.keyRowBytes != rowBytes(c.keyStorage, D, c.groupSize) ||
+      L.valueRowBytes != rowBytes(c.valueStorage, D, c.groupSize)) {
+    return shapeMismatch("block layout does not match the row codec");
+  }
+  return Status::ok();
+}
+
+uint32_t blocksFor(uint64_t rows, uint32_t blockSize) { return static_cast<uint32_t>((rows + blockSize - 1) / blockSize); }
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const char* name) : name_(name) {}
+  ~CudaBackend() override { cudaFree(pool_); }
+
+  const char* name() const override { return name_; }
+
+  Status reservePool(uint64_t capacityBlocks, uint32_t blockBytes) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (pool_) return invalidArgument("reservePool: the pool is already reserved");
+    if (blockBytes == 0 || blockBytes % 64 != 0) return invalidArgument("reservePool: blockBytes must be a multiple of 64");
+    if (capacityBlocks == 0) return invalidArgument("reservePool: capacityBlocks must be positive");
+    const uint64_t bytes = capacityBlocks * blockBytes;
+    if (bytes / blockBytes != capacityBlocks) return outOfMemory("reservePool: size overflows");
+    const cudaError_t e = cudaMalloc(reinterpret_cast<void**>(&pool_), bytes);
+    if (e != cudaSuccess) {
+      pool_ = nullptr;
+      cudaGetLastError();
+      return outOfMemory("cudaMalloc of " + std::to_string(bytes) + " bytes for the block pool: " + cudaGetErrorString(e));
+    }
+    capacity_ = capacityBlocks;
+    blockBytes_ = blockBytes;
+    return Status::ok();
+  }
+
+  // The reservation is already device memory: committing only moves the usable bound.
+  Status commitPool(uint64_t blocks) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (blocks > capacity_) {
+      return outOfMemory("commitPool: " + std::to_string(blocks) + " blocks exceed the reservation of " +
+                         std::to_string(capacity_));
+    }
+    if (blocks > committed_) committed_ = blocks;
+    return Status::ok();
+  }
+
+  // A device pointer: the core must never dereference it (use readRows / gatherRows).
+  uint8_t* poolBase() override { return pool_; }
+  uint64_t committedBytes() const override { return capacity_ * blockBytes_; }
+
+  Status append(const AppendParams& p) override;
+  Status attention(const AttentionParams& p) override;
+  Status copyBlocks(const PoolView& pool, const int32_t* src, const int32_t* dst, uint32_t count) override;
+  Status readRows(const PoolView& pool, const RowCodec& codec, const StreamView& stream, uint32_t start,
+                  uint32_t count, float* keys, float* values, float* beta, int32_t* positions) override;
+  Status gatherRows(const PoolView& pool, const StreamView& src, const int32_t* srcRows, uint32_t count,
+                    const StreamView& dst, uint32_t dstStart) override;
+
+ private:
+  Status checkPool(const PoolView& pool) const {
+    if (!pool_) return invalidArgument("the pool is not reserved");
+    if (pool.base != pool_ || pool.layout.blockBytes != blockBytes_) {
+      return invalidArgument("pool view does not describe this backend's pool");
+    }
+    return Status::ok();
+  }
+  Status checkBlock(int32_t block) const {
+    if (block < 0 || static_cast<uint64_t>(block) >= committed_) {
+      return invalidArgument("block id " + std::to_string(block) + " is outside the committed pool");
+    }
+    return Status::ok();
+  }
+  // Stages `count` entries of a block table starting at entry `first`, validating each id.
+  Status stageTable(const int32_t* table, uint32_t first, uint32_t count, size_t* offset) {
+    if (count && !table) return invalidArgument("block table is null");
+    for (uint32_t i = 0; i < count; ++i) KVC_RETURN_IF_ERROR(checkBlock(table[first + i]));
+    *offset = staging_.addArray(table + first, count);
+    return Status::ok();
+  }
+  size_t stageSigns(const float* signs, uint32_t D) { return signs ? staging_.addArray(signs, D) : SIZE_MAX; }
+  const float* deviceSigns(size_t offset) const {
+    return offset == SIZE_MAX ? nullptr : device_.at<const float>(offset);
+  }
+  // Makes the device buffer large enough for everything staged so far; device addresses
+  // (device_.at) are valid from here on.
+  Status reserveDevice() {
+    KVC_CUDA_TRY("cudaMalloc of the staging buffer", device_.reserve(staging_.size()));
+    return Status::ok();
+  }
+  Status upload(size_t bytes) {
+    KVC_CUDA_TRY("cudaMemcpy to the device", cudaMemcpy(device_.get(), staging_.hostAt(0), bytes, cudaMemcpyHostToDevice));
+    return Status::ok();
+  }
+  Status download(size_t offset, size_t bytes) {
+    if (!bytes) return Status::ok();
+    KVC_CUDA_TRY("cudaMemcpy to the host",
+                 cudaMemcpy(staging_.hostAt(offset), device_.get() + offset, bytes, cudaMemcpyDeviceToHost));
+    return Status::ok();
+  }
+  Status finish(const char* kernel, cudaError_t launchError) {
+    if (launchError != cudaSuccess) return cudaFailure(std::string("launch of ") + kernel, launchError);
+    KVC_CUDA_TRY(std::string(kernel) + " kernel", cudaStreamSynchronize(stream_));
+    return Status::ok();
+  }
+
+  const char* name_;
+  std::mutex mutex_;  // one operation at a time: the staging buffers are shared
+  uint8_t* pool_ = nullptr;
+  uint64_t capacity_ = 0;
+  uint64_t committed_ = 0;
+  uint32_t blockBytes_ = 0;
+  cudaStream_t stream_ = 0;
+  StagingBuffer staging_;
+  DeviceBuffer device_;
+};
+
+Status CudaBackend::append(const AppendParams& p) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  KVC_RETURN_IF_ERROR(checkPool(p.pool));
+  KVC_RETURN_IF_ERROR(validateCodec(p.codec, p.pool.layout));
+  const uint32_t S = p.streamCount, T = p.tokens, D = p.codec.headDim, bs = p.pool.layout.blockSize;
+  if (S == 0 || T == 0) return Status::ok();
+  if (!p.blockTables || !p.startRow || !p.keys || !p.values || !p.positions) {
+    return invalidArgument("append: blockTables, startRow, keys, values and positions are required");
+  }
+  staging_.clear();
+  std::vector<TableSlice> slices(S);
+  std::vector<int32_t> tables;
+  for (uint32_t s = 0; s < S; ++s) {
+    if (p.startRow[s] < 0) return invalidArgument("append: negative startRow");
+    const uint32_t first = static_cast<uint32_t>(p.startRow[s]) / bs;
+    const uint32_t last = static_cast<uint32_t>((static_cast<uint64_t>(p.startRow[s]) + T - 1) / bs);
+    if (!p.blockTables[s]) return invalidArgument("append: block table is null");
+    slices[s] = TableSlice{static_cast<uint32_t>(tables.size()), static_cast<int32_t>(first)};
+    for (uint32_t b = first; b <= last; ++b) {
+      KVC_RETURN_IF_ERROR(checkBlock(p.blockTables[s][b]));
+      tables.push_back(p.blockTables[s][b]);
+    }
+  }
+  const size_t elementBytes = p.inputType == InputType::kF32 ? 4 : 2;
+  const size_t rowElements = static_cast<size_t>(T) * S * D;
+  const size_t oTables = staging_.addArray(tables.data(), tables.size());
+  const size_t oSlices = staging_.addArray(slices.data(), S);
+  const size_t oStart = staging_.addArray(p.startRow, S);
+  const size_t oKeys = staging_.add(p.keys, rowElements * elementBytes);
+  const size_t oValues = staging_.add(p.values, rowElements * elementBytes);
+  const size_t oPositions = staging_.addArray(p.positions, T);
+  const size_t oBeta = p.beta ? staging_.addArray(p.beta, static_cast<size_t>(T) * S) : SIZE_MAX;
+  const size_t oKeySigns = stageSigns(p.codec.keySigns, D), oValueSigns = stageSigns(p.codec.valueSigns, D);
+  KVC_RETURN_IF_ERROR(reserveDevice());
+  KVC_RETURN_IF_ERROR(upload(staging_.size()));
+
+  AppendArgs a;
+  a.pool = p.pool;
+  a.codec = p.codec;
+  a.codec.keySigns = deviceSigns(oKeySigns);
+  a.codec.valueSigns = deviceSigns(oValueSigns);
+  a.streamCount = S;
+  a.tokens = T;
+  a.tables = device_.at<const int32_t>(oTables);
+  a.slices = device_.at<const TableSlice>(oSlices);
+  a.startRow = device_.at<const int32_t>(oStart);
+  a.inputType = p.inputType;
+  a.keys = device_.at<const void>(oKeys);
+  a.values = device_.at<const void>(oValues);
+  a.positions = device_.at<const int32_t>(oPositions);
+  a.beta = oBeta == SIZE_MAX ? nullptr : device_.at<const float>(oBeta);
+  return finish("append", launchAppend(a, stream_));
+}
+
+Status CudaBackend::attention(const AttentionParams& p) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  KVC_RETURN_IF_ERROR(checkPool(p.pool));
+  KVC_RETURN_IF_ERROR(validateCodec(p.codec, p.pool.layout));
+  const uint32_t S = p.streamCount, G = p.queriesPerHead, tq = p.tq, D = p.codec.headDim;
+  const uint32_t bs = p.pool.layout.blockSize;
+  if (S == 0 || tq == 0) return Status::ok();
+  if (!p.streams || G == 0) return invalidArgument("attention: streams and queriesPerHead are required");
+  if (!attentionSupportsHeadDim(D)) {
+    return unsupported("cuda attention supports headDim 8, 16, 32, 64, 96, 128 and 256, got " + std::to_string(D));
+  }
+  if (tq > 65535 || S > 0x7FFFFFFFu) return invalidArgument("attention: tq must be <= 65535");
+  if (p.tokenStride < static_cast<uint64_t>(G) * D && tq > 1) return invalidArgument("attention: tokenStride too small");
+
+  staging_.clear();
+  const size_t headFloats = static_cast<size_t>(G) * D;
+  std::vector<size_t> tableOffsets(S);
+  for (uint32_t s = 0; s < S; ++s) {
+    const AttentionStream& st = p.streams[s];
+    if (st.kv.length < 0) return invalidArgument("attention: negative stream length");
+    if (!st.queryPositions || !st.queries || !st.out) {
+      return invalidArgument("attention: queryPositions, queries and out are required per stream");
+    }
+    KVC_RETURN_IF_ERROR(stageTable(st.kv.blockTable, 0, blocksFor(static_cast<uint32_t>(st.kv.length), bs), &tableOffsets[s]));
+  }
+  std::vector<int32_t> queryPositions(static_cast<size_t>(S) * tq);
+  for (uint32_t s = 0; s < S; ++s) std::memcpy(&queryPositions[s * tq], p.streams[s].queryPositions, tq * sizeof(int32_t));
+  const size_t oQueryPositions = staging_.addArray(queryPositions.data(), queryPositions.size());
+  const size_t oQueries = staging_.add(nullptr, static_cast<size_t>(S) * tq * headFloats * sizeof(float));
+  for (uint32_t s = 0; s < S; ++s) {
+    for (uint32_t t = 0; t < tq; ++t) {
+      std::memcpy(staging_.hostAt(oQueries) + ((static_cast<size_t>(s) * tq + t) * headFloats) * sizeof(float),
+                  p.streams[s].queries + t * p.tokenStride, headFloats * sizeof(float));
+    }
+  }
+  const size_t oKeySigns = stageSigns(p.codec.keySigns, D), oValueSigns = stageSigns(p.codec.valueSigns, D);
+  const size_t oStreams = staging_.add(nullptr, S * sizeof(AttentionStreamArgs));
+  // Outputs last, so one copy brings them all back.
+  const size_t oOut = staging_.add(nullptr, static_cast<size_t>(S) * tq * headFloats * sizeof(float));
+  const size_t oLse = staging_.add(nullptr, static_cast<size_t>(S) * tq * G * sizeof(float));
+  std::vector<size_t> scoreOffsets(S, SIZE_MAX);
+  for (uint32_t s = 0; s < S; ++s) {
+    if (p.streams[s].scores) scoreOffsets[s] = staging_.addArray(p.streams[s].scores, static_cast<size_t>(p.streams[s].kv.length));
+  }
+  KVC_RETURN_IF_ERROR(reserveDevice());
+  auto* streams = reinterpret_cast<AttentionStreamArgs*>(staging_.hostAt(oStreams));
+  for (uint32_t s = 0; s < S; ++s) {
+    streams[s].blockTable = device_.at<const int32_t>(tableOffsets[s]);
+    streams[s].length = p.streams[s].kv.length;
+    streams[s].scores = scoreOffsets[s] == SIZE_MAX ? nullptr : device_.at<float>(scoreOffsets[s]);
+  }
+  KVC_RETURN_IF_ERROR(upload(staging_.size()));
+
+  AttentionArgs a;
+  a.pool = p.pool;
+  a.codec = p.codec;
+  a.codec.keySigns = deviceSigns(oKeySigns);
+  a.codec.valueSigns = deviceSigns(oValueSigns);
+  a.streamCount = S;
+  a.queriesPerHead = G;
+  a.tq = tq;
+  a.scale = p.scale;
+  a.streams = device_.at<const AttentionStreamArgs>(oStreams);
+  a.queryPositions = device_.at<const int32_t>(oQueryPositions);
+  a.queries = device_.at<const float>(oQueries);
+  a.out = device_.at<float>(oOut);
+  a.lse = device_.at<float>(oLse);
+  KVC_RETURN_IF_ERROR(finish("attention", launchAttention(a, stream_)));
+  KVC_RETURN_IF_ERROR(download(oOut, staging_.size() - oOut));
+
+  for (uint32_t s = 0; s < S; ++s) {
+    const AttentionStream& st = p.streams[s];
+    for (uint32_t t = 0; t < tq; ++t) {
+      const size_t head = static_cast<size_t>(s) * tq + t;
+      std::memcpy(st.out + t * p.tokenStride, staging_.hostAt(oOut) + head * headFloats * sizeof(float),
+                  headFloats * sizeof(float));
+      if (st.lse) {
+        std::memcpy(st.lse + t * p.lseTokenStride, staging_.hostAt(oLse) + head * G * sizeof(float), G * sizeof(float));
+      }
+    }
+    if (st.scores) std::memcpy(st.scores, staging_.hostAt(scoreOffsets[s]), st.kv.length * sizeof(float));
+  }
+  return Status::ok();
+}
+
+Status CudaBackend::copyBlocks(const PoolView& pool, const int32_t* src, const int32_t* dst, uint32_t count) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  KVC_RETURN_IF_ERROR(checkPool(pool));
+  if (count == 0) return Status::ok();
+  if (!src || !dst) return invalidArgument("copyBlocks: src and dst are required");
+  staging_.clear();
+  size_t oSrc = 0, oDst = 0;
+  KVC_RETURN_IF_ERROR(stageTable(src, 0, count, &oSrc));
+  KVC_RETURN_IF_ERROR(stageTable(dst, 0, count, &oDst));
+  KVC_RETURN_IF_ERROR(reserveDevice());
+  KVC_RETURN_IF_ERROR(upload(staging_.size()));
+  return finish("copyBlocks", launchCopyBlocks(pool_, blockBytes_, device_.at<const int32_t>(oSrc),
+                                               device_.at<const int32_t>(oDst), count, stream_));
+}
+
+Status CudaBackend::readRows(const PoolView& pool, const RowCodec& codec, const StreamView& stream, uint32_t start,
+                             uint32_t count, float* keys, float* values, float* beta, int32_t* positions) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  KVC_RETURN_IF_ERROR(checkPool(pool));
+  KVC_RETURN_IF_ERROR(validateCodec(codec, pool.layout));
+  if (count == 0) return Status::ok();
+  if (stream.length < 0 || static_cast<uint64_t>(start) + count > static_cast<uint64_t>(stream.length)) {
+    return invalidArgument("readRows: rows [" + std::to_string(start) + ", " + std::to_string(uint64_t(start) + count) +
+                           ") exceed the stream length " + std::to_string(stream.length));
+  }
+  const uint32_t D = codec.headDim, bs = pool.layout.blockSize;
+  const uint32_t first = start / bs, last = static_cast<uint32_t>((uint64_t(start) + count - 1) / bs);
+  staging_.clear();
+  size_t oTable = 0;
+  KVC_RETURN_IF_ERROR(stageTable(stream.blockTable, first, last - first + 1, &oTable));
+  const size_t oKeySigns = stageSigns(codec.keySigns, D), oValueSigns = stageSigns(codec.valueSigns, D);
+  const size_t uploadBytes = staging_.size();
+  const size_t oKeys = staging_.add(nullptr, static_cast<size_t>(count) * D * sizeof(float));
+  const size_t oValues = staging_.add(nullptr, static_cast<size_t>(count) * D * sizeof(float));
+  const size_t oBeta = staging_.add(nullptr, count * sizeof(float));
+  const size_t oPositions = staging_.add(nullptr, count * sizeof(int32_t));
+  KVC_RETURN_IF_ERROR(reserveDevice());
+  KVC_RETURN_IF_ERROR(upload(uploadBytes));
+
+  ReadRowsArgs a;
+  a.pool = pool;
+  a.codec = codec;
+  a.codec.keySigns = deviceSigns(oKeySigns);
+  a.codec.valueSigns = deviceSigns(oValueSigns);
+  a.blockTable = device_.at<const int32_t>(oTable);
+  a.firstBlock = static_cast<int32_t>(first);
+  a.start = start;
+  a.count = count;
+  a.keys = keys ? device_.at<float>(oKeys) : nullptr;
+  a.values = values ? device_.at<float>(oValues) : nullptr;
+  a.beta = beta ? device_.at<float>(oBeta) : nullptr;
+  a.positions = positions ? device_.at<int32_t>(oPositions) : nullptr;
+  KVC_RETURN_IF_ERROR(finish("readRows", launchReadRows(a, stream_)));
+  KVC_RETURN_IF_ERROR(download(oKeys, staging_.size() - oKeys));
+  if (keys) std::memcpy(keys, staging_.hostAt(oKeys), static_cast<size_t>(count) * D * sizeof(float));
+  if (values) std::memcpy(values, staging_.hostAt(oValues), static_cast<size_t>(count) * D * sizeof(float));
+  if (beta) std::memcpy(beta, staging_.hostAt(oBeta), count * sizeof(float));
+  if (positions) std::memcpy(positions, staging_.hostAt(oPositions), count * sizeof(int32_t));
+  return Status::ok();
+}
+
+Status CudaBackend::gatherRows(const PoolView& pool, const StreamView& src, const int32_t* srcRows, uint32_t count,
+                               const StreamView& dst, uint32_t dstStart) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  KVC_RETURN_IF_ERROR(checkPool(pool));
+  if (count == 0) return Status::ok();
+  if (!srcRows) return invalidArgument("gatherRows: srcRows is required");
+  const BlockLayout& L = pool.layout;
+  if (L.blockSize == 0 || L.keyRowBytes % 4 || L.valueRowBytes % 4) return shapeMismatch("gatherRows: bad block layout");
+  for (uint32_t i = 0; i < count; ++i) {
+    if (srcRows[i] < 0 || srcRows[i] >= src.length) {
+      return invalidArgument("gatherRows: srcRows[" + std::to_string(i) + "] = " + std::to_string(srcRows[i]) +
+                             " is outside the source stream of length " + std::to_string(src.length));
+    }
+  }
+  // The destination table must already hold every block the new rows land in.
+  staging_.clear();
+  size_t oSrcTable = 0, oDstTable = 0;
+  KVC_RETURN_IF_ERROR(stageTable(src.blockTable, 0, blocksFor(static_cast<uint32_t>(src.length), L.blockSize), &oSrcTable));
+  KVC_RETURN_IF_ERROR(stageTable(dst.blockTable, 0, blocksFor(uint64_t(dstStart) + count, L.blockSize), &oDstTable));
+  const size_t oRows = staging_.addArray(srcRows, count);
+  const uint32_t rowWords = (L.keyRowBytes + L.valueRowBytes) / 4 + 2;
+  const size_t uploadBytes = staging_.size();
+  const size_t oRowStaging = staging_.add(nullptr, static_cast<size_t>(count) * rowWords * 4);
+  KVC_RETURN_IF_ERROR(reserveDevice());
+  KVC_RETURN_IF_ERROR(upload(uploadBytes));
+
+  GatherArgs a;
+  a.pool = pool;
+  a.srcTable = device_.at<const int32_t>(oSrcTable);
+  a.srcRows = device_.at<const int32_t>(oRows);
+  a.dstTable = device_.at<const int32_t>(oDstTable);
+  a.dstStart = dstStart;
+  a.count = count;
+  a.staging = device_.at<uint32_t>(oRowStaging);
+  a.rowWords = rowWords;
+  return finish("gatherRows", launchGatherRows(a, stream_));
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> makeBackend(const char* name) { return std::unique_ptr<Backend>(new CudaBackend(name)); }
+
+KVC_CUDA_NAMESPACE_END

@@ -1,0 +1,20 @@
+// queryCuda / createCudaBackend for builds without nvcc (the node-gyp CPU-only addon, or
+// cmake-js when no CUDA toolkit is found): CUDA is reported as not compiled in.
+#include "kvc/backend.h"
+
+namespace kvc {
+
+CudaInfo queryCuda() {
+  CudaInfo info;
+  info.compiled = false;
+  info.available = false;
+  info.reason = "kvcompact was built without CUDA";
+  return info;
+}
+
+std::unique_ptr<Backend> createCudaBackend(const BackendOptions& /*options*/, Status* status) {
+  if (status) *status = Status(StatusCode::kCudaUnavailable, "cuda unavailable: kvcompact was built without CUDA");
+  return nullptr;
+}
+
+}  // namespace kvc

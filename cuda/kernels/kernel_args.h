@@ -1,0 +1,89 @@
+// Argument structs of the CUDA kernels and their launchers. Every pointer is a device
+// pointer; the backend (cuda/backend) stages host data into this form. Compiled by nvcc
+// and, for the emulated build, by the host compiler.
+#pragma once
+#include <cstdint>
+
+#include "../compat.cuh"
+#include "kvc/views.h"
+
+KVC_CUDA_NAMESPACE_BEGIN
+
+// The part of one stream's block table that a launch touches: entry for row r is
+// tables[offset + r / blockSize - firstBlock].
+struct TableSlice {
+  uint32_t offset = 0;
+  int32_t firstBlock = 0;
+};
+
+struct AppendArgs {
+  PoolView pool;
+  RowCodec codec;                     // keySigns / valueSigns: device float[headDim] or nullptr
+  uint32_t streamCount = 0;           // S
+  uint32_t tokens = 0;                // T
+  const int32_t* tables = nullptr;    // concatenated table slices
+  const TableSlice* slices = nullptr; // [S]
+  const int32_t* startRow = nullptr;  // [S]
+  InputType inputType = InputType::kF32;
+  const void* keys = nullptr;         // [T][S][headDim] f32 or f16 bits
+  const void* values = nullptr;       // [T][S][headDim] f32 or f16 bits
+  const int32_t* positions = nullptr; // [T]
+  const float* beta = nullptr;        // [T][S] or nullptr for 0
+};
+
+struct AttentionStreamArgs {
+  const int32_t* blockTable = nullptr;  // [ceil(length / blockSize)]
+  int32_t length = 0;
+  float* scores = nullptr;              // [length] attention mass accumulator, or nullptr
+};
+
+struct AttentionArgs {
+  PoolView pool;
+  RowCodec codec;
+  uint32_t streamCount = 0;               // S
+  uint32_t queriesPerHead = 1;            // G
+  uint32_t tq = 1;
+  float scale = 1.0f;
+  const AttentionStreamArgs* streams = nullptr;  // [S]
+  const int32_t* queryPositions = nullptr;       // [S][tq]
+  const float* queries = nullptr;                // [S][tq][G][headDim]
+  float* out = nullptr;                          // [S][tq][G][headDim]
+  float* lse = nullptr;                          // [S][tq][G]
+};
+
+struct ReadRowsArgs {
+  PoolView pool;
+  RowCodec codec;
+  const int32_t* blockTable = nullptr;  // slice covering rows [start, start + count)
+  int32_t firstBlock = 0;               // block index (in the stream) of blockTable[0]
+  uint32_t start = 0;
+  uint32_t count = 0;
+  float* keys = nullptr;                // [count][headDim]
+  float* values = nullptr;              // [count][headDim]
+  float* beta = nullptr;                // [count]
+  int32_t* positions = nullptr;         // [count]
+};
+
+// Gathers rows through a staging buffer (read all, then write all), so that source and
+// destination may share blocks.
+struct GatherArgs {
+  PoolView pool;
+  const int32_t* srcTable = nullptr;  // whole source table
+  const int32_t* srcRows = nullptr;   // [count]
+  const int32_t* dstTable = nullptr;  // whole destination table
+  uint32_t dstStart = 0;
+  uint32_t count = 0;
+  uint32_t* staging = nullptr;        // [count][rowWords]
+  uint32_t rowWords = 0;              // (keyRowBytes + valueRowBytes) / 4 + 2
+};
+
+bool attentionSupportsHeadDim(uint32_t headDim);
+cudaError_t launchAppend(const AppendArgs& args, cudaStream_t stream);
+cudaError_t launchAttention(const AttentionArgs& args, cudaStream_t stream);
+cudaError_t launchReadRows(const ReadRowsArgs& args, cudaStream_t stream);
+cudaError_t launchGatherRows(const GatherArgs& args, cudaStream_t stream);
+// src[i] -> dst[i], whole blocks; src and dst are device int32[count].
+cudaError_t launchCopyBlocks(uint8_t* pool, uint32_t blockBytes, const int32_t* src, const int32_t* dst,
+                             uint32_t count, cudaStream_t stream);
+
+KVC_CUDA_NAMESPACE_END

@@ -1,0 +1,27 @@
+// Checks of the attention options shared by Sequence.attention and KVCache.attentionBatch.
+import { KVCacheError, invalidArgument, shapeMismatch } from './errors';
+import { float32Array, knownKeys } from './validate';
+
+const ATTENTION_OPTIONS = ['out', 'lse', 'recordQueries', 'accumulateScores'] as const;
+
+export function rejectUnavailable(o: Record<string, unknown>): void {
+  knownKeys('options', o, ATTENTION_OPTIONS);
+  for (const name of ['recordQueries', 'accumulateScores'] as const) {
+    if (o[name] !== undefined && typeof o[name] !== 'boolean') throw invalidArgument(`options.${name}`, 'a boolean', o[name]);
+    if (o[name] === true) throw new KVCacheError('UNSUPPORTED', `options.${name} is not available in this version`);
+  }
+}
+
+export function outputArray(value: unknown, length: number): Float32Array {
+  if (value === undefined) return new Float32Array(length);
+  const out = float32Array('options.out', value);
+  if (out.length !== length) throw shapeMismatch(`options.out must hold ${length} elements, got ${out.length}`);
+  return out;
+}
+
+export function lseArray(value: unknown, length: number): Float32Array | null {
+  if (value === undefined) return null;
+  const lse = float32Array('options.lse', value);
+  if (lse.length !== length) throw shapeMismatch(`options.lse must hold ${length} elements, got ${lse.length}`);
+  return lse;
+}

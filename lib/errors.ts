@@ -1,0 +1,44 @@
+// The one error type of kvcompact and the one factory every check uses, so that each
+// failure carries a stable `code` and a message naming the argument and what it expected.
+
+/** Stable error codes. Keep in sync with cpp/include/kvc/status.h. */
+export type ErrorCode =
+  | 'INVALID_ARGUMENT'
+  | 'SHAPE_MISMATCH'
+  | 'OUT_OF_MEMORY'
+  | 'DISPOSED'
+  | 'BUSY'
+  | 'CORRUPT_DATA'
+  | 'CUDA_UNAVAILABLE'
+  | 'CUDA_ERROR'
+  | 'UNSUPPORTED'
+  | 'INTERNAL';
+
+/** Every failure of kvcompact, from TypeScript checks or from native code. */
+export class KVCacheError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.name = 'KVCacheError';
+    this.code = code;
+  }
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return `an array of length ${value.length}`;
+  if (ArrayBuffer.isView(value)) return `a ${value.constructor.name} of length ${(value as unknown as { length: number }).length}`;
+  if (typeof value === 'string') return `the string ${JSON.stringify(value.length > 40 ? value.slice(0, 40) + '...' : value)}`;
+  if (typeof value === 'object') return `an object (${(value as object).constructor?.name ?? 'Object'})`;
+  return `${typeof value} ${String(value)}`;
+}
+
+/** `name` should be `expected`, but was `actual`. */
+export function invalidArgument(name: string, expected: string, actual: unknown): KVCacheError {
+  return new KVCacheError('INVALID_ARGUMENT', `${name} must be ${expected}, got ${describe(actual)}`);
+}
+
+export function shapeMismatch(message: string): KVCacheError {
+  return new KVCacheError('SHAPE_MISMATCH', message);
+}

@@ -1,0 +1,141 @@
+// The whole native surface in one place: the types of what the .node exports, and the
+// loader. No other file names native symbols.
+import * as path from 'node:path';
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+
+import { KVCacheError } from '../errors';
+
+export interface NativeCacheOptions {
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  queryHeads: number;
+  blockSize: number;
+  keys: string;
+  values: string;
+  groupSize: number;
+  rotateKeys: boolean;
+  rotateValues: boolean;
+  rotationSeed: number;
+  maxBytes: number; // 0 = no budget
+  threads: number;
+  device: string;
+}
+
+export interface NativeStats {
+  sequences: number;
+  rows: number;
+  blocksUsed: number;
+  blocksFree: number;
+  blockBytes: number;
+  committedBytes: number;
+  maxBytes: number;
+}
+
+export interface NativeRows {
+  keys: Float32Array;
+  values: Float32Array;
+  beta: Float32Array;
+  positions: Int32Array;
+}
+
+export interface NativeSequence {
+  append(layer: number, keys: Float32Array | Uint16Array, values: Float32Array | Uint16Array, positions: Int32Array | null): void;
+  attention(layer: number, queries: Float32Array, tq: number, out: Float32Array, lse: Float32Array | null): void;
+  length(layer: number, kvHead: number): number;
+  lengths(layer: number): Int32Array;
+  nextPosition(layer: number): number;
+  fork(): NativeSequence;
+  truncate(position: number): void;
+  free(): void;
+  isFreed(): boolean;
+  read(layer: number, kvHead: number): NativeRows;
+  export(): Uint8Array;
+}
+
+export interface NativeCache {
+  createSequence(): NativeSequence;
+  importSequence(bytes: Uint8Array): NativeSequence;
+  attentionBatch(layer: number, sequences: NativeSequence[], queries: Float32Array, out: Float32Array, lse: Float32Array | null): void;
+  stats(): NativeStats;
+  dispose(): void;
+}
+
+export interface NativeDevices {
+  cpu: { available: true; threads: number; simd: string };
+  cuda: {
+    available: boolean;
+    compiled: boolean;
+    reason?: string;
+    name?: string;
+    devices?: number;
+    totalMemory?: number;
+    computeCapability?: number;
+    runtimeVersion?: number;
+    driverVersion?: number;
+  };
+}
+
+export interface NativeAddon {
+  NativeCache: new (options: NativeCacheOptions) => NativeCache;
+  setErrorFactory(factory: (code: string, message: string) => Error): void;
+  devices(): NativeDevices;
+  blockLayout(keys: string, values: string, headDim: number, groupSize: number, blockSize: number): {
+    keyRowBytes: number;
+    valueRowBytes: number;
+    blockBytes: number;
+  };
+}
+
+/** The package root (holds package.json), from lib/native or dist/cjs/native. */
+function packageRoot(): string {
+  let dir = __dirname;
+  for (let i = 0; i < 5; i++) {
+    const candidate = path.join(dir, 'package.json');
+    if (fs.existsSync(candidate)) {
+      try {
+        if ((JSON.parse(fs.readFileSync(candidate, 'utf8')) as { name?: string }).name === 'kvcompact') return dir;
+      } catch {
+        // not ours; keep walking up
+      }
+    }
+    dir = path.dirname(dir);
+  }
+  return path.resolve(__dirname, '..', '..');
+}
+
+let addon: NativeAddon | undefined;
+
+/**
+ * Loads the addon once: KVCOMPACT_NATIVE (an explicit .node path), else node-gyp-build's
+ * search (build/Release, then prebuilds/). Every failure is collected into one message
+ * that says what to do.
+ */
+export function native(): NativeAddon {
+  if (addon) return addon;
+  const root = packageRoot();
+  // createRequire works the same in the CommonJS build and under ESM-based test runners.
+  const load = createRequire(__filename);
+  const failures: string[] = [];
+  const explicit = process.env['KVCOMPACT_NATIVE'];
+  const attempts: Array<[string, () => unknown]> = [];
+  if (explicit) attempts.push([explicit, () => load(path.resolve(explicit))]);
+  attempts.push([`node-gyp-build(${root})`, () => (load('node-gyp-build') as (dir: string) => unknown)(root)]);
+  for (const [where, attempt] of attempts) {
+    try {
+      const loaded = attempt() as NativeAddon;
+      loaded.setErrorFactory((code, message) => new KVCacheError(code as KVCacheError['code'], message));
+      addon = loaded;
+      return loaded;
+    } catch (error) {
+      failures.push(`  ${where}: ${(error as Error).message.split('\n')[0]}`);
+    }
+  }
+  throw new KVCacheError(
+    'INTERNAL',
+    `the kvcompact native addon could not be loaded for ${process.platform}-${process.arch}, Node ${process.version}:\n` +
+      failures.join('\n') +
+      '\nBuild it with `npm run build:native` (CMake) or `npx node-gyp rebuild`, or reinstall the package.',
+  );
+}

@@ -1,0 +1,151 @@
+// Sequence: one sequence of a KVCache (every layer and kv head, ARCHITECTURE §2).
+import { KVCacheError, invalidArgument, shapeMismatch } from './errors';
+import { lseArray, outputArray, rejectUnavailable } from './attention-options';
+import type { KVCache } from './kv-cache';
+import type { NativeSequence } from './native/binding';
+import type { AppendOptions, AttentionOptions, StreamRows } from './types';
+import { float32Array, indexBelow, integerIn, knownKeys, optionsObject, rowArray, tokenCount } from './validate';
+
+export class Sequence {
+  /** The cache this sequence lives in. */
+  readonly cache: KVCache;
+  /** @internal */
+  readonly native: NativeSequence;
+
+  /** @internal Sequences are made by KVCache.createSequence(), importSequence() and fork(). */
+  constructor(cache: KVCache, nativeSequence: NativeSequence) {
+    this.cache = cache;
+    this.native = nativeSequence;
+  }
+
+  /** True after free() (or after the cache was disposed). */
+  get freed(): boolean {
+    return this.cache.disposed || this.native.isFreed();
+  }
+
+  /** @internal */
+  checkAlive(): void {
+    this.cache.checkAlive();
+    if (this.native.isFreed()) throw new KVCacheError('DISPOSED', 'the sequence has been freed');
+  }
+
+  /**
+   * Appends T tokens to every kv head of `layer`.
+   * keys, values: token-major [T, kvHeads, headDim], both Float32Array or both Uint16Array (f16 bits).
+   */
+  append(layer: number, keys: Float32Array | Uint16Array, values: Float32Array | Uint16Array, options?: AppendOptions): void {
+    this.checkAlive();
+    const c = this.cache.config;
+    indexBelow('layer', layer, c.layers);
+    rowArray('keys', keys);
+    rowArray('values', values);
+    if (keys.constructor !== values.constructor) {
+      throw invalidArgument('values', `the same array type as keys (${keys.constructor.name})`, values);
+    }
+    const tokens = tokenCount('keys', keys.length, c.kvHeads * c.headDim, 'kvHeads × headDim');
+    if (values.length !== keys.length) throw shapeMismatch(`values must hold as many elements as keys (${keys.length}), got ${values.length}`);
+    let positions: Int32Array | null = null;
+    if (options !== undefined) {
+      const o = optionsObject('options', options);
+      knownKeys('options', o, ['positions']);
+      if (o['positions'] !== undefined) positions = positionArray(o['positions'], tokens);
+    }
+    this.native.append(layer, keys, values, positions);
+  }
+
+  /**
+   * Attention of Tq query tokens over the rows of `layer`.
+   * queries: [Tq, queryHeads, headDim] -> output of the same shape. Query i sits at the position of the
+   * i-th of the last Tq rows of each stream; a row is visible to it when its position is not later.
+   */
+  attention(layer: number, queries: Float32Array, options?: AttentionOptions): Float32Array {
+    this.checkAlive();
+    const c = this.cache.config;
+    indexBelow('layer', layer, c.layers);
+    float32Array('queries', queries);
+    const tq = tokenCount('queries', queries.length, c.queryHeads * c.headDim, 'queryHeads × headDim');
+    let out: Float32Array;
+    let lse: Float32Array | null = null;
+    if (options === undefined) {
+      out = new Float32Array(queries.length);
+    } else {
+      const o = optionsObject('options', options);
+      rejectUnavailable(o);
+      out = outputArray(o['out'], queries.length);
+      lse = lseArray(o['lse'], tq * c.queryHeads);
+    }
+    this.native.attention(layer, queries, tq, out, lse);
+    return out;
+  }
+
+  /** Rows held by one stream. */
+  length(layer: number, kvHead: number): number {
+    this.checkAlive();
+    indexBelow('layer', layer, this.cache.config.layers);
+    indexBelow('kvHead', kvHead, this.cache.config.kvHeads);
+    return this.native.length(layer, kvHead);
+  }
+
+  /** Rows per kv head of one layer. */
+  lengths(layer: number): Int32Array {
+    this.checkAlive();
+    indexBelow('layer', layer, this.cache.config.layers);
+    return this.native.lengths(layer);
+  }
+
+  /** The position the next appended token of `layer` gets by default. */
+  nextPosition(layer: number): number {
+    this.checkAlive();
+    indexBelow('layer', layer, this.cache.config.layers);
+    return this.native.nextPosition(layer);
+  }
+
+  /** A new sequence sharing this one's blocks; either may then change without affecting the other. */
+  fork(): Sequence {
+    this.checkAlive();
+    return new Sequence(this.cache, this.native.fork());
+  }
+
+  /** Rolls back to `position`: every stream drops its trailing rows at positions ≥ position. */
+  truncate(position: number): void {
+    this.checkAlive();
+    integerIn('position', position, 0, 0x7fffffff);
+    this.native.truncate(position);
+  }
+
+  /** Returns the blocks to the pool. Idempotent. */
+  free(): void {
+    if (this.cache.disposed) return;
+    this.native.free();
+  }
+
+  /** Dequantized rows of one stream (copies), for inspection and tests. */
+  read(layer: number, kvHead: number): StreamRows {
+    this.checkAlive();
+    indexBelow('layer', layer, this.cache.config.layers);
+    indexBelow('kvHead', kvHead, this.cache.config.kvHeads);
+    return this.native.read(layer, kvHead);
+  }
+
+  /** Versioned, checksummed bytes of this sequence, for KVCache.importSequence(). */
+  export(): Uint8Array {
+    this.checkAlive();
+    return this.native.export();
+  }
+}
+
+function positionArray(value: unknown, tokens: number): Int32Array {
+  let positions: Int32Array;
+  if (value instanceof Int32Array) {
+    positions = value;
+  } else if (Array.isArray(value) && value.every((p) => Number.isInteger(p) && p >= 0 && p <= 0x7fffffff)) {
+    positions = Int32Array.from(value as number[]);
+  } else {
+    throw invalidArgument('options.positions', 'an Int32Array or an array of non-negative integers', value);
+  }
+  if (positions.length !== tokens) throw shapeMismatch(`options.positions must hold one position per token (${tokens}), got ${positions.length}`);
+  for (let i = 0; i < positions.length; i++) {
+    if (positions[i]! < 0) throw invalidArgument(`options.positions[${i}]`, 'a non-negative integer', positions[i]);
+  }
+  return positions;
+}
