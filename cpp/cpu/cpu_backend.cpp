@@ -11,6 +11,7 @@
 #include "hadamard.h"
 #include "kernel_table.h"
 #include "kvc/backend.h"
+#include "append_rows.h"
 #include "pool_memory.h"
 #include "row_codec_reference.h"
 #include "thread_pool.h"
@@ -24,6 +25,8 @@ namespace {
 // bit-identical whatever `threads` is; long enough that merging costs nothing.
 constexpr uint32_t kRowsPerTask = 2048;
 
+}  // namespace
+
 const KernelTable& pickKernels(const RowCodec& codec) {
   const CpuFeatures& f = cpuFeatures();
   if (f.avx512) {
@@ -34,6 +37,8 @@ const KernelTable& pickKernels(const RowCodec& codec) {
   }
   return portableKernels();
 }
+
+namespace {
 
 struct Task {
   uint32_t stream;
@@ -55,45 +60,7 @@ class CpuBackend final : public Backend {
   uint8_t* poolBase() override { return memory_.base(); }
   uint64_t committedBytes() const override { return memory_.committed(); }
 
-  Status append(const AppendParams& p) override {
-    const RowCodec& c = p.codec;
-    const uint32_t D = c.headDim, G = c.groupSize;
-    const KernelTable& kt = pickKernels(c);
-    const BlockLayout& L = p.pool.layout;
-    rowScratch_.resize(2ull * D);
-    float* row = rowScratch_.data();
-    for (uint32_t s = 0; s < p.streamCount; ++s) {
-      for (uint32_t t = 0; t < p.tokens; ++t) {
-        const uint32_t r = static_cast<uint32_t>(p.startRow[s]) + t;
-        uint8_t* block = p.pool.base + static_cast<uint64_t>(p.blockTables[s][r / L.blockSize]) * L.blockBytes;
-        const uint32_t slot = r % L.blockSize;
-        const uint64_t at = (static_cast<uint64_t>(t) * p.streamCount + s) * D;
-        for (int tensor = 0; tensor < 2; ++tensor) {
-          const void* src = tensor == 0 ? p.keys : p.values;
-          const float* signs = tensor == 0 ? c.keySigns : c.valueSigns;
-          const Storage storage = tensor == 0 ? c.keyStorage : c.valueStorage;
-          const float* x;
-          if (p.inputType == InputType::kF16) {
-            kt.halfToFloat(static_cast<const uint16_t*>(src) + at, row, D);
-            x = row;
-          } else {
-            x = static_cast<const float*>(src) + at;
-          }
-          if (signs) {
-            if (x != row) std::memcpy(row, x, 4ull * D);
-            rotateForward(row, signs, D);
-            x = row;
-          }
-          uint8_t* dst = tensor == 0 ? block + static_cast<uint64_t>(slot) * L.keyRowBytes
-                                     : block + L.valuesOffset + static_cast<uint64_t>(slot) * L.valueRowBytes;
-          kt.encode[static_cast<int>(storage)](x, 1, D, G, dst, tensor == 0 ? L.keyRowBytes : L.valueRowBytes);
-        }
-        reinterpret_cast<float*>(block + L.betaOffset)[slot] = p.beta ? p.beta[static_cast<uint64_t>(t) * p.streamCount + s] : 0.0f;
-        reinterpret_cast<int32_t*>(block + L.positionsOffset)[slot] = p.positions[t];
-      }
-    }
-    return Status::ok();
-  }
+  Status append(const AppendParams& p) override { return appendRows(p, pickKernels(p.codec), &rowScratch_); }
 
   Status attention(const AttentionParams& params) override {
     const RowCodec& c = params.codec;

@@ -38,7 +38,7 @@ __device__ __forceinline__ RowRef locateRow(const AttentionArgs& a, const Attent
   const int32_t block = st.blockTable[r / static_cast<int32_t>(L.blockSize)];
   const uint32_t slot = static_cast<uint32_t>(r) % L.blockSize;
   const uint8_t* base = a.pool.base + static_cast<uint64_t>(block) * L.blockBytes;
-  ref.visible = reinterpret_cast<const int32_t*>(base + L.positionsOffset)[slot] <= cutoff;
+  ref.visible = reinterpret_cast<const int32_t*>(base + L.positionsOffset)[slot] < cutoff;
   ref.beta = reinterpret_cast<const float*>(base + L.betaOffset)[slot];
   ref.key = base + slot * L.keyRowBytes;
   ref.value = base + L.valuesOffset + slot * L.valueRowBytes;

@@ -63,7 +63,7 @@ export function attentionReference(p: AttentionProblem): AttentionResult {
         const qOff = (i * QH + qh) * D;
         let max = -Infinity;
         for (let t = 0; t < T; t++) {
-          if (s.positions[t] >= qpos[i]) {
+          if (s.positions[t] > qpos[i]) {
             logits[t] = -Infinity;
             continue;
           }
