@@ -32,7 +32,7 @@ __device__ __forceinline__ void writeRow(const void* input, InputType type, size
 }
 
 // Grid: ceil(T * S / 4) blocks of 4 warps; dynamic shared memory 4 * 2 * headDim floats.
-__global__ KVC_LAUNCH_BOUNDS(128) void appendKernel(AppendArgs a) {
+__global__ KVC_LAUNCH_BOUNDS(128, 4) void appendKernel(AppendArgs a) {
   KVC_DYNAMIC_SHARED(float, smem);
   const unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const uint32_t D = a.codec.headDim;

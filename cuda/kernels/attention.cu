@@ -38,7 +38,7 @@ __device__ __forceinline__ RowRef locateRow(const AttentionArgs& a, const Attent
   const int32_t block = st.blockTable[r / static_cast<int32_t>(L.blockSize)];
   const uint32_t slot = static_cast<uint32_t>(r) % L.blockSize;
   const uint8_t* base = a.pool.base + static_cast<uint64_t>(block) * L.blockBytes;
-  ref.visible = reinterpret_cast<const int32_t*>(base + L.positionsOffset)[slot] < cutoff;
+  ref.visible = reinterpret_cast<const int32_t*>(base + L.positionsOffset)[slot] <= cutoff;
   ref.beta = reinterpret_cast<const float*>(base + L.betaOffset)[slot];
   ref.key = base + slot * L.keyRowBytes;
   ref.value = base + L.valuesOffset + slot * L.valueRowBytes;
@@ -67,7 +67,7 @@ __device__ __forceinline__ float rowLogit(const AttentionArgs& a, const RowRef& 
 // each over all rows, with the 4 * kRowsPerWarp subgroups' partial softmax states merged
 // through shared memory.
 template <int D>
-__global__ KVC_LAUNCH_BOUNDS(128) void attentionKernel(AttentionArgs a) {
+__global__ KVC_LAUNCH_BOUNDS(128, 4) void attentionKernel(AttentionArgs a) {
   using Lay = Layout<D>;
   __shared__ float qShared[D];
   __shared__ float outShared[D];

@@ -110,7 +110,7 @@ KVC_DEVICE void encodeRowWarp(const float* x, float* aux, uint8_t* dst, Storage 
         float q1 = scale > 0.0f ? rintf((x[g * groupSize + j + half] - mn) / scale) : 0.0f;
         q0 = fminf(fmaxf(q0, 0.0f), 15.0f);
         q1 = fminf(fmaxf(q1, 0.0f), 15.0f);
-        dst[b] = static_cast<uint8_t>(static_cast<uint32_t>(q0) | (static_cast<uint32_t>(q1) << 3));
+        dst[b] = static_cast<uint8_t>(static_cast<uint32_t>(q0) | (static_cast<uint32_t>(q1) << 4));
       }
       __syncwarp();
       return;

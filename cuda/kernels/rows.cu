@@ -26,7 +26,7 @@ __device__ __forceinline__ void decodeRow(const uint8_t* row, Storage storage, c
 }
 
 // One warp per row; dynamic shared memory 4 * headDim floats.
-__global__ KVC_LAUNCH_BOUNDS(128) void readRowsKernel(ReadRowsArgs a) {
+__global__ KVC_LAUNCH_BOUNDS(128, 4) void readRowsKernel(ReadRowsArgs a) {
   KVC_DYNAMIC_SHARED(float, smem);
   const unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const uint32_t i = blockIdx.x * kWarpsPerBlock + warp;
@@ -69,7 +69,7 @@ __device__ __forceinline__ RowWords rowWords(const PoolView& pool, const int32_t
 
 // Staging row layout: key words | value words | beta | position.
 template <bool kToStaging>
-__global__ KVC_LAUNCH_BOUNDS(128) void gatherKernel(GatherArgs a) {
+__global__ KVC_LAUNCH_BOUNDS(128, 4) void gatherKernel(GatherArgs a) {
   const unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const uint32_t i = blockIdx.x * kWarpsPerBlock + warp;
   if (i >= a.count) return;
@@ -97,7 +97,7 @@ __global__ KVC_LAUNCH_BOUNDS(128) void gatherKernel(GatherArgs a) {
 }
 
 // One block per copy; 16-byte words (blockBytes is a multiple of 64).
-__global__ KVC_LAUNCH_BOUNDS(256) void copyBlocksKernel(uint8_t* pool, uint32_t blockBytes, const int32_t* src,
+__global__ KVC_LAUNCH_BOUNDS(256, 4) void copyBlocksKernel(uint8_t* pool, uint32_t blockBytes, const int32_t* src,
                                                         const int32_t* dst) {
   const uint4* from = reinterpret_cast<const uint4*>(pool + static_cast<uint64_t>(src[blockIdx.x]) * blockBytes);
   uint4* to = reinterpret_cast<uint4*>(pool + static_cast<uint64_t>(dst[blockIdx.x]) * blockBytes);
