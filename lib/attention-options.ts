@@ -1,15 +1,18 @@
 // Checks of the attention options shared by Sequence.attention and KVCache.attentionBatch.
-import { KVCacheError, invalidArgument, shapeMismatch } from './errors';
+import { invalidArgument, shapeMismatch } from './errors';
 import { float32Array, knownKeys } from './validate';
 
 const ATTENTION_OPTIONS = ['out', 'lse', 'recordQueries', 'accumulateScores'] as const;
 
-export function rejectUnavailable(o: Record<string, unknown>): void {
+/** Checks the option names and flags; returns the native flags (1 = accumulateScores, 2 = recordQueries). */
+export function attentionFlags(o: Record<string, unknown>): number {
   knownKeys('options', o, ATTENTION_OPTIONS);
-  for (const name of ['recordQueries', 'accumulateScores'] as const) {
+  let flags = 0;
+  for (const [name, bit] of [['accumulateScores', 1], ['recordQueries', 2]] as const) {
     if (o[name] !== undefined && typeof o[name] !== 'boolean') throw invalidArgument(`options.${name}`, 'a boolean', o[name]);
-    if (o[name] === true) throw new KVCacheError('UNSUPPORTED', `options.${name} is not available in this version`);
+    if (o[name] === true) flags |= bit;
   }
+  return flags;
 }
 
 export function outputArray(value: unknown, length: number): Float32Array {

@@ -6,13 +6,13 @@ import { KVCacheError, invalidArgument, shapeMismatch } from './errors';
 import { native, type NativeCache } from './native/binding';
 import { Sequence } from './sequence';
 import type { AttentionOptions, CacheStats, Devices, KVCacheConfig, KVCacheOptions, Storage } from './types';
-import { lseArray, outputArray, rejectUnavailable } from './attention-options';
+import { lseArray, outputArray, attentionFlags } from './attention-options';
 import { float32Array, indexBelow, integerIn, knownKeys, optionsObject } from './validate';
 
 const STORAGES: readonly Storage[] = ['f32', 'f16', 'bf16', 'int8', 'int4'];
 const OPTION_NAMES = [
   'layers', 'kvHeads', 'headDim', 'queryHeads', 'blockSize', 'keys', 'values', 'groupSize',
-  'rotate', 'rotationSeed', 'maxBytes', 'device', 'threads',
+  'rotate', 'rotationSeed', 'maxBytes', 'device', 'threads', 'queryReservoir', 'recentQueries',
 ] as const;
 
 function storage(name: string, value: unknown): Storage {
@@ -66,7 +66,12 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   const device = o['device'] === undefined ? 'cpu' : o['device'];
   if (device !== 'cpu' && device !== 'cuda') throw invalidArgument('options.device', "'cpu' or 'cuda'", device);
   const threads = o['threads'] === undefined ? os.availableParallelism() : integerIn('options.threads', o['threads'], 1, 256);
-  return { layers, kvHeads, headDim, queryHeads, blockSize, keys, values, groupSize, rotateKeys, rotateValues, rotationSeed, maxBytes, device, threads };
+  const queryReservoir = o['queryReservoir'] === undefined ? 512 : integerIn('options.queryReservoir', o['queryReservoir'], 0, 1 << 20);
+  const recentQueries = o['recentQueries'] === undefined ? 64 : integerIn('options.recentQueries', o['recentQueries'], 0, 1 << 16);
+  return {
+    layers, kvHeads, headDim, queryHeads, blockSize, keys, values, groupSize, rotateKeys, rotateValues,
+    rotationSeed, maxBytes, device, threads, queryReservoir, recentQueries,
+  };
 }
 
 export class KVCache {
@@ -140,10 +145,10 @@ export class KVCache {
       throw shapeMismatch(`queries must hold sequences × queryHeads × headDim = ${expected} elements, got ${queries.length}`);
     }
     const o = optionsObject('options', options);
-    rejectUnavailable(o);
+    const flags = attentionFlags(o);
     const out = outputArray(o['out'], expected);
     const lse = lseArray(o['lse'], sequences.length * c.queryHeads);
-    this.native.attentionBatch(layer, natives, queries, out, lse);
+    this.native.attentionBatch(layer, natives, queries, out, lse, flags);
     return out;
   }
 

@@ -1,6 +1,6 @@
 // Sequence: one sequence of a KVCache (every layer and kv head, ARCHITECTURE §2).
 import { KVCacheError, invalidArgument, shapeMismatch } from './errors';
-import { lseArray, outputArray, rejectUnavailable } from './attention-options';
+import { lseArray, outputArray, attentionFlags } from './attention-options';
 import type { KVCache } from './kv-cache';
 import type { NativeSequence } from './native/binding';
 import type { AppendOptions, AttentionOptions, StreamRows } from './types';
@@ -66,15 +66,16 @@ export class Sequence {
     const tq = tokenCount('queries', queries.length, c.queryHeads * c.headDim, 'queryHeads × headDim');
     let out: Float32Array;
     let lse: Float32Array | null = null;
+    let flags = 0;
     if (options === undefined) {
       out = new Float32Array(queries.length);
     } else {
       const o = optionsObject('options', options);
-      rejectUnavailable(o);
+      flags = attentionFlags(o);
       out = outputArray(o['out'], queries.length);
       lse = lseArray(o['lse'], tq * c.queryHeads);
     }
-    this.native.attention(layer, queries, tq, out, lse);
+    this.native.attention(layer, queries, tq, out, lse, flags);
     return out;
   }
 

@@ -31,6 +31,10 @@ export interface KVCacheOptions {
   device?: Device;
   /** CPU threads for attention (the caller's thread included). Default: available parallelism. */
   threads?: number;
+  /** Query vectors kept per stream by `recordQueries` (uniform reservoir sample). Default 512. */
+  queryReservoir?: number;
+  /** Newest query vectors kept per stream by `recordQueries`. Default 64. */
+  recentQueries?: number;
 }
 
 /** The options a cache runs with, all defaults filled in. */
@@ -49,6 +53,8 @@ export interface KVCacheConfig {
   readonly maxBytes: number;
   readonly device: Device;
   readonly threads: number;
+  readonly queryReservoir: number;
+  readonly recentQueries: number;
 }
 
 export interface AttentionOptions {
@@ -56,9 +62,13 @@ export interface AttentionOptions {
   out?: Float32Array;
   /** Filled with the log-sum-exp of the logits per (query token, query head): length Tq × queryHeads. */
   lse?: Float32Array;
-  /** Keep the queries for compaction (not available yet: UNSUPPORTED). */
+  /**
+   * Log the queries per stream (all query heads of a GQA group pooled): a uniform reservoir
+   * sample (`queryReservoir` vectors per stream, the Compactor's default reference queries)
+   * and the newest `recentQueries` vectors (SnapKV's window, TOVA's last query).
+   */
   recordQueries?: boolean;
-  /** Add attention mass per row for eviction policies (not available yet: UNSUPPORTED). */
+  /** Add each row's attention probability (summed over its GQA group and the Tq queries) to the stream's scores (H2O). */
   accumulateScores?: boolean;
 }
 

@@ -8,6 +8,7 @@
 #include "../cpu/cpu_features.h"
 #include "addon_data.h"
 #include "cache_wrap.h"
+#include "eviction_binding.h"
 #include "kvc/backend.h"
 #include "sequence_wrap.h"
 
@@ -86,6 +87,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("setErrorFactory", Napi::Function::New(env, setErrorFactory));
   exports.Set("devices", Napi::Function::New(env, devices));
   exports.Set("blockLayout", Napi::Function::New(env, blockLayout));
+  registerEviction(env, exports);
   return exports;
 }
 

@@ -70,6 +70,8 @@ CacheWrap::CacheWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CacheWra
     c.maxBytes = static_cast<uint64_t>(d);
   }
   c.threads = optionU32(env, o, "threads", 0);
+  c.queryReservoir = optionU32(env, o, "queryReservoir", c.queryReservoir);
+  c.recentQueries = optionU32(env, o, "recentQueries", c.recentQueries);
   Napi::Value device = o.Get("device");
   if (!device.IsUndefined()) {
     if (!device.IsString()) throwError(env, StatusCode::kInvalidArgument, "device must be a string");
@@ -98,7 +100,7 @@ Napi::Value CacheWrap::importSequence(const Napi::CallbackInfo& info) {
   return SequenceWrap::create(env, handle_, id);
 }
 
-// attentionBatch(layer, sequences[], queries, out, lse | null): one decode step (tq = 1).
+// attentionBatch(layer, sequences[], queries, out, lse | null, flags): one decode step (tq = 1).
 Napi::Value CacheWrap::attentionBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Cache& cache = live(env);
@@ -128,6 +130,9 @@ Napi::Value CacheWrap::attentionBatch(const Napi::CallbackInfo& info) {
     r.lse = static_cast<float*>(lse.data);
   }
   r.tq = 1;
+  const uint32_t flags = info.Length() > 5 ? argU32(info, 5, "flags") : 0;
+  r.accumulateScores = flags & 1;
+  r.recordQueries = flags & 2;
   r.queries = static_cast<const float*>(q.data);
   r.out = static_cast<float*>(out.data);
   throwIfError(env, cache.attention(batchIds_.data(), n, r));

@@ -29,7 +29,8 @@ Napi::Function SequenceWrap::define(Napi::Env env) {
                       InstanceMethod<&SequenceWrap::free>("free"),
                       InstanceMethod<&SequenceWrap::read>("read"),
                       InstanceMethod<&SequenceWrap::exportBytes>("export"),
-                      InstanceMethod<&SequenceWrap::isFreed>("isFreed")});
+                      InstanceMethod<&SequenceWrap::isFreed>("isFreed"),
+                      InstanceMethod<&SequenceWrap::resetScores>("resetScores")});
 }
 
 Napi::Object SequenceWrap::create(Napi::Env env, std::shared_ptr<CacheHandle> handle, uint64_t id) {
@@ -92,7 +93,7 @@ Napi::Value SequenceWrap::append(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// attention(layer, queries, tq, out, lse | null)
+// attention(layer, queries, tq, out, lse | null, flags): flags bit 0 = accumulateScores, bit 1 = recordQueries
 Napi::Value SequenceWrap::attention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Cache& cache = live(env);
@@ -113,6 +114,9 @@ Napi::Value SequenceWrap::attention(const Napi::CallbackInfo& info) {
   }
   r.queries = static_cast<const float*>(q.data);
   r.out = static_cast<float*>(out.data);
+  const uint32_t flags = info.Length() > 5 ? argU32(info, 5, "flags") : 0;
+  r.accumulateScores = flags & 1;
+  r.recordQueries = flags & 2;
   throwIfError(env, cache.attention(&id_, 1, r));
   return env.Undefined();
 }
@@ -165,6 +169,12 @@ Napi::Value SequenceWrap::truncate(const Napi::CallbackInfo& info) {
 Napi::Value SequenceWrap::free(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (handle_->cache) throwIfError(env, handle_->cache->freeSequence(id_));
+  return env.Undefined();
+}
+
+Napi::Value SequenceWrap::resetScores(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  throwIfError(env, live(env).resetScores(id_));
   return env.Undefined();
 }
 

@@ -18,9 +18,10 @@ class SequenceWrap : public Napi::ObjectWrap<SequenceWrap> {
 
   uint64_t id() const { return id_; }
   const CacheHandle* handle() const { return handle_.get(); }
+  // The live cache, or a DISPOSED error thrown into JavaScript.
+  Cache& live(Napi::Env env);
 
  private:
-  Cache& live(Napi::Env env);
   Napi::Value append(const Napi::CallbackInfo& info);
   Napi::Value attention(const Napi::CallbackInfo& info);
   Napi::Value length(const Napi::CallbackInfo& info);
@@ -32,6 +33,7 @@ class SequenceWrap : public Napi::ObjectWrap<SequenceWrap> {
   Napi::Value read(const Napi::CallbackInfo& info);
   Napi::Value exportBytes(const Napi::CallbackInfo& info);
   Napi::Value isFreed(const Napi::CallbackInfo& info);
+  Napi::Value resetScores(const Napi::CallbackInfo& info);
 
   std::shared_ptr<CacheHandle> handle_;
   uint64_t id_ = 0;

@@ -235,11 +235,7 @@ Status Cache::attention(const uint64_t* ids, uint32_t count, const AttentionRequ
   KVC_RETURN_IF_ERROR(checkLayer(r.layer));
   if (r.tq == 0) return shapeMismatch("attention needs at least one query token");
   const uint32_t heads = config_.kvHeads;
-  const uint32_t D = config_.headDim;
-  const uint32_t g = config_.queriesPerHead();
-  const uint64_t tokenStride = static_cast<uint64_t>(config_.queryHeads) * D;
-  const uint64_t seqStride = tokenStride * r.tq;
-  attentionScratch_.resize(static_cast<size_t>(count) * heads);
+  int32_t longest = 0;
   for (uint32_t i = 0; i < count; ++i) {
     Sequence* seq;
     KVC_RETURN_IF_ERROR(find(ids[i], &seq));
@@ -250,13 +246,66 @@ Status Cache::attention(const uint64_t* ids, uint32_t count, const AttentionRequ
         return shapeMismatch("attention with " + std::to_string(r.tq) + " query tokens needs at least that many rows; layer " +
                              std::to_string(r.layer) + " kv head " + std::to_string(h) + " holds " + std::to_string(s.length));
       }
-      AttentionStream& a = attentionScratch_[static_cast<size_t>(i) * heads + h];
+      longest = std::max(longest, s.length);
+    }
+  }
+  // Attention mass keeps every logit of a call ([queries][rows] per stream) until the final
+  // log-sum-exp is known; split long prefills into query chunks so that stays near 64 MiB.
+  uint32_t chunk = r.tq;
+  if (r.accumulateScores) {
+    const uint64_t perToken = 4ull * config_.queriesPerHead() * static_cast<uint64_t>(longest) * heads * count;
+    chunk = static_cast<uint32_t>(std::max<uint64_t>(1, std::min<uint64_t>(r.tq, (uint64_t{64} << 20) / std::max<uint64_t>(perToken, 1))));
+  }
+  for (uint32_t t0 = 0; t0 < r.tq; t0 += chunk) {
+    KVC_RETURN_IF_ERROR(attentionChunk(ids, count, r, t0, std::min(r.tq, t0 + chunk)));
+  }
+  if (r.recordQueries) {
+    const uint64_t tokenStride = static_cast<uint64_t>(config_.queryHeads) * config_.headDim;
+    for (uint32_t i = 0; i < count; ++i) {
+      Sequence* seq = sequences_.at(ids[i]).get();
+      for (uint32_t h = 0; h < heads; ++h) {
+        recordQueries(seq->stream(r.layer, heads, h), r.layer * heads + h,
+                      r.queries + static_cast<uint64_t>(i) * r.tq * tokenStride + static_cast<uint64_t>(h) * config_.queriesPerHead() * config_.headDim,
+                      r.tq, tokenStride);
+      }
+    }
+  }
+  return Status::ok();
+}
+
+// Query tokens [t0, t1) of the request; with the whole range, the backend derives the causal
+// cutoffs itself, otherwise they are the positions of rows length - tq + t.
+Status Cache::attentionChunk(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1) {
+  const uint32_t heads = config_.kvHeads;
+  const uint32_t D = config_.headDim;
+  const uint32_t g = config_.queriesPerHead();
+  const uint32_t tq = t1 - t0;
+  const bool whole = t0 == 0 && t1 == r.tq;
+  const uint64_t tokenStride = static_cast<uint64_t>(config_.queryHeads) * D;
+  const uint64_t seqStride = tokenStride * r.tq;
+  attentionScratch_.resize(static_cast<size_t>(count) * heads);
+  if (!whole) queryPositionScratch_.resize(static_cast<size_t>(count) * heads * tq);
+  for (uint32_t i = 0; i < count; ++i) {
+    Sequence* seq = sequences_.at(ids[i]).get();
+    for (uint32_t h = 0; h < heads; ++h) {
+      Stream& s = seq->stream(r.layer, heads, h);
+      const size_t k = static_cast<size_t>(i) * heads + h;
+      AttentionStream& a = attentionScratch_[k];
       a = AttentionStream();
       a.kv.blockTable = s.blocks.data();
       a.kv.length = s.length;
-      a.queries = r.queries + i * seqStride + static_cast<uint64_t>(h) * g * D;
-      a.out = r.out + i * seqStride + static_cast<uint64_t>(h) * g * D;
-      a.lse = r.lse ? r.lse + static_cast<uint64_t>(i) * r.tq * config_.queryHeads + static_cast<uint64_t>(h) * g : nullptr;
+      a.queries = r.queries + i * seqStride + t0 * tokenStride + static_cast<uint64_t>(h) * g * D;
+      a.out = r.out + i * seqStride + t0 * tokenStride + static_cast<uint64_t>(h) * g * D;
+      a.lse = r.lse ? r.lse + (static_cast<uint64_t>(i) * r.tq + t0) * config_.queryHeads + static_cast<uint64_t>(h) * g : nullptr;
+      if (r.accumulateScores) {
+        if (s.scores.size() != static_cast<size_t>(s.length)) s.scores.resize(s.length, 0.0f);
+        a.scores = s.scores.data();
+      }
+      if (!whole) {
+        int32_t* qp = queryPositionScratch_.data() + k * tq;
+        KVC_RETURN_IF_ERROR(readPositions(s, static_cast<uint32_t>(s.length) - r.tq + t0, tq, qp));
+        a.queryPositions = qp;
+      }
     }
   }
   AttentionParams p;
@@ -265,11 +314,111 @@ Status Cache::attention(const uint64_t* ids, uint32_t count, const AttentionRequ
   p.streamCount = count * heads;
   p.streams = attentionScratch_.data();
   p.queriesPerHead = g;
-  p.tq = r.tq;
+  p.tq = tq;
   p.tokenStride = tokenStride;
   p.lseTokenStride = config_.queryHeads;
   p.scale = 1.0f / std::sqrt(static_cast<float>(D));
   return backend_->attention(p);
+}
+
+void Cache::recordQueries(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride) {
+  const uint32_t D = config_.headDim, g = config_.queriesPerHead();
+  QueryLog& log = stream.queries;
+  for (uint32_t t = 0; t < tq; ++t) {
+    for (uint32_t gi = 0; gi < g; ++gi) {
+      const float* q = queries + t * tokenStride + static_cast<uint64_t>(gi) * D;
+      if (config_.queryReservoir > 0) {
+        size_t slot = SIZE_MAX;
+        if (log.seen < config_.queryReservoir) {
+          slot = log.seen;
+          log.reservoir.resize((log.seen + 1) * D);
+        } else {
+          // Algorithm R with a counter-based generator: deterministic for a given history.
+          uint64_t state = (log.seen << 20) ^ streamIndex ^ 0x5DEECE66Dull;
+          const uint64_t j = splitmix64(&state) % (log.seen + 1);
+          if (j < config_.queryReservoir) slot = j;
+        }
+        if (slot != SIZE_MAX) std::memcpy(log.reservoir.data() + slot * D, q, 4ull * D);
+        ++log.seen;
+      }
+      if (config_.recentQueries > 0) {
+        const size_t slot = log.recentSeen % config_.recentQueries;
+        if (log.recent.size() < (slot + 1) * D) log.recent.resize((slot + 1) * D);
+        std::memcpy(log.recent.data() + slot * D, q, 4ull * D);
+        ++log.recentSeen;
+      }
+    }
+  }
+}
+
+Status Cache::resetScores(uint64_t id) {
+  Sequence* seq;
+  KVC_RETURN_IF_ERROR(find(id, &seq));
+  for (Stream& s : seq->streams) std::fill(s.scores.begin(), s.scores.end(), 0.0f);
+  return Status::ok();
+}
+
+const Sequence* Cache::sequence(uint64_t id) const {
+  auto it = sequences_.find(id);
+  return it == sequences_.end() ? nullptr : it->second.get();
+}
+
+Sequence* Cache::mutableSequence(uint64_t id) {
+  auto it = sequences_.find(id);
+  return it == sequences_.end() ? nullptr : it->second.get();
+}
+
+Status Cache::keepRows(uint64_t id, const KeepSet* sets, uint32_t count) {
+  Sequence* seq;
+  KVC_RETURN_IF_ERROR(find(id, &seq));
+  const uint32_t B = config_.blockSize;
+  // Validate everything and count the blocks streams with shared blocks need (streams
+  // whose blocks are all exclusively owned are compacted in place).
+  uint32_t needed = 0;
+  std::vector<bool> inPlace(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    const KeepSet& k = sets[i];
+    KVC_RETURN_IF_ERROR(checkLayer(k.layer));
+    if (k.head >= config_.kvHeads) return invalidArgument("kvHead " + std::to_string(k.head) + " is out of range");
+    const Stream& s = seq->stream(k.layer, config_.kvHeads, k.head);
+    for (uint32_t j = 0; j < k.count; ++j) {
+      if (k.rows[j] < 0 || k.rows[j] >= s.length || (j > 0 && k.rows[j] <= k.rows[j - 1])) {
+        return invalidArgument("keep rows must be ascending, unique and in [0, " + std::to_string(s.length) + ")");
+      }
+    }
+    bool exclusive = true;
+    for (int32_t b : s.blocks) exclusive = exclusive && pool_.refCount(b) == 1;
+    inPlace[i] = exclusive;
+    if (!exclusive) needed += blocksFor(k.count, B);
+  }
+  std::vector<int32_t> fresh;
+  KVC_RETURN_IF_ERROR(allocateBlocks(needed, &fresh));
+  size_t next = 0;
+  for (uint32_t i = 0; i < count; ++i) {
+    const KeepSet& k = sets[i];
+    Stream& s = seq->stream(k.layer, config_.kvHeads, k.head);
+    StreamView src{s.blocks.data(), s.length};
+    const uint32_t keepBlocks = blocksFor(k.count, B);
+    if (inPlace[i]) {
+      // Ascending keep rows only ever move towards the front: a forward copy is safe.
+      KVC_RETURN_IF_ERROR(backend_->gatherRows(pool(), src, k.rows, k.count, src, 0));
+      for (size_t b = keepBlocks; b < s.blocks.size(); ++b) pool_.release(s.blocks[b]);
+      s.blocks.resize(keepBlocks);
+    } else {
+      std::vector<int32_t> blocks(fresh.begin() + next, fresh.begin() + next + keepBlocks);
+      next += keepBlocks;
+      StreamView dst{blocks.data(), static_cast<int32_t>(k.count)};
+      KVC_RETURN_IF_ERROR(backend_->gatherRows(pool(), src, k.rows, k.count, dst, 0));
+      for (int32_t b : s.blocks) pool_.release(b);
+      s.blocks = std::move(blocks);
+    }
+    if (!s.scores.empty()) {
+      for (uint32_t j = 0; j < k.count; ++j) s.scores[j] = s.scores[k.rows[j]];
+      s.scores.resize(k.count);
+    }
+    s.length = static_cast<int32_t>(k.count);
+  }
+  return Status::ok();
 }
 
 Status Cache::readPositions(const Stream& stream, uint32_t start, uint32_t count, int32_t* out) const {

@@ -29,6 +29,16 @@ struct AttentionRequest {
   const float* queries = nullptr;  // [sequences, tq, queryHeads, headDim]
   float* out = nullptr;            // same shape
   float* lse = nullptr;            // [sequences, tq, queryHeads] or nullptr
+  bool accumulateScores = false;   // add attention mass per row into Stream::scores
+  bool recordQueries = false;      // log the queries into Stream::queries
+};
+
+// Rows to keep of one stream, ascending and unique.
+struct KeepSet {
+  uint32_t layer = 0;
+  uint32_t head = 0;
+  const int32_t* rows = nullptr;
+  uint32_t count = 0;
 };
 
 struct RowsOut {
@@ -62,6 +72,14 @@ class Cache {
   Status append(uint64_t id, uint32_t layer, const AppendInput& input);
   Status attention(const uint64_t* ids, uint32_t count, const AttentionRequest& request);
   Status truncate(uint64_t id, int32_t position);
+  // Rebuilds streams from keep sets (eviction, compaction): rows move bit-exactly with their
+  // beta, position and score; blocks no longer referenced return to the pool. All or nothing.
+  Status keepRows(uint64_t id, const KeepSet* sets, uint32_t count);
+  Status resetScores(uint64_t id);
+  // Read-only access for policies and compaction (nullptr when freed).
+  const Sequence* sequence(uint64_t id) const;
+  Sequence* mutableSequence(uint64_t id);
+  Backend& mutableBackend() { return *backend_; }
   Status read(uint64_t id, uint32_t layer, uint32_t head, RowsOut* out);
   Status lengths(uint64_t id, uint32_t layer, int32_t* out) const;
   Status nextPosition(uint64_t id, uint32_t layer, int32_t* out) const;
@@ -79,6 +97,8 @@ class Cache {
   Status allocateBlocks(uint32_t count, std::vector<int32_t>* out);
   void releaseStream(Stream& stream);
   Status readPositions(const Stream& stream, uint32_t start, uint32_t count, int32_t* out) const;
+  void recordQueries(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride);
+  Status attentionChunk(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1);
 
   CacheConfig config_;
   BlockLayout layout_;
@@ -88,6 +108,7 @@ class Cache {
   std::unordered_map<uint64_t, std::unique_ptr<Sequence>> sequences_;
   uint64_t nextSequenceId_ = 1;
   std::vector<AttentionStream> attentionScratch_;
+  std::vector<int32_t> queryPositionScratch_;
 };
 
 // Builds the backend named by config.device and the cache over it.

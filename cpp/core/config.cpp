@@ -24,6 +24,8 @@ Status validateConfig(const CacheConfig& c) {
   if ((c.rotateKeys || c.rotateValues) && !isPowerOfTwo(c.headDim)) {
     return bad("rotate needs a power-of-two headDim (got " + std::to_string(c.headDim) + ")");
   }
+  if (c.queryReservoir > (1u << 20)) return bad("queryReservoir must be in [0, 1048576]");
+  if (c.recentQueries > (1u << 16)) return bad("recentQueries must be in [0, 65536]");
   if (c.threads > 256) return bad("threads must be in [0, 256]");
   if (c.device != "cpu" && c.device != "cuda" && c.device != "cuda-emulated") return bad("device must be 'cpu' or 'cuda'");
   const uint64_t blockBytes = c.blockLayout().blockBytes;

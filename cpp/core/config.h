@@ -23,6 +23,8 @@ struct CacheConfig {
   uint32_t rotationSeed = 0x6b766321u;
   uint64_t maxBytes = 0;  // 0 = no budget beyond what the machine can commit
   uint32_t threads = 0;   // 0 = hardware concurrency
+  uint32_t queryReservoir = 512;  // recorded query vectors kept per stream (uniform sample)
+  uint32_t recentQueries = 64;    // newest query vectors kept per stream
   std::string device = "cpu";  // "cpu", "cuda" or "cuda-emulated"
 
   uint32_t queriesPerHead() const { return queryHeads / kvHeads; }

@@ -7,10 +7,24 @@
 
 namespace kvc {
 
+// Queries seen by attention with recordQueries, per stream (all query heads of the GQA
+// group pooled), in the original (unrotated) space:
+// - reservoir: a uniform sample of every recorded query vector (Algorithm R), capacity
+//   CacheConfig::queryReservoir, the default reference queries of compaction;
+// - recent: a ring of the newest CacheConfig::recentQueries vectors (SnapKV's observation
+//   window, TOVA's last query).
+struct QueryLog {
+  std::vector<float> reservoir;  // [min(seen, capacity)][headDim]
+  uint64_t seen = 0;
+  std::vector<float> recent;     // ring [min(recentSeen, capacity)][headDim]
+  uint64_t recentSeen = 0;
+};
+
 struct Stream {
   std::vector<int32_t> blocks;  // block ids, ceil(length / blockSize) of them
   int32_t length = 0;           // rows
   std::vector<float> scores;    // accumulated attention mass per row; empty until used
+  QueryLog queries;
 };
 
 struct Sequence {

@@ -89,7 +89,7 @@ float expAndSum(float* x, uint32_t rows, float mNew) {
 // scratch: at least M * blockSize floats. mOut/lOut: [M]; accOut: [M][D] (unnormalized).
 template <class S, Storage KF, Storage VF>
 void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t b0, uint32_t b1, const int32_t* qpos,
-                    float* scratch, float* mOut, float* lOut, float* accOut) {
+                    float* scratch, float* mOut, float* lOut, float* accOut, float* logitsOut) {
   const BlockLayout& L = p.pool.layout;
   const uint32_t D = p.codec.headDim, B = L.blockSize, g = p.queriesPerHead;
   const uint32_t M = p.tq * g;
@@ -128,6 +128,14 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
       }
     }
 
+    if (logitsOut) {
+      const uint64_t stride = static_cast<uint64_t>(s.kv.length);
+      for (uint32_t m = 0; m < M; ++m) {
+        float* dst = logitsOut + m * stride + static_cast<uint64_t>(blk) * B;
+        for (uint32_t r = 0; r < rows; ++r) dst[r] = scratch[m * B + r];
+      }
+    }
+
     for (uint32_t m = 0; m < M; ++m) {
       float* lg = scratch + m * B;
       float blockMax = lg[0];
@@ -149,5 +157,21 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
     }
 
     valueAll<S, VF>(p, M, values, rows, scratch, accOut);
+  }
+}
+
+// scores[r] += sum over the M queries of exp(logit - lse): the attention probability each
+// row received (masked rows hold -inf and add exactly 0).
+template <class S>
+void accumulateMass(const float* logits, uint64_t stride, const float* lse, uint32_t M, uint32_t rows, float* scores) {
+  for (uint32_t m = 0; m < M; ++m) {
+    const float* lg = logits + m * stride;
+    if (lse[m] == -__builtin_inff()) continue;
+    const typename S::V shift = S::set1(-lse[m]);
+    uint32_t r = 0;
+    for (; r + S::W <= rows; r += S::W) {
+      S::store(scores + r, S::add(S::load(scores + r), S::exp(S::add(S::load(lg + r), shift))));
+    }
+    for (; r < rows; ++r) scores[r] += SimdScalar::exp(lg[r] - lse[m]);
   }
 }

@@ -1,6 +1,7 @@
 // The CPU backend: host pool memory, row encoding on append, split-K attention over the
 // thread pool with the widest kernel table the CPU and the codec allow.
 #include <algorithm>
+#include <cstdint>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -109,6 +110,16 @@ class CpuBackend final : public Backend {
 
     const size_t partialFloats = static_cast<size_t>(M) * (D + 2);
     partials_.resize(tasks_.size() * partialFloats);
+    // Attention mass needs every logit until the final log-sum-exp is known: keep them
+    // ([M][length] per scored stream; the core splits huge prefills so this stays bounded).
+    logitOffsets_.assign(params.streamCount, SIZE_MAX);
+    size_t logitFloats = 0;
+    for (uint32_t s = 0; s < params.streamCount; ++s) {
+      if (!streams_[s].scores) continue;
+      logitOffsets_[s] = logitFloats;
+      logitFloats += static_cast<size_t>(M) * static_cast<size_t>(streams_[s].kv.length);
+    }
+    logits_.resize(logitFloats);
     const uint32_t participants = pool_.size();
     scratch_.resize(static_cast<size_t>(participants) * M * B);
     p.streams = streams_.data();
@@ -116,11 +127,19 @@ class CpuBackend final : public Backend {
       const Task& t = tasks_[i];
       float* part = partials_.data() + i * partialFloats;
       fn(p, streams_[t.stream], t.blockBegin, t.blockEnd, qpos_.data() + static_cast<size_t>(t.stream) * params.tq,
-         scratch_.data() + static_cast<size_t>(participant) * M * B, part, part + M, part + 2 * M);
+         scratch_.data() + static_cast<size_t>(participant) * M * B, part, part + M, part + 2 * M,
+         logitOffsets_[t.stream] == SIZE_MAX ? nullptr : logits_.data() + logitOffsets_[t.stream]);
     };
     pool_.run(static_cast<uint32_t>(tasks_.size()), runTask);
 
-    for (uint32_t s = 0; s < params.streamCount; ++s) merge(p, s, M, params.tokenStride);
+    lse_.resize(M);
+    for (uint32_t s = 0; s < params.streamCount; ++s) {
+      merge(p, s, M, params.tokenStride, lse_.data());
+      if (streams_[s].scores) {
+        kt.accumulateMass(logits_.data() + logitOffsets_[s], static_cast<uint64_t>(streams_[s].kv.length), lse_.data(), M,
+                          static_cast<uint32_t>(streams_[s].kv.length), streams_[s].scores);
+      }
+    }
     return Status::ok();
   }
 
@@ -217,7 +236,7 @@ class CpuBackend final : public Backend {
   }
 
   // Combines the split-K partial states of stream s, in block order, into the output.
-  void merge(const AttentionParams& p, uint32_t s, uint32_t M, uint64_t outTokenStride) {
+  void merge(const AttentionParams& p, uint32_t s, uint32_t M, uint64_t outTokenStride, float* lseOut) {
     const uint32_t D = p.codec.headDim, g = p.queriesPerHead;
     const size_t partialFloats = static_cast<size_t>(M) * (D + 2);
     const AttentionStream& st = streams_[s];
@@ -243,14 +262,16 @@ class CpuBackend final : public Backend {
       const float inv = l > 0.0f ? 1.0f / l : 0.0f;
       for (uint32_t d = 0; d < D; ++d) out[d] = mergeAcc_[d] * inv;
       if (p.codec.valueSigns) rotateInverse(out, p.codec.valueSigns, D);
-      if (st.lse) st.lse[t * p.lseTokenStride + gi] = l > 0.0f ? mMax + std::log(l) : -INFINITY;
+      lseOut[m] = l > 0.0f ? mMax + std::log(l) : -INFINITY;
+      if (st.lse) st.lse[t * p.lseTokenStride + gi] = lseOut[m];
     }
   }
 
   PoolMemory memory_;
   uint32_t blockBytes_ = 0;
   ThreadPool pool_;
-  std::vector<float> rowScratch_, rotatedQueries_, partials_, scratch_, mergeAcc_;
+  std::vector<float> rowScratch_, rotatedQueries_, partials_, scratch_, mergeAcc_, logits_, lse_;
+  std::vector<size_t> logitOffsets_;
   std::vector<int32_t> qpos_;
   std::vector<AttentionStream> streams_;
   std::vector<Task> tasks_;

@@ -48,5 +48,6 @@ KernelTable makeTable() {
   t.encode[3] = &encodeRows<S, Storage::kInt8>;
   t.encode[4] = &encodeRows<S, Storage::kInt4>;
   t.halfToFloat = &halfToFloatArray<S>;
+  t.accumulateMass = &accumulateMass<S>;
   return t;
 }

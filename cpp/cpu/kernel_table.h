@@ -8,9 +8,14 @@
 
 namespace kvc::cpu {
 
+// logitsOut: nullptr, or [M][stream length] receiving every masked logit (-inf when masked),
+// from which the backend derives attention mass once the final log-sum-exp is known.
 using AttentionRangeFn = void (*)(const AttentionParams& p, const AttentionStream& s, uint32_t blockBegin,
                                   uint32_t blockEnd, const int32_t* queryPositions, float* scratch, float* m, float* l,
-                                  float* acc);
+                                  float* acc, float* logitsOut);
+// scores[r] += sum_m exp(logits[m][r] - lse[m]) over M rows of logits with the given stride.
+using AccumulateMassFn = void (*)(const float* logits, uint64_t stride, const float* lse, uint32_t M, uint32_t rows,
+                                  float* scores);
 // Writes n rows of f32 input (already rotated when the codec rotates) into encoded rows.
 using EncodeRowsFn = void (*)(const float* in, uint32_t n, uint32_t headDim, uint32_t groupSize, uint8_t* out,
                               uint32_t outStride);
@@ -23,6 +28,7 @@ struct KernelTable {
   AttentionRangeFn attention[kStorageCount][kStorageCount] = {};  // [key storage][value storage]
   EncodeRowsFn encode[kStorageCount] = {};
   HalfToFloatFn halfToFloat = nullptr;
+  AccumulateMassFn accumulateMass = nullptr;
 
   // Whether this table's vector width fits the codec (else a narrower table is used).
   bool supports(const RowCodec& c) const {

@@ -34,6 +34,7 @@
 asm(R"(
     .text
     .globl kvc_emu_switch_context
+    .hidden kvc_emu_switch_context
     .type kvc_emu_switch_context, @function
     .p2align 4
 kvc_emu_switch_context:
@@ -63,6 +64,7 @@ kvc_emu_switch_context:
     .size kvc_emu_switch_context, .-kvc_emu_switch_context
 
     .globl kvc_emu_fiber_trampoline
+    .hidden kvc_emu_fiber_trampoline
     .type kvc_emu_fiber_trampoline, @function
     .p2align 4
 kvc_emu_fiber_trampoline:

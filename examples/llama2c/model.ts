@@ -68,6 +68,16 @@ export class Transformer {
     this.pos = 0;
   }
 
+  /**
+   * Continue at `position` over a backend that already holds the sequence up to there
+   * (e.g. after swapping in a fork of a prefilled sequence, or after eviction/compaction,
+   * where the backend holds fewer rows than positions).
+   */
+  seek(position: number): void {
+    if (!Number.isInteger(position) || position < 0) throw new RangeError(`seek(${position}): expected a non-negative integer`);
+    this.pos = position;
+  }
+
   /** roll back to the first n tokens (needs a backend with truncate) */
   truncate(n: number): void {
     if (!this.backend.truncate) throw new Error('this attention backend does not support truncate');

@@ -20,6 +20,8 @@ export interface NativeCacheOptions {
   rotationSeed: number;
   maxBytes: number; // 0 = no budget
   threads: number;
+  queryReservoir: number;
+  recentQueries: number;
   device: string;
 }
 
@@ -42,7 +44,9 @@ export interface NativeRows {
 
 export interface NativeSequence {
   append(layer: number, keys: Float32Array | Uint16Array, values: Float32Array | Uint16Array, positions: Int32Array | null): void;
-  attention(layer: number, queries: Float32Array, tq: number, out: Float32Array, lse: Float32Array | null): void;
+  /** flags: 1 = accumulateScores, 2 = recordQueries */
+  attention(layer: number, queries: Float32Array, tq: number, out: Float32Array, lse: Float32Array | null, flags: number): void;
+  resetScores(): void;
   length(layer: number, kvHead: number): number;
   lengths(layer: number): Int32Array;
   nextPosition(layer: number): number;
@@ -57,7 +61,7 @@ export interface NativeSequence {
 export interface NativeCache {
   createSequence(): NativeSequence;
   importSequence(bytes: Uint8Array): NativeSequence;
-  attentionBatch(layer: number, sequences: NativeSequence[], queries: Float32Array, out: Float32Array, lse: Float32Array | null): void;
+  attentionBatch(layer: number, sequences: NativeSequence[], queries: Float32Array, out: Float32Array, lse: Float32Array | null, flags: number): void;
   stats(): NativeStats;
   dispose(): void;
 }

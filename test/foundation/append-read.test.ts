@@ -22,7 +22,7 @@ function tieInputs(n: number, rng: ReturnType<typeof testRng>): Float32Array {
     2 ** -24, 2 ** -14 - 2 ** -26, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -8 + 2 ** -20, -0, 0, 1e-30, 3e38, -7.5,
   ];
   const x = randn(rng, n, 4);
-  for (let i = 0; i < special.length && i < n; i++) x[i * 3 % n] = special[i];
+  for (let i = 0; i < special.length && i < n; i++) x[i * 3 % n] = special[i]!;
   return x;
 }
 

@@ -1,7 +1,7 @@
 // KVCache.attentionBatch: one decode step over several sequences of different lengths equals
 // per-sequence attention and the float64 reference, with `out` and `lse`.
 import { describe, expect, it } from 'vitest';
-import { KVCache } from '../../lib/index';
+import { KVCache, type Sequence } from '../../lib/index';
 import { attentionReference } from '../reference/attention-reference';
 import { expectClose } from '../reference/compare';
 import { randn, testRng } from '../reference/random';
@@ -17,8 +17,8 @@ describe('attentionBatch', () => {
     const layers = 2;
     const shape = { layers, kvHeads, headDim, keys: 'f16' as const, values: 'bf16' as const };
     const cache = new KVCache({ ...shape, queryHeads, blockSize: 16, threads: 2 });
-    const seqs = [];
-    const shadows = [];
+    const seqs: Sequence[] = [];
+    const shadows: Shadow[] = [];
     for (const T of [1, 17, 50]) {
       const seq = cache.createSequence();
       const shadow = new Shadow(shape);
@@ -31,8 +31,8 @@ describe('attentionBatch', () => {
       shadows.push(shadow);
     }
     // a fork of the 50-row sequence, grown to 130 rows: shares its first blocks
-    const fork = seqs[2].fork();
-    const forkShadow = shadows[2].clone();
+    const fork = seqs[2]!.fork();
+    const forkShadow = shadows[2]!.clone();
     for (let l = 0; l < layers; l++) {
       const { keys, values } = randomRows(rng, shape, 80);
       fork.append(l, keys, values);
@@ -51,8 +51,8 @@ describe('attentionBatch', () => {
       seqs.forEach((seq, i) => {
         const q = queries.slice(i * stride, (i + 1) * stride);
         const single = seq.attention(layer, q);
-        const ref = attentionReference({ headDim, queryHeads, streams: shadows[i].rows(layer), queries: q });
-        const T = shadows[i].length(layer, 0);
+        const ref = attentionReference({ headDim, queryHeads, streams: shadows[i]!.rows(layer), queries: q });
+        const T = shadows[i]!.length(layer, 0);
         const part = got.subarray(i * stride, (i + 1) * stride);
         expectClose(part, ref.out, outputTol(T), `layer ${layer} sequence ${i} (${T} rows) vs reference`);
         expectClose(part, single, outputTol(T), `layer ${layer} sequence ${i} vs attention()`);

@@ -39,7 +39,7 @@ describe('attention over long streams, threads 1 and 2', () => {
         cache.dispose();
       }
       // one thread and two may sum in a different order, but both sit within the bound of each other
-      expectClose(outs[1], outs[0], outputTol(c.T), 'threads 2 vs 1');
+      expectClose(outs[1]!, outs[0]!, outputTol(c.T), 'threads 2 vs 1');
     });
   }
 });

@@ -27,9 +27,9 @@ export const LSE_TOL = { abs: 2e-5 };
  */
 export function checkTight(headDim: number, queryHeads: number, streams: StreamRows[], queries: Float32Array,
   full: Float64Array): void {
-  const T = streams[0].positions.length;
+  const T = streams[0]!.positions.length;
   const tq = queries.length / (queryHeads * headDim);
-  const qpos = streams.map((s) => Array.from({ length: tq }, (_, i) => s.positions[s.positions.length - tq + i]));
+  const qpos = streams.map((s) => Array.from({ length: tq }, (_, i) => s.positions[s.positions.length - tq + i]!));
   const dropped = attentionReference({
     headDim, queryHeads, queries, queryPositions: qpos,
     streams: streams.map((s) => (s.positions.length > 1 ? withoutRow(s, Math.floor(s.positions.length / 2), headDim) : s)),

@@ -43,7 +43,7 @@ function runCase(c: Case, rng: Rng, label: string) {
   expect(got, `${label}: returns options.out`).toBe(out);
   const rows = shadow.rows(1);
   const ref = attentionReference({ headDim: c.headDim, queryHeads, streams: rows, queries });
-  const T = rows[0].positions.length;
+  const T = rows[0]!.positions.length;
   expectClose(got, ref.out, outputTol(T), `${label}: output`);
   expectClose(lse, ref.lse, LSE_TOL, `${label}: lse`);
   checkTight(c.headDim, queryHeads, rows, queries, ref.out);
@@ -82,7 +82,7 @@ describe('attention vs float64 reference', () => {
     // worked example: query 0 sees only row 0, so every query head of group g returns row 0 of kv head g
     const out = seq.attention(1, queries);
     for (let qh = 0; qh < queryHeads; qh++) {
-      const v0 = shadow.rows(1)[Math.floor(qh / 4)].values.slice(0, headDim);
+      const v0 = Array.from(shadow.rows(1)[Math.floor(qh / 4)]!.values).slice(0, headDim);
       expectClose(out.subarray(qh * headDim, (qh + 1) * headDim), v0, { abs: 1e-6 }, `query 0, head ${qh}`);
     }
     cache.dispose();
@@ -100,18 +100,18 @@ describe('attention vs float64 reference', () => {
     const q = randn(rng, 37 * queryHeads * headDim);
     const outs: Float32Array[] = [];
     for (const [start, n] of [[0, 20], [20, 17]]) {
-      const { keys, values } = randomRows(rng, shape, n);
+      const { keys, values } = randomRows(rng, shape, n!);
       seq.append(0, keys, values);
       shadow.append(0, keys, values);
-      outs.push(seq.attention(0, q.subarray(start * queryHeads * headDim, (start + n) * queryHeads * headDim)));
+      outs.push(seq.attention(0, q.subarray(start! * queryHeads * headDim, (start! + n!) * queryHeads * headDim)));
     }
     const full = attentionReference({ headDim, queryHeads, streams: shadow.rows(0), queries: q });
     const got = new Float32Array(37 * queryHeads * headDim);
-    got.set(outs[0], 0);
-    got.set(outs[1], outs[0].length);
+    got.set(outs[0]!, 0);
+    got.set(outs[1]!, outs[0]!.length);
     expectClose(got, full.out, outputTol(37), 'chunked prefill');
     // query 0 sees only row 0: its output is exactly row 0's value (a softmax over one row)
-    expectClose(got.subarray(0, headDim), shadow.rows(0)[0].values.slice(0, headDim), { abs: 1e-6 }, 'query 0 = value 0');
+    expectClose(got.subarray(0, headDim), Array.from(shadow.rows(0)[0]!.values).slice(0, headDim), { abs: 1e-6 }, 'query 0 = value 0');
     cache.dispose();
   });
 
@@ -134,6 +134,34 @@ describe('attention vs float64 reference', () => {
     const ref = attentionReference({ headDim, queryHeads: 4, streams: shadow.rows(0), queries });
     expectClose(got, ref.out, outputTol(25), 'gapped positions');
     expectClose(lse, ref.lse, LSE_TOL, 'gapped positions lse');
+    cache.dispose();
+  });
+
+  it('positions out of order or repeated: visibility follows positions only (or append rejects them)', () => {
+    const rng = testRng();
+    const headDim = 16;
+    const shape = { layers: 1, kvHeads: 2, headDim, keys: 'f32' as const, values: 'f32' as const };
+    const cache = new KVCache({ ...shape, queryHeads: 2, blockSize: 4, threads: 1 });
+    const seq = cache.createSequence();
+    const shadow = new Shadow(shape);
+    // rows of a later block hold earlier positions, and the last two queries share position 6
+    const pos = [8, 9, 10, 11, 0, 1, 2, 3, 12, 5, 6, 6];
+    const { keys, values } = randomRows(rng, shape, pos.length);
+    let accepted = true;
+    try {
+      seq.append(0, keys, values, { positions: pos });
+    } catch (e) {
+      accepted = false;
+      expect((e as { code?: string }).code).toBe('INVALID_ARGUMENT');
+      expect(seq.length(0, 0)).toBe(0);
+    }
+    if (accepted) {
+      shadow.append(0, keys, values, pos);
+      shadow.expectMatches(seq, 'unordered positions');
+      const queries = randn(rng, 4 * 2 * headDim);
+      const ref = attentionReference({ headDim, queryHeads: 2, streams: shadow.rows(0), queries });
+      expectClose(seq.attention(0, queries), ref.out, outputTol(12), 'unordered positions');
+    }
     cache.dispose();
   });
 

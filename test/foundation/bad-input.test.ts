@@ -155,6 +155,22 @@ describe('bad input', () => {
     expectKVError(() => KVCache.bytesPerToken(bad({ ...ok, blocksize: 16 })), 'INVALID_ARGUMENT', 'bytesPerToken, misspelled');
   });
 
+  it('unknown or misspelled names in append / attention / attentionBatch options -> INVALID_ARGUMENT', () => {
+    const { rng, cache, a, b, unchanged } = fixture('call options');
+    const k = randn(rng, ROW);
+    const cases: [string, () => unknown][] = [
+      ['append { position }', () => a.append(0, k, k, bad({ position: [100] }))],
+      ['append options not an object', () => a.append(0, k, k, bad(7))],
+      ['attention { outt }', () => a.attention(0, randn(rng, QROW), bad({ outt: new Float32Array(QROW) }))],
+      ['attention { LSE }', () => a.attention(0, randn(rng, QROW), bad({ LSE: new Float32Array(QH) }))],
+      ['attentionBatch { Out }', () => cache.attentionBatch(0, [a, b], randn(rng, 2 * QROW), bad({ Out: new Float32Array(2 * QROW) }))],
+    ];
+    for (const [what, fn] of cases) {
+      expectKVError(fn, 'INVALID_ARGUMENT', what);
+      unchanged(what);
+    }
+  });
+
   it('queryHeads not a multiple of kvHeads -> INVALID_ARGUMENT', () => {
     for (const queryHeads of [3, 1, 0, -4, 4.5]) {
       expectKVError(() => new KVCache({ ...base, queryHeads }), 'INVALID_ARGUMENT', `queryHeads ${queryHeads} with kvHeads 2`);
@@ -217,6 +233,7 @@ describe('bad input', () => {
     expect(cache.disposed).toBe(false);
     cache.dispose();
     expect(cache.disposed).toBe(true);
+    expect(b.freed, 'a sequence of a disposed cache counts as freed').toBe(true);
     expect(() => cache.dispose()).not.toThrow(); // idempotent
     const onCache: [string, () => unknown][] = [
       ['createSequence', () => cache.createSequence()],
@@ -250,17 +267,17 @@ describe('bad input', () => {
     const variants: [string, Uint8Array][] = [];
     for (const at of [0, 1, 2, 3]) {
       const m = good.slice();
-      m[at] ^= 0x5a;
+      m[at]! ^= 0x5a;
       variants.push([`magic byte ${at} changed`, m]);
     }
     for (const frac of [0.1, 0.25, 0.5, 0.75, 0.9]) {
       const at = Math.floor(good.length * frac);
       const m = good.slice();
-      m[at] ^= 0x01; // a single bit
+      m[at]! ^= 0x01; // a single bit
       variants.push([`bit flip at byte ${at} of ${good.length}`, m]);
     }
     const last = good.slice();
-    last[last.length - 1] ^= 0x80;
+    last[last.length - 1]! ^= 0x80;
     variants.push(['last byte changed', last]);
     variants.push(['truncated by one byte', good.slice(0, good.length - 1)]);
     variants.push(['truncated to half', good.slice(0, good.length >> 1)]);

@@ -117,6 +117,20 @@ describe('maxBytes budget', () => {
     a.s.append(0, w.keys, w.values);
     a.sh.append(0, w.keys, w.values);
     a.sh.expectMatches(a.s, 'parent filled to the block boundary');
+
+    // importing needs blocks of its own: b (21 rows) needs 2, never shared with the original
+    const bytes = b.s.export();
+    for (const step of ['full pool', 'one block free']) {
+      if (step === 'one block free') c.s.free();
+      before = snapshotCache(cache, [a.s, b.s]);
+      expectKVError(() => cache.importSequence(bytes), 'OUT_OF_MEMORY', `import, ${step}`);
+      expectSameCache(cache, [a.s, b.s], before, `after import OUT_OF_MEMORY, ${step}`);
+    }
+    a.s.free(); // releases a's own second block; the first stays with b
+    expect(cache.stats().blocksFree).toBe(2);
+    const imported = cache.importSequence(bytes);
+    b.sh.expectMatches(imported, 'imported copy of b');
+    expect(cache.stats().blocksFree).toBe(0);
     cache.dispose();
   });
 });

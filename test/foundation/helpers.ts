@@ -37,7 +37,7 @@ export function expectKVError(fn: () => unknown, code: string, label = ''): KVCa
 }
 
 function pushAll(dst: number[], src: ArrayLike<number>): void {
-  for (let i = 0; i < src.length; i++) dst.push(src[i]);
+  for (let i = 0; i < src.length; i++) dst.push(src[i]!);
 }
 
 /** One stream as the shadow model predicts it. */
@@ -66,27 +66,27 @@ export class Shadow {
     const k = storedValues(this.shape.keys, keys);
     const v = storedValues(this.shape.values, values);
     const T = k.length / (kvHeads * headDim);
-    const pos = positions ? Array.from(positions) : Array.from({ length: T }, (_, i) => this.next[layer] + i);
+    const pos = positions ? Array.from(positions) : Array.from({ length: T }, (_, i) => this.next[layer]! + i);
     for (let h = 0; h < kvHeads; h++) {
-      const s = this.streams[layer][h];
+      const s = this.streams[layer]![h]!;
       pushAll(s.keys, headRows(k, kvHeads, headDim, h));
       pushAll(s.values, headRows(v, kvHeads, headDim, h));
       pushAll(s.positions, pos);
     }
-    this.next[layer] = pos[pos.length - 1] + 1;
+    this.next[layer] = pos[pos.length - 1]! + 1;
   }
 
   truncate(n: number): void {
     const D = this.shape.headDim;
     for (let l = 0; l < this.shape.layers; l++) {
-      for (const s of this.streams[l]) {
+      for (const s of this.streams[l]!) {
         let T = s.positions.length;
-        while (T > 0 && s.positions[T - 1] >= n) T--;
+        while (T > 0 && s.positions[T - 1]! >= n) T--;
         s.positions.length = T;
         s.keys.length = T * D;
         s.values.length = T * D;
       }
-      this.next[l] = Math.min(this.next[l], n);
+      this.next[l] = Math.min(this.next[l]!, n);
     }
   }
 
@@ -98,12 +98,12 @@ export class Shadow {
   }
 
   length(layer: number, h: number): number {
-    return this.streams[layer][h].positions.length;
+    return this.streams[layer]![h]!.positions.length;
   }
 
   /** Rows of one layer for the attention reference. */
   rows(layer: number): StreamRows[] {
-    return this.streams[layer].map((s) => ({ keys: s.keys, values: s.values, positions: s.positions }));
+    return this.streams[layer]!.map((s) => ({ keys: s.keys, values: s.values, positions: s.positions }));
   }
 
   /** read(), lengths(), length() and nextPosition() of every layer and kv head equal the model, bit-exactly. */
@@ -113,9 +113,9 @@ export class Shadow {
       expect(seq.nextPosition(l), `${label}: nextPosition(${l})`).toBe(this.next[l]);
       const lens = seq.lengths(l);
       expect(lens, `${label}: lengths(${l}) type`).toBeInstanceOf(Int32Array);
-      expectIntsEqual(lens, this.streams[l].map((s) => s.positions.length), `${label}: lengths(${l})`);
+      expectIntsEqual(lens, this.streams[l]!.map((s) => s.positions.length), `${label}: lengths(${l})`);
       for (let h = 0; h < kvHeads; h++) {
-        const s = this.streams[l][h];
+        const s = this.streams[l]![h]!;
         const where = `${label}: layer ${l} kv head ${h}`;
         expect(seq.length(l, h), `${where}: length`).toBe(s.positions.length);
         const r = seq.read(l, h);
@@ -155,14 +155,14 @@ export function snapshotSeq(seq: Sequence, layers: number, kvHeads: number): Seq
 
 export function expectSameSeq(seq: Sequence, before: SeqSnapshot, label: string): void {
   const layers = before.rows.length;
-  const kvHeads = before.rows[0].length;
+  const kvHeads = before.rows[0]!.length;
   const now = snapshotSeq(seq, layers, kvHeads);
   for (let l = 0; l < layers; l++) {
     expect(now.lengths[l], `${label}: lengths(${l})`).toEqual(before.lengths[l]);
     expect(now.next[l], `${label}: nextPosition(${l})`).toBe(before.next[l]);
     for (let h = 0; h < kvHeads; h++) {
-      const a = now.rows[l][h];
-      const b = before.rows[l][h];
+      const a = now.rows[l]![h]!;
+      const b = before.rows[l]![h]!;
       const where = `${label}: layer ${l} kv head ${h}`;
       expectBitExact(a.keys, b.keys, `${where}: keys`);
       expectBitExact(a.values, b.values, `${where}: values`);
@@ -180,7 +180,7 @@ export function snapshotCache(cache: KVCache, seqs: Sequence[]) {
 
 export function expectSameCache(cache: KVCache, seqs: Sequence[], before: ReturnType<typeof snapshotCache>, label: string): void {
   expect({ ...cache.stats() }, `${label}: stats`).toEqual(before.stats);
-  seqs.forEach((s, i) => expectSameSeq(s, before.seqs[i], `${label}: sequence ${i}`));
+  seqs.forEach((s, i) => expectSameSeq(s, before.seqs[i]!, `${label}: sequence ${i}`));
 }
 
 /** Output buffer filled with NaN, so a kernel that skips an element cannot pass by luck. */

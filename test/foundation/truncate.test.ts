@@ -18,9 +18,9 @@ describe('truncate', () => {
     const seq = cache.createSequence();
     const sh = new Shadow(shape);
     for (const [layer, T] of [[0, 50], [1, 45]]) {
-      const r = randomRows(rng, shape, T);
-      seq.append(layer, r.keys, r.values);
-      sh.append(layer, r.keys, r.values);
+      const r = randomRows(rng, shape, T!);
+      seq.append(layer!, r.keys, r.values);
+      sh.append(layer!, r.keys, r.values);
     }
     seq.truncate(30);
     sh.truncate(30);

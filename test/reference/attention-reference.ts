@@ -46,15 +46,15 @@ export function attentionReference(p: AttentionProblem): AttentionResult {
   const lse = new Float64Array(tq * QH);
 
   for (let kvh = 0; kvh < KVH; kvh++) {
-    const s = p.streams[kvh];
+    const s = p.streams[kvh]!;
     const T = streamLength(s);
     if (s.keys.length !== T * D || s.values.length !== T * D) throw new Error(`stream ${kvh}: rows do not match positions`);
     let qpos: ArrayLike<number>;
     if (p.queryPositions) {
-      qpos = p.queryPositions[kvh];
+      qpos = p.queryPositions[kvh]!;
     } else {
       if (T < tq) throw new Error(`stream ${kvh} holds ${T} rows, fewer than Tq = ${tq}`);
-      qpos = Array.from({ length: tq }, (_, i) => s.positions[T - tq + i]);
+      qpos = Array.from({ length: tq }, (_, i) => s.positions[T - tq + i]!);
     }
     const logits = new Float64Array(T);
     for (let g = 0; g < group; g++) {
@@ -63,14 +63,14 @@ export function attentionReference(p: AttentionProblem): AttentionResult {
         const qOff = (i * QH + qh) * D;
         let max = -Infinity;
         for (let t = 0; t < T; t++) {
-          if (s.positions[t] > qpos[i]) {
+          if (s.positions[t]! > qpos[i]!) {
             logits[t] = -Infinity;
             continue;
           }
           let dot = 0;
-          for (let d = 0; d < D; d++) dot += p.queries[qOff + d] * s.keys[t * D + d];
-          logits[t] = dot * scale + (s.beta ? s.beta[t] : 0);
-          if (logits[t] > max) max = logits[t];
+          for (let d = 0; d < D; d++) dot += p.queries[qOff + d]! * s.keys[t * D + d]!;
+          logits[t] = dot * scale + (s.beta ? s.beta[t]! : 0);
+          if (logits[t]! > max) max = logits[t]!;
         }
         const oOff = (i * QH + qh) * D;
         if (max === -Infinity) {
@@ -80,11 +80,11 @@ export function attentionReference(p: AttentionProblem): AttentionResult {
         let sum = 0;
         for (let t = 0; t < T; t++) {
           if (logits[t] === -Infinity) continue;
-          const w = Math.exp(logits[t] - max);
+          const w = Math.exp(logits[t]! - max);
           sum += w;
-          for (let d = 0; d < D; d++) out[oOff + d] += w * s.values[t * D + d];
+          for (let d = 0; d < D; d++) out[oOff + d]! += w * s.values[t * D + d]!;
         }
-        for (let d = 0; d < D; d++) out[oOff + d] /= sum;
+        for (let d = 0; d < D; d++) out[oOff + d]! /= sum;
         lse[i * QH + qh] = max + Math.log(sum);
       }
     }
@@ -99,7 +99,7 @@ export function headRows(data: ArrayLike<number>, kvHeads: number, headDim: numb
   const T = data.length / (kvHeads * headDim);
   const out = new Float32Array(T * headDim);
   for (let t = 0; t < T; t++) {
-    for (let d = 0; d < headDim; d++) out[t * headDim + d] = data[(t * kvHeads + h) * headDim + d];
+    for (let d = 0; d < headDim; d++) out[t * headDim + d] = data[(t * kvHeads + h) * headDim + d]!;
   }
   return out;
 }
@@ -109,7 +109,7 @@ export function concat(parts: ArrayLike<number>[]): Float32Array {
   const out = new Float32Array(n);
   let o = 0;
   for (const p of parts) {
-    for (let i = 0; i < p.length; i++) out[o + i] = p[i];
+    for (let i = 0; i < p.length; i++) out[o + i] = p[i]!;
     o += p.length;
   }
   return out;
@@ -119,7 +119,7 @@ export function concat(parts: ArrayLike<number>[]): Float32Array {
 export function withoutRow(s: StreamRows, t: number, headDim: number): StreamRows {
   const drop = <T extends ArrayLike<number>>(a: T, w: number) => {
     const out: number[] = [];
-    for (let i = 0; i < a.length; i++) if (Math.floor(i / w) !== t) out.push(a[i]);
+    for (let i = 0; i < a.length; i++) if (Math.floor(i / w) !== t) out.push(a[i]!);
     return out;
   };
   return {

@@ -8,7 +8,7 @@ export function maxAbsError(a: Num, b: Num): { value: number; index: number } {
   let value = 0;
   let index = -1;
   for (let i = 0; i < Math.min(a.length, b.length); i++) {
-    const e = Math.abs(a[i] - b[i]);
+    const e = Math.abs(a[i]! - b[i]!);
     if (!(e <= value)) { // NaN counts as the worst
       value = Number.isNaN(e) ? Infinity : e;
       index = i;
@@ -23,9 +23,9 @@ export function relError(a: Num, b: Num): number {
   let num = 0;
   let den = 0;
   for (let i = 0; i < Math.min(a.length, b.length); i++) {
-    const d = a[i] - b[i];
+    const d = a[i]! - b[i]!;
     num += d * d;
-    den += b[i] * b[i];
+    den += b[i]! * b[i]!;
   }
   if (Number.isNaN(num)) return Infinity;
   if (den === 0) return num === 0 ? 0 : Infinity;
@@ -61,7 +61,7 @@ const u32 = new Uint32Array(f32.buffer);
 
 function bitsOf(x: number): number {
   f32[0] = x;
-  return u32[0];
+  return u32[0]!;
 }
 
 /** Assert two float32 arrays hold identical bits (distinguishes -0 and +0). */
@@ -69,11 +69,11 @@ export function expectBitExact(actual: Float32Array, expected: Float32Array, lab
   expect(actual, `${label}: type`).toBeInstanceOf(Float32Array);
   expect(actual.length, `${label}: length`).toBe(expected.length);
   for (let i = 0; i < actual.length; i++) {
-    const a = bitsOf(actual[i]);
-    const e = bitsOf(expected[i]);
+    const a = bitsOf(actual[i]!);
+    const e = bitsOf(expected[i]!);
     if (a !== e) {
       let count = 0;
-      for (let j = i; j < actual.length; j++) if (bitsOf(actual[j]) !== bitsOf(expected[j])) count++;
+      for (let j = i; j < actual.length; j++) if (bitsOf(actual[j]!) !== bitsOf(expected[j]!)) count++;
       expect.fail(`${label}: first difference at index ${i}: actual ${actual[i]} (0x${a.toString(16)}), ` +
         `expected ${expected[i]} (0x${e.toString(16)}); ${count} of ${actual.length} differ`);
     }

@@ -9,12 +9,12 @@ const u32 = new Uint32Array(f32.buffer);
 /** Bits of the float32 nearest to x (x is first rounded to float32, as a Float32Array would). */
 export function f32Bits(x: number): number {
   f32[0] = x;
-  return u32[0];
+  return u32[0]!;
 }
 
 export function bitsToF32(u: number): number {
   u32[0] = u >>> 0;
-  return f32[0];
+  return f32[0]!;
 }
 
 /** float32 -> binary16 bits, round to nearest even; overflow -> ±Inf; NaN -> quiet NaN. */
@@ -77,13 +77,13 @@ export function roundToBf16(x: number): number {
 
 export function toF16Bits(a: ArrayLike<number>): Uint16Array {
   const out = new Uint16Array(a.length);
-  for (let i = 0; i < a.length; i++) out[i] = f32ToF16Bits(a[i]);
+  for (let i = 0; i < a.length; i++) out[i] = f32ToF16Bits(a[i]!);
   return out;
 }
 
 export function fromF16Bits(h: Uint16Array): Float32Array {
   const out = new Float32Array(h.length);
-  for (let i = 0; i < h.length; i++) out[i] = f16BitsToF32(h[i]);
+  for (let i = 0; i < h.length; i++) out[i] = f16BitsToF32(h[i]!);
   return out;
 }
 
@@ -98,7 +98,7 @@ export function storedValues(storage: PlainStorage, input: Float32Array | Uint16
   const x = input instanceof Uint16Array ? fromF16Bits(input) : input;
   const out = new Float32Array(x.length);
   for (let i = 0; i < x.length; i++) {
-    out[i] = storage === 'f32' ? x[i] : storage === 'f16' ? roundToF16(x[i]) : roundToBf16(x[i]);
+    out[i] = storage === 'f32' ? x[i]! : storage === 'f16' ? roundToF16(x[i]!) : roundToBf16(x[i]!);
   }
   return out;
 }

@@ -181,10 +181,10 @@ describe('attention reference', () => {
     const positions = Array.from({ length: T }, (_, i) => i);
     const q = randn(rng, D);
     const r = attentionReference({ headDim: D, queryHeads: 1, streams: [{ keys, values, positions }], queries: q });
-    const logits = Array.from({ length: T }, (_, t) => (q[0] * keys[t * D] + q[1] * keys[t * D + 1] +
-      q[2] * keys[t * D + 2] + q[3] * keys[t * D + 3]) / 2);
+    const logits = Array.from({ length: T }, (_, t) => (q[0]! * keys[t * D]! + q[1]! * keys[t * D + 1]! +
+      q[2]! * keys[t * D + 2]! + q[3]! * keys[t * D + 3]!) / 2);
     const z = logits.reduce((a, l) => a + Math.exp(l), 0);
-    const direct = [0, 1, 2, 3].map((d) => logits.reduce((a, l, t) => a + Math.exp(l) * values[t * D + d], 0) / z);
+    const direct = [0, 1, 2, 3].map((d) => logits.reduce((a, l, t) => a + Math.exp(l) * values[t * D + d]!, 0) / z);
     expectClose(r.out, direct, { rel: 1e-12 }, 'direct softmax');
     expect(r.lse[0]).toBeCloseTo(Math.log(z), 12);
     const dropped = attentionReference({
