@@ -3,6 +3,8 @@
 export { KVCache } from './kv-cache';
 export { Sequence } from './sequence';
 export { KVCacheError } from './errors';
+export { EvictionPolicy, DEFAULT_RECENT, DEFAULT_SINKS } from './eviction-policy';
+export type { CustomPolicyOptions, EvictionPolicyKind, ProtectOptions, ScoreFunction } from './eviction-policy';
 export type { ErrorCode } from './errors';
 export type {
   AppendOptions,
@@ -10,8 +12,12 @@ export type {
   CacheStats,
   Device,
   Devices,
+  EvictionBudget,
+  EvictionReport,
   KVCacheConfig,
   KVCacheOptions,
+  RecordedQueries,
   Storage,
   StreamRows,
+  StreamScoreView,
 } from './types';

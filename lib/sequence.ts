@@ -4,6 +4,9 @@ import { lseArray, outputArray, attentionFlags } from './attention-options';
 import type { KVCache } from './kv-cache';
 import type { NativeSequence } from './native/binding';
 import type { AppendOptions, AttentionOptions, StreamRows } from './types';
+import { type EvictionPolicy, evictSequence } from './eviction-policy';
+import { native } from './native/binding';
+import type { EvictionBudget, EvictionReport, RecordedQueries } from './types';
 import { float32Array, indexBelow, integerIn, knownKeys, optionsObject, rowArray, tokenCount } from './validate';
 
 export class Sequence {
@@ -132,6 +135,48 @@ export class Sequence {
   export(): Uint8Array {
     this.checkAlive();
     return this.native.export();
+  }
+
+  /**
+   * Drops rows by `policy` until every stream fits `budget` (see EvictionBudget): evicted
+   * blocks go back to the pool. Attention afterwards is attention over the kept rows (their
+   * positions, beta and accumulated scores move with them). Evicting a fork never changes its
+   * parent. The budget may be omitted for slidingWindow and streamingLLM.
+   */
+  evict(policy: EvictionPolicy, budget?: EvictionBudget): EvictionReport {
+    return evictSequence(this, policy, budget);
+  }
+
+  /** Zeroes the attention mass accumulated by `accumulateScores` in every stream. */
+  resetScores(): void {
+    this.checkAlive();
+    this.native.resetScores();
+  }
+
+  /**
+   * Attention mass accumulated per row of one stream (copy, [length]): each `accumulateScores`
+   * call adds every row's attention probability summed over the GQA group's query heads and the
+   * Tq queries. Zeros when attention never accumulated scores on this stream. Scores are copied
+   * by fork(), move with their rows on eviction and are not exported.
+   */
+  scores(layer: number, kvHead: number): Float32Array {
+    this.checkAlive();
+    indexBelow('layer', layer, this.cache.config.layers);
+    indexBelow('kvHead', kvHead, this.cache.config.kvHeads);
+    return native().streamScores(this.native, layer, kvHead) ?? new Float32Array(this.native.length(layer, kvHead));
+  }
+
+  /**
+   * Queries recorded by `attention(..., { recordQueries: true })` for one stream (copies): a
+   * uniform reservoir sample of up to `queryReservoir` vectors and the newest `recentQueries`
+   * vectors, oldest first. Each query token contributes queryHeads / kvHeads vectors.
+   */
+  recordedQueries(layer: number, kvHead: number): RecordedQueries {
+    this.checkAlive();
+    indexBelow('layer', layer, this.cache.config.layers);
+    indexBelow('kvHead', kvHead, this.cache.config.kvHeads);
+    const q = native().recordedQueries(this.native, layer, kvHead);
+    return { reservoir: q.reservoir, recent: q.recent, seen: Math.max(q.seen, q.recentSeen) };
   }
 }
 

@@ -115,3 +115,83 @@ export interface Devices {
   cpu: { available: true; threads: number; simd: string };
   cuda: { available: boolean; compiled: boolean; reason?: string; name?: string; devices?: number; totalMemory?: number };
 }
+
+/**
+ * How many rows `Sequence.evict` keeps. Exactly one of `keep`, `ratio` or `layers`.
+ * Protected rows (the policy's sinks and recent window) count toward the budget: when a
+ * stream's budget is smaller than its protected rows, sinks are kept first, then the newest.
+ * A budget larger than a stream keeps all of it.
+ */
+export interface EvictionBudget {
+  /** Rows kept per stream (per sequence, layer and kv head). */
+  keep?: number;
+  /** Fraction of each stream's rows kept, in [0, 1]; rounded to the nearest row. */
+  ratio?: number;
+  /** A ratio per layer (length = layers), e.g. a hand-made schedule. */
+  layers?: readonly number[];
+  /**
+   * 'uniform' (default): every kv head of a layer keeps its own share.
+   * 'adaptive' (Ada-KV): the heads of a layer share the layer's total; each head first keeps
+   * its protected rows and at least ceil(safeguard × its uniform share) of its best rows, the
+   * rest of the total goes to the best rows of any head by normalized score (score divided by
+   * the sum of |score| over the head's rows). Heads then end with different lengths.
+   */
+  perHead?: 'uniform' | 'adaptive';
+  /** Adaptive budgets: the guaranteed fraction of each head's uniform share, in [0, 1]. Default 0.2. */
+  safeguard?: number;
+  /**
+   * 'uniform' (default) or 'pyramid' (PyramidKV): the same total, redistributed over layers with
+   * weights falling linearly from 1 + slope (layer 0) to 1 − slope (last layer), capped by each
+   * layer's rows; within a layer, heads share in proportion to their lengths.
+   */
+  schedule?: 'uniform' | 'pyramid';
+  /** Pyramid slope in [0, 1]. Default 0.5 (the bottom layer keeps 3× the top layer). */
+  slope?: number;
+}
+
+/** What `Sequence.evict` did. */
+export interface EvictionReport {
+  /** Rows over all streams before and after. */
+  rowsBefore: number;
+  rowsAfter: number;
+  /** Rows each stream kept: [layers × kvHeads], index layer × kvHeads + kvHead. */
+  keptPerStream: Int32Array;
+  /**
+   * Pool blocks (and bytes) that became free. Negative when evicting a fork whose blocks were
+   * shared: copy-on-write then allocates blocks for the kept rows while the parent keeps the old ones.
+   */
+  blocksFreed: number;
+  bytesFreed: number;
+  /** Wall time of the whole call (scores, selection and gather). */
+  milliseconds: number;
+}
+
+/** Queries logged by attention with `recordQueries` for one stream, in the original (unrotated) space. */
+export interface RecordedQueries {
+  /**
+   * [n, headDim], n = min(seen, queryReservoir): a uniform random sample (reservoir sampling,
+   * Algorithm R, deterministic for a given history) of every query vector recorded, the query
+   * heads of the GQA group counted as separate vectors.
+   */
+  reservoir: Float32Array;
+  /** [m, headDim], m = min(vectors recorded, recentQueries): the newest vectors, oldest first (token-major, group heads in order). */
+  recent: Float32Array;
+  /** Query vectors recorded so far (tokens × queryHeads / kvHeads). */
+  seen: number;
+}
+
+/** One stream as a custom eviction policy sees it. */
+export interface StreamScoreView {
+  layer: number;
+  kvHead: number;
+  /** Rows in the stream. */
+  length: number;
+  /** [length] original token positions. */
+  positions: Int32Array;
+  /** [length] accumulated attention mass (zeros when attention never accumulated scores). */
+  scores: Float32Array;
+  /** [length, headDim] dequantized keys, when the policy asked for them. */
+  keys?: Float32Array;
+  /** [length, headDim] dequantized values, when the policy asked for them. */
+  values?: Float32Array;
+}

@@ -7,6 +7,7 @@
 
 #include "../cpu/cpu_features.h"
 #include "addon_data.h"
+#include "bench_binding.h"
 #include "cache_wrap.h"
 #include "eviction_binding.h"
 #include "kvc/backend.h"
@@ -88,6 +89,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("devices", Napi::Function::New(env, devices));
   exports.Set("blockLayout", Napi::Function::New(env, blockLayout));
   registerEviction(env, exports);
+  registerBench(env, exports);
   return exports;
 }
 

@@ -1,8 +1,212 @@
-// Eviction functions on the module exports (filled in by the eviction work).
+// Eviction functions on the module exports: evict(), policyScores(), streamScores(),
+// recordedQueries() and streamPositions(), each taking a NativeSequence first. The policy
+// and budget arrive as one flat spec object built by lib/eviction-policy.ts.
 #include "eviction_binding.h"
+
+#include <chrono>
+#include <cstring>
+#include <string>
+
+#include "../core/eviction/evict.h"
+#include "../core/eviction/scores.h"
+#include "addon_data.h"
+#include "args.h"
+#include "errors.h"
+#include "sequence_wrap.h"
 
 namespace kvc::binding {
 
-void registerEviction(Napi::Env, Napi::Object) {}
+namespace {
+
+struct Target {
+  Cache* cache;
+  uint64_t id;
+};
+
+// The live cache and sequence id of argument 0 (a NativeSequence).
+Target sequenceArg(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject() ||
+      !info[0].As<Napi::Object>().InstanceOf(addonData(env).sequenceConstructor.Value())) {
+    throwError(env, StatusCode::kInvalidArgument, "sequence must be a NativeSequence");
+  }
+  SequenceWrap* wrap = SequenceWrap::Unwrap(info[0].As<Napi::Object>());
+  Cache& cache = wrap->live(env);
+  return {&cache, wrap->id()};
+}
+
+double numberField(Napi::Env env, Napi::Object o, const char* name, double fallback) {
+  Napi::Value v = o.Get(name);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsNumber()) throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+uint32_t u32Field(Napi::Env env, Napi::Object o, const char* name, uint32_t fallback) {
+  const double d = numberField(env, o, name, fallback);
+  if (!(d >= 0 && d <= 4294967295.0) || d != static_cast<double>(static_cast<uint64_t>(d))) {
+    throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + " must be a non-negative integer");
+  }
+  return static_cast<uint32_t>(d);
+}
+
+// spec: { source, sinks, recent, window, pool, seed, given: Float32Array | null }
+PolicySpec policyOf(Napi::Env env, Napi::Value value) {
+  if (!value.IsObject()) throwError(env, StatusCode::kInvalidArgument, "policy spec must be an object");
+  Napi::Object o = value.As<Napi::Object>();
+  PolicySpec p;
+  const uint32_t source = u32Field(env, o, "source", 0);
+  if (source > static_cast<uint32_t>(ScoreSource::kGiven)) throwError(env, StatusCode::kInvalidArgument, "unknown policy source");
+  p.source = static_cast<ScoreSource>(source);
+  p.sinks = u32Field(env, o, "sinks", 0);
+  p.recent = u32Field(env, o, "recent", 0);
+  p.window = u32Field(env, o, "window", 0);
+  p.pool = u32Field(env, o, "pool", 1);
+  p.seed = u32Field(env, o, "seed", 0);
+  Napi::Value given = o.Get("given");
+  if (!given.IsUndefined() && !given.IsNull()) {
+    if (!given.IsTypedArray() || given.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+      throwError(env, StatusCode::kInvalidArgument, "spec.given must be a Float32Array");
+    }
+    Napi::Float32Array a = given.As<Napi::Float32Array>();
+    p.given = a.Data();
+    p.givenCount = a.ElementLength();
+  }
+  throwIfError(env, validatePolicy(p));
+  return p;
+}
+
+// budget: { kind: 0 keep | 1 ratio | 2 layers, keep, ratio, layerRatios: Float64Array | null,
+//           adaptive, safeguard, pyramid, slope }
+BudgetSpec budgetOf(Napi::Env env, Napi::Value value) {
+  if (!value.IsObject()) throwError(env, StatusCode::kInvalidArgument, "budget spec must be an object");
+  Napi::Object o = value.As<Napi::Object>();
+  BudgetSpec b;
+  const uint32_t kind = u32Field(env, o, "kind", 1);
+  if (kind > 2) throwError(env, StatusCode::kInvalidArgument, "unknown budget kind");
+  b.kind = static_cast<BudgetSpec::Kind>(kind);
+  b.keep = u32Field(env, o, "keep", 0);
+  b.ratio = numberField(env, o, "ratio", 1.0);
+  Napi::Value layers = o.Get("layerRatios");
+  if (!layers.IsUndefined() && !layers.IsNull()) {
+    if (!layers.IsTypedArray() || layers.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+      throwError(env, StatusCode::kInvalidArgument, "spec.layerRatios must be a Float64Array");
+    }
+    Napi::Float64Array a = layers.As<Napi::Float64Array>();
+    b.layerRatios.assign(a.Data(), a.Data() + a.ElementLength());
+  }
+  b.adaptive = o.Get("adaptive").ToBoolean();
+  b.safeguard = numberField(env, o, "safeguard", 0.2);
+  b.pyramid = o.Get("pyramid").ToBoolean();
+  b.slope = numberField(env, o, "slope", 0.5);
+  return b;
+}
+
+void checkStream(Napi::Env env, const Cache& cache, uint32_t layer, uint32_t head) {
+  if (layer >= cache.config().layers) throwError(env, StatusCode::kInvalidArgument, "layer " + std::to_string(layer) + " is out of range");
+  if (head >= cache.config().kvHeads) throwError(env, StatusCode::kInvalidArgument, "kvHead " + std::to_string(head) + " is out of range");
+}
+
+Napi::Float32Array floats(Napi::Env env, const float* data, size_t n) {
+  Napi::Float32Array a = Napi::Float32Array::New(env, n);
+  if (n) std::memcpy(a.Data(), data, 4 * n);
+  return a;
+}
+
+// evict(sequence, policySpec, budgetSpec) -> { rowsBefore, rowsAfter, keptPerStream, blocksFreed, bytesFreed, nativeMilliseconds }
+Napi::Value evict(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Target t = sequenceArg(info);
+  const PolicySpec p = policyOf(env, info[1]);
+  const BudgetSpec b = budgetOf(env, info[2]);
+  const auto t0 = std::chrono::steady_clock::now();
+  EvictionReport r;
+  throwIfError(env, evictSequence(*t.cache, t.id, p, b, &r));
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("rowsBefore", static_cast<double>(r.rowsBefore));
+  out.Set("rowsAfter", static_cast<double>(r.rowsAfter));
+  Napi::Int32Array kept = Napi::Int32Array::New(env, r.keptPerStream.size());
+  std::memcpy(kept.Data(), r.keptPerStream.data(), 4 * r.keptPerStream.size());
+  out.Set("keptPerStream", kept);
+  out.Set("blocksFreed", static_cast<double>(r.blocksFreed));
+  out.Set("bytesFreed", static_cast<double>(r.bytesFreed));
+  out.Set("nativeMilliseconds", ms);
+  return out;
+}
+
+// policyScores(sequence, policySpec, layer, kvHead) -> Float32Array [length]
+Napi::Value policyScores(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Target t = sequenceArg(info);
+  const PolicySpec p = policyOf(env, info[1]);
+  const uint32_t layer = argU32(info, 2, "layer"), head = argU32(info, 3, "kvHead");
+  checkStream(env, *t.cache, layer, head);
+  std::vector<float> scores;
+  throwIfError(env, scoreStream(*t.cache, *t.cache->sequence(t.id), layer, head, p, 0, &scores));
+  return floats(env, scores.data(), scores.size());
+}
+
+// streamScores(sequence, layer, kvHead) -> Float32Array [length] of accumulated mass, or null
+Napi::Value streamScores(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Target t = sequenceArg(info);
+  const uint32_t layer = argU32(info, 1, "layer"), head = argU32(info, 2, "kvHead");
+  checkStream(env, *t.cache, layer, head);
+  const Stream& s = t.cache->sequence(t.id)->stream(layer, t.cache->config().kvHeads, head);
+  if (s.scores.size() != static_cast<size_t>(s.length)) return env.Null();
+  return floats(env, s.scores.data(), s.scores.size());
+}
+
+// recordedQueries(sequence, layer, kvHead) -> { reservoir [n*D], recent [m*D] oldest first, seen, recentSeen }
+Napi::Value recordedQueries(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Target t = sequenceArg(info);
+  const uint32_t layer = argU32(info, 1, "layer"), head = argU32(info, 2, "kvHead");
+  checkStream(env, *t.cache, layer, head);
+  const CacheConfig& c = t.cache->config();
+  const QueryLog& log = t.cache->sequence(t.id)->stream(layer, c.kvHeads, head).queries;
+  const size_t D = c.headDim;
+  const uint64_t reservoirCount = std::min<uint64_t>(log.seen, c.queryReservoir);
+  const uint64_t recentCount = std::min<uint64_t>(log.recentSeen, c.recentQueries);
+  Napi::Float32Array recent = Napi::Float32Array::New(env, recentCount * D);
+  for (uint64_t j = 0; j < recentCount; ++j) {
+    const uint64_t slot = (log.recentSeen - recentCount + j) % c.recentQueries;
+    std::memcpy(recent.Data() + j * D, log.recent.data() + slot * D, 4 * D);
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("reservoir", floats(env, log.reservoir.data(), reservoirCount * D));
+  out.Set("recent", recent);
+  out.Set("seen", static_cast<double>(log.seen));
+  out.Set("recentSeen", static_cast<double>(log.recentSeen));
+  return out;
+}
+
+// streamPositions(sequence, layer, kvHead) -> Int32Array [length]
+Napi::Value streamPositions(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Target t = sequenceArg(info);
+  const uint32_t layer = argU32(info, 1, "layer"), head = argU32(info, 2, "kvHead");
+  checkStream(env, *t.cache, layer, head);
+  const Stream& s = t.cache->sequence(t.id)->stream(layer, t.cache->config().kvHeads, head);
+  Napi::Int32Array out = Napi::Int32Array::New(env, s.length);
+  if (s.length > 0) {
+    StreamView view{s.blocks.data(), s.length};
+    throwIfError(env, t.cache->mutableBackend().readRows(t.cache->pool(), t.cache->codec(), view, 0,
+                                                          static_cast<uint32_t>(s.length), nullptr, nullptr, nullptr,
+                                                          out.Data()));
+  }
+  return out;
+}
+
+}  // namespace
+
+void registerEviction(Napi::Env env, Napi::Object exports) {
+  exports.Set("evict", Napi::Function::New(env, evict));
+  exports.Set("policyScores", Napi::Function::New(env, policyScores));
+  exports.Set("streamScores", Napi::Function::New(env, streamScores));
+  exports.Set("recordedQueries", Napi::Function::New(env, recordedQueries));
+  exports.Set("streamPositions", Napi::Function::New(env, streamPositions));
+}
 
 }  // namespace kvc::binding

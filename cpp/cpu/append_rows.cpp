@@ -1,49 +1,84 @@
-// append: converts (f16 -> f32), rotates and encodes each new row straight into its
-// block slot, one row at a time while it is hot in L1 (the fused append of ARCHITECTURE §3).
+// append: converts (f16 -> f32), rotates and encodes each new row straight into its block
+// slot (the fused append of ARCHITECTURE §3), with the vector Hadamard transform of the ISA
+// that the kernel table was chosen for and that table's (vector) encoders. The loop lives
+// here, not in the kernel table, because it needs the rotation signs and the block tables;
+// each ISA's instantiation below is compiled in its own target region, entered only when
+// cpuid confirmed it (the width of the table passed in says which one). All includes come
+// before the target pragmas so no shared inline code is built for those instructions.
 #include "append_rows.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #include "hadamard.h"
+#include "kvc/half.h"
+#include "row_codec_reference.h"
+#include "simd_scalar.h"
+
+namespace kvc::cpu {
+namespace append_portable {
+#include "quantize_rows.inl"
+#include "hadamard_simd.inl"
+#include "append_kernel.inl"
+}  // namespace append_portable
+}  // namespace kvc::cpu
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define KVC_APPEND_ISA 1
+#pragma GCC push_options
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// The same target strings as kernels_avx2.cpp / kernels_avx512.cpp, so the shared inline
+// Simd traits compile to the same code in both files.
+#pragma GCC target("avx2,fma,f16c,bmi2")
+#include "simd_avx2.h"
+namespace kvc::cpu {
+namespace append_avx2 {
+#include "quantize_rows.inl"
+#include "hadamard_simd.inl"
+#include "append_kernel.inl"
+}  // namespace append_avx2
+}  // namespace kvc::cpu
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi2")
+#include "simd_avx512.h"
+namespace kvc::cpu {
+namespace append_avx512 {
+#include "quantize_rows.inl"
+#include "hadamard_simd.inl"
+#include "append_kernel.inl"
+}  // namespace append_avx512
+}  // namespace kvc::cpu
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+#endif
 
 namespace kvc::cpu {
 
 Status appendRows(const AppendParams& p, const KernelTable& kt, std::vector<float>* scratch) {
-  const RowCodec& c = p.codec;
-  const uint32_t D = c.headDim, G = c.groupSize;
-  const BlockLayout& L = p.pool.layout;
-  scratch->resize(2ull * D);
-  float* row = scratch->data();
-  for (uint32_t s = 0; s < p.streamCount; ++s) {
-    for (uint32_t t = 0; t < p.tokens; ++t) {
-      const uint32_t r = static_cast<uint32_t>(p.startRow[s]) + t;
-      uint8_t* block = p.pool.base + static_cast<uint64_t>(p.blockTables[s][r / L.blockSize]) * L.blockBytes;
-      const uint32_t slot = r % L.blockSize;
-      const uint64_t at = (static_cast<uint64_t>(t) * p.streamCount + s) * D;
-      for (int tensor = 0; tensor < 2; ++tensor) {
-        const void* src = tensor == 0 ? p.keys : p.values;
-        const float* signs = tensor == 0 ? c.keySigns : c.valueSigns;
-        const Storage storage = tensor == 0 ? c.keyStorage : c.valueStorage;
-        const float* x;
-        if (p.inputType == InputType::kF16) {
-          kt.halfToFloat(static_cast<const uint16_t*>(src) + at, row, D);
-          x = row;
-        } else {
-          x = static_cast<const float*>(src) + at;
-        }
-        if (signs) {
-          if (x != row) std::memcpy(row, x, 4ull * D);
-          rotateForward(row, signs, D);
-          x = row;
-        }
-        uint8_t* dst = tensor == 0 ? block + static_cast<uint64_t>(slot) * L.keyRowBytes
-                                   : block + L.valuesOffset + static_cast<uint64_t>(slot) * L.valueRowBytes;
-        kt.encode[static_cast<int>(storage)](x, 1, D, G, dst, tensor == 0 ? L.keyRowBytes : L.valueRowBytes);
-      }
-      reinterpret_cast<float*>(block + L.betaOffset)[slot] = p.beta ? p.beta[static_cast<uint64_t>(t) * p.streamCount + s] : 0.0f;
-      reinterpret_cast<int32_t*>(block + L.positionsOffset)[slot] = p.positions[t];
-    }
+  // One row of scratch, 64-byte aligned for the vector stores of the rotation.
+  scratch->resize(static_cast<size_t>(p.codec.headDim) + 16);
+  const uintptr_t raw = reinterpret_cast<uintptr_t>(scratch->data());
+  float* buf = reinterpret_cast<float*>((raw + 63) & ~static_cast<uintptr_t>(63));
+#ifdef KVC_APPEND_ISA
+  if (kt.width == SimdAvx512::W) {
+    append_avx512::appendRowsIsa<SimdAvx512>(p, kt, buf);
+    return Status::ok();
   }
+  if (kt.width == SimdAvx2::W) {
+    append_avx2::appendRowsIsa<SimdAvx2>(p, kt, buf);
+    return Status::ok();
+  }
+#endif
+  append_portable::appendRowsIsa<SimdScalar>(p, kt, buf);
   return Status::ok();
 }
 

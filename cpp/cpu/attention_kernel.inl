@@ -26,24 +26,59 @@ void dotTile(const AttentionParams& p, const AttentionStream& s, uint32_t m0, co
       const typename S::V k = ChunkDecoder<S, KF>::load(krow, e, D, G);
       for (int j = 0; j < MT; ++j) acc[j] = S::fma(k, S::load(q[j] + e), acc[j]);
     }
-    for (int j = 0; j < MT; ++j) logits[(m0 + j) * B + r] = S::reduce(acc[j]) * p.scale + beta[r];
+    if constexpr (MT % 4 == 0) {
+      // Four horizontal sums at once cost about as much as one.
+      for (int j = 0; j < MT; j += 4) {
+        float sums[4];
+        S::reduce4(acc[j], acc[j + 1], acc[j + 2], acc[j + 3], sums);
+        for (int i = 0; i < 4; ++i) logits[(m0 + j + i) * B + r] = sums[i] * p.scale + beta[r];
+      }
+    } else {
+      for (int j = 0; j < MT; ++j) logits[(m0 + j) * B + r] = S::reduce(acc[j]) * p.scale + beta[r];
+    }
   }
 }
 
-// acc[m0 + j] += sum_r prob[(m0 + j) * B + r] * v_r for the MT queries of one tile.
-template <class S, Storage VF, int MT>
+// acc[m0 + j] += sum_r prob[(m0 + j) * B + r] * v_r for the MT queries of one tile, CH
+// vector chunks of the head at a time: the MT x CH accumulators stay in registers for the
+// whole block and each probability is broadcast once per row and pass.
+template <class S, Storage VF, int MT, int CH>
 void valueTile(const AttentionParams& p, uint32_t m0, const uint8_t* values, uint32_t rows, const float* prob,
                float* acc) {
   const uint32_t D = p.codec.headDim, G = p.codec.groupSize, B = p.pool.layout.blockSize;
   const uint32_t stride = p.pool.layout.valueRowBytes;
-  for (uint32_t e = 0; e < D; e += S::W) {
-    typename S::V a[MT];
-    for (int j = 0; j < MT; ++j) a[j] = S::load(acc + (m0 + j) * D + e);
-    for (uint32_t r = 0; r < rows; ++r) {
-      const typename S::V v = ChunkDecoder<S, VF>::load(values + static_cast<uint64_t>(r) * stride, e, D, G);
-      for (int j = 0; j < MT; ++j) a[j] = S::fma(S::set1(prob[(m0 + j) * B + r]), v, a[j]);
+  for (uint32_t e0 = 0; e0 < D; e0 += CH * S::W) {
+    typename S::V a[MT][CH];
+    for (int j = 0; j < MT; ++j) {
+      for (int c = 0; c < CH; ++c) a[j][c] = S::load(acc + (m0 + j) * D + e0 + c * S::W);
     }
-    for (int j = 0; j < MT; ++j) S::store(acc + (m0 + j) * D + e, a[j]);
+    for (uint32_t r = 0; r < rows; ++r) {
+      const uint8_t* vrow = values + static_cast<uint64_t>(r) * stride;
+      typename S::V v[CH];
+      for (int c = 0; c < CH; ++c) v[c] = ChunkDecoder<S, VF>::load(vrow, e0 + c * S::W, D, G);
+      for (int j = 0; j < MT; ++j) {
+        const typename S::V pj = S::set1(prob[(m0 + j) * B + r]);
+        for (int c = 0; c < CH; ++c) a[j][c] = S::fma(pj, v[c], a[j][c]);
+      }
+    }
+    for (int j = 0; j < MT; ++j) {
+      for (int c = 0; c < CH; ++c) S::store(acc + (m0 + j) * D + e0 + c * S::W, a[j][c]);
+    }
+  }
+}
+
+template <class S, Storage VF, int MT>
+void valueTileAnyWidth(const AttentionParams& p, uint32_t m0, const uint8_t* values, uint32_t rows, const float* prob,
+                       float* acc) {
+  const uint32_t D = p.codec.headDim;
+  // At most 16 accumulators: 4 chunks for up to 4 queries, 2 for 8.
+  constexpr int kWide = MT <= 4 ? 4 : 2;
+  if (D % (kWide * S::W) == 0) {
+    valueTile<S, VF, MT, kWide>(p, m0, values, rows, prob, acc);
+  } else if (D % (2 * S::W) == 0) {
+    valueTile<S, VF, MT, 2>(p, m0, values, rows, prob, acc);
+  } else {
+    valueTile<S, VF, MT, 1>(p, m0, values, rows, prob, acc);
   }
 }
 
@@ -60,10 +95,10 @@ void dotAll(const AttentionParams& p, const AttentionStream& s, uint32_t M, cons
 template <class S, Storage VF>
 void valueAll(const AttentionParams& p, uint32_t M, const uint8_t* values, uint32_t rows, const float* prob, float* acc) {
   uint32_t m0 = 0;
-  for (; m0 + 8 <= M; m0 += 8) valueTile<S, VF, 8>(p, m0, values, rows, prob, acc);
-  if (m0 + 4 <= M) { valueTile<S, VF, 4>(p, m0, values, rows, prob, acc); m0 += 4; }
-  if (m0 + 2 <= M) { valueTile<S, VF, 2>(p, m0, values, rows, prob, acc); m0 += 2; }
-  if (m0 < M) valueTile<S, VF, 1>(p, m0, values, rows, prob, acc);
+  for (; m0 + 8 <= M; m0 += 8) valueTileAnyWidth<S, VF, 8>(p, m0, values, rows, prob, acc);
+  if (m0 + 4 <= M) { valueTileAnyWidth<S, VF, 4>(p, m0, values, rows, prob, acc); m0 += 4; }
+  if (m0 + 2 <= M) { valueTileAnyWidth<S, VF, 2>(p, m0, values, rows, prob, acc); m0 += 2; }
+  if (m0 < M) valueTileAnyWidth<S, VF, 1>(p, m0, values, rows, prob, acc);
 }
 
 // Replaces logits[0, rows) by exp(logit - mNew) and returns their sum.

@@ -1,18 +1,13 @@
 // Fills a KernelTable with the instantiations of one ISA. Included at the end of each
 // kernels_<isa>.cpp, inside its namespace and target region, after the kernels.
 
+#include "quantize_rows.inl"
+
+// n rows of f32 input (already rotated) into encoded rows, bit-identical to encodeRowReference.
 template <class S, Storage F>
 void encodeRows(const float* in, uint32_t n, uint32_t D, uint32_t G, uint8_t* out, uint32_t outStride) {
   for (uint32_t r = 0; r < n; ++r) {
-    const float* x = in + static_cast<uint64_t>(r) * D;
-    uint8_t* o = out + static_cast<uint64_t>(r) * outStride;
-    if constexpr (F == Storage::kF16) {
-      for (uint32_t e = 0; e < D; e += S::W) S::storeF16(reinterpret_cast<uint16_t*>(o) + e, S::load(x + e));
-    } else if constexpr (F == Storage::kBF16) {
-      for (uint32_t e = 0; e < D; e += S::W) S::storeBf16(reinterpret_cast<uint16_t*>(o) + e, S::load(x + e));
-    } else {
-      encodeRowReference(F, x, D, G, o);
-    }
+    encodeRowFast<S, F>(in + static_cast<uint64_t>(r) * D, D, G, out + static_cast<uint64_t>(r) * outStride);
   }
 }
 

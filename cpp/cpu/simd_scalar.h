@@ -24,6 +24,7 @@ struct SimdScalar {
   static V max(V a, V b) { return a > b ? a : b; }
   static float reduce(V v) { return v; }
   static float reduceMax(V v) { return v; }
+  static void reduce4(V a, V b, V c, V d, float* out) { out[0] = a; out[1] = b; out[2] = c; out[3] = d; }
   static V loadF16(const uint16_t* p) { return halfToFloat(*p); }
   static V loadBf16(const uint16_t* p) { return bf16ToFloat(*p); }
   static V loadI8(const int8_t* p) { return static_cast<float>(*p); }

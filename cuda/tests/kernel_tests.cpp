@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -464,7 +465,10 @@ void testErrors() {
 
 }  // namespace
 
-int main() {
+// Optional argument: run only the case with this index (for slow runs, e.g. ThreadSanitizer
+// with KVC_EMU_MODE=threads).
+int main(int argc, char** argv) {
+  const int only = argc > 1 ? std::atoi(argv[1]) : -1;
   using IT = kvc::InputType;
   const Config configs[] = {
       {8, 8, 1, Storage::kF32, Storage::kF32, false, IT::kF32, 16},
@@ -480,8 +484,13 @@ int main() {
       {128, 64, 4, Storage::kInt8, Storage::kInt4, false, IT::kF32, 32},
   };
   uint64_t seed = 0x6b7663;
-  for (const Config& c : configs) runCase(c, seed++);
-  testErrors();
+  int index = 0;
+  for (const Config& c : configs) {
+    if (only < 0 || only == index) runCase(c, seed);
+    ++seed;
+    ++index;
+  }
+  if (only < 0) testErrors();
   std::printf("kvc_cuda_kernel_tests: %d checks, %d failures\n", checks, failures);
   return failures ? 1 : 0;
 }

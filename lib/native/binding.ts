@@ -81,10 +81,59 @@ export interface NativeDevices {
   };
 }
 
+/** Eviction request as the native side reads it (built by lib/eviction-policy.ts). */
+export interface NativePolicySpec {
+  /** 0 recency, 1 accumulated mass, 2 observation window, 3 last query, 4 key norm, 5 random, 6 given */
+  source: number;
+  sinks: number;
+  recent: number;
+  window: number;
+  pool: number;
+  seed: number;
+  /** source 6: every stream's scores concatenated, layer-major */
+  given: Float32Array | null;
+}
+
+export interface NativeBudgetSpec {
+  /** 0 keep, 1 ratio, 2 per-layer ratios */
+  kind: number;
+  keep: number;
+  ratio: number;
+  layerRatios: Float64Array | null;
+  adaptive: boolean;
+  safeguard: number;
+  pyramid: boolean;
+  slope: number;
+}
+
+export interface NativeEvictionReport {
+  rowsBefore: number;
+  rowsAfter: number;
+  keptPerStream: Int32Array;
+  blocksFreed: number;
+  bytesFreed: number;
+  nativeMilliseconds: number;
+}
+
+export interface NativeRecordedQueries {
+  reservoir: Float32Array;
+  recent: Float32Array;
+  seen: number;
+  recentSeen: number;
+}
+
 export interface NativeAddon {
   NativeCache: new (options: NativeCacheOptions) => NativeCache;
   setErrorFactory(factory: (code: string, message: string) => Error): void;
   devices(): NativeDevices;
+  evict(sequence: NativeSequence, policy: NativePolicySpec, budget: NativeBudgetSpec): NativeEvictionReport;
+  policyScores(sequence: NativeSequence, policy: NativePolicySpec, layer: number, kvHead: number): Float32Array;
+  /** Accumulated attention mass of one stream, or null when attention never accumulated it. */
+  streamScores(sequence: NativeSequence, layer: number, kvHead: number): Float32Array | null;
+  recordedQueries(sequence: NativeSequence, layer: number, kvHead: number): NativeRecordedQueries;
+  streamPositions(sequence: NativeSequence, layer: number, kvHead: number): Int32Array;
+  /** Benchmarks: one read pass over the buffer with `threads` threads (returns a checksum). */
+  readPass(buffer: ArrayBufferView, threads: number): number;
   blockLayout(keys: string, values: string, headDim: number, groupSize: number, blockSize: number): {
     keyRowBytes: number;
     valueRowBytes: number;

@@ -32,6 +32,10 @@ struct CompactionKernels {
   // with rowMax −inf and rowSum 0.
   void (*softmaxRows)(float* s, uint32_t ld, uint32_t rows, uint32_t cols, const float* bias, float* rowMax,
                       float* rowSum) = nullptr;
+  // s [rows, cols] (row stride ld) = exp(s + rowOffset[r] + colOffset[c]); either offset
+  // array ([rows] / [cols]) may be nullptr. Underflow gives exactly 0.
+  void (*expAffine)(float* s, uint32_t ld, uint32_t rows, uint32_t cols, const float* rowOffset,
+                    const float* colOffset) = nullptr;
   // colAcc [cols] += Σ_r (s[r, j] · rowScale[r])²  (rowScale [rows]).
   void (*accumulateColumnSquares)(const float* s, uint32_t ld, uint32_t rows, uint32_t cols, const float* rowScale,
                                   float* colAcc) = nullptr;

@@ -167,6 +167,24 @@ void softmaxRowsT(float* s, uint32_t ld, uint32_t rows, uint32_t cols, const flo
 }
 
 template <class S>
+void expAffineT(float* s, uint32_t ld, uint32_t rows, uint32_t cols, const float* rowOffset, const float* colOffset) {
+  using V = typename S::V;
+  constexpr uint32_t W = S::W;
+  for (uint32_t r = 0; r < rows; ++r) {
+    float* x = s + static_cast<uint64_t>(r) * ld;
+    const float ro = rowOffset ? rowOffset[r] : 0.0f;
+    const V rv = S::set1(ro);
+    uint32_t j = 0;
+    for (; j + W <= cols; j += W) {
+      V v = S::add(S::load(x + j), rv);
+      if (colOffset) v = S::add(v, S::load(colOffset + j));
+      S::store(x + j, S::exp(v));
+    }
+    for (; j < cols; ++j) x[j] = SimdScalar::exp(x[j] + ro + (colOffset ? colOffset[j] : 0.0f));
+  }
+}
+
+template <class S>
 void accumulateColumnSquaresT(const float* s, uint32_t ld, uint32_t rows, uint32_t cols, const float* rowScale,
                               float* colAcc) {
   using V = typename S::V;
@@ -367,6 +385,7 @@ CompactionKernels makeCompactionTable() {
   t.packTransposed = &packTransposedT<S, NV>;
   t.gemm = &gemmT<S, MR, NV>;
   t.softmaxRows = &softmaxRowsT<S>;
+  t.expAffine = &expAffineT<S>;
   t.accumulateColumnSquares = &accumulateColumnSquaresT<S>;
   t.gemvTransposed = &gemvTransposedT<S>;
   t.cholesky = &choleskyF64;

@@ -1,0 +1,48 @@
+// Attention of many queries over one set of rows, blocked over queries: scores (GEMM),
+// softmax statistics, the normalized output (GEMM), and optionally per-row statistics or the
+// full exp matrix. Used for the original stream, the compacted rows and held-out queries.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "../../cpu/compaction/kernels.h"
+#include "parallel.h"
+
+namespace kvc::compaction {
+
+// Keys packed as the B operand of S = Q Kᵀ (K = D, N = rows) and values as the B operand of
+// Y = E V (K = rows, N = D).
+struct PackedRows {
+  uint32_t rows = 0, D = 0;
+  std::vector<float> keys, values;
+};
+// keys, values [rows, D] row-major.
+void packRows(const cpu::compaction::CompactionKernels& k, const float* keys, const float* values, uint32_t rows,
+              uint32_t D, PackedRows* out);
+
+enum class ColumnStat {
+  kNone,
+  kAttentionSquares,  // colAcc[j] += Σ_i A_ij²  (highest-attention score)
+  kExpSquares,        // colAcc[j] += Σ_i E_ij²  (OMP column norms)
+  kAttention,         // colAcc[j] += Σ_i A_ij   (accumulated attention mass, H2O)
+};
+
+struct AttendArgs {
+  const float* queries = nullptr;  // [nq, D], already scaled by 1/√D
+  uint32_t nq = 0;
+  const PackedRows* rows = nullptr;
+  const float* bias = nullptr;     // [rows] or nullptr
+  float* rowMax = nullptr;         // [nq] max logit per query
+  float* rowSum = nullptr;         // [nq] Σ exp(logit − rowMax)
+  float* out = nullptr;            // [nq, D] normalized attention output (0 for an empty row)
+  float* exps = nullptr;           // optional [nq, rows]: E = exp(S − rowMax), kept for the caller
+  ColumnStat columnStat = ColumnStat::kNone;
+  double* colAcc = nullptr;        // [rows], added to (not cleared)
+};
+
+void attend(const cpu::compaction::CompactionKernels& k, Parallel& par, const AttendArgs& a);
+
+// Query rows per task: a multiple of every table's micro-kernel height (12, 6, 4).
+constexpr uint32_t kQueryBlock = 48;
+
+}  // namespace kvc::compaction

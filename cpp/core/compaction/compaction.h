@@ -1,0 +1,109 @@
+// Attention Matching compaction of one stream (one layer × kv head), ARCHITECTURE.md §4.5, on
+// plain dequantized f32 arrays. Picks t of the T rows, gives each kept row a new logit bias
+// beta and a fitted value so that softmax(q·K_keptᵀ/√D + beta)·V_fitted ≈ softmax(q·Kᵀ/√D + b)·V
+// for the reference queries. Returns a Status; never throws, never aborts.
+//
+//   S = Q Kᵀ/√D + b          [n, T]  (b: the rows' current bias, 0 for a fresh stream)
+//   E = exp(S − rowmax(S)),  z = E·1,  A = E / z,  Y = A V
+//   keep: protected rows + (t − |P|) rows chosen by `method`
+//   w = argmin_{w ∈ [minWeight, maxWeight]} ‖E_F w − (z − E_P·1)‖   (F: kept unprotected rows)
+//   beta_j = b_j + log w_j  (protected rows: beta_j = b_j)
+//   C = argmin ‖X_F C − (Y − X_P V_P)‖² + λ‖C‖²,  X = softmax(Q K_keepᵀ/√D + beta)
+//   values: C for unprotected kept rows, V for protected ones.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "kvc/status.h"
+
+namespace kvc::cpu {
+class ThreadPool;
+}
+
+namespace kvc::compaction {
+
+enum class Method {
+  kHighestAttention,  // rows with the largest RMS (over queries) of their attention weight
+  kOmp,               // greedy: the rows most correlated with the unexplained attention mass
+};
+
+enum class Pooling { kNone, kMax, kAvg };
+
+struct Problem {
+  const float* keys = nullptr;             // [T, D] as attention uses them (after RoPE / rotation)
+  const float* values = nullptr;           // [T, D]
+  const float* bias = nullptr;             // [T] current logit bias, or nullptr for all zeros
+  const uint8_t* protectedRows = nullptr;  // [T] nonzero: always kept, bias and value unchanged; or nullptr
+  uint32_t T = 0;                          // rows of the stream
+  uint32_t D = 0;                          // head dim
+  const float* queries = nullptr;          // [n, D] reference queries (unscaled; 1/√D is applied here)
+  uint32_t n = 0;
+  const float* heldOutQueries = nullptr;   // [nHeldOut, D] only for diagnostics, or nullptr
+  uint32_t nHeldOut = 0;
+  uint32_t target = 0;                     // rows to keep, protected ones included (>= 1)
+};
+
+struct Options {
+  Method method = Method::kHighestAttention;
+  // Tikhonov term of both normal-equation solves, relative to the mean diagonal entry of the
+  // matrix (so it does not depend on the scale of E or X). Raised ×100 (up to 5 times) when a
+  // Cholesky factorization fails.
+  float ridge = 1e-6f;
+  uint32_t nnlsIterations = 30;  // projected coordinate-descent sweeps after the clamped solve
+  float minWeight = 1e-6f;       // bounds of w = exp(beta − b): beta stays finite
+  float maxWeight = 1e6f;
+  // > 0: contiguous chunks of chunkSize rows are compacted independently (chunk c gets its
+  // share of target by cumulative rounding, so the shares sum to target) and concatenated;
+  // the bias keeps each chunk's attention mass, so the chunks recombine correctly.
+  uint32_t chunkSize = 0;
+  // Smoothing of the highest-attention score along the rows (SnapKV-style); kernel odd, e.g. 5.
+  Pooling pooling = Pooling::kNone;
+  uint32_t poolKernel = 0;
+  // OMP adds max(1, target / ompStepDivisor) rows per step, then refits w.
+  uint32_t ompStepDivisor = 16;
+  bool fitBeta = true;    // false: beta = b (no mass fit; for eviction-style baselines)
+  bool fitValues = true;  // false: the kept rows' original values
+};
+
+struct Result {
+  std::vector<int32_t> keep;   // [t] kept row indices, ascending
+  std::vector<float> beta;     // [t] new bias of each kept row (replaces b)
+  std::vector<float> values;   // [t, D] value of each kept row
+  // Relative attention-output error ‖softmax(S_compact) V_compact − A V‖_F / ‖A V‖_F and mean
+  // |exp(lse_compact − lse) − 1| over the reference queries, and the same over the held-out
+  // queries (NaN when there are none).
+  float outputError = 0.0f;
+  float massError = 0.0f;
+  float heldOutOutputError = 0.0f;
+  float heldOutMassError = 0.0f;
+  uint32_t ridgeRaises = 0;  // how often a factorization needed a larger ridge
+  // Wall time per phase, summed over chunks.
+  double secondsScores = 0;       // S, softmax statistics, A V
+  double secondsSelect = 0;       // choosing rows (OMP includes its intermediate refits)
+  double secondsNnls = 0;         // E_F, its Gram matrix, the NNLS fit of w
+  double secondsValues = 0;       // X, its Gram matrix, the value solve
+  double secondsDiagnostics = 0;  // compacted attention on reference and held-out queries
+  Status status;
+};
+
+// Checks pointers and sizes; names the argument and what it expected.
+Status validate(const Problem& problem, const Options& options);
+
+// One stream. pool may be nullptr (single-threaded); otherwise its threads split the row
+// blocks of this stream. Must not be called from inside a task of the same pool.
+Status compact(const Problem& problem, const Options& options, cpu::ThreadPool* pool, Result* result);
+
+// Many independent streams: with at least as many streams as pool threads each stream runs
+// single-threaded on one thread, else the streams run one after another with all threads.
+// results [count]; each carries its own status. Returns the first failure (or ok).
+Status compactBatch(const Problem* problems, size_t count, const Options& options, cpu::ThreadPool& pool,
+                    Result* results);
+
+// Fits beta and values (as enabled by options) for a given keep set (ascending, unique,
+// containing every protected row; problem.target is ignored) and fills the diagnostics.
+// Chunking does not apply. For user-chosen keep sets and for baselines.
+Status fitKeepSet(const Problem& problem, const int32_t* keep, uint32_t keepCount, const Options& options,
+                  cpu::ThreadPool* pool, Result* result);
+
+}  // namespace kvc::compaction

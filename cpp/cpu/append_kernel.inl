@@ -1,0 +1,66 @@
+// The fused append of one ISA (ARCHITECTURE §3): each new row is loaded (f32, or f16
+// widened), rotated when its tensor is rotated, and encoded straight into its block slot
+// while it is in registers / L1; no full-precision copy of the rows is kept. Included into
+// an ISA namespace of append_rows.cpp after quantize_rows.inl and hadamard_simd.inl.
+// The encoders are the kernel table's (encodeRowFast of the same ISA), so the bytes are
+// exactly those of the scalar path (rotateForward + encodeRowReference).
+
+// The f32 row to encode: the input itself, or `buf` holding it widened and / or rotated.
+template <class S, InputType In>
+const float* prepareRow(const void* src, uint64_t at, const float* signs, uint32_t D, float* buf) {
+  if constexpr (In == InputType::kF32) {
+    const float* x = static_cast<const float*>(src) + at;
+    if (!signs) return x;
+#ifdef KVC_QUANT_VECTOR
+    if constexpr (S::W > 1) {
+      if (rotateRowVector<S>([x](uint32_t e) { return S::load(x + e); }, signs, D, buf)) return buf;
+    }
+#endif
+    std::memcpy(buf, x, 4ull * D);
+  } else {
+    const uint16_t* h = static_cast<const uint16_t*>(src) + at;
+#ifdef KVC_QUANT_VECTOR
+    if constexpr (S::W > 1) {
+      if (signs && rotateRowVector<S>([h](uint32_t e) { return S::loadF16(h + e); }, signs, D, buf)) return buf;
+    }
+#endif
+    uint32_t e = 0;
+    for (; e + S::W <= D; e += S::W) S::store(buf + e, S::loadF16(h + e));
+    for (; e < D; ++e) buf[e] = S::halfScalar(h[e]);
+    if (!signs) return buf;
+  }
+  rotateForward(buf, signs, D);
+  return buf;
+}
+
+// Rows go token by token (the input is token-major, so it is read once, in order), and for
+// each token stream by stream into that stream's current block. buf: 64-byte aligned, D floats.
+template <class S, InputType In>
+void appendRowsTyped(const AppendParams& p, const KernelTable& kt, float* buf) {
+  const RowCodec& c = p.codec;
+  const uint32_t D = c.headDim, G = c.groupSize;
+  const BlockLayout& L = p.pool.layout;
+  const EncodeRowsFn encodeKey = kt.encode[static_cast<int>(c.keyStorage)];
+  const EncodeRowsFn encodeValue = kt.encode[static_cast<int>(c.valueStorage)];
+  for (uint32_t t = 0; t < p.tokens; ++t) {
+    for (uint32_t s = 0; s < p.streamCount; ++s) {
+      const uint32_t r = static_cast<uint32_t>(p.startRow[s]) + t;
+      uint8_t* block = p.pool.base + static_cast<uint64_t>(p.blockTables[s][r / L.blockSize]) * L.blockBytes;
+      const uint32_t slot = r % L.blockSize;
+      const uint64_t at = (static_cast<uint64_t>(t) * p.streamCount + s) * D;
+      encodeKey(prepareRow<S, In>(p.keys, at, c.keySigns, D, buf), 1, D, G,
+                block + static_cast<uint64_t>(slot) * L.keyRowBytes, L.keyRowBytes);
+      encodeValue(prepareRow<S, In>(p.values, at, c.valueSigns, D, buf), 1, D, G,
+                  block + L.valuesOffset + static_cast<uint64_t>(slot) * L.valueRowBytes, L.valueRowBytes);
+      reinterpret_cast<float*>(block + L.betaOffset)[slot] = p.beta ? p.beta[static_cast<uint64_t>(t) * p.streamCount + s] : 0.0f;
+      reinterpret_cast<int32_t*>(block + L.positionsOffset)[slot] = p.positions[t];
+    }
+  }
+}
+
+// kt: the table of this ISA (its encoders run on the prepared rows).
+template <class S>
+void appendRowsIsa(const AppendParams& p, const KernelTable& kt, float* buf) {
+  if (p.inputType == InputType::kF16) appendRowsTyped<S, InputType::kF16>(p, kt, buf);
+  else appendRowsTyped<S, InputType::kF32>(p, kt, buf);
+}

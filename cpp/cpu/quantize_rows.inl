@@ -1,0 +1,202 @@
+// Vector row encoders for every storage format: int8 (symmetric, absmax / 127 per group)
+// and int4 (asymmetric, (max - min) / 15 and min per group) group quantization, and the
+// plain f32 / f16 / bf16 conversions. Bit-identical to encodeRowReference for every input
+// that holds no NaN (tests: test/quantization/simd-bit-exact.test.ts), which is why every
+// step below repeats the reference's arithmetic: the f16-rounded scale is computed by a
+// division, rounded with the F16C conversion (nearest even, like floatToHalf), widened
+// back, and the elements are multiplied by 1 / scale and rounded to nearest even (the
+// default MXCSR mode, like nearbyint); clamps come before the rounding, which gives the
+// same integers and maps NaN products to the upper bound as fmin/fmax do.
+//
+// Included into an ISA namespace after its Simd traits (kernel_instances.inl, and the
+// fused append in append_rows.cpp). The vector code is only compiled where <immintrin.h>
+// was included before the target region; the portable width-1 instantiation calls the
+// scalar reference. Layouts: kvc/formats.h.
+
+// Lane helpers the Simd traits do not have: |x|, min, the float -> int8 / nibble-pair
+// packing. One partial specialization per vector width, instantiated only in its ISA's
+// region.
+template <class S, int W = S::W>
+struct QuantLanes;
+
+#if defined(_IMMINTRIN_H_INCLUDED) || defined(__IMMINTRIN_H)
+#define KVC_QUANT_VECTOR 1
+
+template <class S>
+struct QuantLanes<S, 16> {
+  using V = __m512;
+  static V abs(V x) { return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7FFFFFFF))); }
+  // Operand order matters: vminps / vmaxps return the second operand when either is NaN.
+  static V min(V a, V b) { return _mm512_min_ps(a, b); }
+  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static float reduceMin(V v) { return _mm512_reduce_min_ps(v); }
+  // 16 floats holding integers in [-127, 127] -> 16 bytes (round to nearest even).
+  static void storeBytes(uint8_t* p, V codes) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(codes)));
+  }
+  // byte j = lo[j] | hi[j] << 4 for codes in [0, 15].
+  static void storeNibbles(uint8_t* p, V lo, V hi) {
+    const __m512i b = _mm512_or_si512(_mm512_cvtps_epi32(lo), _mm512_slli_epi32(_mm512_cvtps_epi32(hi), 4));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(b));
+  }
+};
+
+template <class S>
+struct QuantLanes<S, 8> {
+  using V = __m256;
+  static V abs(V x) { return _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32(0x7FFFFFFF))); }
+  static V min(V a, V b) { return _mm256_min_ps(a, b); }
+  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static float reduceMin(V v) {
+    __m128 s = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_min_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_min_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  // 8 floats holding integers in [-127, 127] -> 8 bytes (round to nearest even).
+  static void storeBytes(uint8_t* p, V codes) {
+    const __m256i x = _mm256_cvtps_epi32(codes);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packs_epi16(w, w));
+  }
+  static void storeNibbles(uint8_t* p, V lo, V hi) {
+    const __m256i b = _mm256_or_si256(_mm256_cvtps_epi32(lo), _mm256_slli_epi32(_mm256_cvtps_epi32(hi), 4));
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(w, w));
+  }
+};
+
+// A minimum (or maximum) of zero: the reference's fmin / fmax scan, as GCC compiles it
+// (operands swapped, ties keep the earlier value), ends with the sign of the group's first
+// zero, while a vector reduction picks an arbitrary one. Equal values differ in their bits
+// only for zeros, so only they need this rule (see the bit-exact tests).
+inline float firstZero(const float* x, uint32_t n) {
+  for (uint32_t i = 0; i < n; ++i) {
+    if (x[i] == 0.0f) return x[i];
+  }
+  return 0.0f;
+}
+
+// Scales of up to 8 groups at once: bits = f16(value / divisor), inv = 1 / f16 value (0 when
+// the scale is 0), exactly as the reference computes them one by one. (A template only so
+// that it is compiled in the vector regions alone.)
+template <class S>
+void f16Scales(const float* value, float divisor, uint16_t* bits, float* inv) {
+  const __m256 scaled = _mm256_div_ps(_mm256_loadu_ps(value), _mm256_set1_ps(divisor));
+  const __m128i h = _mm256_cvtps_ph(scaled, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 scale = _mm256_cvtph_ps(h);
+  const __m256 positive = _mm256_cmp_ps(scale, _mm256_setzero_ps(), _CMP_GT_OQ);
+  _mm256_storeu_ps(inv, _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), scale), positive));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(bits), h);
+}
+
+// int8 row: q[D] then f16 scale[D / G]. Needs W | G.
+template <class S>
+void quantizeInt8Vector(const float* x, uint32_t D, uint32_t G, uint8_t* out) {
+  using V = typename S::V;
+  using L = QuantLanes<S>;
+  constexpr uint32_t W = S::W;
+  uint16_t* scales = reinterpret_cast<uint16_t*>(out + D);
+  const uint32_t groups = D / G;
+  for (uint32_t g0 = 0; g0 < groups; g0 += 8) {
+    const uint32_t n = groups - g0 < 8 ? groups - g0 : 8;
+    float absmax[8] = {}, inv[8];
+    uint16_t bits[8];
+    for (uint32_t g = 0; g < n; ++g) {
+      const float* xg = x + (g0 + g) * G;
+      V m = S::zero();  // NaN elements are skipped as fmax skips them: max(|x|, m) keeps m
+      for (uint32_t e = 0; e < G; e += W) m = S::max(L::abs(S::load(xg + e)), m);
+      absmax[g] = S::reduceMax(m);
+    }
+    f16Scales<S>(absmax, 127.0f, bits, inv);
+    for (uint32_t g = 0; g < n; ++g) {
+      const float* xg = x + (g0 + g) * G;
+      uint8_t* qg = out + (g0 + g) * G;
+      const V iv = S::set1(inv[g]), hi = S::set1(127.0f), lo = S::set1(-127.0f);
+      for (uint32_t e = 0; e < G; e += W) L::storeBytes(qg + e, S::max(L::min(S::mul(S::load(xg + e), iv), hi), lo));
+    }
+    std::memcpy(scales + g0, bits, 2 * n);
+  }
+  const uint32_t used = D + 2 * groups;
+  std::memset(out + used, 0, rowBytes(Storage::kInt8, D, G) - used);
+}
+
+// int4 row: nibbles[D / 2] then (f16 scale, f16 min)[D / G]; byte j of a group holds
+// element j (low nibble) and element j + G/2 (high nibble). Needs 2W | G.
+template <class S>
+void quantizeInt4Vector(const float* x, uint32_t D, uint32_t G, uint8_t* out) {
+  using V = typename S::V;
+  using L = QuantLanes<S>;
+  constexpr uint32_t W = S::W;
+  uint16_t* params = reinterpret_cast<uint16_t*>(out + D / 2);
+  const uint32_t groups = D / G, half = G / 2;
+  for (uint32_t g0 = 0; g0 < groups; g0 += 8) {
+    const uint32_t n = groups - g0 < 8 ? groups - g0 : 8;
+    float lo[8] = {}, range[8] = {}, inv[8], unused[8];
+    uint16_t scaleBits[8], minBits[8];
+    for (uint32_t g = 0; g < n; ++g) {
+      const float* xg = x + (g0 + g) * G;
+      V mn = S::load(xg), mx = mn;
+      for (uint32_t e = W; e < G; e += W) {
+        const V v = S::load(xg + e);
+        mn = L::min(v, mn);
+        mx = S::max(v, mx);
+      }
+      float l = L::reduceMin(mn), h = S::reduceMax(mx);
+      if (l == 0.0f) l = firstZero(xg, G);
+      if (h == 0.0f) h = firstZero(xg, G);
+      lo[g] = l;
+      range[g] = h - l;
+    }
+    f16Scales<S>(range, 15.0f, scaleBits, inv);
+    f16Scales<S>(lo, 1.0f, minBits, unused);
+    const __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i*>(scaleBits));
+    const __m128i m = _mm_loadu_si128(reinterpret_cast<const __m128i*>(minBits));
+    uint16_t pairs[16];
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(pairs), _mm_unpacklo_epi16(s, m));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(pairs + 8), _mm_unpackhi_epi16(s, m));
+    for (uint32_t g = 0; g < n; ++g) {
+      const float* xg = x + (g0 + g) * G;
+      uint8_t* bytes = out + (g0 + g) * half;
+      const V iv = S::set1(inv[g]), mnv = S::set1(S::halfScalar(minBits[g]));
+      const V top = S::set1(15.0f), bottom = S::zero();
+      for (uint32_t e = 0; e < half; e += W) {
+        const V a = S::max(L::min(S::mul(L::sub(S::load(xg + e), mnv), iv), top), bottom);
+        const V b = S::max(L::min(S::mul(L::sub(S::load(xg + e + half), mnv), iv), top), bottom);
+        L::storeNibbles(bytes + e, a, b);
+      }
+    }
+    std::memcpy(params + 2 * g0, pairs, 4 * n);
+  }
+  const uint32_t used = D / 2 + 4 * groups;
+  std::memset(out + used, 0, rowBytes(Storage::kInt4, D, G) - used);
+}
+#endif  // vector encoders
+
+// One row of D floats into storage F. Widths that do not fit (W must divide G for int8,
+// 2W for int4, W for the plain formats) use the scalar reference, as does width 1.
+template <class S, Storage F>
+void encodeRowFast(const float* x, uint32_t D, uint32_t G, uint8_t* out) {
+  constexpr uint32_t W = S::W;
+  if constexpr (W == 1) {
+    encodeRowReference(F, x, D, G, out);
+  } else if constexpr (F == Storage::kF32) {
+    std::memcpy(out, x, 4ull * D);
+  } else if constexpr (F == Storage::kF16 || F == Storage::kBF16) {
+    if (D % W != 0) return encodeRowReference(F, x, D, G, out);
+    uint16_t* o = reinterpret_cast<uint16_t*>(out);
+    for (uint32_t e = 0; e < D; e += W) {
+      if constexpr (F == Storage::kF16) S::storeF16(o + e, S::load(x + e));
+      else S::storeBf16(o + e, S::load(x + e));
+    }
+  } else {
+#ifdef KVC_QUANT_VECTOR
+    if constexpr (F == Storage::kInt8) {
+      if (G % W == 0 && D % G == 0) return quantizeInt8Vector<S>(x, D, G, out);
+    } else {
+      if (G % (2 * W) == 0 && D % G == 0) return quantizeInt4Vector<S>(x, D, G, out);
+    }
+#endif
+    encodeRowReference(F, x, D, G, out);
+  }
+}

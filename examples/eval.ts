@@ -1,0 +1,233 @@
+// `npm run eval`: quality of kvcompact's cache methods on a real model (stories260K),
+// story by story over the TinyStories evaluation text.
+//
+// For every story: prefill the first half, let the method act on the cache (storage
+// format, eviction, compaction), then score the second half: mean -log p of each next
+// token and top-1 agreement with an f32 cache. Methods register themselves from what
+// lib/ exports (see eval/methods.ts). Writes results.md, results.json and quality.svg to
+// --out, and the results section of EVALUATION.md after a full run.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import * as kv from '../lib/index';
+import type { Storage } from '../lib/index';
+import { loadCheckpoint } from './llama2c/checkpoint';
+import { attentionDims } from './llama2c/model';
+import { Tokenizer } from './llama2c/tokenizer';
+import { buildMethods } from './eval/methods';
+import { markdownTable, resultRows, svgPlot, type ResultRow } from './eval/report';
+import { emptyScore, mergeScore, StoryEvaluator, type Score } from './eval/runner';
+import { loadStories, prefixLength } from './eval/stories';
+import { formatSeconds, Progress } from './shared/progress';
+
+const ROOT = path.resolve(__dirname, '..');
+const SHARED = path.resolve(ROOT, '../shared');
+const DEFAULT_TEXT = path.join(SHARED, 'data/tinystories_eval.txt');
+const DEFAULT_MODEL = path.join(SHARED, 'models/stories260K.bin');
+const DEFAULT_TOKENIZER = path.join(SHARED, 'models/tok512.bin');
+const EVALUATION_MD = path.join(ROOT, 'EVALUATION.md');
+const BEGIN = '<!-- eval-results:begin -->';
+const END = '<!-- eval-results:end -->';
+
+const USAGE = `usage: npm run eval -- [options]
+
+  --stories N        evaluate the first N stories (default: all)
+  --text FILE        stories separated by lines <|endoftext|> (default ../shared/data/tinystories_eval.txt)
+  --out DIR          results.md, results.json, quality.svg (default eval-out/)
+  --json FILE        also write the result rows as JSON to FILE
+  --methods REGEX    only methods whose id matches (the f32 reference always runs)
+  --jobs N           worker processes, stories split between them (default: CPU count, at most 4)
+  --base F           storage of the cache that eviction and compaction act on (default f16)
+  --max-tokens N     tokens per story at most (default 512, the model's context)
+  --chunk N          prefill chunk (default 64)
+  --no-fork          prefill the prefix for every method instead of forking one shared prefix
+  --doc / --no-doc   update EVALUATION.md (default: only after a full run over the default text)
+  --list             print the methods and exit
+  --model FILE, --tokenizer FILE
+`;
+
+function parse(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    allowNegative: true,
+    options: {
+      stories: { type: 'string' },
+      text: { type: 'string' },
+      out: { type: 'string' },
+      json: { type: 'string' },
+      methods: { type: 'string' },
+      jobs: { type: 'string' },
+      base: { type: 'string' },
+      'max-tokens': { type: 'string' },
+      chunk: { type: 'string' },
+      fork: { type: 'boolean' },
+      doc: { type: 'boolean' },
+      list: { type: 'boolean' },
+      model: { type: 'string' },
+      tokenizer: { type: 'string' },
+      worker: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  }).values;
+}
+
+function positiveInt(name: string, v: string | undefined, fallback: number): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${v}`);
+  return n;
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  const o = parse(argv);
+  if (o.help) {
+    console.log(USAGE);
+    return;
+  }
+  const textFile = path.resolve(o.text ?? DEFAULT_TEXT);
+  const modelFile = path.resolve(o.model ?? DEFAULT_MODEL);
+  const checkpoint = loadCheckpoint(modelFile);
+  const tokenizer = Tokenizer.load(path.resolve(o.tokenizer ?? DEFAULT_TOKENIZER), checkpoint.config.vocabSize);
+  const maxTokens = positiveInt('max-tokens', o['max-tokens'], 512);
+  const stories = loadStories(textFile, tokenizer, maxTokens, positiveInt('stories', o.stories, Infinity));
+  if (stories.length === 0) throw new Error(`no stories in ${textFile}`);
+  const dims = attentionDims(checkpoint.config);
+  const base = { keys: (o.base ?? 'f16') as Storage, values: (o.base ?? 'f16') as Storage };
+  const set = buildMethods(kv, dims, base);
+  const filter = o.methods ? new RegExp(o.methods) : undefined;
+  const methods = set.methods.filter((m) => m.id === 'f32' || !filter || filter.test(m.id));
+  const chunk = positiveInt('chunk', o.chunk, 64);
+
+  if (o.list) {
+    for (const m of methods) console.log(`${m.id.padEnd(32)} ${m.family.padEnd(40)} ${m.label}`);
+    for (const n of set.notes) console.log(`note: ${n}`);
+    return;
+  }
+
+  // ---- worker: evaluate stories k, k+N, ... and stream one JSON line per story
+  if (o.worker) {
+    const [k, N] = o.worker.split('/').map(Number) as [number, number];
+    const ev = new StoryEvaluator(checkpoint, { chunk, base, noFork: o.fork === false });
+    for (let i = k; i < stories.length; i += N) {
+      const scores = await ev.evaluateStory(stories[i]!, methods);
+      process.stdout.write(`${JSON.stringify({ story: i, scores: Object.fromEntries(scores) })}\n`);
+    }
+    ev.dispose();
+    return;
+  }
+
+  // ---- coordinator
+  const t0 = performance.now();
+  const jobs = Math.min(stories.length, positiveInt('jobs', o.jobs, Math.min(4, os.availableParallelism())));
+  const totalTokens = stories.reduce((a, s) => a + s.length, 0);
+  const scoredTokens = stories.reduce((a, s) => a + s.length - 1 - prefixLength(s), 0);
+  const cpu = kv.KVCache.devices().cpu;
+  console.error(
+    `eval: ${stories.length} stories (${totalTokens} tokens, ${scoredTokens} scored), ${methods.length} methods, ` +
+      `${jobs} worker${jobs === 1 ? '' : 's'} on ${os.availableParallelism()} CPUs (${cpu.simd})`,
+  );
+  for (const n of set.notes) console.error(`  note: ${n}`);
+
+  const totals = new Map<string, Score>(methods.map((m) => [m.id, emptyScore()]));
+  const progress = new Progress();
+  let done = 0;
+  const show = (force = false): void => {
+    const el = performance.now() - t0;
+    const eta = done > 0 ? (el / done) * (stories.length - done) : NaN;
+    progress.update(`eval: ${done}/${stories.length} stories, ${formatSeconds(el)} elapsed${Number.isFinite(eta) ? `, ~${formatSeconds(eta)} left` : ''}`, force);
+  };
+  const add = (scores: Record<string, Score>): void => {
+    for (const [id, s] of Object.entries(scores)) mergeScore(totals.get(id)!, s);
+    done++;
+    show();
+  };
+  show(true);
+  if (jobs === 1) {
+    const ev = new StoryEvaluator(checkpoint, { chunk, base, noFork: o.fork === false });
+    for (const ids of stories) add(Object.fromEntries(await ev.evaluateStory(ids, methods)));
+    ev.dispose();
+  } else {
+    const script = path.resolve(__filename);
+    await Promise.all(
+      Array.from({ length: jobs }, (_, k) =>
+        new Promise<void>((resolve, reject) => {
+          const child = spawn(process.execPath, [...process.execArgv, script, ...argv, '--worker', `${k}/${jobs}`], {
+            stdio: ['ignore', 'pipe', 'inherit'],
+          });
+          createInterface({ input: child.stdout }).on('line', (line) => {
+            if (line.startsWith('{')) add((JSON.parse(line) as { scores: Record<string, Score> }).scores);
+          });
+          child.on('error', reject);
+          child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`worker ${k} exited with code ${code}`))));
+        }),
+      ),
+    );
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  progress.done();
+
+  const rows = resultRows(methods, totals);
+  const command = ['npm run eval', ...(argv.length ? ['--', ...argv] : [])].join(' ');
+  const header =
+    `${stories.length} stories of ${path.basename(textFile)} (${totalTokens} tokens, ${scoredTokens} scored), ` +
+    `${path.basename(modelFile)}, ${methods.length} methods, ${seconds.toFixed(0)} s with ${jobs} worker processes ` +
+    `(${os.availableParallelism()} CPUs, ${cpu.simd}).`;
+  const notes = set.notes.map((n) => `- ${n}`).join('\n');
+  const table = markdownTable(rows);
+  const md = `# kvcompact evaluation\n\nCommand: \`${command}\`\n\n${header}\n\n${table}\n\n${notes}\n`;
+
+  const outDir = path.resolve(o.out ?? 'eval-out');
+  mkdirSync(outDir, { recursive: true });
+  if (!existsSync(path.join(outDir, '.gitignore'))) writeFileSync(path.join(outDir, '.gitignore'), '*\n');
+  writeFileSync(path.join(outDir, 'results.md'), md);
+  const json = { command, date: new Date().toISOString(), stories: stories.length, totalTokens, scoredTokens, seconds, jobs, notes: set.notes, rows };
+  writeFileSync(path.join(outDir, 'results.json'), `${JSON.stringify(json, null, 2)}\n`);
+  writeFileSync(
+    path.join(outDir, 'quality.svg'),
+    svgPlot(rows, `stories260K, ${stories.length} TinyStories: quality of the second half vs KV bytes per token`),
+  );
+  if (o.json) writeFileSync(path.resolve(o.json), `${JSON.stringify(json, null, 2)}\n`);
+
+  console.log(`${header}\n\n${table}\n\n${notes}\n`);
+  const failed = rows.filter((r) => r.error);
+  for (const r of failed) console.error(`error in ${r.id} (${r.stories}/${stories.length} stories ok): ${r.error}`);
+  console.error(`wrote ${path.relative(process.cwd(), outDir) || '.'}/results.md, results.json, quality.svg`);
+
+  const full = o.text === undefined && o.stories === undefined && o.methods === undefined && o.model === undefined;
+  if (o.doc ?? full) {
+    updateEvaluationMd(rows, command, header, set.notes, outDir);
+    console.error('updated EVALUATION.md');
+  }
+}
+
+function updateEvaluationMd(rows: ResultRow[], command: string, header: string, notes: string[], outDir: string): void {
+  if (!existsSync(EVALUATION_MD)) throw new Error(`${EVALUATION_MD} is missing`);
+  const doc = readFileSync(EVALUATION_MD, 'utf8');
+  const a = doc.indexOf(BEGIN);
+  const b = doc.indexOf(END);
+  if (a < 0 || b < a) throw new Error(`EVALUATION.md has no ${BEGIN} … ${END} section`);
+  const svgRel = path.relative(ROOT, path.join(outDir, 'quality.svg'));
+  const body = [
+    BEGIN,
+    `Latest run (${new Date().toISOString().slice(0, 10)}): \`${command}\``,
+    '',
+    header,
+    '',
+    markdownTable(rows),
+    '',
+    ...notes.map((n) => `- ${n}`),
+    '',
+    `The picture is written to \`${svgRel}\` (not committed).`,
+    END,
+  ].join('\n');
+  writeFileSync(EVALUATION_MD, doc.slice(0, a) + body + doc.slice(b + END.length));
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? (err.stack ?? err.message) : err);
+  process.exitCode = 1;
+});
