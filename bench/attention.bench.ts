@@ -58,9 +58,9 @@ function jsAttention(keys: Float32Array, values: Float32Array, T: number, q: Flo
       const p = Math.exp(logits[t]! - max);
       sum += p;
       const vo = (t * KV_HEADS + h) * HEAD_DIM;
-      for (let d = 0; d < HEAD_DIM; d++) out[qo + d] += p * values[vo + d]!;
+      for (let d = 0; d < HEAD_DIM; d++) out[qo + d] = out[qo + d]! + p * values[vo + d]!;
     }
-    for (let d = 0; d < HEAD_DIM; d++) out[qo + d] /= sum;
+    for (let d = 0; d < HEAD_DIM; d++) out[qo + d] = out[qo + d]! / sum;
   }
 }
 

@@ -46,6 +46,8 @@ const USAGE = `usage: npm run eval -- [options]
   --no-fork          prefill the prefix for every method instead of forking one shared prefix
   --doc / --no-doc   update EVALUATION.md (default: only after a full run over the default text)
   --list             print the methods and exit
+  --render A.json[,B.json]  no evaluation: merge saved results (--json / results.json) and write
+                     the report, the picture and (with --doc) EVALUATION.md from them
   --model FILE, --tokenizer FILE
 `;
 
@@ -69,6 +71,7 @@ function parse(argv: string[]) {
       model: { type: 'string' },
       tokenizer: { type: 'string' },
       worker: { type: 'string' },
+      render: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   }).values;
@@ -86,6 +89,10 @@ async function main(): Promise<void> {
   const o = parse(argv);
   if (o.help) {
     console.log(USAGE);
+    return;
+  }
+  if (o.render) {
+    render(o.render.split(','), o);
     return;
   }
   const textFile = path.resolve(o.text ?? DEFAULT_TEXT);
@@ -176,32 +183,68 @@ async function main(): Promise<void> {
     `${stories.length} stories of ${path.basename(textFile)} (${totalTokens} tokens, ${scoredTokens} scored), ` +
     `${path.basename(modelFile)}, ${methods.length} methods, ${seconds.toFixed(0)} s with ${jobs} worker processes ` +
     `(${os.availableParallelism()} CPUs, ${cpu.simd}).`;
-  const notes = set.notes.map((n) => `- ${n}`).join('\n');
+  const json: SavedResults = {
+    command, header, date: new Date().toISOString(), stories: stories.length, totalTokens, scoredTokens, seconds, jobs, notes: set.notes, rows,
+  };
+  const full = o.text === undefined && o.stories === undefined && o.methods === undefined && o.model === undefined;
+  writeOutputs(json, o, o.doc ?? full);
+  for (const r of rows.filter((x) => x.error)) console.error(`error in ${r.id} (${r.stories}/${stories.length} stories ok): ${r.error}`);
+}
+
+interface SavedResults {
+  command: string;
+  header: string;
+  date: string;
+  stories: number;
+  totalTokens: number;
+  scoredTokens: number;
+  seconds: number;
+  jobs: number;
+  notes: string[];
+  rows: ResultRow[];
+}
+
+function writeOutputs(json: SavedResults, o: ReturnType<typeof parse>, doc: boolean): void {
+  const { rows, header, command } = json;
+  const notes = json.notes.map((n) => `- ${n}`).join('\n');
   const table = markdownTable(rows);
   const md = `# kvcompact evaluation\n\nCommand: \`${command}\`\n\n${header}\n\n${table}\n\n${notes}\n`;
-
   const outDir = path.resolve(o.out ?? 'eval-out');
   mkdirSync(outDir, { recursive: true });
   if (!existsSync(path.join(outDir, '.gitignore'))) writeFileSync(path.join(outDir, '.gitignore'), '*\n');
   writeFileSync(path.join(outDir, 'results.md'), md);
-  const json = { command, date: new Date().toISOString(), stories: stories.length, totalTokens, scoredTokens, seconds, jobs, notes: set.notes, rows };
   writeFileSync(path.join(outDir, 'results.json'), `${JSON.stringify(json, null, 2)}\n`);
   writeFileSync(
     path.join(outDir, 'quality.svg'),
-    svgPlot(rows, `stories260K, ${stories.length} TinyStories: quality of the second half vs KV bytes per token`),
+    svgPlot(rows, `stories260K, ${json.stories} TinyStories: quality of the second half vs KV bytes per token`),
   );
   if (o.json) writeFileSync(path.resolve(o.json), `${JSON.stringify(json, null, 2)}\n`);
-
   console.log(`${header}\n\n${table}\n\n${notes}\n`);
-  const failed = rows.filter((r) => r.error);
-  for (const r of failed) console.error(`error in ${r.id} (${r.stories}/${stories.length} stories ok): ${r.error}`);
   console.error(`wrote ${path.relative(process.cwd(), outDir) || '.'}/results.md, results.json, quality.svg`);
-
-  const full = o.text === undefined && o.stories === undefined && o.methods === undefined && o.model === undefined;
-  if (o.doc ?? full) {
-    updateEvaluationMd(rows, command, header, set.notes, outDir);
+  if (doc) {
+    updateEvaluationMd(rows, command, header, json.notes, outDir);
     console.error('updated EVALUATION.md');
   }
+}
+
+/** Merges saved runs (rows by id, the first file's f32 row first) and writes the outputs. */
+function render(files: string[], o: ReturnType<typeof parse>): void {
+  const runs = files.map((f) => JSON.parse(readFileSync(path.resolve(f), 'utf8')) as SavedResults);
+  const first = runs[0]!;
+  for (const r of runs) {
+    if (r.stories !== first.stories || r.scoredTokens !== first.scoredTokens) throw new Error('--render: the runs cover different stories');
+  }
+  const seen = new Set<string>();
+  const rows: ResultRow[] = [];
+  for (const r of runs) for (const row of r.rows) if (!seen.has(row.id)) (seen.add(row.id), rows.push(row));
+  const notes = [...new Set(runs.flatMap((r) => r.notes))].filter(
+    (n) => !(n.includes('not evaluated') && runs.some((r) => r.notes.some((m) => m.startsWith(n.split(':')[0]!) && !m.includes('not evaluated')))),
+  );
+  const seconds = runs.reduce((a, r) => a + r.seconds, 0);
+  const header =
+    `${first.stories} stories (${first.totalTokens} tokens, ${first.scoredTokens} scored), ${rows.length} methods, ` +
+    `${seconds.toFixed(0)} s in ${runs.length} run${runs.length > 1 ? 's' : ''} (${runs.map((r) => `\`${r.command}\``).join(', ')}).`;
+  writeOutputs({ ...first, header, seconds, notes, rows, command: runs.map((r) => r.command).join(' + ') }, o, o.doc === true);
 }
 
 function updateEvaluationMd(rows: ResultRow[], command: string, header: string, notes: string[], outDir: string): void {

@@ -9,6 +9,7 @@
 #include "addon_data.h"
 #include "bench_binding.h"
 #include "cache_wrap.h"
+#include "cuda_emulation.h"
 #include "eviction_binding.h"
 #include "kvc/backend.h"
 #include "sequence_wrap.h"
@@ -33,8 +34,14 @@ Napi::Value devices(const Napi::CallbackInfo& info) {
   const cpu::CpuFeatures& f = cpu::cpuFeatures();
   cpu.Set("simd", f.avx512 ? "avx512" : f.avx2 ? "avx2" : "portable");
 
-  const CudaInfo c = queryCuda();
+  CudaInfo c = queryCuda();
+  if (cudaEmulationFactory()) {
+    c.available = true;
+    c.deviceName = "emulated on the CPU (KVCOMPACT_CUDA_EMULATION=1)";
+    c.deviceCount = 1;
+  }
   Napi::Object cuda = Napi::Object::New(env);
+  cuda.Set("emulationCompiled", cudaEmulationCompiled());
   cuda.Set("available", c.available);
   cuda.Set("compiled", c.compiled);
   if (!c.available) cuda.Set("reason", c.reason);

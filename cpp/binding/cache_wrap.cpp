@@ -5,6 +5,7 @@
 
 #include "addon_data.h"
 #include "args.h"
+#include "cuda_emulation.h"
 #include "errors.h"
 #include "sequence_wrap.h"
 
@@ -78,7 +79,7 @@ CacheWrap::CacheWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CacheWra
     c.device = device.As<Napi::String>().Utf8Value();
   }
   handle_ = std::make_shared<CacheHandle>();
-  throwIfError(env, createCache(c, &handle_->cache));
+  throwIfError(env, createCache(c, &handle_->cache, cudaEmulationFactory()));
 }
 
 Cache& CacheWrap::live(Napi::Env env) {

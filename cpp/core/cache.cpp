@@ -31,13 +31,15 @@ uint64_t physicalMemoryBytes() {
 
 }  // namespace
 
-Status createCache(const CacheConfig& config, std::unique_ptr<Cache>* out) {
+Status createCache(const CacheConfig& config, std::unique_ptr<Cache>* out, BackendFactory cudaFactory) {
   KVC_RETURN_IF_ERROR(validateConfig(config));
   BackendOptions options;
   options.threads = config.threads;
   std::unique_ptr<Backend> backend;
   if (config.device == "cpu") {
     backend = createCpuBackend(options);
+  } else if (config.device == "cuda" && cudaFactory) {
+    backend = cudaFactory(options);
   } else if (config.device == "cuda") {
     Status status;
     backend = createCudaBackend(options, &status);

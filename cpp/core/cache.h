@@ -111,7 +111,10 @@ class Cache {
   std::vector<int32_t> queryPositionScratch_;
 };
 
-// Builds the backend named by config.device and the cache over it.
-Status createCache(const CacheConfig& config, std::unique_ptr<Cache>* out);
+// Builds the backend named by config.device ('cpu' or 'cuda') and the cache over it.
+// `cudaFactory`, when given, replaces the CUDA backend (the binding passes the emulated
+// backend here for parity tests on machines without a GPU).
+using BackendFactory = std::unique_ptr<Backend> (*)(const BackendOptions&);
+Status createCache(const CacheConfig& config, std::unique_ptr<Cache>* out, BackendFactory cudaFactory = nullptr);
 
 }  // namespace kvc

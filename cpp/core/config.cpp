@@ -27,7 +27,7 @@ Status validateConfig(const CacheConfig& c) {
   if (c.queryReservoir > (1u << 20)) return bad("queryReservoir must be in [0, 1048576]");
   if (c.recentQueries > (1u << 16)) return bad("recentQueries must be in [0, 65536]");
   if (c.threads > 256) return bad("threads must be in [0, 256]");
-  if (c.device != "cpu" && c.device != "cuda" && c.device != "cuda-emulated") return bad("device must be 'cpu' or 'cuda'");
+  if (c.device != "cpu" && c.device != "cuda") return bad("device must be 'cpu' or 'cuda'");
   const uint64_t blockBytes = c.blockLayout().blockBytes;
   if (c.maxBytes != 0 && c.maxBytes < blockBytes) {
     return bad("maxBytes (" + std::to_string(c.maxBytes) + ") is smaller than one block (" + std::to_string(blockBytes) + " bytes)");

@@ -25,7 +25,7 @@ struct CacheConfig {
   uint32_t threads = 0;   // 0 = hardware concurrency
   uint32_t queryReservoir = 512;  // recorded query vectors kept per stream (uniform sample)
   uint32_t recentQueries = 64;    // newest query vectors kept per stream
-  std::string device = "cpu";  // "cpu", "cuda" or "cuda-emulated"
+  std::string device = "cpu";  // "cpu" or "cuda"
 
   uint32_t queriesPerHead() const { return queryHeads / kvHeads; }
   uint32_t streamsPerSequence() const { return layers * kvHeads; }

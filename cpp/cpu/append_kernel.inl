@@ -33,25 +33,77 @@ const float* prepareRow(const void* src, uint64_t at, const float* signs, uint32
   return buf;
 }
 
+// How one tensor (keys or values) of the append is written: a register kernel that loads,
+// rotates and quantizes in one go, or the prepared row handed to the table's encoder.
+template <class S, InputType In>
+struct TensorWriter {
+  const void* src;
+  const float* signs;
+  EncodeRowsFn encode;
+  uint32_t D, G, rowBytes;
+#ifdef KVC_QUANT_VECTOR
+  RegisterRowFn fused = nullptr;
+  float norm = 0.0f;
+#endif
+
+  TensorWriter(const void* source, const float* s, Storage storage, const KernelTable& kt, const RowCodec& c, uint32_t bytes)
+      : src(source), signs(s), encode(kt.encode[static_cast<int>(storage)]), D(c.headDim), G(c.groupSize), rowBytes(bytes) {
+#ifdef KVC_QUANT_VECTOR
+    if constexpr (S::W > 1) fused = registerRowKernel<S>(storage, D, G);
+    norm = 1.0f / std::sqrt(static_cast<float>(D));  // as rotateForward computes it
+#endif
+  }
+
+  void write(uint64_t at, float* buf, uint8_t* dst) const {
+#ifdef KVC_QUANT_VECTOR
+    if (fused) {
+      const float* x;
+      if constexpr (In == InputType::kF32) {
+        x = static_cast<const float*>(src) + at;
+      } else {
+        const uint16_t* h = static_cast<const uint16_t*>(src) + at;
+        for (uint32_t e = 0; e < D; e += S::W) S::store(buf + e, S::loadF16(h + e));
+        x = buf;
+      }
+      return fused(x, signs, norm, dst);
+    }
+#endif
+    encode(prepareRow<S, In>(src, at, signs, D, buf), 1, D, G, dst, rowBytes);
+  }
+};
+
+// How far ahead of the current row the input is prefetched, in input elements.
+constexpr uint64_t kPrefetchFloats = 2048;
+
 // Rows go token by token (the input is token-major, so it is read once, in order), and for
 // each token stream by stream into that stream's current block. buf: 64-byte aligned, D floats.
 template <class S, InputType In>
 void appendRowsTyped(const AppendParams& p, const KernelTable& kt, float* buf) {
   const RowCodec& c = p.codec;
-  const uint32_t D = c.headDim, G = c.groupSize;
+  const uint32_t D = c.headDim;
   const BlockLayout& L = p.pool.layout;
-  const EncodeRowsFn encodeKey = kt.encode[static_cast<int>(c.keyStorage)];
-  const EncodeRowsFn encodeValue = kt.encode[static_cast<int>(c.valueStorage)];
+  const TensorWriter<S, In> keys(p.keys, c.keySigns, c.keyStorage, kt, c, L.keyRowBytes);
+  const TensorWriter<S, In> values(p.values, c.valueSigns, c.valueStorage, kt, c, L.valueRowBytes);
+  const uint64_t inputFloats = static_cast<uint64_t>(p.tokens) * p.streamCount * D;
+  const uint32_t inputBytes = p.inputType == InputType::kF16 ? 2 : 4;
+  const uint32_t lineStep = 64 / inputBytes;
   for (uint32_t t = 0; t < p.tokens; ++t) {
     for (uint32_t s = 0; s < p.streamCount; ++s) {
       const uint32_t r = static_cast<uint32_t>(p.startRow[s]) + t;
       uint8_t* block = p.pool.base + static_cast<uint64_t>(p.blockTables[s][r / L.blockSize]) * L.blockBytes;
       const uint32_t slot = r % L.blockSize;
       const uint64_t at = (static_cast<uint64_t>(t) * p.streamCount + s) * D;
-      encodeKey(prepareRow<S, In>(p.keys, at, c.keySigns, D, buf), 1, D, G,
-                block + static_cast<uint64_t>(slot) * L.keyRowBytes, L.keyRowBytes);
-      encodeValue(prepareRow<S, In>(p.values, at, c.valueSigns, D, buf), 1, D, G,
-                  block + L.valuesOffset + static_cast<uint64_t>(slot) * L.valueRowBytes, L.valueRowBytes);
+      // Keep enough input lines in flight that the quantization's long dependency chains
+      // do not stall the stream (the hardware prefetcher alone falls behind).
+      if (at + kPrefetchFloats < inputFloats) {
+        const uint64_t ahead = at + kPrefetchFloats;
+        for (uint32_t e = 0; e < D; e += lineStep) {
+          __builtin_prefetch(static_cast<const uint8_t*>(p.keys) + (ahead + e) * inputBytes);
+          __builtin_prefetch(static_cast<const uint8_t*>(p.values) + (ahead + e) * inputBytes);
+        }
+      }
+      keys.write(at, buf, block + static_cast<uint64_t>(slot) * L.keyRowBytes);
+      values.write(at, buf, block + L.valuesOffset + static_cast<uint64_t>(slot) * L.valueRowBytes);
       reinterpret_cast<float*>(block + L.betaOffset)[slot] = p.beta ? p.beta[static_cast<uint64_t>(t) * p.streamCount + s] : 0.0f;
       reinterpret_cast<int32_t*>(block + L.positionsOffset)[slot] = p.positions[t];
     }

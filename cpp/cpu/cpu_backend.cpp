@@ -186,6 +186,31 @@ class CpuBackend final : public Backend {
     return Status::ok();
   }
 
+  Status rewriteRows(const PoolView& pool, const RowCodec& c, const StreamView& stream, uint32_t start, uint32_t count,
+                     const float* values, const float* beta) override {
+    const BlockLayout& L = pool.layout;
+    const KernelTable& kt = pickKernels(c);
+    const uint32_t D = c.headDim;
+    rowScratch_.resize(D);
+    for (uint32_t i = 0; i < count; ++i) {
+      const uint32_t r = start + i, slot = r % L.blockSize;
+      uint8_t* block = pool.base + static_cast<uint64_t>(stream.blockTable[r / L.blockSize]) * L.blockBytes;
+      if (values) {
+        const float* x = values + static_cast<uint64_t>(i) * D;
+        if (c.valueSigns) {
+          std::memcpy(rowScratch_.data(), x, 4ull * D);
+          rotateForward(rowScratch_.data(), c.valueSigns, D);
+          x = rowScratch_.data();
+        }
+        kt.encode[static_cast<int>(c.valueStorage)](x, 1, D, c.groupSize,
+                                                    block + L.valuesOffset + static_cast<uint64_t>(slot) * L.valueRowBytes,
+                                                    L.valueRowBytes);
+      }
+      if (beta) reinterpret_cast<float*>(block + L.betaOffset)[slot] = beta[i];
+    }
+    return Status::ok();
+  }
+
   Status readRawRows(const PoolView& pool, const StreamView& stream, uint32_t start, uint32_t count, uint8_t* keyRows,
                      uint8_t* valueRows, float* beta, int32_t* positions) override {
     const BlockLayout& L = pool.layout;

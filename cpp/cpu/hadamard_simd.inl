@@ -4,7 +4,8 @@
 // in the scalar order (len = 1, 2, 4, ...), so the rounding is the same: the in-vector stages
 // compute fma(x, ±1, partner), which is exactly a + b in the lower and a - b in the upper
 // lanes; the stages of len >= W pair whole vectors.
-// Included into an ISA namespace after quantize_rows.inl (which provides QuantLanes).
+// Included into an ISA namespace after quantize_rows.inl (which provides QuantLanes and
+// the register quantizers that encodeRowRegisters, at the end, combines with the rotation).
 
 template <class S, int W = S::W>
 struct HadamardLanes;
@@ -42,7 +43,7 @@ struct HadamardLanes<S, 8> {
 
 // The stages of len >= W on NV vectors: vector j pairs with vector j + LV.
 template <class S, int NV, int LV>
-void crossStages(typename S::V* v) {
+KVC_ALWAYS_INLINE void crossStages(typename S::V* v) {
   if constexpr (LV < NV) {
 #pragma GCC unroll 16
     for (int i = 0; i < NV; i += 2 * LV) {
@@ -57,19 +58,27 @@ void crossStages(typename S::V* v) {
   }
 }
 
-// NV = D / W vectors held in registers for the whole transform (NV is a compile-time
-// constant so the arrays below are fully unrolled into registers).
+// Rotates NV vectors held in registers (NV is a compile-time constant so that the arrays
+// are fully unrolled into registers).
+template <class S, int NV>
+KVC_ALWAYS_INLINE void rotateRegisters(typename S::V* v, const float* signs, float norm) {
+  constexpr int W = S::W;
+#pragma GCC unroll 16
+  for (int i = 0; i < NV; ++i) v[i] = HadamardLanes<S>::inVector(S::mul(v[i], S::load(signs + i * W)));
+  crossStages<S, NV, 1>(v);
+  const typename S::V n = S::set1(norm);
+#pragma GCC unroll 16
+  for (int i = 0; i < NV; ++i) v[i] = S::mul(v[i], n);
+}
+
 template <class S, int NV, class Load>
 void rotateRowRegisters(Load load, const float* signs, float norm, float* out) {
-  using V = typename S::V;
-  constexpr int W = S::W;
-  V v[NV];
+  typename S::V v[NV];
 #pragma GCC unroll 16
-  for (int i = 0; i < NV; ++i) v[i] = HadamardLanes<S>::inVector(S::mul(load(i * W), S::load(signs + i * W)));
-  crossStages<S, NV, 1>(v);
-  const V n = S::set1(norm);
+  for (int i = 0; i < NV; ++i) v[i] = load(i * S::W);
+  rotateRegisters<S, NV>(v, signs, norm);
 #pragma GCC unroll 16
-  for (int i = 0; i < NV; ++i) S::store(out + i * W, S::mul(v[i], n));
+  for (int i = 0; i < NV; ++i) S::store(out + i * S::W, v[i]);
 }
 
 // Any power-of-two D that W divides, staged through `out`.
@@ -107,5 +116,15 @@ bool rotateRowVector(Load load, const float* signs, uint32_t D, float* out) {
     case 16: rotateRowRegisters<S, 16>(load, signs, norm, out); return true;
     default: rotateRowStaged<S>(load, signs, norm, D, out); return true;
   }
+}
+// Load, rotate (when signs is not null) and quantize one row without leaving registers.
+template <class S, Storage F, int NV, int VG>
+void encodeRowRegisters(const float* x, const float* signs, float norm, uint8_t* out) {
+  typename S::V v[NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < NV; ++i) v[i] = S::load(x + i * S::W);
+  if (signs) rotateRegisters<S, NV>(v, signs, norm);
+  if constexpr (F == Storage::kInt8) int8FromRegisters<S, NV, VG>(v, out);
+  else int4FromRegisters<S, NV, VG>(v, out);
 }
 #endif  // KVC_QUANT_VECTOR

@@ -2,6 +2,7 @@
 // kernels_<isa>.cpp, inside its namespace and target region, after the kernels.
 
 #include "quantize_rows.inl"
+#include "hadamard_simd.inl"
 
 // n rows of f32 input (already rotated) into encoded rows, bit-identical to encodeRowReference.
 template <class S, Storage F>

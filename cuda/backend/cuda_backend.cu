@@ -3,6 +3,7 @@
 // and copies the outputs back. Every CUDA error becomes a Status (kCudaError); nothing aborts.
 #include "cuda_backend.h"
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -99,8 +100,66 @@ class CudaBackend final : public Backend {
                   uint32_t count, float* keys, float* values, float* beta, int32_t* positions) override;
   Status gatherRows(const PoolView& pool, const StreamView& src, const int32_t* srcRows, uint32_t count,
                     const StreamView& dst, uint32_t dstStart) override;
+  Status readRawRows(const PoolView& pool, const StreamView& stream, uint32_t start, uint32_t count, uint8_t* keyRows,
+                     uint8_t* valueRows, float* beta, int32_t* positions) override {
+    return rawRows(pool, stream, start, count, keyRows, valueRows, beta, positions, false);
+  }
+  Status writeRawRows(const PoolView& pool, const StreamView& stream, uint32_t start, uint32_t count,
+                      const uint8_t* keyRows, const uint8_t* valueRows, const float* beta,
+                      const int32_t* positions) override {
+    return rawRows(pool, stream, start, count, const_cast<uint8_t*>(keyRows), const_cast<uint8_t*>(valueRows),
+                   const_cast<float*>(beta), const_cast<int32_t*>(positions), true);
+  }
 
  private:
+  // Serialization moves encoded rows between host memory and whole blocks: each block the
+  // rows touch is copied to the host, read or patched there, and (when writing) copied back.
+  Status rawRows(const PoolView& pool, const StreamView& stream, uint32_t start, uint32_t count, uint8_t* keyRows,
+                 uint8_t* valueRows, float* beta, int32_t* positions, bool write) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    KVC_RETURN_IF_ERROR(checkPool(pool));
+    if (count == 0) return Status::ok();
+    if (stream.length < 0 || static_cast<uint64_t>(start) + count > static_cast<uint64_t>(stream.length)) {
+      return invalidArgument("raw rows exceed the stream length");
+    }
+    const BlockLayout& L = pool.layout;
+    std::vector<uint8_t> block(L.blockBytes);
+    for (uint32_t i = 0; i < count;) {
+      const uint32_t r = start + i;
+      const int32_t id = stream.blockTable[r / L.blockSize];
+      KVC_RETURN_IF_ERROR(checkBlock(id));
+      uint8_t* device = pool_ + static_cast<uint64_t>(id) * L.blockBytes;
+      KVC_CUDA_TRY("cudaMemcpy of a block to the host", cudaMemcpy(block.data(), device, L.blockBytes, cudaMemcpyDeviceToHost));
+      const uint32_t slot0 = r % L.blockSize;
+      const uint32_t n = std::min(count - i, L.blockSize - slot0);
+      for (uint32_t k = 0; k < n; ++k) {
+        const uint32_t slot = slot0 + k;
+        uint8_t* key = block.data() + static_cast<uint64_t>(slot) * L.keyRowBytes;
+        uint8_t* value = block.data() + L.valuesOffset + static_cast<uint64_t>(slot) * L.valueRowBytes;
+        float* b = reinterpret_cast<float*>(block.data() + L.betaOffset) + slot;
+        int32_t* pos = reinterpret_cast<int32_t*>(block.data() + L.positionsOffset) + slot;
+        uint8_t* hk = keyRows + static_cast<uint64_t>(i + k) * L.keyRowBytes;
+        uint8_t* hv = valueRows + static_cast<uint64_t>(i + k) * L.valueRowBytes;
+        if (write) {
+          std::memcpy(key, hk, L.keyRowBytes);
+          std::memcpy(value, hv, L.valueRowBytes);
+          *b = beta[i + k];
+          *pos = positions[i + k];
+        } else {
+          std::memcpy(hk, key, L.keyRowBytes);
+          std::memcpy(hv, value, L.valueRowBytes);
+          beta[i + k] = *b;
+          positions[i + k] = *pos;
+        }
+      }
+      if (write) {
+        KVC_CUDA_TRY("cudaMemcpy of a block to the device", cudaMemcpy(device, block.data(), L.blockBytes, cudaMemcpyHostToDevice));
+      }
+      i += n;
+    }
+    return Status::ok();
+  }
+
   Status checkPool(const PoolView& pool) const {
     if (!pool_) return invalidArgument("the pool is not reserved");
     if (pool.base != pool_ || pool.layout.blockBytes != blockBytes_) {
@@ -232,14 +291,21 @@ Status CudaBackend::attention(const AttentionParams& p) {
   for (uint32_t s = 0; s < S; ++s) {
     const AttentionStream& st = p.streams[s];
     if (st.kv.length < 0) return invalidArgument("attention: negative stream length");
-    if (!st.queryPositions || !st.queries || !st.out) {
-      return invalidArgument("attention: queryPositions, queries and out are required per stream");
+    if (!st.queries || !st.out) return invalidArgument("attention: queries and out are required per stream");
+    if ((st.queryPositions == nullptr) != (p.streams[0].queryPositions == nullptr)) {
+      return invalidArgument("attention: queryPositions must be given for every stream or for none");
     }
     KVC_RETURN_IF_ERROR(stageTable(st.kv.blockTable, 0, blocksFor(static_cast<uint32_t>(st.kv.length), bs), &tableOffsets[s]));
   }
-  std::vector<int32_t> queryPositions(static_cast<size_t>(S) * tq);
-  for (uint32_t s = 0; s < S; ++s) std::memcpy(&queryPositions[s * tq], p.streams[s].queryPositions, tq * sizeof(int32_t));
-  const size_t oQueryPositions = staging_.addArray(queryPositions.data(), queryPositions.size());
+  // Without explicit cutoffs the kernel reads the positions of each stream's last tq rows
+  // from the pool itself (the usual case), saving a host round trip.
+  const bool explicitPositions = S > 0 && p.streams[0].queryPositions != nullptr;
+  size_t oQueryPositions = SIZE_MAX;
+  if (explicitPositions) {
+    std::vector<int32_t> queryPositions(static_cast<size_t>(S) * tq);
+    for (uint32_t s = 0; s < S; ++s) std::memcpy(&queryPositions[s * tq], p.streams[s].queryPositions, tq * sizeof(int32_t));
+    oQueryPositions = staging_.addArray(queryPositions.data(), queryPositions.size());
+  }
   const size_t oQueries = staging_.add(nullptr, static_cast<size_t>(S) * tq * headFloats * sizeof(float));
   for (uint32_t s = 0; s < S; ++s) {
     for (uint32_t t = 0; t < tq; ++t) {
@@ -275,7 +341,7 @@ Status CudaBackend::attention(const AttentionParams& p) {
   a.tq = tq;
   a.scale = p.scale;
   a.streams = device_.at<const AttentionStreamArgs>(oStreams);
-  a.queryPositions = device_.at<const int32_t>(oQueryPositions);
+  a.queryPositions = explicitPositions ? device_.at<const int32_t>(oQueryPositions) : nullptr;
   a.queries = device_.at<const float>(oQueries);
   a.out = device_.at<float>(oOut);
   a.lse = device_.at<float>(oLse);

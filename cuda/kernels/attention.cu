@@ -81,7 +81,15 @@ __global__ KVC_LAUNCH_BOUNDS(128, 4) void attentionKernel(AttentionArgs a) {
   const unsigned sub = lane / Lay::kLanes, subLane = lane % Lay::kLanes;
   const unsigned subgroup = warp * Lay::kRowsPerWarp + sub;
   const AttentionStreamArgs st = a.streams[s];
-  const int32_t cutoff = a.queryPositions[s * a.tq + t];
+  int32_t cutoff;
+  if (a.queryPositions) {
+    cutoff = a.queryPositions[s * a.tq + t];
+  } else {
+    // Query t sits at the position of row length - tq + t of its stream.
+    const uint32_t row = static_cast<uint32_t>(st.length) - a.tq + t;
+    const uint8_t* block = a.pool.base + static_cast<uint64_t>(st.blockTable[row / a.pool.layout.blockSize]) * a.pool.layout.blockBytes;
+    cutoff = reinterpret_cast<const int32_t*>(block + a.pool.layout.positionsOffset)[row % a.pool.layout.blockSize];
+  }
   const uint32_t G = a.queriesPerHead;
 
   for (uint32_t g = 0; g < G; ++g) {

@@ -45,7 +45,7 @@ struct AttentionArgs {
   uint32_t tq = 1;
   float scale = 1.0f;
   const AttentionStreamArgs* streams = nullptr;  // [S]
-  const int32_t* queryPositions = nullptr;       // [S][tq]
+  const int32_t* queryPositions = nullptr;       // [S][tq], or nullptr: positions of each stream's last tq rows
   const float* queries = nullptr;                // [S][tq][G][headDim]
   float* out = nullptr;                          // [S][tq][G][headDim]
   float* lse = nullptr;                          // [S][tq][G]

@@ -25,7 +25,7 @@ export function meanAttention(s: RefStream, D: number, queries: ArrayLike<number
     }
     let sum = 0;
     for (let r = 0; r < s.n; r++) sum += Math.exp(logits[r]! - max);
-    for (let r = 0; r < s.n; r++) mean[r] += Math.exp(logits[r]! - max) / sum / queries.length;
+    for (let r = 0; r < s.n; r++) mean[r] = mean[r]! + Math.exp(logits[r]! - max) / sum / queries.length;
   }
   return mean;
 }
@@ -185,7 +185,7 @@ export function apportion(total: number, weights: number[], caps: number[]): num
 export interface RefBudget {
   keep?: number;
   ratio?: number;
-  layers?: number[];
+  layers?: readonly number[];
   pyramid?: boolean;
   slope?: number;
 }
@@ -273,7 +273,7 @@ export function attentionMass(
       }
       let sum = 0;
       for (let r = 0; r < n; r++) if (logits[r] !== -Infinity) sum += Math.exp(logits[r]! - max);
-      for (let r = 0; r < n; r++) if (logits[r] !== -Infinity) mass[r] += Math.exp(logits[r]! - max) / sum;
+      for (let r = 0; r < n; r++) if (logits[r] !== -Infinity) mass[r] = mass[r]! + Math.exp(logits[r]! - max) / sum;
     }
   }
   return mass;

@@ -7,18 +7,21 @@
 
 #include "../../cpu/compaction/kernels.h"
 #include "parallel.h"
+#include "scratch.h"
 
 namespace kvc::compaction {
 
 // Keys packed as the B operand of S = Q Kᵀ (K = D, N = rows) and values as the B operand of
 // Y = E V (K = rows, N = D).
+// The buffers are this thread's scratch slots given to packRows.
 struct PackedRows {
   uint32_t rows = 0, D = 0;
-  std::vector<float> keys, values;
+  float* keys = nullptr;
+  float* values = nullptr;
 };
 // keys, values [rows, D] row-major.
 void packRows(const cpu::compaction::CompactionKernels& k, const float* keys, const float* values, uint32_t rows,
-              uint32_t D, PackedRows* out);
+              uint32_t D, Scratch keySlot, Scratch valueSlot, PackedRows* out);
 
 enum class ColumnStat {
   kNone,

@@ -11,6 +11,7 @@
 
 #include "../../cpu/compaction/topk.h"
 #include "attention_pass.h"
+#include "scratch.h"
 
 namespace kvc::compaction {
 
@@ -25,40 +26,39 @@ double secondsSince(std::chrono::steady_clock::time_point t0) {
 
 // Lower triangle of G = A Aᵀ for a [rows, n] (row stride n), written as a full symmetric f64
 // matrix g [rows, rows].
-void gramF64(const CompactionKernels& k, Parallel& par, const float* a, uint32_t rows, uint32_t n,
-             std::vector<double>* g) {
-  g->assign(static_cast<size_t>(rows) * rows, 0.0);
-  if (rows == 0) return;
-  std::vector<float> packed(packedSize(n, rows, k.nr));
-  k.packTransposed(a, n, rows, n, packed.data());
-  std::vector<float> lower(static_cast<size_t>(rows) * rows);
+double* gramF64(const CompactionKernels& k, Parallel& par, const float* a, uint32_t rows, uint32_t n) {
+  double* g = scratch<double>(Scratch::kGram, static_cast<size_t>(rows) * rows);
+  if (rows == 0) return g;
+  float* packed = scratch<float>(Scratch::kPackedGram, packedSize(n, rows, k.nr));
+  k.packTransposed(a, n, rows, n, packed);
+  float* lower = scratch<float>(Scratch::kGramLower, static_cast<size_t>(rows) * rows);
   const uint32_t blocks = (rows + kQueryBlock - 1) / kQueryBlock;
   par.forEach(blocks, [&](uint32_t b, uint32_t) {
     const uint32_t i0 = b * kQueryBlock, m = std::min(kQueryBlock, rows - i0);
     // Only the columns up to the block's last row: the upper triangle is the mirror.
-    k.gemm(m, i0 + m, n, a + static_cast<size_t>(i0) * n, n, packed.data(), lower.data() + static_cast<size_t>(i0) * rows,
-           rows, false);
+    k.gemm(m, i0 + m, n, a + static_cast<size_t>(i0) * n, n, packed, lower + static_cast<size_t>(i0) * rows, rows, false);
   });
   for (uint32_t i = 0; i < rows; ++i)
     for (uint32_t j = 0; j <= i; ++j) {
       const double v = lower[static_cast<size_t>(i) * rows + j];
-      (*g)[static_cast<size_t>(i) * rows + j] = v;
-      (*g)[static_cast<size_t>(j) * rows + i] = v;
+      g[static_cast<size_t>(i) * rows + j] = v;
+      g[static_cast<size_t>(j) * rows + i] = v;
     }
+  return g;
 }
 
 // Factorizes g + λI (λ = ridge · mean diagonal) into l, raising λ ×100 up to five times.
 // Returns the λ used, or a negative number when no factorization succeeded.
-double factorWithRidge(const CompactionKernels& k, const std::vector<double>& g, uint32_t size, float ridge,
-                       std::vector<double>* l, uint32_t* raises) {
+double factorWithRidge(const CompactionKernels& k, const double* g, uint32_t size, float ridge, double* l,
+                       uint32_t* raises) {
   double trace = 0.0;
   for (uint32_t i = 0; i < size; ++i) trace += g[static_cast<size_t>(i) * size + i];
   const double scale = trace > 0.0 && std::isfinite(trace) ? trace / size : 1.0;
   double lambda = std::max(static_cast<double>(ridge), 1e-12) * scale;
   for (int attempt = 0; attempt < 6; ++attempt) {
-    *l = g;
-    for (uint32_t i = 0; i < size; ++i) (*l)[static_cast<size_t>(i) * size + i] += lambda;
-    if (k.cholesky(l->data(), size, size)) return lambda;
+    std::copy(g, g + static_cast<size_t>(size) * size, l);
+    for (uint32_t i = 0; i < size; ++i) l[static_cast<size_t>(i) * size + i] += lambda;
+    if (k.cholesky(l, size, size)) return lambda;
     lambda *= 100.0;
     ++*raises;
   }
@@ -67,26 +67,28 @@ double factorWithRidge(const CompactionKernels& k, const std::vector<double>& g,
 
 // w ∈ [lo, hi] minimizing ‖Aᵀw − target‖ given G = A Aᵀ and h = A target: the ridge
 // solution clamped into the box, then projected coordinate descent.
-void solveNnls(const CompactionKernels& k, const std::vector<double>& g, const std::vector<double>& h, uint32_t size,
+void solveNnls(const CompactionKernels& k, const double* g, const std::vector<double>& h, uint32_t size,
                const Options& o, std::vector<double>* w, uint32_t* raises) {
-  std::vector<double> l;
-  const double lambda = factorWithRidge(k, g, size, o.ridge, &l, raises);
+  double* l = scratch<double>(Scratch::kFactor, static_cast<size_t>(size) * size);
+  const double lambda = factorWithRidge(k, g, size, o.ridge, l, raises);
   // The ridge pulls w toward 1 (beta toward the old bias), not toward 0: where the reference
   // queries do not pin a weight down, the row keeps its own mass.
   std::vector<double> hr(h);
   for (double& x : hr) x += std::max(lambda, 0.0);
   w->assign(hr.begin(), hr.end());
   if (lambda >= 0.0) {
-    k.choleskySolve(l.data(), size, size, w->data(), 1, 1);
+    k.choleskySolve(l, size, size, w->data(), 1, 1);
   } else {
     std::fill(w->begin(), w->end(), 1.0);
   }
   for (double& x : *w)
     if (!std::isfinite(x)) x = 1.0;
-  std::vector<double> reg = g, scratch(size);
+  // The factor is no longer needed: its buffer holds G + λI for the descent.
+  double* reg = l;
+  std::copy(g, g + static_cast<size_t>(size) * size, reg);
   for (uint32_t i = 0; i < size; ++i) reg[static_cast<size_t>(i) * size + i] += std::max(lambda, 0.0);
-  k.nnlsCoordinateDescent(reg.data(), size, size, hr.data(), o.minWeight, o.maxWeight, o.nnlsIterations, w->data(),
-                          scratch.data());
+  std::vector<double> cd(size);
+  k.nnlsCoordinateDescent(reg, size, size, hr.data(), o.minWeight, o.maxWeight, o.nnlsIterations, w->data(), cd.data());
 }
 
 // dst [rows, D] = src rows idx[0..rows) of a [*, D] matrix.
@@ -122,15 +124,24 @@ void selectOmp(const CompactionKernels& k, Parallel& par, const float* e, uint32
   for (uint32_t i = 0; i < n; ++i) residual[i] = zpf[i] = static_cast<float>(zp[i]);
 
   const uint32_t step = std::max<uint32_t>(1, target / std::max<uint32_t>(1, o.ompStepDivisor));
-  std::vector<float> mt(static_cast<size_t>(want) * n);  // chosen columns, one per line
-  std::vector<double> g(static_cast<size_t>(want) * want, 0.0), h(want, 0.0), w(want, 0.0), cdScratch(want);
+  float* mt = scratch<float>(Scratch::kMassFree, static_cast<size_t>(want) * n);  // chosen columns, one per line
+  double* g = scratch<double>(Scratch::kGram, static_cast<size_t>(want) * want);
+  std::vector<double> h(want, 0.0), w(want, 0.0), cdScratch(want);
   std::vector<float> corr(Tk), score(Tk), gNew, packedNew, packedZ(packedSize(n, 1, k.nr));
   k.packRows(zpf.data(), 1, n, 1, packedZ.data());
   std::vector<int32_t> topScratch(Tk), fresh(step);
   const uint32_t colTasks = std::max<uint32_t>(1, std::min<uint32_t>(par.participants() * 4, Tk / 256));
   const uint32_t colSpan = ((Tk + colTasks - 1) / colTasks + 15) / 16 * 16;
   uint32_t have = 0;
+  double targetNorm = 0.0;
+  for (uint32_t i = 0; i < n; ++i) targetNorm += zp[i] * zp[i];
+  targetNorm = std::sqrt(targetNorm);
   while (have < want) {
+    // Once the mass is explained, further greedy picks only chase noise (and overfit w):
+    // stop, and let the caller fill the rest of the budget by attention.
+    double rn = 0.0;
+    for (uint32_t i = 0; i < n; ++i) rn += static_cast<double>(residual[i]) * residual[i];
+    if (have > 0 && std::sqrt(rn) <= o.ompTolerance * targetNorm) break;
     // Correlation of every row's exp column with the unexplained mass, per unit norm.
     par.forEach(colTasks, [&](uint32_t task, uint32_t) {
       const uint32_t c0 = std::min(Tk, task * colSpan), c1 = std::min(Tk, c0 + colSpan);
@@ -147,14 +158,14 @@ void selectOmp(const CompactionKernels& k, Parallel& par, const float* e, uint32
       chosen[fresh[c]] = 1;
       picked->push_back(fresh[c]);
     }
-    float* mtNew = mt.data() + static_cast<size_t>(have) * n;
+    float* mtNew = mt + static_cast<size_t>(have) * n;
     gatherColumns(e, Tk, n, fresh.data(), got, mtNew);
     const uint32_t total = have + got;
     // New columns of the Gram matrix: [total, got] = mt[0..total) · mtNewᵀ.
     packedNew.resize(packedSize(n, got, k.nr));
     k.packTransposed(mtNew, n, got, n, packedNew.data());
     gNew.resize(static_cast<size_t>(total) * got);
-    k.gemm(total, got, n, mt.data(), n, packedNew.data(), gNew.data(), got, false);
+    k.gemm(total, got, n, mt, n, packedNew.data(), gNew.data(), got, false);
     for (uint32_t a = 0; a < total; ++a)
       for (uint32_t b = 0; b < got; ++b) {
         const double v = gNew[static_cast<size_t>(a) * got + b];
@@ -170,12 +181,12 @@ void selectOmp(const CompactionKernels& k, Parallel& par, const float* e, uint32
     }
     have = total;
     // A warm-started partial refit: enough to steer the next choices; the final fit is exact.
-    k.nnlsCoordinateDescent(g.data(), have, want, h.data(), o.minWeight, o.maxWeight, std::min(o.nnlsIterations, 8u),
+    k.nnlsCoordinateDescent(g, have, want, h.data(), o.minWeight, o.maxWeight, std::min(o.nnlsIterations, 8u),
                             w.data(), cdScratch.data());
     for (uint32_t i = 0; i < n; ++i) residual[i] = zpf[i];
     for (uint32_t j = 0; j < have; ++j) {
       const float wj = static_cast<float>(w[j]);
-      const float* col = mt.data() + static_cast<size_t>(j) * n;
+      const float* col = mt + static_cast<size_t>(j) * n;
       for (uint32_t i = 0; i < n; ++i) residual[i] -= wj * col[i];
     }
   }
@@ -202,13 +213,12 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
   const bool keepAll = !fixed && in.target >= Tk;
   const bool omp = !fixed && !keepAll && o.method == Method::kOmp && protCount < in.target;
   PackedRows packed;
-  packRows(k, keys, values, Tk, D, &packed);
+  packRows(k, keys, values, Tk, D, Scratch::kPackedKeys, Scratch::kPackedValues, &packed);
   out->original.m.resize(n);
   out->original.z.resize(n);
   out->original.y.resize(static_cast<size_t>(n) * D);
   std::vector<double> colAcc(Tk, 0.0);
-  std::vector<float> exps;
-  if (omp) exps.resize(static_cast<size_t>(n) * Tk);
+  float* exps = omp ? scratch<float>(Scratch::kExps, static_cast<size_t>(n) * Tk) : nullptr;
   AttendArgs a;
   a.queries = in.scaledQueries;
   a.nq = n;
@@ -217,8 +227,11 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
   a.rowMax = out->original.m.data();
   a.rowSum = out->original.z.data();
   a.out = out->original.y.data();
-  a.exps = omp ? exps.data() : nullptr;
-  a.columnStat = fixed || keepAll ? ColumnStat::kNone : omp ? ColumnStat::kExpSquares : ColumnStat::kAttentionSquares;
+  a.exps = exps;
+  const bool relative = o.massObjective == MassObjective::kRelative;
+  a.columnStat = fixed || keepAll       ? ColumnStat::kNone
+                 : omp && !relative     ? ColumnStat::kExpSquares
+                                        : ColumnStat::kAttentionSquares;
   a.colAcc = colAcc.data();
   attend(k, par, a);
   out->secondsScores += secondsSince(t0);
@@ -236,11 +249,28 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
   } else if (omp) {
     std::vector<uint8_t> chosen = prot;
     std::vector<int32_t> picked;
-    selectOmp(k, par, exps.data(), n, Tk, out->original.z.data(), colAcc.data(), chosen, in.target - protCount,
-              in.target, o, &picked);
+    std::vector<float> ones(n, 1.0f);
+    if (relative) {
+      // OMP on A = E / z with target 1: the relative mass of every query counts the same.
+      for (uint32_t i = 0; i < n; ++i) {
+        const float z = out->original.z[i], inv = z > 0.0f ? 1.0f / z : 0.0f;
+        float* row = exps + static_cast<size_t>(i) * Tk;
+        for (uint32_t j = 0; j < Tk; ++j) row[j] *= inv;
+      }
+    }
+    selectOmp(k, par, exps, n, Tk, relative ? ones.data() : out->original.z.data(), colAcc.data(), chosen,
+              in.target - protCount, in.target, o, &picked);
+    const uint32_t rest = in.target - protCount - static_cast<uint32_t>(picked.size());
+    if (rest > 0) {
+      // Fill by the column norms of A (relative) or E (absolute): the highest-attention score.
+      std::vector<float> score(Tk);
+      std::vector<int32_t> top(rest), scratch(Tk);
+      for (uint32_t j = 0; j < Tk; ++j) score[j] = static_cast<float>(colAcc[j]);
+      const uint32_t got = cpu::compaction::selectTopK(score.data(), Tk, chosen.data(), rest, top.data(), scratch.data());
+      for (uint32_t c = 0; c < got; ++c) chosen[top[c]] = 1;
+    }
     for (uint32_t j = 0; j < Tk; ++j)
       if (chosen[j]) keep.push_back(static_cast<int32_t>(j));
-    std::vector<float>().swap(exps);
   } else {
     std::vector<float> score(Tk), pooled(Tk);
     for (uint32_t j = 0; j < Tk; ++j) score[j] = static_cast<float>(std::sqrt(colAcc[j] / n));
@@ -272,10 +302,10 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
   const bool fitValues = o.fitValues && f > 0 && !keepAll;
 
   // Raw logits of the kept rows, one kept row per line: lt [t, n] = K_keep · (Q/√D)ᵀ.
-  std::vector<float> lt;
+  float* lt = nullptr;
   if (fitBeta || fitValues) {
-    lt.resize(static_cast<size_t>(t) * n);
-    k.gemm(t, n, D, keptKeys.data(), D, in.packedQueries, lt.data(), n, false);
+    lt = scratch<float>(Scratch::kLogits, static_cast<size_t>(t) * n);
+    k.gemm(t, n, D, keptKeys.data(), D, in.packedQueries, lt, n, false);
   }
 
   // ---- 3. beta: NNLS on the attention mass ----
@@ -283,24 +313,29 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
   std::vector<float> beta(keptBias);
   if (fitBeta) {
     // mt [t, n]: E restricted to the kept rows, relative to the original row max.
-    std::vector<float> mt(lt), negMax(n);
-    for (uint32_t i = 0; i < n; ++i) negMax[i] = -out->original.m[i];
-    k.expAffine(mt.data(), n, t, n, keptBias.data(), negMax.data());
-    std::vector<float> target(out->original.z);
+    // Relative objective: divided by z as well, i.e. A restricted to the kept rows, target 1.
+    float* mt = scratch<float>(Scratch::kMass, static_cast<size_t>(t) * n);
+    std::copy(lt, lt + static_cast<size_t>(t) * n, mt);
+    std::vector<float> negMax(n), target(n);
+    for (uint32_t i = 0; i < n; ++i) {
+      const float z = out->original.z[i];
+      negMax[i] = -out->original.m[i] - (relative && z > 0.0f ? std::log(z) : 0.0f);
+      target[i] = relative ? (z > 0.0f ? 1.0f : 0.0f) : z;
+    }
+    k.expAffine(mt, n, t, n, keptBias.data(), negMax.data());
     for (int32_t c : protIdx) {
-      const float* row = mt.data() + static_cast<size_t>(c) * n;
+      const float* row = mt + static_cast<size_t>(c) * n;
       for (uint32_t i = 0; i < n; ++i) target[i] -= row[i];
     }
-    std::vector<float> mtFree(static_cast<size_t>(f) * n);
+    float* mtFree = scratch<float>(Scratch::kMassFree, static_cast<size_t>(f) * n);
     for (uint32_t c = 0; c < f; ++c)
-      std::copy(mt.data() + static_cast<size_t>(freeIdx[c]) * n, mt.data() + static_cast<size_t>(freeIdx[c] + 1) * n,
-                mtFree.data() + static_cast<size_t>(c) * n);
-    std::vector<float>().swap(mt);
-    std::vector<double> g, h(f), w;
-    gramF64(k, par, mtFree.data(), f, n, &g);
+      std::copy(mt + static_cast<size_t>(freeIdx[c]) * n, mt + static_cast<size_t>(freeIdx[c] + 1) * n,
+                mtFree + static_cast<size_t>(c) * n);
+    std::vector<double> h(f), w;
+    const double* g = gramF64(k, par, mtFree, f, n);
     std::vector<float> packedTarget(packedSize(n, 1, k.nr)), hf(f);
     k.packRows(target.data(), 1, n, 1, packedTarget.data());
-    k.gemm(f, 1, n, mtFree.data(), n, packedTarget.data(), hf.data(), 1, false);
+    k.gemm(f, 1, n, mtFree, n, packedTarget.data(), hf.data(), 1, false);
     for (uint32_t c = 0; c < f; ++c) h[c] = hf[c];
     solveNnls(k, g, h, f, o, &w, &out->ridgeRaises);
     for (uint32_t c = 0; c < f; ++c) beta[freeIdx[c]] = keptBias[freeIdx[c]] + static_cast<float>(std::log(w[c]));
@@ -313,29 +348,31 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
   gatherRows(values, D, keep.data(), t, fitted.data());
   if (fitValues) {
     // xt [t, n] = softmax over the kept rows (per query), with the new bias.
-    std::vector<float> xt(std::move(lt)), colMax(n, -std::numeric_limits<float>::infinity()), colSum(n, 0.0f);
+    float* xt = lt;  // the logits are not needed after this
+    std::vector<float> colMax(n, -std::numeric_limits<float>::infinity()), colSum(n, 0.0f);
     for (uint32_t c = 0; c < t; ++c) {
-      const float* row = xt.data() + static_cast<size_t>(c) * n;
+      const float* row = xt + static_cast<size_t>(c) * n;
       for (uint32_t i = 0; i < n; ++i) colMax[i] = std::max(colMax[i], row[i] + beta[c]);
     }
     for (uint32_t i = 0; i < n; ++i) colMax[i] = -colMax[i];
-    k.expAffine(xt.data(), n, t, n, beta.data(), colMax.data());
+    k.expAffine(xt, n, t, n, beta.data(), colMax.data());
     for (uint32_t c = 0; c < t; ++c) {
-      const float* row = xt.data() + static_cast<size_t>(c) * n;
+      const float* row = xt + static_cast<size_t>(c) * n;
       for (uint32_t i = 0; i < n; ++i) colSum[i] += row[i];
     }
     for (uint32_t i = 0; i < n; ++i) colSum[i] = colSum[i] > 0.0f ? 1.0f / colSum[i] : 0.0f;
     for (uint32_t c = 0; c < t; ++c) {
-      float* row = xt.data() + static_cast<size_t>(c) * n;
+      float* row = xt + static_cast<size_t>(c) * n;
       for (uint32_t i = 0; i < n; ++i) row[i] *= colSum[i];
     }
     // Right-hand side: Y minus what the protected rows (values fixed) already contribute.
-    std::vector<float> rhs(out->original.y);
+    float* rhs = scratch<float>(Scratch::kRhs, static_cast<size_t>(n) * D);
+    std::copy(out->original.y.begin(), out->original.y.end(), rhs);
     if (!protIdx.empty()) {
       const uint32_t np = static_cast<uint32_t>(protIdx.size());
       std::vector<float> xp(static_cast<size_t>(n) * np), vp(static_cast<size_t>(np) * D), contrib(static_cast<size_t>(n) * D);
       for (uint32_t c = 0; c < np; ++c) {
-        const float* row = xt.data() + static_cast<size_t>(protIdx[c]) * n;
+        const float* row = xt + static_cast<size_t>(protIdx[c]) * n;
         for (uint32_t i = 0; i < n; ++i) xp[static_cast<size_t>(i) * np + c] = row[i];
         std::copy(fitted.data() + static_cast<size_t>(protIdx[c]) * D, fitted.data() + static_cast<size_t>(protIdx[c] + 1) * D,
                   vp.data() + static_cast<size_t>(c) * D);
@@ -343,24 +380,23 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
       std::vector<float> packedVp(packedSize(np, D, k.nr));
       k.packRows(vp.data(), D, np, D, packedVp.data());
       k.gemm(n, D, np, xp.data(), np, packedVp.data(), contrib.data(), D, false);
-      for (size_t i = 0; i < rhs.size(); ++i) rhs[i] -= contrib[i];
+      for (size_t i = 0; i < contrib.size(); ++i) rhs[i] -= contrib[i];
     }
-    std::vector<float> xtFree(static_cast<size_t>(f) * n);
+    float* xtFree = scratch<float>(Scratch::kSoftmaxFree, static_cast<size_t>(f) * n);
     for (uint32_t c = 0; c < f; ++c)
-      std::copy(xt.data() + static_cast<size_t>(freeIdx[c]) * n, xt.data() + static_cast<size_t>(freeIdx[c] + 1) * n,
-                xtFree.data() + static_cast<size_t>(c) * n);
-    std::vector<float>().swap(xt);
-    std::vector<double> g, l;
-    gramF64(k, par, xtFree.data(), f, n, &g);
-    std::vector<float> packedRhs(packedSize(n, D, k.nr)), r(static_cast<size_t>(f) * D);
-    k.packRows(rhs.data(), D, n, D, packedRhs.data());
+      std::copy(xt + static_cast<size_t>(freeIdx[c]) * n, xt + static_cast<size_t>(freeIdx[c] + 1) * n,
+                xtFree + static_cast<size_t>(c) * n);
+    const double* g = gramF64(k, par, xtFree, f, n);
+    double* l = scratch<double>(Scratch::kFactor, static_cast<size_t>(f) * f);
+    float* packedRhs = scratch<float>(Scratch::kPackedRhs, packedSize(n, D, k.nr));
+    std::vector<float> r(static_cast<size_t>(f) * D);
+    k.packRows(rhs, D, n, D, packedRhs);
     const uint32_t blocks = (f + kQueryBlock - 1) / kQueryBlock;
     par.forEach(blocks, [&](uint32_t b, uint32_t) {
       const uint32_t i0 = b * kQueryBlock, m = std::min(kQueryBlock, f - i0);
-      k.gemm(m, D, n, xtFree.data() + static_cast<size_t>(i0) * n, n, packedRhs.data(), r.data() + static_cast<size_t>(i0) * D,
-             D, false);
+      k.gemm(m, D, n, xtFree + static_cast<size_t>(i0) * n, n, packedRhs, r.data() + static_cast<size_t>(i0) * D, D, false);
     });
-    const double lambda = factorWithRidge(k, g, f, o.ridge, &l, &out->ridgeRaises);
+    const double lambda = factorWithRidge(k, g, f, o.ridge, l, &out->ridgeRaises);
     if (lambda < 0.0)
       return internalError("compaction: the value fit's Gram matrix is not positive definite even with ridge " +
                            std::to_string(o.ridge) + "·1e10 (non-finite keys, values or queries?)");
@@ -370,7 +406,7 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
     for (uint32_t cc = 0; cc < f; ++cc)
       for (uint32_t d = 0; d < D; ++d)
         c[static_cast<size_t>(cc) * D + d] += lambda * fitted[static_cast<size_t>(freeIdx[cc]) * D + d];
-    k.choleskySolve(l.data(), f, f, c.data(), D, D);
+    k.choleskySolve(l, f, f, c.data(), D, D);
     for (uint32_t cc = 0; cc < f; ++cc)
       for (uint32_t d = 0; d < D; ++d)
         fitted[static_cast<size_t>(freeIdx[cc]) * D + d] = static_cast<float>(c[static_cast<size_t>(cc) * D + d]);
@@ -380,7 +416,7 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
   // ---- 5. diagnostics: the compacted rows as attention will see them ----
   t0 = std::chrono::steady_clock::now();
   PackedRows compact;
-  packRows(k, keptKeys.data(), fitted.data(), t, D, &compact);
+  packRows(k, keptKeys.data(), fitted.data(), t, D, Scratch::kPackedKeptKeys, Scratch::kPackedKeptValues, &compact);
   auto run = [&](const float* q, uint32_t nq, const PackedRows& rows, const float* b, QueryStats* s) {
     s->m.resize(nq);
     s->z.resize(nq);

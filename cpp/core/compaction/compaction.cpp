@@ -12,6 +12,7 @@
 #include "../../cpu/thread_pool.h"
 #include "attention_pass.h"
 #include "chunk_compactor.h"
+#include "scratch.h"
 
 namespace kvc::compaction {
 
@@ -104,12 +105,14 @@ Status run(const Problem& p, const Options& o, cpu::ThreadPool* pool, const int3
   const CompactionKernels& k = cpu::compaction::compactionKernels();
   Parallel par(pool);
   const float scale = 1.0f / std::sqrt(static_cast<float>(p.D));
-  std::vector<float> q(static_cast<size_t>(p.n) * p.D), qh(static_cast<size_t>(p.nHeldOut) * p.D);
-  for (size_t i = 0; i < q.size(); ++i) q[i] = p.queries[i] * scale;
+  const size_t nq = static_cast<size_t>(p.n) * p.D, nh = static_cast<size_t>(p.nHeldOut) * p.D;
+  float* q = scratch<float>(Scratch::kQueries, nq);
+  float* qh = scratch<float>(Scratch::kHeldOut, nh);
+  for (size_t i = 0; i < nq; ++i) q[i] = p.queries[i] * scale;
   if (p.heldOutQueries)
-    for (size_t i = 0; i < qh.size(); ++i) qh[i] = p.heldOutQueries[i] * scale;
-  std::vector<float> packedQ(cpu::compaction::packedSize(p.D, p.n, k.nr));
-  k.packTransposed(q.data(), p.D, p.n, p.D, packedQ.data());
+    for (size_t i = 0; i < nh; ++i) qh[i] = p.heldOutQueries[i] * scale;
+  float* packedQ = scratch<float>(Scratch::kPackedQueries, cpu::compaction::packedSize(p.D, p.n, k.nr));
+  k.packTransposed(q, p.D, p.n, p.D, packedQ);
 
   *r = Result();
   const uint32_t chunk = fixedKeep || o.chunkSize == 0 ? p.T : std::min(o.chunkSize, p.T);
@@ -128,9 +131,9 @@ Status run(const Problem& p, const Options& o, cpu::ThreadPool* pool, const int3
       return static_cast<uint32_t>((static_cast<uint64_t>(p.target) * row + p.T / 2) / p.T);
     };
     in.target = std::max<uint32_t>(1, share(in.rowEnd) - share(in.rowBegin));
-    in.scaledQueries = q.data();
-    in.packedQueries = packedQ.data();
-    in.scaledHeldOut = p.heldOutQueries ? qh.data() : nullptr;
+    in.scaledQueries = q;
+    in.packedQueries = packedQ;
+    in.scaledHeldOut = p.heldOutQueries ? qh : nullptr;
     if (fixedKeep) {
       localKeep.assign(fixedKeep + keepBegin, fixedKeep + fixedCount);
       in.fixedKeep = localKeep.data();
@@ -170,6 +173,8 @@ Status guarded(const Problem& p, const Options& o, cpu::ThreadPool* pool, const 
   } catch (...) {
     s = internalError("compaction: unexpected exception");
   }
+  // Keep this thread's scratch for the next stream unless one stream made it huge.
+  trimScratch(size_t(64) << 20);
   if (!s.isOk()) {
     r->keep.clear();
     r->beta.clear();

@@ -6,7 +6,8 @@
 //   S = Q Kᵀ/√D + b          [n, T]  (b: the rows' current bias, 0 for a fresh stream)
 //   E = exp(S − rowmax(S)),  z = E·1,  A = E / z,  Y = A V
 //   keep: protected rows + (t − |P|) rows chosen by `method`
-//   w = argmin_{w ∈ [minWeight, maxWeight]} ‖E_F w − (z − E_P·1)‖   (F: kept unprotected rows)
+//   w = argmin_{w ∈ [minWeight, maxWeight]} ‖diag(1/z) (E_F w − (z − E_P·1))‖  (F: kept unprotected
+//       rows; Options::massObjective = kAbsolute drops the 1/z row weights)
 //   beta_j = b_j + log w_j  (protected rows: beta_j = b_j)
 //   C = argmin ‖X_F C − (Y − X_P V_P)‖² + λ‖C‖²,  X = softmax(Q K_keepᵀ/√D + beta)
 //   values: C for unprotected kept rows, V for protected ones.
@@ -30,6 +31,13 @@ enum class Method {
 
 enum class Pooling { kNone, kMax, kAvg };
 
+// How the mass fit (and OMP's residual) weighs the reference queries.
+enum class MassObjective {
+  kRelative,  // ‖(E_F w − z') / z‖: every query's relative mass error counts the same (= A_F w ≈ 1 − A_P·1)
+  kAbsolute,  // ‖E_F w − z'‖ with E relative to each query's max logit: queries with much mass spread
+              // below their max weigh more
+};
+
 struct Problem {
   const float* keys = nullptr;             // [T, D] as attention uses them (after RoPE / rotation)
   const float* values = nullptr;           // [T, D]
@@ -49,7 +57,8 @@ struct Options {
   // Tikhonov term of both normal-equation solves, relative to the mean diagonal entry of the
   // matrix (so it does not depend on the scale of E or X). Raised ×100 (up to 5 times) when a
   // Cholesky factorization fails.
-  float ridge = 1e-6f;
+  float ridge = 1e-4f;
+  MassObjective massObjective = MassObjective::kRelative;
   uint32_t nnlsIterations = 30;  // projected coordinate-descent sweeps after the clamped solve
   float minWeight = 1e-6f;       // bounds of w = exp(beta − b): beta stays finite
   float maxWeight = 1e6f;
@@ -62,6 +71,9 @@ struct Options {
   uint32_t poolKernel = 0;
   // OMP adds max(1, target / ompStepDivisor) rows per step, then refits w.
   uint32_t ompStepDivisor = 16;
+  // OMP stops once the unexplained mass is below this fraction of the target mass (norm) and
+  // fills the rest of the budget by the highest-attention score.
+  float ompTolerance = 1e-3f;
   bool fitBeta = true;    // false: beta = b (no mass fit; for eviction-style baselines)
   bool fitValues = true;  // false: the kept rows' original values
 };

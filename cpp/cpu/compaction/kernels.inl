@@ -24,7 +24,7 @@ void packTransposedT(const float* bt, uint32_t ldbt, uint32_t N, uint32_t K, flo
   for (uint32_t p0 = 0; p0 < N; p0 += NR) {
     const uint32_t w = std::min(NR, N - p0);
     float* dst = out + static_cast<uint64_t>(p0 / NR) * K * NR;
-    // Eight source rows at a time keep the strided writes within a few cache lines.
+    // 64 values of K at a time, so that the strided writes of one panel stay in cache.
     for (uint32_t k0 = 0; k0 < K; k0 += 64) {
       const uint32_t k1 = std::min(K, k0 + 64);
       for (uint32_t c = 0; c < NR; ++c) {

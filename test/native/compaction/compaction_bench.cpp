@@ -139,7 +139,7 @@ int batch(int argc, char** argv) {
 }
 
 int quality(int argc, char** argv) {
-  const float ridge = static_cast<float>(arg(argc, argv, "--ridge", 1e-6));
+  const float ridge = static_cast<float>(arg(argc, argv, "--ridge", 1e-4));
   const uint32_t n = static_cast<uint32_t>(arg(argc, argv, "--n", 2048));
   const SyntheticStream s = makeSyntheticStream(7, 4096, 128, n, 512);
   std::printf("quality: T=4096 D=128 n=%u held-out=512 ridge=%g: output error ref / held-out; held-out mass error\n", n, ridge);
@@ -150,6 +150,9 @@ int quality(int argc, char** argv) {
       Options o;
       o.method = m;
       o.ridge = ridge;
+      o.massObjective = arg(argc, argv, "--absolute", 0) ? MassObjective::kAbsolute : MassObjective::kRelative;
+      o.nnlsIterations = static_cast<uint32_t>(arg(argc, argv, "--sweeps", 30));
+      o.ompTolerance = static_cast<float>(arg(argc, argv, "--tol", 1e-3));
       Result r;
       compact(problemOf(s, t), o, nullptr, &r);
       float maxAbs = 0.0f;

@@ -1,7 +1,8 @@
 // Synthetic LLM-like attention streams for quality tests and benchmarks: Gaussian keys that
 // drift slowly along the sequence (neighbours look alike, as after RoPE at low frequencies),
 // three outlier channels ×8, an attention sink at row 0 aligned with the mean query
-// direction, queries that each look at a recent row and at one row anywhere (retrieval), and
+// direction, queries that each look at a recent row and at one of a few salient rows anywhere
+// (retrieval), and
 // Gaussian values.
 #pragma once
 #include <cmath>
@@ -47,6 +48,11 @@ inline SyntheticStream makeSyntheticStream(uint64_t seed, uint32_t T, uint32_t D
 
   s.values = rng.normals(static_cast<size_t>(T) * D);
 
+  // Rows that queries look up from anywhere in the context (names, facts): a fixed set that
+  // reference and held-out queries share.
+  constexpr uint32_t kSalient = 48;
+  uint32_t salient[kSalient];
+  for (uint32_t& r : salient) r = 1 + rng.below(T - 1);
   auto makeQueries = [&](uint32_t count, std::vector<float>* out) {
     out->resize(static_cast<size_t>(count) * D);
     for (uint32_t i = 0; i < count; ++i) {
@@ -54,7 +60,7 @@ inline SyntheticStream makeSyntheticStream(uint64_t seed, uint32_t T, uint32_t D
       // A recent row (geometric-ish, mean distance ~48) and one row anywhere.
       const uint32_t back = std::min<uint32_t>(T - 1, static_cast<uint32_t>(-48.0 * std::log(1.0 - rng.uniform())));
       const uint32_t recent = T - 1 - back;
-      const uint32_t anywhere = 1 + rng.below(T - 1);
+      const uint32_t anywhere = salient[rng.below(kSalient)];
       const float* kr = s.keys.data() + static_cast<size_t>(recent) * D;
       const float* ka = s.keys.data() + static_cast<size_t>(anywhere) * D;
       const double gRecent = 0.4 + 0.3 * rng.uniform(), gAny = 0.5 * rng.uniform();

@@ -1,0 +1,61 @@
+// Device 'cuda' against device 'cpu' through the public API: the CUDA kernels run on the
+// CPU in the SIMT emulator (KVCOMPACT_CUDA_EMULATION=1, CMake build). Stored rows must be
+// bit-identical (same formats, same rounding), attention equal within f32 accumulation
+// differences, exports byte-identical. Skipped when the addon has no emulated backend.
+import { describe, expect, it } from 'vitest';
+
+process.env['KVCOMPACT_CUDA_EMULATION'] = '1';
+
+import { KVCache, type KVCacheOptions, type Storage } from '../../lib/index';
+import { relError } from '../reference/compare';
+import { randn, testRng } from '../reference/random';
+
+const emulation = (KVCache.devices().cuda as { emulationCompiled?: boolean }).emulationCompiled === true;
+
+describe.skipIf(!emulation)('device cuda (emulated) matches device cpu', () => {
+  const cases: Array<{ keys: Storage; values: Storage; headDim: number; ratio: number; rotate: boolean }> = [
+    { keys: 'f32', values: 'f32', headDim: 64, ratio: 4, rotate: false },
+    { keys: 'f16', values: 'bf16', headDim: 128, ratio: 1, rotate: false },
+    { keys: 'int8', values: 'int4', headDim: 128, ratio: 4, rotate: true },
+    { keys: 'int4', values: 'int8', headDim: 8, ratio: 2, rotate: false },
+  ];
+  for (const c of cases) {
+    it(`${c.keys}/${c.values}, head_dim ${c.headDim}, GQA ${c.ratio}${c.rotate ? ', rotated' : ''}`, () => {
+      const rng = testRng();
+      const kvHeads = 2;
+      const options: KVCacheOptions = {
+        layers: 2, kvHeads, headDim: c.headDim, queryHeads: kvHeads * c.ratio, blockSize: 16,
+        keys: c.keys, values: c.values, groupSize: Math.min(32, c.headDim), rotate: c.rotate,
+      };
+      const cpu = new KVCache({ ...options, device: 'cpu' });
+      const gpu = new KVCache({ ...options, device: 'cuda' });
+      const a = cpu.createSequence();
+      const b = gpu.createSequence();
+      const T = 45;
+      for (const layer of [0, 1]) {
+        const k = randn(rng, T * kvHeads * c.headDim);
+        const v = randn(rng, T * kvHeads * c.headDim);
+        a.append(layer, k, v);
+        b.append(layer, k, v);
+      }
+      for (let h = 0; h < kvHeads; h++) {
+        const ra = a.read(1, h);
+        const rb = b.read(1, h);
+        expect(Buffer.from(rb.keys.buffer).equals(Buffer.from(ra.keys.buffer))).toBe(true);
+        expect(Buffer.from(rb.values.buffer).equals(Buffer.from(ra.values.buffer))).toBe(true);
+        expect(Array.from(rb.positions)).toEqual(Array.from(ra.positions));
+      }
+      const tq = 3;
+      const q = randn(rng, tq * options.queryHeads! * c.headDim);
+      const lseA = new Float32Array(tq * options.queryHeads!);
+      const lseB = new Float32Array(tq * options.queryHeads!);
+      const outA = a.attention(1, q, { lse: lseA });
+      const outB = b.attention(1, q, { lse: lseB });
+      expect(relError(outB, outA)).toBeLessThan(2e-6);
+      expect(relError(lseB, lseA)).toBeLessThan(2e-6);
+      expect(Buffer.from(b.export()).equals(Buffer.from(a.export()))).toBe(true);
+      cpu.dispose();
+      gpu.dispose();
+    });
+  }
+});
