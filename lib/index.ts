@@ -3,6 +3,8 @@
 export { KVCache } from './kv-cache';
 export { Sequence } from './sequence';
 export { KVCacheError } from './errors';
+export { Compactor } from './compactor';
+export type { CompactOptions, CompactorOptions, CompactionMethod, CompactionReport, ReferenceQueries, StreamCompactionReport } from './compactor';
 export { EvictionPolicy, DEFAULT_RECENT, DEFAULT_SINKS } from './eviction-policy';
 export type { CustomPolicyOptions, EvictionPolicyKind, ProtectOptions, ScoreFunction } from './eviction-policy';
 export type { ErrorCode } from './errors';

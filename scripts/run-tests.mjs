@@ -3,10 +3,12 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join, dirname } from 'node:path';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const results = join(root, '.vitest-results.json');
+// One results file per run, so that concurrent runs do not read each other's counts.
+const results = join(tmpdir(), `kvcompact-vitest-${process.pid}.json`);
 rmSync(results, { force: true });
 const vitest = join(root, 'node_modules', 'vitest', 'vitest.mjs');
 const run = spawnSync(

@@ -114,7 +114,8 @@ function headStructures(rng: StreamRng, kvHeads: number, D: number, p: StreamPar
     for (let i = 0; i < Math.min(p.outlierChannels, D); i++) {
       const j = i + (rng.u32() % (D - i));
       [order[i], order[j]] = [order[j]!, order[i]!];
-      keyScale[order[i]!] *= p.outlierScale;
+      const c = order[i]!;
+      keyScale[c] = keyScale[c]! * p.outlierScale;
     }
     const sinkDir = new Float64Array(D);
     let n = 0;

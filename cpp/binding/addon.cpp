@@ -8,6 +8,7 @@
 #include "../cpu/cpu_features.h"
 #include "addon_data.h"
 #include "bench_binding.h"
+#include "compaction_binding.h"
 #include "cache_wrap.h"
 #include "cuda_emulation.h"
 #include "eviction_binding.h"
@@ -96,6 +97,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("devices", Napi::Function::New(env, devices));
   exports.Set("blockLayout", Napi::Function::New(env, blockLayout));
   registerEviction(env, exports);
+  registerCompaction(env, exports);
   registerBench(env, exports);
   return exports;
 }

@@ -66,7 +66,22 @@ Cache::Cache(const CacheConfig& config, std::unique_ptr<Backend> backend, uint64
   if (config_.rotateValues) valueSigns_ = rotationSigns(config_.rotationSeed, 1, config_.headDim);
 }
 
-Cache::~Cache() = default;
+Cache::~Cache() {
+  cancelBackground_.store(true, std::memory_order_release);
+  std::unique_lock<std::mutex> lock(backgroundMutex_);
+  backgroundLeft_.wait(lock, [this] { return backgroundCount_ == 0; });
+}
+
+void Cache::enterBackground() {
+  std::lock_guard<std::mutex> lock(backgroundMutex_);
+  ++backgroundCount_;
+}
+
+void Cache::leaveBackground() {
+  std::lock_guard<std::mutex> lock(backgroundMutex_);
+  --backgroundCount_;
+  backgroundLeft_.notify_all();
+}
 
 RowCodec Cache::codec() const {
   RowCodec c;
@@ -373,6 +388,7 @@ Sequence* Cache::mutableSequence(uint64_t id) {
 Status Cache::keepRows(uint64_t id, const KeepSet* sets, uint32_t count) {
   Sequence* seq;
   KVC_RETURN_IF_ERROR(find(id, &seq));
+  if (seq->busy) return busy("the sequence is being compacted");
   const uint32_t B = config_.blockSize;
   // Validate everything and count the blocks streams with shared blocks need (streams
   // whose blocks are all exclusively owned are compacted in place).

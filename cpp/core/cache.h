@@ -2,6 +2,8 @@
 // validates cheaply, plans its block changes, and only then mutates, so that a failure
 // (budget exhausted, bad shape) leaves the cache exactly as it was.
 #pragma once
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -88,6 +90,14 @@ class Cache {
   bool hasSequence(uint64_t id) const { return sequences_.count(id) != 0; }
   CacheStats stats() const;
 
+  // Work that reads this cache off the main thread (asynchronous compaction) enters before
+  // it is queued and leaves when it no longer touches the cache. The destructor (dispose)
+  // raises cancelRequested() and waits for every such work to leave, so no thread reads
+  // freed pool memory; work checks the flag between batches, which bounds the wait.
+  void enterBackground();
+  void leaveBackground();
+  bool cancelRequested() const { return cancelBackground_.load(std::memory_order_acquire); }
+
  private:
   Cache(const CacheConfig& config, std::unique_ptr<Backend> backend, uint64_t capacityBlocks);
   Status find(uint64_t id, Sequence** out);
@@ -109,6 +119,10 @@ class Cache {
   uint64_t nextSequenceId_ = 1;
   std::vector<AttentionStream> attentionScratch_;
   std::vector<int32_t> queryPositionScratch_;
+  std::mutex backgroundMutex_;
+  std::condition_variable backgroundLeft_;
+  uint32_t backgroundCount_ = 0;
+  std::atomic<bool> cancelBackground_{false};
 };
 
 // Builds the backend named by config.device ('cpu' or 'cuda') and the cache over it.

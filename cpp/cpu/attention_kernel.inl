@@ -10,32 +10,61 @@ inline const float* queryRow(const AttentionParams& p, const AttentionStream& s,
 
 inline uint32_t minU32(uint32_t a, uint32_t b) { return a < b ? a : b; }
 
+
+// logits[(m0 + j) * B + r] = scale * acc_j summed + beta_r.
+template <class S, int MT>
+inline void storeLogits(const typename S::V* acc, uint32_t m0, uint32_t r, uint32_t B, float scale, const float* beta,
+                        float* logits) {
+  if constexpr (MT % 4 == 0) {
+    // Four horizontal sums at once cost about as much as one.
+    for (int j = 0; j < MT; j += 4) {
+      float sums[4];
+      S::reduce4(acc[j], acc[j + 1], acc[j + 2], acc[j + 3], sums);
+      for (int i = 0; i < 4; ++i) logits[(m0 + j + i) * B + r] = sums[i] * scale + beta[r];
+    }
+  } else {
+    for (int j = 0; j < MT; ++j) logits[(m0 + j) * B + r] = S::reduce(acc[j]) * scale + beta[r];
+  }
+}
+
 // logits[(m0 + j) * B + r] = scale * q_j . k_r + beta_r for the MT queries of one tile.
 template <class S, Storage KF, int MT>
 void dotTile(const AttentionParams& p, const AttentionStream& s, uint32_t m0, const uint8_t* keys, const float* beta,
-             uint32_t rows, float* logits) {
+             uint32_t rows, float* logits, const uint8_t* ahead) {
   const uint32_t D = p.codec.headDim, G = p.codec.groupSize, B = p.pool.layout.blockSize;
-  const uint32_t stride = p.pool.layout.keyRowBytes;
+  // Quantized keys arrive decoded into f32 scratch rows (see attentionRange).
+  const uint32_t stride = KF == p.codec.keyStorage ? p.pool.layout.keyRowBytes : 4 * D;
   const float* q[MT];
   for (int j = 0; j < MT; ++j) q[j] = queryRow(p, s, m0 + j);
-  for (uint32_t r = 0; r < rows; ++r) {
-    const uint8_t* krow = keys + static_cast<uint64_t>(r) * stride;
+  // Two rows per pass (when the accumulators fit in registers): each query chunk is loaded
+  // once for both rows, halving the loads that feed the FMAs.
+  constexpr int kRows = MT <= 4 ? 2 : 1;
+  uint32_t r = 0;
+  for (; r + kRows <= rows; r += kRows) {
+    for (int i = 0; i < kRows; ++i) prefetchRow(ahead, r + i, stride);
+    typename S::V acc[kRows][MT];
+    for (int i = 0; i < kRows; ++i) {
+      for (int j = 0; j < MT; ++j) acc[i][j] = S::zero();
+    }
+    for (uint32_t e = 0; e < D; e += S::W) {
+      typename S::V k[kRows];
+      for (int i = 0; i < kRows; ++i) k[i] = ChunkDecoder<S, KF>::load(keys + static_cast<uint64_t>(r + i) * stride, e, D, G);
+      for (int j = 0; j < MT; ++j) {
+        const typename S::V qv = S::load(q[j] + e);
+        for (int i = 0; i < kRows; ++i) acc[i][j] = S::fma(k[i], qv, acc[i][j]);
+      }
+    }
+    for (int i = 0; i < kRows; ++i) storeLogits<S, MT>(acc[i], m0, r + i, B, p.scale, beta, logits);
+  }
+  for (; r < rows; ++r) {
+    prefetchRow(ahead, r, stride);
     typename S::V acc[MT];
     for (int j = 0; j < MT; ++j) acc[j] = S::zero();
     for (uint32_t e = 0; e < D; e += S::W) {
-      const typename S::V k = ChunkDecoder<S, KF>::load(krow, e, D, G);
+      const typename S::V k = ChunkDecoder<S, KF>::load(keys + static_cast<uint64_t>(r) * stride, e, D, G);
       for (int j = 0; j < MT; ++j) acc[j] = S::fma(k, S::load(q[j] + e), acc[j]);
     }
-    if constexpr (MT % 4 == 0) {
-      // Four horizontal sums at once cost about as much as one.
-      for (int j = 0; j < MT; j += 4) {
-        float sums[4];
-        S::reduce4(acc[j], acc[j + 1], acc[j + 2], acc[j + 3], sums);
-        for (int i = 0; i < 4; ++i) logits[(m0 + j + i) * B + r] = sums[i] * p.scale + beta[r];
-      }
-    } else {
-      for (int j = 0; j < MT; ++j) logits[(m0 + j) * B + r] = S::reduce(acc[j]) * p.scale + beta[r];
-    }
+    storeLogits<S, MT>(acc, m0, r, B, p.scale, beta, logits);
   }
 }
 
@@ -44,15 +73,16 @@ void dotTile(const AttentionParams& p, const AttentionStream& s, uint32_t m0, co
 // whole block and each probability is broadcast once per row and pass.
 template <class S, Storage VF, int MT, int CH>
 void valueTile(const AttentionParams& p, uint32_t m0, const uint8_t* values, uint32_t rows, const float* prob,
-               float* acc) {
+               float* acc, const uint8_t* ahead) {
   const uint32_t D = p.codec.headDim, G = p.codec.groupSize, B = p.pool.layout.blockSize;
-  const uint32_t stride = p.pool.layout.valueRowBytes;
+  const uint32_t stride = VF == p.codec.valueStorage ? p.pool.layout.valueRowBytes : 4 * D;
   for (uint32_t e0 = 0; e0 < D; e0 += CH * S::W) {
     typename S::V a[MT][CH];
     for (int j = 0; j < MT; ++j) {
       for (int c = 0; c < CH; ++c) a[j][c] = S::load(acc + (m0 + j) * D + e0 + c * S::W);
     }
     for (uint32_t r = 0; r < rows; ++r) {
+      if (e0 == 0) prefetchRow(ahead, r, stride);
       const uint8_t* vrow = values + static_cast<uint64_t>(r) * stride;
       typename S::V v[CH];
       for (int c = 0; c < CH; ++c) v[c] = ChunkDecoder<S, VF>::load(vrow, e0 + c * S::W, D, G);
@@ -69,36 +99,40 @@ void valueTile(const AttentionParams& p, uint32_t m0, const uint8_t* values, uin
 
 template <class S, Storage VF, int MT>
 void valueTileAnyWidth(const AttentionParams& p, uint32_t m0, const uint8_t* values, uint32_t rows, const float* prob,
-                       float* acc) {
+                       float* acc, const uint8_t* ahead) {
   const uint32_t D = p.codec.headDim;
   // At most 16 accumulators: 4 chunks for up to 4 queries, 2 for 8.
   constexpr int kWide = MT <= 4 ? 4 : 2;
   if (D % (kWide * S::W) == 0) {
-    valueTile<S, VF, MT, kWide>(p, m0, values, rows, prob, acc);
+    valueTile<S, VF, MT, kWide>(p, m0, values, rows, prob, acc, ahead);
   } else if (D % (2 * S::W) == 0) {
-    valueTile<S, VF, MT, 2>(p, m0, values, rows, prob, acc);
+    valueTile<S, VF, MT, 2>(p, m0, values, rows, prob, acc, ahead);
   } else {
-    valueTile<S, VF, MT, 1>(p, m0, values, rows, prob, acc);
+    valueTile<S, VF, MT, 1>(p, m0, values, rows, prob, acc, ahead);
   }
 }
 
 template <class S, Storage KF>
 void dotAll(const AttentionParams& p, const AttentionStream& s, uint32_t M, const uint8_t* keys, const float* beta,
-            uint32_t rows, float* logits) {
+            uint32_t rows, float* logits, const uint8_t* ahead) {
   uint32_t m0 = 0;
-  for (; m0 + 8 <= M; m0 += 8) dotTile<S, KF, 8>(p, s, m0, keys, beta, rows, logits);
-  if (m0 + 4 <= M) { dotTile<S, KF, 4>(p, s, m0, keys, beta, rows, logits); m0 += 4; }
-  if (m0 + 2 <= M) { dotTile<S, KF, 2>(p, s, m0, keys, beta, rows, logits); m0 += 2; }
-  if (m0 < M) dotTile<S, KF, 1>(p, s, m0, keys, beta, rows, logits);
+  // Only the first tile prefetches: the later ones find the next block's rows requested.
+  auto next = [&]() { const uint8_t* a = m0 == 0 ? ahead : nullptr; return a; };
+  for (; m0 + 8 <= M; m0 += 8) dotTile<S, KF, 8>(p, s, m0, keys, beta, rows, logits, next());
+  if (m0 + 4 <= M) { dotTile<S, KF, 4>(p, s, m0, keys, beta, rows, logits, next()); m0 += 4; }
+  if (m0 + 2 <= M) { dotTile<S, KF, 2>(p, s, m0, keys, beta, rows, logits, next()); m0 += 2; }
+  if (m0 < M) dotTile<S, KF, 1>(p, s, m0, keys, beta, rows, logits, next());
 }
 
 template <class S, Storage VF>
-void valueAll(const AttentionParams& p, uint32_t M, const uint8_t* values, uint32_t rows, const float* prob, float* acc) {
+void valueAll(const AttentionParams& p, uint32_t M, const uint8_t* values, uint32_t rows, const float* prob, float* acc,
+              const uint8_t* ahead) {
   uint32_t m0 = 0;
-  for (; m0 + 8 <= M; m0 += 8) valueTileAnyWidth<S, VF, 8>(p, m0, values, rows, prob, acc);
-  if (m0 + 4 <= M) { valueTileAnyWidth<S, VF, 4>(p, m0, values, rows, prob, acc); m0 += 4; }
-  if (m0 + 2 <= M) { valueTileAnyWidth<S, VF, 2>(p, m0, values, rows, prob, acc); m0 += 2; }
-  if (m0 < M) valueTileAnyWidth<S, VF, 1>(p, m0, values, rows, prob, acc);
+  auto next = [&]() { const uint8_t* a = m0 == 0 ? ahead : nullptr; return a; };
+  for (; m0 + 8 <= M; m0 += 8) valueTileAnyWidth<S, VF, 8>(p, m0, values, rows, prob, acc, next());
+  if (m0 + 4 <= M) { valueTileAnyWidth<S, VF, 4>(p, m0, values, rows, prob, acc, next()); m0 += 4; }
+  if (m0 + 2 <= M) { valueTileAnyWidth<S, VF, 2>(p, m0, values, rows, prob, acc, next()); m0 += 2; }
+  if (m0 < M) valueTileAnyWidth<S, VF, 1>(p, m0, values, rows, prob, acc, next());
 }
 
 // Replaces logits[0, rows) by exp(logit - mNew) and returns their sum.
@@ -120,8 +154,14 @@ float expAndSum(float* x, uint32_t rows, float mNew) {
   return total;
 }
 
+// Quantized rows are decoded a block at a time into f32 scratch: each group's scale is
+// converted and broadcast once per group instead of once per vector chunk, and the dot and
+// value loops then run at f32 speed out of L1.
+constexpr bool decodesToScratch(Storage f) { return f == Storage::kInt8 || f == Storage::kInt4; }
+constexpr Storage computeFormat(Storage f) { return decodesToScratch(f) ? Storage::kF32 : f; }
+
 // Partial attention of the M = tq * g query vectors of stream `s` over blocks [b0, b1).
-// scratch: at least M * blockSize floats. mOut/lOut: [M]; accOut: [M][D] (unnormalized).
+// scratch: at least (M + 2 * headDim) * blockSize floats. mOut/lOut: [M]; accOut: [M][D] (unnormalized).
 template <class S, Storage KF, Storage VF>
 void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t b0, uint32_t b1, const int32_t* qpos,
                     float* scratch, float* mOut, float* lOut, float* accOut, float* logitsOut) {
@@ -137,20 +177,26 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
   for (uint32_t blk = b0; blk < b1; ++blk) {
     const uint8_t* base = p.pool.base + static_cast<uint64_t>(s.kv.blockTable[blk]) * L.blockBytes;
     const uint32_t rows = minU32(B, static_cast<uint32_t>(s.kv.length) - blk * B);
-    if (blk + 1 < b1) {
-      // The next block is elsewhere in the pool: start its first lines early.
-      const char* next = reinterpret_cast<const char*>(p.pool.base + static_cast<uint64_t>(s.kv.blockTable[blk + 1]) * L.blockBytes);
-      __builtin_prefetch(next);
-      __builtin_prefetch(next + 64);
-      __builtin_prefetch(next + L.valuesOffset);
-      __builtin_prefetch(next + L.valuesOffset + 64);
+    // The next block is elsewhere in the pool: its rows are prefetched while this block's
+    // rows are processed (see prefetchRow).
+    const uint8_t* next = blk + 1 < b1 ? p.pool.base + static_cast<uint64_t>(s.kv.blockTable[blk + 1]) * L.blockBytes : nullptr;
+    if (next) {
+      __builtin_prefetch(next + L.betaOffset);
+      __builtin_prefetch(next + L.positionsOffset);
     }
     const uint8_t* keys = base;
     const uint8_t* values = base + L.valuesOffset;
     const float* beta = reinterpret_cast<const float*>(base + L.betaOffset);
     const int32_t* pos = reinterpret_cast<const int32_t*>(base + L.positionsOffset);
 
-    dotAll<S, KF>(p, s, M, keys, beta, rows, scratch);
+    float* keyRows = scratch + static_cast<uint64_t>(M) * B;
+    float* valueRows = keyRows + static_cast<uint64_t>(B) * D;
+    if constexpr (decodesToScratch(KF)) {
+      RowDecoder<S, KF>::decode(keys, rows, L.keyRowBytes, D, p.codec.groupSize, keyRows, next);
+      dotAll<S, Storage::kF32>(p, s, M, reinterpret_cast<const uint8_t*>(keyRows), beta, rows, scratch, nullptr);
+    } else {
+      dotAll<S, KF>(p, s, M, keys, beta, rows, scratch, next);
+    }
 
     int32_t maxPos = pos[0];
     for (uint32_t r = 1; r < rows; ++r) maxPos = pos[r] > maxPos ? pos[r] : maxPos;
@@ -191,7 +237,13 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
       lOut[m] += expAndSum<S>(lg, rows, mNew);
     }
 
-    valueAll<S, VF>(p, M, values, rows, scratch, accOut);
+    const uint8_t* nextValues = next ? next + L.valuesOffset : nullptr;
+    if constexpr (decodesToScratch(VF)) {
+      RowDecoder<S, VF>::decode(values, rows, L.valueRowBytes, D, p.codec.groupSize, valueRows, nextValues);
+      valueAll<S, Storage::kF32>(p, M, reinterpret_cast<const uint8_t*>(valueRows), rows, scratch, accOut, nullptr);
+    } else {
+      valueAll<S, VF>(p, M, values, rows, scratch, accOut, nextValues);
+    }
   }
 }
 

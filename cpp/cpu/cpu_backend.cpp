@@ -121,13 +121,14 @@ class CpuBackend final : public Backend {
     }
     logits_.resize(logitFloats);
     const uint32_t participants = pool_.size();
-    scratch_.resize(static_cast<size_t>(participants) * M * B);
+    const size_t scratchFloats = (static_cast<size_t>(M) + 2ull * D) * B;  // logits + decoded key/value rows
+    scratch_.resize(static_cast<size_t>(participants) * scratchFloats);
     p.streams = streams_.data();
     auto runTask = [&](uint32_t i, uint32_t participant) {
       const Task& t = tasks_[i];
       float* part = partials_.data() + i * partialFloats;
       fn(p, streams_[t.stream], t.blockBegin, t.blockEnd, qpos_.data() + static_cast<size_t>(t.stream) * params.tq,
-         scratch_.data() + static_cast<size_t>(participant) * M * B, part, part + M, part + 2 * M,
+         scratch_.data() + static_cast<size_t>(participant) * scratchFloats, part, part + M, part + 2 * M,
          logitOffsets_[t.stream] == SIZE_MAX ? nullptr : logits_.data() + logitOffsets_[t.stream]);
     };
     pool_.run(static_cast<uint32_t>(tasks_.size()), runTask);
@@ -152,24 +153,32 @@ class CpuBackend final : public Backend {
   Status readRows(const PoolView& pool, const RowCodec& c, const StreamView& stream, uint32_t start, uint32_t count,
                   float* keys, float* values, float* beta, int32_t* positions) override {
     const BlockLayout& L = pool.layout;
+    const KernelTable& kt = pickKernels(c);
     const uint32_t D = c.headDim;
-    for (uint32_t i = 0; i < count; ++i) {
-      const uint32_t r = start + i;
+    // Whole runs of rows within a block at a time, through the SIMD decoders.
+    for (uint32_t i = 0; i < count;) {
+      const uint32_t r = start + i, slot = r % L.blockSize;
+      const uint32_t n = std::min(count - i, L.blockSize - slot);
       const uint8_t* block = pool.base + static_cast<uint64_t>(stream.blockTable[r / L.blockSize]) * L.blockBytes;
-      const uint32_t slot = r % L.blockSize;
       if (keys) {
         float* k = keys + static_cast<uint64_t>(i) * D;
-        cpu::decodeRowReference(c.keyStorage, block + static_cast<uint64_t>(slot) * L.keyRowBytes, D, c.groupSize, k);
-        if (c.keySigns) rotateInverse(k, c.keySigns, D);
+        kt.decode[static_cast<int>(c.keyStorage)](block + static_cast<uint64_t>(slot) * L.keyRowBytes, n, L.keyRowBytes, D,
+                                                  c.groupSize, k);
+        if (c.keySigns) {
+          for (uint32_t j = 0; j < n; ++j) rotateInverse(k + static_cast<uint64_t>(j) * D, c.keySigns, D);
+        }
       }
       if (values) {
         float* v = values + static_cast<uint64_t>(i) * D;
-        cpu::decodeRowReference(c.valueStorage, block + L.valuesOffset + static_cast<uint64_t>(slot) * L.valueRowBytes, D,
-                                c.groupSize, v);
-        if (c.valueSigns) rotateInverse(v, c.valueSigns, D);
+        kt.decode[static_cast<int>(c.valueStorage)](block + L.valuesOffset + static_cast<uint64_t>(slot) * L.valueRowBytes, n,
+                                                    L.valueRowBytes, D, c.groupSize, v);
+        if (c.valueSigns) {
+          for (uint32_t j = 0; j < n; ++j) rotateInverse(v + static_cast<uint64_t>(j) * D, c.valueSigns, D);
+        }
       }
-      if (beta) beta[i] = reinterpret_cast<const float*>(block + L.betaOffset)[slot];
-      if (positions) positions[i] = reinterpret_cast<const int32_t*>(block + L.positionsOffset)[slot];
+      if (beta) std::memcpy(beta + i, reinterpret_cast<const float*>(block + L.betaOffset) + slot, 4ull * n);
+      if (positions) std::memcpy(positions + i, reinterpret_cast<const int32_t*>(block + L.positionsOffset) + slot, 4ull * n);
+      i += n;
     }
     return Status::ok();
   }

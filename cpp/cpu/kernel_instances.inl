@@ -12,6 +12,11 @@ void encodeRows(const float* in, uint32_t n, uint32_t D, uint32_t G, uint8_t* ou
   }
 }
 
+template <class S, Storage F>
+void decodeRows(const uint8_t* rows, uint32_t n, uint32_t stride, uint32_t D, uint32_t G, float* out) {
+  RowDecoder<S, F>::decode(rows, n, stride, D, G, out, nullptr);
+}
+
 template <class S>
 void halfToFloatArray(const uint16_t* in, float* out, uint64_t n) {
   uint64_t i = 0;
@@ -43,6 +48,11 @@ KernelTable makeTable() {
   t.encode[2] = &encodeRows<S, Storage::kBF16>;
   t.encode[3] = &encodeRows<S, Storage::kInt8>;
   t.encode[4] = &encodeRows<S, Storage::kInt4>;
+  t.decode[0] = &decodeRows<S, Storage::kF32>;
+  t.decode[1] = &decodeRows<S, Storage::kF16>;
+  t.decode[2] = &decodeRows<S, Storage::kBF16>;
+  t.decode[3] = &decodeRows<S, Storage::kInt8>;
+  t.decode[4] = &decodeRows<S, Storage::kInt4>;
   t.halfToFloat = &halfToFloatArray<S>;
   t.accumulateMass = &accumulateMass<S>;
   return t;

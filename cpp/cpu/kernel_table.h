@@ -19,6 +19,9 @@ using AccumulateMassFn = void (*)(const float* logits, uint64_t stride, const fl
 // Writes n rows of f32 input (already rotated when the codec rotates) into encoded rows.
 using EncodeRowsFn = void (*)(const float* in, uint32_t n, uint32_t headDim, uint32_t groupSize, uint8_t* out,
                               uint32_t outStride);
+// Decodes n encoded rows (stride bytes apart) into f32 [n][headDim] (no rotation).
+using DecodeRowsFn = void (*)(const uint8_t* rows, uint32_t n, uint32_t stride, uint32_t headDim, uint32_t groupSize,
+                              float* out);
 // Converts n f16 values to f32.
 using HalfToFloatFn = void (*)(const uint16_t* in, float* out, uint64_t n);
 
@@ -27,6 +30,7 @@ struct KernelTable {
   uint32_t width = 1;  // floats per vector: head_dim and groups must be multiples of it
   AttentionRangeFn attention[kStorageCount][kStorageCount] = {};  // [key storage][value storage]
   EncodeRowsFn encode[kStorageCount] = {};
+  DecodeRowsFn decode[kStorageCount] = {};
   HalfToFloatFn halfToFloat = nullptr;
   AccumulateMassFn accumulateMass = nullptr;
 

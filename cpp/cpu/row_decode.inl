@@ -2,6 +2,15 @@
 // storage format. Included into an ISA namespace after its Simd traits (see kernels_*.cpp);
 // the layouts are those of kvc/formats.h.
 
+// Prefetches row r of the next block (all its cache lines) while row r of this block is
+// processed: one block ahead is ~1 µs of work, far more than the memory latency, and
+// spreading the prefetches over the rows keeps the miss buffers from filling up at once.
+inline void prefetchRow(const uint8_t* ahead, uint32_t r, uint32_t stride) {
+  if (!ahead) return;
+  const uint8_t* row = ahead + static_cast<uint64_t>(r) * stride;
+  for (uint32_t off = 0; off < stride; off += 64) __builtin_prefetch(row + off);
+}
+
 template <class S, Storage F>
 struct ChunkDecoder;
 
@@ -47,5 +56,61 @@ struct ChunkDecoder<S, Storage::kInt4> {
     const uint8_t* bytes = row + group * half;
     const typename S::V q = offset < half ? S::loadU4Lo(bytes + offset) : S::loadU4Hi(bytes + offset - half);
     return S::fma(q, S::set1(S::halfScalar(params[0])), S::set1(S::halfScalar(params[1])));
+  }
+};
+
+// Whole rows decoded into f32 [n][D] (prefetching the same rows of `ahead`, the next
+// block, when given). The generic version goes chunk by chunk; the quantized ones hoist
+// each group's scale (and minimum) out of the chunk loop.
+template <class S, Storage F>
+struct RowDecoder {
+  static void decode(const uint8_t* rows, uint32_t n, uint32_t stride, uint32_t D, uint32_t G, float* out,
+                     const uint8_t* ahead) {
+    for (uint32_t r = 0; r < n; ++r) {
+      prefetchRow(ahead, r, stride);
+      const uint8_t* row = rows + static_cast<uint64_t>(r) * stride;
+      for (uint32_t e = 0; e < D; e += S::W) S::store(out + static_cast<uint64_t>(r) * D + e, ChunkDecoder<S, F>::load(row, e, D, G));
+    }
+  }
+};
+
+template <class S>
+struct RowDecoder<S, Storage::kInt8> {
+  static void decode(const uint8_t* rows, uint32_t n, uint32_t stride, uint32_t D, uint32_t G, float* out,
+                     const uint8_t* ahead) {
+    for (uint32_t r = 0; r < n; ++r) {
+      prefetchRow(ahead, r, stride);
+      const uint8_t* row = rows + static_cast<uint64_t>(r) * stride;
+      const int8_t* q = reinterpret_cast<const int8_t*>(row);
+      const uint16_t* scales = reinterpret_cast<const uint16_t*>(row + D);
+      float* o = out + static_cast<uint64_t>(r) * D;
+      for (uint32_t g0 = 0; g0 < D; g0 += G) {
+        const typename S::V scale = S::set1(S::halfScalar(scales[g0 / G]));
+        for (uint32_t e = g0; e < g0 + G; e += S::W) S::store(o + e, S::mul(S::loadI8(q + e), scale));
+      }
+    }
+  }
+};
+
+template <class S>
+struct RowDecoder<S, Storage::kInt4> {
+  static void decode(const uint8_t* rows, uint32_t n, uint32_t stride, uint32_t D, uint32_t G, float* out,
+                     const uint8_t* ahead) {
+    const uint32_t half = G / 2;
+    for (uint32_t r = 0; r < n; ++r) {
+      prefetchRow(ahead, r, stride);
+      const uint8_t* row = rows + static_cast<uint64_t>(r) * stride;
+      const uint16_t* params = reinterpret_cast<const uint16_t*>(row + D / 2);
+      float* o = out + static_cast<uint64_t>(r) * D;
+      for (uint32_t g0 = 0; g0 < D; g0 += G) {
+        const typename S::V scale = S::set1(S::halfScalar(params[2 * (g0 / G)]));
+        const typename S::V mn = S::set1(S::halfScalar(params[2 * (g0 / G) + 1]));
+        const uint8_t* bytes = row + g0 / 2;
+        for (uint32_t j = 0; j < half; j += S::W) {
+          S::store(o + g0 + j, S::fma(S::loadU4Lo(bytes + j), scale, mn));
+          S::store(o + g0 + half + j, S::fma(S::loadU4Hi(bytes + j), scale, mn));
+        }
+      }
+    }
   }
 };

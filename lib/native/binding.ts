@@ -122,6 +122,65 @@ export interface NativeRecordedQueries {
   recentSeen: number;
 }
 
+/** Compaction request as the native side reads it (built by lib/compactor.ts). */
+export interface NativeCompactionSpec {
+  /** 0 highest-attention, 1 omp */
+  method: number;
+  /** > 0: rows kept = ceil(ratio × rows); else targetTokens */
+  ratio: number;
+  targetTokens: number;
+  sinks: number;
+  recent: number;
+  chunkSize: number;
+  ridge: number;
+  nnlsIterations: number;
+  threads: number;
+  layers: Int32Array | null;
+  heads: Int32Array | null;
+  /** 0 recorded (keys when none), 1 keys, 2 given */
+  querySource: number;
+  /** per layer [n, queryHeads, headDim] or null */
+  queries: Array<Float32Array | null> | null;
+  heldOut: Array<Float32Array | null> | null;
+  online: boolean;
+  maxRows: number;
+}
+
+export interface NativeStreamCompaction {
+  layer: number;
+  kvHead: number;
+  rowsBefore: number;
+  rowsAfter: number;
+  target: number;
+  queries: number;
+  querySource: 'recorded' | 'keys' | 'given';
+  outputError: number;
+  massError: number;
+  /** NaN without held-out queries */
+  heldOutOutputError: number;
+  heldOutMassError: number;
+  ridgeRaises: number;
+  secondsScores: number;
+  secondsSelect: number;
+  secondsNnls: number;
+  secondsValues: number;
+  secondsDiagnostics: number;
+}
+
+export interface NativeCompactionReport {
+  streams: NativeStreamCompaction[];
+  rowsBefore: number;
+  rowsAfter: number;
+  blockBytes: number;
+  blocksBefore: number;
+  blocksAfter: number;
+  blocksFreed: number;
+  bytesFreed: number;
+  secondsRead: number;
+  secondsApply: number;
+  secondsTotal: number;
+}
+
 export interface NativeAddon {
   NativeCache: new (options: NativeCacheOptions) => NativeCache;
   setErrorFactory(factory: (code: string, message: string) => Error): void;
@@ -132,6 +191,9 @@ export interface NativeAddon {
   streamScores(sequence: NativeSequence, layer: number, kvHead: number): Float32Array | null;
   recordedQueries(sequence: NativeSequence, layer: number, kvHead: number): NativeRecordedQueries;
   streamPositions(sequence: NativeSequence, layer: number, kvHead: number): Int32Array;
+  /** Attention Matching compaction off the event loop; the sequence is busy until it settles. */
+  compact(sequence: NativeSequence, spec: NativeCompactionSpec, onProgress: ((fraction: number) => void) | null): Promise<NativeCompactionReport>;
+  compactSync(sequence: NativeSequence, spec: NativeCompactionSpec): NativeCompactionReport;
   /** Benchmarks: one read pass over the buffer with `threads` threads (returns a checksum). */
   readPass(buffer: ArrayBufferView, threads: number): number;
   blockLayout(keys: string, values: string, headDim: number, groupSize: number, blockSize: number): {

@@ -1,0 +1,83 @@
+// Attention Matching over a whole sequence (ARCHITECTURE §4.5): picks the streams, gathers
+// each stream's rows and reference queries, runs compactBatch, and writes the results back
+// with Cache::keepRows + Backend::rewriteRows. Three steps so that the binding can run the
+// expensive middle one off the main thread:
+//   plan     (main thread)  validate, choose streams and targets; nothing changes
+//   compute  (any thread)   read rows, compact; reads the pool, writes nothing
+//   apply    (main thread)  gather the kept rows, re-encode their values and beta
+// No step throws; each returns a Status.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "../cache.h"
+#include "compaction.h"
+
+namespace kvc::compaction {
+
+enum class QuerySource : uint32_t {
+  kRecorded = 0,  // the stream's query reservoir; the keys when nothing was recorded
+  kKeys = 1,      // the stream's own keys (a proxy when no queries are known)
+  kGiven = 2,     // per-layer arrays from the caller
+};
+
+struct SequenceRequest {
+  Options options;                 // core options (method, ridge, nnlsIterations, chunkSize, ...)
+  double ratio = 0.0;              // > 0: target = ceil(ratio × T) (online: |P| + ceil(ratio × (T − |P|)))
+  uint32_t targetTokens = 0;       // used when ratio == 0: target per stream (clamped to T)
+  uint32_t sinks = 0;              // protected: the first `sinks` rows of every stream
+  uint32_t recent = 0;             // protected: the last `recent` rows of every stream
+  std::vector<uint32_t> layers;    // empty: every layer
+  std::vector<uint32_t> heads;     // empty: every kv head
+  QuerySource querySource = QuerySource::kRecorded;
+  // kGiven: per layer (size config.layers) an [n, queryHeads, headDim] array or empty (that
+  // layer falls back to its recorded queries). Owned copies: compute may run on another thread.
+  std::vector<std::vector<float>> queries;
+  std::vector<std::vector<float>> heldOut;  // same layout, diagnostics only; may be empty
+  uint32_t maxKeyQueries = 1024;   // keys used as queries: a uniform subsample of at most this many
+  bool online = false;             // only streams longer than maxRows are compacted
+  uint32_t maxRows = 0;
+  uint32_t threads = 1;            // compaction threads (the calling thread included)
+};
+
+// One compacted stream: what apply writes, and what the report shows.
+struct StreamPlan {
+  uint32_t layer = 0, head = 0;
+  uint32_t rowsBefore = 0;
+  uint32_t target = 0;
+  uint32_t queryCount = 0;
+  QuerySource querySource = QuerySource::kRecorded;
+  Result result;                 // keep, beta, values, diagnostics, timings
+  std::vector<uint8_t> changed;  // [keep.size()] 1: value or beta differ from the stored row
+};
+
+struct SequencePlan {
+  uint64_t id = 0;
+  // Taken by plan on the main thread: compute must not look the id up in the cache's map,
+  // which the main thread may change meanwhile (other sequences).
+  const Sequence* sequence = nullptr;
+  std::vector<StreamPlan> streams;
+  double secondsRead = 0;   // readRows and query gathering
+  double secondsApply = 0;  // keepRows + rewriteRows
+  uint64_t blocksBefore = 0, blocksAfter = 0;
+};
+
+// Main thread. Checks the request against the cache, fills plan->streams (layer, head,
+// rowsBefore, target) for the streams that will change; an online request with no stream
+// over maxRows yields an empty plan. UNSUPPORTED when the backend cannot rewrite rows.
+Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& request, SequencePlan* plan);
+
+// Any thread, while the sequence cannot change (busy, or the caller holds the main thread).
+// Touches only the plan's sequence, the immutable configuration and the backend's readRows.
+// progress(fraction) after each batch of streams; stops between batches with DISPOSED once
+// cache.cancelRequested() (the cache is being destroyed).
+Status computeCompaction(Cache& cache, const SequenceRequest& request, SequencePlan* plan,
+                         const std::function<void(double)>& progress);
+
+// Main thread. keepRows for every planned stream at once (all or nothing: validation and
+// block allocation happen before any row moves), then rewriteRows on the rows whose value or
+// beta changed. Protected rows and the kept keys stay bit-exact.
+Status applyCompaction(Cache& cache, SequencePlan* plan);
+
+}  // namespace kvc::compaction

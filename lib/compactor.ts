@@ -1,0 +1,393 @@
+// Compactor: Attention Matching compaction of a sequence (ARCHITECTURE §4.5). Validates and
+// translates options; the work runs natively (cpp/core/compaction/sequence_compactor.h),
+// off the event loop for compact(), on the calling thread for compactSync()/maybeCompact().
+import { KVCacheError, invalidArgument } from './errors';
+import { native, type NativeCompactionReport, type NativeCompactionSpec } from './native/binding';
+import { Sequence } from './sequence';
+import { isInteger, knownKeys, optionsObject } from './validate';
+
+export type CompactionMethod = 'highest-attention' | 'omp';
+
+/**
+ * Where the reference queries of each stream come from:
+ * - 'recorded' (default): the stream's reservoir of queries logged by
+ *   `attention(..., { recordQueries: true })`; a stream with none falls back to its own keys
+ *   (reported as querySource 'keys');
+ * - 'keys': the stream's own keys (a uniform subsample of at most 1024) as proxies;
+ * - one Float32Array per layer, [n, queryHeads, headDim] (or null: that layer uses its
+ *   recorded queries); the query heads of a GQA group are pooled per kv head.
+ */
+export type ReferenceQueries = 'recorded' | 'keys' | ReadonlyArray<Float32Array | null>;
+
+/** Options of one compaction (constructor defaults, overridable per call). */
+export interface CompactOptions {
+  /** 'highest-attention' (default; best when keeping much) or 'omp' (best at small ratios). */
+  method?: CompactionMethod;
+  /** Rows kept per stream: ceil(ratio × rows), ratio in (0, 1]. Give ratio or targetTokens. */
+  ratio?: number;
+  /** Rows kept per stream (clamped to the stream's rows). */
+  targetTokens?: number;
+  /** Rows kept unchanged: the first `sinks` rows and the last `recent` rows of every stream. Default { sinks: 4, recent: 32 }. */
+  protect?: { sinks?: number; recent?: number };
+  /** > 0: compact contiguous chunks of this many rows independently (bounds time and memory on long streams). Default 0. */
+  chunkSize?: number;
+  /** Relative ridge of the two least-squares fits. Default 1e-4. */
+  ridge?: number;
+  /** Projected coordinate-descent sweeps of the bias fit. Default 30. */
+  nnlsIterations?: number;
+  /** Reference queries (see ReferenceQueries). */
+  queries?: ReferenceQueries;
+  /** Per layer [n, queryHeads, headDim] (or null), used only to report held-out errors. */
+  heldOutQueries?: ReadonlyArray<Float32Array | null>;
+  /** Only these layers (default all). */
+  layers?: readonly number[];
+  /** Only these kv heads of each layer (default all). */
+  heads?: readonly number[];
+  /** Compaction threads (the worker thread included). Default: the cache's `threads`. */
+  threads?: number;
+  /** compact() only: called with the fraction of streams done (0..1] after each batch. Exceptions it throws are ignored. */
+  onProgress?: (fraction: number) => void;
+}
+
+export interface CompactorOptions extends CompactOptions {
+  /**
+   * Online compaction for maybeCompact(): every stream longer than `maxRows` rows has its
+   * older part (all but the protected rows) compacted by `ratio`, i.e. it keeps
+   * sinks + recent + ceil(ratio × (rows − sinks − recent)) rows. ratio must be in (0, 1).
+   */
+  online?: { maxRows: number };
+}
+
+/** What happened to one stream. */
+export interface StreamCompactionReport {
+  layer: number;
+  kvHead: number;
+  rowsBefore: number;
+  rowsAfter: number;
+  /** Reference queries used and where they came from. */
+  queries: number;
+  querySource: 'recorded' | 'keys' | 'given';
+  /** ‖softmax(S') V' − softmax(S) V‖_F / ‖softmax(S) V‖_F over the reference queries. */
+  outputError: number;
+  /** Mean |exp(lse' − lse) − 1| over the reference queries (attention mass error). */
+  massError: number;
+  /** The same over the held-out queries; undefined without heldOutQueries. */
+  heldOutOutputError: number | undefined;
+  heldOutMassError: number | undefined;
+  /** How often a factorization needed a larger ridge. */
+  ridgeRaises: number;
+  /** Native time per phase of this stream. */
+  milliseconds: { scores: number; select: number; nnls: number; values: number; diagnostics: number };
+}
+
+/** What a compaction did. */
+export interface CompactionReport {
+  streams: StreamCompactionReport[];
+  /** Rows of the compacted streams before and after. */
+  rowsBefore: number;
+  rowsAfter: number;
+  /** Pool memory in use (blocks × blockBytes) before and after, and the difference. Negative bytesFreed: compacting a fork copies shared blocks. */
+  bytesBefore: number;
+  bytesAfter: number;
+  blocksFreed: number;
+  bytesFreed: number;
+  /** Largest and mean outputError over the streams (0 when no stream was compacted). */
+  maxOutputError: number;
+  meanOutputError: number;
+  /**
+   * Time per phase: read (dequantize rows, gather queries) and apply (gather kept rows,
+   * re-encode values) are wall times; scores/select/nnls/values/diagnostics are summed over
+   * streams (with several threads they add up to more than the wall time); total is wall.
+   */
+  milliseconds: { read: number; scores: number; select: number; nnls: number; values: number; diagnostics: number; apply: number; total: number };
+}
+
+const OPTION_KEYS = [
+  'method', 'ratio', 'targetTokens', 'protect', 'chunkSize', 'ridge', 'nnlsIterations', 'queries',
+  'heldOutQueries', 'layers', 'heads', 'threads', 'onProgress',
+] as const;
+const MAX_U32 = 0xffffffff;
+
+/** Checked options; undefined = not given. */
+interface Resolved {
+  method?: CompactionMethod;
+  ratio?: number;
+  targetTokens?: number;
+  sinks?: number;
+  recent?: number;
+  chunkSize?: number;
+  ridge?: number;
+  nnlsIterations?: number;
+  queries?: ReferenceQueries;
+  heldOutQueries?: ReadonlyArray<Float32Array | null>;
+  layers?: readonly number[];
+  heads?: readonly number[];
+  threads?: number;
+  onProgress?: (fraction: number) => void;
+}
+
+function count(name: string, value: unknown, min: number, max = MAX_U32): number {
+  if (!isInteger(value) || value < min || value > max) throw invalidArgument(name, `an integer in [${min}, ${max}]`, value);
+  return value;
+}
+
+function layerArrays(name: string, value: unknown): ReadonlyArray<Float32Array | null> {
+  if (!Array.isArray(value)) throw invalidArgument(name, 'an array with one Float32Array (or null) per layer', value);
+  value.forEach((a, l) => {
+    if (a !== null && !(a instanceof Float32Array)) throw invalidArgument(`${name}[${l}]`, 'a Float32Array [n, queryHeads, headDim] or null', a);
+  });
+  return value as ReadonlyArray<Float32Array | null>;
+}
+
+function indexList(name: string, value: unknown): readonly number[] {
+  if (!Array.isArray(value) || value.length === 0) throw invalidArgument(name, 'a non-empty array of indices', value);
+  value.forEach((v, i) => count(`${name}[${i}]`, v, 0, 0x7fffffff));
+  return value as number[];
+}
+
+function resolve(name: string, value: unknown, extraKeys: readonly string[] = []): Resolved {
+  const o = optionsObject(name, value);
+  knownKeys(name, o, [...OPTION_KEYS, ...extraKeys]);
+  const r: Resolved = {};
+  if (o['method'] !== undefined) {
+    if (o['method'] !== 'highest-attention' && o['method'] !== 'omp') throw invalidArgument(`${name}.method`, "'highest-attention' or 'omp'", o['method']);
+    r.method = o['method'];
+  }
+  if (o['ratio'] !== undefined) {
+    const v = o['ratio'];
+    if (typeof v !== 'number' || !(v > 0 && v <= 1)) throw invalidArgument(`${name}.ratio`, 'a number in (0, 1]', v);
+    r.ratio = v;
+  }
+  if (o['targetTokens'] !== undefined) r.targetTokens = count(`${name}.targetTokens`, o['targetTokens'], 1);
+  if (r.ratio !== undefined && r.targetTokens !== undefined) {
+    throw invalidArgument(`${name}.targetTokens`, 'absent when ratio is given (give one of them)', r.targetTokens);
+  }
+  if (o['protect'] !== undefined) {
+    const p = optionsObject(`${name}.protect`, o['protect']);
+    knownKeys(`${name}.protect`, p, ['sinks', 'recent']);
+    if (p['sinks'] !== undefined) r.sinks = count(`${name}.protect.sinks`, p['sinks'], 0, 0x7fffffff);
+    if (p['recent'] !== undefined) r.recent = count(`${name}.protect.recent`, p['recent'], 0, 0x7fffffff);
+  }
+  if (o['chunkSize'] !== undefined) r.chunkSize = count(`${name}.chunkSize`, o['chunkSize'], 0);
+  if (o['ridge'] !== undefined) {
+    const v = o['ridge'];
+    if (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v)) throw invalidArgument(`${name}.ridge`, 'a finite number >= 0', v);
+    r.ridge = v;
+  }
+  if (o['nnlsIterations'] !== undefined) r.nnlsIterations = count(`${name}.nnlsIterations`, o['nnlsIterations'], 0, 100000);
+  if (o['queries'] !== undefined) {
+    const q = o['queries'];
+    r.queries = q === 'recorded' || q === 'keys' ? q : layerArrays(`${name}.queries`, q);
+  }
+  if (o['heldOutQueries'] !== undefined) r.heldOutQueries = layerArrays(`${name}.heldOutQueries`, o['heldOutQueries']);
+  if (o['layers'] !== undefined) r.layers = indexList(`${name}.layers`, o['layers']);
+  if (o['heads'] !== undefined) r.heads = indexList(`${name}.heads`, o['heads']);
+  if (o['threads'] !== undefined) r.threads = count(`${name}.threads`, o['threads'], 1, 1024);
+  if (o['onProgress'] !== undefined) {
+    if (typeof o['onProgress'] !== 'function') throw invalidArgument(`${name}.onProgress`, 'a function', o['onProgress']);
+    r.onProgress = o['onProgress'] as (fraction: number) => void;
+  }
+  return r;
+}
+
+function merge(base: Resolved, call: Resolved): Resolved {
+  const out: Resolved = { ...base };
+  for (const [k, v] of Object.entries(call)) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  // A per-call budget replaces the constructor's.
+  if (call.ratio !== undefined) delete out.targetTokens;
+  if (call.targetTokens !== undefined) delete out.ratio;
+  return out;
+}
+
+/**
+ * Attention Matching compaction: each stream (layer × kv head) keeps t of its T rows, gives
+ * each kept row a new logit bias beta and a fitted value, so that attention of the reference
+ * queries over the compacted stream matches attention over the original one. The kept keys
+ * stay bit-exact as stored; values and beta are re-encoded like an append. Protected rows
+ * (sinks, recent) stay unchanged.
+ *
+ * ```ts
+ * const compactor = new Compactor({ method: 'omp', ratio: 0.1, protect: { sinks: 4, recent: 64 } });
+ * const report = await compactor.compact(seq);   // off the event loop
+ * ```
+ *
+ * Reference queries. By default each stream uses the queries recorded by
+ * `attention(layer, q, { recordQueries: true })`. With few real queries (a fresh prompt),
+ * the *repeat-prefill* flow gives good ones: after the context of N tokens (positions
+ * 0..N−1), run the model on "repeat the text above" + the same N tokens, appending their
+ * K/V and calling attention with `recordQueries: true`; then `seq.truncate(N)` drops those
+ * rows (the recorded queries stay) and `compact(seq)` fits the context to them.
+ *
+ * While compact() runs the sequence is busy: append, attention, truncate, fork, free,
+ * evict and export throw BUSY; other sequences work normally. `cache.dispose()` meanwhile
+ * waits until the current batch of streams finishes (a bounded wait), and the promise
+ * rejects with DISPOSED; nothing is applied. A compaction is all or nothing: every stream
+ * is computed first, then all are applied at once.
+ *
+ * Online: with `online: { maxRows }`, call `maybeCompact(seq)` after each append; streams
+ * longer than maxRows are compacted synchronously (older part by `ratio`), so generation
+ * continues with bounded stream lengths.
+ *
+ * Device 'cuda': not supported yet (the CUDA backend cannot rewrite rows); compact() throws
+ * KVCacheError UNSUPPORTED.
+ */
+export class Compactor {
+  readonly options: Readonly<CompactorOptions>;
+  readonly #base: Resolved;
+  readonly #online: { maxRows: number } | undefined;
+
+  constructor(options: CompactorOptions) {
+    const o = optionsObject('options', options);
+    const base = resolve('options', o, ['online']);
+    if (o['online'] !== undefined) {
+      const on = optionsObject('options.online', o['online']);
+      knownKeys('options.online', on, ['maxRows']);
+      const maxRows = count('options.online.maxRows', on['maxRows'], 1, 0x7fffffff);
+      if (base.ratio === undefined || base.ratio >= 1) throw invalidArgument('options.ratio', 'a number in (0, 1) with online compaction', base.ratio);
+      const protectedRows = (base.sinks ?? 4) + (base.recent ?? 32);
+      if (maxRows <= protectedRows) {
+        throw invalidArgument('options.online.maxRows', `more than the protected rows (sinks + recent = ${protectedRows})`, maxRows);
+      }
+      this.#online = { maxRows };
+    }
+    this.#base = base;
+    this.options = Object.freeze({ ...(options as CompactorOptions) });
+  }
+
+  /** Compacts `seq` off the event loop; resolves with the report once the results are applied. */
+  compact(seq: Sequence, options?: CompactOptions): Promise<CompactionReport> {
+    try {
+      const r = merge(this.#base, resolve('options', options));
+      const spec = this.#spec(seq, r, false);
+      const onProgress = r.onProgress;
+      const progress = onProgress
+        ? (f: number) => {
+            try {
+              onProgress(f);
+            } catch {
+              // documented: ignored
+            }
+          }
+        : null;
+      return native().compact(seq.native, spec, progress).then((n) => toReport(n));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** Compacts `seq` on the calling thread (blocks it): for small sequences and online use. */
+  compactSync(seq: Sequence, options?: CompactOptions): CompactionReport {
+    const r = merge(this.#base, resolve('options', options));
+    return toReport(native().compactSync(seq.native, this.#spec(seq, r, false)));
+  }
+
+  /**
+   * Online compaction (needs `online: { maxRows }`): compacts, synchronously, every stream of
+   * `seq` longer than maxRows; returns null when none is. Cheap when nothing is over budget.
+   */
+  maybeCompact(seq: Sequence, options?: CompactOptions): CompactionReport | null {
+    if (!this.#online) throw new KVCacheError('INVALID_ARGUMENT', 'maybeCompact needs a Compactor made with online: { maxRows }');
+    const r = merge(this.#base, resolve('options', options));
+    const n = native().compactSync(seq.native, this.#spec(seq, r, true));
+    return n.streams.length === 0 ? null : toReport(n);
+  }
+
+  #spec(seq: Sequence, r: Resolved, online: boolean): NativeCompactionSpec {
+    if (!(seq instanceof Sequence)) throw invalidArgument('seq', 'a Sequence', seq);
+    seq.checkAlive();
+    const c = seq.cache.config;
+    if (r.ratio === undefined && r.targetTokens === undefined) {
+      throw invalidArgument('options.ratio', 'a number in (0, 1] (or give targetTokens)', undefined);
+    }
+    const checkLayers = (name: string, arrays: ReadonlyArray<Float32Array | null>) => {
+      if (arrays.length !== c.layers) throw invalidArgument(name, `an array of ${c.layers} entries (one per layer)`, arrays);
+      const token = c.queryHeads * c.headDim;
+      arrays.forEach((a, l) => {
+        if (a && (a.length === 0 || a.length % token !== 0)) {
+          throw new KVCacheError('SHAPE_MISMATCH', `${name}[${l}] must hold n × queryHeads × headDim = n × ${token} elements with n ≥ 1, got ${a.length}`);
+        }
+      });
+    };
+    let querySource = 0;
+    let queries: Array<Float32Array | null> | null = null;
+    if (r.queries === 'keys') querySource = 1;
+    else if (Array.isArray(r.queries)) {
+      checkLayers('options.queries', r.queries);
+      querySource = 2;
+      queries = [...r.queries];
+    }
+    if (r.heldOutQueries) checkLayers('options.heldOutQueries', r.heldOutQueries);
+    r.layers?.forEach((l, i) => {
+      if (l >= c.layers) throw invalidArgument(`options.layers[${i}]`, `an integer in [0, ${c.layers})`, l);
+    });
+    r.heads?.forEach((h, i) => {
+      if (h >= c.kvHeads) throw invalidArgument(`options.heads[${i}]`, `an integer in [0, ${c.kvHeads})`, h);
+    });
+    return {
+      method: r.method === 'omp' ? 1 : 0,
+      ratio: r.ratio ?? 0,
+      targetTokens: r.targetTokens ?? 0,
+      sinks: r.sinks ?? 4,
+      recent: r.recent ?? 32,
+      chunkSize: r.chunkSize ?? 0,
+      ridge: r.ridge ?? 1e-4,
+      nnlsIterations: r.nnlsIterations ?? 30,
+      threads: r.threads ?? c.threads,
+      layers: r.layers ? Int32Array.from(r.layers) : null,
+      heads: r.heads ? Int32Array.from(r.heads) : null,
+      querySource,
+      queries,
+      heldOut: r.heldOutQueries ? [...r.heldOutQueries] : null,
+      online,
+      maxRows: online ? this.#online!.maxRows : 0,
+    };
+  }
+}
+
+function toReport(n: NativeCompactionReport): CompactionReport {
+  const ms = { read: n.secondsRead * 1e3, scores: 0, select: 0, nnls: 0, values: 0, diagnostics: 0, apply: n.secondsApply * 1e3, total: n.secondsTotal * 1e3 };
+  let maxErr = 0;
+  let sumErr = 0;
+  const streams = n.streams.map((s): StreamCompactionReport => {
+    const m = {
+      scores: s.secondsScores * 1e3,
+      select: s.secondsSelect * 1e3,
+      nnls: s.secondsNnls * 1e3,
+      values: s.secondsValues * 1e3,
+      diagnostics: s.secondsDiagnostics * 1e3,
+    };
+    ms.scores += m.scores;
+    ms.select += m.select;
+    ms.nnls += m.nnls;
+    ms.values += m.values;
+    ms.diagnostics += m.diagnostics;
+    maxErr = Math.max(maxErr, s.outputError);
+    sumErr += s.outputError;
+    return {
+      layer: s.layer,
+      kvHead: s.kvHead,
+      rowsBefore: s.rowsBefore,
+      rowsAfter: s.rowsAfter,
+      queries: s.queries,
+      querySource: s.querySource,
+      outputError: s.outputError,
+      massError: s.massError,
+      heldOutOutputError: Number.isNaN(s.heldOutOutputError) ? undefined : s.heldOutOutputError,
+      heldOutMassError: Number.isNaN(s.heldOutMassError) ? undefined : s.heldOutMassError,
+      ridgeRaises: s.ridgeRaises,
+      milliseconds: m,
+    };
+  });
+  return {
+    streams,
+    rowsBefore: n.rowsBefore,
+    rowsAfter: n.rowsAfter,
+    bytesBefore: n.blocksBefore * n.blockBytes,
+    bytesAfter: n.blocksAfter * n.blockBytes,
+    blocksFreed: n.blocksFreed,
+    bytesFreed: n.bytesFreed,
+    maxOutputError: maxErr,
+    meanOutputError: streams.length ? sumErr / streams.length : 0,
+    milliseconds: ms,
+  };
+}
