@@ -46,6 +46,22 @@ inline TypedView argTypedOf(const Napi::CallbackInfo& info, size_t i, const char
   return v;
 }
 
+// Fields of the flat spec objects lib/ builds for eviction and compaction.
+inline double numberField(Napi::Env env, Napi::Object o, const char* name, double fallback) {
+  Napi::Value v = o.Get(name);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsNumber()) throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+inline uint32_t u32Field(Napi::Env env, Napi::Object o, const char* name, uint32_t fallback) {
+  const double d = numberField(env, o, name, fallback);
+  if (!(d >= 0 && d <= 4294967295.0) || d != static_cast<double>(static_cast<uint64_t>(d))) {
+    throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + " must be a non-negative integer");
+  }
+  return static_cast<uint32_t>(d);
+}
+
 inline bool argIsNullish(const Napi::CallbackInfo& info, size_t i) {
   return i >= info.Length() || info[i].IsNull() || info[i].IsUndefined();
 }

@@ -29,41 +29,6 @@ using compaction::QuerySource;
 using compaction::SequencePlan;
 using compaction::SequenceRequest;
 
-// A KVCacheError value (not thrown), for promise rejections.
-Napi::Value makeError(Napi::Env env, StatusCode code, const std::string& message) {
-  AddonData& data = addonData(env);
-  if (!data.errorFactory.IsEmpty()) {
-    return data.errorFactory.Call({Napi::String::New(env, statusCodeName(code)), Napi::String::New(env, message)});
-  }
-  Napi::Error error = Napi::Error::New(env, message);
-  error.Set("code", Napi::String::New(env, statusCodeName(code)));
-  return error.Value();
-}
-
-SequenceWrap* sequenceArg(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject() ||
-      !info[0].As<Napi::Object>().InstanceOf(addonData(env).sequenceConstructor.Value())) {
-    throwError(env, StatusCode::kInvalidArgument, "sequence must be a NativeSequence");
-  }
-  return SequenceWrap::Unwrap(info[0].As<Napi::Object>());
-}
-
-double numberField(Napi::Env env, Napi::Object o, const char* name, double fallback) {
-  Napi::Value v = o.Get(name);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsNumber()) throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + " must be a number");
-  return v.As<Napi::Number>().DoubleValue();
-}
-
-uint32_t u32Field(Napi::Env env, Napi::Object o, const char* name, uint32_t fallback) {
-  const double d = numberField(env, o, name, fallback);
-  if (!(d >= 0 && d <= 4294967295.0) || d != static_cast<double>(static_cast<uint64_t>(d))) {
-    throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + " must be a non-negative integer");
-  }
-  return static_cast<uint32_t>(d);
-}
-
 std::vector<uint32_t> indexList(Napi::Env env, Napi::Object o, const char* name) {
   Napi::Value v = o.Get(name);
   std::vector<uint32_t> out;
@@ -232,18 +197,18 @@ class CompactWorker : public Napi::AsyncProgressWorker<double> {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
     if (!handle_->cache || handle_->cache.get() != cache_) {
-      deferred_.Reject(makeError(env, StatusCode::kDisposed, "the cache was disposed while the compaction ran; nothing was applied"));
+      deferred_.Reject(errorValue(env, StatusCode::kDisposed, "the cache was disposed while the compaction ran; nothing was applied"));
       return;
     }
     Sequence* seq = cache_->mutableSequence(plan_.id);
     if (seq) seq->busy = false;
     if (!status_.isOk()) {
-      deferred_.Reject(makeError(env, status_.code(), status_.message()));
+      deferred_.Reject(errorValue(env, status_.code(), status_.message()));
       return;
     }
     const Status applied = compaction::applyCompaction(*cache_, &plan_);
     if (!applied.isOk()) {
-      deferred_.Reject(makeError(env, applied.code(), applied.message()));
+      deferred_.Reject(errorValue(env, applied.code(), applied.message()));
       return;
     }
     try {
@@ -277,7 +242,7 @@ class CompactWorker : public Napi::AsyncProgressWorker<double> {
 // compact(sequence, spec, onProgress | null) -> Promise<report>
 Napi::Value compact(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  SequenceWrap* wrap = sequenceArg(info);
+  SequenceWrap* wrap = SequenceWrap::fromArg(info, 0);
   Cache& cache = wrap->live(env);
   SequenceRequest request = requestOf(env, info[1]);
   SequencePlan plan;
@@ -294,7 +259,7 @@ Napi::Value compact(const Napi::CallbackInfo& info) {
 Napi::Value compactSync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const auto t0 = std::chrono::steady_clock::now();
-  SequenceWrap* wrap = sequenceArg(info);
+  SequenceWrap* wrap = SequenceWrap::fromArg(info, 0);
   Cache& cache = wrap->live(env);
   SequenceRequest request = requestOf(env, info[1]);
   SequencePlan plan;

@@ -5,16 +5,19 @@
 
 namespace kvc::binding {
 
-void throwError(Napi::Env env, StatusCode code, const std::string& message) {
+Napi::Value errorValue(Napi::Env env, StatusCode code, const std::string& message) {
   AddonData& data = addonData(env);
   const char* name = statusCodeName(code);
   if (!data.errorFactory.IsEmpty()) {
-    Napi::Value error = data.errorFactory.Call({Napi::String::New(env, name), Napi::String::New(env, message)});
-    throw Napi::Error(env, error);
+    return data.errorFactory.Call({Napi::String::New(env, name), Napi::String::New(env, message)});
   }
   Napi::Error error = Napi::Error::New(env, message);
   error.Set("code", Napi::String::New(env, name));
-  throw error;
+  return error.Value();
+}
+
+void throwError(Napi::Env env, StatusCode code, const std::string& message) {
+  throw Napi::Error(env, errorValue(env, code, message));
 }
 
 }  // namespace kvc::binding

@@ -9,6 +9,8 @@
 
 namespace kvc::binding {
 
+// A KVCacheError value (not thrown), e.g. for promise rejections.
+Napi::Value errorValue(Napi::Env env, StatusCode code, const std::string& message);
 [[noreturn]] void throwError(Napi::Env env, StatusCode code, const std::string& message);
 inline void throwIfError(Napi::Env env, const Status& status) {
   if (!status.isOk()) throwError(env, status.code(), status.message());

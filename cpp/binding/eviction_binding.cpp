@@ -26,28 +26,9 @@ struct Target {
 // The live cache and sequence id of argument 0 (a NativeSequence).
 Target sequenceArg(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject() ||
-      !info[0].As<Napi::Object>().InstanceOf(addonData(env).sequenceConstructor.Value())) {
-    throwError(env, StatusCode::kInvalidArgument, "sequence must be a NativeSequence");
-  }
-  SequenceWrap* wrap = SequenceWrap::Unwrap(info[0].As<Napi::Object>());
+  SequenceWrap* wrap = SequenceWrap::fromArg(info, 0);
   Cache& cache = wrap->live(env);
   return {&cache, wrap->id()};
-}
-
-double numberField(Napi::Env env, Napi::Object o, const char* name, double fallback) {
-  Napi::Value v = o.Get(name);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsNumber()) throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + " must be a number");
-  return v.As<Napi::Number>().DoubleValue();
-}
-
-uint32_t u32Field(Napi::Env env, Napi::Object o, const char* name, uint32_t fallback) {
-  const double d = numberField(env, o, name, fallback);
-  if (!(d >= 0 && d <= 4294967295.0) || d != static_cast<double>(static_cast<uint64_t>(d))) {
-    throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + " must be a non-negative integer");
-  }
-  return static_cast<uint32_t>(d);
 }
 
 // spec: { source, sinks, recent, window, pool, seed, given: Float32Array | null }

@@ -52,6 +52,15 @@ SequenceWrap::~SequenceWrap() {
   if (handle_ && handle_->cache) handle_->cache->freeSequence(id_);
 }
 
+SequenceWrap* SequenceWrap::fromArg(const Napi::CallbackInfo& info, size_t i) {
+  Napi::Env env = info.Env();
+  if (info.Length() <= i || !info[i].IsObject() ||
+      !info[i].As<Napi::Object>().InstanceOf(addonData(env).sequenceConstructor.Value())) {
+    throwError(env, StatusCode::kInvalidArgument, "sequence must be a NativeSequence");
+  }
+  return Unwrap(info[i].As<Napi::Object>());
+}
+
 Cache& SequenceWrap::live(Napi::Env env) {
   if (!handle_->cache) throwError(env, StatusCode::kDisposed, "the cache has been disposed");
   if (!handle_->cache->hasSequence(id_)) throwError(env, StatusCode::kDisposed, "the sequence has been freed");

@@ -20,6 +20,8 @@ class SequenceWrap : public Napi::ObjectWrap<SequenceWrap> {
   const CacheHandle* handle() const { return handle_.get(); }
   // The live cache, or a DISPOSED error thrown into JavaScript.
   Cache& live(Napi::Env env);
+  // Argument i as a NativeSequence (INVALID_ARGUMENT otherwise).
+  static SequenceWrap* fromArg(const Napi::CallbackInfo& info, size_t i);
 
  private:
   Napi::Value append(const Napi::CallbackInfo& info);
