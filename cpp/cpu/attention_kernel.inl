@@ -28,10 +28,12 @@ inline void storeLogits(const typename S::V* acc, uint32_t m0, uint32_t r, uint3
 }
 
 // logits[(m0 + j) * B + r] = scale * q_j . k_r + beta_r for the MT queries of one tile.
-template <class S, Storage KF, int MT>
+// DC: the head dimension when known at compile time (0 = read it at run time). With it the
+// chunk loops unroll completely and every accumulator stays in a register.
+template <class S, Storage KF, int MT, uint32_t DC>
 void dotTile(const AttentionParams& p, const AttentionStream& s, uint32_t m0, const uint8_t* keys, const float* beta,
              uint32_t rows, float* logits, const uint8_t* ahead) {
-  const uint32_t D = p.codec.headDim, G = p.codec.groupSize, B = p.pool.layout.blockSize;
+  const uint32_t D = DC ? DC : p.codec.headDim, G = p.codec.groupSize, B = p.pool.layout.blockSize;
   // Quantized keys arrive decoded into f32 scratch rows (see attentionRange).
   const uint32_t stride = KF == p.codec.keyStorage ? p.pool.layout.keyRowBytes : 4 * D;
   const float* q[MT];
@@ -71,10 +73,10 @@ void dotTile(const AttentionParams& p, const AttentionStream& s, uint32_t m0, co
 // acc[m0 + j] += sum_r prob[(m0 + j) * B + r] * v_r for the MT queries of one tile, CH
 // vector chunks of the head at a time: the MT x CH accumulators stay in registers for the
 // whole block and each probability is broadcast once per row and pass.
-template <class S, Storage VF, int MT, int CH>
+template <class S, Storage VF, int MT, int CH, uint32_t DC>
 void valueTile(const AttentionParams& p, uint32_t m0, const uint8_t* values, uint32_t rows, const float* prob,
                float* acc, const uint8_t* ahead) {
-  const uint32_t D = p.codec.headDim, G = p.codec.groupSize, B = p.pool.layout.blockSize;
+  const uint32_t D = DC ? DC : p.codec.headDim, G = p.codec.groupSize, B = p.pool.layout.blockSize;
   const uint32_t stride = VF == p.codec.valueStorage ? p.pool.layout.valueRowBytes : 4 * D;
   for (uint32_t e0 = 0; e0 < D; e0 += CH * S::W) {
     typename S::V a[MT][CH];
@@ -97,42 +99,63 @@ void valueTile(const AttentionParams& p, uint32_t m0, const uint8_t* values, uin
   }
 }
 
-template <class S, Storage VF, int MT>
+template <class S, Storage VF, int MT, uint32_t DC>
 void valueTileAnyWidth(const AttentionParams& p, uint32_t m0, const uint8_t* values, uint32_t rows, const float* prob,
                        float* acc, const uint8_t* ahead) {
-  const uint32_t D = p.codec.headDim;
+  const uint32_t D = DC ? DC : p.codec.headDim;
   // At most 16 accumulators: 4 chunks for up to 4 queries, 2 for 8.
   constexpr int kWide = MT <= 4 ? 4 : 2;
   if (D % (kWide * S::W) == 0) {
-    valueTile<S, VF, MT, kWide>(p, m0, values, rows, prob, acc, ahead);
+    valueTile<S, VF, MT, kWide, DC>(p, m0, values, rows, prob, acc, ahead);
   } else if (D % (2 * S::W) == 0) {
-    valueTile<S, VF, MT, 2>(p, m0, values, rows, prob, acc, ahead);
+    valueTile<S, VF, MT, 2, DC>(p, m0, values, rows, prob, acc, ahead);
   } else {
-    valueTile<S, VF, MT, 1>(p, m0, values, rows, prob, acc, ahead);
+    valueTile<S, VF, MT, 1, DC>(p, m0, values, rows, prob, acc, ahead);
   }
 }
 
-template <class S, Storage KF>
-void dotAll(const AttentionParams& p, const AttentionStream& s, uint32_t M, const uint8_t* keys, const float* beta,
-            uint32_t rows, float* logits, const uint8_t* ahead) {
+template <class S, Storage KF, uint32_t DC>
+void dotAllFixed(const AttentionParams& p, const AttentionStream& s, uint32_t M, const uint8_t* keys, const float* beta,
+                 uint32_t rows, float* logits, const uint8_t* ahead) {
   uint32_t m0 = 0;
   // Only the first tile prefetches: the later ones find the next block's rows requested.
   auto next = [&]() { const uint8_t* a = m0 == 0 ? ahead : nullptr; return a; };
-  for (; m0 + 8 <= M; m0 += 8) dotTile<S, KF, 8>(p, s, m0, keys, beta, rows, logits, next());
-  if (m0 + 4 <= M) { dotTile<S, KF, 4>(p, s, m0, keys, beta, rows, logits, next()); m0 += 4; }
-  if (m0 + 2 <= M) { dotTile<S, KF, 2>(p, s, m0, keys, beta, rows, logits, next()); m0 += 2; }
-  if (m0 < M) dotTile<S, KF, 1>(p, s, m0, keys, beta, rows, logits, next());
+  for (; m0 + 8 <= M; m0 += 8) dotTile<S, KF, 8, DC>(p, s, m0, keys, beta, rows, logits, next());
+  if (m0 + 4 <= M) { dotTile<S, KF, 4, DC>(p, s, m0, keys, beta, rows, logits, next()); m0 += 4; }
+  if (m0 + 2 <= M) { dotTile<S, KF, 2, DC>(p, s, m0, keys, beta, rows, logits, next()); m0 += 2; }
+  if (m0 < M) dotTile<S, KF, 1, DC>(p, s, m0, keys, beta, rows, logits, next());
+}
+
+// The head dimensions of common models get compile-time loops; others the generic ones.
+template <class S, Storage KF>
+void dotAll(const AttentionParams& p, const AttentionStream& s, uint32_t M, const uint8_t* keys, const float* beta,
+            uint32_t rows, float* logits, const uint8_t* ahead) {
+  switch (p.codec.headDim) {
+    case 128: return dotAllFixed<S, KF, 128>(p, s, M, keys, beta, rows, logits, ahead);
+    case 64: return dotAllFixed<S, KF, 64>(p, s, M, keys, beta, rows, logits, ahead);
+    default: return dotAllFixed<S, KF, 0>(p, s, M, keys, beta, rows, logits, ahead);
+  }
+}
+
+template <class S, Storage VF, uint32_t DC>
+void valueAllFixed(const AttentionParams& p, uint32_t M, const uint8_t* values, uint32_t rows, const float* prob,
+                   float* acc, const uint8_t* ahead) {
+  uint32_t m0 = 0;
+  auto next = [&]() { const uint8_t* a = m0 == 0 ? ahead : nullptr; return a; };
+  for (; m0 + 8 <= M; m0 += 8) valueTileAnyWidth<S, VF, 8, DC>(p, m0, values, rows, prob, acc, next());
+  if (m0 + 4 <= M) { valueTileAnyWidth<S, VF, 4, DC>(p, m0, values, rows, prob, acc, next()); m0 += 4; }
+  if (m0 + 2 <= M) { valueTileAnyWidth<S, VF, 2, DC>(p, m0, values, rows, prob, acc, next()); m0 += 2; }
+  if (m0 < M) valueTileAnyWidth<S, VF, 1, DC>(p, m0, values, rows, prob, acc, next());
 }
 
 template <class S, Storage VF>
 void valueAll(const AttentionParams& p, uint32_t M, const uint8_t* values, uint32_t rows, const float* prob, float* acc,
               const uint8_t* ahead) {
-  uint32_t m0 = 0;
-  auto next = [&]() { const uint8_t* a = m0 == 0 ? ahead : nullptr; return a; };
-  for (; m0 + 8 <= M; m0 += 8) valueTileAnyWidth<S, VF, 8>(p, m0, values, rows, prob, acc, next());
-  if (m0 + 4 <= M) { valueTileAnyWidth<S, VF, 4>(p, m0, values, rows, prob, acc, next()); m0 += 4; }
-  if (m0 + 2 <= M) { valueTileAnyWidth<S, VF, 2>(p, m0, values, rows, prob, acc, next()); m0 += 2; }
-  if (m0 < M) valueTileAnyWidth<S, VF, 1>(p, m0, values, rows, prob, acc, next());
+  switch (p.codec.headDim) {
+    case 128: return valueAllFixed<S, VF, 128>(p, M, values, rows, prob, acc, ahead);
+    case 64: return valueAllFixed<S, VF, 64>(p, M, values, rows, prob, acc, ahead);
+    default: return valueAllFixed<S, VF, 0>(p, M, values, rows, prob, acc, ahead);
+  }
 }
 
 // Replaces logits[0, rows) by exp(logit - mNew) and returns their sum.
