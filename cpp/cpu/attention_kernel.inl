@@ -236,7 +236,7 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
       const uint64_t stride = static_cast<uint64_t>(s.kv.length);
       for (uint32_t m = 0; m < M; ++m) {
         float* dst = logitsOut + m * stride + static_cast<uint64_t>(blk) * B;
-        for (uint32_t r = 0; r < rows; ++r) dst[r] = scratch[m * B + r];
+        __builtin_memcpy(dst, scratch + m * B, 4ull * rows);
       }
     }
 
@@ -271,17 +271,22 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
 }
 
 // scores[r] += sum over the M queries of exp(logit - lse): the attention probability each
-// row received (masked rows hold -inf and add exactly 0).
+// row received (masked rows hold -inf and add exactly 0). Rows outer, queries inner, so the
+// score array is read and written once per call rather than once per query.
 template <class S>
 void accumulateMass(const float* logits, uint64_t stride, const float* lse, uint32_t M, uint32_t rows, float* scores) {
-  for (uint32_t m = 0; m < M; ++m) {
-    const float* lg = logits + m * stride;
-    if (lse[m] == -__builtin_inff()) continue;
-    const typename S::V shift = S::set1(-lse[m]);
-    uint32_t r = 0;
-    for (; r + S::W <= rows; r += S::W) {
-      S::store(scores + r, S::add(S::load(scores + r), S::exp(S::add(S::load(lg + r), shift))));
+  uint32_t r = 0;
+  for (; r + S::W <= rows; r += S::W) {
+    typename S::V sum = S::load(scores + r);
+    for (uint32_t m = 0; m < M; ++m) {
+      if (lse[m] == -__builtin_inff()) continue;
+      sum = S::add(sum, S::exp(S::add(S::load(logits + m * stride + r), S::set1(-lse[m]))));
     }
-    for (; r < rows; ++r) scores[r] += SimdScalar::exp(lg[r] - lse[m]);
+    S::store(scores + r, sum);
+  }
+  for (; r < rows; ++r) {
+    for (uint32_t m = 0; m < M; ++m) {
+      if (lse[m] != -__builtin_inff()) scores[r] += SimdScalar::exp(logits[m * stride + r] - lse[m]);
+    }
   }
 }
