@@ -165,6 +165,7 @@ Status run(const Problem& p, const Options& o, cpu::ThreadPool* pool, const int3
 Status guarded(const Problem& p, const Options& o, cpu::ThreadPool* pool, const int32_t* keep, uint32_t count,
                Result* r) {
   Status s;
+  ScratchLease lease;
   try {
     s = run(p, o, pool, keep, count, r);
   } catch (const std::bad_alloc&) {

@@ -2,7 +2,9 @@
 #include "scratch.h"
 
 #include <cstdlib>
+#include <mutex>
 #include <new>
+#include <vector>
 
 namespace kvc::compaction {
 
@@ -11,40 +13,83 @@ namespace {
 struct Buffers {
   void* data[static_cast<size_t>(Scratch::kCount)] = {};
   size_t size[static_cast<size_t>(Scratch::kCount)] = {};
-  ~Buffers() {
-    for (void* p : data) std::free(p);
+  void release() {
+    for (size_t i = 0; i < static_cast<size_t>(Scratch::kCount); ++i) {
+      std::free(data[i]);
+      data[i] = nullptr;
+      size[i] = 0;
+    }
   }
+  ~Buffers() { release(); }
 };
 
-thread_local Buffers buffers;
+// Idle sets. At most kMaxIdle are kept; more only exist while that many streams run at once.
+constexpr size_t kMaxIdle = 8;
+std::mutex idleMutex;
+std::vector<Buffers*>& idleSets() {
+  static std::vector<Buffers*>* sets = new std::vector<Buffers*>();  // never destroyed: no exit-order issues
+  return *sets;
+}
+
+thread_local Buffers ownBuffers;
+thread_local Buffers* current = nullptr;
+
+Buffers& buffers() { return current ? *current : ownBuffers; }
 
 }  // namespace
 
+ScratchLease::ScratchLease() : previous_(current), set_(nullptr) {
+  Buffers* b = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(idleMutex);
+    auto& idle = idleSets();
+    if (!idle.empty()) {
+      b = idle.back();
+      idle.pop_back();
+    }
+  }
+  if (!b) b = new Buffers();
+  set_ = b;
+  current = b;
+}
+
+ScratchLease::~ScratchLease() {
+  Buffers* b = static_cast<Buffers*>(set_);
+  current = static_cast<Buffers*>(previous_);
+  {
+    std::lock_guard<std::mutex> lock(idleMutex);
+    auto& idle = idleSets();
+    if (idle.size() < kMaxIdle) {
+      idle.push_back(b);
+      b = nullptr;
+    }
+  }
+  delete b;
+}
+
 void* scratchBytes(Scratch slot, size_t bytes) {
+  Buffers& bufs = buffers();
   const size_t i = static_cast<size_t>(slot);
-  if (buffers.size[i] < bytes) {
-    std::free(buffers.data[i]);
-    buffers.data[i] = nullptr;
-    buffers.size[i] = 0;
+  if (bufs.size[i] < bytes) {
+    std::free(bufs.data[i]);
+    bufs.data[i] = nullptr;
+    bufs.size[i] = 0;
     // 64-byte alignment: rows handed to the vector kernels start on a cache line.
     const size_t rounded = (bytes + 63) / 64 * 64;
     void* p = std::aligned_alloc(64, rounded);
     if (!p) throw std::bad_alloc();
-    buffers.data[i] = p;
-    buffers.size[i] = rounded;
+    bufs.data[i] = p;
+    bufs.size[i] = rounded;
   }
-  return buffers.data[i];
+  return bufs.data[i];
 }
 
 void trimScratch(size_t maxBytes) {
+  Buffers& bufs = buffers();
   size_t total = 0;
-  for (size_t s : buffers.size) total += s;
+  for (size_t s : bufs.size) total += s;
   if (total <= maxBytes) return;
-  for (size_t i = 0; i < static_cast<size_t>(Scratch::kCount); ++i) {
-    std::free(buffers.data[i]);
-    buffers.data[i] = nullptr;
-    buffers.size[i] = 0;
-  }
+  bufs.release();
 }
 
 }  // namespace kvc::compaction

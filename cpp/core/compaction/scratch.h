@@ -1,6 +1,10 @@
-// Per-thread scratch buffers that survive between calls: compaction allocates tens of MB of
-// temporaries per stream, and fresh allocations cost a page fault per 4 KiB on first touch
-// (a third of the run time before this cache). Contents are uninitialized on every request.
+// Scratch buffers that survive between calls: compaction allocates tens of MB of temporaries
+// per stream, and fresh allocations cost a page fault per 4 KiB on first touch (a third of
+// the run time before this cache, more under virtualization). Contents are uninitialized on
+// every request. A ScratchLease binds one set of buffers to the calling thread for the
+// duration of one stream; sets go back to a process-wide free list afterwards, so that calls
+// that land on different threads (the addon's worker threads) still reuse warm memory.
+// Without a lease, a thread uses its own thread-local set.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -21,7 +25,19 @@ template <class T>
 T* scratch(Scratch slot, size_t count) {
   return static_cast<T*>(scratchBytes(slot, count * sizeof(T) + 64));
 }
-// Frees this thread's buffers when together they exceed maxBytes (called after each stream,
+class ScratchLease {
+ public:
+  ScratchLease();
+  ~ScratchLease();
+  ScratchLease(const ScratchLease&) = delete;
+  ScratchLease& operator=(const ScratchLease&) = delete;
+
+ private:
+  void* previous_;
+  void* set_;
+};
+
+// Frees the current set's buffers when together they exceed maxBytes (called after each stream,
 // so that one huge stream does not pin its memory for the life of the thread).
 void trimScratch(size_t maxBytes);
 
