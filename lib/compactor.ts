@@ -108,23 +108,8 @@ const OPTION_KEYS = [
 ] as const;
 const MAX_U32 = 0xffffffff;
 
-/** Checked options; undefined = not given. */
-interface Resolved {
-  method?: CompactionMethod;
-  ratio?: number;
-  targetTokens?: number;
-  sinks?: number;
-  recent?: number;
-  chunkSize?: number;
-  ridge?: number;
-  nnlsIterations?: number;
-  queries?: ReferenceQueries;
-  heldOutQueries?: ReadonlyArray<Float32Array | null>;
-  layers?: readonly number[];
-  heads?: readonly number[];
-  threads?: number;
-  onProgress?: (fraction: number) => void;
-}
+/** Checked options, `protect` flattened; undefined = not given. */
+type Resolved = Omit<CompactOptions, 'protect'> & { sinks?: number; recent?: number };
 
 function count(name: string, value: unknown, min: number, max = MAX_U32): number {
   if (!isInteger(value) || value < min || value > max) throw invalidArgument(name, `an integer in [${min}, ${max}]`, value);

@@ -295,8 +295,9 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
   std::vector<int32_t> freeIdx, protIdx;  // positions within keep
   for (uint32_t c = 0; c < t; ++c) (prot[keep[c]] ? protIdx : freeIdx).push_back(static_cast<int32_t>(c));
   const uint32_t f = static_cast<uint32_t>(freeIdx.size());
-  std::vector<float> keptKeys(static_cast<size_t>(t) * D), keptBias(t);
-  gatherRows(keys, D, keep.data(), t, keptKeys.data());
+  float* keptKeys = scratch<float>(Scratch::kKeptKeys, static_cast<size_t>(t) * D);
+  std::vector<float> keptBias(t);
+  gatherRows(keys, D, keep.data(), t, keptKeys);
   for (uint32_t c = 0; c < t; ++c) keptBias[c] = bias[keep[c]];
   const bool fitBeta = o.fitBeta && f > 0 && !keepAll;
   const bool fitValues = o.fitValues && f > 0 && !keepAll;
@@ -305,7 +306,7 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
   float* lt = nullptr;
   if (fitBeta || fitValues) {
     lt = scratch<float>(Scratch::kLogits, static_cast<size_t>(t) * n);
-    k.gemm(t, n, D, keptKeys.data(), D, in.packedQueries, lt, n, false);
+    k.gemm(t, n, D, keptKeys, D, in.packedQueries, lt, n, false);
   }
 
   // ---- 3. beta: NNLS on the attention mass ----
@@ -370,17 +371,19 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
     std::copy(out->original.y.begin(), out->original.y.end(), rhs);
     if (!protIdx.empty()) {
       const uint32_t np = static_cast<uint32_t>(protIdx.size());
-      std::vector<float> xp(static_cast<size_t>(n) * np), vp(static_cast<size_t>(np) * D), contrib(static_cast<size_t>(n) * D);
+      float* xp = scratch<float>(Scratch::kProtSoftmax, static_cast<size_t>(n) * np);
+      float* vp = scratch<float>(Scratch::kProtValues, static_cast<size_t>(np) * D);
+      float* contrib = scratch<float>(Scratch::kProtContrib, static_cast<size_t>(n) * D);
       for (uint32_t c = 0; c < np; ++c) {
         const float* row = xt + static_cast<size_t>(protIdx[c]) * n;
         for (uint32_t i = 0; i < n; ++i) xp[static_cast<size_t>(i) * np + c] = row[i];
         std::copy(fitted.data() + static_cast<size_t>(protIdx[c]) * D, fitted.data() + static_cast<size_t>(protIdx[c] + 1) * D,
-                  vp.data() + static_cast<size_t>(c) * D);
+                  vp + static_cast<size_t>(c) * D);
       }
       std::vector<float> packedVp(packedSize(np, D, k.nr));
-      k.packRows(vp.data(), D, np, D, packedVp.data());
-      k.gemm(n, D, np, xp.data(), np, packedVp.data(), contrib.data(), D, false);
-      for (size_t i = 0; i < contrib.size(); ++i) rhs[i] -= contrib[i];
+      k.packRows(vp, D, np, D, packedVp.data());
+      k.gemm(n, D, np, xp, np, packedVp.data(), contrib, D, false);
+      for (size_t i = 0; i < static_cast<size_t>(n) * D; ++i) rhs[i] -= contrib[i];
     }
     float* xtFree = scratch<float>(Scratch::kSoftmaxFree, static_cast<size_t>(f) * n);
     for (uint32_t c = 0; c < f; ++c)
@@ -389,12 +392,12 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
     const double* g = gramF64(k, par, xtFree, f, n);
     double* l = scratch<double>(Scratch::kFactor, static_cast<size_t>(f) * f);
     float* packedRhs = scratch<float>(Scratch::kPackedRhs, packedSize(n, D, k.nr));
-    std::vector<float> r(static_cast<size_t>(f) * D);
+    float* r = scratch<float>(Scratch::kFitRhs, static_cast<size_t>(f) * D);
     k.packRows(rhs, D, n, D, packedRhs);
     const uint32_t blocks = (f + kQueryBlock - 1) / kQueryBlock;
     par.forEach(blocks, [&](uint32_t b, uint32_t) {
       const uint32_t i0 = b * kQueryBlock, m = std::min(kQueryBlock, f - i0);
-      k.gemm(m, D, n, xtFree + static_cast<size_t>(i0) * n, n, packedRhs, r.data() + static_cast<size_t>(i0) * D, D, false);
+      k.gemm(m, D, n, xtFree + static_cast<size_t>(i0) * n, n, packedRhs, r + static_cast<size_t>(i0) * D, D, false);
     });
     const double lambda = factorWithRidge(k, g, f, o.ridge, l, &out->ridgeRaises);
     if (lambda < 0.0)
@@ -402,11 +405,12 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
                            std::to_string(o.ridge) + "·1e10 (non-finite keys, values or queries?)");
     // The ridge pulls the fitted values toward the rows' original values (not toward 0), so
     // that a row the reference queries barely see keeps its value instead of being overfit.
-    std::vector<double> c(r.begin(), r.end());
+    double* c = scratch<double>(Scratch::kFitSolution, static_cast<size_t>(f) * D);
     for (uint32_t cc = 0; cc < f; ++cc)
       for (uint32_t d = 0; d < D; ++d)
-        c[static_cast<size_t>(cc) * D + d] += lambda * fitted[static_cast<size_t>(freeIdx[cc]) * D + d];
-    k.choleskySolve(l, f, f, c.data(), D, D);
+        c[static_cast<size_t>(cc) * D + d] =
+            static_cast<double>(r[static_cast<size_t>(cc) * D + d]) + lambda * fitted[static_cast<size_t>(freeIdx[cc]) * D + d];
+    k.choleskySolve(l, f, f, c, D, D);
     for (uint32_t cc = 0; cc < f; ++cc)
       for (uint32_t d = 0; d < D; ++d)
         fitted[static_cast<size_t>(freeIdx[cc]) * D + d] = static_cast<float>(c[static_cast<size_t>(cc) * D + d]);
@@ -416,7 +420,7 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
   // ---- 5. diagnostics: the compacted rows as attention will see them ----
   t0 = std::chrono::steady_clock::now();
   PackedRows compact;
-  packRows(k, keptKeys.data(), fitted.data(), t, D, Scratch::kPackedKeptKeys, Scratch::kPackedKeptValues, &compact);
+  packRows(k, keptKeys, fitted.data(), t, D, Scratch::kPackedKeptKeys, Scratch::kPackedKeptValues, &compact);
   auto run = [&](const float* q, uint32_t nq, const PackedRows& rows, const float* b, QueryStats* s) {
     s->m.resize(nq);
     s->z.resize(nq);

@@ -7,6 +7,7 @@
 #include <limits>
 #include <new>
 #include <string>
+#include <utility>
 
 #include "../../cpu/compaction/kernels.h"
 #include "../../cpu/thread_pool.h"
@@ -23,9 +24,9 @@ namespace {
 constexpr uint32_t kMaxHeadDim = 1024;
 
 // acc ⊕= s: the log-sum-exp merge of two partial softmaxes over disjoint rows.
-void mergeStats(QueryStats* acc, const QueryStats& s, uint32_t D) {
+void mergeStats(QueryStats* acc, QueryStats&& s, uint32_t D) {
   if (acc->m.empty()) {
-    *acc = s;
+    *acc = std::move(s);
     return;
   }
   const size_t nq = acc->m.size();
@@ -149,11 +150,11 @@ Status run(const Problem& p, const Options& o, cpu::ThreadPool* pool, const int3
     r->secondsSelect += out.secondsSelect;
     r->secondsNnls += out.secondsNnls;
     r->secondsValues += out.secondsValues;
-    mergeStats(&original, out.original, p.D);
-    mergeStats(&compacted, out.compacted, p.D);
+    mergeStats(&original, std::move(out.original), p.D);
+    mergeStats(&compacted, std::move(out.compacted), p.D);
     if (p.heldOutQueries && p.nHeldOut > 0) {
-      mergeStats(&heldOriginal, out.heldOutOriginal, p.D);
-      mergeStats(&heldCompacted, out.heldOutCompacted, p.D);
+      mergeStats(&heldOriginal, std::move(out.heldOutOriginal), p.D);
+      mergeStats(&heldCompacted, std::move(out.heldOutCompacted), p.D);
     }
     r->secondsDiagnostics += out.secondsDiagnostics;
   }

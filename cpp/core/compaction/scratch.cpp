@@ -27,7 +27,12 @@ struct Buffers {
 constexpr size_t kMaxIdle = 8;
 std::mutex idleMutex;
 std::vector<Buffers*>& idleSets() {
-  static std::vector<Buffers*>* sets = new std::vector<Buffers*>();  // never destroyed: no exit-order issues
+  // Never destroyed (no exit-order issues); reserved so that returning a set never allocates.
+  static std::vector<Buffers*>* sets = [] {
+    auto* v = new std::vector<Buffers*>();
+    v->reserve(kMaxIdle);
+    return v;
+  }();
   return *sets;
 }
 

@@ -15,7 +15,8 @@ namespace kvc::compaction {
 enum class Scratch : uint32_t {
   kAttendBlocks, kAttendColumns, kExps, kLogits, kMass, kMassFree, kSoftmaxFree,
   kPackedGram, kGramLower, kGram, kFactor, kPackedRhs, kRhs,
-  kPackedKeys, kPackedValues, kPackedKeptKeys, kPackedKeptValues, kQueries, kPackedQueries, kHeldOut, kCount
+  kPackedKeys, kPackedValues, kPackedKeptKeys, kPackedKeptValues, kQueries, kPackedQueries, kHeldOut,
+  kKeptKeys, kProtSoftmax, kProtValues, kProtContrib, kFitRhs, kFitSolution, kCount
 };
 
 // A buffer of at least `count` elements of T (T trivially constructible), valid until the

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <string>
 
 #include "../../cpu/thread_pool.h"
@@ -48,6 +49,53 @@ struct StreamInput {
   std::vector<float> keys, values, beta, queries, heldOut;
   std::vector<uint8_t> protectedRows;
   uint32_t n = 0, nHeldOut = 0;
+  size_t capacityBytes() const {
+    return 4 * (keys.capacity() + values.capacity() + beta.capacity() + queries.capacity() + heldOut.capacity()) +
+           protectedRows.capacity();
+  }
+};
+
+// Input buffers kept between calls (the next call may run on another worker thread): fresh
+// multi-MB buffers cost a page fault per 4 KiB on first touch, which was most of the read time.
+// A set is kept only while it stays below kMaxKeptInputBytes.
+constexpr size_t kMaxKeptInputBytes = size_t(64) << 20;
+constexpr size_t kMaxKeptInputSets = 4;
+std::mutex keptInputsMutex;
+std::vector<std::vector<StreamInput>>& keptInputs() {
+  static auto* sets = new std::vector<std::vector<StreamInput>>();  // never destroyed
+  return *sets;
+}
+
+class InputLease {
+ public:
+  explicit InputLease(size_t count) {
+    {
+      std::lock_guard<std::mutex> lock(keptInputsMutex);
+      auto& kept = keptInputs();
+      if (!kept.empty()) {
+        inputs_ = std::move(kept.back());
+        kept.pop_back();
+      }
+    }
+    inputs_.resize(count);
+  }
+  ~InputLease() {
+    size_t bytes = 0;
+    for (const StreamInput& in : inputs_) bytes += in.capacityBytes();
+    if (bytes > kMaxKeptInputBytes) return;
+    try {
+      std::lock_guard<std::mutex> lock(keptInputsMutex);
+      auto& kept = keptInputs();
+      if (kept.size() < kMaxKeptInputSets) kept.push_back(std::move(inputs_));
+    } catch (...) {
+    }
+  }
+  InputLease(const InputLease&) = delete;
+  InputLease& operator=(const InputLease&) = delete;
+  std::vector<StreamInput>& inputs() { return inputs_; }
+
+ private:
+  std::vector<StreamInput> inputs_;
 };
 
 Status gatherInput(Cache& cache, const SequenceRequest& r, const Stream& s, StreamPlan& sp, StreamInput* in) {
@@ -82,6 +130,8 @@ Status gatherInput(Cache& cache, const SequenceRequest& r, const Stream& s, Stre
     sp.querySource = QuerySource::kKeys;
   }
   in->n = static_cast<uint32_t>(in->queries.size() / D);
+  in->heldOut.clear();
+  in->nHeldOut = 0;
   if (sp.layer < r.heldOut.size() && !r.heldOut[sp.layer].empty()) {
     pooledQueries(r.heldOut[sp.layer], c, sp.head, &in->heldOut);
     in->nHeldOut = static_cast<uint32_t>(in->heldOut.size() / D);
@@ -186,7 +236,8 @@ Status computeCompaction(Cache& cache, const SequenceRequest& r, SequencePlan* p
   // Batches of 2 streams per thread: enough to balance the threads, small enough that the
   // dequantized inputs (2 × T × D floats per stream) stay modest for long contexts.
   const size_t batch = std::max<size_t>(1, 2 * static_cast<size_t>(r.threads));
-  std::vector<StreamInput> inputs(batch);
+  InputLease lease(batch);
+  std::vector<StreamInput>& inputs = lease.inputs();
   std::vector<Problem> problems(batch);
   std::vector<Result> results(batch);
   for (size_t b0 = 0; b0 < total; b0 += batch) {
