@@ -270,27 +270,37 @@ inline void axpyF64(double* y, double alpha, const double* x, uint32_t n) {
   for (uint32_t k = 0; k < n; ++k) y[k] += alpha * x[k];
 }
 
-// Row-oriented (Crout) factorization: L[i][j] = (A[i][j] − L[i][:j]·L[j][:j]) / L[j][j], four
-// rows i at a time so that each row j read from cache serves four dot products.
+// Row-oriented (Crout) factorization: L[i][j] = (A[i][j] − L[i][:j]·L[j][:j]) / L[j][j], in
+// tiles of four rows i × four columns j: the dot products over the columns left of the tile
+// run as 16 vector accumulators (each loaded row serves four products), and the few terms
+// inside the tile's own columns are added afterwards in order.
 inline bool choleskyF64(double* a, uint32_t n, uint32_t lda) {
-  uint32_t i0 = 0;
-  for (; i0 < n; i0 += 4) {
+  for (uint32_t i0 = 0; i0 < n; i0 += 4) {
     const uint32_t rows = std::min<uint32_t>(4, n - i0);
     double* li[4];
     for (uint32_t r = 0; r < 4; ++r) li[r] = a + static_cast<uint64_t>(i0 + std::min(r, rows - 1)) * lda;
-    // Columns left of the block: shared across the four rows.
-    for (uint32_t j = 0; j < i0; ++j) {
-      const double* lj = a + static_cast<uint64_t>(j) * lda;
-      const double inv = 1.0 / lj[j];
-      double acc[4][8] = {};
+    // Columns left of the block (i0 is a multiple of 4, so every tile has four columns).
+    for (uint32_t j0 = 0; j0 < i0; j0 += 4) {
+      const double* lj[4];
+      for (uint32_t c = 0; c < 4; ++c) lj[c] = a + static_cast<uint64_t>(j0 + c) * lda;
+      double acc[4][4][8] = {};
       uint32_t k = 0;
-      for (; k + 8 <= j; k += 8)
+      for (; k + 8 <= j0; k += 8) {
+#pragma GCC unroll 4
         for (int r = 0; r < 4; ++r)
-          for (int u = 0; u < 8; ++u) acc[r][u] += li[r][k + u] * lj[k + u];
+#pragma GCC unroll 4
+          for (int c = 0; c < 4; ++c)
+#pragma GCC unroll 8
+            for (int u = 0; u < 8; ++u) acc[r][c][u] += li[r][k + u] * lj[c][k + u];
+      }
       for (uint32_t r = 0; r < rows; ++r) {
-        double s = ((acc[r][0] + acc[r][4]) + (acc[r][1] + acc[r][5])) + ((acc[r][2] + acc[r][6]) + (acc[r][3] + acc[r][7]));
-        for (uint32_t kk = k; kk < j; ++kk) s += li[r][kk] * lj[kk];
-        li[r][j] = (li[r][j] - s) * inv;
+        for (uint32_t c = 0; c < 4; ++c) {
+          const uint32_t j = j0 + c;
+          const double* a8 = acc[r][c];
+          double s = ((a8[0] + a8[4]) + (a8[1] + a8[5])) + ((a8[2] + a8[6]) + (a8[3] + a8[7]));
+          for (uint32_t kk = k; kk < j; ++kk) s += li[r][kk] * lj[c][kk];
+          li[r][j] = (li[r][j] - s) * (1.0 / lj[c][j]);
+        }
       }
     }
     // The small triangle inside the block.
