@@ -6,7 +6,7 @@
 // Run: npx tsx bench/eviction.bench.ts [--part scores|evict|quality] [--quick] [--json out.json]
 import { writeFileSync } from 'node:fs';
 
-import { EvictionPolicy, KVCache, type EvictionBudget, type Sequence } from '../lib/index';
+import { Compactor, EvictionPolicy, KVCache, type EvictionBudget, type Sequence } from '../lib/index';
 import { loadCheckpoint } from '../examples/llama2c/checkpoint';
 import type { AttentionBackend, AttentionDims } from '../examples/llama2c/model';
 import { Transformer, attentionDims } from '../examples/llama2c/model';
@@ -137,30 +137,41 @@ function benchEvict(): void {
 
 // ---- 3. quality ------------------------------------------------------------------------------
 
+/** One way of shrinking a sequence to a keep ratio: an eviction policy or Attention Matching. */
 interface Method {
   name: string;
-  policy: EvictionPolicy;
-  budget: (ratio: number) => EvictionBudget;
+  apply: (seq: Sequence, ratio: number) => void;
+}
+
+function evict(name: string, policy: EvictionPolicy, budget: (ratio: number) => EvictionBudget): Method {
+  return { name, apply: (seq, ratio) => seq.evict(policy, budget(ratio)) };
 }
 
 function methods(protect: { sinks: number; recent: number }, window: number): Method[] {
   const ratio = (r: number): EvictionBudget => ({ ratio: r });
   const adaptive = (r: number): EvictionBudget => ({ ratio: r, perHead: 'adaptive' });
+  const attentionMatching = (method: 'highest-attention' | 'omp'): Method => ({
+    name: `AM ${method}`,
+    // Reference queries: the reservoir recorded during the prefill (the default).
+    apply: (seq, r) => { new Compactor({ method, ratio: r, protect }).compactSync(seq); },
+  });
   return [
-    { name: 'slidingWindow', policy: EvictionPolicy.slidingWindow({ window: 0 }), budget: ratio },
-    { name: 'streamingLLM (4 sinks)', policy: EvictionPolicy.streamingLLM({ sinks: 4, window: 0 }), budget: ratio },
-    { name: 'h2o', policy: EvictionPolicy.h2o(protect), budget: ratio },
-    { name: 'h2o + adaptive', policy: EvictionPolicy.h2o(protect), budget: adaptive },
-    { name: `snapKV (window ${window}, pool 7)`, policy: EvictionPolicy.snapKV({ window, pool: 7, sinks: protect.sinks }), budget: ratio },
-    { name: 'snapKV + adaptive', policy: EvictionPolicy.snapKV({ window, pool: 7, sinks: protect.sinks }), budget: adaptive },
-    { name: 'snapKV + pyramid', policy: EvictionPolicy.snapKV({ window, pool: 7, sinks: protect.sinks }), budget: (r) => ({ ratio: r, schedule: 'pyramid' }) },
-    { name: 'tova', policy: EvictionPolicy.tova(protect), budget: ratio },
-    { name: 'keyNorm', policy: EvictionPolicy.keyNorm(protect), budget: ratio },
-    { name: 'random', policy: EvictionPolicy.random(1, protect), budget: ratio },
+    evict('slidingWindow', EvictionPolicy.slidingWindow({ window: 0 }), ratio),
+    evict('streamingLLM (4 sinks)', EvictionPolicy.streamingLLM({ sinks: 4, window: 0 }), ratio),
+    evict('h2o', EvictionPolicy.h2o(protect), ratio),
+    evict('h2o + adaptive', EvictionPolicy.h2o(protect), adaptive),
+    evict(`snapKV (window ${window}, pool 7)`, EvictionPolicy.snapKV({ window, pool: 7, sinks: protect.sinks }), ratio),
+    evict('snapKV + adaptive', EvictionPolicy.snapKV({ window, pool: 7, sinks: protect.sinks }), adaptive),
+    evict('snapKV + pyramid', EvictionPolicy.snapKV({ window, pool: 7, sinks: protect.sinks }), (r) => ({ ratio: r, schedule: 'pyramid' })),
+    evict('tova', EvictionPolicy.tova(protect), ratio),
+    evict('keyNorm', EvictionPolicy.keyNorm(protect), ratio),
+    evict('random', EvictionPolicy.random(1, protect), ratio),
+    attentionMatching('highest-attention'),
+    attentionMatching('omp'),
   ];
 }
 
-const RATIOS = [0.5, 0.25, 0.1];
+const RATIOS = [0.5, 0.25, 0.1, 0.05, 0.02];
 
 /**
  * A prefilled sequence plus held-out queries per layer; error(seq) is ‖O − O_full‖ / ‖O_full‖
@@ -195,7 +206,7 @@ function evaluate(cases: QualityCase[], ms: Method[]): Record<string, number[]> 
       let num = 0, den = 0;
       cases.forEach((c, i) => {
         const fork = c.seq.fork();
-        fork.evict(m.policy, m.budget(ratio));
+        m.apply(fork, ratio);
         const e = relError(outputs(fork, c), full[i]!);
         num += e.num; den += e.den;
         fork.free();
