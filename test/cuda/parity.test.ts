@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 
 process.env['KVCOMPACT_CUDA_EMULATION'] = '1';
 
-import { KVCache, type KVCacheOptions, type Storage } from '../../lib/index';
+import { EvictionPolicy, KVCache, type KVCacheOptions, type Storage } from '../../lib/index';
 import { relError } from '../reference/compare';
 import { randn, testRng } from '../reference/random';
 
@@ -58,4 +58,32 @@ describe.skipIf(!emulation)('device cuda (emulated) matches device cpu', () => {
       gpu.dispose();
     });
   }
+
+  it('attention mass and eviction', () => {
+    const rng = testRng();
+    const options: KVCacheOptions = { layers: 1, kvHeads: 2, headDim: 64, queryHeads: 8, blockSize: 16, keys: 'f16', values: 'int8' };
+    const cpu = new KVCache({ ...options, device: 'cpu' });
+    const gpu = new KVCache({ ...options, device: 'cuda' });
+    const a = cpu.createSequence();
+    const b = gpu.createSequence();
+    const k = randn(rng, 90 * 2 * 64);
+    const v = randn(rng, 90 * 2 * 64);
+    a.append(0, k, v);
+    b.append(0, k, v);
+    for (let i = 0; i < 3; i++) {
+      const q = randn(rng, 8 * 64);
+      a.attention(0, q, { accumulateScores: true, recordQueries: true });
+      b.attention(0, q, { accumulateScores: true, recordQueries: true });
+    }
+    for (let h = 0; h < 2; h++) expect(relError(b.scores(0, h), a.scores(0, h))).toBeLessThan(2e-6);
+    const ra = a.evict(EvictionPolicy.h2o({ sinks: 2, recent: 8 }), { ratio: 0.3 });
+    const rb = b.evict(EvictionPolicy.h2o({ sinks: 2, recent: 8 }), { ratio: 0.3 });
+    expect(Array.from(rb.keptPerStream)).toEqual(Array.from(ra.keptPerStream));
+    for (let h = 0; h < 2; h++) {
+      expect(Array.from(b.read(0, h).positions)).toEqual(Array.from(a.read(0, h).positions));
+      expect(Buffer.from(b.read(0, h).values.buffer).equals(Buffer.from(a.read(0, h).values.buffer))).toBe(true);
+    }
+    cpu.dispose();
+    gpu.dispose();
+  });
 });
