@@ -26,8 +26,6 @@ struct TypedView {
   napi_typedarray_type type = napi_uint8_array;
 };
 
-inline bool isTyped(const Napi::Value& v) { return v.IsTypedArray(); }
-
 inline TypedView argTyped(const Napi::CallbackInfo& info, size_t i, const char* name) {
   if (i >= info.Length() || !info[i].IsTypedArray()) throwError(info.Env(), StatusCode::kInvalidArgument, std::string(name) + " must be a typed array");
   Napi::TypedArray a = info[i].As<Napi::TypedArray>();
