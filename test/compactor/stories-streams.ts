@@ -1,0 +1,146 @@
+// Real attention streams of stories260K (../shared/models) over windows of the evaluation text,
+// for the compaction and eviction quality measurements: per layer the RoPE'd keys, values and
+// queries of a prefix, the queries of the tokens that follow it (held out), and two sets of
+// reference queries an engine can produce before compacting the prefix:
+// - repeat-prefill: the prefix read a second time right after itself;
+// - self-study: the model continues the prefix several times (sampled at temperature 1), the
+//   way it will continue it after the compaction.
+// No vitest imports here: the benchmark loads this file outside the test runner.
+import { readFileSync } from 'node:fs';
+
+import { loadCheckpoint } from '../../examples/llama2c/checkpoint';
+import type { AttentionBackend, AttentionDims } from '../../examples/llama2c/model';
+import { Transformer, attentionDims } from '../../examples/llama2c/model';
+import { EVAL_TEXT_PATH, MODEL_PATH, TOKENIZER_PATH } from '../../examples/llama2c/paths';
+import { ReferenceAttention } from '../../examples/llama2c/reference-attention';
+import { Tokenizer } from '../../examples/llama2c/tokenizer';
+
+export interface StoriesWindow {
+  /** Per layer [prefix, kvHeads, headDim] */
+  keys: Float32Array[];
+  values: Float32Array[];
+  /** Per layer [prefix, queryHeads, headDim]: the prefix's own (causal) queries */
+  prefixQueries: Float32Array[];
+  /** Per layer [heldOut, queryHeads, headDim]: queries of the tokens after the prefix */
+  heldOut: Float32Array[];
+  /** Per layer [prefix, queryHeads, headDim] */
+  repeatQueries: Float32Array[];
+  /** Per layer [continuations × length, queryHeads, headDim] */
+  selfStudyQueries: Float32Array[];
+}
+
+export interface StoriesStreams {
+  dims: AttentionDims;
+  prefix: number;
+  windows: StoriesWindow[];
+}
+
+export interface StoriesOptions {
+  windows?: number; // default 4
+  prefix?: number; // default 256 (the repeat pass needs 2 × prefix ≤ the context of 512)
+  heldOut?: number; // default 64
+  /** Sampled continuations of the prefix for the self-study queries. Default 8 × 64 tokens. */
+  selfStudy?: { continuations: number; length: number; seed: number };
+}
+
+/** Records the RoPE'd keys, values and queries per layer while delegating to the reference. */
+class Recorder implements AttentionBackend {
+  readonly inner: ReferenceAttention;
+  keys: number[][] = [];
+  values: number[][] = [];
+  queries: number[][] = [];
+  constructor(readonly dims: AttentionDims) {
+    this.inner = new ReferenceAttention(dims);
+    this.reset();
+  }
+  append(layer: number, keys: Float32Array, values: Float32Array, startPos: number): void {
+    for (const x of keys) this.keys[layer]!.push(x);
+    for (const x of values) this.values[layer]!.push(x);
+    this.inner.append(layer, keys, values, startPos);
+  }
+  attention(layer: number, queries: Float32Array, tq: number): Float32Array {
+    for (const x of queries) this.queries[layer]!.push(x);
+    return this.inner.attention(layer, queries, tq);
+  }
+  reset(): void {
+    this.inner.reset();
+    const L = this.dims.layers;
+    this.keys = Array.from({ length: L }, () => []);
+    this.values = Array.from({ length: L }, () => []);
+    this.queries = Array.from({ length: L }, () => []);
+  }
+  /** Queries recorded since `marks` (per layer lengths taken earlier). */
+  queriesSince(marks: number[]): number[][] {
+    return this.queries.map((q, l) => q.slice(marks[l]!));
+  }
+  marks(): number[] {
+    return this.queries.map((q) => q.length);
+  }
+}
+
+/** Samples from softmax(logits) with u uniform in [0, 1). */
+function sample(logits: Float32Array, u: number): number {
+  let max = -Infinity;
+  for (const x of logits) max = Math.max(max, x);
+  let sum = 0;
+  const p = new Float64Array(logits.length);
+  for (let i = 0; i < logits.length; i++) sum += p[i] = Math.exp(logits[i]! - max);
+  let rest = u * sum;
+  for (let i = 0; i < p.length - 1; i++) if ((rest -= p[i]!) < 0) return i;
+  return p.length - 1;
+}
+
+export function storiesStreams(options: StoriesOptions = {}): StoriesStreams {
+  const P = options.prefix ?? 256, heldOut = options.heldOut ?? 64, count = options.windows ?? 4;
+  const study = options.selfStudy ?? { continuations: 8, length: 64, seed: 12345 };
+  const checkpoint = loadCheckpoint(MODEL_PATH);
+  const tokenizer = Tokenizer.load(TOKENIZER_PATH, checkpoint.config.vocabSize);
+  const dims = attentionDims(checkpoint.config);
+  if (2 * P > checkpoint.config.seqLen || P + Math.max(heldOut, study.length) > checkpoint.config.seqLen) {
+    throw new RangeError(`prefix ${P} too long for the model's context of ${checkpoint.config.seqLen}`);
+  }
+  const ids = tokenizer.encode(readFileSync(EVAL_TEXT_PATH, 'utf8'), { bos: true });
+  const recorder = new Recorder(dims);
+  const model = new Transformer(checkpoint, recorder);
+  const { layers, kvHeads: H, headDim: D, queryHeads: QH } = dims;
+  const windows: StoriesWindow[] = [];
+  // mulberry32: the continuations are reproducible
+  let state = study.seed >>> 0;
+  const uniform = (): number => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(state ^ (state >>> 15), state | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  for (let w = 0; w < count; w++) {
+    const tokens = ids.slice(w * 512, w * 512 + P + heldOut);
+    if (tokens.length < P + heldOut) break;
+    const prefix = tokens.slice(0, P);
+    model.reset();
+    model.prefill(tokens, { chunkSize: 64, logits: 'none' });
+    const keys = recorder.keys.map((k) => Float32Array.from(k.slice(0, P * H * D)));
+    const values = recorder.values.map((v) => Float32Array.from(v.slice(0, P * H * D)));
+    const prefixQueries = recorder.queries.map((q) => Float32Array.from(q.slice(0, P * QH * D)));
+    const held = recorder.queries.map((q) => Float32Array.from(q.slice(P * QH * D)));
+
+    model.reset();
+    model.prefill(prefix, { chunkSize: 64, logits: 'none' });
+    const beforeRepeat = recorder.marks();
+    model.prefill(prefix, { chunkSize: 64, logits: 'none' });
+    const repeatQueries = recorder.queriesSince(beforeRepeat).map((q) => Float32Array.from(q));
+
+    const selfStudy: number[][] = Array.from({ length: layers }, () => []);
+    for (let c = 0; c < study.continuations; c++) {
+      model.reset();
+      let logits = model.prefill(prefix, { chunkSize: 64, logits: 'last' });
+      const before = recorder.marks();
+      for (let i = 0; i < study.length; i++) logits = model.step(sample(logits, uniform()));
+      recorder.queriesSince(before).forEach((q, l) => { for (const x of q) selfStudy[l]!.push(x); });
+    }
+    windows.push({
+      keys, values, prefixQueries, heldOut: held, repeatQueries,
+      selfStudyQueries: selfStudy.map((q) => Float32Array.from(q)),
+    });
+  }
+  return { dims, prefix: P, windows };
+}
