@@ -158,7 +158,7 @@ function methods(protect: { sinks: number; recent: number }, window: number, suf
   const attentionMatchingWith = (method: AmMethod, source: ReferenceSource): Method => ({
     name: `AM ${method}, ${source} queries${suffix}`,
     needsReferenceQueries: source,
-    apply: (seq, r, c) => { new Compactor({ method, ratio: r, protect, queries: c.referenceQueries![source] }).compactSync(seq); },
+    apply: (seq, r, c) => { new Compactor({ method, ratio: r, protect, queries: c.referenceQueries![source]! }).compactSync(seq); },
   });
   const ms: Method[] = [
     evict('slidingWindow', EvictionPolicy.slidingWindow({ window: 0 }), ratio),
@@ -193,7 +193,7 @@ interface QualityCase {
   layers: number;
   heldOut: Float32Array[][]; // [layer][query] -> [queryHeads * D]
   /** Per layer [n, queryHeads, D] reference queries by source (real-model streams only). */
-  referenceQueries?: Record<ReferenceSource, Float32Array[]>;
+  referenceQueries?: Partial<Record<ReferenceSource, Float32Array[]>>;
 }
 
 function outputs(seq: Sequence, c: QualityCase): Float32Array[] {
@@ -215,7 +215,8 @@ function evaluate(cases: QualityCase[], ms: Method[]): Record<string, number[]> 
   const table: Record<string, number[]> = {};
   const full = cases.map((c) => outputs(c.seq, c));
   for (const m of ms) {
-    if (m.needsReferenceQueries && !cases.every((c) => c.referenceQueries)) continue;
+    const source = m.needsReferenceQueries;
+    if (source && !cases.every((c) => c.referenceQueries?.[source])) continue;
     table[m.name] = RATIOS.map((ratio) => {
       let num = 0, den = 0;
       cases.forEach((c, i) => {
@@ -247,12 +248,12 @@ function syntheticQuality(): Record<string, number[]> {
   const cache = new KVCache({ layers: 1, kvHeads: H, headDim: D, queryHeads: H * G, keys: 'f32', values: 'f32', recentQueries: 32 * G });
   const cases: QualityCase[] = [];
   for (let s = 0; s < seeds; s++) {
-    const st = syntheticStreams({ kvHeads: H, group: G, headDim: D, tokens: T, heldOut, seed: 1000 + s });
+    const st = syntheticStreams({ kvHeads: H, group: G, headDim: D, tokens: T, heldOut, seed: 1000 + s, selfStudy: 8 });
     const seq = cache.createSequence();
     const qf = H * G * D;
     prefill(seq, 0, st.keys, st.values, st.queries.subarray(0, T * qf), H * D, qf, 256);
     const held = Array.from({ length: heldOut }, (_, i) => st.queries.slice((T + i) * qf, (T + i + 1) * qf));
-    cases.push({ seq, layers: 1, heldOut: [held] });
+    cases.push({ seq, layers: 1, heldOut: [held], referenceQueries: { 'self-study': [st.selfStudyQueries!] } });
   }
   console.log(`synthetic: ${seeds} × ${T} tokens, ${H} kv heads × ${D}, GQA ${G}, ${heldOut} held-out queries; keep ${RATIOS.join(' / ')}`);
   const table = evaluate(cases, methods({ sinks: 4, recent: 32 }, 32));

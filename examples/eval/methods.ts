@@ -5,7 +5,8 @@
 import { KVCache, KVCacheError, type Storage } from '../../lib/index';
 import type { CacheSettings } from '../llama2c/kvcache-attention';
 import type { AttentionDims } from '../llama2c/model';
-import type { Method, MethodRun, StoryContext } from './runner';
+import { Sampler } from '../llama2c/sampler';
+import type { Method, MethodRun, ModelHandle, StoryContext } from './runner';
 import type { AttentionCallOptions } from './sequence-attention';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- the eviction/compaction API is typed by the library once it exists */
@@ -135,17 +136,42 @@ function evictionMethods(lib: Lib, dims: AttentionDims, base: CacheSettings, rat
 }
 
 
+const SOURCE_LABEL = { prefill: 'prefill', repeat: 'repeat-prefill', 'self-study': 'self-study' } as const;
+
+/** Self-study continuations: how many, and how many tokens each. */
+const SELF_STUDY = { continuations: 8, length: 64 };
+
+/**
+ * Self-study reference queries: the model continues the prefix several times (sampled at
+ * temperature 1, seeded by the story) with query recording on, and each continuation is
+ * rolled back: the queries stay, the rows go.
+ */
+function recordSelfStudy(ctx: StoryContext, h: ModelHandle, record: AttentionCallOptions | undefined): void {
+  const p = ctx.prefix;
+  // The logits after the prefix: its last token once more (not recorded).
+  h.model.truncate(p - 1);
+  const first = h.model.step(ctx.ids[p - 1]!);
+  const sampler = new Sampler(0x5e1f + p * 7919 + ctx.ids.length);
+  h.backend.attentionOptions = record;
+  for (let c = 0; c < SELF_STUDY.continuations; c++) {
+    let logits = first;
+    for (let i = 0; i < SELF_STUDY.length; i++) logits = h.model.step(sampler.sample(logits));
+    h.model.truncate(p);
+  }
+  h.backend.attentionOptions = undefined;
+}
+
 function compactionMethods(
   lib: Lib, dims: AttentionDims, base: CacheSettings, ratios: number[], budgets: number[], record: AttentionCallOptions | undefined,
 ): Method[] {
   const Compactor = lib.Compactor;
   const methods: Method[] = [];
   for (const method of AM_METHODS) {
-    for (const source of ['prefill', 'repeat'] as const) {
+    for (const source of ['prefill', 'repeat', 'self-study'] as const) {
       for (const ratio of ratios) {
         methods.push({
           id: `am-${method}-${source}-${ratio}`,
-          family: `AM ${method}, ${source === 'prefill' ? 'prefill' : 'repeat-prefill'} queries`,
+          family: `AM ${method}, ${SOURCE_LABEL[source]} queries`,
           label: `${method}, ${source} queries, ratio ${ratio}`,
           param: ratio,
           rowBytesPerToken: bytesPerToken(dims, base),
@@ -159,6 +185,8 @@ function compactionMethods(
                 h.model.prefill(ctx.ids.slice(0, ctx.prefix), { chunkSize: ctx.chunk, logits: 'none' });
                 h.model.truncate(ctx.prefix);
                 h.backend.attentionOptions = undefined;
+              } else if (source === 'self-study') {
+                recordSelfStudy(ctx, h, record);
               }
               const compactor = new Compactor({ method, ratio, protect: protectFor(keepRows(ctx, ratio)) });
               await compactor.compact(h.backend.sequence);

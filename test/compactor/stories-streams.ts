@@ -13,6 +13,7 @@ import type { AttentionBackend, AttentionDims } from '../../examples/llama2c/mod
 import { Transformer, attentionDims } from '../../examples/llama2c/model';
 import { EVAL_TEXT_PATH, MODEL_PATH, TOKENIZER_PATH } from '../../examples/llama2c/paths';
 import { ReferenceAttention } from '../../examples/llama2c/reference-attention';
+import { Sampler } from '../../examples/llama2c/sampler';
 import { Tokenizer } from '../../examples/llama2c/tokenizer';
 
 export interface StoriesWindow {
@@ -78,18 +79,6 @@ class Recorder implements AttentionBackend {
   }
 }
 
-/** Samples from softmax(logits) with u uniform in [0, 1). */
-function sample(logits: Float32Array, u: number): number {
-  let max = -Infinity;
-  for (const x of logits) max = Math.max(max, x);
-  let sum = 0;
-  const p = new Float64Array(logits.length);
-  for (let i = 0; i < logits.length; i++) sum += p[i] = Math.exp(logits[i]! - max);
-  let rest = u * sum;
-  for (let i = 0; i < p.length - 1; i++) if ((rest -= p[i]!) < 0) return i;
-  return p.length - 1;
-}
-
 export function storiesStreams(options: StoriesOptions = {}): StoriesStreams {
   const P = options.prefix ?? 256, heldOut = options.heldOut ?? 64, count = options.windows ?? 4;
   const study = options.selfStudy ?? { continuations: 8, length: 64, seed: 12345 };
@@ -104,14 +93,7 @@ export function storiesStreams(options: StoriesOptions = {}): StoriesStreams {
   const model = new Transformer(checkpoint, recorder);
   const { layers, kvHeads: H, headDim: D, queryHeads: QH } = dims;
   const windows: StoriesWindow[] = [];
-  // mulberry32: the continuations are reproducible
-  let state = study.seed >>> 0;
-  const uniform = (): number => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(state ^ (state >>> 15), state | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const sampler = new Sampler(study.seed);
   for (let w = 0; w < count; w++) {
     const tokens = ids.slice(w * 512, w * 512 + P + heldOut);
     if (tokens.length < P + heldOut) break;
@@ -134,7 +116,7 @@ export function storiesStreams(options: StoriesOptions = {}): StoriesStreams {
       model.reset();
       let logits = model.prefill(prefix, { chunkSize: 64, logits: 'last' });
       const before = recorder.marks();
-      for (let i = 0; i < study.length; i++) logits = model.step(sample(logits, uniform()));
+      for (let i = 0; i < study.length; i++) logits = model.step(sampler.sample(logits));
       recorder.queriesSince(before).forEach((q, l) => { for (const x of q) selfStudy[l]!.push(x); });
     }
     windows.push({

@@ -38,6 +38,11 @@ export interface SyntheticOptions {
   topics?: number; // default 16
   stay?: number; // topic persistence, default 0.97
   sharpness?: number; // query scale (inverse softmax temperature), default 2.5
+  /**
+   * Self-study queries: this many independent continuations of the held-out positions (their
+   * own topic chains and noise, from a separate generator, so the other outputs do not change).
+   */
+  selfStudy?: number;
 }
 
 export interface SyntheticStreams {
@@ -46,6 +51,8 @@ export interface SyntheticStreams {
   values: Float32Array;
   /** [tokens + heldOut, kvHeads * group, headDim]: the prefix's queries, then the held-out ones */
   queries: Float32Array;
+  /** [selfStudy × heldOut, kvHeads * group, headDim], when asked for */
+  selfStudyQueries?: Float32Array;
 }
 
 function gaussian(rng: Rng, n: number, scale = 1): Float64Array {
@@ -74,6 +81,14 @@ export function syntheticStreams(o: SyntheticOptions): SyntheticStreams {
   const values = new Float64Array(o.tokens * H * D);
   const queries = new Float64Array(total * QH * D);
   const slow = Math.max(2, Math.floor(D / 8)); // the slowest-rotating dims (last pairs)
+  // What a query needs of its head, kept for the self-study queries.
+  const heads: { topicKeys: Float64Array[]; local: Float64Array; localness: number; sink: Float64Array; headTopic: number[] }[] = [];
+  const query = (out: Float64Array, off: number, head: (typeof heads)[number], g: number, tp: number, pos: number, r: Rng): void => {
+    for (let d = 0; d < D; d++) {
+      out[off + d] = sharp * (head.headTopic[g]! * head.topicKeys[tp]![d]! + head.localness * head.local[d]! + 0.8 * head.sink[d]! + 0.3 * r.randn());
+    }
+    rope(out, off, D, pos);
+  };
   for (let h = 0; h < H; h++) {
     const topicKeys = Array.from({ length: M }, () => gaussian(rng, D, 0.35));
     const topicValues = Array.from({ length: M }, () => gaussian(rng, D, 1));
@@ -91,16 +106,27 @@ export function syntheticStreams(o: SyntheticOptions): SyntheticStreams {
       }
       rope(keys, off, D, t);
     }
+    const head = { topicKeys, local, localness, sink, headTopic: [] as number[] };
+    heads.push(head);
     for (let g = 0; g < G; g++) {
-      const headTopic = 0.8 + 0.4 * rng.uniform();
-      for (let t = 0; t < total; t++) {
-        const off = (t * QH + h * G + g) * D;
-        for (let d = 0; d < D; d++) {
-          queries[off + d] = sharp * (headTopic * topicKeys[topic[t]!]![d]! + localness * local[d]! + 0.8 * sink[d]! + 0.3 * rng.randn());
-        }
-        rope(queries, off, D, t);
-      }
+      head.headTopic.push(0.8 + 0.4 * rng.uniform());
+      for (let t = 0; t < total; t++) query(queries, (t * QH + h * G + g) * D, head, g, topic[t]!, t, rng);
     }
   }
-  return { keys: Float32Array.from(keys), values: Float32Array.from(values), queries: Float32Array.from(queries) };
+  const result: SyntheticStreams = { keys: Float32Array.from(keys), values: Float32Array.from(values), queries: Float32Array.from(queries) };
+  if (o.selfStudy) {
+    const r = new Rng(o.seed ^ 0x5e1f5e1f);
+    const study = new Float64Array(o.selfStudy * o.heldOut * QH * D);
+    for (let c = 0; c < o.selfStudy; c++) {
+      let tp = topic[o.tokens - 1]!;
+      for (let i = 0; i < o.heldOut; i++) {
+        tp = r.uniform() < stay ? tp : r.int(0, M - 1);
+        for (let h = 0; h < H; h++) {
+          for (let g = 0; g < G; g++) query(study, ((c * o.heldOut + i) * QH + h * G + g) * D, heads[h]!, g, tp, o.tokens + i, r);
+        }
+      }
+    }
+    result.selfStudyQueries = Float32Array.from(study);
+  }
+  return result;
 }
