@@ -151,7 +151,7 @@ function methods(protect: { sinks: number; recent: number }, window: number, suf
   const adaptive = (r: number): EvictionBudget => ({ ratio: r, perHead: 'adaptive' });
   type AmMethod = 'highest-attention' | 'omp';
   const attentionMatching = (method: AmMethod): Method => ({
-    name: `AM ${method}${suffix}`,
+    name: `AM ${method}, prefill reservoir${suffix}`,
     // Reference queries: the reservoir recorded during the prefill (the default).
     apply: (seq, r) => { new Compactor({ method, ratio: r, protect }).compactSync(seq); },
   });
