@@ -49,6 +49,17 @@ export function readBandwidth(bytes: number, threads: number, runs = 7): number 
   return bytes / medianSeconds(() => addon.readPass(buffer, threads), runs);
 }
 
+/**
+ * Peak f32 multiply-adds per second of one thread (independent vector FMA chains, the widest
+ * vectors the kernels use on this CPU): the arithmetic floor beside the bandwidth floor.
+ */
+export function fmaPeak(runs = 7): { perSecond: number; lanes: number } {
+  const addon = native();
+  const iterations = 20_000_000;
+  const probe = addon.fmaProbe(iterations / 10); // warm
+  return { perSecond: probe.multiplyAdds * 10 / medianSeconds(() => addon.fmaProbe(iterations), runs), lanes: probe.lanes };
+}
+
 /** Median milliseconds per call of fn under tinybench (warm-up included). */
 export async function tinybenchMedianMs(name: string, fn: () => void, timeMs = 1000): Promise<number> {
   const bench = new Bench({ time: timeMs, warmupTime: 200 });

@@ -1,7 +1,11 @@
-// readPass(typedArray, threads): one timed-by-the-caller read over the buffer, the
-// bandwidth floor of the benchmarks; returns a checksum so the read is not elided.
+// Probes the benchmarks time to set floors beside the kernels' numbers:
+//   readPass(typedArray, threads): one read over the buffer (the bandwidth floor); returns a
+//     checksum so the read is not elided;
+//   fmaProbe(iterations): independent vector FMA chains on this thread (the arithmetic floor);
+//     returns { multiplyAdds, lanes, checksum }.
 #include "bench_binding.h"
 
+#include "../cpu/fma_probe.h"
 #include "../cpu/read_pass.h"
 #include "args.h"
 
@@ -17,10 +21,21 @@ Napi::Value readPass(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(x & 0xFFFFFFFFu));
 }
 
+Napi::Value fmaProbe(const Napi::CallbackInfo& info) {
+  const uint32_t iterations = argU32(info, 0, "iterations");
+  const cpu::FmaProbe probe = cpu::fmaProbe(iterations);
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("multiplyAdds", Napi::Number::New(info.Env(), static_cast<double>(probe.multiplyAdds)));
+  out.Set("lanes", Napi::Number::New(info.Env(), probe.lanes));
+  out.Set("checksum", Napi::Number::New(info.Env(), probe.checksum));
+  return out;
+}
+
 }  // namespace
 
 void registerBench(Napi::Env env, Napi::Object exports) {
   exports.Set("readPass", Napi::Function::New(env, readPass));
+  exports.Set("fmaProbe", Napi::Function::New(env, fmaProbe));
 }
 
 }  // namespace kvc::binding

@@ -196,6 +196,7 @@ export interface NativeAddon {
   compactSync(sequence: NativeSequence, spec: NativeCompactionSpec): NativeCompactionReport;
   /** Benchmarks: one read pass over the buffer with `threads` threads (returns a checksum). */
   readPass(buffer: ArrayBufferView, threads: number): number;
+  fmaProbe(iterations: number): { multiplyAdds: number; lanes: number; checksum: number };
   blockLayout(keys: string, values: string, headDim: number, groupSize: number, blockSize: number): {
     keyRowBytes: number;
     valueRowBytes: number;
