@@ -130,7 +130,7 @@ describe.skipIf(!emulation)('Compactor on device cuda (emulated) matches device 
         const q = randn(rng, 2 * QUERY_HEADS * D);
         const lseA = new Float32Array(2 * QUERY_HEADS);
         const lseB = new Float32Array(2 * QUERY_HEADS);
-        // Two query tokens: append two rows first so both have a causal cutoff.
+        // Two query tokens, at the positions of two new rows appended for them as a decoder would.
         const k = randn(rng, 2 * KV_HEADS * D);
         const v = randn(rng, 2 * KV_HEADS * D);
         a.append(l, k, v);
