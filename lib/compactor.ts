@@ -221,8 +221,8 @@ function merge(base: Resolved, call: Resolved): Resolved {
  * longer than maxRows are compacted synchronously (older part by `ratio`), so generation
  * continues with bounded stream lengths.
  *
- * Device 'cuda': not supported yet (the CUDA backend cannot rewrite rows); compact() throws
- * KVCacheError UNSUPPORTED.
+ * Device 'cuda': the rows are read and the fitted values and biases written by CUDA kernels;
+ * the fit runs on the host threads, as on 'cpu', and gives the same rows.
  */
 export class Compactor {
   readonly options: Readonly<CompactorOptions>;

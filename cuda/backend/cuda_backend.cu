@@ -100,6 +100,8 @@ class CudaBackend final : public Backend {
                   uint32_t count, float* keys, float* values, float* beta, int32_t* positions) override;
   Status gatherRows(const PoolView& pool, const StreamView& src, const int32_t* srcRows, uint32_t count,
                     const StreamView& dst, uint32_t dstStart) override;
+  Status rewriteRows(const PoolView& pool, const RowCodec& codec, const StreamView& stream, uint32_t start,
+                     uint32_t count, const float* values, const float* beta) override;
   Status readRawRows(const PoolView& pool, const StreamView& stream, uint32_t start, uint32_t count, uint8_t* keyRows,
                      uint8_t* valueRows, float* beta, int32_t* positions) override {
     return rawRows(pool, stream, start, count, keyRows, valueRows, beta, positions, false);
@@ -460,6 +462,42 @@ Status CudaBackend::gatherRows(const PoolView& pool, const StreamView& src, cons
   a.staging = device_.at<uint32_t>(oRowStaging);
   a.rowWords = rowWords;
   return finish("gatherRows", launchGatherRows(a, stream_));
+}
+
+Status CudaBackend::rewriteRows(const PoolView& pool, const RowCodec& codec, const StreamView& stream, uint32_t start,
+                                uint32_t count, const float* values, const float* beta) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  KVC_RETURN_IF_ERROR(checkPool(pool));
+  KVC_RETURN_IF_ERROR(validateCodec(codec, pool.layout));
+  if (count == 0 || (!values && !beta)) return Status::ok();
+  if (stream.length < 0 || static_cast<uint64_t>(start) + count > static_cast<uint64_t>(stream.length)) {
+    return invalidArgument("rewriteRows: rows [" + std::to_string(start) + ", " + std::to_string(uint64_t(start) + count) +
+                           ") exceed the stream length " + std::to_string(stream.length));
+  }
+  const uint32_t D = codec.headDim, bs = pool.layout.blockSize;
+  const uint32_t first = start / bs, last = static_cast<uint32_t>((uint64_t(start) + count - 1) / bs);
+  staging_.clear();
+  size_t oTable = 0;
+  KVC_RETURN_IF_ERROR(stageTable(stream.blockTable, first, last - first + 1, &oTable));
+  // Keys are not rewritten, so only the value signs travel.
+  const size_t oValueSigns = values ? stageSigns(codec.valueSigns, D) : SIZE_MAX;
+  const size_t oValues = values ? staging_.addArray(values, static_cast<size_t>(count) * D) : SIZE_MAX;
+  const size_t oBeta = beta ? staging_.addArray(beta, count) : SIZE_MAX;
+  KVC_RETURN_IF_ERROR(reserveDevice());
+  KVC_RETURN_IF_ERROR(upload(staging_.size()));
+
+  RewriteRowsArgs a;
+  a.pool = pool;
+  a.codec = codec;
+  a.codec.keySigns = nullptr;
+  a.codec.valueSigns = deviceSigns(oValueSigns);
+  a.blockTable = device_.at<const int32_t>(oTable);
+  a.firstBlock = static_cast<int32_t>(first);
+  a.start = start;
+  a.count = count;
+  a.values = oValues == SIZE_MAX ? nullptr : device_.at<const float>(oValues);
+  a.beta = oBeta == SIZE_MAX ? nullptr : device_.at<const float>(oBeta);
+  return finish("rewriteRows", launchRewriteRows(a, stream_));
 }
 
 }  // namespace

@@ -2,34 +2,14 @@
 // pass (ARCHITECTURE §3 "quantization is fused into append"). One warp per (token, stream)
 // row; the row is staged in shared memory because rotation and group statistics need all
 // of it.
-#include "hadamard.cuh"
 #include "kernel_args.h"
-#include "row_codec.cuh"
+#include "row_writer.cuh"
 
 KVC_CUDA_NAMESPACE_BEGIN
 
 namespace {
 
 constexpr unsigned kWarpsPerBlock = 4;
-
-__device__ __forceinline__ float loadInput(const void* base, InputType type, size_t index) {
-  return type == InputType::kF32 ? static_cast<const float*>(base)[index]
-                                 : loadHalf(static_cast<const uint16_t*>(base)[index]);
-}
-
-// Stages one input row into x (rotating it when signs are given) and encodes it into dst.
-__device__ __forceinline__ void writeRow(const void* input, InputType type, size_t rowIndex, const float* signs,
-                                         Storage storage, uint32_t D, uint32_t groupSize, float* x, float* aux,
-                                         uint8_t* dst, unsigned lane) {
-  for (uint32_t d = lane; d < D; d += 32) x[d] = loadInput(input, type, rowIndex * D + d);
-  if (signs) {
-    rotateForward(x, signs, D, lane, 32, WarpSync());
-  } else {
-    __syncwarp();
-  }
-  encodeRowWarp(x, aux, dst, storage, D, groupSize, lane);
-  __syncwarp();  // x and aux are reused for the next row
-}
 
 // Grid: ceil(T * S / 4) blocks of 4 warps; dynamic shared memory 4 * 2 * headDim floats.
 __global__ KVC_LAUNCH_BOUNDS(128, 4) void appendKernel(AppendArgs a) {

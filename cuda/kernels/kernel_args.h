@@ -77,11 +77,25 @@ struct GatherArgs {
   uint32_t rowWords = 0;              // (keyRowBytes + valueRowBytes) / 4 + 2
 };
 
+// Re-encodes rows [start, start + count) of one stream: values through append's write path
+// (rotated with codec.valueSigns, quantized to codec.valueStorage), beta copied.
+struct RewriteRowsArgs {
+  PoolView pool;
+  RowCodec codec;                       // valueSigns: device float[headDim] or nullptr
+  const int32_t* blockTable = nullptr;  // slice covering rows [start, start + count)
+  int32_t firstBlock = 0;               // block index (in the stream) of blockTable[0]
+  uint32_t start = 0;
+  uint32_t count = 0;
+  const float* values = nullptr;        // [count][headDim] f32, original space, or nullptr
+  const float* beta = nullptr;          // [count], or nullptr
+};
+
 bool attentionSupportsHeadDim(uint32_t headDim);
 cudaError_t launchAppend(const AppendArgs& args, cudaStream_t stream);
 cudaError_t launchAttention(const AttentionArgs& args, cudaStream_t stream);
 cudaError_t launchReadRows(const ReadRowsArgs& args, cudaStream_t stream);
 cudaError_t launchGatherRows(const GatherArgs& args, cudaStream_t stream);
+cudaError_t launchRewriteRows(const RewriteRowsArgs& args, cudaStream_t stream);
 // src[i] -> dst[i], whole blocks; src and dst are device int32[count].
 cudaError_t launchCopyBlocks(uint8_t* pool, uint32_t blockBytes, const int32_t* src, const int32_t* dst,
                              uint32_t count, cudaStream_t stream);

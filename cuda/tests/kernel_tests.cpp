@@ -1,7 +1,8 @@
 // Kernel tests of the CUDA backend, run through the emulated build (cuda/emu) against the
 // scalar reference (reference.h) on fresh random inputs: append (stored bytes bit-exact),
-// readRows, attention (GQA, causal Tq > 1, beta, lse, attention mass), gatherRows and
-// copyBlocks (bit-exact), for head_dim 8/64/128 and every storage format.
+// readRows, rewriteRows (stored bytes bit-exact), attention (GQA, causal Tq > 1, beta, lse,
+// attention mass), gatherRows and copyBlocks (bit-exact), for head_dim 8/64/128 and every
+// storage format.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -256,6 +257,51 @@ void testReadRows(Fixture& f, const Config& c, const StreamModel& s) {
                                nullptr, nullptr, nullptr).isOk(), "readRows past the end is rejected");
 }
 
+// Rewrites values and/or beta of rows of s (as compaction does with fitted values) and checks
+// every stored row against the reference: rewritten value rows must be the bytes the
+// reference encoder gives for the new input (the bytes append would store), keys and
+// positions and all other rows untouched.
+void testRewriteRows(Fixture& f, const Config& c, StreamModel& s) {
+  const uint32_t D = c.headDim;
+  auto rewrite = [&](uint32_t start, uint32_t count, bool withValues, bool withBeta, const char* what) {
+    std::vector<float> values(static_cast<size_t>(count) * D), beta(count);
+    for (size_t i = 0; i < values.size(); ++i) values[i] = f.randn() * (i % D == 5 ? 6.0f : 1.5f);
+    for (float& b : beta) b = f.randn() - 1.0f;
+    const kvc::Status st = f.backend().rewriteRows(f.pool(), f.codec(), view(s), start, count,
+                                                   withValues ? values.data() : nullptr, withBeta ? beta.data() : nullptr);
+    EXPECT(st.isOk(), "rewriteRows (%s): %s", what, st.message().c_str());
+    for (uint32_t i = 0; i < count; ++i) {
+      if (withValues) {
+        s.valueRows[start + i] = kvcref::encodeRow(&values[static_cast<size_t>(i) * D], c.values, D, c.groupSize,
+                                                   f.codec().valueSigns);
+      }
+      if (withBeta) s.beta[start + i] = beta[i];
+    }
+    f.checkStoredRows(s, what);
+  };
+  // The stream has 50 rows. Worked example for blockSize 16: rows 7..36 are slots 7..15 of
+  // table entry 0, all of entry 1 and slots 0..4 of entry 2.
+  rewrite(7, 30, true, true, "rewrite values and beta");
+  rewrite(0, 3, true, false, "rewrite values only");
+  rewrite(static_cast<uint32_t>(s.length()) - 4, 4, false, true, "rewrite beta only");
+  rewrite(static_cast<uint32_t>(s.length()) - 1, 1, true, true, "rewrite the last row");
+
+  std::vector<float> one(D, 0.25f);
+  const float b = 1.0f;
+  EXPECT(f.backend().rewriteRows(f.pool(), f.codec(), view(s), 0, 0, nullptr, nullptr).isOk(), "rewrite of no rows");
+  EXPECT(f.backend().rewriteRows(f.pool(), f.codec(), view(s), static_cast<uint32_t>(s.length()), 1, one.data(), &b).code() ==
+             kvc::StatusCode::kInvalidArgument,
+         "rewrite past the end is rejected");
+  kvc::StreamView bad = view(s);
+  std::vector<int32_t> badTable(s.table);
+  badTable[0] = Fixture::kCapacity + 3;
+  bad.blockTable = badTable.data();
+  EXPECT(f.backend().rewriteRows(f.pool(), f.codec(), bad, 0, 1, one.data(), &b).code() ==
+             kvc::StatusCode::kInvalidArgument,
+         "rewrite into a block outside the pool is rejected");
+  f.checkStoredRows(s, "rejected rewrites change nothing");
+}
+
 // Attention for all streams at once, queries laid out as one [tq, queryHeads, D] tensor.
 void testAttention(Fixture& f, const Config& c, std::vector<StreamModel*> streams, uint32_t tq, bool scores) {
   const uint32_t S = static_cast<uint32_t>(streams.size()), G = c.queriesPerHead, D = c.headDim;
@@ -407,6 +453,7 @@ void runCase(const Config& c, uint64_t seed) {
   f.append({&streams[1], &streams[2]}, 7, 300);
   for (size_t s = 0; s < streams.size(); ++s) f.checkStoredRows(streams[s], "append");
   testReadRows(f, c, streams[0]);
+  testRewriteRows(f, c, streams[0]);  // attention below then runs over the rewritten rows
   testAttention(f, c, {&streams[0], &streams[1], &streams[2]}, 1, true);
   testAttention(f, c, {&streams[0], &streams[1], &streams[2]}, 3, true);  // chunked prefill, causal
   testGather(f, c, streams[1], streams[2]);

@@ -168,16 +168,6 @@ Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& r, Seque
   };
   KVC_RETURN_IF_ERROR(checkArrays(r.queries, "queries"));
   KVC_RETURN_IF_ERROR(checkArrays(r.heldOut, "heldOutQueries"));
-  // Writing fitted values and beta needs rewriteRows; probe it with zero rows.
-  {
-    const int32_t none = 0;
-    StreamView empty{&none, 0};
-    Status probe = cache.mutableBackend().rewriteRows(cache.pool(), cache.codec(), empty, 0, 0, nullptr, nullptr);
-    if (!probe.isOk()) {
-      return unsupported("compaction is not supported on device '" + c.device + "' yet: the " + cache.backend().name() +
-                         " backend cannot rewrite the values and beta of stored rows (" + probe.message() + "); use device 'cpu'");
-    }
-  }
   Options probeOptions = r.options;
   KVC_RETURN_IF_ERROR([&]() -> Status {
     // The core checks options on a problem; a one-row dummy exercises every option check.

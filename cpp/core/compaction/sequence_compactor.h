@@ -65,7 +65,7 @@ struct SequencePlan {
 
 // Main thread. Checks the request against the cache, fills plan->streams (layer, head,
 // rowsBefore, target) for the streams that will change; an online request with no stream
-// over maxRows yields an empty plan. UNSUPPORTED when the backend cannot rewrite rows.
+// over maxRows yields an empty plan.
 Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& request, SequencePlan* plan);
 
 // Any thread, while the sequence cannot change (busy, or the caller holds the main thread).

@@ -45,11 +45,10 @@ class Backend {
   // Re-encodes existing rows [start, start + count) of a stream: new values (f32
   // [count][headDim] in the original space; rotated and quantized exactly as append does)
   // and/or new beta [count]; nullptr leaves that part as it is. Keys are never rewritten.
+  // Required: compaction applies its keep sets before it rewrites, so a backend that could
+  // not rewrite would leave a half-compacted sequence.
   virtual Status rewriteRows(const PoolView& pool, const RowCodec& codec, const StreamView& stream, uint32_t start,
-                             uint32_t count, const float* values, const float* beta) {
-    (void)pool, (void)codec, (void)stream, (void)start, (void)count, (void)values, (void)beta;
-    return unsupported(std::string("rewriteRows is not implemented by the ") + name() + " backend");
-  }
+                             uint32_t count, const float* values, const float* beta) = 0;
   // Raw encoded rows for serialization: keys [count][keyRowBytes], values
   // [count][valueRowBytes], beta [count], positions [count] (host memory), bit-exact.
   virtual Status readRawRows(const PoolView& pool, const StreamView& stream, uint32_t start, uint32_t count,
