@@ -1,7 +1,8 @@
 // Decode/prefill attention over a range of blocks of one stream, producing a partial
 // softmax state (m, l, acc) that the backend merges across ranges (split-K). Included into
 // an ISA namespace after its Simd traits and row_decode.inl (see kernels_*.cpp).
-// Dequantization is fused: rows are decoded chunk by chunk in registers, never copied.
+// Dequantization is fused: rows are decoded chunk by chunk in registers (int8 / int4: see
+// quantized_attention.inl), never copied.
 
 // Query vector m of a stream is (token m / g, group head m % g).
 inline const float* queryRow(const AttentionParams& p, const AttentionStream& s, uint32_t m) {
@@ -9,31 +10,37 @@ inline const float* queryRow(const AttentionParams& p, const AttentionStream& s,
 }
 
 inline uint32_t minU32(uint32_t a, uint32_t b) { return a < b ? a : b; }
+inline float maxOf(float a, float b) { return a > b ? a : b; }
+
+// Row stride of the logits in scratch: the block size padded to whole vectors.
+inline uint32_t logitStride(const AttentionParams& p) {
+  return (p.pool.layout.blockSize + kScratchRowAlign - 1) / kScratchRowAlign * kScratchRowAlign;
+}
 
 
-// logits[(m0 + j) * B + r] = scale * acc_j summed + beta_r.
+// logits[(m0 + j) * LS + r] = scale * acc_j summed + beta_r.
 template <class S, int MT>
-inline void storeLogits(const typename S::V* acc, uint32_t m0, uint32_t r, uint32_t B, float scale, const float* beta,
+inline void storeLogits(const typename S::V* acc, uint32_t m0, uint32_t r, uint32_t LS, float scale, const float* beta,
                         float* logits) {
   if constexpr (MT % 4 == 0) {
     // Four horizontal sums at once cost about as much as one.
     for (int j = 0; j < MT; j += 4) {
       float sums[4];
       S::reduce4(acc[j], acc[j + 1], acc[j + 2], acc[j + 3], sums);
-      for (int i = 0; i < 4; ++i) logits[(m0 + j + i) * B + r] = sums[i] * scale + beta[r];
+      for (int i = 0; i < 4; ++i) logits[(m0 + j + i) * LS + r] = sums[i] * scale + beta[r];
     }
   } else {
-    for (int j = 0; j < MT; ++j) logits[(m0 + j) * B + r] = S::reduce(acc[j]) * scale + beta[r];
+    for (int j = 0; j < MT; ++j) logits[(m0 + j) * LS + r] = S::reduce(acc[j]) * scale + beta[r];
   }
 }
 
-// logits[(m0 + j) * B + r] = scale * q_j . k_r + beta_r for the MT queries of one tile.
+// logits[(m0 + j) * LS + r] = scale * q_j . k_r + beta_r for the MT queries of one tile.
 // DC: the head dimension when known at compile time (0 = read it at run time). With it the
 // chunk loops unroll completely and every accumulator stays in a register.
 template <class S, Storage KF, int MT, uint32_t DC>
 void dotTile(const AttentionParams& p, const AttentionStream& s, uint32_t m0, const uint8_t* keys, const float* beta,
              uint32_t rows, float* logits, const uint8_t* ahead) {
-  const uint32_t D = DC ? DC : p.codec.headDim, G = p.codec.groupSize, B = p.pool.layout.blockSize;
+  const uint32_t D = DC ? DC : p.codec.headDim, G = p.codec.groupSize, LS = logitStride(p);
   // Quantized keys arrive decoded into f32 scratch rows (see attentionRange).
   const uint32_t stride = KF == p.codec.keyStorage ? p.pool.layout.keyRowBytes : 4 * D;
   const float* q[MT];
@@ -56,7 +63,7 @@ void dotTile(const AttentionParams& p, const AttentionStream& s, uint32_t m0, co
         for (int i = 0; i < kRows; ++i) acc[i][j] = S::fma(k[i], qv, acc[i][j]);
       }
     }
-    for (int i = 0; i < kRows; ++i) storeLogits<S, MT>(acc[i], m0, r + i, B, p.scale, beta, logits);
+    for (int i = 0; i < kRows; ++i) storeLogits<S, MT>(acc[i], m0, r + i, LS, p.scale, beta, logits);
   }
   for (; r < rows; ++r) {
     prefetchRow(ahead, r, stride);
@@ -66,7 +73,7 @@ void dotTile(const AttentionParams& p, const AttentionStream& s, uint32_t m0, co
       const typename S::V k = ChunkDecoder<S, KF>::load(keys + static_cast<uint64_t>(r) * stride, e, D, G);
       for (int j = 0; j < MT; ++j) acc[j] = S::fma(k, S::load(q[j] + e), acc[j]);
     }
-    storeLogits<S, MT>(acc, m0, r, B, p.scale, beta, logits);
+    storeLogits<S, MT>(acc, m0, r, LS, p.scale, beta, logits);
   }
 }
 
@@ -76,7 +83,7 @@ void dotTile(const AttentionParams& p, const AttentionStream& s, uint32_t m0, co
 template <class S, Storage VF, int MT, int CH, uint32_t DC>
 void valueTile(const AttentionParams& p, uint32_t m0, const uint8_t* values, uint32_t rows, const float* prob,
                float* acc, const uint8_t* ahead) {
-  const uint32_t D = DC ? DC : p.codec.headDim, G = p.codec.groupSize, B = p.pool.layout.blockSize;
+  const uint32_t D = DC ? DC : p.codec.headDim, G = p.codec.groupSize, LS = logitStride(p);
   const uint32_t stride = VF == p.codec.valueStorage ? p.pool.layout.valueRowBytes : 4 * D;
   for (uint32_t e0 = 0; e0 < D; e0 += CH * S::W) {
     typename S::V a[MT][CH];
@@ -89,7 +96,7 @@ void valueTile(const AttentionParams& p, uint32_t m0, const uint8_t* values, uin
       typename S::V v[CH];
       for (int c = 0; c < CH; ++c) v[c] = ChunkDecoder<S, VF>::load(vrow, e0 + c * S::W, D, G);
       for (int j = 0; j < MT; ++j) {
-        const typename S::V pj = S::set1(prob[(m0 + j) * B + r]);
+        const typename S::V pj = S::set1(prob[(m0 + j) * LS + r]);
         for (int c = 0; c < CH; ++c) a[j][c] = S::fma(pj, v[c], a[j][c]);
       }
     }
@@ -177,25 +184,59 @@ float expAndSum(float* x, uint32_t rows, float mNew) {
   return total;
 }
 
-// Quantized rows are decoded a block at a time into f32 scratch: each group's scale is
-// converted and broadcast once per group instead of once per vector chunk, and the dot and
-// value loops then run at f32 speed out of L1.
-constexpr bool decodesToScratch(Storage f) { return f == Storage::kInt8 || f == Storage::kInt4; }
-constexpr Storage computeFormat(Storage f) { return decodesToScratch(f) ? Storage::kF32 : f; }
+#include "quantized_attention.inl"
+
+// Largest logit of x[0, rows).
+template <class S>
+float blockMax(const float* x, uint32_t rows) {
+  float best = x[0];
+  uint32_t r = 0;
+  if (rows >= static_cast<uint32_t>(S::W)) {
+    typename S::V v = S::load(x);
+    for (r = S::W; r + S::W <= rows; r += S::W) v = S::max(v, S::load(x + r));
+    best = S::reduceMax(v);
+  }
+  for (; r < rows; ++r) best = x[r] > best ? x[r] : best;
+  return best;
+}
+
+// Quantized formats with a fused kernel for their group size decode in registers
+// (quantized_attention.inl); other group sizes decode a block at a time into f32 scratch
+// rows and run the f32 loops over them.
+template <Storage F>
+bool fusedDecode(const AttentionParams& p) {
+  return isQuantized(F) && fusedGroupSize(p.codec.groupSize);
+}
 
 // Partial attention of the M = tq * g query vectors of stream `s` over blocks [b0, b1).
-// scratch: at least (M + 2 * headDim) * blockSize floats. mOut/lOut: [M]; accOut: [M][D] (unnormalized).
+// scratch: attentionScratchFloats(M, codec, blockSize) floats. mOut/lOut: [M]; accOut: [M][D] (unnormalized).
 template <class S, Storage KF, Storage VF>
 void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t b0, uint32_t b1, const int32_t* qpos,
                     float* scratch, float* mOut, float* lOut, float* accOut, float* logitsOut) {
   const BlockLayout& L = p.pool.layout;
-  const uint32_t D = p.codec.headDim, B = L.blockSize, g = p.queriesPerHead;
+  const uint32_t D = p.codec.headDim, B = L.blockSize, g = p.queriesPerHead, LS = logitStride(p);
   const uint32_t M = p.tq * g;
+  const uint32_t groups = p.codec.groupSize ? D / p.codec.groupSize : 0;
   constexpr float kNegInf = -__builtin_inff();
   for (uint32_t m = 0; m < M; ++m) { mOut[m] = kNegInf; lOut[m] = 0.0f; }
   for (uint32_t i = 0; i < M * D; ++i) accOut[i] = 0.0f;
   int32_t minQpos = qpos[0];
   for (uint32_t t = 1; t < p.tq; ++t) minQpos = qpos[t] < minQpos ? qpos[t] : minQpos;
+
+  // Scratch layout (see attentionScratchFloats).
+  float* keyRows = scratch + static_cast<uint64_t>(M) * LS;
+  float* valueRows = keyRows + static_cast<uint64_t>(B) * D;
+  float* kScales = valueRows + static_cast<uint64_t>(B) * D;
+  float* kMins = kScales + groups * LS;
+  float* vScales = kMins + groups * LS;
+  float* vMins = vScales + groups * LS;
+  float* weights = vMins + groups * LS;
+  float* minSum = weights + 8 * groups * LS;
+  float* queries = minSum + 8 * groups;
+  const bool fusedKeys = fusedDecode<KF>(p), fusedValues = fusedDecode<VF>(p);
+  if (fusedKeys) {
+    for (uint32_t m = 0; m < M; ++m) __builtin_memcpy(queries + m * D, queryRow(p, s, m), 4ull * D);
+  }
 
   for (uint32_t blk = b0; blk < b1; ++blk) {
     const uint8_t* base = p.pool.base + static_cast<uint64_t>(s.kv.blockTable[blk]) * L.blockBytes;
@@ -212,11 +253,14 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
     const float* beta = reinterpret_cast<const float*>(base + L.betaOffset);
     const int32_t* pos = reinterpret_cast<const int32_t*>(base + L.positionsOffset);
 
-    float* keyRows = scratch + static_cast<uint64_t>(M) * B;
-    float* valueRows = keyRows + static_cast<uint64_t>(B) * D;
-    if constexpr (decodesToScratch(KF)) {
-      RowDecoder<S, KF>::decode(keys, rows, L.keyRowBytes, D, p.codec.groupSize, keyRows, next);
-      dotAll<S, Storage::kF32>(p, s, M, reinterpret_cast<const uint8_t*>(keyRows), beta, rows, scratch, nullptr);
+    if constexpr (isQuantized(KF)) {
+      if (fusedKeys) {
+        gatherParams<S, KF>(keys, rows, L.keyRowBytes, D, p.codec.groupSize, kScales, kMins);
+        dotAllQ<S, KF>(p, queries, M, keys, beta, rows, LS, kScales, kMins, scratch, next);
+      } else {
+        RowDecoder<S, KF>::decode(keys, rows, L.keyRowBytes, D, p.codec.groupSize, keyRows, next);
+        dotAll<S, Storage::kF32>(p, s, M, reinterpret_cast<const uint8_t*>(keyRows), beta, rows, scratch, nullptr);
+      }
     } else {
       dotAll<S, KF>(p, s, M, keys, beta, rows, scratch, next);
     }
@@ -227,7 +271,7 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
       for (uint32_t m = 0; m < M; ++m) {
         const int32_t cutoff = qpos[m / g];
         for (uint32_t r = 0; r < rows; ++r) {
-          if (pos[r] > cutoff) scratch[m * B + r] = kNegInf;
+          if (pos[r] > cutoff) scratch[m * LS + r] = kNegInf;
         }
       }
     }
@@ -236,15 +280,16 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
       const uint64_t stride = static_cast<uint64_t>(s.kv.length);
       for (uint32_t m = 0; m < M; ++m) {
         float* dst = logitsOut + m * stride + static_cast<uint64_t>(blk) * B;
-        __builtin_memcpy(dst, scratch + m * B, 4ull * rows);
+        __builtin_memcpy(dst, scratch + m * LS, 4ull * rows);
       }
     }
 
+    // Fused value weights run over whole tiles of rows: the probabilities past `rows` are 0.
+    const uint32_t paddedRows = fusedValues ? paramTiles(rows) * kParamTile : rows;
     for (uint32_t m = 0; m < M; ++m) {
-      float* lg = scratch + m * B;
-      float blockMax = lg[0];
-      for (uint32_t r = 1; r < rows; ++r) blockMax = lg[r] > blockMax ? lg[r] : blockMax;
-      const float mNew = blockMax > mOut[m] ? blockMax : mOut[m];
+      float* lg = scratch + m * LS;
+      const float mNew = maxOf(blockMax<S>(lg, rows), mOut[m]);
+      for (uint32_t r = rows; r < paddedRows; ++r) lg[r] = 0.0f;
       if (mNew == kNegInf) {  // every row so far is masked for this query
         for (uint32_t r = 0; r < rows; ++r) lg[r] = 0.0f;
         continue;
@@ -261,9 +306,14 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
     }
 
     const uint8_t* nextValues = next ? next + L.valuesOffset : nullptr;
-    if constexpr (decodesToScratch(VF)) {
-      RowDecoder<S, VF>::decode(values, rows, L.valueRowBytes, D, p.codec.groupSize, valueRows, nextValues);
-      valueAll<S, Storage::kF32>(p, M, reinterpret_cast<const uint8_t*>(valueRows), rows, scratch, accOut, nullptr);
+    if constexpr (isQuantized(VF)) {
+      if (fusedValues) {
+        gatherParams<S, VF>(values, rows, L.valueRowBytes, D, p.codec.groupSize, vScales, vMins);
+        valueAllQ<S, VF>(p, M, values, rows, LS, scratch, vScales, vMins, weights, minSum, accOut, nextValues);
+      } else {
+        RowDecoder<S, VF>::decode(values, rows, L.valueRowBytes, D, p.codec.groupSize, valueRows, nextValues);
+        valueAll<S, Storage::kF32>(p, M, reinterpret_cast<const uint8_t*>(valueRows), rows, scratch, accOut, nullptr);
+      }
     } else {
       valueAll<S, VF>(p, M, values, rows, scratch, accOut, nextValues);
     }

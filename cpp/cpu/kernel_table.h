@@ -46,6 +46,21 @@ struct KernelTable {
   }
 };
 
+// Per-block scratch of the attention kernels: rows of logits and tiles of group parameters
+// are padded to a multiple of this many rows (the widest vector), so loops over them run
+// whole vectors.
+constexpr uint32_t kScratchRowAlign = 16;
+
+// Floats of scratch one AttentionRangeFn call needs: logits [M][blockSize padded], f32 rows
+// of a key and a value block (quantized formats with group sizes that have no fused
+// kernel), the group parameters (scale, min) of both and the value weights of up to 8
+// queries per group and row, and a contiguous copy of the M query vectors.
+inline size_t attentionScratchFloats(uint32_t M, const RowCodec& c, uint32_t blockSize) {
+  const size_t padded = (blockSize + kScratchRowAlign - 1) / kScratchRowAlign * kScratchRowAlign;
+  const size_t groups = c.groupSize ? c.headDim / c.groupSize : 0;
+  return static_cast<size_t>(M) * (padded + c.headDim) + 2ull * c.headDim * blockSize + (12 * padded + 8) * groups;
+}
+
 const KernelTable& portableKernels();
 // nullptr when the CPU (or the compiler) lacks the instructions.
 const KernelTable* avx2Kernels();

@@ -1,6 +1,7 @@
 // The portable scalar kernels (any CPU): the fallback, and the same formulas as the vector paths.
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "kernel_table.h"
 #include "row_codec_reference.h"

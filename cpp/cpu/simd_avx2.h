@@ -34,6 +34,18 @@ struct SimdAvx2 {
                                       _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(ab), _mm256_castps_pd(cd))));
     _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
   }
+  // out[j * stride + i] = sum(acc[i][j]) * scale + beta[i] for a 4 x 4 tile of dot products
+  // (rows i, queries j), with reduce4's additions in the same order.
+  static void storeDots4x4(const V (&acc)[4][4], float scale, const float* beta, float* out, uint32_t stride) {
+    for (int j = 0; j < 4; ++j) {
+      const __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(acc[0][j], acc[1][j]), _mm256_unpackhi_ps(acc[0][j], acc[1][j]));
+      const __m256 cd = _mm256_add_ps(_mm256_unpacklo_ps(acc[2][j], acc[3][j]), _mm256_unpackhi_ps(acc[2][j], acc[3][j]));
+      const __m256 u = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(ab), _mm256_castps_pd(cd))),
+                                     _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(ab), _mm256_castps_pd(cd))));
+      const __m128 sums = _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1));
+      _mm_storeu_ps(out + j * stride, _mm_fmadd_ps(sums, _mm_set1_ps(scale), _mm_loadu_ps(beta)));
+    }
+  }
   static float reduceMax(V v) {
     __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_max_ps(s, _mm_movehl_ps(s, s));
@@ -55,6 +67,25 @@ struct SimdAvx2 {
   static V loadU4Hi(const uint8_t* p) {
     const __m256i x = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
     return _mm256_cvtepi32_ps(_mm256_srli_epi32(x, 4));
+  }
+  // Both nibble halves of 8 bytes with one widening load (the int4 layout pairs them).
+  static void loadU4Pair(const uint8_t* p, V& lo, V& hi) {
+    const __m256i x = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    lo = _mm256_cvtepi32_ps(_mm256_and_si256(x, _mm256_set1_epi32(0x0F)));
+    hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(x, 4));
+  }
+  // Lane i < count: the f16 pair (first, second) at p + i * stride as two floats; 0 past count.
+  static void gatherHalfPair(const uint8_t* p, uint32_t stride, uint32_t count, V& first, V& second) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i idx = _mm256_mullo_epi32(lane, _mm256_set1_epi32(static_cast<int>(stride)));
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count < 8 ? count : 8)), lane);
+    const __m256i x = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), reinterpret_cast<const int*>(p), idx, mask, 1);
+    // Low and high 16 bits of each lane, packed in lane order: [lo 0..7 | hi 0..7].
+    const __m256i bytes = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                           0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+    const __m256i split = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(x, bytes), 0xD8);
+    first = _mm256_cvtph_ps(_mm256_castsi256_si128(split));
+    second = _mm256_cvtph_ps(_mm256_extracti128_si256(split, 1));
   }
   static void storeF16(uint16_t* p, V v) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));

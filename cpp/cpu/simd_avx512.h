@@ -32,6 +32,27 @@ struct SimdAvx512 {
     const __m256 half = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm512_extractf32x8_ps(abcd, 1));
     _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1)));
   }
+  // out[j * stride + i] = sum(acc[i][j]) * scale + beta[i] for a 4 x 4 tile of dot products
+  // (rows i, queries j): reduce4's additions in the same order, with the 128-bit lanes of
+  // four queries transposed together so that each query's four logits leave in one store.
+  static void storeDots4x4(const V (&acc)[4][4], float scale, const float* beta, float* out, uint32_t stride) {
+    __m512 u[4];
+    for (int j = 0; j < 4; ++j) {
+      const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(acc[0][j], acc[1][j]), _mm512_unpackhi_ps(acc[0][j], acc[1][j]));
+      const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(acc[2][j], acc[3][j]), _mm512_unpackhi_ps(acc[2][j], acc[3][j]));
+      u[j] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))),
+                           _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))));
+    }
+    // Lanes (L0 + L2, L1 + L3) of two queries, then the sum of the two per query.
+    const __m512 w01 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x44), _mm512_shuffle_f32x4(u[0], u[1], 0xEE));
+    const __m512 w23 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x44), _mm512_shuffle_f32x4(u[2], u[3], 0xEE));
+    const __m512 sums = _mm512_add_ps(_mm512_shuffle_f32x4(w01, w23, 0x88), _mm512_shuffle_f32x4(w01, w23, 0xDD));
+    const __m512 logits = _mm512_fmadd_ps(sums, _mm512_set1_ps(scale), _mm512_broadcast_f32x4(_mm_loadu_ps(beta)));
+    _mm_storeu_ps(out, _mm512_castps512_ps128(logits));
+    _mm_storeu_ps(out + stride, _mm512_extractf32x4_ps(logits, 1));
+    _mm_storeu_ps(out + 2 * stride, _mm512_extractf32x4_ps(logits, 2));
+    _mm_storeu_ps(out + 3 * stride, _mm512_extractf32x4_ps(logits, 3));
+  }
   static V loadF16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
   static V loadBf16(const uint16_t* p) {
     const __m512i x = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -47,6 +68,21 @@ struct SimdAvx512 {
   static V loadU4Hi(const uint8_t* p) {
     const __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm512_cvtepi32_ps(_mm512_srli_epi32(x, 4));
+  }
+  // Both nibble halves of 16 bytes with one widening load (the int4 layout pairs them).
+  static void loadU4Pair(const uint8_t* p, V& lo, V& hi) {
+    const __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    lo = _mm512_cvtepi32_ps(_mm512_and_si512(x, _mm512_set1_epi32(0x0F)));
+    hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(x, 4));
+  }
+  // Lane i < count: the f16 pair (first, second) at p + i * stride as two floats; 0 past count.
+  static void gatherHalfPair(const uint8_t* p, uint32_t stride, uint32_t count, V& first, V& second) {
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(static_cast<int>(stride)));
+    const __mmask16 k = count >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << count) - 1);
+    const __m512i x = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k, idx, p, 1);
+    first = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(x));
+    second = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(x, 16)));
   }
   static void storeF16(uint16_t* p, V v) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));

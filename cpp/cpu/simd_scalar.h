@@ -25,11 +25,26 @@ struct SimdScalar {
   static float reduce(V v) { return v; }
   static float reduceMax(V v) { return v; }
   static void reduce4(V a, V b, V c, V d, float* out) { out[0] = a; out[1] = b; out[2] = c; out[3] = d; }
+  static void storeDots4x4(const V (&acc)[4][4], float scale, const float* beta, float* out, uint32_t stride) {
+    for (int j = 0; j < 4; ++j) {
+      for (int i = 0; i < 4; ++i) out[j * stride + i] = acc[i][j] * scale + beta[i];
+    }
+  }
   static V loadF16(const uint16_t* p) { return halfToFloat(*p); }
   static V loadBf16(const uint16_t* p) { return bf16ToFloat(*p); }
   static V loadI8(const int8_t* p) { return static_cast<float>(*p); }
   static V loadU4Lo(const uint8_t* p) { return static_cast<float>(*p & 0x0F); }
   static V loadU4Hi(const uint8_t* p) { return static_cast<float>(*p >> 4); }
+  static void loadU4Pair(const uint8_t* p, V& lo, V& hi) {
+    lo = static_cast<float>(*p & 0x0F);
+    hi = static_cast<float>(*p >> 4);
+  }
+  static void gatherHalfPair(const uint8_t* p, uint32_t, uint32_t count, V& first, V& second) {
+    uint16_t h[2] = {0, 0};
+    if (count) std::memcpy(h, p, 4);
+    first = halfToFloat(h[0]);
+    second = halfToFloat(h[1]);
+  }
   static void storeF16(uint16_t* p, V v) { *p = floatToHalf(v); }
   static void storeBf16(uint16_t* p, V v) { *p = floatToBf16(v); }
   // exp(x) with the vector paths' polynomial; exactly 0 below the float range.

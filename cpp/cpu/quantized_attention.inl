@@ -1,0 +1,303 @@
+// Decode attention over int8 / int4 rows with the dequantization fused into the dot and
+// value loops (included into an ISA namespace after row_decode.inl, before
+// attention_kernel.inl). The per-group parameters of a block are converted once, as tiles of
+// kParamTile rows: params[(t * groups + g) * kParamTile + i] belongs to row t * kParamTile + i,
+// so a row reaches each of its groups at a constant offset from one pointer.
+//
+// Keys: k = q8 * scale (int8) or q4 * scale + min (int4), exactly as the row decoder, shared
+// by the queries of a tile. Values: the scale moves to the probability, w = p * scale per
+// (query, row, group), so a value element costs one convert and one FMA per query; the int4
+// minimum contributes sum_r p_r * min_{r,g} to the group's lanes, added once per block.
+
+constexpr uint32_t kParamTile = kScratchRowAlign;
+
+// Group sizes with compile-time kernels; other group sizes decode blocks into f32 rows first.
+constexpr bool fusedGroupSize(uint32_t g) { return g == 32 || g == 64 || g == 128; }
+
+inline uint32_t paramTiles(uint32_t rows) { return (rows + kParamTile - 1) / kParamTile; }
+
+// The f16 (scale, min) pairs (int4) or scales (int8) of rows [0, rows) of a block as f32
+// tiles; rows past `rows` get 0 so that weights and minimum sums over whole tiles add nothing.
+template <class S, Storage F>
+void gatherParams(const uint8_t* rowsBase, uint32_t rows, uint32_t stride, uint32_t D, uint32_t G, float* scales,
+                  float* mins) {
+  const uint32_t groups = D / G;
+  const uint32_t tiles = paramTiles(rows);
+  for (uint32_t t = 0; t < tiles; ++t) {
+    for (uint32_t i = 0; i < kParamTile; i += S::W) {
+      const uint32_t r = t * kParamTile + i;
+      const uint32_t count = r < rows ? minU32(S::W, rows - r) : 0;
+      const uint8_t* row = rowsBase + static_cast<uint64_t>(r) * stride;
+      if constexpr (F == Storage::kInt4) {
+        for (uint32_t g = 0; g < groups; ++g) {
+          typename S::V sc, mn;
+          S::gatherHalfPair(row + D / 2 + 4 * g, stride, count, sc, mn);
+          S::store(scales + (t * groups + g) * kParamTile + i, sc);
+          S::store(mins + (t * groups + g) * kParamTile + i, mn);
+        }
+      } else {
+        // Two scales per 4-byte gather; with an odd group count the last gather reads the
+        // row's 2 bytes of padding (rows are padded to 4 bytes).
+        for (uint32_t g = 0; g < groups; g += 2) {
+          typename S::V a, b;
+          S::gatherHalfPair(row + D + 2 * g, stride, count, a, b);
+          S::store(scales + (t * groups + g) * kParamTile + i, a);
+          if (g + 1 < groups) S::store(scales + (t * groups + g + 1) * kParamTile + i, b);
+        }
+      }
+    }
+  }
+}
+
+// Dot products of R key rows starting at `row` (stride bytes apart) with the MT queries,
+// into acc[i][j]; sc / mn point at the rows' first group parameters (tile layout).
+// Inlined with a constant `groups` when the head dimension is known at compile time.
+// Query j is at q + j * qStride.
+template <class S, Storage KF, int MT, int R, uint32_t GC>
+[[gnu::always_inline]] inline void dotRowsQ(const float* q, uint32_t qStride, const uint8_t* row, uint32_t stride,
+                                            const float* sc, const float* mn, uint32_t groups,
+                                            typename S::V (&acc)[R][MT]) {
+  for (int i = 0; i < R; ++i) {
+    for (int j = 0; j < MT; ++j) acc[i][j] = S::zero();
+  }
+  for (uint32_t g = 0; g < groups; ++g) {
+    typename S::V scale[R];
+    for (int i = 0; i < R; ++i) scale[i] = S::set1(sc[g * kParamTile + i]);
+    if constexpr (KF == Storage::kInt8) {
+      for (uint32_t e = g * GC; e < (g + 1) * GC; e += S::W) {
+        typename S::V k[R];
+        for (int i = 0; i < R; ++i) k[i] = S::mul(S::loadI8(reinterpret_cast<const int8_t*>(row + i * stride) + e), scale[i]);
+        for (int j = 0; j < MT; ++j) {
+          const typename S::V qv = S::load(q + j * qStride + e);
+          for (int i = 0; i < R; ++i) acc[i][j] = S::fma(k[i], qv, acc[i][j]);
+        }
+      }
+    } else {
+      typename S::V mins[R];
+      for (int i = 0; i < R; ++i) mins[i] = S::set1(mn[g * kParamTile + i]);
+      // Byte b of the group holds elements b (low nibble) and b + GC / 2 (high nibble).
+      for (uint32_t b = 0; b < GC / 2; b += S::W) {
+        typename S::V lo[R], hi[R];
+        for (int i = 0; i < R; ++i) {
+          S::loadU4Pair(row + i * stride + g * (GC / 2) + b, lo[i], hi[i]);
+          lo[i] = S::fma(lo[i], scale[i], mins[i]);
+          hi[i] = S::fma(hi[i], scale[i], mins[i]);
+        }
+        const uint32_t e = g * GC + b;
+        for (int j = 0; j < MT; ++j) {
+          const typename S::V qlo = S::load(q + j * qStride + e);
+          for (int i = 0; i < R; ++i) acc[i][j] = S::fma(lo[i], qlo, acc[i][j]);
+          const typename S::V qhi = S::load(q + j * qStride + e + GC / 2);
+          for (int i = 0; i < R; ++i) acc[i][j] = S::fma(hi[i], qhi, acc[i][j]);
+        }
+      }
+    }
+  }
+}
+
+// logits of the MT queries of one tile over quantized key rows (see dotTile); queries:
+// the M query vectors, contiguous ([M][D], so that one register addresses them all);
+// kScales / kMins from gatherParams.
+template <class S, Storage KF, int MT, uint32_t DC, uint32_t GC>
+void dotTileQ(const AttentionParams& p, const float* queries, uint32_t m0, const uint8_t* keys, const float* beta,
+              uint32_t rows, uint32_t LS, const float* kScales, const float* kMins, float* logits, const uint8_t* ahead) {
+  const uint32_t D = DC ? DC : p.codec.headDim;
+  const uint32_t groups = D / GC;
+  const uint32_t stride = p.pool.layout.keyRowBytes;
+  const float scale = p.scale;
+  const float* q = queries + m0 * D;
+  // Four rows per pass for four queries: 16 independent accumulators keep both FMA pipes
+  // busy, each query chunk feeds four FMAs, and the 16 dot products reduce together.
+  constexpr int kRows = MT <= 4 ? 4 : 2;
+  uint32_t r = 0;
+  for (; r + kRows <= rows; r += kRows) {
+    for (int i = 0; i < kRows; ++i) prefetchRow(ahead, r + i, stride);
+    const uint8_t* row = keys + static_cast<uint64_t>(r) * stride;
+    // r is a multiple of kRows, which divides kParamTile: the rows share a parameter tile.
+    const uint32_t tileOffset = (r / kParamTile) * groups * kParamTile + r % kParamTile;
+    typename S::V acc[kRows][MT];
+    dotRowsQ<S, KF, MT, kRows, GC>(q, D, row, stride, kScales + tileOffset, kMins + tileOffset, groups, acc);
+    if constexpr (MT == 4 && kRows == 4) {
+      S::storeDots4x4(acc, scale, beta + r, logits + m0 * LS + r, LS);
+    } else {
+      for (int i = 0; i < kRows; ++i) storeLogits<S, MT>(acc[i], m0, r + i, LS, scale, beta, logits);
+    }
+  }
+  for (; r < rows; ++r) {
+    prefetchRow(ahead, r, stride);
+    const uint32_t tileOffset = (r / kParamTile) * groups * kParamTile + r % kParamTile;
+    typename S::V acc[1][MT];
+    dotRowsQ<S, KF, MT, 1, GC>(q, D, keys + static_cast<uint64_t>(r) * stride, stride, kScales + tileOffset,
+                               kMins + tileOffset, groups, acc);
+    storeLogits<S, MT>(acc[0], m0, r, LS, scale, beta, logits);
+  }
+}
+
+template <class S, Storage KF, uint32_t DC, uint32_t GC>
+void dotAllQFixed(const AttentionParams& p, const float* queries, uint32_t M, const uint8_t* keys, const float* beta,
+                  uint32_t rows, uint32_t LS, const float* kScales, const float* kMins, float* logits,
+                  const uint8_t* ahead) {
+  uint32_t m0 = 0;
+  // Only the first tile prefetches: the later ones find the next block's rows requested.
+  auto next = [&]() { const uint8_t* a = m0 == 0 ? ahead : nullptr; return a; };
+  for (; m0 + 8 <= M; m0 += 8) dotTileQ<S, KF, 8, DC, GC>(p, queries, m0, keys, beta, rows, LS, kScales, kMins, logits, next());
+  if (m0 + 4 <= M) { dotTileQ<S, KF, 4, DC, GC>(p, queries, m0, keys, beta, rows, LS, kScales, kMins, logits, next()); m0 += 4; }
+  if (m0 + 2 <= M) { dotTileQ<S, KF, 2, DC, GC>(p, queries, m0, keys, beta, rows, LS, kScales, kMins, logits, next()); m0 += 2; }
+  if (m0 < M) dotTileQ<S, KF, 1, DC, GC>(p, queries, m0, keys, beta, rows, LS, kScales, kMins, logits, next());
+}
+
+template <class S, Storage KF, uint32_t GC>
+void dotAllQGroup(const AttentionParams& p, const float* queries, uint32_t M, const uint8_t* keys, const float* beta,
+                  uint32_t rows, uint32_t LS, const float* kScales, const float* kMins, float* logits,
+                  const uint8_t* ahead) {
+  switch (p.codec.headDim) {
+    case 128: return dotAllQFixed<S, KF, 128, GC>(p, queries, M, keys, beta, rows, LS, kScales, kMins, logits, ahead);
+    case 64: return dotAllQFixed<S, KF, 64, GC>(p, queries, M, keys, beta, rows, LS, kScales, kMins, logits, ahead);
+    default: return dotAllQFixed<S, KF, 0, GC>(p, queries, M, keys, beta, rows, LS, kScales, kMins, logits, ahead);
+  }
+}
+
+template <class S, Storage KF>
+void dotAllQ(const AttentionParams& p, const float* queries, uint32_t M, const uint8_t* keys, const float* beta,
+             uint32_t rows, uint32_t LS, const float* kScales, const float* kMins, float* logits, const uint8_t* ahead) {
+  switch (p.codec.groupSize) {
+    case 32: return dotAllQGroup<S, KF, 32>(p, queries, M, keys, beta, rows, LS, kScales, kMins, logits, ahead);
+    case 64: return dotAllQGroup<S, KF, 64>(p, queries, M, keys, beta, rows, LS, kScales, kMins, logits, ahead);
+    default: return dotAllQGroup<S, KF, 128>(p, queries, M, keys, beta, rows, LS, kScales, kMins, logits, ahead);
+  }
+}
+
+// Value weights of the MT queries m0.. of a tile: w[(t * MT + j) * groups + g][i] =
+// p[m0 + j][t * kParamTile + i] * scale of that row and group; and, for int4, the minimum
+// terms minSum[j * groups + g] = sum_r p[m0 + j][r] * min_{r,g}. Whole tiles: the
+// probabilities and parameters past the block's rows are 0.
+template <class S, Storage VF, int MT>
+void valueWeights(uint32_t m0, uint32_t rows, uint32_t LS, uint32_t groups, const float* prob, const float* vScales,
+                  const float* vMins, float* w, float* minSum) {
+  const uint32_t tiles = paramTiles(rows);
+  for (uint32_t t = 0; t < tiles; ++t) {
+    for (int j = 0; j < MT; ++j) {
+      const float* pj = prob + (m0 + j) * LS + t * kParamTile;
+      for (uint32_t g = 0; g < groups; ++g) {
+        const float* sc = vScales + (t * groups + g) * kParamTile;
+        float* dst = w + ((t * MT + j) * groups + g) * kParamTile;
+        for (uint32_t i = 0; i < kParamTile; i += S::W) S::store(dst + i, S::mul(S::load(pj + i), S::load(sc + i)));
+      }
+    }
+  }
+  if constexpr (VF == Storage::kInt4) {
+    for (int j = 0; j < MT; ++j) {
+      for (uint32_t g = 0; g < groups; ++g) {
+        typename S::V sum = S::zero();
+        for (uint32_t t = 0; t < tiles; ++t) {
+          const float* pj = prob + (m0 + j) * LS + t * kParamTile;
+          const float* mn = vMins + (t * groups + g) * kParamTile;
+          for (uint32_t i = 0; i < kParamTile; i += S::W) sum = S::fma(S::load(pj + i), S::load(mn + i), sum);
+        }
+        minSum[j * groups + g] = S::reduce(sum);
+      }
+    }
+  }
+}
+
+// acc[m0 + j] += sum_r p_r * v_r over quantized value rows (see valueTile), CH vector chunks
+// of the head per pass, from the weights of valueWeights.
+template <class S, Storage VF, int MT, int CH, uint32_t DC, uint32_t GC>
+void valueTileQ(const AttentionParams& p, uint32_t m0, const uint8_t* values, uint32_t rows, const float* w,
+                const float* minSum, float* acc, const uint8_t* ahead) {
+  const uint32_t D = DC ? DC : p.codec.headDim;
+  const uint32_t groups = D / GC;
+  const uint32_t stride = p.pool.layout.valueRowBytes;
+  for (uint32_t e0 = 0; e0 < D; e0 += CH * S::W) {
+    typename S::V a[MT][CH];
+    for (int j = 0; j < MT; ++j) {
+      for (int c = 0; c < CH; ++c) a[j][c] = S::load(acc + (m0 + j) * D + e0 + c * S::W);
+    }
+    for (uint32_t r = 0; r < rows; ++r) {
+      if (e0 == 0) prefetchRow(ahead, r, stride);
+      const uint8_t* vrow = values + static_cast<uint64_t>(r) * stride;
+      const float* wr = w + (r / kParamTile) * MT * groups * kParamTile + r % kParamTile;
+      typename S::V v[CH];
+      for (int c = 0; c < CH; ++c) {
+        const uint32_t e = e0 + c * S::W;
+        if constexpr (VF == Storage::kInt8) {
+          v[c] = S::loadI8(reinterpret_cast<const int8_t*>(vrow) + e);
+        } else {
+          const uint32_t g = e / GC, offset = e % GC;
+          const uint8_t* bytes = vrow + g * (GC / 2) + offset % (GC / 2);
+          v[c] = offset < GC / 2 ? S::loadU4Lo(bytes) : S::loadU4Hi(bytes);
+        }
+      }
+      for (int j = 0; j < MT; ++j) {
+        for (int c = 0; c < CH; ++c) {
+          const uint32_t g = (e0 + c * S::W) / GC;
+          a[j][c] = S::fma(S::set1(wr[(j * groups + g) * kParamTile]), v[c], a[j][c]);
+        }
+      }
+    }
+    for (int j = 0; j < MT; ++j) {
+      for (int c = 0; c < CH; ++c) {
+        if constexpr (VF == Storage::kInt4) a[j][c] = S::add(a[j][c], S::set1(minSum[j * groups + (e0 + c * S::W) / GC]));
+        S::store(acc + (m0 + j) * D + e0 + c * S::W, a[j][c]);
+      }
+    }
+  }
+}
+
+template <class S, Storage VF, int MT, uint32_t DC, uint32_t GC>
+void valueTileQAnyWidth(const AttentionParams& p, uint32_t m0, const uint8_t* values, uint32_t rows, uint32_t LS,
+                        const float* prob, const float* vScales, const float* vMins, float* w, float* minSum, float* acc,
+                        const uint8_t* ahead) {
+  const uint32_t D = DC ? DC : p.codec.headDim;
+  valueWeights<S, VF, MT>(m0, rows, LS, D / GC, prob, vScales, vMins, w, minSum);
+  constexpr int kWide = MT <= 4 ? 4 : 2;
+  if (D % (kWide * S::W) == 0) {
+    valueTileQ<S, VF, MT, kWide, DC, GC>(p, m0, values, rows, w, minSum, acc, ahead);
+  } else if (D % (2 * S::W) == 0) {
+    valueTileQ<S, VF, MT, 2, DC, GC>(p, m0, values, rows, w, minSum, acc, ahead);
+  } else {
+    valueTileQ<S, VF, MT, 1, DC, GC>(p, m0, values, rows, w, minSum, acc, ahead);
+  }
+}
+
+template <class S, Storage VF, uint32_t DC, uint32_t GC>
+void valueAllQFixed(const AttentionParams& p, uint32_t M, const uint8_t* values, uint32_t rows, uint32_t LS,
+                    const float* prob, const float* vScales, const float* vMins, float* w, float* minSum, float* acc,
+                    const uint8_t* ahead) {
+  uint32_t m0 = 0;
+  auto next = [&]() { const uint8_t* a = m0 == 0 ? ahead : nullptr; return a; };
+  for (; m0 + 8 <= M; m0 += 8) {
+    valueTileQAnyWidth<S, VF, 8, DC, GC>(p, m0, values, rows, LS, prob, vScales, vMins, w, minSum, acc, next());
+  }
+  if (m0 + 4 <= M) {
+    valueTileQAnyWidth<S, VF, 4, DC, GC>(p, m0, values, rows, LS, prob, vScales, vMins, w, minSum, acc, next());
+    m0 += 4;
+  }
+  if (m0 + 2 <= M) {
+    valueTileQAnyWidth<S, VF, 2, DC, GC>(p, m0, values, rows, LS, prob, vScales, vMins, w, minSum, acc, next());
+    m0 += 2;
+  }
+  if (m0 < M) valueTileQAnyWidth<S, VF, 1, DC, GC>(p, m0, values, rows, LS, prob, vScales, vMins, w, minSum, acc, next());
+}
+
+template <class S, Storage VF, uint32_t GC>
+void valueAllQGroup(const AttentionParams& p, uint32_t M, const uint8_t* values, uint32_t rows, uint32_t LS,
+                    const float* prob, const float* vScales, const float* vMins, float* w, float* minSum, float* acc,
+                    const uint8_t* ahead) {
+  switch (p.codec.headDim) {
+    case 128: return valueAllQFixed<S, VF, 128, GC>(p, M, values, rows, LS, prob, vScales, vMins, w, minSum, acc, ahead);
+    case 64: return valueAllQFixed<S, VF, 64, GC>(p, M, values, rows, LS, prob, vScales, vMins, w, minSum, acc, ahead);
+    default: return valueAllQFixed<S, VF, 0, GC>(p, M, values, rows, LS, prob, vScales, vMins, w, minSum, acc, ahead);
+  }
+}
+
+template <class S, Storage VF>
+void valueAllQ(const AttentionParams& p, uint32_t M, const uint8_t* values, uint32_t rows, uint32_t LS,
+               const float* prob, const float* vScales, const float* vMins, float* w, float* minSum, float* acc,
+               const uint8_t* ahead) {
+  switch (p.codec.groupSize) {
+    case 32: return valueAllQGroup<S, VF, 32>(p, M, values, rows, LS, prob, vScales, vMins, w, minSum, acc, ahead);
+    case 64: return valueAllQGroup<S, VF, 64>(p, M, values, rows, LS, prob, vScales, vMins, w, minSum, acc, ahead);
+    default: return valueAllQGroup<S, VF, 128>(p, M, values, rows, LS, prob, vScales, vMins, w, minSum, acc, ahead);
+  }
+}
