@@ -6,9 +6,12 @@
 //            sequences rotate so the working set exceeds 256 MiB): median time, GB/s of KV
 //            bytes read (whole blocks: data + scales + beta + positions), and the ratio to the
 //            read-bandwidth floor (one native streaming pass over 1 GiB, readPass).
-// Usage: npx tsx bench/quantization.bench.ts [--json FILE] [--quick]
+//            Beside it, the arithmetic floor: exact f32 attention costs 2 × (query heads) ×
+//            headDim multiply-adds per token whatever the storage, timed against this
+//            thread's peak multiply-add rate (fmaProbe) in the same run.
+// Usage: npx tsx bench/quantization.bench.ts [--part append|decode] [--json FILE] [--quick]
 import { KVCache, type Sequence, type Storage } from '../lib/index';
-import { markdownTable, parseArgs, progress, randomFloats, readBandwidth, tinybenchMedianMs, writeJson } from './support/bench-utils';
+import { fmaPeak, markdownTable, parseArgs, progress, randomFloats, readBandwidth, tinybenchMedianMs, writeJson } from './support/bench-utils';
 
 const KV_HEADS = 8;
 const HEAD_DIM = 128;
@@ -119,23 +122,43 @@ async function decodeBench(floor: number): Promise<DecodeRow[]> {
 
 async function main(): Promise<void> {
   const simd = KVCache.devices().cpu.simd;
+  const part = args.rest.get('part') ?? 'all';
   progress('read floor');
   const floor = readBandwidth(2 ** 30, 1);
-  const append = await appendBench();
-  const decode = await decodeBench(floor);
+  progress('arithmetic floor');
+  const fma = fmaPeak();
+  const append = part === 'decode' ? undefined : await appendBench();
+  const decode = part === 'append' ? undefined : await decodeBench(floor);
   progress('');
-  const fmt = (x: number, d = 2) => x.toFixed(d);
   console.log(`\nkvcompact quantization benchmarks (SIMD ${simd}, 1 thread, 8 kv heads × 128, group ${GROUP})`);
+  if (append) printAppend(append);
+  if (decode) printDecode(decode, floor, fma);
+  writeJson(args.json, { simd, floorBytesPerSecond: floor, fmaPerSecond: fma.perSecond, append, decode });
+}
+
+function printAppend(append: Awaited<ReturnType<typeof appendBench>>): void {
+  const fmt = (x: number, d = 2) => x.toFixed(d);
   console.log(`\nAppend of ${appendBytes / MIB} MiB of f32 keys + values (${appendBytes / (8 * KV_HEADS * HEAD_DIM)} tokens);` +
     ` copy baseline (TypedArray.set of the same bytes): ${fmt(append.copyGBs)} GB/s\n`);
   console.log(markdownTable(['storage', 'rotation', 'median ms', 'GB/s of f32 input', '× copy'],
     append.rows.map((r) => [r.storage, r.rotate ? 'keys' : '-', fmt(r.medianMs, 1), fmt(r.gbPerSecond), fmt(r.ratioToCopy)])));
+}
+
+function printDecode(decode: DecodeRow[], floor: number, fma: { perSecond: number; lanes: number }): void {
+  const fmt = (x: number, d = 2) => x.toFixed(d);
   console.log(`\nDecode attention, ${decodeTokens} tokens, GQA 4, cold; read floor (readPass over 1 GiB, 1 thread): ` +
     `${fmt(floor / 1e9)} GB/s\n`);
   console.log(markdownTable(['storage', 'sequences', 'MiB read / call', 'median ms', 'GB/s read', 'floor ms', '× floor', '× f16 time'],
     decode.map((r) => [r.storage, r.sequences, fmt(r.bytesPerCall / MIB, 1), fmt(r.medianMs, 3), fmt(r.gbPerSecond),
       fmt(r.floorMs, 3), fmt(r.ratioToFloor), fmt(r.ratioToF16)])));
-  writeJson(args.json, { simd, floorBytesPerSecond: floor, append, decode });
+  // Exact f32 attention: q·k and p·v, one multiply-add per query head, element and token.
+  const multiplyAdds = decodeTokens * 2 * QUERY_HEADS * HEAD_DIM;
+  const arithmeticMs = (multiplyAdds / fma.perSecond) * 1e3;
+  console.log(`\nArithmetic floor: ${(multiplyAdds / 1e6).toFixed(0)} M f32 multiply-adds per call at this thread's peak ` +
+    `(${fmt(fma.perSecond / 1e9, 1)} G/s, ${fma.lanes}-lane FMAs) = ${fmt(arithmeticMs, 3)} ms\n`);
+  console.log(markdownTable(['storage', 'read floor ms', 'arithmetic floor ms', 'median ms', '× read floor', '× max(floors)'],
+    decode.map((r) => [r.storage, fmt(r.floorMs, 3), fmt(arithmeticMs, 3), fmt(r.medianMs, 3), fmt(r.ratioToFloor),
+      fmt(r.medianMs / Math.max(r.floorMs, arithmeticMs))])));
 }
 
 void main();
