@@ -160,17 +160,22 @@ function methods(protect: { sinks: number; recent: number }, window: number, suf
     needsReferenceQueries: source,
     apply: (seq, r, c) => { new Compactor({ method, ratio: r, protect, queries: c.referenceQueries![source]! }).compactSync(seq); },
   });
-  const ms: Method[] = [
+  const n = (name: string): string => name + suffix;
+  // Sliding window and StreamingLLM ignore `protect`: listed once, without a suffix.
+  const recency: Method[] = suffix ? [] : [
     evict('slidingWindow', EvictionPolicy.slidingWindow({ window: 0 }), ratio),
     evict('streamingLLM (4 sinks)', EvictionPolicy.streamingLLM({ sinks: 4, window: 0 }), ratio),
-    evict('h2o', EvictionPolicy.h2o(protect), ratio),
-    evict('h2o + adaptive', EvictionPolicy.h2o(protect), adaptive),
-    evict(`snapKV (window ${window}, pool 7)`, EvictionPolicy.snapKV({ window, pool: 7, sinks: protect.sinks }), ratio),
-    evict('snapKV + adaptive', EvictionPolicy.snapKV({ window, pool: 7, sinks: protect.sinks }), adaptive),
-    evict('snapKV + pyramid', EvictionPolicy.snapKV({ window, pool: 7, sinks: protect.sinks }), (r) => ({ ratio: r, schedule: 'pyramid' })),
-    evict('tova', EvictionPolicy.tova(protect), ratio),
-    evict('keyNorm', EvictionPolicy.keyNorm(protect), ratio),
-    evict('random', EvictionPolicy.random(1, protect), ratio),
+  ];
+  return [
+    ...recency,
+    evict(n('h2o'), EvictionPolicy.h2o(protect), ratio),
+    evict(n('h2o + adaptive'), EvictionPolicy.h2o(protect), adaptive),
+    evict(n(`snapKV (window ${window}, pool 7)`), EvictionPolicy.snapKV({ window, pool: 7, sinks: protect.sinks }), ratio),
+    evict(n('snapKV + adaptive'), EvictionPolicy.snapKV({ window, pool: 7, sinks: protect.sinks }), adaptive),
+    evict(n('snapKV + pyramid'), EvictionPolicy.snapKV({ window, pool: 7, sinks: protect.sinks }), (r) => ({ ratio: r, schedule: 'pyramid' })),
+    evict(n('tova'), EvictionPolicy.tova(protect), ratio),
+    evict(n('keyNorm'), EvictionPolicy.keyNorm(protect), ratio),
+    evict(n('random'), EvictionPolicy.random(1, protect), ratio),
     attentionMatching('highest-attention'),
     attentionMatching('omp'),
     attentionMatchingWith('highest-attention', 'repeat-prefill'),
@@ -178,8 +183,6 @@ function methods(protect: { sinks: number; recent: number }, window: number, suf
     attentionMatchingWith('highest-attention', 'self-study'),
     attentionMatchingWith('omp', 'self-study'),
   ];
-  // The protection-insensitive policies would only repeat themselves.
-  return suffix ? ms.filter((m) => !m.name.startsWith('slidingWindow') && !m.name.startsWith('streamingLLM')).map((m) => (m.name.endsWith(suffix) ? m : { ...m, name: m.name + suffix })) : ms;
 }
 
 const RATIOS = [0.5, 0.25, 0.1, 0.05, 0.02];
