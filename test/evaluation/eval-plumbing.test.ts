@@ -91,7 +91,7 @@ describe('evaluation plumbing with stand-in eviction and compaction', () => {
     expect(ids).toEqual(expect.arrayContaining(['f32', 'f16', 'evict-slidingWindow-1', 'evict-streamingLLM-0.5', 'am-omp-repeat-0.25', 'am-online-48']));
     // the real library's own policies are not in the stand-in: only those two policies register
     expect(ids.some((id) => id.startsWith('evict-h2o'))).toBe(false);
-    const methods = set.methods.filter((m) => /^(f32|f16|evict-|am-highest-attention-(prefill|repeat)-|am-online)/.test(m.id));
+    const methods = set.methods.filter((m) => /^(f32|f16|evict-|am-highest-attention-(prefill|repeat|self-study)-|am-online)/.test(m.id));
 
     const ev = new StoryEvaluator(checkpoint, { base });
     const totals = new Map<string, Score>(methods.map((m) => [m.id, emptyScore()]));
@@ -121,6 +121,9 @@ describe('evaluation plumbing with stand-in eviction and compaction', () => {
     expect(row('evict-slidingWindow-0.5').nll).toBeGreaterThan(row('f16').nll);
     // repeat-prefill leaves the cache as it was before compaction: same result as prefill queries for the stand-in
     expect(row('am-highest-attention-repeat-0.25').nll).toBeCloseTo(row('am-highest-attention-prefill-0.25').nll, 4);
+    // so does self-study (its continuations are rolled back, the prefix's last row recomputed)
+    expect(row('am-highest-attention-self-study-0.25').nll).toBeCloseTo(row('am-highest-attention-prefill-0.25').nll, 4);
+    expect(row('am-highest-attention-self-study-0.25').agreement).toBe(row('am-highest-attention-prefill-0.25').agreement);
     expect(row('am-highest-attention-prefill-0.25').kept).toBeLessThan(0.3);
     // online: bounded rows
     expect(row('am-online-48').kept).toBeLessThan(1);
