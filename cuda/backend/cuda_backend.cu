@@ -182,6 +182,20 @@ class CudaBackend final : public Backend {
     *offset = staging_.addArray(table + first, count);
     return Status::ok();
   }
+  // Checks that rows [start, start + count) (count > 0) lie within the stream, then starts a
+  // fresh staging with the block-table entries that hold them; *first is the first entry.
+  Status stageRowRange(const char* op, const StreamView& stream, uint32_t start, uint32_t count, uint32_t blockSize,
+                       uint32_t* first, size_t* oTable) {
+    if (stream.length < 0 || static_cast<uint64_t>(start) + count > static_cast<uint64_t>(stream.length)) {
+      return invalidArgument(std::string(op) + ": rows [" + std::to_string(start) + ", " +
+                             std::to_string(uint64_t(start) + count) + ") exceed the stream length " +
+                             std::to_string(stream.length));
+    }
+    *first = start / blockSize;
+    const uint32_t last = static_cast<uint32_t>((uint64_t(start) + count - 1) / blockSize);
+    staging_.clear();
+    return stageTable(stream.blockTable, *first, last - *first + 1, oTable);
+  }
   size_t stageSigns(const float* signs, uint32_t D) { return signs ? staging_.addArray(signs, D) : SIZE_MAX; }
   const float* deviceSigns(size_t offset) const {
     return offset == SIZE_MAX ? nullptr : device_.at<const float>(offset);
@@ -386,15 +400,10 @@ Status CudaBackend::readRows(const PoolView& pool, const RowCodec& codec, const 
   KVC_RETURN_IF_ERROR(checkPool(pool));
   KVC_RETURN_IF_ERROR(validateCodec(codec, pool.layout));
   if (count == 0) return Status::ok();
-  if (stream.length < 0 || static_cast<uint64_t>(start) + count > static_cast<uint64_t>(stream.length)) {
-    return invalidArgument("readRows: rows [" + std::to_string(start) + ", " + std::to_string(uint64_t(start) + count) +
-                           ") exceed the stream length " + std::to_string(stream.length));
-  }
-  const uint32_t D = codec.headDim, bs = pool.layout.blockSize;
-  const uint32_t first = start / bs, last = static_cast<uint32_t>((uint64_t(start) + count - 1) / bs);
-  staging_.clear();
+  const uint32_t D = codec.headDim;
+  uint32_t first = 0;
   size_t oTable = 0;
-  KVC_RETURN_IF_ERROR(stageTable(stream.blockTable, first, last - first + 1, &oTable));
+  KVC_RETURN_IF_ERROR(stageRowRange("readRows", stream, start, count, pool.layout.blockSize, &first, &oTable));
   const size_t oKeySigns = stageSigns(codec.keySigns, D), oValueSigns = stageSigns(codec.valueSigns, D);
   const size_t uploadBytes = staging_.size();
   const size_t oKeys = staging_.add(nullptr, static_cast<size_t>(count) * D * sizeof(float));
@@ -470,15 +479,10 @@ Status CudaBackend::rewriteRows(const PoolView& pool, const RowCodec& codec, con
   KVC_RETURN_IF_ERROR(checkPool(pool));
   KVC_RETURN_IF_ERROR(validateCodec(codec, pool.layout));
   if (count == 0 || (!values && !beta)) return Status::ok();
-  if (stream.length < 0 || static_cast<uint64_t>(start) + count > static_cast<uint64_t>(stream.length)) {
-    return invalidArgument("rewriteRows: rows [" + std::to_string(start) + ", " + std::to_string(uint64_t(start) + count) +
-                           ") exceed the stream length " + std::to_string(stream.length));
-  }
-  const uint32_t D = codec.headDim, bs = pool.layout.blockSize;
-  const uint32_t first = start / bs, last = static_cast<uint32_t>((uint64_t(start) + count - 1) / bs);
-  staging_.clear();
+  const uint32_t D = codec.headDim;
+  uint32_t first = 0;
   size_t oTable = 0;
-  KVC_RETURN_IF_ERROR(stageTable(stream.blockTable, first, last - first + 1, &oTable));
+  KVC_RETURN_IF_ERROR(stageRowRange("rewriteRows", stream, start, count, pool.layout.blockSize, &first, &oTable));
   // Keys are not rewritten, so only the value signs travel.
   const size_t oValueSigns = values ? stageSigns(codec.valueSigns, D) : SIZE_MAX;
   const size_t oValues = values ? staging_.addArray(values, static_cast<size_t>(count) * D) : SIZE_MAX;
