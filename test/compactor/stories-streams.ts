@@ -9,9 +9,10 @@
 import { readFileSync } from 'node:fs';
 
 import { loadCheckpoint } from '../../examples/llama2c/checkpoint';
-import type { AttentionBackend, AttentionDims } from '../../examples/llama2c/model';
+import type { AttentionDims } from '../../examples/llama2c/model';
 import { Transformer, attentionDims } from '../../examples/llama2c/model';
 import { EVAL_TEXT_PATH, MODEL_PATH, TOKENIZER_PATH } from '../../examples/llama2c/paths';
+import { RecordingAttention, concat } from '../../examples/llama2c/recording-attention';
 import { ReferenceAttention } from '../../examples/llama2c/reference-attention';
 import { Sampler } from '../../examples/llama2c/sampler';
 import { Tokenizer } from '../../examples/llama2c/tokenizer';
@@ -44,41 +45,6 @@ export interface StoriesOptions {
   selfStudy?: { continuations: number; length: number; seed: number };
 }
 
-/** Records the RoPE'd keys, values and queries per layer while delegating to the reference. */
-class Recorder implements AttentionBackend {
-  readonly inner: ReferenceAttention;
-  keys: number[][] = [];
-  values: number[][] = [];
-  queries: number[][] = [];
-  constructor(readonly dims: AttentionDims) {
-    this.inner = new ReferenceAttention(dims);
-    this.reset();
-  }
-  append(layer: number, keys: Float32Array, values: Float32Array, startPos: number): void {
-    for (const x of keys) this.keys[layer]!.push(x);
-    for (const x of values) this.values[layer]!.push(x);
-    this.inner.append(layer, keys, values, startPos);
-  }
-  attention(layer: number, queries: Float32Array, tq: number): Float32Array {
-    for (const x of queries) this.queries[layer]!.push(x);
-    return this.inner.attention(layer, queries, tq);
-  }
-  reset(): void {
-    this.inner.reset();
-    const L = this.dims.layers;
-    this.keys = Array.from({ length: L }, () => []);
-    this.values = Array.from({ length: L }, () => []);
-    this.queries = Array.from({ length: L }, () => []);
-  }
-  /** Queries recorded since `marks` (per layer lengths taken earlier). */
-  queriesSince(marks: number[]): number[][] {
-    return this.queries.map((q, l) => q.slice(marks[l]!));
-  }
-  marks(): number[] {
-    return this.queries.map((q) => q.length);
-  }
-}
-
 export function storiesStreams(options: StoriesOptions = {}): StoriesStreams {
   const P = options.prefix ?? 256, heldOut = options.heldOut ?? 64, count = options.windows ?? 4;
   const study = options.selfStudy ?? { continuations: 8, length: 64, seed: 12345 };
@@ -89,7 +55,7 @@ export function storiesStreams(options: StoriesOptions = {}): StoriesStreams {
     throw new RangeError(`prefix ${P} too long for the model's context of ${checkpoint.config.seqLen}`);
   }
   const ids = tokenizer.encode(readFileSync(EVAL_TEXT_PATH, 'utf8'), { bos: true });
-  const recorder = new Recorder(dims);
+  const recorder = new RecordingAttention(new ReferenceAttention(dims), dims.layers);
   const model = new Transformer(checkpoint, recorder);
   const { layers, kvHeads: H, headDim: D, queryHeads: QH } = dims;
   const windows: StoriesWindow[] = [];
@@ -100,28 +66,29 @@ export function storiesStreams(options: StoriesOptions = {}): StoriesStreams {
     const prefix = tokens.slice(0, P);
     model.reset();
     model.prefill(tokens, { chunkSize: 64, logits: 'none' });
-    const keys = recorder.keys.map((k) => Float32Array.from(k.slice(0, P * H * D)));
-    const values = recorder.values.map((v) => Float32Array.from(v.slice(0, P * H * D)));
-    const prefixQueries = recorder.queries.map((q) => Float32Array.from(q.slice(0, P * QH * D)));
-    const held = recorder.queries.map((q) => Float32Array.from(q.slice(P * QH * D)));
+    const keys = recorder.keys.map((k) => concat(k).slice(0, P * H * D));
+    const values = recorder.values.map((v) => concat(v).slice(0, P * H * D));
+    const queries = recorder.queries.map(concat);
+    const prefixQueries = queries.map((q) => q.slice(0, P * QH * D));
+    const held = queries.map((q) => q.slice(P * QH * D));
 
     model.reset();
     model.prefill(prefix, { chunkSize: 64, logits: 'none' });
     const beforeRepeat = recorder.marks();
     model.prefill(prefix, { chunkSize: 64, logits: 'none' });
-    const repeatQueries = recorder.queriesSince(beforeRepeat).map((q) => Float32Array.from(q));
+    const repeatQueries = recorder.queriesSince(beforeRepeat);
 
-    const selfStudy: number[][] = Array.from({ length: layers }, () => []);
+    const selfStudy: Float32Array[][] = Array.from({ length: layers }, () => []);
     for (let c = 0; c < study.continuations; c++) {
       model.reset();
       let logits = model.prefill(prefix, { chunkSize: 64, logits: 'last' });
       const before = recorder.marks();
       for (let i = 0; i < study.length; i++) logits = model.step(sampler.sample(logits));
-      recorder.queriesSince(before).forEach((q, l) => { for (const x of q) selfStudy[l]!.push(x); });
+      recorder.queriesSince(before).forEach((q, l) => selfStudy[l]!.push(q));
     }
     windows.push({
       keys, values, prefixQueries, heldOut: held, repeatQueries,
-      selfStudyQueries: selfStudy.map((q) => Float32Array.from(q)),
+      selfStudyQueries: selfStudy.map(concat),
     });
   }
   return { dims, prefix: P, windows };

@@ -14,7 +14,8 @@ import { KVCache } from '../../lib/index';
 import type { Storage } from '../../lib/types';
 import { gaussianKV, gaussianQueries, headRows, syntheticKV, syntheticQueries } from '../../bench/support/synthetic-streams';
 import { loadCheckpoint } from '../../examples/llama2c/checkpoint';
-import { attentionDims, Transformer, type AttentionBackend } from '../../examples/llama2c/model';
+import { attentionDims, Transformer } from '../../examples/llama2c/model';
+import { RecordingAttention, concat } from '../../examples/llama2c/recording-attention';
 import { ReferenceAttention } from '../../examples/llama2c/reference-attention';
 import { Tokenizer } from '../../examples/llama2c/tokenizer';
 import { attentionReference } from '../reference/attention-reference';
@@ -72,42 +73,6 @@ export function syntheticDataset(): Dataset {
 }
 
 const SHARED = path.resolve(__dirname, '../../../shared');
-
-/** Records what the model hands its attention backend, while the plain-JS reference attends. */
-class RecordingAttention implements AttentionBackend {
-  readonly keys: Float32Array[][] = [];
-  readonly values: Float32Array[][] = [];
-  readonly queries: Float32Array[][] = [];
-  constructor(readonly inner: ReferenceAttention, layers: number) {
-    for (let l = 0; l < layers; l++) {
-      this.keys.push([]);
-      this.values.push([]);
-      this.queries.push([]);
-    }
-  }
-  append(layer: number, keys: Float32Array, values: Float32Array, startPos: number): void {
-    this.keys[layer]!.push(keys.slice());
-    this.values[layer]!.push(values.slice());
-    this.inner.append(layer, keys, values, startPos);
-  }
-  attention(layer: number, queries: Float32Array, tq: number): Float32Array {
-    this.queries[layer]!.push(queries.slice());
-    return this.inner.attention(layer, queries, tq);
-  }
-  reset(): void {
-    this.inner.reset();
-  }
-}
-
-function concat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
 
 export const STORIES_TOKENS = 320;
 
