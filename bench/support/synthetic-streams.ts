@@ -30,6 +30,8 @@
 //   queries       Float32Array [Tq, queryHeads, headDim]; query head h uses kv head
 //                 floor(h / (queryHeads / kvHeads)) and sits at the positions of the last Tq rows.
 
+import { Mulberry32 } from '../../examples/shared/mulberry32';
+
 export interface StreamShape {
   tokens: number;
   kvHeads: number;
@@ -65,19 +67,15 @@ export const DEFAULT_STREAM_PARAMS: Readonly<StreamParams> = Object.freeze({
 
 /** mulberry32 + Box–Muller: small, seeded, identical everywhere. */
 export class StreamRng {
-  private state: number;
+  private readonly bits: Mulberry32;
   private spare: number | null = null;
 
   constructor(seed: number) {
-    this.state = seed >>> 0;
+    this.bits = new Mulberry32(seed);
   }
 
   u32(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
+    return this.bits.u32();
   }
 
   /** Uniform in (0, 1). */

@@ -1,17 +1,15 @@
 // Seeded temperature-1 sampling of the next token, for reproducible continuations (the
 // self-study reference queries of Attention Matching are recorded on such continuations).
+import { Mulberry32 } from '../shared/mulberry32';
 
-/** mulberry32: a small seeded generator of uniforms in [0, 1). */
 export class Sampler {
-  private state: number;
+  private readonly bits: Mulberry32;
   constructor(seed: number) {
-    this.state = seed >>> 0;
+    this.bits = new Mulberry32(seed);
   }
+  /** Uniform in [0, 1). */
   uniform(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(this.state ^ (this.state >>> 15), this.state | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.bits.u32() / 4294967296;
   }
   /** A token drawn from softmax(logits). */
   sample(logits: Float32Array): number {

@@ -4,19 +4,17 @@
 // distance 0), topic retrieval (a Markov chain of topics; same-topic rows attract), a few
 // outlier key channels in slowly rotating pairs, and heads that differ in how local they are.
 // No vitest imports here: the benchmark loads this file outside the test runner.
+import { Mulberry32 } from '../../examples/shared/mulberry32';
+
 
 /** mulberry32 with Box–Muller normals (the same generator family as test/reference/random.ts). */
 class Rng {
-  private state: number;
+  private readonly bits: Mulberry32;
   constructor(seed: number) {
-    this.state = seed >>> 0;
+    this.bits = new Mulberry32(seed);
   }
   uniform(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.bits.u32() / 4294967296;
   }
   int(lo: number, hi: number): number {
     return lo + Math.floor(this.uniform() * (hi - lo + 1));

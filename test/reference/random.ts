@@ -5,6 +5,8 @@
 import { randomBytes } from 'node:crypto';
 import { expect, onTestFailed } from 'vitest';
 
+import { Mulberry32 } from '../../examples/shared/mulberry32';
+
 /** The per-run component of every test seed (override with KVC_TEST_SEED to replay a run). */
 export const RUN_SEED: number = process.env.KVC_TEST_SEED !== undefined
   ? Number.parseInt(process.env.KVC_TEST_SEED, 10) >>> 0
@@ -21,20 +23,16 @@ export function hashString(s: string): number {
 }
 
 export class Rng {
-  private state: number;
+  private readonly bits: Mulberry32;
   private spare: number | null = null;
 
   constructor(readonly seed: number) {
-    this.state = seed >>> 0;
+    this.bits = new Mulberry32(seed);
   }
 
   /** Uniform 32-bit integer (mulberry32). */
   nextU32(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
+    return this.bits.u32();
   }
 
   /** Uniform in [0, 1) with 53 random bits. */
