@@ -120,20 +120,30 @@ async function decodeBench(floor: number): Promise<DecodeRow[]> {
   return rows;
 }
 
+/** The two floors decode is compared against, measured in this run. */
+interface Floors {
+  readBytesPerSecond: number;
+  fma: { perSecond: number; lanes: number };
+}
+
 async function main(): Promise<void> {
   const simd = KVCache.devices().cpu.simd;
   const part = args.rest.get('part') ?? 'all';
-  progress('read floor');
-  const floor = readBandwidth(2 ** 30, 1);
-  progress('arithmetic floor');
-  const fma = fmaPeak();
   const append = part === 'decode' ? undefined : await appendBench();
-  const decode = part === 'append' ? undefined : await decodeBench(floor);
+  let floors: Floors | undefined;
+  let decode: DecodeRow[] | undefined;
+  if (part !== 'append') {
+    progress('read floor');
+    const readBytesPerSecond = readBandwidth(2 ** 30, 1);
+    progress('arithmetic floor');
+    floors = { readBytesPerSecond, fma: fmaPeak() };
+    decode = await decodeBench(readBytesPerSecond);
+  }
   progress('');
   console.log(`\nkvcompact quantization benchmarks (SIMD ${simd}, 1 thread, 8 kv heads × 128, group ${GROUP})`);
   if (append) printAppend(append);
-  if (decode) printDecode(decode, floor, fma);
-  writeJson(args.json, { simd, floorBytesPerSecond: floor, fmaPerSecond: fma.perSecond, append, decode });
+  if (decode && floors) printDecode(decode, floors);
+  writeJson(args.json, { simd, floorBytesPerSecond: floors?.readBytesPerSecond, fmaPerSecond: floors?.fma.perSecond, append, decode });
 }
 
 function printAppend(append: Awaited<ReturnType<typeof appendBench>>): void {
@@ -144,7 +154,7 @@ function printAppend(append: Awaited<ReturnType<typeof appendBench>>): void {
     append.rows.map((r) => [r.storage, r.rotate ? 'keys' : '-', fmt(r.medianMs, 1), fmt(r.gbPerSecond), fmt(r.ratioToCopy)])));
 }
 
-function printDecode(decode: DecodeRow[], floor: number, fma: { perSecond: number; lanes: number }): void {
+function printDecode(decode: DecodeRow[], { readBytesPerSecond: floor, fma }: Floors): void {
   const fmt = (x: number, d = 2) => x.toFixed(d);
   console.log(`\nDecode attention, ${decodeTokens} tokens, GQA 4, cold; read floor (readPass over 1 GiB, 1 thread): ` +
     `${fmt(floor / 1e9)} GB/s\n`);
