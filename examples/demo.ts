@@ -11,11 +11,11 @@
 import { parseArgs } from 'node:util';
 import path from 'node:path';
 import { KVCache, type KVCacheOptions, type Storage } from '../lib/index';
+import { MODEL_PATH, TOKENIZER_PATH } from './llama2c/paths';
 import { formatSeconds, Progress, Rng } from './shared/progress';
 
-const ROOT = path.resolve(__dirname, '..');
-const DEFAULT_MODEL = path.resolve(ROOT, '../shared/models/stories260K.bin');
-const DEFAULT_TOKENIZER = path.resolve(ROOT, '../shared/models/tok512.bin');
+const DEFAULT_MODEL = MODEL_PATH;
+const DEFAULT_TOKENIZER = TOKENIZER_PATH;
 
 const USAGE = `usage: npm run demo -- [options]
 

@@ -2,7 +2,6 @@
 // transform, scoring at the right positions), exercised with small stand-ins for
 // EvictionPolicy and Compactor built from public Sequence operations (read, truncate,
 // append), so it runs whether or not the library exports the real ones.
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as kv from '../../lib/index';
 import { Sequence } from '../../lib/index';
@@ -13,12 +12,12 @@ import { buildMethods } from '../../examples/eval/methods';
 import { StoryEvaluator, emptyScore, mergeScore, type Score } from '../../examples/eval/runner';
 import { loadStories, prefixLength, splitStories } from '../../examples/eval/stories';
 import { markdownTable, resultRows, svgPlot } from '../../examples/eval/report';
+import { EVAL_TEXT_PATH, MODEL_PATH, TOKENIZER_PATH } from '../../examples/llama2c/paths';
 
-const SHARED = path.resolve(__dirname, '../../../shared');
-const checkpoint = loadCheckpoint(path.join(SHARED, 'models/stories260K.bin'));
-const tokenizer = Tokenizer.load(path.join(SHARED, 'models/tok512.bin'), checkpoint.config.vocabSize);
+const checkpoint = loadCheckpoint(MODEL_PATH);
+const tokenizer = Tokenizer.load(TOKENIZER_PATH, checkpoint.config.vocabSize);
 const dims = attentionDims(checkpoint.config);
-const stories = loadStories(path.join(SHARED, 'data/tinystories_eval.txt'), tokenizer, 512, 2);
+const stories = loadStories(EVAL_TEXT_PATH, tokenizer, 512, 2);
 
 /** Keeps, in every stream of every layer, the rows at `keep(positions)`; rebuilds the sequence in place. */
 function keepRows(seq: Sequence, choose: (positions: Int32Array, count: number) => number[], ratio: number): void {

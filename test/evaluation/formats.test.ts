@@ -3,7 +3,6 @@
 // stories of the evaluation text, with bounds just around the measured values, so that a
 // regression in quantization, rotation or attention fails here. (That an f32 cache reproduces
 // the reference NLL 1.7522 is checked in test/examples.)
-import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as kv from '../../lib/index';
 import { loadCheckpoint } from '../../examples/llama2c/checkpoint';
@@ -13,12 +12,12 @@ import { buildMethods } from '../../examples/eval/methods';
 import { StoryEvaluator, emptyScore, mergeScore, type Score } from '../../examples/eval/runner';
 import { loadStories } from '../../examples/eval/stories';
 import { resultRows, type ResultRow } from '../../examples/eval/report';
+import { EVAL_TEXT_PATH, MODEL_PATH, TOKENIZER_PATH } from '../../examples/llama2c/paths';
 
 const STORIES = 8;
-const SHARED = path.resolve(__dirname, '../../../shared');
-const checkpoint = loadCheckpoint(path.join(SHARED, 'models/stories260K.bin'));
-const tokenizer = Tokenizer.load(path.join(SHARED, 'models/tok512.bin'), checkpoint.config.vocabSize);
-const stories = loadStories(path.join(SHARED, 'data/tinystories_eval.txt'), tokenizer, 512, STORIES);
+const checkpoint = loadCheckpoint(MODEL_PATH);
+const tokenizer = Tokenizer.load(TOKENIZER_PATH, checkpoint.config.vocabSize);
+const stories = loadStories(EVAL_TEXT_PATH, tokenizer, 512, STORIES);
 const dims = attentionDims(checkpoint.config);
 
 /**

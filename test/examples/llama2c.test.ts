@@ -2,18 +2,17 @@
 // tokenizer ids, exact greedy text and windowed NLL, first over the plain-JS reference
 // attention, then over a kvcompact KVCache with f32 storage.
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CheckpointError, loadCheckpoint, parseCheckpoint, type Checkpoint } from '../../examples/llama2c/checkpoint';
 import { generateGreedy, nll } from '../../examples/llama2c/generate';
 import { attentionDims, Transformer, type AttentionBackend } from '../../examples/llama2c/model';
 import { ReferenceAttention } from '../../examples/llama2c/reference-attention';
 import { BOS, Tokenizer } from '../../examples/llama2c/tokenizer';
+import { EVAL_TEXT_PATH, MODEL_PATH, TOKENIZER_PATH } from '../../examples/llama2c/paths';
 
-const SHARED = path.resolve(__dirname, '../../../shared');
-const MODEL = path.join(SHARED, 'models/stories260K.bin');
-const TOKENIZER = path.join(SHARED, 'models/tok512.bin');
-const EVAL_TEXT = path.join(SHARED, 'data/tinystories_eval.txt');
+const MODEL = MODEL_PATH;
+const TOKENIZER = TOKENIZER_PATH;
+const EVAL_TEXT = EVAL_TEXT_PATH;
 
 const PROMPT = 'Once upon a time';
 const GREEDY_60 =

@@ -9,7 +9,6 @@
 //              first 320 tokens of ../shared/data/tinystories_sample.txt: 5 layers, 4 kv heads,
 //              8 query heads, head_dim 8 (so groupSize 8), causal attention of all 320 queries
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { KVCache } from '../../lib/index';
 import type { Storage } from '../../lib/types';
 import { gaussianKV, gaussianQueries, headRows, syntheticKV, syntheticQueries } from '../../bench/support/synthetic-streams';
@@ -19,6 +18,7 @@ import { RecordingAttention, concat } from '../../examples/llama2c/recording-att
 import { ReferenceAttention } from '../../examples/llama2c/reference-attention';
 import { Tokenizer } from '../../examples/llama2c/tokenizer';
 import { attentionReference } from '../reference/attention-reference';
+import { MODEL_PATH, SAMPLE_TEXT_PATH, TOKENIZER_PATH } from '../../examples/llama2c/paths';
 
 /** One layer's worth of attention inputs, token-major. */
 export interface LayerData {
@@ -72,14 +72,13 @@ export function syntheticDataset(): Dataset {
     layers: [{ keys: s.keys, values: s.values, queries: syntheticQueries(s, 4, 22) }] });
 }
 
-const SHARED = path.resolve(__dirname, '../../../shared');
 
 export const STORIES_TOKENS = 320;
 
 export function storiesDataset(): Dataset {
-  const checkpoint = loadCheckpoint(path.join(SHARED, 'models/stories260K.bin'));
-  const tokenizer = Tokenizer.load(path.join(SHARED, 'models/tok512.bin'), checkpoint.config.vocabSize);
-  const text = readFileSync(path.join(SHARED, 'data/tinystories_sample.txt'), 'utf8');
+  const checkpoint = loadCheckpoint(MODEL_PATH);
+  const tokenizer = Tokenizer.load(TOKENIZER_PATH, checkpoint.config.vocabSize);
+  const text = readFileSync(SAMPLE_TEXT_PATH, 'utf8');
   const ids = tokenizer.encode(text, { bos: true }).slice(0, STORIES_TOKENS);
   const dims = attentionDims(checkpoint.config);
   const rec = new RecordingAttention(new ReferenceAttention(dims), dims.layers);
