@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kvc/compaction_ops.h"
 #include "kvc/status.h"
 
 namespace kvc::cpu {
@@ -24,19 +25,7 @@ class ThreadPool;
 
 namespace kvc::compaction {
 
-enum class Method {
-  kHighestAttention,  // rows with the largest RMS (over queries) of their attention weight
-  kOmp,               // greedy: the rows most correlated with the unexplained attention mass
-};
-
-enum class Pooling { kNone, kMax, kAvg };
-
-// How the mass fit (and OMP's residual) weighs the reference queries.
-enum class MassObjective {
-  kRelative,  // ‖(E_F w − z') / z‖: every query's relative mass error counts the same (= A_F w ≈ 1 − A_P·1)
-  kAbsolute,  // ‖E_F w − z'‖ with E relative to each query's max logit: queries with much mass spread
-              // below their max weigh more
-};
+// Method, Pooling, MassObjective and Options: kvc/compaction_ops.h (shared with the backends).
 
 struct Problem {
   const float* keys = nullptr;             // [T, D] as attention uses them (after RoPE / rotation)
@@ -50,32 +39,6 @@ struct Problem {
   const float* heldOutQueries = nullptr;   // [nHeldOut, D] only for diagnostics, or nullptr
   uint32_t nHeldOut = 0;
   uint32_t target = 0;                     // rows to keep, protected ones included (>= 1)
-};
-
-struct Options {
-  Method method = Method::kHighestAttention;
-  // Tikhonov term of both normal-equation solves, relative to the mean diagonal entry of the
-  // matrix (so it does not depend on the scale of E or X). Raised ×100 (up to 5 times) when a
-  // Cholesky factorization fails.
-  float ridge = 1e-4f;
-  MassObjective massObjective = MassObjective::kRelative;
-  uint32_t nnlsIterations = 30;  // projected coordinate-descent sweeps after the clamped solve
-  float minWeight = 1e-6f;       // bounds of w = exp(beta − b): beta stays finite
-  float maxWeight = 1e6f;
-  // > 0: contiguous chunks of chunkSize rows are compacted independently (chunk c gets its
-  // share of target by cumulative rounding, so the shares sum to target) and concatenated;
-  // the bias keeps each chunk's attention mass, so the chunks recombine correctly.
-  uint32_t chunkSize = 0;
-  // Smoothing of the highest-attention score along the rows (SnapKV-style); kernel odd, e.g. 5.
-  Pooling pooling = Pooling::kNone;
-  uint32_t poolKernel = 0;
-  // OMP adds max(1, target / ompStepDivisor) rows per step, then refits w.
-  uint32_t ompStepDivisor = 16;
-  // OMP stops once the unexplained mass is below this fraction of the target mass (norm) and
-  // fills the rest of the budget by the highest-attention score.
-  float ompTolerance = 1e-3f;
-  bool fitBeta = true;    // false: beta = b (no mass fit; for eviction-style baselines)
-  bool fitValues = true;  // false: the kept rows' original values
 };
 
 struct Result {

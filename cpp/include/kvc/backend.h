@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "kvc/compaction_ops.h"
 #include "kvc/status.h"
 #include "kvc/views.h"
 
@@ -49,6 +50,43 @@ class Backend {
   // not rewrite would leave a half-compacted sequence.
   virtual Status rewriteRows(const PoolView& pool, const RowCodec& codec, const StreamView& stream, uint32_t start,
                              uint32_t count, const float* values, const float* beta) = 0;
+  // ---- compaction and eviction numerics (kvc/compaction_ops.h, ARCHITECTURE §9) ----
+  // Streams per compactStreams call this backend handles best (the CPU: two per thread; a GPU:
+  // as many as its memory allows, since one launch fits them all).
+  virtual uint32_t compactionBatchSize(uint32_t threads) const { return 2 * (threads ? threads : 1); }
+  // Attention Matching on `count` streams at once: score pass, selection (highest attention
+  // or OMP) with top-k, NNLS fit of beta, ridge least-squares fit of the values, diagnostics.
+  // Reads the pool, writes nothing to it. reports [count]; *fit receives the fitted rows,
+  // which stay where they were computed until applyCompactionFit.
+  virtual Status compactStreams(const PoolView& pool, const RowCodec& codec, const CompactionStreamInput* streams,
+                                uint32_t count, const compaction::Options& options, const CompactionControl& control,
+                                CompactionStreamReport* reports, std::unique_ptr<CompactionFit>* fit) {
+    (void)pool, (void)codec, (void)streams, (void)count, (void)options, (void)control, (void)reports, (void)fit;
+    return unsupported(std::string("compactStreams is not implemented by the ") + name() + " backend");
+  }
+  // After the core rebuilt stream `index` of the batch from reports[index].keep (row j of
+  // `rebuilt` holds the row keep[j] had), re-encodes the fitted beta and values of the rows the
+  // fit changed, exactly as rewriteRows would. Kept keys are never rewritten.
+  virtual Status applyCompactionFit(const PoolView& pool, const RowCodec& codec, const CompactionFit& fit,
+                                    uint32_t index, const StreamView& rebuilt) {
+    (void)pool, (void)codec, (void)fit, (void)index, (void)rebuilt;
+    return unsupported(std::string("applyCompactionFit is not implemented by the ") + name() + " backend");
+  }
+  // Eviction: per-row scores of `count` streams into host arrays scores[i] [length] (the
+  // budget planner needs them on the host: 4 bytes per row, never the rows themselves).
+  virtual Status rowScores(const PoolView& pool, const RowCodec& codec, const RowScoreInput* streams, uint32_t count,
+                           float* const* scores) {
+    (void)pool, (void)codec, (void)streams, (void)count, (void)scores;
+    return unsupported(std::string("rowScores is not implemented by the ") + name() + " backend");
+  }
+  // Eviction: scores and keep sets of `count` streams in one pass where the rows live;
+  // keep[i] receives stream i's kept row indices, ascending.
+  virtual Status selectRows(const PoolView& pool, const RowCodec& codec, const RowSelectInput* streams, uint32_t count,
+                            std::vector<int32_t>* keep) {
+    (void)pool, (void)codec, (void)streams, (void)count, (void)keep;
+    return unsupported(std::string("selectRows is not implemented by the ") + name() + " backend");
+  }
+
   // Raw encoded rows for serialization: keys [count][keyRowBytes], values
   // [count][valueRowBytes], beta [count], positions [count] (host memory), bit-exact.
   virtual Status readRawRows(const PoolView& pool, const StreamView& stream, uint32_t start, uint32_t count,
