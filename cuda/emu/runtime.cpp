@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
@@ -81,8 +82,30 @@ cudaError_t cudaFree(void* ptr) {
 cudaError_t cudaMallocHost(void** ptr, size_t bytes) { return cudaMalloc(ptr, bytes); }
 cudaError_t cudaFreeHost(void* ptr) { return cudaFree(ptr); }
 
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind /*kind*/) {
+namespace {
+std::atomic<unsigned long long> h2dBytes{0}, h2dCalls{0}, d2hBytes{0}, d2hCalls{0};
+}  // namespace
+
+TransferStats transferStats() {
+  TransferStats s;
+  s.hostToDeviceBytes = h2dBytes.load();
+  s.hostToDeviceCalls = h2dCalls.load();
+  s.deviceToHostBytes = d2hBytes.load();
+  s.deviceToHostCalls = d2hCalls.load();
+  return s;
+}
+
+void resetTransferStats() { h2dBytes = h2dCalls = d2hBytes = d2hCalls = 0; }
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   if (bytes && (!dst || !src)) return lastError = cudaErrorInvalidValue;
+  if (kind == cudaMemcpyHostToDevice) {
+    h2dBytes += bytes;
+    ++h2dCalls;
+  } else if (kind == cudaMemcpyDeviceToHost) {
+    d2hBytes += bytes;
+    ++d2hCalls;
+  }
   if (bytes) std::memmove(dst, src, bytes);
   return cudaSuccess;
 }

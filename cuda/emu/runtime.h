@@ -32,6 +32,15 @@ cudaError_t cudaDriverGetVersion(int* version);
 cudaError_t cudaRuntimeGetVersion(int* version);
 cudaError_t cudaMemGetInfo(size_t* freeBytes, size_t* totalBytes);
 
+// Test-build accounting of host <-> device copies (by the cudaMemcpyKind the caller states),
+// so tests can prove that an operation moved no rows through the host.
+struct TransferStats {
+  unsigned long long hostToDeviceBytes = 0, hostToDeviceCalls = 0;
+  unsigned long long deviceToHostBytes = 0, deviceToHostCalls = 0;
+};
+TransferStats transferStats();
+void resetTransferStats();
+
 }  // namespace kvc_emu
 
 // runtime.cpp defines the functions under their own names.
