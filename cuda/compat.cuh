@@ -17,7 +17,7 @@
   extern __shared__ __align__(16) unsigned char kvc_dynamic_shared_[]; \
   type* name = reinterpret_cast<type*>(kvc_dynamic_shared_)
 // (threads, minBlocksPerSM): with the thread count alone, nvcc 13 caps sm_90 kernels at 32-40
-// registers and spills; a minimum of 4 blocks per SM leaves room (see RESOURCE_USAGE.md).
+// registers and spills; a minimum of 4 blocks per SM leaves room (see PERFORMANCE.md).
 #define KVC_LAUNCH_BOUNDS(...) __launch_bounds__(__VA_ARGS__)
 #define KVC_UNROLL _Pragma("unroll")
 #define KVC_CUDA_NAMESPACE_BEGIN namespace kvc { namespace cuda {

@@ -1,5 +1,7 @@
-// queryCuda / createCudaBackend for builds without nvcc (the node-gyp CPU-only addon, or
-// cmake-js when no CUDA toolkit is found): CUDA is reported as not compiled in.
+// queryCuda / createCudaBackend / measureCudaCopyBandwidth for builds without nvcc (the
+// node-gyp CPU-only addon, or cmake-js when no CUDA toolkit is found): CUDA is reported as
+// not compiled in.
+#include "cuda_probe.h"
 #include "kvc/backend.h"
 
 namespace kvc {
@@ -15,6 +17,10 @@ CudaInfo queryCuda() {
 std::unique_ptr<Backend> createCudaBackend(const BackendOptions& /*options*/, Status* status) {
   if (status) *status = Status(StatusCode::kCudaUnavailable, "cuda unavailable: kvcompact was built without CUDA");
   return nullptr;
+}
+
+Status measureCudaCopyBandwidth(uint64_t /*bytes*/, uint32_t /*repeats*/, CopyBandwidth* /*out*/) {
+  return Status(StatusCode::kCudaUnavailable, "cuda unavailable: kvcompact was built without CUDA");
 }
 
 }  // namespace kvc

@@ -11,6 +11,7 @@
 #include "compaction_binding.h"
 #include "cache_wrap.h"
 #include "cuda_emulation.h"
+#include "cuda_probe_binding.h"
 #include "eviction_binding.h"
 #include "kvc/backend.h"
 #include "sequence_wrap.h"
@@ -35,14 +36,10 @@ Napi::Value devices(const Napi::CallbackInfo& info) {
   const cpu::CpuFeatures& f = cpu::cpuFeatures();
   cpu.Set("simd", f.avx512 ? "avx512" : f.avx2 ? "avx2" : "portable");
 
-  CudaInfo c = queryCuda();
-  if (cudaEmulationFactory()) {
-    c.available = true;
-    c.deviceName = "emulated on the CPU (KVCOMPACT_CUDA_EMULATION=1)";
-    c.deviceCount = 1;
-  }
+  const CudaInfo c = cudaDeviceInfo();
   Napi::Object cuda = Napi::Object::New(env);
   cuda.Set("emulationCompiled", cudaEmulationCompiled());
+  cuda.Set("emulated", cudaEmulationFactory() != nullptr);
   cuda.Set("available", c.available);
   cuda.Set("compiled", c.compiled);
   if (!c.available) cuda.Set("reason", c.reason);
@@ -99,6 +96,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   registerEviction(env, exports);
   registerCompaction(env, exports);
   registerBench(env, exports);
+  registerCudaProbe(env, exports);
+  registerCudaEmulation(env, exports);
   return exports;
 }
 

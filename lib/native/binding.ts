@@ -71,6 +71,10 @@ export interface NativeDevices {
   cuda: {
     available: boolean;
     compiled: boolean;
+    /** True only in the test addon, which contains the CUDA emulator. */
+    emulationCompiled: boolean;
+    /** True when device 'cuda' is the emulator (test addon with KVCOMPACT_CUDA_EMULATION=1). */
+    emulated: boolean;
     reason?: string;
     name?: string;
     devices?: number;
@@ -202,6 +206,35 @@ export interface NativeAddon {
     valueRowBytes: number;
     blockBytes: number;
   };
+  /**
+   * Benchmarks (npm run gpu-check): median time of `repeats` device-to-device cudaMemcpy of
+   * `bytes` on device 0, timed with cudaEvents. Throws CUDA_UNAVAILABLE without a GPU.
+   */
+  cudaCopyBandwidth(bytes: number, repeats: number): NativeCopyBandwidth;
+}
+
+export interface NativeCopyBandwidth {
+  bytes: number;
+  repeats: number;
+  milliseconds: number;
+  /** bytes / median time */
+  copyGBps: number;
+  /** 2 × bytes / median time: DRAM traffic, every byte is read once and written once */
+  memoryGBps: number;
+}
+
+/** Host <-> device copies made by emulated CUDA backends since the last reset. */
+export interface NativeTransferStats {
+  hostToDeviceBytes: number;
+  hostToDeviceCalls: number;
+  deviceToHostBytes: number;
+  deviceToHostCalls: number;
+}
+
+/** The test addon: the production surface plus functions that exist only in the test build. */
+export interface NativeTestAddon extends NativeAddon {
+  cudaTransferStats(): NativeTransferStats;
+  resetCudaTransferStats(): void;
 }
 
 /** The package root (holds package.json), from lib/native or dist/cjs/native. */
@@ -221,37 +254,86 @@ function packageRoot(): string {
   return path.resolve(__dirname, '..', '..');
 }
 
+/**
+ * Which addon a process uses. 'production' is kvcompact.node as node-gyp-build finds it
+ * (build/Release, then prebuilds/): CPU backend + CUDA backend, no emulator. 'test' is
+ * build/Release/test/kvcompact_test.node, built by CMake only: the same addon plus the CUDA
+ * emulator (device 'cuda' on the CPU with KVCOMPACT_CUDA_EMULATION=1) and test-only functions.
+ * A path loads that .node file.
+ */
+export type NativeBuild = 'production' | 'test' | { path: string };
+
+/** The test addon's path (a subdirectory: node-gyp-build loads the first .node in build/Release). */
+export function testAddonPath(): string {
+  return path.join(packageRoot(), 'build', 'Release', 'test', 'kvcompact_test.node');
+}
+
+/** The one loader rule: KVCOMPACT_NATIVE=test selects the test addon, any other value is a path to a .node, unset is production. */
+export function requestedBuild(): NativeBuild {
+  const explicit = process.env['KVCOMPACT_NATIVE'];
+  if (!explicit) return 'production';
+  if (explicit === 'test') return 'test';
+  return { path: path.resolve(explicit) };
+}
+
+function buildKey(build: NativeBuild): string {
+  return typeof build === 'string' ? build : build.path;
+}
+
+const loaded = new Map<string, NativeAddon>();
 let addon: NativeAddon | undefined;
 
 /**
- * Loads the addon once: KVCOMPACT_NATIVE (an explicit .node path), else node-gyp-build's
- * search (build/Release, then prebuilds/). Every failure is collected into one message
- * that says what to do.
+ * Loads one build (once per process) and registers the error factory on it. Every failure is
+ * collected into one message that says what to do.
  */
-export function native(): NativeAddon {
-  if (addon) return addon;
+export function loadNative(build: NativeBuild): NativeAddon {
+  const key = buildKey(build);
+  const cached = loaded.get(key);
+  if (cached) return cached;
   const root = packageRoot();
   // createRequire works the same in the CommonJS build and under ESM-based test runners.
   const load = createRequire(__filename);
-  const failures: string[] = [];
-  const explicit = process.env['KVCOMPACT_NATIVE'];
-  const attempts: Array<[string, () => unknown]> = [];
-  if (explicit) attempts.push([explicit, () => load(path.resolve(explicit))]);
-  attempts.push([`node-gyp-build(${root})`, () => (load('node-gyp-build') as (dir: string) => unknown)(root)]);
-  for (const [where, attempt] of attempts) {
-    try {
-      const loaded = attempt() as NativeAddon;
-      loaded.setErrorFactory((code, message) => new KVCacheError(code as KVCacheError['code'], message));
-      addon = loaded;
-      return loaded;
-    } catch (error) {
-      failures.push(`  ${where}: ${(error as Error).message.split('\n')[0]}`);
-    }
+  let attempt: [string, () => unknown];
+  if (build === 'production') {
+    attempt = [`node-gyp-build(${root})`, () => (load('node-gyp-build') as (dir: string) => unknown)(root)];
+  } else {
+    const file = build === 'test' ? testAddonPath() : build.path;
+    attempt = [file, () => load(file)];
   }
-  throw new KVCacheError(
-    'INTERNAL',
-    `the kvcompact native addon could not be loaded for ${process.platform}-${process.arch}, Node ${process.version}:\n` +
-      failures.join('\n') +
-      '\nBuild it with `npm run build:native` (CMake) or `npx node-gyp rebuild`, or reinstall the package.',
-  );
+  try {
+    const addonOfBuild = attempt[1]() as NativeAddon;
+    addonOfBuild.setErrorFactory((code, message) => new KVCacheError(code as KVCacheError['code'], message));
+    loaded.set(key, addonOfBuild);
+    return addonOfBuild;
+  } catch (error) {
+    const fix =
+      build === 'test'
+        ? 'The test addon is built by CMake only: `npm run build:native` (it needs the CUDA toolkit headers for the emulator).'
+        : 'Build it with `npm run build:native` (CMake) or `npx node-gyp rebuild`, or reinstall the package.';
+    throw new KVCacheError(
+      'INTERNAL',
+      `the kvcompact native addon (${typeof build === 'string' ? build : 'KVCOMPACT_NATIVE'} build) could not be loaded for ` +
+        `${process.platform}-${process.arch}, Node ${process.version}:\n  ${attempt[0]}: ` +
+        `${(error as Error).message.split('\n')[0]}\n${fix}`,
+    );
+  }
+}
+
+/** The addon this process uses (requestedBuild(), decided at the first call). */
+export function native(): NativeAddon {
+  if (!addon) addon = loadNative(requestedBuild());
+  return addon;
+}
+
+/** The test addon's extra surface; throws unless this process uses the test build. */
+export function nativeTest(): NativeTestAddon {
+  const a = native() as Partial<NativeTestAddon>;
+  if (typeof a.cudaTransferStats !== 'function' || typeof a.resetCudaTransferStats !== 'function') {
+    throw new KVCacheError(
+      'INVALID_ARGUMENT',
+      'test-only native functions need the test addon: set KVCOMPACT_NATIVE=test before the addon is first used',
+    );
+  }
+  return a as NativeTestAddon;
 }

@@ -1,23 +1,33 @@
-// Compaction on device 'cuda' (kernels run on the CPU in the SIMT emulator,
-// KVCOMPACT_CUDA_EMULATION=1, CMake build) against the same compaction on device 'cpu'.
+// Compaction on device 'cuda' against the same compaction on device 'cpu', on the real GPU when
+// there is one and on the CPU through the SIMT emulator otherwise (test/support/cuda-target.ts
+// decides and logs which).
 //
-// Expected agreement: the fit itself (scores, selection, NNLS, value least squares) runs in
-// the core on the host for both devices; a device only decodes rows for it (readRows, bit-exact
-// across devices: test/cuda/parity.test.ts), moves the kept rows (gatherRows, bit-exact) and
-// re-encodes the fitted values and beta (rewriteRows, the same encoder formulas as append). So
-// the kept rows, their keys, values, beta and positions, the reports' errors and the exported
-// bytes must be identical, not merely close. Attention after compaction is compared within
-// 2e-6 relative, as in test/cuda/parity.test.ts: the CUDA attention kernel sums in another
-// order than the CPU's.
+// Expected agreement on the emulator: the fit itself (scores, selection, NNLS, value least
+// squares) runs in the core on the host for both devices; a device only decodes rows for it
+// (readRows, bit-exact across devices: test/cuda/parity.test.ts), moves the kept rows
+// (gatherRows, bit-exact) and re-encodes the fitted values and beta (rewriteRows, the same
+// encoder formulas as append). So the kept rows, their keys, values, beta and positions, the
+// reports' errors and the exported bytes must be identical, not merely close. Attention after
+// compaction is compared within 2e-6 relative, as in test/cuda/parity.test.ts: the CUDA
+// attention kernel sums in another order than the CPU's.
+//
+// On a GPU, rows decoded for the fit may differ by an ulp (fma contraction), which the fit
+// (a ridge-regularized solve) can amplify: the kept rows must be the same ones (a swap needs
+// two selection scores within ~1e-6 relative; with these random inputs the gap at the cut is
+// ~1e-2), kept keys within one step (they are not rewritten), fitted values within 1e-3
+// relative (1e-2 for int8/int4, where such a difference can move a value one step), beta
+// within 1e-3, the reported errors within 1e-3 + 1%, attention after compaction within
+// 2e-3 relative. These bounds come from that reasoning, not yet from a run on hardware.
 import { describe, expect, it } from 'vitest';
-
-process.env['KVCOMPACT_CUDA_EMULATION'] = '1';
 
 import { Compactor, KVCache, KVCacheError, type CompactOptions, type KVCacheOptions, type Sequence, type Storage } from '../../lib/index';
 import { relError } from '../reference/compare';
 import { randn, testRng, type Rng } from '../reference/random';
+import { cudaTarget, expectRowsMatch } from '../support/cuda-target';
 
-const emulation = (KVCache.devices().cuda as { emulationCompiled?: boolean }).emulationCompiled === true;
+const target = cudaTarget();
+const onDevice = target.rules === 'gpu';
+const ATTENTION_REL = onDevice ? 2e-3 : 2e-6;
 
 const D = 64;
 const KV_HEADS = 2;
@@ -70,20 +80,38 @@ function bytes(a: Float32Array | Int32Array): Buffer {
 }
 
 function expectSameRows(gpu: Sequence, cpu: Sequence, label: string) {
+  const c = cpu.cache.config;
   for (let l = 0; l < LAYERS; l++) {
     for (let h = 0; h < KV_HEADS; h++) {
       const a = cpu.read(l, h);
       const b = gpu.read(l, h);
       const where = `${label}: layer ${l} head ${h}`;
       expect(Array.from(b.positions), `${where} positions`).toEqual(Array.from(a.positions));
-      expect(bytes(b.keys).equals(bytes(a.keys)), `${where} keys`).toBe(true);
-      expect(bytes(b.values).equals(bytes(a.values)), `${where} values`).toBe(true);
-      expect(bytes(b.beta).equals(bytes(a.beta)), `${where} beta`).toBe(true);
+      if (!onDevice) {
+        expect(bytes(b.keys).equals(bytes(a.keys)), `${where} keys`).toBe(true);
+        expect(bytes(b.values).equals(bytes(a.values)), `${where} values`).toBe(true);
+        expect(bytes(b.beta).equals(bytes(a.beta)), `${where} beta`).toBe(true);
+        continue;
+      }
+      expectRowsMatch(target, b.keys, a.keys, c.keys, c.rotateKeys ? D : c.groupSize, `${where} keys`);
+      const quantized = c.values === 'int8' || c.values === 'int4';
+      expect(relError(b.values, a.values), `${where} values`).toBeLessThan(quantized ? 1e-2 : 1e-3);
+      for (let j = 0; j < a.beta.length; j++) expect(Math.abs(b.beta[j]! - a.beta[j]!), `${where} beta ${j}`).toBeLessThan(1e-3);
     }
   }
 }
 
-describe.skipIf(!emulation)('Compactor on device cuda (emulated) matches device cpu', () => {
+// Reported errors: identical on the emulator, within 1e-3 + 1% on a GPU.
+function sameError(gpu: number, cpu: number): boolean {
+  return onDevice ? Math.abs(gpu - cpu) <= 1e-3 + 0.01 * Math.abs(cpu) : Object.is(gpu, cpu);
+}
+
+function expectSameExport(gpu: Sequence, cpu: Sequence) {
+  if (onDevice) expect(gpu.export().length).toBe(cpu.export().length);
+  else expect(Buffer.from(gpu.export()).equals(Buffer.from(cpu.export()))).toBe(true);
+}
+
+describe(`Compactor on device cuda (${target.kind}) matches device cpu`, () => {
   const cases: Array<{ keys: Storage; values: Storage; rotate: KVCacheOptions['rotate']; options: CompactOptions }> = [
     { keys: 'f32', values: 'f32', rotate: false, options: { ratio: 0.25 } },
     { keys: 'f16', values: 'f16', rotate: { values: true }, options: { ratio: 0.3, method: 'omp' } },
@@ -115,8 +143,12 @@ describe.skipIf(!emulation)('Compactor on device cuda (emulated) matches device 
       expect(rb.rowsAfter).toBe(ra.rowsAfter);
       expect(rb.rowsAfter).toBeLessThan(rb.rowsBefore);
       expect(rb.blocksFreed).toBe(ra.blocksFreed);
-      expect(rb.streams.map((s) => [s.rowsAfter, s.querySource, s.queries, s.outputError, s.massError]))
-        .toEqual(ra.streams.map((s) => [s.rowsAfter, s.querySource, s.queries, s.outputError, s.massError]));
+      expect(rb.streams.map((s) => [s.rowsAfter, s.querySource, s.queries]))
+        .toEqual(ra.streams.map((s) => [s.rowsAfter, s.querySource, s.queries]));
+      rb.streams.forEach((s, i) => {
+        expect(sameError(s.outputError, ra.streams[i]!.outputError), `stream ${i} outputError`).toBe(true);
+        expect(sameError(s.massError, ra.streams[i]!.massError), `stream ${i} massError`).toBe(true);
+      });
       for (const s of rb.streams) expect(s.querySource).toBe('recorded');
       expectSameRows(b, a, 'after');
       // Most kept rows outside the protected sinks and recent rows (kept as they are) were
@@ -124,7 +156,7 @@ describe.skipIf(!emulation)('Compactor on device cuda (emulated) matches device 
       const kept = c.options.protect ?? { sinks: 4, recent: 32 };
       const fitted = rb.rowsAfter - LAYERS * KV_HEADS * (kept.sinks! + kept.recent!);
       expect(rewrittenRows(b, before)).toBeGreaterThan(fitted / 2);
-      expect(Buffer.from(b.export()).equals(Buffer.from(a.export()))).toBe(true);
+      expectSameExport(b, a);
 
       for (let l = 0; l < LAYERS; l++) {
         const q = randn(rng, 2 * QUERY_HEADS * D);
@@ -137,8 +169,8 @@ describe.skipIf(!emulation)('Compactor on device cuda (emulated) matches device 
         b.append(l, k, v);
         const outA = a.attention(l, q, { lse: lseA });
         const outB = b.attention(l, q, { lse: lseB });
-        expect(relError(outB, outA)).toBeLessThan(2e-6);
-        expect(relError(lseB, lseA)).toBeLessThan(2e-6);
+        expect(relError(outB, outA)).toBeLessThan(ATTENTION_REL);
+        expect(relError(lseB, lseA)).toBeLessThan(onDevice ? 2e-4 : 2e-6);
       }
       cpu.dispose();
       gpu.dispose();
@@ -175,7 +207,7 @@ describe.skipIf(!emulation)('Compactor on device cuda (emulated) matches device 
     expectSameRows(fb, fa, 'fork');
     expect(rewrittenRows(fb, readAll(b))).toBeGreaterThan((report.rowsAfter - LAYERS * KV_HEADS * 36) / 2);
     const parent = b.read(1, 1);
-    expect(bytes(parent.values).equals(bytes(before.values))).toBe(true);
+    expect(bytes(parent.values).equals(bytes(before.values))).toBe(true); // same device: bit-exact
     expect(bytes(parent.beta).equals(bytes(before.beta))).toBe(true);
     expectSameRows(b, a, 'parent');
 

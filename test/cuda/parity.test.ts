@@ -1,18 +1,42 @@
-// Device 'cuda' against device 'cpu' through the public API: the CUDA kernels run on the
-// CPU in the SIMT emulator (KVCOMPACT_CUDA_EMULATION=1, CMake build). Stored rows must be
-// bit-identical (same formats, same rounding), attention equal within f32 accumulation
-// differences, exports byte-identical. Skipped when the addon has no emulated backend.
+// Device 'cuda' against device 'cpu' through the public API, on the real GPU when there is
+// one and on the CPU through the SIMT emulator otherwise (test/support/cuda-target.ts decides,
+// logs the choice, and states the tolerances). Emulator: stored rows and exports are
+// bit-identical (same formats, same rounding), attention equal within f32 summation-order
+// differences. GPU: rows within one quantization step, attention within the __expf / fma /
+// atomics bounds of cuda-target.ts, and the export imports back into the same rows.
 import { describe, expect, it } from 'vitest';
 
-process.env['KVCOMPACT_CUDA_EMULATION'] = '1';
-
-import { EvictionPolicy, KVCache, type KVCacheOptions, type Storage } from '../../lib/index';
+import { EvictionPolicy, KVCache, type KVCacheOptions, type Sequence, type Storage } from '../../lib/index';
 import { relError } from '../reference/compare';
 import { randn, testRng } from '../reference/random';
+import { cudaTarget, expectRowsMatch } from '../support/cuda-target';
 
-const emulation = (KVCache.devices().cuda as { emulationCompiled?: boolean }).emulationCompiled === true;
+const target = cudaTarget();
 
-describe.skipIf(!emulation)('device cuda (emulated) matches device cpu', () => {
+// The exported bytes: identical on the emulator; on a GPU a rare value one step away makes
+// them differ, so the export must import (on the CPU) into rows that match the CPU's.
+function expectSameExport(gpu: Sequence, cpu: Sequence, cpuCache: KVCache, layers: number, kvHeads: number) {
+  const bytes = gpu.export();
+  if (target.rules === 'exact') {
+    expect(Buffer.from(bytes).equals(Buffer.from(cpu.export()))).toBe(true);
+    return;
+  }
+  expect(bytes.length).toBe(cpu.export().length);
+  const back = cpuCache.importSequence(bytes);
+  const { keys, values, groupSize, headDim, rotateKeys, rotateValues } = cpuCache.config;
+  for (let l = 0; l < layers; l++) {
+    for (let h = 0; h < kvHeads; h++) {
+      const a = cpu.read(l, h);
+      const b = back.read(l, h);
+      expect(Array.from(b.positions)).toEqual(Array.from(a.positions));
+      expectRowsMatch(target, b.keys, a.keys, keys, rotateKeys ? headDim : groupSize, `imported keys ${l}/${h}`);
+      expectRowsMatch(target, b.values, a.values, values, rotateValues ? headDim : groupSize, `imported values ${l}/${h}`);
+    }
+  }
+  back.free();
+}
+
+describe(`device cuda (${target.kind}) matches device cpu`, () => {
   const cases: Array<{ keys: Storage; values: Storage; headDim: number; ratio: number; rotate: boolean }> = [
     { keys: 'f32', values: 'f32', headDim: 64, ratio: 4, rotate: false },
     { keys: 'f16', values: 'bf16', headDim: 128, ratio: 1, rotate: false },
@@ -38,11 +62,13 @@ describe.skipIf(!emulation)('device cuda (emulated) matches device cpu', () => {
         a.append(layer, k, v);
         b.append(layer, k, v);
       }
+      const group = Math.min(32, c.headDim);
       for (let h = 0; h < kvHeads; h++) {
         const ra = a.read(1, h);
         const rb = b.read(1, h);
-        expect(Buffer.from(rb.keys.buffer).equals(Buffer.from(ra.keys.buffer))).toBe(true);
-        expect(Buffer.from(rb.values.buffer).equals(Buffer.from(ra.values.buffer))).toBe(true);
+        // Rows are read rotated back, which spreads a one-step difference over the whole row.
+        expectRowsMatch(target, rb.keys, ra.keys, c.keys, gpu.config.rotateKeys ? c.headDim : group, `keys, head ${h}`);
+        expectRowsMatch(target, rb.values, ra.values, c.values, gpu.config.rotateValues ? c.headDim : group, `values, head ${h}`);
         expect(Array.from(rb.positions)).toEqual(Array.from(ra.positions));
       }
       const tq = 3;
@@ -51,9 +77,9 @@ describe.skipIf(!emulation)('device cuda (emulated) matches device cpu', () => {
       const lseB = new Float32Array(tq * options.queryHeads!);
       const outA = a.attention(1, q, { lse: lseA });
       const outB = b.attention(1, q, { lse: lseB });
-      expect(relError(outB, outA)).toBeLessThan(2e-6);
-      expect(relError(lseB, lseA)).toBeLessThan(2e-6);
-      expect(Buffer.from(b.export()).equals(Buffer.from(a.export()))).toBe(true);
+      expect(relError(outB, outA)).toBeLessThan(target.attentionRel);
+      expect(relError(lseB, lseA)).toBeLessThan(target.lseRel);
+      expectSameExport(b, a, cpu, 2, kvHeads);
       cpu.dispose();
       gpu.dispose();
     });
@@ -75,13 +101,23 @@ describe.skipIf(!emulation)('device cuda (emulated) matches device cpu', () => {
       a.attention(0, q, { accumulateScores: true, recordQueries: true });
       b.attention(0, q, { accumulateScores: true, recordQueries: true });
     }
-    for (let h = 0; h < 2; h++) expect(relError(b.scores(0, h), a.scores(0, h))).toBeLessThan(2e-6);
+    for (let h = 0; h < 2; h++) expect(relError(b.scores(0, h), a.scores(0, h))).toBeLessThan(target.scoresRel);
+    // On a GPU the masses differ by ~1e-6 relative, so H2O could keep another row where two
+    // masses tie that closely; the device must keep the same number of rows and (nearly) the
+    // same ones.
     const ra = a.evict(EvictionPolicy.h2o({ sinks: 2, recent: 8 }), { ratio: 0.3 });
     const rb = b.evict(EvictionPolicy.h2o({ sinks: 2, recent: 8 }), { ratio: 0.3 });
     expect(Array.from(rb.keptPerStream)).toEqual(Array.from(ra.keptPerStream));
     for (let h = 0; h < 2; h++) {
-      expect(Array.from(b.read(0, h).positions)).toEqual(Array.from(a.read(0, h).positions));
-      expect(Buffer.from(b.read(0, h).values.buffer).equals(Buffer.from(a.read(0, h).values.buffer))).toBe(true);
+      const pa = Array.from(a.read(0, h).positions);
+      const pb = Array.from(b.read(0, h).positions);
+      if (target.rules === 'exact') {
+        expect(pb).toEqual(pa);
+        expectRowsMatch(target, b.read(0, h).values, a.read(0, h).values, 'int8', 32, `values after eviction, head ${h}`);
+      } else {
+        const kept = new Set(pa);
+        expect(pb.filter((p) => kept.has(p)).length).toBeGreaterThanOrEqual(pa.length - 1);
+      }
     }
     cpu.dispose();
     gpu.dispose();
