@@ -8,8 +8,10 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 process.env['KVCOMPACT_CUDA_EMULATION'] = '1';
+delete process.env['KVCOMPACT_NATIVE']; // this file's process uses the production addon
 
-import { loadNative, testAddonPath } from '../../lib/native/binding';
+import { KVCache } from '../../lib/index';
+import { loadNative, native, nativeTest, requestedBuild, testAddonPath } from '../../lib/native/binding';
 
 const ROOT = path.resolve(__dirname, '../..');
 const PRODUCTION = path.join(ROOT, 'build', 'Release', 'kvcompact.node');
@@ -33,6 +35,17 @@ describe('production and test addons', () => {
     expect(emulatorSymbols(PRODUCTION).slice(0, 5)).toEqual([]);
     // The same check finds them where they are, so the first assertion can fail.
     expect(emulatorSymbols(TEST).length).toBeGreaterThan(10);
+  });
+
+  it('the loader rule: unset KVCOMPACT_NATIVE is production, where the test-only functions are absent', () => {
+    expect(requestedBuild()).toBe('production');
+    expect(native()).toBe(loadNative('production'));
+    expect(native()).not.toBe(loadNative('test'));
+    expect(() => nativeTest()).toThrowError(/KVCOMPACT_NATIVE=test/);
+    // Device 'cuda' in this process is the real one or none, never the emulator.
+    const { cuda } = KVCache.devices();
+    expect(native().devices().cuda.emulated).toBe(false);
+    if (!cuda.available) expect(() => new KVCache({ layers: 1, kvHeads: 1, headDim: 8, device: 'cuda' })).toThrowError(/ignored/);
   });
 
   it('the production addon ignores KVCOMPACT_CUDA_EMULATION and says so when CUDA is unavailable', () => {
