@@ -3,8 +3,9 @@
 // Transactions: every mutating operation (append, copy-on-write after fork, truncate,
 // keepRows and so eviction and compaction apply, import) either completes or returns an
 // error with the cache exactly as it was: the same sequences, lengths, next positions, block
-// tables and reference counts, the same bytes in every visible row (export bytes identical)
-// and the same stats() (rows, blocksUsed, blocksFree). This holds for validation errors, an
+// tables and reference counts, the same bytes in every visible row (export bytes identical;
+// slots beyond a stream's length, which nothing reads, may have been written) and the same
+// stats() (rows, blocksUsed, blocksFree). This holds for validation errors, an
 // exhausted budget, and for a backend call that fails at any step. The rule that makes it
 // true: validate, plan and allocate first; run every backend call that can fail against
 // fresh blocks (or rows that are not yet visible); mutate the bookkeeping only after the

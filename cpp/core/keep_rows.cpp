@@ -104,6 +104,10 @@ Status Cache::prepareKeepRows(uint64_t id, const KeepSet* sets, uint32_t count, 
   // rows they overwrite) and only streams sharing blocks with a fork need fresh ones.
   const bool inPlaceFallback = freshTotal > pool_.available();
   const uint64_t freshNeeded = inPlaceFallback ? freshShared : freshTotal;
+  if (freshNeeded > pool_.available()) {
+    return outOfMemory("maxBytes exhausted: rebuilding streams shared with a fork needs " + std::to_string(freshNeeded) +
+                       " more blocks, " + std::to_string(pool_.available()) + " free");
+  }
   std::vector<int32_t> fresh;
   KVC_RETURN_IF_ERROR(allocateBlocks(static_cast<uint32_t>(freshNeeded), &fresh));
 
