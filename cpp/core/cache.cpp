@@ -1,4 +1,5 @@
-// Cache operations: plan block changes, check the budget, then mutate (see cache.h).
+// Cache operations: plan block changes, check the budget, run the backend, then mutate
+// (see cache.h, "Transactions"). keepRows lives in keep_rows.cpp.
 #include "cache.h"
 
 #include <algorithm>
@@ -183,21 +184,35 @@ Status Cache::append(uint64_t id, uint32_t layer, const AppendInput& input) {
     needed += blocksFor(s.length + static_cast<int64_t>(input.tokens), B) - blocksFor(s.length, B);
     if (s.length % B != 0 && pool_.refCount(s.blocks.back()) > 1) ++needed;
   }
+  std::vector<int32_t> defaultPositions;
+  const int32_t* positions = input.positions;
+  if (!positions) {
+    defaultPositions.resize(input.tokens);
+    for (uint32_t t = 0; t < input.tokens; ++t) defaultPositions[t] = seq->nextPosition[layer] + static_cast<int32_t>(t);
+    positions = defaultPositions.data();
+  }
+
   std::vector<int32_t> fresh;
   fresh.reserve(needed);
   KVC_RETURN_IF_ERROR(allocateBlocks(needed, &fresh));
 
-  // Nothing can fail from here on except a backend fault; commit the plan.
+  // Extend the block tables, remembering what they held: the rows land beyond each stream's
+  // length, in blocks no other stream reads, and lengths, positions and reference counts
+  // change only after every backend call succeeded; a failure restores the tables (cheaper
+  // than building copies of long tables on every decode step).
   size_t next = 0;
   std::vector<int32_t> cowSrc, cowDst;
+  std::vector<size_t> oldSizes(heads);
+  std::vector<int32_t> sharedLast(heads, -1);  // the shared block a copy replaces
   std::vector<const int32_t*> tables(heads);
   std::vector<int32_t> startRows(heads);
   for (uint32_t h = 0; h < heads; ++h) {
     Stream& s = seq->stream(layer, heads, h);
+    oldSizes[h] = s.blocks.size();
     if (s.length % B != 0 && pool_.refCount(s.blocks.back()) > 1) {
+      sharedLast[h] = s.blocks.back();
       cowSrc.push_back(s.blocks.back());
       cowDst.push_back(fresh[next]);
-      pool_.release(s.blocks.back());
       s.blocks.back() = fresh[next++];
     }
     const uint32_t add = blocksFor(s.length + static_cast<int64_t>(input.tokens), B) - blocksFor(s.length, B);
@@ -205,16 +220,18 @@ Status Cache::append(uint64_t id, uint32_t layer, const AppendInput& input) {
     tables[h] = s.blocks.data();
     startRows[h] = s.length;
   }
+  auto rollback = [&](const Status& status) {
+    for (uint32_t h = 0; h < heads; ++h) {
+      Stream& s = seq->stream(layer, heads, h);
+      s.blocks.resize(oldSizes[h]);
+      if (sharedLast[h] >= 0) s.blocks.back() = sharedLast[h];
+    }
+    for (int32_t b : fresh) pool_.release(b);
+    return status;
+  };
   if (!cowSrc.empty()) {
-    KVC_RETURN_IF_ERROR(backend_->copyBlocks(pool(), cowSrc.data(), cowDst.data(), static_cast<uint32_t>(cowSrc.size())));
-  }
-
-  std::vector<int32_t> defaultPositions;
-  const int32_t* positions = input.positions;
-  if (!positions) {
-    defaultPositions.resize(input.tokens);
-    for (uint32_t t = 0; t < input.tokens; ++t) defaultPositions[t] = seq->nextPosition[layer] + static_cast<int32_t>(t);
-    positions = defaultPositions.data();
+    const Status status = backend_->copyBlocks(pool(), cowSrc.data(), cowDst.data(), static_cast<uint32_t>(cowSrc.size()));
+    if (!status.isOk()) return rollback(status);
   }
 
   AppendParams p;
@@ -229,18 +246,12 @@ Status Cache::append(uint64_t id, uint32_t layer, const AppendInput& input) {
   p.values = input.values;
   p.positions = positions;
   const Status status = backend_->append(p);
-  if (!status.isOk()) {
-    // Undo the plan so that the stream stays as it was (the rows were never made visible).
-    for (uint32_t h = 0; h < heads; ++h) {
-      Stream& s = seq->stream(layer, heads, h);
-      const uint32_t keep = blocksFor(s.length, B);
-      for (size_t i = keep; i < s.blocks.size(); ++i) pool_.release(s.blocks[i]);
-      s.blocks.resize(keep);
-    }
-    return status;
-  }
+  if (!status.isOk()) return rollback(status);
+
+  // Commit: nothing below can fail.
   for (uint32_t h = 0; h < heads; ++h) {
     Stream& s = seq->stream(layer, heads, h);
+    if (sharedLast[h] >= 0) pool_.release(sharedLast[h]);  // the shared block keeps its other owners
     s.length += static_cast<int32_t>(input.tokens);
     if (!s.scores.empty()) s.scores.resize(s.length, 0.0f);
   }
@@ -383,60 +394,6 @@ const Sequence* Cache::sequence(uint64_t id) const {
 Sequence* Cache::mutableSequence(uint64_t id) {
   auto it = sequences_.find(id);
   return it == sequences_.end() ? nullptr : it->second.get();
-}
-
-Status Cache::keepRows(uint64_t id, const KeepSet* sets, uint32_t count) {
-  Sequence* seq;
-  KVC_RETURN_IF_ERROR(find(id, &seq));
-  if (seq->busy) return busy("the sequence is being compacted");
-  const uint32_t B = config_.blockSize;
-  // Validate everything and count the blocks streams with shared blocks need (streams
-  // whose blocks are all exclusively owned are compacted in place).
-  uint32_t needed = 0;
-  std::vector<bool> inPlace(count);
-  for (uint32_t i = 0; i < count; ++i) {
-    const KeepSet& k = sets[i];
-    KVC_RETURN_IF_ERROR(checkLayer(k.layer));
-    if (k.head >= config_.kvHeads) return invalidArgument("kvHead " + std::to_string(k.head) + " is out of range");
-    const Stream& s = seq->stream(k.layer, config_.kvHeads, k.head);
-    for (uint32_t j = 0; j < k.count; ++j) {
-      if (k.rows[j] < 0 || k.rows[j] >= s.length || (j > 0 && k.rows[j] <= k.rows[j - 1])) {
-        return invalidArgument("keep rows must be ascending, unique and in [0, " + std::to_string(s.length) + ")");
-      }
-    }
-    bool exclusive = true;
-    for (int32_t b : s.blocks) exclusive = exclusive && pool_.refCount(b) == 1;
-    inPlace[i] = exclusive;
-    if (!exclusive) needed += blocksFor(k.count, B);
-  }
-  std::vector<int32_t> fresh;
-  KVC_RETURN_IF_ERROR(allocateBlocks(needed, &fresh));
-  size_t next = 0;
-  for (uint32_t i = 0; i < count; ++i) {
-    const KeepSet& k = sets[i];
-    Stream& s = seq->stream(k.layer, config_.kvHeads, k.head);
-    StreamView src{s.blocks.data(), s.length};
-    const uint32_t keepBlocks = blocksFor(k.count, B);
-    if (inPlace[i]) {
-      // Ascending keep rows only ever move towards the front: a forward copy is safe.
-      KVC_RETURN_IF_ERROR(backend_->gatherRows(pool(), src, k.rows, k.count, src, 0));
-      for (size_t b = keepBlocks; b < s.blocks.size(); ++b) pool_.release(s.blocks[b]);
-      s.blocks.resize(keepBlocks);
-    } else {
-      std::vector<int32_t> blocks(fresh.begin() + next, fresh.begin() + next + keepBlocks);
-      next += keepBlocks;
-      StreamView dst{blocks.data(), static_cast<int32_t>(k.count)};
-      KVC_RETURN_IF_ERROR(backend_->gatherRows(pool(), src, k.rows, k.count, dst, 0));
-      for (int32_t b : s.blocks) pool_.release(b);
-      s.blocks = std::move(blocks);
-    }
-    if (!s.scores.empty()) {
-      for (uint32_t j = 0; j < k.count; ++j) s.scores[j] = s.scores[k.rows[j]];
-      s.scores.resize(k.count);
-    }
-    s.length = static_cast<int32_t>(k.count);
-  }
-  return Status::ok();
 }
 
 Status Cache::readPositions(const Stream& stream, uint32_t start, uint32_t count, int32_t* out) const {

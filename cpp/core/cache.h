@@ -1,6 +1,20 @@
-// The cache: configuration, backend, block pool and the live sequences. Every operation
-// validates cheaply, plans its block changes, and only then mutates, so that a failure
-// (budget exhausted, bad shape) leaves the cache exactly as it was.
+// The cache: configuration, backend, block pool and the live sequences.
+//
+// Transactions: every mutating operation (append, copy-on-write after fork, truncate,
+// keepRows and so eviction and compaction apply, import) either completes or returns an
+// error with the cache exactly as it was: the same sequences, lengths, next positions, block
+// tables and reference counts, the same bytes in every visible row (export bytes identical;
+// slots beyond a stream's length, which nothing reads, may have been written) and the same
+// stats() (rows, blocksUsed, blocksFree). This holds for validation errors, an
+// exhausted budget, and for a backend call that fails at any step. The rule that makes it
+// true: validate, plan and allocate first; run every backend call that can fail against
+// fresh blocks (or rows that are not yet visible); mutate the bookkeeping only after the
+// last fallible call succeeded, and otherwise free the fresh blocks. Only committedBytes may
+// have grown after a failure (pool memory is committed before it is written and never
+// shrinks; it is reused by the next allocation). Not covered: a second backend fault while a
+// rollback restores rows (only the in-place fallback of keepRows restores rows; it says so in
+// the returned message). attention() is not a mutating operation here: on failure its
+// accumulated scores may hold part of the call's mass.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -8,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "block_pool.h"
@@ -43,6 +58,60 @@ struct KeepSet {
   uint32_t count = 0;
 };
 
+class Cache;
+
+// What the caller of prepareKeepRows does with the rebuilt streams before commit.
+enum class KeepRowsMode {
+  kMove,     // rows only move (eviction): whole blocks that keep their rows are reused, not copied
+  kRewrite,  // rows of the rebuilt streams are re-encoded before commit (compaction): every
+             // rebuilt block is private to the transaction, so the old rows stay intact
+};
+
+// A keepRows that has gathered the kept rows but changed nothing visible yet
+// (Cache::prepareKeepRows). stream(i) is the rebuilt stream of sets[i], which the caller may
+// rewrite (Backend::rewriteRows, Backend::applyCompactionFit); commit() makes every rebuilt
+// stream visible at once and releases the old blocks (it cannot fail); abort() frees the
+// fresh blocks and restores any rows rebuilt in place. Destroying a pending transaction
+// aborts it. The sequence is busy (no other operation, no free) while a transaction is
+// pending; a transaction must end before its cache is destroyed.
+class KeepRowsTxn {
+ public:
+  KeepRowsTxn() = default;
+  ~KeepRowsTxn();
+  KeepRowsTxn(KeepRowsTxn&& other) noexcept { *this = std::move(other); }
+  KeepRowsTxn& operator=(KeepRowsTxn&& other) noexcept;
+  KeepRowsTxn(const KeepRowsTxn&) = delete;
+  KeepRowsTxn& operator=(const KeepRowsTxn&) = delete;
+
+  bool pending() const { return cache_ != nullptr; }
+  uint32_t size() const { return static_cast<uint32_t>(changes_.size()); }
+  StreamView stream(uint32_t i) const;
+  void commit();
+  Status abort();
+  // Aborts and returns `cause` (with a note when the rollback itself failed).
+  Status abortWith(const Status& cause);
+
+ private:
+  friend class Cache;
+  struct Change {
+    Stream* stream = nullptr;
+    std::vector<int32_t> blocks;       // the rebuilt block table
+    std::vector<uint8_t> reused;       // [blocks] 1: an old block kept as it is (kMove)
+    std::vector<int32_t> rows;         // the keep set (scores follow it at commit)
+    bool inPlace = false;              // rebuilt in the stream's own blocks (full pool)
+    bool saved = false;                // in place: rows [backupStart, rows.size()) are saved
+    uint32_t backupStart = 0;          // in place: the first saved row
+    uint32_t gatherStart = 0;          // in place: the first row that moves
+    std::vector<uint8_t> backupKeys, backupValues;
+    std::vector<float> backupBeta;
+    std::vector<int32_t> backupPositions;
+  };
+  Cache* cache_ = nullptr;
+  Sequence* sequence_ = nullptr;
+  std::vector<Change> changes_;
+  std::vector<int32_t> fresh_;  // blocks allocated for the transaction
+};
+
 struct RowsOut {
   std::vector<float> keys, values, beta;
   std::vector<int32_t> positions;
@@ -75,8 +144,15 @@ class Cache {
   Status attention(const uint64_t* ids, uint32_t count, const AttentionRequest& request);
   Status truncate(uint64_t id, int32_t position);
   // Rebuilds streams from keep sets (eviction, compaction): rows move bit-exactly with their
-  // beta, position and score; blocks no longer referenced return to the pool. All or nothing.
+  // beta, position and score; blocks no longer referenced return to the pool. All or nothing
+  // (prepareKeepRows + commit).
   Status keepRows(uint64_t id, const KeepSet* sets, uint32_t count);
+  // First phase of keepRows: validates, allocates and gathers the kept rows into blocks that
+  // no visible stream reads, and returns the pending transaction (see KeepRowsTxn). Each set
+  // names a distinct stream. Fresh blocks are used while the pool has room for them; on a
+  // pool too full for that, streams whose blocks are all exclusively owned are rebuilt in
+  // place after their overwritten rows were saved to host memory (abort writes them back).
+  Status prepareKeepRows(uint64_t id, const KeepSet* sets, uint32_t count, KeepRowsMode mode, KeepRowsTxn* txn);
   Status resetScores(uint64_t id);
   // Read-only access for policies and compaction (nullptr when freed).
   const Sequence* sequence(uint64_t id) const;
@@ -107,6 +183,9 @@ class Cache {
   Status allocateBlocks(uint32_t count, std::vector<int32_t>* out);
   void releaseStream(Stream& stream);
   Status readPositions(const Stream& stream, uint32_t start, uint32_t count, int32_t* out) const;
+  friend class KeepRowsTxn;
+  void commitKeep(KeepRowsTxn* txn);
+  Status abortKeep(KeepRowsTxn* txn);
   void recordQueries(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride);
   Status attentionChunk(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1);
 

@@ -300,14 +300,16 @@ Status applyCompaction(Cache& cache, SequencePlan* plan) {
     k.count = static_cast<uint32_t>(sp.result.keep.size());
     sets.push_back(k);
   }
-  KVC_RETURN_IF_ERROR(cache.keepRows(plan->id, sets.data(), static_cast<uint32_t>(sets.size())));
-  // After keepRows every rebuilt stream owns its blocks (shared ones were copied), so
-  // rewriting them never reaches a fork's parent.
-  Sequence* seq = cache.mutableSequence(plan->id);
+  // Gather the kept rows into blocks no visible stream reads, re-encode the fitted rows
+  // there, and only then swap the block tables: a failure at any step leaves the sequence
+  // exactly as it was (the transaction's destructor aborts).
+  KeepRowsTxn txn;
+  KVC_RETURN_IF_ERROR(cache.prepareKeepRows(plan->id, sets.data(), static_cast<uint32_t>(sets.size()),
+                                            KeepRowsMode::kRewrite, &txn));
   const uint32_t D = c.headDim;
-  for (const StreamPlan& sp : plan->streams) {
-    const Stream& s = seq->stream(sp.layer, c.kvHeads, sp.head);
-    StreamView view{s.blocks.data(), s.length};
+  for (uint32_t i = 0; i < txn.size(); ++i) {
+    const StreamPlan& sp = plan->streams[i];
+    const StreamView view = txn.stream(i);
     const uint32_t t = static_cast<uint32_t>(sp.changed.size());
     for (uint32_t j = 0; j < t;) {
       if (!sp.changed[j]) {
@@ -316,12 +318,14 @@ Status applyCompaction(Cache& cache, SequencePlan* plan) {
       }
       uint32_t end = j;
       while (end < t && sp.changed[end]) ++end;
-      KVC_RETURN_IF_ERROR(cache.mutableBackend().rewriteRows(cache.pool(), cache.codec(), view, j, end - j,
-                                                             sp.result.values.data() + static_cast<size_t>(j) * D,
-                                                             sp.result.beta.data() + j));
+      const Status status = cache.mutableBackend().rewriteRows(cache.pool(), cache.codec(), view, j, end - j,
+                                                               sp.result.values.data() + static_cast<size_t>(j) * D,
+                                                               sp.result.beta.data() + j);
+      if (!status.isOk()) return txn.abortWith(status);
       j = end;
     }
   }
+  txn.commit();
   plan->blocksAfter = cache.stats().blocksUsed;
   plan->secondsApply = secondsSince(t0);
   return Status::ok();

@@ -75,9 +75,9 @@ Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& request,
 Status computeCompaction(Cache& cache, const SequenceRequest& request, SequencePlan* plan,
                          const std::function<void(double)>& progress);
 
-// Main thread. keepRows for every planned stream at once (all or nothing: validation and
-// block allocation happen before any row moves), then rewriteRows on the rows whose value or
-// beta changed. Protected rows and the kept keys stay bit-exact.
+// Main thread. Cache::prepareKeepRows for every planned stream at once, rewriteRows on the
+// rebuilt rows whose value or beta changed, then commit: all or nothing, even when a backend
+// call fails (cache.h, "Transactions"). Protected rows and the kept keys stay bit-exact.
 Status applyCompaction(Cache& cache, SequencePlan* plan);
 
 }  // namespace kvc::compaction
