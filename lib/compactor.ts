@@ -217,9 +217,12 @@ function merge(base: Resolved, call: Resolved): Resolved {
  *
  * While compact() runs the sequence is busy: append, attention, truncate, fork, free,
  * evict and export throw BUSY; other sequences work normally. `cache.dispose()` meanwhile
- * waits until the current batch of streams finishes (a bounded wait), and the promise
- * rejects with DISPOSED; nothing is applied. A compaction is all or nothing: every stream
- * is computed first, then all are applied at once.
+ * returns at once: the compaction stops at its next batch of streams, the promise rejects
+ * with DISPOSED (nothing is applied) and the cache's memory is released then. With
+ * `{ signal }`, aborting stops it the same way and rejects with ABORTED, the sequence exactly
+ * as before. A compaction is all or nothing: every stream is computed first, then all are
+ * applied at once. `using compactor = ...` aborts its compactions still in flight at the end
+ * of the scope (`await using` also waits for them).
  *
  * Online: with `online: { maxRows }`, call `maybeCompact(seq)` after each append; streams
  * longer than maxRows are compacted synchronously (older part by `ratio`), so generation
