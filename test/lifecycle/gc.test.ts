@@ -12,7 +12,7 @@ function child(...args: string[]): Record<string, any> {
   const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', join(__dirname, 'gc-child.ts'), ...args], {
     cwd: join(__dirname, '..', '..'),
     encoding: 'utf8',
-    timeout: 120_000,
+    timeout: 170_000,
   });
   if (r.status !== 0) throw new Error(`child ${args.join(' ')} exited with ${r.status}: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!);
@@ -26,7 +26,7 @@ describe('garbage collection', () => {
     // The kept sequence: 100 rows in each of 2 streams of layer 0, 32-row blocks -> 2 × 4 blocks.
     expect(after.blocksUsed).toBe(8);
     expect(after.rows).toBe(200);
-  });
+  }, 180_000);
 
   it('300 caches never disposed: the garbage collector keeps resident memory bounded', () => {
     const r = child('caches', '300');
@@ -34,5 +34,5 @@ describe('garbage collection', () => {
     console.log(`300 undisposed caches of ${(r.committedPerCache / 2 ** 20).toFixed(0)} MiB: peak RSS ${(r.peakRss / 2 ** 20).toFixed(0)} MiB (${(total / 2 ** 20).toFixed(0)} MiB committed in all)`);
     expect(r.committedPerCache).toBeGreaterThan(4 * 2 ** 20);
     expect(r.peakRss).toBeLessThan(total / 3);
-  });
+  }, 180_000);
 });
