@@ -3,6 +3,7 @@
 // compaction runs, `using` / `await using` on KVCache, Sequence and Compactor, and objects
 // posted to another thread.
 import { MessageChannel, Worker } from 'node:worker_threads';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Compactor, KVCache, KVCacheError, type KVCacheOptions, type Sequence } from '../../lib/index';
@@ -242,7 +243,9 @@ describe('threads', () => {
   });
 
   it('a worker thread uses its own cache; exported bytes cross threads and import here', async () => {
-    const addonPath = join(__dirname, '..', '..', 'build', 'Release', 'kvcompact.node');
+    // The binary lib/native/binding.ts loads: KVCOMPACT_NATIVE, else node-gyp-build's choice.
+    const root = join(__dirname, '..', '..');
+    const addonPath = process.env['KVCOMPACT_NATIVE'] ?? (createRequire(__filename)('node-gyp-build') as { path(dir: string): string }).path(root);
     const worker = new Worker(
       `
       const { parentPort, workerData } = require('node:worker_threads');
