@@ -1,14 +1,15 @@
 // Checks of the attention options shared by Sequence.attention and KVCache.attentionBatch.
 import { invalidArgument, shapeMismatch } from './errors';
+import { ATTENTION_FLAGS } from './generated/schema';
 import { float32Array, knownKeys } from './validate';
 
 const ATTENTION_OPTIONS = ['out', 'lse', 'recordQueries', 'accumulateScores'] as const;
 
-/** Checks the option names and flags; returns the native flags (1 = accumulateScores, 2 = recordQueries). */
+/** Checks the option names and flags; returns the native flags (bits of schema/options.json). */
 export function attentionFlags(o: Record<string, unknown>): number {
   knownKeys('options', o, ATTENTION_OPTIONS);
   let flags = 0;
-  for (const [name, bit] of [['accumulateScores', 1], ['recordQueries', 2]] as const) {
+  for (const [name, bit] of Object.entries(ATTENTION_FLAGS) as Array<[keyof typeof ATTENTION_FLAGS, number]>) {
     if (o[name] !== undefined && typeof o[name] !== 'boolean') throw invalidArgument(`options.${name}`, 'a boolean', o[name]);
     if (o[name] === true) flags |= bit;
   }

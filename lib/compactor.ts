@@ -1,12 +1,15 @@
 // Compactor: Attention Matching compaction of a sequence (ARCHITECTURE §4.5). Validates and
 // translates options; the work runs natively (cpp/core/compaction/sequence_compactor.h),
 // off the event loop for compact(), on the calling thread for compactSync()/maybeCompact().
-import { KVCacheError, invalidArgument } from './errors';
+import { KVCacheError, abortedError, invalidArgument } from './errors';
+import { COMPACTION_METHOD, COMPACTION_OPTIONS, type CompactionMethodName, type QuerySourceName } from './generated/schema';
+import { asyncDisposeSymbol, disposeSymbol } from './lifecycle';
 import { native, type NativeCompactionReport, type NativeCompactionSpec } from './native/binding';
 import { Sequence } from './sequence';
-import { isInteger, knownKeys, optionsObject } from './validate';
+import { enumOption, isFloat32Array, isInteger, knownKeys, numberOption, optionsObject } from './validate';
 
-export type CompactionMethod = 'highest-attention' | 'omp';
+/** 'highest-attention' | 'omp' */
+export type CompactionMethod = CompactionMethodName;
 
 /**
  * Where the reference queries of each stream come from:
@@ -47,6 +50,13 @@ export interface CompactOptions {
   threads?: number;
   /** compact() only: called with the fraction of streams done (0..1] after each batch. Exceptions it throws are ignored. */
   onProgress?: (fraction: number) => void;
+  /**
+   * compact(): cancels the compaction. It stops at the next batch of streams (or before the
+   * results are applied); the promise rejects with a KVCacheError of code 'ABORTED' (the
+   * signal's reason as `cause`) and the sequence is exactly as before. An already aborted
+   * signal rejects at once. compactSync() and maybeCompact() only check it before starting.
+   */
+  signal?: AbortSignal;
 }
 
 export interface CompactorOptions extends CompactOptions {
@@ -104,9 +114,10 @@ export interface CompactionReport {
 
 const OPTION_KEYS = [
   'method', 'ratio', 'targetTokens', 'protect', 'chunkSize', 'ridge', 'nnlsIterations', 'queries',
-  'heldOutQueries', 'layers', 'heads', 'threads', 'onProgress',
+  'heldOutQueries', 'layers', 'heads', 'threads', 'onProgress', 'signal',
 ] as const;
 const MAX_U32 = 0xffffffff;
+const C = COMPACTION_OPTIONS;
 
 /** Checked options, `protect` flattened; undefined = not given. */
 type Resolved = Omit<CompactOptions, 'protect'> & { sinks?: number; recent?: number };
@@ -119,7 +130,7 @@ function count(name: string, value: unknown, min: number, max = MAX_U32): number
 function layerArrays(name: string, value: unknown): ReadonlyArray<Float32Array | null> {
   if (!Array.isArray(value)) throw invalidArgument(name, 'an array with one Float32Array (or null) per layer', value);
   value.forEach((a, l) => {
-    if (a !== null && !(a instanceof Float32Array)) throw invalidArgument(`${name}[${l}]`, 'a Float32Array [n, queryHeads, headDim] or null', a);
+    if (a !== null && !isFloat32Array(a)) throw invalidArgument(`${name}[${l}]`, 'a Float32Array [n, queryHeads, headDim] or null', a);
   });
   return value as ReadonlyArray<Float32Array | null>;
 }
@@ -134,32 +145,21 @@ function resolve(name: string, value: unknown, extraKeys: readonly string[] = []
   const o = optionsObject(name, value);
   knownKeys(name, o, [...OPTION_KEYS, ...extraKeys]);
   const r: Resolved = {};
-  if (o['method'] !== undefined) {
-    if (o['method'] !== 'highest-attention' && o['method'] !== 'omp') throw invalidArgument(`${name}.method`, "'highest-attention' or 'omp'", o['method']);
-    r.method = o['method'];
-  }
-  if (o['ratio'] !== undefined) {
-    const v = o['ratio'];
-    if (typeof v !== 'number' || !(v > 0 && v <= 1)) throw invalidArgument(`${name}.ratio`, 'a number in (0, 1]', v);
-    r.ratio = v;
-  }
-  if (o['targetTokens'] !== undefined) r.targetTokens = count(`${name}.targetTokens`, o['targetTokens'], 1);
+  if (o['method'] !== undefined) r.method = enumOption(`${name}.method`, o['method'], COMPACTION_METHOD);
+  if (o['ratio'] !== undefined) r.ratio = numberOption(`${name}.ratio`, o['ratio'], C.ratio);
+  if (o['targetTokens'] !== undefined) r.targetTokens = count(`${name}.targetTokens`, o['targetTokens'], C.targetTokens.min, C.targetTokens.max);
   if (r.ratio !== undefined && r.targetTokens !== undefined) {
     throw invalidArgument(`${name}.targetTokens`, 'absent when ratio is given (give one of them)', r.targetTokens);
   }
   if (o['protect'] !== undefined) {
     const p = optionsObject(`${name}.protect`, o['protect']);
     knownKeys(`${name}.protect`, p, ['sinks', 'recent']);
-    if (p['sinks'] !== undefined) r.sinks = count(`${name}.protect.sinks`, p['sinks'], 0, 0x7fffffff);
-    if (p['recent'] !== undefined) r.recent = count(`${name}.protect.recent`, p['recent'], 0, 0x7fffffff);
+    if (p['sinks'] !== undefined) r.sinks = count(`${name}.protect.sinks`, p['sinks'], C.sinks.min, C.sinks.max);
+    if (p['recent'] !== undefined) r.recent = count(`${name}.protect.recent`, p['recent'], C.recent.min, C.recent.max);
   }
-  if (o['chunkSize'] !== undefined) r.chunkSize = count(`${name}.chunkSize`, o['chunkSize'], 0);
-  if (o['ridge'] !== undefined) {
-    const v = o['ridge'];
-    if (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v)) throw invalidArgument(`${name}.ridge`, 'a finite number >= 0', v);
-    r.ridge = v;
-  }
-  if (o['nnlsIterations'] !== undefined) r.nnlsIterations = count(`${name}.nnlsIterations`, o['nnlsIterations'], 0, 100000);
+  if (o['chunkSize'] !== undefined) r.chunkSize = count(`${name}.chunkSize`, o['chunkSize'], C.chunkSize.min, C.chunkSize.max);
+  if (o['ridge'] !== undefined) r.ridge = numberOption(`${name}.ridge`, o['ridge'], C.ridge);
+  if (o['nnlsIterations'] !== undefined) r.nnlsIterations = count(`${name}.nnlsIterations`, o['nnlsIterations'], C.nnlsIterations.min, C.nnlsIterations.max);
   if (o['queries'] !== undefined) {
     const q = o['queries'];
     r.queries = q === 'recorded' || q === 'keys' ? q : layerArrays(`${name}.queries`, q);
@@ -167,10 +167,14 @@ function resolve(name: string, value: unknown, extraKeys: readonly string[] = []
   if (o['heldOutQueries'] !== undefined) r.heldOutQueries = layerArrays(`${name}.heldOutQueries`, o['heldOutQueries']);
   if (o['layers'] !== undefined) r.layers = indexList(`${name}.layers`, o['layers']);
   if (o['heads'] !== undefined) r.heads = indexList(`${name}.heads`, o['heads']);
-  if (o['threads'] !== undefined) r.threads = count(`${name}.threads`, o['threads'], 1, 1024);
+  if (o['threads'] !== undefined) r.threads = count(`${name}.threads`, o['threads'], C.threads.min, C.threads.max);
   if (o['onProgress'] !== undefined) {
     if (typeof o['onProgress'] !== 'function') throw invalidArgument(`${name}.onProgress`, 'a function', o['onProgress']);
     r.onProgress = o['onProgress'] as (fraction: number) => void;
+  }
+  if (o['signal'] !== undefined) {
+    if (!(o['signal'] instanceof AbortSignal)) throw invalidArgument(`${name}.signal`, 'an AbortSignal', o['signal']);
+    r.signal = o['signal'];
   }
   return r;
 }
@@ -213,9 +217,12 @@ function merge(base: Resolved, call: Resolved): Resolved {
  *
  * While compact() runs the sequence is busy: append, attention, truncate, fork, free,
  * evict and export throw BUSY; other sequences work normally. `cache.dispose()` meanwhile
- * waits until the current batch of streams finishes (a bounded wait), and the promise
- * rejects with DISPOSED; nothing is applied. A compaction is all or nothing: every stream
- * is computed first, then all are applied at once.
+ * returns at once: the compaction stops at its next batch of streams, the promise rejects
+ * with DISPOSED (nothing is applied) and the cache's memory is released then. With
+ * `{ signal }`, aborting stops it the same way and rejects with ABORTED, the sequence exactly
+ * as before. A compaction is all or nothing: every stream is computed first, then all are
+ * applied at once. `using compactor = ...` aborts its compactions still in flight at the end
+ * of the scope (`await using` also waits for them).
  *
  * Online: with `online: { maxRows }`, call `maybeCompact(seq)` after each append; streams
  * longer than maxRows are compacted synchronously (older part by `ratio`), so generation
@@ -228,6 +235,8 @@ export class Compactor {
   readonly options: Readonly<CompactorOptions>;
   readonly #base: Resolved;
   readonly #online: { maxRows: number } | undefined;
+  /** Abort functions of this compactor's compactions in flight, and their settled promises. */
+  readonly #inFlight = new Map<Promise<void>, () => void>();
 
   constructor(options: CompactorOptions) {
     const o = optionsObject('options', options);
@@ -235,9 +244,9 @@ export class Compactor {
     if (o['online'] !== undefined) {
       const on = optionsObject('options.online', o['online']);
       knownKeys('options.online', on, ['maxRows']);
-      const maxRows = count('options.online.maxRows', on['maxRows'], 1, 0x7fffffff);
+      const maxRows = count('options.online.maxRows', on['maxRows'], C.maxRows.min, C.maxRows.max);
       if (base.ratio === undefined || base.ratio >= 1) throw invalidArgument('options.ratio', 'a number in (0, 1) with online compaction', base.ratio);
-      const protectedRows = (base.sinks ?? 4) + (base.recent ?? 32);
+      const protectedRows = (base.sinks ?? C.sinks.default) + (base.recent ?? C.recent.default);
       if (maxRows <= protectedRows) {
         throw invalidArgument('options.online.maxRows', `more than the protected rows (sinks + recent = ${protectedRows})`, maxRows);
       }
@@ -247,10 +256,15 @@ export class Compactor {
     this.options = Object.freeze({ ...(options as CompactorOptions) });
   }
 
-  /** Compacts `seq` off the event loop; resolves with the report once the results are applied. */
+  /**
+   * Compacts `seq` off the event loop; resolves with the report once the results are applied.
+   * With `signal`, aborting rejects with code 'ABORTED' and leaves the sequence unchanged.
+   */
   compact(seq: Sequence, options?: CompactOptions): Promise<CompactionReport> {
     try {
       const r = merge(this.#base, resolve('options', options));
+      const signal = r.signal;
+      if (signal?.aborted) throw abortedError('the compaction', signal);
       const spec = this.#spec(seq, r, false);
       const onProgress = r.onProgress;
       const progress = onProgress
@@ -262,15 +276,49 @@ export class Compactor {
             }
           }
         : null;
-      return native().compact(seq.native, spec, progress).then((n) => toReport(n));
+      const job = native().compact(seq.native, spec, progress);
+      const onAbort = () => job.abort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const promise = job.promise.then(
+        (n) => toReport(n),
+        (error: unknown) => {
+          // The native error says ABORTED; rethrow it with the signal's reason as the cause.
+          if (signal?.aborted && error instanceof KVCacheError && error.code === 'ABORTED') throw abortedError('the compaction', signal);
+          throw error;
+        },
+      );
+      const settled = promise.then(
+        () => undefined,
+        () => undefined,
+      );
+      this.#inFlight.set(settled, job.abort);
+      void settled.then(() => {
+        signal?.removeEventListener('abort', onAbort);
+        this.#inFlight.delete(settled);
+      });
+      seq.trackCompaction(job.abort, promise);
+      return promise;
     } catch (error) {
       return Promise.reject(error);
     }
   }
 
+  /** `using compactor = new Compactor(...)`: aborts this compactor's compactions still in flight (they reject with ABORTED). */
+  [disposeSymbol](): void {
+    for (const abort of this.#inFlight.values()) abort();
+  }
+
+  /** `await using compactor = ...`: aborts this compactor's compactions in flight and waits until they settle. */
+  async [asyncDisposeSymbol](): Promise<void> {
+    const settled = [...this.#inFlight.keys()];
+    this[disposeSymbol]();
+    await Promise.all(settled);
+  }
+
   /** Compacts `seq` on the calling thread (blocks it): for small sequences and online use. */
   compactSync(seq: Sequence, options?: CompactOptions): CompactionReport {
     const r = merge(this.#base, resolve('options', options));
+    if (r.signal?.aborted) throw abortedError('the compaction', r.signal);
     return toReport(native().compactSync(seq.native, this.#spec(seq, r, false)));
   }
 
@@ -281,12 +329,13 @@ export class Compactor {
   maybeCompact(seq: Sequence, options?: CompactOptions): CompactionReport | null {
     if (!this.#online) throw new KVCacheError('INVALID_ARGUMENT', 'maybeCompact needs a Compactor made with online: { maxRows }');
     const r = merge(this.#base, resolve('options', options));
+    if (r.signal?.aborted) throw abortedError('the compaction', r.signal);
     const n = native().compactSync(seq.native, this.#spec(seq, r, true));
     return n.streams.length === 0 ? null : toReport(n);
   }
 
   #spec(seq: Sequence, r: Resolved, online: boolean): NativeCompactionSpec {
-    if (!(seq instanceof Sequence)) throw invalidArgument('seq', 'a Sequence', seq);
+    if (!Sequence.isSequence(seq)) throw invalidArgument('seq', 'a Sequence', seq);
     seq.checkAlive();
     const c = seq.cache.config;
     if (r.ratio === undefined && r.targetTokens === undefined) {
@@ -301,12 +350,12 @@ export class Compactor {
         }
       });
     };
-    let querySource = 0;
+    let querySource: QuerySourceName = 'recorded';
     let queries: Array<Float32Array | null> | null = null;
-    if (r.queries === 'keys') querySource = 1;
+    if (r.queries === 'keys') querySource = 'keys';
     else if (Array.isArray(r.queries)) {
       checkLayers('options.queries', r.queries);
-      querySource = 2;
+      querySource = 'given';
       queries = [...r.queries];
     }
     if (r.heldOutQueries) checkLayers('options.heldOutQueries', r.heldOutQueries);
@@ -317,14 +366,14 @@ export class Compactor {
       if (h >= c.kvHeads) throw invalidArgument(`options.heads[${i}]`, `an integer in [0, ${c.kvHeads})`, h);
     });
     return {
-      method: r.method === 'omp' ? 1 : 0,
+      method: r.method ?? C.method.default,
       ratio: r.ratio ?? 0,
       targetTokens: r.targetTokens ?? 0,
-      sinks: r.sinks ?? 4,
-      recent: r.recent ?? 32,
-      chunkSize: r.chunkSize ?? 0,
-      ridge: r.ridge ?? 1e-4,
-      nnlsIterations: r.nnlsIterations ?? 30,
+      sinks: r.sinks ?? C.sinks.default,
+      recent: r.recent ?? C.recent.default,
+      chunkSize: r.chunkSize ?? C.chunkSize.default,
+      ridge: r.ridge ?? C.ridge.default,
+      nnlsIterations: r.nnlsIterations ?? C.nnlsIterations.default,
       threads: r.threads ?? c.threads,
       layers: r.layers ? Int32Array.from(r.layers) : null,
       heads: r.heads ? Int32Array.from(r.heads) : null,

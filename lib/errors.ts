@@ -1,25 +1,19 @@
 // The one error type of kvcompact and the one factory every check uses, so that each
 // failure carries a stable `code` and a message naming the argument and what it expected.
+import { ERROR_CODES } from './generated/schema';
 
-/** Stable error codes. Keep in sync with cpp/include/kvc/status.h. */
-export type ErrorCode =
-  | 'INVALID_ARGUMENT'
-  | 'SHAPE_MISMATCH'
-  | 'OUT_OF_MEMORY'
-  | 'DISPOSED'
-  | 'BUSY'
-  | 'CORRUPT_DATA'
-  | 'CUDA_UNAVAILABLE'
-  | 'CUDA_ERROR'
-  | 'UNSUPPORTED'
-  | 'INTERNAL';
+/**
+ * Stable error codes (schema/options.json, shared with the native status codes).
+ * 'ABORTED': an operation was cancelled by its AbortSignal; nothing was changed.
+ */
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 /** Every failure of kvcompact, from TypeScript checks or from native code. */
 export class KVCacheError extends Error {
   readonly code: ErrorCode;
 
-  constructor(code: ErrorCode, message: string) {
-    super(message);
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
     this.name = 'KVCacheError';
     this.code = code;
   }
@@ -37,6 +31,11 @@ function describe(value: unknown): string {
 /** `name` should be `expected`, but was `actual`. */
 export function invalidArgument(name: string, expected: string, actual: unknown): KVCacheError {
   return new KVCacheError('INVALID_ARGUMENT', `${name} must be ${expected}, got ${describe(actual)}`);
+}
+
+/** The error of an operation its AbortSignal cancelled; the signal's reason is the cause. */
+export function abortedError(what: string, signal: AbortSignal): KVCacheError {
+  return new KVCacheError('ABORTED', `${what} was aborted; nothing was changed`, { cause: signal.reason });
 }
 
 export function shapeMismatch(message: string): KVCacheError {

@@ -5,7 +5,8 @@ import { KVCacheError, invalidArgument, shapeMismatch } from './errors';
 import { native, type NativeBudgetSpec, type NativePolicySpec } from './native/binding';
 import type { Sequence } from './sequence';
 import type { EvictionBudget, EvictionReport, StreamScoreView } from './types';
-import { indexBelow, isInteger, knownKeys, optionsObject } from './validate';
+import { EVICTION_OPTIONS, PER_HEAD, SCHEDULE, type ScoreSourceName } from './generated/schema';
+import { enumOption, indexBelow, isFloat32Array, isInteger, knownKeys, optionsObject } from './validate';
 
 export type EvictionPolicyKind =
   | 'slidingWindow'
@@ -37,14 +38,16 @@ export interface CustomPolicyOptions extends ProtectOptions {
 }
 
 /** Default protection of the scoring policies (h2o, snapKV's sinks, tova, keyNorm, random, custom). */
-export const DEFAULT_SINKS = 4;
-export const DEFAULT_RECENT = 32;
+export const DEFAULT_SINKS: number = EVICTION_OPTIONS.sinks.default;
+export const DEFAULT_RECENT: number = EVICTION_OPTIONS.recent.default;
 
-const SOURCE: Record<EvictionPolicyKind, number> = {
-  slidingWindow: 0, streamingLLM: 0, h2o: 1, snapKV: 2, tova: 3, keyNorm: 4, random: 5, custom: 6,
+/** What each policy scores rows by, by the name the native side knows (schema/options.json). */
+const SOURCE: Record<EvictionPolicyKind, ScoreSourceName> = {
+  slidingWindow: 'recency', streamingLLM: 'recency', h2o: 'accumulated', snapKV: 'observation', tova: 'lastQuery',
+  keyNorm: 'keyNorm', random: 'random', custom: 'given',
 };
 
-const MAX_ROWS = 0x7fffffff;
+const MAX_ROWS = EVICTION_OPTIONS.keep.max;
 
 function count(name: string, value: unknown, fallback: number, min = 0): number {
   if (value === undefined) return fallback;
@@ -102,6 +105,8 @@ export class EvictionPolicy {
   readonly wantKeys: boolean;
   /** @internal */
   readonly wantValues: boolean;
+  /** Brand: only policies made by the factories have it (Object.create(EvictionPolicy.prototype) does not). */
+  readonly #brand = true;
 
   private constructor(f: PolicyFields) {
     this.kind = f.kind;
@@ -159,8 +164,8 @@ export class EvictionPolicy {
   static snapKV(options: { window?: number; pool?: number } & ProtectOptions = {}): EvictionPolicy {
     const o = optionsObject('options', options);
     knownKeys('options', o, ['window', 'pool', 'sinks', 'recent']);
-    const window = count('options.window', o['window'], 32, 1);
-    const pool = count('options.pool', o['pool'], 7, 1);
+    const window = count('options.window', o['window'], EVICTION_OPTIONS.window.default, 1);
+    const pool = count('options.pool', o['pool'], EVICTION_OPTIONS.pool.default, EVICTION_OPTIONS.pool.min);
     if (pool % 2 === 0) throw invalidArgument('options.pool', 'an odd positive integer', pool);
     const sinks = count('options.sinks', o['sinks'], DEFAULT_SINKS);
     const recent = count('options.recent', o['recent'], window);
@@ -223,12 +228,17 @@ export class EvictionPolicy {
   spec(given: Float32Array | null): NativePolicySpec {
     return {
       source: SOURCE[this.kind], sinks: this.sinks, recent: this.recent, window: this.kind === 'snapKV' ? this.window! : 0,
-      pool: this.pool ?? 1, seed: this.seed ?? 0, given,
+      pool: this.pool ?? EVICTION_OPTIONS.pool.min, seed: this.seed ?? EVICTION_OPTIONS.seed.default, given,
     };
   }
 
   toString(): string {
     return `EvictionPolicy.${this.kind}(sinks ${this.sinks}, recent ${this.recent})`;
+  }
+
+  /** True for policies made by the static factories (not for look-alikes or structured clones). */
+  static isPolicy(value: unknown): value is EvictionPolicy {
+    return typeof value === 'object' && value !== null && #brand in value;
   }
 }
 
@@ -252,7 +262,7 @@ function customScores(policy: EvictionPolicy, seq: Sequence, layer: number, kvHe
     if (policy.wantValues) view.values = rows.values;
   }
   const scores = policy.fn!(view);
-  if (!(scores instanceof Float32Array)) throw invalidArgument(`custom scores of layer ${layer} kv head ${kvHead}`, 'a Float32Array', scores);
+  if (!isFloat32Array(scores)) throw invalidArgument(`custom scores of layer ${layer} kv head ${kvHead}`, 'a Float32Array', scores);
   if (scores.length !== length) {
     throw shapeMismatch(`custom scores of layer ${layer} kv head ${kvHead} must hold one score per row (${length}), got ${scores.length}`);
   }
@@ -277,12 +287,15 @@ export function budgetSpec(budget: EvictionBudget, layers: number): NativeBudget
   if (given.length !== 1) {
     throw invalidArgument('budget', 'an object with exactly one of keep, ratio or layers', given.length === 0 ? 'none of them' : `${given.join(' and ')}`);
   }
-  const spec: NativeBudgetSpec = { kind: 1, keep: 0, ratio: 1, layerRatios: null, adaptive: false, safeguard: 0.2, pyramid: false, slope: 0.5 };
+  const spec: NativeBudgetSpec = {
+    kind: 'ratio', keep: 0, ratio: EVICTION_OPTIONS.ratio.default, layerRatios: null, perHead: 'uniform',
+    safeguard: EVICTION_OPTIONS.safeguard.default, schedule: 'uniform', slope: EVICTION_OPTIONS.slope.default,
+  };
   if (o['keep'] !== undefined) {
-    spec.kind = 0;
+    spec.kind = 'keep';
     spec.keep = count('budget.keep', o['keep'], 0);
   } else if (o['ratio'] !== undefined) {
-    spec.kind = 1;
+    spec.kind = 'ratio';
     spec.ratio = fraction('budget.ratio', o['ratio']);
   } else {
     const l = o['layers'];
@@ -292,17 +305,13 @@ export function budgetSpec(budget: EvictionBudget, layers: number): NativeBudget
     const arr = Array.from(l as ArrayLike<number>);
     if (arr.length !== layers) throw invalidArgument('budget.layers', `an array of ${layers} ratios (one per layer)`, l);
     arr.forEach((r, i) => fraction(`budget.layers[${i}]`, r));
-    spec.kind = 2;
+    spec.kind = 'layers';
     spec.layerRatios = Float64Array.from(arr);
   }
-  const perHead = o['perHead'] ?? 'uniform';
-  if (perHead !== 'uniform' && perHead !== 'adaptive') throw invalidArgument('budget.perHead', "'uniform' or 'adaptive'", perHead);
-  spec.adaptive = perHead === 'adaptive';
+  if (o['perHead'] !== undefined) spec.perHead = enumOption('budget.perHead', o['perHead'], PER_HEAD);
   if (o['safeguard'] !== undefined) spec.safeguard = fraction('budget.safeguard', o['safeguard']);
-  const schedule = o['schedule'] ?? 'uniform';
-  if (schedule !== 'uniform' && schedule !== 'pyramid') throw invalidArgument('budget.schedule', "'uniform' or 'pyramid'", schedule);
-  spec.pyramid = schedule === 'pyramid';
-  if (spec.pyramid && spec.kind === 2) throw invalidArgument('budget.schedule', "'uniform' when budget.layers is given", schedule);
+  if (o['schedule'] !== undefined) spec.schedule = enumOption('budget.schedule', o['schedule'], SCHEDULE);
+  if (spec.schedule === 'pyramid' && spec.kind === 'layers') throw invalidArgument('budget.schedule', "'uniform' when budget.layers is given", spec.schedule);
   if (o['slope'] !== undefined) spec.slope = fraction('budget.slope', o['slope']);
   return spec;
 }
@@ -311,7 +320,9 @@ export function budgetSpec(budget: EvictionBudget, layers: number): NativeBudget
 export function evictSequence(seq: Sequence, policy: EvictionPolicy, budget: EvictionBudget | undefined): EvictionReport {
   const t0 = performance.now();
   seq.checkAlive();
-  if (!(policy instanceof EvictionPolicy)) throw invalidArgument('policy', 'an EvictionPolicy (made by its static factories)', policy);
+  // The brand, not instanceof: Object.create(EvictionPolicy.prototype) passes instanceof
+  // but holds no valid policy, and would otherwise evict with made-up defaults.
+  if (!EvictionPolicy.isPolicy(policy)) throw invalidArgument('policy', 'an EvictionPolicy (made by its static factories)', policy);
   const c = seq.cache.config;
   let b = budget;
   if (b === undefined) {

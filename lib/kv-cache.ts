@@ -5,41 +5,43 @@ import * as os from 'node:os';
 import { KVCacheError, invalidArgument, shapeMismatch } from './errors';
 import { native, type NativeCache } from './native/binding';
 import { Sequence } from './sequence';
-import type { AttentionOptions, CacheStats, Devices, KVCacheConfig, KVCacheOptions, Storage } from './types';
+import type { AttentionOptions, CacheStats, Devices, KVCacheConfig, KVCacheOptions } from './types';
 import { lseArray, outputArray, attentionFlags } from './attention-options';
-import { float32Array, indexBelow, integerIn, knownKeys, optionsObject } from './validate';
+import { CACHE_OPTIONS } from './generated/schema';
+import { asyncDisposeSymbol, disposeSymbol, guardAgainstClone } from './lifecycle';
+import { enumOption, float32Array, indexBelow, integerIn, integerOption, isUint8Array, knownKeys, optionsObject } from './validate';
 
-const STORAGES: readonly Storage[] = ['f32', 'f16', 'bf16', 'int8', 'int4'];
 const OPTION_NAMES = [
   'layers', 'kvHeads', 'headDim', 'queryHeads', 'blockSize', 'keys', 'values', 'groupSize',
   'rotate', 'rotationSeed', 'maxBytes', 'device', 'threads', 'queryReservoir', 'recentQueries',
 ] as const;
 
-function storage(name: string, value: unknown): Storage {
-  if (value === undefined) return 'f16';
-  if (typeof value === 'string' && (STORAGES as readonly string[]).includes(value)) return value as Storage;
-  throw invalidArgument(name, `one of ${STORAGES.map((s) => `'${s}'`).join(', ')}`, value);
-}
-
 function isPowerOfTwo(n: number): boolean {
   return n > 0 && (n & (n - 1)) === 0;
 }
 
-/** Checks options and fills in defaults (no native code involved). */
+/**
+ * Checks options and fills in defaults (no native code involved). Limits, defaults and enum
+ * names come from schema/options.json (lib/generated/schema.ts), the tables the native layer
+ * checks with too; the rules between options (queryHeads a multiple of kvHeads, groupSize an
+ * even divisor of headDim, rotation only for a power-of-two headDim) are stated here and in
+ * cpp/core/config.cpp.
+ */
 export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
+  const L = CACHE_OPTIONS;
   const o = optionsObject('options', input);
   knownKeys('options', o, OPTION_NAMES);
-  const layers = integerIn('options.layers', o['layers'], 1, 4096);
-  const kvHeads = integerIn('options.kvHeads', o['kvHeads'], 1, 1024);
-  const headDim = integerIn('options.headDim', o['headDim'], 2, 1024);
-  if (headDim % 2 !== 0) throw invalidArgument('options.headDim', 'an even integer', headDim);
-  const queryHeads = o['queryHeads'] === undefined ? kvHeads : integerIn('options.queryHeads', o['queryHeads'], 1, 65536);
+  const layers = integerOption('options.layers', o['layers'], L.layers);
+  const kvHeads = integerOption('options.kvHeads', o['kvHeads'], L.kvHeads);
+  const headDim = integerOption('options.headDim', o['headDim'], L.headDim);
+  if (headDim % L.headDim.multipleOf !== 0) throw invalidArgument('options.headDim', 'an even integer', headDim);
+  const queryHeads = o['queryHeads'] === undefined ? kvHeads : integerOption('options.queryHeads', o['queryHeads'], L.queryHeads);
   if (queryHeads % kvHeads !== 0) throw invalidArgument('options.queryHeads', `a multiple of kvHeads (${kvHeads})`, queryHeads);
-  const blockSize = o['blockSize'] === undefined ? 32 : integerIn('options.blockSize', o['blockSize'], 1, 4096);
-  const keys = storage('options.keys', o['keys']);
-  const values = storage('options.values', o['values']);
-  const groupSize = o['groupSize'] === undefined ? Math.min(32, headDim) : integerIn('options.groupSize', o['groupSize'], 2, headDim);
-  if (headDim % groupSize !== 0 || groupSize % 2 !== 0) {
+  const blockSize = o['blockSize'] === undefined ? L.blockSize.default : integerOption('options.blockSize', o['blockSize'], L.blockSize);
+  const keys = o['keys'] === undefined ? L.keys.default : enumOption('options.keys', o['keys'], L.keys.names);
+  const values = o['values'] === undefined ? L.values.default : enumOption('options.values', o['values'], L.values.names);
+  const groupSize = o['groupSize'] === undefined ? Math.min(32, headDim) : integerIn('options.groupSize', o['groupSize'], L.groupSize.min, headDim);
+  if (headDim % groupSize !== 0 || groupSize % L.groupSize.multipleOf !== 0) {
     throw invalidArgument('options.groupSize', `an even divisor of headDim (${headDim})`, groupSize);
   }
   let rotateKeys = false;
@@ -58,16 +60,13 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   if ((rotateKeys || rotateValues) && !isPowerOfTwo(headDim)) {
     throw invalidArgument('options.rotate', `false for a headDim that is not a power of two (${headDim})`, rotate);
   }
-  const rotationSeed = o['rotationSeed'] === undefined ? 0x6b766321 : integerIn('options.rotationSeed', o['rotationSeed'], 0, 0xffffffff);
-  let maxBytes = 0;
-  if (o['maxBytes'] !== undefined && o['maxBytes'] !== Infinity) {
-    maxBytes = integerIn('options.maxBytes', o['maxBytes'], 1, Number.MAX_SAFE_INTEGER);
-  }
-  const device = o['device'] === undefined ? 'cpu' : o['device'];
-  if (device !== 'cpu' && device !== 'cuda') throw invalidArgument('options.device', "'cpu' or 'cuda'", device);
-  const threads = o['threads'] === undefined ? os.availableParallelism() : integerIn('options.threads', o['threads'], 1, 256);
-  const queryReservoir = o['queryReservoir'] === undefined ? 512 : integerIn('options.queryReservoir', o['queryReservoir'], 0, 1 << 20);
-  const recentQueries = o['recentQueries'] === undefined ? 64 : integerIn('options.recentQueries', o['recentQueries'], 0, 1 << 16);
+  const rotationSeed = o['rotationSeed'] === undefined ? L.rotationSeed.default : integerOption('options.rotationSeed', o['rotationSeed'], L.rotationSeed);
+  let maxBytes: number = L.maxBytes.default;
+  if (o['maxBytes'] !== undefined && o['maxBytes'] !== Infinity) maxBytes = integerOption('options.maxBytes', o['maxBytes'], L.maxBytes);
+  const device = o['device'] === undefined ? L.device.default : enumOption('options.device', o['device'], L.device.names);
+  const threads = o['threads'] === undefined ? Math.min(os.availableParallelism(), L.threads.max) : integerOption('options.threads', o['threads'], L.threads);
+  const queryReservoir = o['queryReservoir'] === undefined ? L.queryReservoir.default : integerOption('options.queryReservoir', o['queryReservoir'], L.queryReservoir);
+  const recentQueries = o['recentQueries'] === undefined ? L.recentQueries.default : integerOption('options.recentQueries', o['recentQueries'], L.recentQueries);
   return {
     layers, kvHeads, headDim, queryHeads, blockSize, keys, values, groupSize, rotateKeys, rotateValues,
     rotationSeed, maxBytes, device, threads, queryReservoir, recentQueries,
@@ -80,9 +79,12 @@ export class KVCache {
   /** @internal */
   readonly native: NativeCache;
   #disposed = false;
+  /** Compactions in flight on this cache's sequences (settled or not, never rejected here). */
+  readonly #pending = new Set<Promise<unknown>>();
 
   constructor(options: KVCacheOptions) {
     this.config = Object.freeze(resolveOptions(options));
+    guardAgainstClone(this, 'KVCache');
     const addon = native();
     if (this.config.device === 'cuda') {
       const cuda = addon.devices().cuda;
@@ -120,7 +122,7 @@ export class KVCache {
   /** Starts a sequence from bytes made by `Sequence.export()` (with the same formats). */
   importSequence(bytes: Uint8Array): Sequence {
     this.checkAlive();
-    if (!(bytes instanceof Uint8Array)) throw invalidArgument('bytes', 'a Uint8Array', bytes);
+    if (!isUint8Array(bytes)) throw invalidArgument('bytes', 'a Uint8Array', bytes);
     return new Sequence(this, this.native.importSequence(bytes));
   }
 
@@ -133,9 +135,13 @@ export class KVCache {
     const c = this.config;
     indexBelow('layer', layer, c.layers);
     if (!Array.isArray(sequences) || sequences.length === 0) throw invalidArgument('sequences', 'a non-empty array of Sequence', sequences);
+    const seen = new Set<Sequence>();
     const natives = sequences.map((s, i) => {
-      if (!(s instanceof Sequence)) throw invalidArgument(`sequences[${i}]`, 'a Sequence', s);
+      if (!Sequence.isSequence(s)) throw invalidArgument(`sequences[${i}]`, 'a Sequence', s);
       if (s.cache !== this) throw invalidArgument(`sequences[${i}]`, 'a Sequence of this cache', 'a sequence of another cache');
+      // Twice in one batch would read its rows twice and count its attention mass twice.
+      if (seen.has(s)) throw invalidArgument(`sequences[${i}]`, 'a Sequence not already in the batch', 'a duplicate');
+      seen.add(s);
       s.checkAlive();
       return s.native;
     });
@@ -171,10 +177,36 @@ export class KVCache {
     };
   }
 
-  /** Frees all memory at once; every later call on the cache or its sequences throws DISPOSED. */
+  /**
+   * Frees all memory; every later call on the cache or its sequences throws DISPOSED. Never
+   * blocks: a compaction still running is cancelled (its promise rejects with DISPOSED) and
+   * its cache memory is released when its current batch of streams ends; await
+   * `[Symbol.asyncDispose]()` (or `await using`) to wait for that.
+   */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
     this.native.dispose();
+  }
+
+  /** `using cache = new KVCache(...)`: dispose() at the end of the scope. */
+  [disposeSymbol](): void {
+    this.dispose();
+  }
+
+  /** `await using cache = ...`: dispose(), then wait until cancelled compactions have let go of the memory. */
+  async [asyncDisposeSymbol](): Promise<void> {
+    this.dispose();
+    await Promise.allSettled([...this.#pending]);
+  }
+
+  /** @internal Compactor.compact registers its promise until it settles. */
+  trackPending(promise: Promise<unknown>): void {
+    const settled = promise.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#pending.add(settled);
+    void settled.then(() => this.#pending.delete(settled));
   }
 }

@@ -7,18 +7,72 @@ import type { AppendOptions, AttentionOptions, StreamRows } from './types';
 import { type EvictionPolicy, evictSequence } from './eviction-policy';
 import { native } from './native/binding';
 import type { EvictionBudget, EvictionReport, RecordedQueries } from './types';
-import { float32Array, indexBelow, integerIn, knownKeys, optionsObject, rowArray, tokenCount } from './validate';
+import { asyncDisposeSymbol, disposeSymbol, guardAgainstClone } from './lifecycle';
+import { float32Array, indexBelow, integerIn, isInt32Array, knownKeys, optionsObject, rowArray, tokenCount } from './validate';
 
+/**
+ * Lifecycle. `free()` returns the blocks at once; `using seq = cache.createSequence()` frees at
+ * the end of the scope. A sequence dropped without free() is freed when the garbage collector
+ * reclaims it (its blocks stay in use until then; the pool memory is reported to V8, which
+ * makes it collect sooner). While a compaction runs the sequence cannot be collected or
+ * freed (BUSY); `[Symbol.dispose]()` then aborts the compaction and frees the sequence when it
+ * settles, and `[Symbol.asyncDispose]()` waits for that.
+ */
 export class Sequence {
   /** The cache this sequence lives in. */
   readonly cache: KVCache;
   /** @internal */
   readonly native: NativeSequence;
+  /** Brand: only real sequences have it (Object.create(Sequence.prototype) does not). */
+  readonly #brand = true;
+  /** The compaction in flight, if any (set by Compactor.compact). */
+  #compaction: { abort: () => void; settled: Promise<void> } | undefined;
 
   /** @internal Sequences are made by KVCache.createSequence(), importSequence() and fork(). */
   constructor(cache: KVCache, nativeSequence: NativeSequence) {
     this.cache = cache;
     this.native = nativeSequence;
+    guardAgainstClone(this, 'Sequence');
+  }
+
+  /** True for sequences made by a KVCache (not for look-alikes or copies). */
+  static isSequence(value: unknown): value is Sequence {
+    return typeof value === 'object' && value !== null && #brand in value;
+  }
+
+  /** @internal Compactor.compact: marks the compaction in flight until it settles. */
+  trackCompaction(abort: () => void, promise: Promise<unknown>): void {
+    const settled = promise.then(
+      () => undefined,
+      () => undefined,
+    );
+    const entry = { abort, settled };
+    this.#compaction = entry;
+    void settled.then(() => {
+      if (this.#compaction === entry) this.#compaction = undefined;
+    });
+    this.cache.trackPending(promise);
+  }
+
+  /** `using seq = cache.createSequence()`: free() at the end of the scope (see the class comment when busy). */
+  [disposeSymbol](): void {
+    const pending = this.#compaction;
+    if (pending) {
+      pending.abort();
+      void pending.settled.then(() => this.free());
+      return;
+    }
+    this.free();
+  }
+
+  /** `await using seq = ...`: aborts a running compaction, waits for it to settle, then frees. */
+  async [asyncDisposeSymbol](): Promise<void> {
+    const pending = this.#compaction;
+    if (pending) {
+      pending.abort();
+      await pending.settled;
+    }
+    this.free();
   }
 
   /** True after free() (or after the cache was disposed). */
@@ -182,9 +236,17 @@ export class Sequence {
 
 function positionArray(value: unknown, tokens: number): Int32Array {
   let positions: Int32Array;
-  if (value instanceof Int32Array) {
+  if (isInt32Array(value)) {
     positions = value;
-  } else if (Array.isArray(value) && value.every((p) => Number.isInteger(p) && p >= 0 && p <= 0x7fffffff)) {
+  } else if (Array.isArray(value)) {
+    // An index loop, not every(): every() skips the holes of a sparse array ([1, , 3]),
+    // which Int32Array.from would then read as 0.
+    for (let i = 0; i < value.length; i++) {
+      const p: unknown = value[i];
+      if (!(i in value) || typeof p !== 'number' || !Number.isInteger(p) || p < 0 || p > 0x7fffffff) {
+        throw invalidArgument('options.positions', 'an Int32Array or an array of non-negative integers', value);
+      }
+    }
     positions = Int32Array.from(value as number[]);
   } else {
     throw invalidArgument('options.positions', 'an Int32Array or an array of non-negative integers', value);

@@ -1,8 +1,11 @@
-// Public option, result and statistics types of kvcompact.
+// Public option, result and statistics types of kvcompact. Enum names, limits and defaults are
+// defined once in schema/options.json (lib/generated/schema.ts); the comments here repeat them.
+import type { DeviceName, StorageName } from './generated/schema';
 
-/** Storage format of keys or values (ARCHITECTURE §3). */
-export type Storage = 'f32' | 'f16' | 'bf16' | 'int8' | 'int4';
-export type Device = 'cpu' | 'cuda';
+/** Storage format of keys or values (ARCHITECTURE §3): 'f32' | 'f16' | 'bf16' | 'int8' | 'int4'. */
+export type Storage = StorageName;
+/** 'cpu' | 'cuda'. */
+export type Device = DeviceName;
 
 export interface KVCacheOptions {
   /** Transformer layers. */

@@ -6,7 +6,11 @@
 #include <thread>
 
 #include "../cpu/cpu_features.h"
+#include "../core/config.h"
 #include "addon_data.h"
+#include "args.h"
+#include "errors.h"
+#include "kvc/generated/schema.h"
 #include "bench_binding.h"
 #include "compaction_binding.h"
 #include "cache_wrap.h"
@@ -62,17 +66,29 @@ Napi::Value devices(const Napi::CallbackInfo& info) {
 // so that TypeScript plans memory with the one definition of the formats.
 Napi::Value blockLayout(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto storage = [&](size_t i) {
-    const std::string s = info[i].IsString() ? info[i].As<Napi::String>().Utf8Value() : "";
-    for (int k = 0; k < kStorageCount; ++k) {
-      if (s == storageName(static_cast<Storage>(k))) return static_cast<Storage>(k);
-    }
-    throw Napi::TypeError::New(env, "unknown storage format");
+  auto storage = [&](size_t i, const char* name) {
+    const int k = i < info.Length() && info[i].IsString()
+                      ? schema::enumIndex(schema::kStorageNames, schema::kStorageCount, info[i].As<Napi::String>().Utf8Value().c_str())
+                      : -1;
+    if (k < 0) throwError(env, StatusCode::kInvalidArgument, std::string(name) + " must be one of 'f32', 'f16', 'bf16', 'int8', 'int4'");
+    return static_cast<Storage>(k);
   };
-  const Storage keys = storage(0), values = storage(1);
-  const uint32_t headDim = info[2].As<Napi::Number>().Uint32Value();
-  const uint32_t groupSize = info[3].As<Napi::Number>().Uint32Value();
-  const uint32_t blockSize = info[4].As<Napi::Number>().Uint32Value();
+  const Storage keys = storage(0, "keys"), values = storage(1, "values");
+  const uint32_t headDim = argU32(info, 2, "headDim");
+  const uint32_t groupSize = argU32(info, 3, "groupSize");
+  const uint32_t blockSize = argU32(info, 4, "blockSize");
+  // The same checks as a cache's configuration, so that no layout is computed for sizes a
+  // cache would refuse (a zero groupSize would divide by zero).
+  CacheConfig c;
+  c.layers = 1;
+  c.kvHeads = 1;
+  c.queryHeads = 1;
+  c.headDim = headDim;
+  c.groupSize = groupSize;
+  c.blockSize = blockSize;
+  c.keys = keys;
+  c.values = values;
+  throwIfError(env, validateConfig(c));
   const BlockLayout l = makeBlockLayout(blockSize, rowBytes(keys, headDim, groupSize), rowBytes(values, headDim, groupSize));
   Napi::Object out = Napi::Object::New(env);
   out.Set("keyRowBytes", l.keyRowBytes);

@@ -1,37 +1,63 @@
 // See cache_wrap.h.
 #include "cache_wrap.h"
 
+#include <algorithm>
 #include <string>
 
 #include "addon_data.h"
 #include "args.h"
 #include "cuda_emulation.h"
 #include "errors.h"
+#include "kvc/generated/schema.h"
 #include "sequence_wrap.h"
+#include "type_tags.h"
 
 namespace kvc::binding {
 
 namespace {
 
-uint32_t optionU32(Napi::Env env, Napi::Object o, const char* name, uint32_t fallback) {
+namespace limits = schema::cache;
+
+// An integer option in [min, max] (the schema's limits); `fallback` when undefined, and a
+// required option when there is none.
+uint32_t optionU32(Napi::Env env, Napi::Object o, const char* name, uint32_t min, uint32_t max, const uint32_t* fallback) {
   Napi::Value v = o.Get(name);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsNumber()) throwError(env, StatusCode::kInvalidArgument, std::string(name) + " must be a number");
+  if (v.IsUndefined()) {
+    if (!fallback) throwError(env, StatusCode::kInvalidArgument, std::string("options.") + name + " is required");
+    return *fallback;
+  }
+  if (!v.IsNumber()) throwError(env, StatusCode::kInvalidArgument, std::string("options.") + name + " must be a number");
   const double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0 && d <= 4294967295.0) || d != static_cast<double>(static_cast<uint64_t>(d))) {
-    throwError(env, StatusCode::kInvalidArgument, std::string(name) + " must be a non-negative integer");
+  if (!isU32(d) || d < min || d > max) {
+    throwError(env, StatusCode::kInvalidArgument,
+               std::string("options.") + name + " must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]");
   }
   return static_cast<uint32_t>(d);
 }
 
-Storage storageOf(Napi::Env env, Napi::Object o, const char* name) {
+uint32_t optionU32(Napi::Env env, Napi::Object o, const char* name, uint32_t min, uint32_t max, uint32_t fallback) {
+  return optionU32(env, o, name, min, max, &fallback);
+}
+
+bool optionBool(Napi::Env env, Napi::Object o, const char* name) {
   Napi::Value v = o.Get(name);
-  if (v.IsUndefined()) return Storage::kF16;
-  const std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
-  for (int i = 0; i < kStorageCount; ++i) {
-    if (s == storageName(static_cast<Storage>(i))) return static_cast<Storage>(i);
+  if (v.IsUndefined()) return false;
+  if (!v.IsBoolean()) throwError(env, StatusCode::kInvalidArgument, std::string("options.") + name + " must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+// Storage and device cross as their names; the index in the schema's table is the enum value
+// (config.h asserts that the storage tables agree).
+int optionEnum(Napi::Env env, Napi::Object o, const char* name, const char* const* names, int count, int fallback) {
+  Napi::Value v = o.Get(name);
+  if (v.IsUndefined()) return fallback;
+  const int i = v.IsString() ? schema::enumIndex(names, count, v.As<Napi::String>().Utf8Value().c_str()) : -1;
+  if (i < 0) {
+    std::string known;
+    for (int k = 0; k < count; ++k) known += (k ? ", '" : "'") + std::string(names[k]) + "'";
+    throwError(env, StatusCode::kInvalidArgument, std::string("options.") + name + " must be one of " + known);
   }
-  throwError(env, StatusCode::kInvalidArgument, std::string(name) + " must be one of 'f32', 'f16', 'bf16', 'int8', 'int4'");
+  return i;
 }
 
 }  // namespace
@@ -46,40 +72,45 @@ Napi::Function CacheWrap::define(Napi::Env env) {
 }
 
 // new NativeCache({ layers, kvHeads, headDim, queryHeads, blockSize, keys, values, groupSize,
-//                   rotateKeys, rotateValues, rotationSeed, maxBytes, threads, device })
+//                   rotateKeys, rotateValues, rotationSeed, maxBytes, threads, device, ... }):
+// the same limits and defaults as lib/kv-cache.ts, from the same schema.
 CacheWrap::CacheWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CacheWrap>(info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject()) throwError(env, StatusCode::kInvalidArgument, "options must be an object");
-  Napi::Object o = info[0].As<Napi::Object>();
+  info.This().As<Napi::Object>().TypeTag(&kCacheTag);
+  if (info.Length() < 1) throwError(env, StatusCode::kInvalidArgument, "options must be an object");
+  Napi::Object o = specArg(env, info[0], "options");
   CacheConfig c;
-  c.layers = optionU32(env, o, "layers", 0);
-  c.kvHeads = optionU32(env, o, "kvHeads", 0);
-  c.headDim = optionU32(env, o, "headDim", 0);
-  c.queryHeads = optionU32(env, o, "queryHeads", c.kvHeads);
-  c.blockSize = optionU32(env, o, "blockSize", 32);
-  c.keys = storageOf(env, o, "keys");
-  c.values = storageOf(env, o, "values");
-  c.groupSize = optionU32(env, o, "groupSize", c.headDim < 32 ? c.headDim : 32);
-  c.rotateKeys = o.Get("rotateKeys").ToBoolean();
-  c.rotateValues = o.Get("rotateValues").ToBoolean();
-  c.rotationSeed = optionU32(env, o, "rotationSeed", c.rotationSeed);
+  c.layers = optionU32(env, o, "layers", limits::kLayersMin, limits::kLayersMax, nullptr);
+  c.kvHeads = optionU32(env, o, "kvHeads", limits::kKvHeadsMin, limits::kKvHeadsMax, nullptr);
+  c.headDim = optionU32(env, o, "headDim", limits::kHeadDimMin, limits::kHeadDimMax, nullptr);
+  c.queryHeads = optionU32(env, o, "queryHeads", limits::kQueryHeadsMin, limits::kQueryHeadsMax, c.kvHeads);
+  c.blockSize = optionU32(env, o, "blockSize", limits::kBlockSizeMin, limits::kBlockSizeMax, limits::kBlockSizeDefault);
+  c.keys = static_cast<Storage>(optionEnum(env, o, "keys", schema::kStorageNames, schema::kStorageCount, limits::kKeysDefault));
+  c.values = static_cast<Storage>(optionEnum(env, o, "values", schema::kStorageNames, schema::kStorageCount, limits::kValuesDefault));
+  c.groupSize = optionU32(env, o, "groupSize", limits::kGroupSizeMin, limits::kGroupSizeMax, c.headDim < 32 ? c.headDim : 32);
+  c.rotateKeys = optionBool(env, o, "rotateKeys");
+  c.rotateValues = optionBool(env, o, "rotateValues");
+  c.rotationSeed = optionU32(env, o, "rotationSeed", limits::kRotationSeedMin, limits::kRotationSeedMax, limits::kRotationSeedDefault);
   Napi::Value maxBytes = o.Get("maxBytes");
   if (!maxBytes.IsUndefined()) {
-    if (!maxBytes.IsNumber()) throwError(env, StatusCode::kInvalidArgument, "maxBytes must be a number");
+    if (!maxBytes.IsNumber()) throwError(env, StatusCode::kInvalidArgument, "options.maxBytes must be a number");
     const double d = maxBytes.As<Napi::Number>().DoubleValue();
-    if (!(d >= 0) || d > 9007199254740991.0) throwError(env, StatusCode::kInvalidArgument, "maxBytes must be a non-negative integer");
+    // 0: no budget (lib/ passes 0 for an omitted or infinite maxBytes).
+    if (!(d >= 0 && d <= static_cast<double>(limits::kMaxBytesMax)) || d != static_cast<double>(static_cast<uint64_t>(d))) {
+      throwError(env, StatusCode::kInvalidArgument, "options.maxBytes must be 0 or an integer in [1, 2^53 - 1]");
+    }
     c.maxBytes = static_cast<uint64_t>(d);
   }
-  c.threads = optionU32(env, o, "threads", 0);
-  c.queryReservoir = optionU32(env, o, "queryReservoir", c.queryReservoir);
-  c.recentQueries = optionU32(env, o, "recentQueries", c.recentQueries);
-  Napi::Value device = o.Get("device");
-  if (!device.IsUndefined()) {
-    if (!device.IsString()) throwError(env, StatusCode::kInvalidArgument, "device must be a string");
-    c.device = device.As<Napi::String>().Utf8Value();
-  }
+  c.threads = optionU32(env, o, "threads", limits::kThreadsMin, limits::kThreadsMax, 0u);
+  c.queryReservoir = optionU32(env, o, "queryReservoir", limits::kQueryReservoirMin, limits::kQueryReservoirMax, limits::kQueryReservoirDefault);
+  c.recentQueries = optionU32(env, o, "recentQueries", limits::kRecentQueriesMin, limits::kRecentQueriesMax, limits::kRecentQueriesDefault);
+  c.device = schema::kDeviceNames[optionEnum(env, o, "device", schema::kDeviceNames, schema::kDeviceCount, limits::kDeviceDefault)];
   handle_ = std::make_shared<CacheHandle>();
-  throwIfError(env, createCache(c, &handle_->cache, cudaEmulationFactory()));
+  handle_->env = env;
+  std::unique_ptr<Cache> cache;
+  throwIfError(env, createCache(c, &cache, cudaEmulationFactory()));
+  handle_->cache = std::move(cache);
+  handle_->reportMemory();
 }
 
 Cache& CacheWrap::live(Napi::Env env) {
@@ -98,6 +129,7 @@ Napi::Value CacheWrap::importSequence(const Napi::CallbackInfo& info) {
   TypedView bytes = argTypedOf(info, 0, "bytes", napi_uint8_array, "Uint8Array");
   uint64_t id = 0;
   throwIfError(env, cache.importSequence(static_cast<const uint8_t*>(bytes.data), bytes.length, &id));
+  handle_->reportMemory();
   return SequenceWrap::create(env, handle_, id);
 }
 
@@ -114,10 +146,20 @@ Napi::Value CacheWrap::attentionBatch(const Napi::CallbackInfo& info) {
   batchIds_.resize(n);
   for (uint32_t i = 0; i < n; ++i) {
     Napi::Value v = seqs.Get(i);
-    SequenceWrap* s = v.IsObject() ? SequenceWrap::Unwrap(v.As<Napi::Object>()) : nullptr;
-    if (!s) throwError(env, StatusCode::kInvalidArgument, "sequences[" + std::to_string(i) + "] is not a Sequence");
+    // Type-checked before unwrapping: only a NativeSequence carries kSequenceTag.
+    if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&kSequenceTag)) {
+      throwError(env, StatusCode::kInvalidArgument, "sequences[" + std::to_string(i) + "] is not a Sequence");
+    }
+    SequenceWrap* s = SequenceWrap::Unwrap(v.As<Napi::Object>());
     if (s->handle() != handle_.get()) throwError(env, StatusCode::kInvalidArgument, "sequences[" + std::to_string(i) + "] belongs to another cache");
     batchIds_[i] = s->id();
+  }
+  // A sequence twice would read its rows twice and, with accumulateScores, count its
+  // attention mass twice.
+  sortedIds_.assign(batchIds_.begin(), batchIds_.end());
+  std::sort(sortedIds_.begin(), sortedIds_.end());
+  if (std::adjacent_find(sortedIds_.begin(), sortedIds_.end()) != sortedIds_.end()) {
+    throwError(env, StatusCode::kInvalidArgument, "sequences must not hold the same sequence twice");
   }
   TypedView q = argTypedOf(info, 2, "queries", napi_float32_array, "Float32Array");
   TypedView out = argTypedOf(info, 3, "out", napi_float32_array, "Float32Array");
@@ -131,9 +173,9 @@ Napi::Value CacheWrap::attentionBatch(const Napi::CallbackInfo& info) {
     r.lse = static_cast<float*>(lse.data);
   }
   r.tq = 1;
-  const uint32_t flags = info.Length() > 5 ? argU32(info, 5, "flags") : 0;
-  r.accumulateScores = flags & 1;
-  r.recordQueries = flags & 2;
+  const uint32_t flags = argFlags(info, 5, "flags", schema::kAttentionFlagMask);
+  r.accumulateScores = flags & schema::kAttentionAccumulateScores;
+  r.recordQueries = flags & schema::kAttentionRecordQueries;
   r.queries = static_cast<const float*>(q.data);
   r.out = static_cast<float*>(out.data);
   throwIfError(env, cache.attention(batchIds_.data(), n, r));
@@ -154,8 +196,12 @@ Napi::Value CacheWrap::stats(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// Never waits: a compaction still computing holds its own reference to the cache, sees the
+// cancel flag at its next batch, rejects with DISPOSED and releases the cache then.
 Napi::Value CacheWrap::dispose(const Napi::CallbackInfo& info) {
+  if (handle_->cache) handle_->cache->requestCancel();
   handle_->cache.reset();
+  handle_->reportMemory();
   return info.Env().Undefined();
 }
 

@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include <memory>
+#include <vector>
 
 #include "cache_handle.h"
 
@@ -22,7 +23,7 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
   Napi::Value dispose(const Napi::CallbackInfo& info);
 
   std::shared_ptr<CacheHandle> handle_;
-  std::vector<uint64_t> batchIds_;
+  std::vector<uint64_t> batchIds_, sortedIds_;
 };
 
 }  // namespace kvc::binding

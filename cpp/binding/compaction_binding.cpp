@@ -5,11 +5,13 @@
 // attention, truncate, fork, free and eviction then fail with BUSY), compute on a libuv
 // thread, then clear busy and apply the results on the main thread. The worker holds a
 // reference to the JS sequence (which holds the cache handle) so neither can be collected,
-// and owns copies of every input array. Disposing the cache meanwhile waits for the
-// worker's current batch (Cache::enterBackground / ~Cache) and the promise rejects with
-// DISPOSED; nothing was applied.
+// a reference to the cache itself, and copies of every input array. Disposing the cache
+// meanwhile does not wait: it raises the cancel flag, the worker stops at its next batch,
+// the promise rejects with DISPOSED (nothing was applied) and the cache is destroyed then.
+// abort() (an AbortSignal in lib/) stops it the same way with ABORTED.
 #include "compaction_binding.h"
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <memory>
@@ -19,6 +21,7 @@
 #include "addon_data.h"
 #include "args.h"
 #include "errors.h"
+#include "kvc/generated/schema.h"
 #include "sequence_wrap.h"
 
 namespace kvc::binding {
@@ -33,13 +36,12 @@ std::vector<uint32_t> indexList(Napi::Env env, Napi::Object o, const char* name)
   Napi::Value v = o.Get(name);
   std::vector<uint32_t> out;
   if (v.IsUndefined() || v.IsNull()) return out;
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-    throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + " must be an Int32Array");
-  }
-  Napi::Int32Array a = v.As<Napi::Int32Array>();
-  for (size_t i = 0; i < a.ElementLength(); ++i) {
-    if (a[i] < 0) throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + " must hold non-negative indices");
-    out.push_back(static_cast<uint32_t>(a[i]));
+  TypedView a;
+  typedField(env, o, name, napi_int32_array, "Int32Array", &a);
+  const int32_t* d = static_cast<const int32_t*>(a.data);
+  for (size_t i = 0; i < a.length; ++i) {
+    if (d[i] < 0) throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + " must hold non-negative indices");
+    out.push_back(static_cast<uint32_t>(d[i]));
   }
   if (out.empty()) throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + " must not be empty");
   return out;
@@ -52,48 +54,58 @@ std::vector<std::vector<float>> layerArrays(Napi::Env env, Napi::Object o, const
   if (v.IsUndefined() || v.IsNull()) return out;
   if (!v.IsArray()) throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + " must be an array");
   Napi::Array a = v.As<Napi::Array>();
+  // One entry per layer; a longer array (e.g. a sparse one of length 2^32 - 1) is refused
+  // before anything is allocated for it.
+  if (a.Length() > schema::cache::kLayersMax) throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + " has more entries than layers");
   out.resize(a.Length());
   for (uint32_t l = 0; l < a.Length(); ++l) {
     Napi::Value e = a.Get(l);
     if (e.IsUndefined() || e.IsNull()) continue;
-    if (!e.IsTypedArray() || e.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    TypedView f;
+    if (!typedView(env, e, &f) || f.type != napi_float32_array) {
       throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + "[" + std::to_string(l) + "] must be a Float32Array or null");
     }
-    Napi::Float32Array f = e.As<Napi::Float32Array>();
-    out[l].assign(f.Data(), f.Data() + f.ElementLength());
+    const float* d = static_cast<const float*>(f.data);
+    out[l].assign(d, d + f.length);
   }
   return out;
 }
 
-// spec: { method: 0 highest-attention | 1 omp, ratio, targetTokens, sinks, recent, chunkSize,
+namespace limits = schema::compaction;
+
+static_assert(static_cast<int>(compaction::Method::kOmp) + 1 == schema::kCompactionMethodCount, "compactionMethod names and Method differ");
+static_assert(static_cast<int>(QuerySource::kGiven) + 1 == schema::kQuerySourceCount, "querySource names and QuerySource differ");
+
+// spec: { method: 'highest-attention' | 'omp', ratio, targetTokens, sinks, recent, chunkSize,
 //         ridge, nnlsIterations, threads, layers, heads: Int32Array | null,
-//         querySource: 0 recorded | 1 keys | 2 given, queries, heldOut: (Float32Array | null)[] | null,
-//         maxKeyQueries, online: boolean, maxRows }
+//         querySource: 'recorded' | 'keys' | 'given', queries, heldOut: (Float32Array | null)[] | null,
+//         maxKeyQueries, online: boolean, maxRows }: names, limits and defaults from schema/options.json.
 SequenceRequest requestOf(Napi::Env env, Napi::Value value) {
-  if (!value.IsObject()) throwError(env, StatusCode::kInvalidArgument, "compaction spec must be an object");
-  Napi::Object o = value.As<Napi::Object>();
+  Napi::Object o = specArg(env, value, "compaction spec");
   SequenceRequest r;
-  const uint32_t method = u32Field(env, o, "method", 0);
-  if (method > 1) throwError(env, StatusCode::kInvalidArgument, "spec.method must be 0 (highest-attention) or 1 (omp)");
-  r.options.method = method == 1 ? compaction::Method::kOmp : compaction::Method::kHighestAttention;
-  r.ratio = numberField(env, o, "ratio", 0.0);
-  r.targetTokens = u32Field(env, o, "targetTokens", 0);
-  r.sinks = u32Field(env, o, "sinks", 0);
-  r.recent = u32Field(env, o, "recent", 0);
-  r.options.chunkSize = u32Field(env, o, "chunkSize", 0);
-  r.options.ridge = static_cast<float>(numberField(env, o, "ridge", r.options.ridge));
-  r.options.nnlsIterations = u32Field(env, o, "nnlsIterations", r.options.nnlsIterations);
-  r.threads = u32Field(env, o, "threads", 1);
+  r.options.method = static_cast<compaction::Method>(
+      enumField(env, o, "method", schema::kCompactionMethodNames, schema::kCompactionMethodCount, limits::kMethodDefault));
+  // ratio 0: the target is targetTokens.
+  r.ratio = numberField(env, o, "ratio", 0.0, limits::kRatioMin, limits::kRatioMax);
+  r.targetTokens = u32Field(env, o, "targetTokens", 0, 0, limits::kTargetTokensMax);
+  if (r.ratio == 0 && r.targetTokens == 0) throwError(env, StatusCode::kInvalidArgument, "spec.ratio or spec.targetTokens must be positive");
+  r.sinks = u32Field(env, o, "sinks", limits::kSinksDefault, limits::kSinksMin, limits::kSinksMax);
+  r.recent = u32Field(env, o, "recent", limits::kRecentDefault, limits::kRecentMin, limits::kRecentMax);
+  r.options.chunkSize = u32Field(env, o, "chunkSize", limits::kChunkSizeDefault, limits::kChunkSizeMin, limits::kChunkSizeMax);
+  r.options.ridge = static_cast<float>(numberField(env, o, "ridge", limits::kRidgeDefault, limits::kRidgeMin, limits::kRidgeMax));
+  r.options.nnlsIterations =
+      u32Field(env, o, "nnlsIterations", limits::kNnlsIterationsDefault, limits::kNnlsIterationsMin, limits::kNnlsIterationsMax);
+  r.threads = u32Field(env, o, "threads", 1, limits::kThreadsMin, limits::kThreadsMax);
   r.layers = indexList(env, o, "layers");
   r.heads = indexList(env, o, "heads");
-  const uint32_t source = u32Field(env, o, "querySource", 0);
-  if (source > 2) throwError(env, StatusCode::kInvalidArgument, "spec.querySource must be 0, 1 or 2");
-  r.querySource = static_cast<QuerySource>(source);
+  r.querySource = static_cast<QuerySource>(
+      enumField(env, o, "querySource", schema::kQuerySourceNames, schema::kQuerySourceCount, limits::kQuerySourceDefault));
   r.queries = layerArrays(env, o, "queries");
   r.heldOut = layerArrays(env, o, "heldOut");
-  r.maxKeyQueries = u32Field(env, o, "maxKeyQueries", r.maxKeyQueries);
-  r.online = o.Get("online").ToBoolean();
-  r.maxRows = u32Field(env, o, "maxRows", 0);
+  r.maxKeyQueries = u32Field(env, o, "maxKeyQueries", limits::kMaxKeyQueriesDefault, limits::kMaxKeyQueriesMin, limits::kMaxKeyQueriesMax);
+  r.online = boolField(env, o, "online", false);
+  r.maxRows = u32Field(env, o, "maxRows", 0, 0, limits::kMaxRowsMax);
+  if (r.online && r.maxRows < limits::kMaxRowsMin) throwError(env, StatusCode::kInvalidArgument, "spec.maxRows must be positive for online compaction");
   return r;
 }
 
@@ -156,17 +168,20 @@ double secondsSince(std::chrono::steady_clock::time_point t0) {
 
 class CompactWorker : public Napi::AsyncProgressWorker<double> {
  public:
-  CompactWorker(Napi::Env env, Napi::Object sequence, Napi::Value onProgress, const CacheHandle* handle, Cache* cache,
-                SequenceRequest request, SequencePlan plan)
+  CompactWorker(Napi::Env env, Napi::Object sequence, Napi::Value onProgress, CacheHandle* handle,
+                std::shared_ptr<Cache> cache, SequenceRequest request, SequencePlan plan,
+                std::shared_ptr<std::atomic<bool>> abort)
       : Napi::AsyncProgressWorker<double>(env, "kvcompact.compact"),
         deferred_(Napi::Promise::Deferred::New(env)),
         sequence_(Napi::Persistent(sequence)),
         handle_(handle),
-        cache_(cache),
+        cache_(std::move(cache)),
         request_(std::move(request)),
         plan_(std::move(plan)),
+        abort_(std::move(abort)),
         start_(std::chrono::steady_clock::now()) {
     if (onProgress.IsFunction()) onProgress_ = Napi::Persistent(onProgress.As<Napi::Function>());
+    request_.abort = abort_.get();
   }
 
   Napi::Promise promise() const { return deferred_.Promise(); }
@@ -179,7 +194,7 @@ class CompactWorker : public Napi::AsyncProgressWorker<double> {
     } catch (const std::exception& e) {
       status_ = internalError(std::string("compaction failed: ") + e.what());
     }
-    // The last touch of the cache from this thread: a waiting dispose may proceed.
+    // The last touch of the cache from this thread: a waiting ~Cache may proceed.
     cache_->leaveBackground();
   }
 
@@ -196,17 +211,21 @@ class CompactWorker : public Napi::AsyncProgressWorker<double> {
   void OnOK() override {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
-    if (!handle_->cache || handle_->cache.get() != cache_) {
+    if (handle_->cache != cache_) {
       deferred_.Reject(errorValue(env, StatusCode::kDisposed, "the cache was disposed while the compaction ran; nothing was applied"));
       return;
     }
     Sequence* seq = cache_->mutableSequence(plan_.id);
     if (seq) seq->busy = false;
+    // An abort that arrived after the last batch still wins: apply runs here, on the main
+    // thread, after every abort() made before it, so the sequence stays as it was.
+    if (status_.isOk() && abort_->load(std::memory_order_acquire)) status_ = abortedStatus();
     if (!status_.isOk()) {
       deferred_.Reject(errorValue(env, status_.code(), status_.message()));
       return;
     }
     const Status applied = compaction::applyCompaction(*cache_, &plan_);
+    handle_->reportMemory();
     if (!applied.isOk()) {
       deferred_.Reject(errorValue(env, applied.code(), applied.message()));
       return;
@@ -221,38 +240,58 @@ class CompactWorker : public Napi::AsyncProgressWorker<double> {
   void OnError(const Napi::Error& e) override {
     // Not reached (Execute never calls SetError); kept so that a failure cannot leave the
     // sequence busy forever.
-    if (handle_->cache && handle_->cache.get() == cache_) {
+    if (handle_->cache == cache_) {
       if (Sequence* seq = cache_->mutableSequence(plan_.id)) seq->busy = false;
     }
     deferred_.Reject(e.Value());
   }
 
+  static Status abortedStatus() { return aborted("the compaction was aborted; nothing was applied"); }
+
  private:
   Napi::Promise::Deferred deferred_;
   Napi::ObjectReference sequence_;  // keeps the NativeSequence and through it the cache handle alive
   Napi::FunctionReference onProgress_;
-  const CacheHandle* handle_;
-  Cache* cache_;
+  CacheHandle* handle_;
+  // Keeps the cache alive after a dispose(), which then never waits for this worker; the
+  // cache is destroyed when the worker is deleted, on the main thread.
+  std::shared_ptr<Cache> cache_;
   SequenceRequest request_;
   SequencePlan plan_;
+  std::shared_ptr<std::atomic<bool>> abort_;  // raised by the abort function compact() returns
   Status status_;
   std::chrono::steady_clock::time_point start_;
 };
 
-// compact(sequence, spec, onProgress | null) -> Promise<report>
+// compact(sequence, spec, onProgress | null) -> { promise: Promise<report>, abort(): void }.
+// abort() raises a per-request flag that the compaction checks between batches of streams
+// and once more before applying; the promise then rejects with ABORTED and nothing changes.
 Napi::Value compact(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   SequenceWrap* wrap = SequenceWrap::fromArg(info, 0);
   Cache& cache = wrap->live(env);
   SequenceRequest request = requestOf(env, info[1]);
+  if (info.Length() > 2 && !info[2].IsFunction() && !info[2].IsNull() && !info[2].IsUndefined()) {
+    throwError(env, StatusCode::kInvalidArgument, "onProgress must be a function or null");
+  }
   SequencePlan plan;
   throwIfError(env, compaction::planCompaction(cache, wrap->id(), request, &plan));
+  auto abort = std::make_shared<std::atomic<bool>>(false);
+  // The abort function owns a reference to the flag, so it may be called at any time, even
+  // after the worker is gone (then it does nothing).
+  Napi::Function abortFunction = Napi::Function::New(env, [abort](const Napi::CallbackInfo& i) {
+    abort->store(true, std::memory_order_release);
+    return i.Env().Undefined();
+  }, "abort");
   auto* worker = new CompactWorker(env, info[0].As<Napi::Object>(), info.Length() > 2 ? info[2] : env.Undefined(),
-                                   wrap->handle(), &cache, std::move(request), std::move(plan));
+                                   wrap->handle(), wrap->handle()->cache, std::move(request), std::move(plan), abort);
   cache.mutableSequence(wrap->id())->busy = true;
   cache.enterBackground();
   worker->Queue();
-  return worker->promise();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("promise", worker->promise());
+  out.Set("abort", abortFunction);
+  return out;
 }
 
 // compactSync(sequence, spec) -> report (blocks the calling thread; for small online cases)
@@ -265,7 +304,9 @@ Napi::Value compactSync(const Napi::CallbackInfo& info) {
   SequencePlan plan;
   throwIfError(env, compaction::planCompaction(cache, wrap->id(), request, &plan));
   throwIfError(env, compaction::computeCompaction(cache, request, &plan, nullptr));
-  throwIfError(env, compaction::applyCompaction(cache, &plan));
+  const Status applied = compaction::applyCompaction(cache, &plan);
+  wrap->handle()->reportMemory();
+  throwIfError(env, applied);
   return reportOf(env, cache, plan, secondsSince(t0));
 }
 

@@ -12,6 +12,7 @@
 #include "addon_data.h"
 #include "args.h"
 #include "errors.h"
+#include "kvc/generated/schema.h"
 #include "sequence_wrap.h"
 
 namespace kvc::binding {
@@ -23,6 +24,8 @@ struct Target {
   uint64_t id;
 };
 
+SequenceWrap* wrap(const Napi::CallbackInfo& info) { return SequenceWrap::fromArg(info, 0); }
+
 // The live cache and sequence id of argument 0 (a NativeSequence).
 Target sequenceArg(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -31,55 +34,52 @@ Target sequenceArg(const Napi::CallbackInfo& info) {
   return {&cache, wrap->id()};
 }
 
-// spec: { source, sinks, recent, window, pool, seed, given: Float32Array | null }
+namespace limits = schema::eviction;
+
+static_assert(static_cast<int>(ScoreSource::kGiven) + 1 == schema::kScoreSourceCount, "scoreSource names and kvc::ScoreSource differ");
+static_assert(static_cast<int>(BudgetSpec::Kind::kLayerRatios) + 1 == schema::kBudgetKindCount, "budgetKind names and BudgetSpec::Kind differ");
+
+// spec: { source: 'recency' | 'accumulated' | ..., sinks, recent, window, pool, seed,
+//         given: Float32Array | null }, names and limits from schema/options.json. Every
+// field is required: a spec that lacks one was not built by lib/eviction-policy.ts.
 PolicySpec policyOf(Napi::Env env, Napi::Value value) {
-  if (!value.IsObject()) throwError(env, StatusCode::kInvalidArgument, "policy spec must be an object");
-  Napi::Object o = value.As<Napi::Object>();
+  Napi::Object o = specArg(env, value, "policy spec");
   PolicySpec p;
-  const uint32_t source = u32Field(env, o, "source", 0);
-  if (source > static_cast<uint32_t>(ScoreSource::kGiven)) throwError(env, StatusCode::kInvalidArgument, "unknown policy source");
-  p.source = static_cast<ScoreSource>(source);
-  p.sinks = u32Field(env, o, "sinks", 0);
-  p.recent = u32Field(env, o, "recent", 0);
-  p.window = u32Field(env, o, "window", 0);
-  p.pool = u32Field(env, o, "pool", 1);
-  p.seed = u32Field(env, o, "seed", 0);
-  Napi::Value given = o.Get("given");
-  if (!given.IsUndefined() && !given.IsNull()) {
-    if (!given.IsTypedArray() || given.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-      throwError(env, StatusCode::kInvalidArgument, "spec.given must be a Float32Array");
-    }
-    Napi::Float32Array a = given.As<Napi::Float32Array>();
-    p.given = a.Data();
-    p.givenCount = a.ElementLength();
+  p.source = static_cast<ScoreSource>(enumField(env, o, "source", schema::kScoreSourceNames, schema::kScoreSourceCount, -1));
+  p.sinks = u32Field(env, o, "sinks", kRequired, limits::kSinksMin, limits::kSinksMax);
+  p.recent = u32Field(env, o, "recent", kRequired, limits::kRecentMin, limits::kRecentMax);
+  p.window = u32Field(env, o, "window", kRequired, limits::kWindowMin, limits::kWindowMax);
+  p.pool = u32Field(env, o, "pool", kRequired, limits::kPoolMin, limits::kPoolMax);
+  p.seed = u32Field(env, o, "seed", kRequired, limits::kSeedMin, limits::kSeedMax);
+  TypedView given;
+  if (typedField(env, o, "given", napi_float32_array, "Float32Array", &given)) {
+    p.given = static_cast<const float*>(given.data);
+    p.givenCount = given.length;
   }
   throwIfError(env, validatePolicy(p));
   return p;
 }
 
-// budget: { kind: 0 keep | 1 ratio | 2 layers, keep, ratio, layerRatios: Float64Array | null,
-//           adaptive, safeguard, pyramid, slope }
+// budget: { kind: 'keep' | 'ratio' | 'layers', keep, ratio, layerRatios: Float64Array | null,
+//           perHead: 'uniform' | 'adaptive', safeguard, schedule: 'uniform' | 'pyramid', slope }
 BudgetSpec budgetOf(Napi::Env env, Napi::Value value) {
-  if (!value.IsObject()) throwError(env, StatusCode::kInvalidArgument, "budget spec must be an object");
-  Napi::Object o = value.As<Napi::Object>();
+  Napi::Object o = specArg(env, value, "budget spec");
   BudgetSpec b;
-  const uint32_t kind = u32Field(env, o, "kind", 1);
-  if (kind > 2) throwError(env, StatusCode::kInvalidArgument, "unknown budget kind");
-  b.kind = static_cast<BudgetSpec::Kind>(kind);
-  b.keep = u32Field(env, o, "keep", 0);
-  b.ratio = numberField(env, o, "ratio", 1.0);
-  Napi::Value layers = o.Get("layerRatios");
-  if (!layers.IsUndefined() && !layers.IsNull()) {
-    if (!layers.IsTypedArray() || layers.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
-      throwError(env, StatusCode::kInvalidArgument, "spec.layerRatios must be a Float64Array");
-    }
-    Napi::Float64Array a = layers.As<Napi::Float64Array>();
-    b.layerRatios.assign(a.Data(), a.Data() + a.ElementLength());
+  b.kind = static_cast<BudgetSpec::Kind>(enumField(env, o, "kind", schema::kBudgetKindNames, schema::kBudgetKindCount, -1));
+  b.keep = u32Field(env, o, "keep", 0, limits::kKeepMin, limits::kKeepMax);
+  b.ratio = numberField(env, o, "ratio", limits::kRatioDefault, limits::kRatioMin, limits::kRatioMax);
+  TypedView layers;
+  if (typedField(env, o, "layerRatios", napi_float64_array, "Float64Array", &layers)) {
+    const double* d = static_cast<const double*>(layers.data);
+    b.layerRatios.assign(d, d + layers.length);
   }
-  b.adaptive = o.Get("adaptive").ToBoolean();
-  b.safeguard = numberField(env, o, "safeguard", 0.2);
-  b.pyramid = o.Get("pyramid").ToBoolean();
-  b.slope = numberField(env, o, "slope", 0.5);
+  if (b.kind == BudgetSpec::Kind::kLayerRatios && b.layerRatios.empty()) {
+    throwError(env, StatusCode::kInvalidArgument, "spec.layerRatios is required when spec.kind is 'layers'");
+  }
+  b.adaptive = enumField(env, o, "perHead", schema::kPerHeadNames, schema::kPerHeadCount, 0) == 1;
+  b.safeguard = numberField(env, o, "safeguard", limits::kSafeguardDefault, limits::kSafeguardMin, limits::kSafeguardMax);
+  b.pyramid = enumField(env, o, "schedule", schema::kScheduleNames, schema::kScheduleCount, 0) == 1;
+  b.slope = numberField(env, o, "slope", limits::kSlopeDefault, limits::kSlopeMin, limits::kSlopeMax);
   return b;
 }
 
@@ -103,6 +103,7 @@ Napi::Value evict(const Napi::CallbackInfo& info) {
   const auto t0 = std::chrono::steady_clock::now();
   EvictionReport r;
   throwIfError(env, evictSequence(*t.cache, t.id, p, b, &r));
+  wrap(info)->handle()->reportMemory();  // copy-on-write of a fork's shared blocks may commit memory
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   Napi::Object out = Napi::Object::New(env);
   out.Set("rowsBefore", static_cast<double>(r.rowsBefore));

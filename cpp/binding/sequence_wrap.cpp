@@ -7,6 +7,8 @@
 #include "addon_data.h"
 #include "args.h"
 #include "errors.h"
+#include "kvc/generated/schema.h"
+#include "type_tags.h"
 
 namespace kvc::binding {
 
@@ -35,27 +37,32 @@ Napi::Function SequenceWrap::define(Napi::Env env) {
 
 Napi::Object SequenceWrap::create(Napi::Env env, std::shared_ptr<CacheHandle> handle, uint64_t id) {
   NewSequence init{std::move(handle), id};
-  return addonData(env).sequenceConstructor.New({Napi::External<NewSequence>::New(env, &init)});
+  Napi::External<NewSequence> external = Napi::External<NewSequence>::New(env, &init);
+  external.TypeTag(&kNewSequenceTag);
+  return addonData(env).sequenceConstructor.New({external});
 }
 
 SequenceWrap::SequenceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SequenceWrap>(info) {
-  if (info.Length() != 1 || !info[0].IsExternal()) {
+  if (info.Length() != 1 || !info[0].IsExternal() || !info[0].As<Napi::External<NewSequence>>().CheckTypeTag(&kNewSequenceTag)) {
     throwError(info.Env(), StatusCode::kInvalidArgument, "sequences are created by KVCache.createSequence()");
   }
   NewSequence* init = info[0].As<Napi::External<NewSequence>>().Data();
   handle_ = init->handle;
   id_ = init->id;
+  info.This().As<Napi::Object>().TypeTag(&kSequenceTag);
 }
 
 SequenceWrap::~SequenceWrap() {
-  // A sequence dropped without free() gives its blocks back when it is collected.
+  // A sequence dropped without free() gives its blocks back when it is collected (a busy one
+  // cannot be collected: its compaction holds a reference to it).
   if (handle_ && handle_->cache) handle_->cache->freeSequence(id_);
 }
 
 SequenceWrap* SequenceWrap::fromArg(const Napi::CallbackInfo& info, size_t i) {
   Napi::Env env = info.Env();
-  if (info.Length() <= i || !info[i].IsObject() ||
-      !info[i].As<Napi::Object>().InstanceOf(addonData(env).sequenceConstructor.Value())) {
+  // The type tag, not the prototype chain: Object.create(NativeSequence.prototype) passes
+  // instanceof but holds no native sequence.
+  if (info.Length() <= i || !info[i].IsObject() || !info[i].As<Napi::Object>().CheckTypeTag(&kSequenceTag)) {
     throwError(env, StatusCode::kInvalidArgument, "sequence must be a NativeSequence");
   }
   return Unwrap(info[i].As<Napi::Object>());
@@ -99,6 +106,7 @@ Napi::Value SequenceWrap::append(const Napi::CallbackInfo& info) {
     in.positions = static_cast<const int32_t*>(pos.data);
   }
   throwIfError(env, cache.append(id_, layer, in));
+  handle_->reportMemory();
   return env.Undefined();
 }
 
@@ -123,9 +131,9 @@ Napi::Value SequenceWrap::attention(const Napi::CallbackInfo& info) {
   }
   r.queries = static_cast<const float*>(q.data);
   r.out = static_cast<float*>(out.data);
-  const uint32_t flags = info.Length() > 5 ? argU32(info, 5, "flags") : 0;
-  r.accumulateScores = flags & 1;
-  r.recordQueries = flags & 2;
+  const uint32_t flags = argFlags(info, 5, "flags", schema::kAttentionFlagMask);
+  r.accumulateScores = flags & schema::kAttentionAccumulateScores;
+  r.recordQueries = flags & schema::kAttentionRecordQueries;
   throwIfError(env, cache.attention(&id_, 1, r));
   return env.Undefined();
 }

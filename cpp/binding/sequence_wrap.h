@@ -17,7 +17,7 @@ class SequenceWrap : public Napi::ObjectWrap<SequenceWrap> {
   ~SequenceWrap() override;
 
   uint64_t id() const { return id_; }
-  const CacheHandle* handle() const { return handle_.get(); }
+  CacheHandle* handle() const { return handle_.get(); }
   // The live cache, or a DISPOSED error thrown into JavaScript.
   Cache& live(Napi::Env env);
   // Argument i as a NativeSequence (INVALID_ARGUMENT otherwise).

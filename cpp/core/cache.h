@@ -173,6 +173,9 @@ class Cache {
   void enterBackground();
   void leaveBackground();
   bool cancelRequested() const { return cancelBackground_.load(std::memory_order_acquire); }
+  // Raises cancelRequested() without waiting: dispose() calls it before letting go of a cache
+  // that background work still holds, so that work stops at its next batch.
+  void requestCancel() { cancelBackground_.store(true, std::memory_order_release); }
 
  private:
   Cache(const CacheConfig& config, std::unique_ptr<Backend> backend, uint64_t capacityBlocks);

@@ -1,33 +1,51 @@
-// Checks a CacheConfig; every message names the field and the accepted values.
+// Checks a CacheConfig against the limits of schema/options.json (the same tables the
+// TypeScript layer checks with); every message names the field and the accepted values.
 #include "config.h"
+
+#include "kvc/generated/schema.h"
 
 namespace kvc {
 
 namespace {
 bool isPowerOfTwo(uint32_t x) { return x != 0 && (x & (x - 1)) == 0; }
+
+std::string range(uint64_t min, uint64_t max) { return "[" + std::to_string(min) + ", " + std::to_string(max) + "]"; }
 }  // namespace
 
 Status validateConfig(const CacheConfig& c) {
+  namespace s = schema::cache;
   auto bad = [](const std::string& m) { return invalidArgument(m); };
-  if (c.layers < 1 || c.layers > 4096) return bad("layers must be an integer in [1, 4096]");
-  if (c.kvHeads < 1 || c.kvHeads > 1024) return bad("kvHeads must be an integer in [1, 1024]");
-  if (c.headDim < 2 || c.headDim > 1024 || c.headDim % 2 != 0) return bad("headDim must be an even integer in [2, 1024]");
-  if (c.queryHeads < c.kvHeads || c.queryHeads % c.kvHeads != 0) return bad("queryHeads must be a positive multiple of kvHeads");
-  if (c.blockSize < 1 || c.blockSize > 4096) return bad("blockSize must be an integer in [1, 4096]");
+  auto inRange = [](uint64_t v, uint64_t min, uint64_t max) { return v >= min && v <= max; };
+  if (!inRange(c.layers, s::kLayersMin, s::kLayersMax)) return bad("layers must be an integer in " + range(s::kLayersMin, s::kLayersMax));
+  if (!inRange(c.kvHeads, s::kKvHeadsMin, s::kKvHeadsMax)) return bad("kvHeads must be an integer in " + range(s::kKvHeadsMin, s::kKvHeadsMax));
+  if (!inRange(c.headDim, s::kHeadDimMin, s::kHeadDimMax) || c.headDim % 2 != 0) {
+    return bad("headDim must be an even integer in " + range(s::kHeadDimMin, s::kHeadDimMax));
+  }
+  if (!inRange(c.queryHeads, s::kQueryHeadsMin, s::kQueryHeadsMax) || c.queryHeads % c.kvHeads != 0) {
+    return bad("queryHeads must be a multiple of kvHeads (" + std::to_string(c.kvHeads) + ") in " +
+               range(s::kQueryHeadsMin, s::kQueryHeadsMax));
+  }
+  if (!inRange(c.blockSize, s::kBlockSizeMin, s::kBlockSizeMax)) return bad("blockSize must be an integer in " + range(s::kBlockSizeMin, s::kBlockSizeMax));
   if (static_cast<int>(c.keys) >= kStorageCount || static_cast<int>(c.values) >= kStorageCount) return bad("unknown storage format");
-  const bool quantized = isQuantized(c.keys) || isQuantized(c.values);
-  if (quantized) {
-    if (c.groupSize < 2 || c.headDim % c.groupSize != 0 || c.groupSize % 2 != 0) {
-      return bad("groupSize must be an even divisor of headDim (" + std::to_string(c.headDim) + ")");
-    }
+  // Checked for every format (not only quantized ones) so that the accepted configurations
+  // are exactly the ones TypeScript accepts, and an export records a meaningful groupSize.
+  if (!inRange(c.groupSize, s::kGroupSizeMin, s::kGroupSizeMax) || c.headDim % c.groupSize != 0 || c.groupSize % 2 != 0) {
+    return bad("groupSize must be an even divisor of headDim (" + std::to_string(c.headDim) + ")");
   }
   if ((c.rotateKeys || c.rotateValues) && !isPowerOfTwo(c.headDim)) {
     return bad("rotate needs a power-of-two headDim (got " + std::to_string(c.headDim) + ")");
   }
-  if (c.queryReservoir > (1u << 20)) return bad("queryReservoir must be in [0, 1048576]");
-  if (c.recentQueries > (1u << 16)) return bad("recentQueries must be in [0, 65536]");
-  if (c.threads > 256) return bad("threads must be in [0, 256]");
-  if (c.device != "cpu" && c.device != "cuda") return bad("device must be 'cpu' or 'cuda'");
+  if (!inRange(c.queryReservoir, s::kQueryReservoirMin, s::kQueryReservoirMax)) {
+    return bad("queryReservoir must be in " + range(s::kQueryReservoirMin, s::kQueryReservoirMax));
+  }
+  if (!inRange(c.recentQueries, s::kRecentQueriesMin, s::kRecentQueriesMax)) {
+    return bad("recentQueries must be in " + range(s::kRecentQueriesMin, s::kRecentQueriesMax));
+  }
+  if (c.threads != 0 && !inRange(c.threads, s::kThreadsMin, s::kThreadsMax)) {
+    return bad("threads must be 0 (hardware concurrency) or in " + range(s::kThreadsMin, s::kThreadsMax));
+  }
+  if (c.maxBytes > s::kMaxBytesMax) return bad("maxBytes must be at most " + std::to_string(s::kMaxBytesMax));
+  if (schema::enumIndex(schema::kDeviceNames, schema::kDeviceCount, c.device.c_str()) < 0) return bad("device must be 'cpu' or 'cuda'");
   const uint64_t blockBytes = c.blockLayout().blockBytes;
   if (c.maxBytes != 0 && c.maxBytes < blockBytes) {
     return bad("maxBytes (" + std::to_string(c.maxBytes) + ") is smaller than one block (" + std::to_string(blockBytes) + " bytes)");

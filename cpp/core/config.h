@@ -5,6 +5,7 @@
 #include <string>
 
 #include "kvc/formats.h"
+#include "kvc/generated/schema.h"
 #include "kvc/status.h"
 
 namespace kvc {
@@ -14,17 +15,17 @@ struct CacheConfig {
   uint32_t kvHeads = 0;
   uint32_t headDim = 0;
   uint32_t queryHeads = 0;
-  uint32_t blockSize = 32;
-  Storage keys = Storage::kF16;
-  Storage values = Storage::kF16;
+  uint32_t blockSize = schema::cache::kBlockSizeDefault;
+  Storage keys = static_cast<Storage>(schema::cache::kKeysDefault);
+  Storage values = static_cast<Storage>(schema::cache::kValuesDefault);
   uint32_t groupSize = 32;
   bool rotateKeys = false;
   bool rotateValues = false;
-  uint32_t rotationSeed = 0x6b766321u;
-  uint64_t maxBytes = 0;  // 0 = no budget beyond what the machine can commit
+  uint32_t rotationSeed = schema::cache::kRotationSeedDefault;
+  uint64_t maxBytes = schema::cache::kMaxBytesDefault;  // 0 = no budget beyond what the machine can commit
   uint32_t threads = 0;   // 0 = hardware concurrency
-  uint32_t queryReservoir = 512;  // recorded query vectors kept per stream (uniform sample)
-  uint32_t recentQueries = 64;    // newest query vectors kept per stream
+  uint32_t queryReservoir = schema::cache::kQueryReservoirDefault;  // recorded query vectors kept per stream (uniform sample)
+  uint32_t recentQueries = schema::cache::kRecentQueriesDefault;    // newest query vectors kept per stream
   std::string device = "cpu";  // "cpu" or "cuda"
 
   uint32_t queriesPerHead() const { return queryHeads / kvHeads; }
@@ -33,6 +34,10 @@ struct CacheConfig {
   uint32_t valueRowBytes() const { return rowBytes(values, headDim, groupSize); }
   BlockLayout blockLayout() const { return makeBlockLayout(blockSize, keyRowBytes(), valueRowBytes()); }
 };
+
+// The schema's storage names must follow kvc::Storage, since the binding maps a name's index
+// in schema::kStorageNames to the enum.
+static_assert(schema::kStorageCount == kStorageCount, "schema/options.json storage names and kvc::Storage differ");
 
 Status validateConfig(const CacheConfig& c);
 

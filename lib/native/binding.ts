@@ -5,6 +5,13 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 
 import { KVCacheError } from '../errors';
+import type {
+  BudgetKindName, CompactionMethodName, DeviceName, PerHeadName, QuerySourceName, ScheduleName, ScoreSourceName, StorageName,
+} from '../generated/schema';
+
+// Enums cross the boundary as their names (schema/options.json), flags as the bits listed
+// there; the native side checks both against the same generated tables and rejects unknown
+// names and unknown bits.
 
 export interface NativeCacheOptions {
   layers: number;
@@ -12,8 +19,8 @@ export interface NativeCacheOptions {
   headDim: number;
   queryHeads: number;
   blockSize: number;
-  keys: string;
-  values: string;
+  keys: StorageName;
+  values: StorageName;
   groupSize: number;
   rotateKeys: boolean;
   rotateValues: boolean;
@@ -22,7 +29,7 @@ export interface NativeCacheOptions {
   threads: number;
   queryReservoir: number;
   recentQueries: number;
-  device: string;
+  device: DeviceName;
 }
 
 export interface NativeStats {
@@ -44,7 +51,7 @@ export interface NativeRows {
 
 export interface NativeSequence {
   append(layer: number, keys: Float32Array | Uint16Array, values: Float32Array | Uint16Array, positions: Int32Array | null): void;
-  /** flags: 1 = accumulateScores, 2 = recordQueries */
+  /** flags: ATTENTION_FLAGS bits (1 = accumulateScores, 2 = recordQueries); other bits are rejected */
   attention(layer: number, queries: Float32Array, tq: number, out: Float32Array, lse: Float32Array | null, flags: number): void;
   resetScores(): void;
   length(layer: number, kvHead: number): number;
@@ -87,26 +94,24 @@ export interface NativeDevices {
 
 /** Eviction request as the native side reads it (built by lib/eviction-policy.ts). */
 export interface NativePolicySpec {
-  /** 0 recency, 1 accumulated mass, 2 observation window, 3 last query, 4 key norm, 5 random, 6 given */
-  source: number;
+  source: ScoreSourceName;
   sinks: number;
   recent: number;
   window: number;
   pool: number;
   seed: number;
-  /** source 6: every stream's scores concatenated, layer-major */
+  /** source 'given': every stream's scores concatenated, layer-major */
   given: Float32Array | null;
 }
 
 export interface NativeBudgetSpec {
-  /** 0 keep, 1 ratio, 2 per-layer ratios */
-  kind: number;
+  kind: BudgetKindName;
   keep: number;
   ratio: number;
   layerRatios: Float64Array | null;
-  adaptive: boolean;
+  perHead: PerHeadName;
   safeguard: number;
-  pyramid: boolean;
+  schedule: ScheduleName;
   slope: number;
 }
 
@@ -128,8 +133,7 @@ export interface NativeRecordedQueries {
 
 /** Compaction request as the native side reads it (built by lib/compactor.ts). */
 export interface NativeCompactionSpec {
-  /** 0 highest-attention, 1 omp */
-  method: number;
+  method: CompactionMethodName;
   /** > 0: rows kept = ceil(ratio × rows); else targetTokens */
   ratio: number;
   targetTokens: number;
@@ -141,8 +145,8 @@ export interface NativeCompactionSpec {
   threads: number;
   layers: Int32Array | null;
   heads: Int32Array | null;
-  /** 0 recorded (keys when none), 1 keys, 2 given */
-  querySource: number;
+  /** 'recorded' (keys when none), 'keys' or 'given' */
+  querySource: QuerySourceName;
   /** per layer [n, queryHeads, headDim] or null */
   queries: Array<Float32Array | null> | null;
   heldOut: Array<Float32Array | null> | null;
@@ -195,8 +199,16 @@ export interface NativeAddon {
   streamScores(sequence: NativeSequence, layer: number, kvHead: number): Float32Array | null;
   recordedQueries(sequence: NativeSequence, layer: number, kvHead: number): NativeRecordedQueries;
   streamPositions(sequence: NativeSequence, layer: number, kvHead: number): Int32Array;
-  /** Attention Matching compaction off the event loop; the sequence is busy until it settles. */
-  compact(sequence: NativeSequence, spec: NativeCompactionSpec, onProgress: ((fraction: number) => void) | null): Promise<NativeCompactionReport>;
+  /**
+   * Attention Matching compaction off the event loop; the sequence is busy until it settles.
+   * abort() makes it stop at the next batch of streams (or before applying): the promise then
+   * rejects with ABORTED and the sequence is unchanged.
+   */
+  compact(
+    sequence: NativeSequence,
+    spec: NativeCompactionSpec,
+    onProgress: ((fraction: number) => void) | null,
+  ): { promise: Promise<NativeCompactionReport>; abort: () => void };
   compactSync(sequence: NativeSequence, spec: NativeCompactionSpec): NativeCompactionReport;
   /** Benchmarks: one read pass over the buffer with `threads` threads (returns a checksum). */
   readPass(buffer: ArrayBufferView, threads: number): number;

@@ -183,7 +183,7 @@ describe('Compactor lifecycle', () => {
     cache.dispose();
   });
 
-  it('dispose() while compacting waits, the promise rejects with DISPOSED', async () => {
+  it('dispose() while compacting does not wait; the promise rejects with DISPOSED', async () => {
     const { cache, seq } = filledCache(1024, { layers: 4 });
     const p = new Compactor({ ratio: 0.25, threads: 1 }).compact(seq);
     cache.dispose();

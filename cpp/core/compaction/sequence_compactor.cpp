@@ -234,6 +234,7 @@ Status computeCompaction(Cache& cache, const SequenceRequest& r, SequencePlan* p
     if (cache.cancelRequested()) {
       return Status(StatusCode::kDisposed, "the cache was disposed while the compaction ran; nothing was applied");
     }
+    if (r.abort && r.abort->load(std::memory_order_acquire)) return aborted("the compaction was aborted; nothing was applied");
     const size_t count = std::min(batch, total - b0);
     const auto t0 = std::chrono::steady_clock::now();
     for (size_t i = 0; i < count; ++i) {

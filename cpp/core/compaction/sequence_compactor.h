@@ -7,6 +7,7 @@
 //   apply    (main thread)  gather the kept rows, re-encode their values and beta
 // No step throws; each returns a Status.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -39,6 +40,9 @@ struct SequenceRequest {
   bool online = false;             // only streams longer than maxRows are compacted
   uint32_t maxRows = 0;
   uint32_t threads = 1;            // compaction threads (the calling thread included)
+  // Raised by the caller (an AbortSignal): compute stops between batches with kAborted.
+  // Not owned; must outlive computeCompaction.
+  const std::atomic<bool>* abort = nullptr;
 };
 
 // One compacted stream: what apply writes, and what the report shows.
@@ -71,7 +75,7 @@ Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& request,
 // Any thread, while the sequence cannot change (busy, or the caller holds the main thread).
 // Touches only the plan's sequence, the immutable configuration and the backend's readRows.
 // progress(fraction) after each batch of streams; stops between batches with DISPOSED once
-// cache.cancelRequested() (the cache is being destroyed).
+// cache.cancelRequested() (the cache is being disposed), or ABORTED once *request.abort.
 Status computeCompaction(Cache& cache, const SequenceRequest& request, SequencePlan* plan,
                          const std::function<void(double)>& progress);
 

@@ -4,9 +4,12 @@
 #include <string>
 #include <utility>
 
+#include "kvc/generated/schema.h"
+
 namespace kvc {
 
-// Keep in sync with lib/errors.ts (ErrorCode). The names are the stable public codes.
+// The names (the stable public codes) come from schema/options.json, as lib/errors.ts's do;
+// the order here must follow its errorCodes list (checked below).
 enum class StatusCode : int {
   kOk = 0,
   kInvalidArgument,
@@ -19,23 +22,15 @@ enum class StatusCode : int {
   kCudaError,
   kUnsupported,
   kInternal,
+  kAborted,  // the caller cancelled (AbortSignal); nothing was changed
 };
 
+static_assert(static_cast<int>(StatusCode::kAborted) + 1 == schema::kErrorCodeCount,
+              "StatusCode and schema/options.json errorCodes differ");
+
 inline const char* statusCodeName(StatusCode code) {
-  switch (code) {
-    case StatusCode::kOk: return "OK";
-    case StatusCode::kInvalidArgument: return "INVALID_ARGUMENT";
-    case StatusCode::kShapeMismatch: return "SHAPE_MISMATCH";
-    case StatusCode::kOutOfMemory: return "OUT_OF_MEMORY";
-    case StatusCode::kDisposed: return "DISPOSED";
-    case StatusCode::kBusy: return "BUSY";
-    case StatusCode::kCorruptData: return "CORRUPT_DATA";
-    case StatusCode::kCudaUnavailable: return "CUDA_UNAVAILABLE";
-    case StatusCode::kCudaError: return "CUDA_ERROR";
-    case StatusCode::kUnsupported: return "UNSUPPORTED";
-    case StatusCode::kInternal: return "INTERNAL";
-  }
-  return "INTERNAL";
+  const int i = static_cast<int>(code);
+  return i >= 0 && i < schema::kErrorCodeCount ? schema::kErrorCodeNames[i] : "INTERNAL";
 }
 
 class Status {
@@ -60,6 +55,7 @@ inline Status corruptData(std::string m) { return Status(StatusCode::kCorruptDat
 inline Status busy(std::string m) { return Status(StatusCode::kBusy, std::move(m)); }
 inline Status unsupported(std::string m) { return Status(StatusCode::kUnsupported, std::move(m)); }
 inline Status internalError(std::string m) { return Status(StatusCode::kInternal, std::move(m)); }
+inline Status aborted(std::string m) { return Status(StatusCode::kAborted, std::move(m)); }
 
 }  // namespace kvc
 
