@@ -151,6 +151,7 @@ Napi::Value CacheWrap::stats(const Napi::CallbackInfo& info) {
   o.Set("blockBytes", static_cast<double>(s.blockBytes));
   o.Set("committedBytes", static_cast<double>(s.committedBytes));
   o.Set("maxBytes", static_cast<double>(s.maxBytes));
+  o.Set("workspaceBytes", static_cast<double>(s.workspaceBytes));
   return o;
 }
 

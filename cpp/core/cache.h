@@ -56,6 +56,7 @@ struct CacheStats {
   uint64_t blockBytes = 0;
   uint64_t committedBytes = 0;
   uint64_t maxBytes = 0;
+  uint64_t workspaceBytes = 0;  // scratch memory the backend holds for compaction (and eviction)
 };
 
 class Cache {
@@ -97,6 +98,7 @@ class Cache {
   void enterBackground();
   void leaveBackground();
   bool cancelRequested() const { return cancelBackground_.load(std::memory_order_acquire); }
+  const std::atomic<bool>* cancelFlag() const { return &cancelBackground_; }
 
  private:
   Cache(const CacheConfig& config, std::unique_ptr<Backend> backend, uint64_t capacityBlocks);

@@ -21,7 +21,7 @@ struct CacheConfig {
   bool rotateKeys = false;
   bool rotateValues = false;
   uint32_t rotationSeed = 0x6b766321u;
-  uint64_t maxBytes = 0;  // 0 = no budget beyond what the machine can commit
+  uint64_t maxBytes = 0;  // pool budget; 0 = min(physical memory, 8 GiB) (Cache::create)
   uint32_t threads = 0;   // 0 = hardware concurrency
   uint32_t queryReservoir = 512;  // recorded query vectors kept per stream (uniform sample)
   uint32_t recentQueries = 64;    // newest query vectors kept per stream

@@ -1,6 +1,6 @@
 // Tests of Attention Matching compaction: every kernel of cpp/cpu/compaction against a
 // scalar f64 reference (reference.h) for each instruction set this CPU runs, then the
-// orchestration of cpp/core/compaction (exactness, bias semantics, protected rows, chunks,
+// orchestration of cpp/cpu/compaction (exactness, bias semantics, protected rows, chunks,
 // threads, batches, bad input) and its quality on synthetic LLM-like streams.
 // Exit status 0 when every check passed; last line "kvc_compaction_tests: N checks, F failures".
 #include <algorithm>
@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "core/compaction/compaction.h"
+#include "cpu/compaction/compaction.h"
 #include "cpu/compaction/kernels.h"
 #include "cpu/compaction/topk.h"
 #include "cpu/thread_pool.h"
