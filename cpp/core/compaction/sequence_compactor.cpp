@@ -8,6 +8,8 @@
 #include <limits>
 #include <string>
 
+#include "../host_staging.h"
+
 namespace kvc::compaction {
 
 namespace {
@@ -149,8 +151,7 @@ Status computeCompaction(Cache& cache, const SequenceRequest& r, SequencePlan* p
     if (progress) progress(1.0);
     return Status::ok();
   }
-  Backend& backend = cache.mutableBackend();
-  const size_t batch = std::max<uint32_t>(1, backend.compactionBatchSize(r.threads));
+  const size_t batch = std::max<uint32_t>(1, cache.backend().compactionBatchSize(r.threads));
   std::vector<CompactionStreamInput> inputs(batch);
   std::vector<CompactionStreamReport> reports(batch);
   std::vector<std::vector<float>> pooled(batch);  // given queries, pooled over the GQA group
@@ -182,8 +183,8 @@ Status computeCompaction(Cache& cache, const SequenceRequest& r, SequencePlan* p
     }
     plan->secondsRead += secondsSince(t0);
     std::unique_ptr<CompactionFit> fit;
-    Status status = backend.compactStreams(cache.pool(), cache.codec(), inputs.data(), static_cast<uint32_t>(count),
-                                           r.options, control, reports.data(), &fit);
+    Status status = backendCompactStreams(cache, inputs.data(), static_cast<uint32_t>(count), r.options, control,
+                                          reports.data(), &fit);
     if (!status.isOk()) {
       if (cache.cancelRequested()) {
         return Status(StatusCode::kDisposed, "the cache was disposed while the compaction ran; nothing was applied");
@@ -233,8 +234,7 @@ Status applyCompaction(Cache& cache, SequencePlan* plan) {
   for (const StreamPlan& sp : plan->streams) {
     const Stream& s = seq->stream(sp.layer, c.kvHeads, sp.head);
     StreamView view{s.blocks.data(), s.length};
-    KVC_RETURN_IF_ERROR(cache.mutableBackend().applyCompactionFit(cache.pool(), cache.codec(), *plan->fits[sp.fit],
-                                                                  sp.fitIndex, view));
+    KVC_RETURN_IF_ERROR(backendApplyCompactionFit(cache, *plan->fits[sp.fit], sp.fitIndex, view));
   }
   plan->blocksAfter = cache.stats().blocksUsed;
   plan->secondsApply = secondsSince(t0);

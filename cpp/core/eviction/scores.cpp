@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <string>
 
+#include "../host_staging.h"
+
 namespace kvc {
 
 namespace {
@@ -147,7 +149,7 @@ Status scoreStream(Cache& cache, const Sequence& seq, uint32_t layer, uint32_t h
   }
   out->resize(n);
   float* scores = out->data();
-  return cache.mutableBackend().rowScores(cache.pool(), cache.codec(), &in, 1, &scores);
+  return backendRowScores(cache, &in, 1, &scores);
 }
 
 Status scoreSequence(Cache& cache, const Sequence& seq, const PolicySpec& p, std::vector<std::vector<float>>* out) {
@@ -177,8 +179,7 @@ Status scoreSequence(Cache& cache, const Sequence& seq, const PolicySpec& p, std
       keyedOut.push_back(targets[i]);
     }
   }
-  return cache.mutableBackend().rowScores(cache.pool(), cache.codec(), keyed.data(), static_cast<uint32_t>(keyed.size()),
-                                          keyedOut.data());
+  return backendRowScores(cache, keyed.data(), static_cast<uint32_t>(keyed.size()), keyedOut.data());
 }
 
 }  // namespace kvc
