@@ -42,6 +42,7 @@ Napi::Function CacheWrap::define(Napi::Env env) {
                       InstanceMethod<&CacheWrap::importSequence>("importSequence"),
                       InstanceMethod<&CacheWrap::attentionBatch>("attentionBatch"),
                       InstanceMethod<&CacheWrap::stats>("stats"),
+                      InstanceMethod<&CacheWrap::trimWorkspace>("trimWorkspace"),
                       InstanceMethod<&CacheWrap::dispose>("dispose")});
 }
 
@@ -153,6 +154,11 @@ Napi::Value CacheWrap::stats(const Napi::CallbackInfo& info) {
   o.Set("maxBytes", static_cast<double>(s.maxBytes));
   o.Set("workspaceBytes", static_cast<double>(s.workspaceBytes));
   return o;
+}
+
+Napi::Value CacheWrap::trimWorkspace(const Napi::CallbackInfo& info) {
+  live(info.Env()).mutableBackend().trimWorkspace();
+  return info.Env().Undefined();
 }
 
 Napi::Value CacheWrap::dispose(const Napi::CallbackInfo& info) {

@@ -32,6 +32,7 @@ export interface NativeStats {
   blocksFree: number;
   blockBytes: number;
   committedBytes: number;
+  workspaceBytes: number;
   maxBytes: number;
 }
 
@@ -63,6 +64,7 @@ export interface NativeCache {
   importSequence(bytes: Uint8Array): NativeSequence;
   attentionBatch(layer: number, sequences: NativeSequence[], queries: Float32Array, out: Float32Array, lse: Float32Array | null, flags: number): void;
   stats(): NativeStats;
+  trimWorkspace(): void;
   dispose(): void;
 }
 
