@@ -1,6 +1,7 @@
 // Compactor: Attention Matching compaction of a sequence (ARCHITECTURE §4.5). Validates and
-// translates options; the work runs natively (cpp/core/compaction/sequence_compactor.h),
-// off the event loop for compact(), on the calling thread for compactSync()/maybeCompact().
+// translates options; the work runs natively (cpp/core/compaction/sequence_compactor.h over the
+// backend's compactStreams), off the event loop for compact(), on the calling thread for
+// compactSync()/maybeCompact().
 import { KVCacheError, invalidArgument } from './errors';
 import { native, type NativeCompactionReport, type NativeCompactionSpec } from './native/binding';
 import { Sequence } from './sequence';
