@@ -119,19 +119,6 @@ class InputLease {
   std::vector<StreamInput> inputs_;
 };
 
-class PoolLease {
- public:
-  PoolLease(CompactionWorkspace& ws, uint32_t threads) : ws_(ws), pool_(ws.takePool(threads)) {}
-  ~PoolLease() { ws_.putPool(std::move(pool_)); }
-  PoolLease(const PoolLease&) = delete;
-  PoolLease& operator=(const PoolLease&) = delete;
-  ThreadPool& pool() { return *pool_; }
-
- private:
-  CompactionWorkspace& ws_;
-  std::unique_ptr<ThreadPool> pool_;
-};
-
 Status compactStreamsOrThrow(Backend& rows, CompactionWorkspace& ws, const PoolView& pool, const RowCodec& codec,
                              const CompactionStreamInput* streams, uint32_t count, const compaction::Options& options,
                              const CompactionControl& control, CompactionStreamReport* reports,
@@ -148,8 +135,9 @@ Status compactStreamsOrThrow(Backend& rows, CompactionWorkspace& ws, const PoolV
     reports[i].secondsRead = secondsSince(t0);
   }
   if (cancelled(control)) return Status(StatusCode::kDisposed, "compaction cancelled");
-  PoolLease threads(ws, control.threads);
-  KVC_RETURN_IF_ERROR(compaction::compactBatch(problems.data(), count, options, threads.pool(), results.data(), &ws.scratch()));
+  // Threads for this call only: a cache that compacted once keeps no idle threads.
+  ThreadPool threads(control.threads);
+  KVC_RETURN_IF_ERROR(compaction::compactBatch(problems.data(), count, options, threads, results.data(), &ws.scratch()));
   for (uint32_t i = 0; i < count; ++i)
     finish(inputs.inputs()[i], codec.headDim, std::move(results[i]), &reports[i], &out->streams[i]);
   *fit = std::move(out);
@@ -166,11 +154,9 @@ CompactionWorkspace::~CompactionWorkspace() {
 void CompactionWorkspace::trim() {
   scratch_.trim();
   std::vector<KeptInputs> drop;
-  std::unique_ptr<ThreadPool> pool;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     drop.swap(inputs_);
-    pool.swap(pool_);
   }
   for (KeptInputs& k : drop) scratch_.account(-static_cast<int64_t>(k.bytes));
 }
@@ -201,21 +187,6 @@ void CompactionWorkspace::putInputs(std::vector<StreamInput> inputs) {
   } catch (...) {
     // Not kept: freed on return.
   }
-}
-
-std::unique_ptr<ThreadPool> CompactionWorkspace::takePool(uint32_t threads) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (pool_ && pool_->size() == threads) return std::move(pool_);
-  }
-  return std::make_unique<ThreadPool>(threads);
-}
-
-void CompactionWorkspace::putPool(std::unique_ptr<ThreadPool> pool) {
-  std::unique_ptr<ThreadPool> old;
-  std::lock_guard<std::mutex> lock(mutex_);
-  old = std::move(pool_);
-  pool_ = std::move(pool);
 }
 
 uint64_t CpuCompactionFit::bytes() const {

@@ -13,8 +13,6 @@
 
 namespace kvc::cpu {
 
-class ThreadPool;
-
 // Everything compact() reads for one stream that is not in the caller's arrays.
 struct StreamInput {
   std::vector<float> keys, values, beta, keyQueries;
@@ -25,9 +23,9 @@ struct StreamInput {
   }
 };
 
-// The cache's compaction memory: scratch sets, stream input buffers and a thread pool, kept
-// between calls (fresh multi-MB buffers cost a page fault per 4 KiB on first touch) and
-// freed with the backend. Safe for concurrent compactions of different sequences.
+// The cache's compaction memory: scratch sets and stream input buffers, kept between calls
+// (fresh multi-MB buffers cost a page fault per 4 KiB on first touch) and freed with the
+// backend. Safe for concurrent compactions of different sequences.
 class CompactionWorkspace {
  public:
   CompactionWorkspace();
@@ -40,8 +38,6 @@ class CompactionWorkspace {
 
   std::vector<StreamInput> takeInputs(size_t count);
   void putInputs(std::vector<StreamInput> inputs);
-  std::unique_ptr<ThreadPool> takePool(uint32_t threads);
-  void putPool(std::unique_ptr<ThreadPool> pool);
 
  private:
   static constexpr size_t kMaxKeptInputBytes = size_t(64) << 20;  // a bigger set is freed after use
@@ -53,7 +49,6 @@ class CompactionWorkspace {
   compaction::Workspace scratch_;
   std::mutex mutex_;
   std::vector<KeptInputs> inputs_;
-  std::unique_ptr<ThreadPool> pool_;
 };
 
 // The fitted rows of one batch, in host memory.
