@@ -1,6 +1,7 @@
 // Compactor: Attention Matching compaction of a sequence (ARCHITECTURE §4.5). Validates and
-// translates options; the work runs natively (cpp/core/compaction/sequence_compactor.h),
-// off the event loop for compact(), on the calling thread for compactSync()/maybeCompact().
+// translates options; the work runs natively (cpp/core/compaction/sequence_compactor.h over the
+// backend's compactStreams), off the event loop for compact(), on the calling thread for
+// compactSync()/maybeCompact().
 import { KVCacheError, abortedError, invalidArgument } from './errors';
 import { COMPACTION_METHOD, COMPACTION_OPTIONS, type CompactionMethodName, type QuerySourceName } from './generated/schema';
 import { asyncDisposeSymbol, disposeSymbol } from './lifecycle';

@@ -174,7 +174,17 @@ export class KVCache {
       bytesPerToken: tokens > 0 ? bytesUsed / tokens : 0,
       committedBytes: s.committedBytes,
       maxBytes: s.maxBytes,
+      workspaceBytes: s.workspaceBytes,
     };
+  }
+
+  /**
+   * Frees the scratch memory the cache keeps between compactions (`stats().workspaceBytes`)
+   * that no running compaction uses. The next compaction allocates it again.
+   */
+  trimWorkspace(): void {
+    this.checkAlive();
+    this.native.trimWorkspace();
   }
 
   /**

@@ -28,7 +28,10 @@ export interface KVCacheOptions {
   rotate?: boolean | { keys?: boolean; values?: boolean };
   /** Seed of the rotation's sign flips (recorded in exports). */
   rotationSeed?: number;
-  /** Budget of the block pool in bytes. Default: the machine's physical memory. */
+  /**
+   * Budget of the block pool in bytes; the pool reserves this much address space up front and
+   * commits it as blocks are used. Default: min(physical memory, 8 GiB).
+   */
   maxBytes?: number;
   /** 'cpu' (default) or 'cuda'. */
   device?: Device;
@@ -110,8 +113,14 @@ export interface CacheStats {
   bytesPerToken: number;
   /** Pool memory committed from the system (grows in 2 MiB steps, never shrinks). */
   committedBytes: number;
-  /** The budget, rounded down to whole blocks. */
+  /** The budget, rounded down to whole blocks (without `maxBytes`: min(physical memory, 8 GiB)). */
   maxBytes: number;
+  /**
+   * Scratch memory the cache's backend holds for compaction and eviction (its workspace:
+   * kept between calls so that buffers are warm, one per cache, freed by `dispose()`).
+   * Not part of `maxBytes`.
+   */
+  workspaceBytes: number;
 }
 
 export interface Devices {

@@ -68,6 +68,7 @@ Napi::Function CacheWrap::define(Napi::Env env) {
                       InstanceMethod<&CacheWrap::importSequence>("importSequence"),
                       InstanceMethod<&CacheWrap::attentionBatch>("attentionBatch"),
                       InstanceMethod<&CacheWrap::stats>("stats"),
+                      InstanceMethod<&CacheWrap::trimWorkspace>("trimWorkspace"),
                       InstanceMethod<&CacheWrap::dispose>("dispose")});
 }
 
@@ -193,7 +194,13 @@ Napi::Value CacheWrap::stats(const Napi::CallbackInfo& info) {
   o.Set("blockBytes", static_cast<double>(s.blockBytes));
   o.Set("committedBytes", static_cast<double>(s.committedBytes));
   o.Set("maxBytes", static_cast<double>(s.maxBytes));
+  o.Set("workspaceBytes", static_cast<double>(s.workspaceBytes));
   return o;
+}
+
+Napi::Value CacheWrap::trimWorkspace(const Napi::CallbackInfo& info) {
+  live(info.Env()).mutableBackend().trimWorkspace();
+  return info.Env().Undefined();
 }
 
 // Never waits: a compaction still computing holds its own reference to the cache, sees the

@@ -20,6 +20,7 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
   Napi::Value importSequence(const Napi::CallbackInfo& info);
   Napi::Value attentionBatch(const Napi::CallbackInfo& info);
   Napi::Value stats(const Napi::CallbackInfo& info);
+  Napi::Value trimWorkspace(const Napi::CallbackInfo& info);
   Napi::Value dispose(const Napi::CallbackInfo& info);
 
   std::shared_ptr<CacheHandle> handle_;

@@ -124,7 +124,7 @@ Napi::Object reportOf(Napi::Env env, const Cache& cache, const SequencePlan& pla
   double before = 0, after = 0;
   for (size_t i = 0; i < plan.streams.size(); ++i) {
     const compaction::StreamPlan& sp = plan.streams[i];
-    const compaction::Result& r = sp.result;
+    const CompactionStreamReport& r = sp.result;
     Napi::Object s = Napi::Object::New(env);
     s.Set("layer", sp.layer);
     s.Set("kvHead", sp.head);

@@ -30,6 +30,10 @@ uint64_t physicalMemoryBytes() {
   return uint64_t{16} << 30;
 }
 
+// Without maxBytes the pool reserves (and may use) at most this much: the reservation is
+// address space (cheap, but finite: 128 TiB on x86-64), so thousands of caches must fit.
+constexpr uint64_t kDefaultPoolBytes = uint64_t{8} << 30;
+
 }  // namespace
 
 Status createCache(const CacheConfig& config, std::unique_ptr<Cache>* out, BackendFactory cudaFactory) {
@@ -54,7 +58,7 @@ Status createCache(const CacheConfig& config, std::unique_ptr<Cache>* out, Backe
 Status Cache::create(const CacheConfig& config, std::unique_ptr<Backend> backend, std::unique_ptr<Cache>* out) {
   KVC_RETURN_IF_ERROR(validateConfig(config));
   const BlockLayout layout = config.blockLayout();
-  const uint64_t budget = config.maxBytes ? config.maxBytes : physicalMemoryBytes();
+  const uint64_t budget = config.maxBytes ? config.maxBytes : std::min(physicalMemoryBytes(), kDefaultPoolBytes);
   const uint64_t capacity = std::min<uint64_t>(budget / layout.blockBytes, INT32_MAX);
   KVC_RETURN_IF_ERROR(backend->reservePool(capacity, layout.blockBytes));
   out->reset(new Cache(config, std::move(backend), capacity));
@@ -482,6 +486,7 @@ CacheStats Cache::stats() const {
   st.blockBytes = layout_.blockBytes;
   st.committedBytes = backend_->committedBytes();
   st.maxBytes = pool_.capacity() * layout_.blockBytes;
+  st.workspaceBytes = backend_->workspaceBytes();
   return st;
 }
 

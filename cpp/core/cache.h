@@ -125,6 +125,7 @@ struct CacheStats {
   uint64_t blockBytes = 0;
   uint64_t committedBytes = 0;
   uint64_t maxBytes = 0;
+  uint64_t workspaceBytes = 0;  // scratch memory the backend holds for compaction (and eviction)
 };
 
 class Cache {
@@ -176,6 +177,7 @@ class Cache {
   // Raises cancelRequested() without waiting: dispose() calls it before letting go of a cache
   // that background work still holds, so that work stops at its next batch.
   void requestCancel() { cancelBackground_.store(true, std::memory_order_release); }
+  const std::atomic<bool>* cancelFlag() const { return &cancelBackground_; }
 
  private:
   Cache(const CacheConfig& config, std::unique_ptr<Backend> backend, uint64_t capacityBlocks);

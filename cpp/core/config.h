@@ -22,7 +22,7 @@ struct CacheConfig {
   bool rotateKeys = false;
   bool rotateValues = false;
   uint32_t rotationSeed = schema::cache::kRotationSeedDefault;
-  uint64_t maxBytes = schema::cache::kMaxBytesDefault;  // 0 = no budget beyond what the machine can commit
+  uint64_t maxBytes = schema::cache::kMaxBytesDefault;  // pool budget; 0 = min(physical memory, 8 GiB) (Cache::create)
   uint32_t threads = 0;   // 0 = hardware concurrency
   uint32_t queryReservoir = schema::cache::kQueryReservoirDefault;  // recorded query vectors kept per stream (uniform sample)
   uint32_t recentQueries = schema::cache::kRecentQueriesDefault;    // newest query vectors kept per stream

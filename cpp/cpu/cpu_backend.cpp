@@ -8,7 +8,9 @@
 #include <thread>
 #include <vector>
 
+#include "compaction/compact_streams.h"
 #include "cpu_features.h"
+#include "eviction/row_scores.h"
 #include "hadamard.h"
 #include "kernel_table.h"
 #include "kvc/backend.h"
@@ -220,6 +222,27 @@ class CpuBackend final : public Backend {
     return Status::ok();
   }
 
+  // ---- compaction and eviction numerics: compaction/compact_streams.cpp, eviction/row_scores.cpp ----
+  Status compactStreams(const PoolView& pool, const RowCodec& codec, const CompactionStreamInput* streams, uint32_t count,
+                        const compaction::Options& options, const CompactionControl& control,
+                        CompactionStreamReport* reports, std::unique_ptr<CompactionFit>* fit) override {
+    return cpu::compactStreams(*this, compaction_, pool, codec, streams, count, options, control, reports, fit);
+  }
+  Status applyCompactionFit(const PoolView& pool, const RowCodec& codec, const CompactionFit& fit, uint32_t index,
+                            const StreamView& rebuilt) override {
+    return cpu::applyCompactionFit(*this, pool, codec, fit, index, rebuilt);
+  }
+  Status rowScores(const PoolView& pool, const RowCodec& codec, const RowScoreInput* streams, uint32_t count,
+                   float* const* scores) override {
+    return cpu::rowScores(*this, pool_, pool, codec, streams, count, scores);
+  }
+  Status selectRows(const PoolView& pool, const RowCodec& codec, const RowSelectInput* streams, uint32_t count,
+                    std::vector<int32_t>* keep) override {
+    return cpu::selectRows(*this, pool_, pool, codec, streams, count, keep);
+  }
+  uint64_t workspaceBytes() const override { return compaction_.bytes(); }
+  void trimWorkspace() override { compaction_.trim(); }
+
   Status readRawRows(const PoolView& pool, const StreamView& stream, uint32_t start, uint32_t count, uint8_t* keyRows,
                      uint8_t* valueRows, float* beta, int32_t* positions) override {
     const BlockLayout& L = pool.layout;
@@ -304,6 +327,7 @@ class CpuBackend final : public Backend {
   PoolMemory memory_;
   uint32_t blockBytes_ = 0;
   ThreadPool pool_;
+  CompactionWorkspace compaction_;  // the cache's one compaction workspace
   std::vector<float> rowScratch_, rotatedQueries_, partials_, scratch_, mergeAcc_, logits_, lse_;
   std::vector<size_t> logitOffsets_;
   std::vector<int32_t> qpos_;

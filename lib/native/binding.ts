@@ -39,6 +39,7 @@ export interface NativeStats {
   blocksFree: number;
   blockBytes: number;
   committedBytes: number;
+  workspaceBytes: number;
   maxBytes: number;
 }
 
@@ -70,6 +71,7 @@ export interface NativeCache {
   importSequence(bytes: Uint8Array): NativeSequence;
   attentionBatch(layer: number, sequences: NativeSequence[], queries: Float32Array, out: Float32Array, lse: Float32Array | null, flags: number): void;
   stats(): NativeStats;
+  trimWorkspace(): void;
   dispose(): void;
 }
 

@@ -1,4 +1,4 @@
-// Top-k selection (cpp/cpu/topk.cpp + protected rows) through custom policies with given
+// Top-k selection (kvc/row_select.h + protected rows, the CPU backend's selectRows) through custom policies with given
 // scores, compared as sets against the sort-based reference with the tie rule: equal scores →
 // the lower row index wins; protected rows are forced in (sinks first, then the newest).
 import { describe, expect, it } from 'vitest';

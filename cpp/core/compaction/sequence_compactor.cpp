@@ -5,10 +5,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <mutex>
+#include <limits>
 #include <string>
 
-#include "../../cpu/thread_pool.h"
+#include "../host_staging.h"
 
 namespace kvc::compaction {
 
@@ -44,100 +44,36 @@ void pooledQueries(const std::vector<float>& all, const CacheConfig& c, uint32_t
   }
 }
 
-// Everything compact() reads for one stream, owned.
-struct StreamInput {
-  std::vector<float> keys, values, beta, queries, heldOut;
-  std::vector<uint8_t> protectedRows;
-  uint32_t n = 0, nHeldOut = 0;
-  size_t capacityBytes() const {
-    return 4 * (keys.capacity() + values.capacity() + beta.capacity() + queries.capacity() + heldOut.capacity()) +
-           protectedRows.capacity();
-  }
-};
-
-// Input buffers kept between calls (the next call may run on another worker thread): fresh
-// multi-MB buffers cost a page fault per 4 KiB on first touch, which was most of the read time.
-// A set is kept only while it stays below kMaxKeptInputBytes.
-constexpr size_t kMaxKeptInputBytes = size_t(64) << 20;
-constexpr size_t kMaxKeptInputSets = 4;
-std::mutex keptInputsMutex;
-std::vector<std::vector<StreamInput>>& keptInputs() {
-  static auto* sets = new std::vector<std::vector<StreamInput>>();  // never destroyed
-  return *sets;
+// Option checks (the backend checks again; these make a bad request fail before any work).
+Status validateOptions(const Options& o) {
+  if (!(o.ridge >= 0.0f) || !std::isfinite(o.ridge)) return invalidArgument("compaction: ridge must be finite and >= 0");
+  if (!(o.minWeight > 0.0f) || !(o.maxWeight >= o.minWeight) || !std::isfinite(o.maxWeight))
+    return invalidArgument("compaction: need 0 < minWeight <= maxWeight < inf");
+  return Status::ok();
 }
 
-class InputLease {
- public:
-  explicit InputLease(size_t count) {
-    {
-      std::lock_guard<std::mutex> lock(keptInputsMutex);
-      auto& kept = keptInputs();
-      if (!kept.empty()) {
-        inputs_ = std::move(kept.back());
-        kept.pop_back();
-      }
-    }
-    inputs_.resize(count);
-  }
-  ~InputLease() {
-    size_t bytes = 0;
-    for (const StreamInput& in : inputs_) bytes += in.capacityBytes();
-    if (bytes > kMaxKeptInputBytes) return;
-    try {
-      std::lock_guard<std::mutex> lock(keptInputsMutex);
-      auto& kept = keptInputs();
-      if (kept.size() < kMaxKeptInputSets) kept.push_back(std::move(inputs_));
-    } catch (...) {
-    }
-  }
-  InputLease(const InputLease&) = delete;
-  InputLease& operator=(const InputLease&) = delete;
-  std::vector<StreamInput>& inputs() { return inputs_; }
-
- private:
-  std::vector<StreamInput> inputs_;
-};
-
-Status gatherInput(Cache& cache, const SequenceRequest& r, const Stream& s, StreamPlan& sp, StreamInput* in) {
-  const CacheConfig& c = cache.config();
-  const uint32_t T = sp.rowsBefore, D = c.headDim;
-  in->keys.resize(static_cast<size_t>(T) * D);
-  in->values.resize(static_cast<size_t>(T) * D);
-  in->beta.resize(T);
-  StreamView view{s.blocks.data(), s.length};
-  KVC_RETURN_IF_ERROR(cache.mutableBackend().readRows(cache.pool(), cache.codec(), view, 0, T, in->keys.data(),
-                                                      in->values.data(), in->beta.data(), nullptr));
-  in->protectedRows.assign(T, 0);
-  const uint32_t sinks = std::min(r.sinks, T), recent = std::min(r.recent, T);
-  for (uint32_t j = 0; j < sinks; ++j) in->protectedRows[j] = 1;
-  for (uint32_t j = T - recent; j < T; ++j) in->protectedRows[j] = 1;
-
+// The reference queries of one stream (host memory, owned by the request or the stream):
+// the caller's for this layer, else the recorded reservoir, else none (the backend then
+// uses a subsample of the stream's keys).
+void chooseQueries(const CacheConfig& c, const SequenceRequest& r, const Stream& s, StreamPlan& sp,
+                   std::vector<float>* pooled, CompactionStreamInput* in) {
+  const uint32_t D = c.headDim;
   const bool given = r.querySource == QuerySource::kGiven && sp.layer < r.queries.size() && !r.queries[sp.layer].empty();
   if (given) {
-    pooledQueries(r.queries[sp.layer], c, sp.head, &in->queries);
+    pooledQueries(r.queries[sp.layer], c, sp.head, pooled);
+    in->queries = pooled->data();
+    in->n = static_cast<uint32_t>(pooled->size() / D);
     sp.querySource = QuerySource::kGiven;
   } else if (r.querySource != QuerySource::kKeys && !s.queries.reservoir.empty()) {
-    in->queries = s.queries.reservoir;
+    in->queries = s.queries.reservoir.data();
+    in->n = static_cast<uint32_t>(s.queries.reservoir.size() / D);
     sp.querySource = QuerySource::kRecorded;
   } else {
-    // Keys as proxies of the queries: a uniform subsample (every stride-th row).
-    const uint32_t m = std::min(T, std::max<uint32_t>(1, r.maxKeyQueries));
-    in->queries.resize(static_cast<size_t>(m) * D);
-    for (uint32_t i = 0; i < m; ++i) {
-      const uint64_t row = static_cast<uint64_t>(i) * T / m;
-      std::memcpy(in->queries.data() + static_cast<size_t>(i) * D, in->keys.data() + row * D, 4ull * D);
-    }
+    in->queries = nullptr;
+    in->n = 0;
     sp.querySource = QuerySource::kKeys;
   }
-  in->n = static_cast<uint32_t>(in->queries.size() / D);
-  in->heldOut.clear();
-  in->nHeldOut = 0;
-  if (sp.layer < r.heldOut.size() && !r.heldOut[sp.layer].empty()) {
-    pooledQueries(r.heldOut[sp.layer], c, sp.head, &in->heldOut);
-    in->nHeldOut = static_cast<uint32_t>(in->heldOut.size() / D);
-  }
-  sp.queryCount = in->n;
-  return Status::ok();
+  in->keyQueries = r.maxKeyQueries;
 }
 
 }  // namespace
@@ -168,15 +104,7 @@ Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& r, Seque
   };
   KVC_RETURN_IF_ERROR(checkArrays(r.queries, "queries"));
   KVC_RETURN_IF_ERROR(checkArrays(r.heldOut, "heldOutQueries"));
-  Options probeOptions = r.options;
-  KVC_RETURN_IF_ERROR([&]() -> Status {
-    // The core checks options on a problem; a one-row dummy exercises every option check.
-    const float one[1] = {1.0f};
-    Problem p;
-    p.keys = p.values = p.queries = one;
-    p.T = p.D = p.n = p.target = 1;
-    return validate(p, probeOptions);
-  }());
+  KVC_RETURN_IF_ERROR(validateOptions(r.options));
 
   std::vector<uint32_t> layers = r.layers, heads = r.heads;
   if (layers.empty())
@@ -218,18 +146,18 @@ Status computeCompaction(Cache& cache, const SequenceRequest& r, SequencePlan* p
   if (!seq) return internalError("computeCompaction needs a plan made by planCompaction");
   const CacheConfig& c = cache.config();
   const size_t total = plan->streams.size();
+  plan->fits.clear();
   if (total == 0) {
     if (progress) progress(1.0);
     return Status::ok();
   }
-  cpu::ThreadPool pool(r.threads);
-  // Batches of 2 streams per thread: enough to balance the threads, small enough that the
-  // dequantized inputs (2 × T × D floats per stream) stay modest for long contexts.
-  const size_t batch = std::max<size_t>(1, 2 * static_cast<size_t>(r.threads));
-  InputLease lease(batch);
-  std::vector<StreamInput>& inputs = lease.inputs();
-  std::vector<Problem> problems(batch);
-  std::vector<Result> results(batch);
+  const size_t batch = std::max<uint32_t>(1, cache.backend().compactionBatchSize(r.threads));
+  std::vector<CompactionStreamInput> inputs(batch);
+  std::vector<CompactionStreamReport> reports(batch);
+  std::vector<std::vector<float>> pooled(batch);  // given queries, pooled over the GQA group
+  CompactionControl control;
+  control.threads = r.threads;
+  control.cancel = cache.cancelFlag();
   for (size_t b0 = 0; b0 < total; b0 += batch) {
     if (cache.cancelRequested()) {
       return Status(StatusCode::kDisposed, "the cache was disposed while the compaction ran; nothing was applied");
@@ -237,47 +165,45 @@ Status computeCompaction(Cache& cache, const SequenceRequest& r, SequencePlan* p
     if (r.abort && r.abort->load(std::memory_order_acquire)) return aborted("the compaction was aborted; nothing was applied");
     const size_t count = std::min(batch, total - b0);
     const auto t0 = std::chrono::steady_clock::now();
+    std::vector<std::vector<float>> heldOut(count);
     for (size_t i = 0; i < count; ++i) {
       StreamPlan& sp = plan->streams[b0 + i];
       const Stream& s = seq->stream(sp.layer, c.kvHeads, sp.head);
-      StreamInput& in = inputs[i];
-      KVC_RETURN_IF_ERROR(gatherInput(cache, r, s, sp, &in));
-      Problem& p = problems[i];
-      p = Problem();
-      p.keys = in.keys.data();
-      p.values = in.values.data();
-      p.bias = in.beta.data();
-      p.protectedRows = in.protectedRows.data();
-      p.T = sp.rowsBefore;
-      p.D = c.headDim;
-      p.queries = in.queries.data();
-      p.n = in.n;
-      p.heldOutQueries = in.nHeldOut ? in.heldOut.data() : nullptr;
-      p.nHeldOut = in.nHeldOut;
-      p.target = sp.target;
-      results[i] = Result();
+      CompactionStreamInput& in = inputs[i];
+      in = CompactionStreamInput();
+      in.stream = StreamView{s.blocks.data(), s.length};
+      in.target = sp.target;
+      in.sinks = r.sinks;
+      in.recent = r.recent;
+      chooseQueries(c, r, s, sp, &pooled[i], &in);
+      if (sp.layer < r.heldOut.size() && !r.heldOut[sp.layer].empty()) {
+        pooledQueries(r.heldOut[sp.layer], c, sp.head, &heldOut[i]);
+        in.heldOut = heldOut[i].data();
+        in.nHeldOut = static_cast<uint32_t>(heldOut[i].size() / c.headDim);
+      }
     }
     plan->secondsRead += secondsSince(t0);
-    Status status = compactBatch(problems.data(), count, r.options, pool, results.data());
+    std::unique_ptr<CompactionFit> fit;
+    Status status = backendCompactStreams(cache, inputs.data(), static_cast<uint32_t>(count), r.options, control,
+                                          reports.data(), &fit);
     if (!status.isOk()) {
+      if (cache.cancelRequested()) {
+        return Status(StatusCode::kDisposed, "the cache was disposed while the compaction ran; nothing was applied");
+      }
       const StreamPlan& sp = plan->streams[b0];
       return Status(status.code(), "compaction of layer " + std::to_string(sp.layer) + " (batch starting at kv head " +
                                        std::to_string(sp.head) + "): " + status.message());
     }
+    if (!fit) return internalError("compactStreams returned no fit");
     for (size_t i = 0; i < count; ++i) {
       StreamPlan& sp = plan->streams[b0 + i];
-      const StreamInput& in = inputs[i];
-      Result& res = results[i];
-      const uint32_t D = c.headDim;
-      sp.changed.assign(res.keep.size(), 0);
-      for (size_t j = 0; j < res.keep.size(); ++j) {
-        const size_t row = static_cast<size_t>(res.keep[j]);
-        const bool same = std::memcmp(&res.beta[j], &in.beta[row], 4) == 0 &&
-                          std::memcmp(res.values.data() + j * D, in.values.data() + row * D, 4ull * D) == 0;
-        sp.changed[j] = same ? 0 : 1;
-      }
-      sp.result = std::move(res);
+      sp.result = std::move(reports[i]);
+      sp.queryCount = sp.result.queryCount;
+      sp.fit = static_cast<uint32_t>(plan->fits.size());
+      sp.fitIndex = static_cast<uint32_t>(i);
+      plan->secondsRead += sp.result.secondsRead;
     }
+    plan->fits.push_back(std::move(fit));
     if (progress) progress(static_cast<double>(b0 + count) / static_cast<double>(total));
   }
   return Status::ok();
@@ -285,7 +211,6 @@ Status computeCompaction(Cache& cache, const SequenceRequest& r, SequencePlan* p
 
 Status applyCompaction(Cache& cache, SequencePlan* plan) {
   const auto t0 = std::chrono::steady_clock::now();
-  const CacheConfig& c = cache.config();
   plan->blocksBefore = cache.stats().blocksUsed;
   if (plan->streams.empty()) {
     plan->blocksAfter = plan->blocksBefore;
@@ -294,6 +219,7 @@ Status applyCompaction(Cache& cache, SequencePlan* plan) {
   std::vector<KeepSet> sets;
   sets.reserve(plan->streams.size());
   for (const StreamPlan& sp : plan->streams) {
+    if (sp.fit >= plan->fits.size() || !plan->fits[sp.fit]) return internalError("applyCompaction needs a computed plan");
     KeepSet k;
     k.layer = sp.layer;
     k.head = sp.head;
@@ -302,29 +228,15 @@ Status applyCompaction(Cache& cache, SequencePlan* plan) {
     sets.push_back(k);
   }
   // Gather the kept rows into blocks no visible stream reads, re-encode the fitted rows
-  // there, and only then swap the block tables: a failure at any step leaves the sequence
-  // exactly as it was (the transaction's destructor aborts).
+  // there (where the backend computed them), and only then swap the block tables: a failure
+  // at any step leaves the sequence exactly as it was (the transaction's destructor aborts).
   KeepRowsTxn txn;
   KVC_RETURN_IF_ERROR(cache.prepareKeepRows(plan->id, sets.data(), static_cast<uint32_t>(sets.size()),
                                             KeepRowsMode::kRewrite, &txn));
-  const uint32_t D = c.headDim;
   for (uint32_t i = 0; i < txn.size(); ++i) {
     const StreamPlan& sp = plan->streams[i];
-    const StreamView view = txn.stream(i);
-    const uint32_t t = static_cast<uint32_t>(sp.changed.size());
-    for (uint32_t j = 0; j < t;) {
-      if (!sp.changed[j]) {
-        ++j;
-        continue;
-      }
-      uint32_t end = j;
-      while (end < t && sp.changed[end]) ++end;
-      const Status status = cache.mutableBackend().rewriteRows(cache.pool(), cache.codec(), view, j, end - j,
-                                                               sp.result.values.data() + static_cast<size_t>(j) * D,
-                                                               sp.result.beta.data() + j);
-      if (!status.isOk()) return txn.abortWith(status);
-      j = end;
-    }
+    const Status status = backendApplyCompactionFit(cache, *plan->fits[sp.fit], sp.fitIndex, txn.stream(i));
+    if (!status.isOk()) return txn.abortWith(status);
   }
   txn.commit();
   plan->blocksAfter = cache.stats().blocksUsed;

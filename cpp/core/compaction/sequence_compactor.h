@@ -1,10 +1,11 @@
-// Attention Matching over a whole sequence (ARCHITECTURE §4.5): picks the streams, gathers
-// each stream's rows and reference queries, runs compactBatch, and writes the results back
-// with Cache::keepRows + Backend::rewriteRows. Three steps so that the binding can run the
-// expensive middle one off the main thread:
+// Attention Matching over a whole sequence (ARCHITECTURE §4.5, §9): picks the streams, their
+// targets, protected rows and reference queries; the backend does the numerics
+// (Backend::compactStreams, where the rows live) and hands back keep sets and reports; the
+// results are written back with Cache::keepRows + Backend::applyCompactionFit. Three steps so
+// that the binding can run the expensive middle one off the main thread:
 //   plan     (main thread)  validate, choose streams and targets; nothing changes
-//   compute  (any thread)   read rows, compact; reads the pool, writes nothing
-//   apply    (main thread)  gather the kept rows, re-encode their values and beta
+//   compute  (any thread)   backend.compactStreams batch by batch; reads the pool, writes nothing
+//   apply    (main thread)  gather the kept rows, re-encode the fitted values and beta
 // No step throws; each returns a Status.
 #pragma once
 #include <atomic>
@@ -12,8 +13,10 @@
 #include <functional>
 #include <vector>
 
+#include <memory>
+
 #include "../cache.h"
-#include "compaction.h"
+#include "kvc/compaction_ops.h"
 
 namespace kvc::compaction {
 
@@ -24,7 +27,7 @@ enum class QuerySource : uint32_t {
 };
 
 struct SequenceRequest {
-  Options options;                 // core options (method, ridge, nnlsIterations, chunkSize, ...)
+  Options options;                 // fit options (method, ridge, nnlsIterations, chunkSize, ...)
   double ratio = 0.0;              // > 0: target = ceil(ratio × T) (online: |P| + ceil(ratio × (T − |P|)))
   uint32_t targetTokens = 0;       // used when ratio == 0: target per stream (clamped to T)
   uint32_t sinks = 0;              // protected: the first `sinks` rows of every stream
@@ -52,8 +55,8 @@ struct StreamPlan {
   uint32_t target = 0;
   uint32_t queryCount = 0;
   QuerySource querySource = QuerySource::kRecorded;
-  Result result;                 // keep, beta, values, diagnostics, timings
-  std::vector<uint8_t> changed;  // [keep.size()] 1: value or beta differ from the stored row
+  CompactionStreamReport result;  // keep set, diagnostics, timings
+  uint32_t fit = 0, fitIndex = 0;  // SequencePlan::fits[fit] holds the fitted rows as its stream fitIndex
 };
 
 struct SequencePlan {
@@ -62,7 +65,8 @@ struct SequencePlan {
   // which the main thread may change meanwhile (other sequences).
   const Sequence* sequence = nullptr;
   std::vector<StreamPlan> streams;
-  double secondsRead = 0;   // readRows and query gathering
+  std::vector<std::unique_ptr<CompactionFit>> fits;  // one per compactStreams batch, until apply
+  double secondsRead = 0;   // reading the rows (backend) and gathering queries
   double secondsApply = 0;  // keepRows + rewriteRows
   uint64_t blocksBefore = 0, blocksAfter = 0;
 };
@@ -73,15 +77,16 @@ struct SequencePlan {
 Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& request, SequencePlan* plan);
 
 // Any thread, while the sequence cannot change (busy, or the caller holds the main thread).
-// Touches only the plan's sequence, the immutable configuration and the backend's readRows.
+// Touches only the plan's sequence, the immutable configuration and backend.compactStreams.
 // progress(fraction) after each batch of streams; stops between batches with DISPOSED once
 // cache.cancelRequested() (the cache is being disposed), or ABORTED once *request.abort.
 Status computeCompaction(Cache& cache, const SequenceRequest& request, SequencePlan* plan,
                          const std::function<void(double)>& progress);
 
-// Main thread. Cache::prepareKeepRows for every planned stream at once, rewriteRows on the
-// rebuilt rows whose value or beta changed, then commit: all or nothing, even when a backend
-// call fails (cache.h, "Transactions"). Protected rows and the kept keys stay bit-exact.
+// Main thread. Cache::prepareKeepRows for every planned stream at once, then
+// backend.applyCompactionFit re-encodes the rebuilt rows whose value or beta changed, then
+// commit: all or nothing, even when a backend call fails (cache.h, "Transactions").
+// Protected rows and the kept keys stay bit-exact.
 Status applyCompaction(Cache& cache, SequencePlan* plan);
 
 }  // namespace kvc::compaction

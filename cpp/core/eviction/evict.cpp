@@ -4,30 +4,14 @@
 #include <algorithm>
 #include <cmath>
 
-#include "../../cpu/topk.h"
+#include "../host_staging.h"
 #include "budget.h"
+#include "kvc/row_select.h"
 #include "scores.h"
 
 namespace kvc {
 
 namespace {
-
-// Marks up to `limit` protected rows of a stream of n rows: the first `sinks` rows, then the
-// newest of the last `recent` rows. Returns how many it marked.
-uint32_t markProtected(uint32_t n, uint32_t limit, uint32_t sinks, uint32_t recent, uint8_t* selected) {
-  uint32_t marked = 0;
-  const uint32_t s = std::min(sinks, n);
-  for (uint32_t r = 0; r < s && marked < limit; ++r, ++marked) selected[r] = 1;
-  const uint32_t rc = std::min(recent, n);
-  for (uint32_t i = 0; i < rc && marked < limit; ++i) {
-    const uint32_t r = n - 1 - i;
-    if (!selected[r]) {
-      selected[r] = 1;
-      ++marked;
-    }
-  }
-  return marked;
-}
 
 uint32_t protectedCount(uint32_t n, uint32_t sinks, uint32_t recent) {
   const uint32_t s = std::min(sinks, n), rc = std::min(recent, n);
@@ -41,16 +25,43 @@ void rowsOf(const uint8_t* selected, uint32_t n, std::vector<int32_t>* rows) {
   }
 }
 
-}  // namespace
-
-void selectStreamRows(const float* scores, uint32_t n, uint32_t keep, uint32_t sinks, uint32_t recent,
-                      std::vector<int32_t>* rows) {
-  std::vector<uint8_t> selected(n, 0);
+// Ada-KV over the heads of layer l, on host scores: each head first gets a guaranteed part of
+// its uniform share (protected rows, at least ceil(safeguard * share)), filled with its own
+// best rows; the rest of the layer's total goes to the best rows of any head by normalized
+// score (score / sum |score| of the head, so heads compete on their share of attention mass).
+void selectAdaptive(const CacheConfig& c, uint32_t l, const std::vector<int32_t>& lengths,
+                    const std::vector<int64_t>& shares, const std::vector<std::vector<float>>& scores,
+                    const PolicySpec& policy, const BudgetSpec& budget, std::vector<std::vector<int32_t>>* keep) {
+  const uint32_t H = c.kvHeads;
   std::vector<uint64_t> scratch;
-  const uint32_t forced = markProtected(n, keep, sinks, recent, selected.data());
-  cpu::selectTopK(scores, n, keep - forced, selected.data(), &scratch);
-  rowsOf(selected.data(), n, rows);
+  std::vector<uint64_t> start(H + 1, 0);
+  for (uint32_t h = 0; h < H; ++h) start[h + 1] = start[h] + static_cast<uint64_t>(lengths[l * H + h]);
+  std::vector<uint8_t> selected(start[H], 0);
+  std::vector<float> normalized(start[H]);
+  int64_t remaining = 0;
+  for (uint32_t h = 0; h < H; ++h) {
+    const uint32_t i = l * H + h, n = static_cast<uint32_t>(lengths[i]);
+    const int64_t share = shares[i];
+    remaining += share;
+    const int64_t floorShare = static_cast<int64_t>(std::ceil(budget.safeguard * static_cast<double>(share) - 1e-9));
+    const uint32_t guaranteed = static_cast<uint32_t>(
+        std::min<int64_t>(share, std::max<int64_t>(floorShare, protectedCount(n, policy.sinks, policy.recent))));
+    uint8_t* sel = selected.data() + start[h];
+    const uint32_t forced = markProtectedRows(n, guaranteed, policy.sinks, policy.recent, sel);
+    selectTopK(scores[i].data(), n, guaranteed - forced, sel, &scratch);
+    remaining -= guaranteed;
+    double sum = 0;
+    for (uint32_t r = 0; r < n; ++r) sum += std::fabs(static_cast<double>(scores[i][r]));
+    const double div = std::isfinite(sum) && sum > 0 ? sum : 1.0;
+    for (uint32_t r = 0; r < n; ++r) normalized[start[h] + r] = static_cast<float>(scores[i][r] / div);
+  }
+  selectTopK(normalized.data(), static_cast<uint32_t>(start[H]), static_cast<uint32_t>(remaining), selected.data(), &scratch);
+  for (uint32_t h = 0; h < H; ++h) {
+    rowsOf(selected.data() + start[h], static_cast<uint32_t>(lengths[l * H + h]), &(*keep)[l * H + h]);
+  }
 }
+
+}  // namespace
 
 Status evictSequence(Cache& cache, uint64_t id, const PolicySpec& policy, const BudgetSpec& budget, EvictionReport* report) {
   Sequence* seq = cache.mutableSequence(id);
@@ -65,48 +76,24 @@ Status evictSequence(Cache& cache, uint64_t id, const PolicySpec& policy, const 
   for (uint32_t i = 0; i < streams; ++i) lengths[i] = seq->streams[i].length;
   std::vector<int64_t> shares;
   KVC_RETURN_IF_ERROR(planShares(c, lengths.data(), budget, &shares));
-  std::vector<std::vector<float>> scores;
-  KVC_RETURN_IF_ERROR(scoreSequence(cache, *seq, policy, &scores));
-
   std::vector<std::vector<int32_t>> keep(streams);
-  std::vector<uint64_t> scratch;
-  for (uint32_t l = 0; l < L; ++l) {
-    if (!budget.adaptive) {
-      for (uint32_t h = 0; h < H; ++h) {
-        const uint32_t i = l * H + h;
-        selectStreamRows(scores[i].data(), lengths[i], static_cast<uint32_t>(shares[i]), policy.sinks, policy.recent, &keep[i]);
-      }
-      continue;
+  if (budget.adaptive) {
+    // The cross-head planner needs every score on the host (4 bytes per row).
+    std::vector<std::vector<float>> scores;
+    KVC_RETURN_IF_ERROR(scoreSequence(cache, *seq, policy, &scores));
+    for (uint32_t l = 0; l < L; ++l) selectAdaptive(c, l, lengths, shares, scores, policy, budget, &keep);
+  } else {
+    // Per-stream budgets: the backend scores and selects where the rows live.
+    ScoreInputs inputs;
+    KVC_RETURN_IF_ERROR(scoreInputs(cache, *seq, policy, &inputs));
+    std::vector<RowSelectInput> select(streams);
+    for (uint32_t i = 0; i < streams; ++i) {
+      select[i].score = inputs.streams[i];
+      select[i].keep = static_cast<uint32_t>(std::min<int64_t>(shares[i], lengths[i]));
+      select[i].sinks = policy.sinks;
+      select[i].recent = policy.recent;
     }
-    // Ada-KV: each head first gets a guaranteed part of its uniform share (protected rows, at
-    // least ceil(safeguard * share)), filled with its own best rows; the rest of the layer's
-    // total goes to the best rows of any head by normalized score (score / sum |score| of the
-    // head, so heads compete on their share of attention mass).
-    std::vector<uint64_t> start(H + 1, 0);
-    for (uint32_t h = 0; h < H; ++h) start[h + 1] = start[h] + static_cast<uint64_t>(lengths[l * H + h]);
-    std::vector<uint8_t> selected(start[H], 0);
-    std::vector<float> normalized(start[H]);
-    int64_t remaining = 0;
-    for (uint32_t h = 0; h < H; ++h) {
-      const uint32_t i = l * H + h, n = static_cast<uint32_t>(lengths[i]);
-      const int64_t share = shares[i];
-      remaining += share;
-      const int64_t floorShare = static_cast<int64_t>(std::ceil(budget.safeguard * static_cast<double>(share) - 1e-9));
-      const uint32_t guaranteed = static_cast<uint32_t>(
-          std::min<int64_t>(share, std::max<int64_t>(floorShare, protectedCount(n, policy.sinks, policy.recent))));
-      uint8_t* sel = selected.data() + start[h];
-      const uint32_t forced = markProtected(n, guaranteed, policy.sinks, policy.recent, sel);
-      cpu::selectTopK(scores[i].data(), n, guaranteed - forced, sel, &scratch);
-      remaining -= guaranteed;
-      double sum = 0;
-      for (uint32_t r = 0; r < n; ++r) sum += std::fabs(static_cast<double>(scores[i][r]));
-      const double div = std::isfinite(sum) && sum > 0 ? sum : 1.0;
-      for (uint32_t r = 0; r < n; ++r) normalized[start[h] + r] = static_cast<float>(scores[i][r] / div);
-    }
-    cpu::selectTopK(normalized.data(), static_cast<uint32_t>(start[H]), static_cast<uint32_t>(remaining), selected.data(), &scratch);
-    for (uint32_t h = 0; h < H; ++h) {
-      rowsOf(selected.data() + start[h], static_cast<uint32_t>(lengths[l * H + h]), &keep[l * H + h]);
-    }
+    KVC_RETURN_IF_ERROR(backendSelectRows(cache, select.data(), streams, keep.data()));
   }
 
   std::vector<KeepSet> sets;

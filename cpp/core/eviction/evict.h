@@ -1,6 +1,7 @@
-// Eviction of one sequence: score every stream, plan how many rows each keeps, choose the
-// rows (protected sinks and recent rows first, then top-k; Ada-KV across the heads of a
-// layer when adaptive), and rebuild the streams with Cache::keepRows. All or nothing.
+// Eviction of one sequence: plan how many rows each stream keeps, choose the rows (protected
+// sinks and recent rows first, then top-k: Backend::selectRows where the rows live; Ada-KV
+// across the heads of a layer on host scores when adaptive), and rebuild the streams with
+// Cache::keepRows. All or nothing.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -11,10 +12,5 @@
 namespace kvc {
 
 Status evictSequence(Cache& cache, uint64_t id, const PolicySpec& policy, const BudgetSpec& budget, EvictionReport* report);
-
-// The rows one stream keeps, ascending, given its scores and how many to keep.
-//   scores  [n]
-void selectStreamRows(const float* scores, uint32_t n, uint32_t keep, uint32_t sinks, uint32_t recent,
-                      std::vector<int32_t>* rows);
 
 }  // namespace kvc

@@ -1,22 +1,36 @@
-// Row scores of eviction policies (higher = keep), computed on the host from what the
-// core holds: accumulated attention mass, recorded queries, and keys dequantized by the
-// backend's readRows. Scores never change the cache.
+// Row scores of eviction policies (higher = keep). The core computes the scores that need no
+// rows (recency, accumulated attention mass, random, caller-given); the ones that read keys
+// (key norm, SnapKV, TOVA) are the backend's (Backend::rowScores / selectRows, where the keys
+// live), given the recorded queries gathered here. Scores never change the cache.
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include "../cache.h"
+#include "kvc/compaction_ops.h"
 #include "policy.h"
 
 namespace kvc {
+
+// Score inputs of every stream of a sequence: kGiven inputs over host scores (row-free
+// sources; they point into `host`, the stream's accumulated scores or the policy's given
+// array), or key-based inputs with their queries. Fails, before any work, when a stream lacks
+// what the policy needs (accumulated mass, recorded queries, enough given scores).
+struct ScoreInputs {
+  std::vector<RowScoreInput> streams;      // [layers * kvHeads]
+  std::vector<std::vector<float>> host;    // [layers * kvHeads] row-free scores computed here
+  std::vector<std::vector<float>> queries; // [layers * kvHeads] kMeanAttention queries [u, headDim]
+  bool anyKeyBased = false;
+};
+Status scoreInputs(const Cache& cache, const Sequence& seq, const PolicySpec& p, ScoreInputs* out);
 
 // Scores of stream (layer, head); p.given (kGiven) is read from `givenOffset` on.
 //   out  [length]
 Status scoreStream(Cache& cache, const Sequence& seq, uint32_t layer, uint32_t head, const PolicySpec& p,
                    uint64_t givenOffset, std::vector<float>* out);
 
-// Scores of every stream of the sequence (out[layer * kvHeads + head], each [length]);
-// streams are scored in parallel (up to config.threads) where the policy does arithmetic.
+// Scores of every stream of the sequence in host memory (out[layer * kvHeads + head], each
+// [length]): what the cross-head budget planner (adaptive) needs.
 Status scoreSequence(Cache& cache, const Sequence& seq, const PolicySpec& p, std::vector<std::vector<float>>* out);
 
 // The hash behind ScoreSource::kRandom, in [0, 1) with 24 bits (exact in f32); written so

@@ -1,7 +1,7 @@
 // The numerical kernels of Attention Matching compaction (ARCHITECTURE.md §4.5) on plain
 // row-major arrays: packed-panel GEMM, softmax row statistics, column statistics, and the f64
 // Cholesky / NNLS solvers. One table per instruction set, picked at run time (cpuid), like
-// kernel_table.h. No allocation, no threads, no status: cpp/core/compaction orchestrates.
+// kernel_table.h. No allocation, no threads, no status: compaction.cpp orchestrates.
 #pragma once
 #include <cstdint>
 

@@ -87,6 +87,12 @@ class Backend {
     return unsupported(std::string("selectRows is not implemented by the ") + name() + " backend");
   }
 
+  // Scratch memory the backend holds for the numerics above (its workspace: one per cache,
+  // kept between calls, freed with the backend); reported by Cache::stats().workspaceBytes.
+  virtual uint64_t workspaceBytes() const { return 0; }
+  // Frees the workspace memory no running operation uses.
+  virtual void trimWorkspace() {}
+
   // Raw encoded rows for serialization: keys [count][keyRowBytes], values
   // [count][valueRowBytes], beta [count], positions [count] (host memory), bit-exact.
   virtual Status readRawRows(const PoolView& pool, const StreamView& stream, uint32_t start, uint32_t count,

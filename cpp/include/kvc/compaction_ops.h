@@ -88,6 +88,7 @@ struct CompactionStreamReport {
   uint32_t queryCount = 0;   // reference queries used (n, or the key subsample's size)
   bool queriesFromKeys = false;
   double secondsScores = 0, secondsSelect = 0, secondsNnls = 0, secondsValues = 0, secondsDiagnostics = 0;
+  double secondsRead = 0;  // reading (decoding) the stream's rows for the fit
 };
 
 // The fitted beta and values of one compaction batch, held where the backend computed them
@@ -119,6 +120,9 @@ struct RowScoreInput {
   const float* queries = nullptr;  // kMeanAttention: [nQueries, headDim] host, unscaled, original space
   uint32_t nQueries = 0;
   uint32_t pool = 1;               // kMeanAttention: odd max-pool kernel along the rows (1: none)
+  // kMeanAttention: rows [0, poolSplit) and [poolSplit, length) are pooled separately, so that
+  // SnapKV's observation window and the rows before it do not bleed into each other (0: one range).
+  uint32_t poolSplit = 0;
 };
 
 // One stream's keep-set selection: the protected rows (first `sinks`, last `recent`) plus the

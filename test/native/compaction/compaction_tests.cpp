@@ -1,6 +1,6 @@
 // Tests of Attention Matching compaction: every kernel of cpp/cpu/compaction against a
 // scalar f64 reference (reference.h) for each instruction set this CPU runs, then the
-// orchestration of cpp/core/compaction (exactness, bias semantics, protected rows, chunks,
+// orchestration of cpp/cpu/compaction (exactness, bias semantics, protected rows, chunks,
 // threads, batches, bad input) and its quality on synthetic LLM-like streams.
 // Exit status 0 when every check passed; last line "kvc_compaction_tests: N checks, F failures".
 #include <algorithm>
@@ -11,9 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "core/compaction/compaction.h"
+#include "cpu/compaction/compaction.h"
 #include "cpu/compaction/kernels.h"
 #include "cpu/compaction/topk.h"
+#include "cpu/compaction/workspace.h"
 #include "cpu/thread_pool.h"
 #include "reference.h"
 #include "synthetic_stream.h"
@@ -447,6 +448,48 @@ void testThreadsChunksBatch(Rng& rng) {
   }
 }
 
+// The caller-owned workspace: results do not depend on whether scratch is fresh or reused
+// (stale contents from other streams included), its bytes are counted, reuse for the same
+// work adds none, and trim frees the idle sets.
+void testWorkspace(Rng& rng) {
+  kvc::cpu::ThreadPool pool(2);
+  std::vector<Stream> streams;
+  for (int i = 0; i < 4; ++i) streams.push_back(randomStream(rng, 200 + 100 * i, 32, 160, 24, 1.5));
+  std::vector<Problem> problems;
+  for (const Stream& st : streams) problems.push_back(st.problem(st.T / 4));
+  Workspace ws;
+  CHECK(ws.bytes() == 0, "fresh workspace holds %llu bytes", static_cast<unsigned long long>(ws.bytes()));
+  for (Method m : {Method::kHighestAttention, Method::kOmp}) {
+    Options o;
+    o.method = m;
+    std::vector<Result> warm(problems.size()), again(problems.size());
+    Status st = compactBatch(problems.data(), problems.size(), o, pool, warm.data(), &ws);
+    CHECK(st.isOk(), "workspace batch: %s", st.message().c_str());
+    CHECK(ws.bytes() > 0, "workspace holds nothing after a batch");
+    compactBatch(problems.data(), problems.size(), o, pool, again.data(), &ws);
+    // One thread: one set serves the streams in order, so the same work needs no new bytes
+    // (with more threads, which set meets the largest stream depends on the schedule).
+    std::vector<Result> serial(problems.size());
+    kvc::cpu::ThreadPool one(1);
+    compactBatch(problems.data(), problems.size(), o, one, serial.data(), &ws);
+    const uint64_t held = ws.bytes();
+    compactBatch(problems.data(), problems.size(), o, one, serial.data(), &ws);
+    CHECK(ws.bytes() == held, "the same serial batch changed the workspace from %llu to %llu bytes",
+          static_cast<unsigned long long>(held), static_cast<unsigned long long>(ws.bytes()));
+    for (size_t i = 0; i < problems.size(); ++i) {
+      Result fresh;
+      compact(problems[i], o, nullptr, &fresh);  // a workspace of its own, freed on return
+      for (const Result* r : {&warm[i], &again[i]}) {
+        CHECK(r->keep == fresh.keep && r->beta == fresh.beta && r->values == fresh.values &&
+                  r->outputError == fresh.outputError,
+              "stream %zu: a reused workspace changed the result", i);
+      }
+    }
+  }
+  ws.trim();
+  CHECK(ws.bytes() == 0, "trimmed workspace holds %llu bytes", static_cast<unsigned long long>(ws.bytes()));
+}
+
 void testBadInput(Rng& rng) {
   Stream s = randomStream(rng, 50, 16, 20, 0, 1.0);
   Result r;
@@ -589,6 +632,7 @@ int main(int argc, char** argv) {
   testDuplicateRowsMerge(rng);
   testProtectedAndSelection(rng);
   testThreadsChunksBatch(rng);
+  testWorkspace(rng);
   testBadInput(rng);
   if (!quick) testQuality();
   std::printf("kvc_compaction_tests: %d checks, %d failures\n", checks, failures);

@@ -5,15 +5,16 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <new>
 #include <string>
 #include <utility>
 
-#include "../../cpu/compaction/kernels.h"
-#include "../../cpu/thread_pool.h"
+#include "kernels.h"
+#include "../thread_pool.h"
 #include "attention_pass.h"
 #include "chunk_compactor.h"
-#include "scratch.h"
+#include "workspace.h"
 
 namespace kvc::compaction {
 
@@ -164,19 +165,28 @@ Status run(const Problem& p, const Options& o, cpu::ThreadPool* pool, const int3
 }
 
 Status guarded(const Problem& p, const Options& o, cpu::ThreadPool* pool, const int32_t* keep, uint32_t count,
-               Result* r) {
+               Result* r, Workspace* workspace) {
   Status s;
-  ScratchLease lease;
   try {
-    s = run(p, o, pool, keep, count, r);
+    std::unique_ptr<Workspace> own;
+    if (!workspace) {
+      own = std::make_unique<Workspace>();
+      workspace = own.get();
+    }
+    ScratchLease lease(*workspace);
+    try {
+      s = run(p, o, pool, keep, count, r);
+    } catch (const std::bad_alloc&) {
+      s = outOfMemory("compaction: out of memory for a stream of T = " + std::to_string(p.T) + ", n = " +
+                      std::to_string(p.n) + ", D = " + std::to_string(p.D));
+    }
+    // Keep the scratch for the next stream unless one stream made it huge.
+    trimScratch(size_t(64) << 20);
   } catch (const std::bad_alloc&) {
-    s = outOfMemory("compaction: out of memory for a stream of T = " + std::to_string(p.T) + ", n = " +
-                    std::to_string(p.n) + ", D = " + std::to_string(p.D));
+    s = outOfMemory("compaction: out of memory");
   } catch (...) {
     s = internalError("compaction: unexpected exception");
   }
-  // Keep this thread's scratch for the next stream unless one stream made it huge.
-  trimScratch(size_t(64) << 20);
   if (!s.isOk()) {
     r->keep.clear();
     r->beta.clear();
@@ -207,26 +217,33 @@ Status validate(const Problem& p, const Options& o) {
   return Status::ok();
 }
 
-Status compact(const Problem& problem, const Options& options, cpu::ThreadPool* pool, Result* result) {
-  return guarded(problem, options, pool, nullptr, 0, result);
+Status compact(const Problem& problem, const Options& options, cpu::ThreadPool* pool, Result* result,
+               Workspace* workspace) {
+  return guarded(problem, options, pool, nullptr, 0, result, workspace);
 }
 
 Status fitKeepSet(const Problem& problem, const int32_t* keep, uint32_t keepCount, const Options& options,
-                  cpu::ThreadPool* pool, Result* result) {
+                  cpu::ThreadPool* pool, Result* result, Workspace* workspace) {
   if (!keep) {
     result->status = invalidArgument("compaction: keep must be an array of row indices, got null");
     return result->status;
   }
-  return guarded(problem, options, pool, keep, keepCount, result);
+  return guarded(problem, options, pool, keep, keepCount, result, workspace);
 }
 
 Status compactBatch(const Problem* problems, size_t count, const Options& options, cpu::ThreadPool& pool,
-                    Result* results) {
+                    Result* results, Workspace* workspace) {
   if (count == 0) return Status::ok();
+  std::unique_ptr<Workspace> own;
+  if (!workspace) {
+    own = std::make_unique<Workspace>();  // shared by the batch's streams
+    workspace = own.get();
+  }
   if (count >= pool.size() && pool.size() > 1 && count <= std::numeric_limits<uint32_t>::max()) {
-    pool.run(static_cast<uint32_t>(count), [&](uint32_t i, uint32_t) { compact(problems[i], options, nullptr, &results[i]); });
+    pool.run(static_cast<uint32_t>(count),
+             [&](uint32_t i, uint32_t) { compact(problems[i], options, nullptr, &results[i], workspace); });
   } else {
-    for (size_t i = 0; i < count; ++i) compact(problems[i], options, &pool, &results[i]);
+    for (size_t i = 0; i < count; ++i) compact(problems[i], options, &pool, &results[i], workspace);
   }
   for (size_t i = 0; i < count; ++i)
     if (!results[i].status.isOk())

@@ -9,9 +9,9 @@
 #include <limits>
 #include <string>
 
-#include "../../cpu/compaction/topk.h"
+#include "topk.h"
 #include "attention_pass.h"
-#include "scratch.h"
+#include "workspace.h"
 
 namespace kvc::compaction {
 

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <functional>
 
-#include "../../cpu/thread_pool.h"
+#include "../thread_pool.h"
 
 namespace kvc::compaction {
 

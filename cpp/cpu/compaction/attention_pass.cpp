@@ -3,7 +3,7 @@
 
 #include <algorithm>
 
-#include "scratch.h"
+#include "workspace.h"
 
 namespace kvc::compaction {
 

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "../../cpu/compaction/kernels.h"
+#include "kernels.h"
 #include "compaction.h"
 #include "parallel.h"
 

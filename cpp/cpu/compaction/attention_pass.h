@@ -5,9 +5,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "../../cpu/compaction/kernels.h"
+#include "kernels.h"
 #include "parallel.h"
-#include "scratch.h"
+#include "workspace.h"
 
 namespace kvc::compaction {
 

@@ -1,5 +1,6 @@
 // Attention Matching compaction of one stream (one layer × kv head), ARCHITECTURE.md §4.5, on
-// plain dequantized f32 arrays. Picks t of the T rows, gives each kept row a new logit bias
+// plain dequantized f32 arrays: the CPU backend's compaction math (compact_streams.cpp feeds it
+// from the pool). Picks t of the T rows, gives each kept row a new logit bias
 // beta and a fitted value so that softmax(q·K_keptᵀ/√D + beta)·V_fitted ≈ softmax(q·Kᵀ/√D + b)·V
 // for the reference queries. Returns a Status; never throws, never aborts.
 //
@@ -21,6 +22,9 @@
 
 namespace kvc::cpu {
 class ThreadPool;
+}
+namespace kvc::compaction {
+class Workspace;
 }
 
 namespace kvc::compaction {
@@ -65,20 +69,24 @@ struct Result {
 // Checks pointers and sizes; names the argument and what it expected.
 Status validate(const Problem& problem, const Options& options);
 
+// Scratch memory comes from `workspace` (the backend's, kept between calls); nullptr: a
+// workspace of this call only, freed on return.
+
 // One stream. pool may be nullptr (single-threaded); otherwise its threads split the row
 // blocks of this stream. Must not be called from inside a task of the same pool.
-Status compact(const Problem& problem, const Options& options, cpu::ThreadPool* pool, Result* result);
+Status compact(const Problem& problem, const Options& options, cpu::ThreadPool* pool, Result* result,
+               Workspace* workspace = nullptr);
 
 // Many independent streams: with at least as many streams as pool threads each stream runs
 // single-threaded on one thread, else the streams run one after another with all threads.
 // results [count]; each carries its own status. Returns the first failure (or ok).
 Status compactBatch(const Problem* problems, size_t count, const Options& options, cpu::ThreadPool& pool,
-                    Result* results);
+                    Result* results, Workspace* workspace = nullptr);
 
 // Fits beta and values (as enabled by options) for a given keep set (ascending, unique,
 // containing every protected row; problem.target is ignored) and fills the diagnostics.
 // Chunking does not apply. For user-chosen keep sets and for baselines.
 Status fitKeepSet(const Problem& problem, const int32_t* keep, uint32_t keepCount, const Options& options,
-                  cpu::ThreadPool* pool, Result* result);
+                  cpu::ThreadPool* pool, Result* result, Workspace* workspace = nullptr);
 
 }  // namespace kvc::compaction
