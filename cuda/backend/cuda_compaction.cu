@@ -116,12 +116,16 @@ struct StatsAt {
 
 struct ChunkPlan {
   uint32_t stream = 0, r0 = 0, Tk = 0, target = 0, prot = 0, t = 0, f = 0;
-  bool keepAll = false, fitBeta = false, fitValues = false;
+  bool keepAll = false, fitBeta = false, fitValues = false, omp = false;
   uint32_t fitRow = 0;                        // first row of this chunk in the stream's fit
   StatsAt original, compacted, heldOriginal, heldCompacted;
   size_t colAcc = 0, raw = 0, pooled = 0, chosen = 0, keep = 0, freePos = 0, protPos = 0, counts = 0;
   size_t keptKeys = 0, keptBias = 0, lt = 0, mt = 0, free = 0, target_ = 0, gram = 0, h = 0, l = 0;
   size_t lambdaBeta = 0, w = 0, grad = 0, rhs = 0, r = 0, c = 0, lambdaValue = 0, raises = 0;
+  // OMP
+  uint32_t want = 0, step = 1;
+  size_t zpf = 0, residual = 0, corr = 0, score = 0, ompMt = 0, ompG = 0, ompH = 0, ompW = 0, ompGrad = 0, fresh = 0,
+         state = 0, targetNorm = 0;
 };
 
 struct StreamPlanDev {
@@ -233,8 +237,9 @@ Status compactStreamsOnDevice(const DeviceContext& ctx, const PoolView& pool, co
       // n < t: the fits would chase the reference queries (chunk_compactor.cpp): keep the rows.
       c.fitBeta = o.fitBeta && c.f > 0 && !c.keepAll && n >= c.t;
       c.fitValues = o.fitValues && c.f > 0 && !c.keepAll && n >= c.t;
-      if (!c.keepAll && o.method == compaction::Method::kOmp && n >= 2ull * c.target && c.prot < c.target)
-        return unsupported("compactStreams: method 'omp' is not implemented by the cuda backend yet");
+      // OMP refits after every step and overfits sooner: it needs n >= 2t, else the chunk
+      // selects by highest attention (chunk_compactor.cpp).
+      c.omp = !c.keepAll && o.method == compaction::Method::kOmp && n >= 2ull * c.target && c.prot < c.target;
       c.fitRow = s.tTotal;
       s.tTotal += c.t;
       const uint32_t Tk = c.Tk, t = c.t, f = c.f;
@@ -280,6 +285,22 @@ Status compactStreamsOnDevice(const DeviceContext& ctx, const PoolView& pool, co
         c.rhs = work.array<float>(static_cast<size_t>(n) * D);
         c.r = work.array<float>(static_cast<size_t>(f) * D);
         c.c = work.array<double>(static_cast<size_t>(f) * D);
+      }
+      if (c.omp) {
+        c.want = c.target - c.prot;
+        c.step = std::max<uint32_t>(1, c.target / std::max<uint32_t>(1, o.ompStepDivisor));
+        c.zpf = work.array<float>(n);
+        c.residual = work.array<float>(n);
+        c.corr = work.array<float>(Tk);
+        c.score = work.array<float>(Tk);
+        c.ompMt = work.array<float>(static_cast<size_t>(c.want) * n);
+        c.ompG = work.array<double>(static_cast<size_t>(c.want) * c.want);
+        c.ompH = work.array<double>(c.want);
+        c.ompW = work.array<double>(c.want);
+        c.ompGrad = work.array<double>(c.want);
+        c.fresh = work.array<int32_t>(c.step);
+        c.state = zero.array<uint32_t>(4);
+        c.targetNorm = work.array<double>(1);
       }
       cp.push_back(c);
       ++s.chunks;
@@ -344,7 +365,9 @@ Status compactStreamsOnDevice(const DeviceContext& ctx, const PoolView& pool, co
       gDiagScores, gDiagOutputs, gHeldDiagScores, gHeldDiagOutputs;
   std::vector<SoftmaxJob> smOriginal, smHeld, smCompacted, smHeldCompacted;
   std::vector<ColumnJob> columns;
-  std::vector<TopKJob> topk;
+  std::vector<TopKJob> topk, ompTopK;
+  std::vector<OmpJob> ompJobs;
+  uint32_t ompIterations = 0;
   std::vector<FitJob> fitAll, fitBeta, fitValues;
   std::vector<CholeskyJob> cholBeta, cholValues;
   std::vector<SolveJob> solveBeta, solveValues;
@@ -385,7 +408,8 @@ Status compactStreamsOnDevice(const DeviceContext& ctx, const PoolView& pool, co
       cj.s = f32(W(c.original.s));
       cj.rows = n, cj.cols = Tk, cj.ld = Tk;
       cj.z = f32(W(c.original.z));
-      cj.mode = 0;
+      // OMP: column norms of A (relative) or E (absolute); otherwise the attention squares.
+      cj.mode = c.omp && !relative ? 1 : 0;
       cj.colAcc = reinterpret_cast<double*>(W(c.colAcc));
       columns.push_back(cj);
     }
@@ -414,6 +438,44 @@ Status compactStreamsOnDevice(const DeviceContext& ctx, const PoolView& pool, co
     tj.freePos = reinterpret_cast<int32_t*>(W(c.freePos));
     tj.protPos = reinterpret_cast<int32_t*>(W(c.protPos));
     tj.counts = reinterpret_cast<uint32_t*>(O(c.counts));
+    if (c.omp) {
+      // The rows OMP picked are chosen already; the rest of the budget goes by the column
+      // norms (no square root, no pooling), k read from the OMP state.
+      tj.colAccSqrt = 0;
+      tj.pool = 1;
+      tj.kPtr = reinterpret_cast<const uint32_t*>(Z(c.state)) + 2;
+      OmpJob oj;
+      oj.e = f32(W(c.original.s));
+      oj.n = n, oj.Tk = Tk;
+      oj.z = f32(W(c.original.z));
+      oj.relative = relative ? 1 : 0;
+      oj.colNormSq = tj.colAcc;
+      oj.prot = tj.exclude;
+      oj.chosen = tj.chosen;
+      oj.want = c.want, oj.step = c.step;
+      oj.zpf = f32(W(c.zpf));
+      oj.residual = f32(W(c.residual));
+      oj.corr = f32(W(c.corr));
+      oj.score = f32(W(c.score));
+      oj.mt = f32(W(c.ompMt));
+      oj.g = reinterpret_cast<double*>(W(c.ompG));
+      oj.h = reinterpret_cast<double*>(W(c.ompH));
+      oj.w = reinterpret_cast<double*>(W(c.ompW));
+      oj.grad = reinterpret_cast<double*>(W(c.ompGrad));
+      oj.fresh = reinterpret_cast<int32_t*>(W(c.fresh));
+      oj.state = reinterpret_cast<uint32_t*>(Z(c.state));
+      oj.targetNorm = reinterpret_cast<double*>(W(c.targetNorm));
+      ompJobs.push_back(oj);
+      TopKJob sj;
+      sj.scores = oj.score;
+      sj.n = Tk;
+      sj.kPtr = oj.state + 2;
+      sj.chosen = oj.chosen;
+      sj.picked = oj.fresh;
+      sj.pickedCount = oj.state + 3;
+      ompTopK.push_back(sj);
+      ompIterations = std::max(ompIterations, (c.want + c.step - 1) / c.step);
+    }
     topk.push_back(tj);
     // 3.-4. the fits
     FitJob fj;
@@ -540,6 +602,7 @@ Status compactStreamsOnDevice(const DeviceContext& ctx, const PoolView& pool, co
   const size_t aDecode = stage(decode), aQueries = stage(queryJobs);
   const size_t aScores = stage(gScores), aOutputs = stage(gOutputs), aHS = stage(gHeldScores), aHO = stage(gHeldOutputs);
   const size_t aSmO = stage(smOriginal), aSmH = stage(smHeld), aSmC = stage(smCompacted), aSmHC = stage(smHeldCompacted);
+  const size_t aOmp = stage(ompJobs), aOmpTopK = stage(ompTopK);
   const size_t aCols = stage(columns), aTopk = stage(topk), aFitAll = stage(fitAll), aFitBeta = stage(fitBeta),
                aFitValues = stage(fitValues);
   const size_t aLt = stage(gLogits), aBG = stage(gBetaGram), aBH = stage(gBetaH), aVG = stage(gValGram),
@@ -632,6 +695,16 @@ Status compactStreamsOnDevice(const DeviceContext& ctx, const PoolView& pool, co
 
   // ---- 2. selection ----
   t0 = std::chrono::steady_clock::now();
+  if (!ompJobs.empty()) {
+    const OmpJob* jobs = reinterpret_cast<const OmpJob*>(A(aOmp));
+    const uint32_t no = static_cast<uint32_t>(ompJobs.size());
+    KVC_CC_LAUNCH(launchOmpInit(jobs, no, st));
+    // As many steps as the longest chunk can need; finished chunks skip on the device.
+    for (uint32_t it = 0; it < ompIterations; ++it)
+      KVC_CC_LAUNCH(launchOmpStep(jobs, reinterpret_cast<const TopKJob*>(A(aOmpTopK)), no, maxTk, o.ompTolerance,
+                                  o.minWeight, o.maxWeight, std::min(o.nnlsIterations, 8u), st));
+    KVC_CC_LAUNCH(launchOmpFinish(jobs, no, st));
+  }
   KVC_CC_LAUNCH(launchTopK(reinterpret_cast<const TopKJob*>(A(aTopk)), chunks, st));
   KVC_CC_LAUNCH(launchGatherKept(reinterpret_cast<const FitJob*>(A(aFitAll)), chunks, maxT, st));
   KVC_CC_LAUNCH(gemm(aLt, gLogits, tilesLt));

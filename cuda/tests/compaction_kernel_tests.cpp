@@ -722,6 +722,21 @@ void testParity(std::mt19937_64& rng) {
   o = kvc::compaction::Options();
   o.fitValues = false;
   runParity(configs[2], o, mix, rng, "beta only", false);
+  // OMP: streams with n >= 2t take the greedy path (the others fall back to highest attention).
+  const std::vector<StreamCase> ompMix = {
+      {150, 30, 2, 8, 96, 0, 24, false},
+      {200, 40, 4, 16, 0, 120, 0, false},
+      {97, 16, 0, 0, 64, 0, 0, true},
+      {120, 60, 1, 4, 40, 0, 16, false},
+  };
+  for (const ParityConfig& pc : configs) {
+    o = kvc::compaction::Options();
+    o.method = kvc::compaction::Method::kOmp;
+    runParity(pc, o, ompMix, rng, "omp", pc.rotate);
+    o.chunkSize = 64;
+    o.massObjective = kvc::compaction::MassObjective::kAbsolute;
+    runParity(pc, o, ompMix, rng, "omp chunked, absolute mass", false);
+  }
 }
 
 }  // namespace

@@ -146,7 +146,7 @@ struct OmpJob {
 };
 cudaError_t launchOmpInit(const OmpJob* jobs, uint32_t count, cudaStream_t stream);
 // One greedy step: stop test, correlations, top-k of the step, Gram / h update, warm refit.
-cudaError_t launchOmpStep(const OmpJob* jobs, const TopKJob* stepTopK, uint32_t count, float tolerance,
+cudaError_t launchOmpStep(const OmpJob* jobs, const TopKJob* stepTopK, uint32_t count, uint32_t maxTk, float tolerance,
                           float minWeight, float maxWeight, uint32_t sweeps, cudaStream_t stream);
 // After the loop: k of the fill = want − have.
 cudaError_t launchOmpFinish(const OmpJob* jobs, uint32_t count, cudaStream_t stream);
