@@ -44,6 +44,7 @@ struct DecodeArgs {
   RowCodec codec;                       // signs: device pointers or nullptr
   const DecodeStream* streams = nullptr;
   uint32_t count = 0;
+  uint32_t keysOriginal = 0;            // 1: keys with the rotation undone too (eviction scores)
 };
 cudaError_t launchDecodeRows(const DecodeArgs& args, uint32_t maxLength, cudaStream_t stream);
 
@@ -264,6 +265,20 @@ struct ChangedJob {
   uint32_t* count = nullptr;      // atomically added to
 };
 cudaError_t launchChangedRows(const ChangedJob* jobs, uint32_t count, uint32_t maxT, uint32_t D, cudaStream_t stream);
+
+// ---- eviction scores (cpp/core/eviction/scores.cpp) -----------------------------------------
+// kKeyNorm: score[r] = −‖k_r‖₂ (f64 sum of squares) of keys [rows, D] in the original space.
+// kMeanAttention: score[r] = max over |r' − r| ≤ pool/2 of colAcc[r'] / queries (f64), where
+// colAcc[r] = Σ_i softmax_i(r) from launchColumnStats mode 2.
+struct RowScoreJob {
+  uint32_t rows = 0;
+  uint32_t kind = 0;            // 1: key norm, 2: mean attention
+  const float* keys = nullptr;  // [rows, D]
+  const double* colAcc = nullptr;
+  uint32_t queries = 1, pool = 1;
+  float* scores = nullptr;      // [rows]
+};
+cudaError_t launchRowScores(const RowScoreJob* jobs, uint32_t count, uint32_t maxRows, uint32_t D, cudaStream_t stream);
 
 // ---- apply ----------------------------------------------------------------------------------
 // Re-encodes the changed rows of one rebuilt stream: row j gets fitted values j (through

@@ -24,10 +24,17 @@ __global__ KVC_LAUNCH_BOUNDS(128, 4) void decodeRowsKernel(DecodeArgs a) {
   const BlockLayout& L = a.pool.layout;
   const uint8_t* base = a.pool.base + static_cast<uint64_t>(s.blockTable[r / L.blockSize]) * L.blockBytes;
   const uint32_t slot = r % L.blockSize;
-  if (s.keys) {
+  if (s.keys && !(a.keysOriginal && a.codec.keySigns)) {
     const uint8_t* row = base + slot * L.keyRowBytes;
     for (uint32_t d = lane; d < D; d += 32)
       s.keys[static_cast<size_t>(r) * D + d] = decodeElement(row, a.codec.keyStorage, D, a.codec.groupSize, d);
+  } else if (s.keys) {
+    float* x = smem + warp * D;
+    const uint8_t* row = base + slot * L.keyRowBytes;
+    for (uint32_t d = lane; d < D; d += 32) x[d] = decodeElement(row, a.codec.keyStorage, D, a.codec.groupSize, d);
+    rotateInverse(x, a.codec.keySigns, D, lane, 32, WarpSync());
+    for (uint32_t d = lane; d < D; d += 32) s.keys[static_cast<size_t>(r) * D + d] = x[d];
+    __syncwarp();
   }
   if (s.values) {
     float* x = smem + warp * D;
