@@ -6,6 +6,7 @@
 // formats, with and without rotation, chunked or not, protected rows, n < t and key-subsample
 // queries, and the proof that no row crosses to the host (kvc_emu::transferStats).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -741,6 +742,66 @@ void testParity(std::mt19937_64& rng) {
   }
 }
 
+// ---- bad input and cancellation: statuses, never a crash ---------------------------------------
+
+void testErrors(std::mt19937_64& rng) {
+  currentCase = "errors";
+  const uint32_t D = 64;
+  TwoBackends tb({kvc::Storage::kF16, kvc::Storage::kInt8, true}, D, 16, rng);
+  std::vector<int32_t> table = tb.appendStream(90, false);
+  kvc::Backend& b = tb.cuda();
+  std::vector<float> q = randomVector(rng, 32 * D);
+  kvc::CompactionStreamInput in;
+  in.stream = kvc::StreamView{table.data(), 90};
+  in.target = 20;
+  in.queries = q.data();
+  in.n = 32;
+  kvc::compaction::Options o;
+  kvc::CompactionStreamReport report;
+  std::unique_ptr<kvc::CompactionFit> fit;
+  auto run = [&](const kvc::CompactionStreamInput& x, const kvc::CompactionControl& control = {}) {
+    return b.compactStreams(tb.pool(b), tb.codec(), &x, 1, o, control, &report, &fit).code();
+  };
+  kvc::CompactionStreamInput bad = in;
+  bad.target = 0;
+  EXPECT(run(bad) == kvc::StatusCode::kInvalidArgument, "target 0");
+  bad.target = 91;
+  EXPECT(run(bad) == kvc::StatusCode::kInvalidArgument, "target above the length");
+  bad = in;
+  std::vector<int32_t> wild = table;
+  wild[1] = 100000;
+  bad.stream.blockTable = wild.data();
+  EXPECT(run(bad) == kvc::StatusCode::kInvalidArgument, "block id outside the pool");
+  bad = in;
+  std::vector<float> nan = q;
+  nan[70] = std::numeric_limits<float>::quiet_NaN();
+  bad.queries = nan.data();
+  EXPECT(run(bad) == kvc::StatusCode::kInvalidArgument, "non-finite query");
+  o.ridge = -1.0f;
+  EXPECT(run(in) == kvc::StatusCode::kInvalidArgument, "negative ridge");
+  o = kvc::compaction::Options();
+  std::atomic<bool> cancel{true};
+  kvc::CompactionControl control;
+  control.cancel = &cancel;
+  fit.reset();
+  EXPECT(run(in, control) == kvc::StatusCode::kDisposed && !fit, "a raised cancel flag stops with DISPOSED and no fit");
+  EXPECT(run(in) == kvc::StatusCode::kOk && fit, "compactStreams");
+  if (!fit) return;
+  std::vector<int32_t> rebuilt = tb.newTable(20);
+  EXPECT(b.applyCompactionFit(tb.pool(b), tb.codec(), *fit, 1, kvc::StreamView{rebuilt.data(), 20}).code() ==
+             kvc::StatusCode::kInvalidArgument, "index outside the batch");
+  EXPECT(b.applyCompactionFit(tb.pool(b), tb.codec(), *fit, 0, kvc::StreamView{rebuilt.data(), 19}).code() ==
+             kvc::StatusCode::kShapeMismatch, "rebuilt length differs from the fit");
+  EXPECT(fit->bytes() > 20ull * D * 4, "fit accounts for its device memory (%llu bytes)", (unsigned long long)fit->bytes());
+  kvc::RowScoreInput rs;
+  rs.stream = in.stream;
+  rs.kind = kvc::RowScoreKind::kMeanAttention;
+  std::vector<float> out(90);
+  float* outs[1] = {out.data()};
+  EXPECT(b.rowScores(tb.pool(b), tb.codec(), &rs, 1, outs).code() == kvc::StatusCode::kInvalidArgument,
+         "mean attention without queries");
+}
+
 // ---- eviction: rowScores / selectRows against the CPU formulas (cpp/core/eviction) -----------
 
 void testEviction(std::mt19937_64& rng) {
@@ -885,6 +946,7 @@ int main() {
   testTopK(rng);
   testParity(rng);
   testEviction(rng);
+  testErrors(rng);
   std::printf("parity: %d streams, worst beta %.3g, worst values %.3g relative; %d beyond 1e-4 (ill-conditioned)\n",
               fitsCompared, worstBetaSeen, worstValueSeen, illConditioned);
   std::printf("kvc_cuda_compaction_tests: %d checks, %d failures\n", checks, failures);
