@@ -194,7 +194,7 @@ class CudaBackend final : public Backend {
     return Status::ok();
   }
 
-  DeviceContext context() const { return DeviceContext{committed_, stream_}; }
+  DeviceContext context() const { return DeviceContext{committed_, stream_, 0}; }
   Status checkPool(const PoolView& pool) const {
     if (!pool_) return invalidArgument("the pool is not reserved");
     if (pool.base != pool_ || pool.layout.blockBytes != blockBytes_) {

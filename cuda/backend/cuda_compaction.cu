@@ -28,10 +28,16 @@ class CudaCompactionFit final : public CompactionFit {
  public:
   struct Stream {
     uint32_t rows = 0;
-    size_t values = 0, beta = 0, changed = 0;  // offsets in memory
+    uint32_t piece = 0;                        // which allocation (one per device batch)
+    size_t values = 0, beta = 0, changed = 0;  // offsets in it
   };
-  uint64_t bytes() const override { return memory.bytes(); }
-  DeviceMemory memory;
+  uint64_t bytes() const override {
+    uint64_t total = 0;
+    for (const auto& p : pieces) total += p->bytes();
+    return total;
+  }
+  const DeviceMemory& memory(const Stream& s) const { return *pieces[s.piece]; }
+  std::vector<std::unique_ptr<DeviceMemory>> pieces;
   std::vector<Stream> streams;
   uint32_t headDim = 0;
 };
@@ -116,22 +122,38 @@ Status checkTable(const int32_t* table, uint32_t blocks, uint64_t committed, con
 
 }  // namespace
 
-Status compactStreamsOnDevice(const DeviceContext& ctx, const PoolView& pool, const RowCodec& codec,
-                              const CompactionStreamInput* streams, uint32_t count, const compaction::Options& o,
-                              const CompactionControl& control, CompactionStreamReport* reports,
-                              std::unique_ptr<CompactionFit>* fitOut) {
-  if (!reports || !fitOut) return invalidArgument("compactStreams: reports and fit are required");
-  KVC_RETURN_IF_ERROR(validateInputs(streams, count, o, codec, ctx.committedBlocks));
+namespace {
+
+// Device bytes one stream needs during compactStreams (the plan below, to within its alignment):
+// the decoded rows and, per chunk, the score matrices and the fit's systems.
+uint64_t workspaceEstimate(const CompactionStreamInput& in, const compaction::Options& o, uint32_t D) {
+  const uint64_t T = static_cast<uint64_t>(in.stream.length);
+  const uint64_t n = in.queries ? in.n : std::min<uint64_t>(T, std::max<uint32_t>(1, in.keyQueries));
+  const uint64_t nh = in.heldOut ? in.nHeldOut : 0;
+  const uint64_t chunk = o.chunkSize == 0 ? T : std::min<uint64_t>(o.chunkSize, T);
+  uint64_t bytes = (2 * T * D + T + (n + nh) * D) * 4 + T;
+  for (uint64_t r0 = 0; r0 < T; r0 += chunk) {
+    const uint64_t Tk = std::min(T, r0 + chunk) - r0;
+    const uint64_t t = std::max<uint64_t>(1, (in.target * Tk + T - 1) / T) + std::min<uint64_t>(Tk, in.sinks + in.recent);
+    const uint64_t f = t;
+    bytes += 4 * ((n + nh) * (Tk + t + 2 * D + 4) + Tk * 6 + t * (2 * D + 8) + 2 * t * n + f * n + f * f + f * D) +
+             8 * (Tk + f * f + f * D + 4 * f) + 1024;
+    if (o.method == compaction::Method::kOmp) bytes += 4 * t * n + 8 * t * t + 4 * (2 * n + 2 * Tk);
+  }
+  return bytes + bytes / 8;
+}
+
+// One device batch: streams [0, count) of `streams` go through the kernels together; their
+// fitted rows become piece fit->pieces.size() of the fit, as fit->streams[first + i].
+Status compactDeviceBatch(const DeviceContext& ctx, const PoolView& pool, const RowCodec& codec,
+                          const CompactionStreamInput* streams, uint32_t count, const compaction::Options& o,
+                          const CompactionControl& control, CompactionStreamReport* reports, CudaCompactionFit* fit,
+                          uint32_t first) {
   const uint32_t D = codec.headDim, bs = pool.layout.blockSize;
   const bool relative = o.massObjective == compaction::MassObjective::kRelative;
   auto cancelled = [&]() { return control.cancel && control.cancel->load(std::memory_order_relaxed); };
-  auto fit = std::make_unique<CudaCompactionFit>();
-  fit->headDim = D;
-  fit->streams.resize(count);
-  if (count == 0) {
-    *fitOut = std::move(fit);
-    return Status::ok();
-  }
+  const uint32_t piece = static_cast<uint32_t>(fit->pieces.size());
+  fit->pieces.emplace_back(new DeviceMemory());
   const auto tPlan = std::chrono::steady_clock::now();
 
   // ---- plan: sizes and offsets ----
@@ -251,7 +273,8 @@ Status compactStreamsOnDevice(const DeviceContext& ctx, const PoolView& pool, co
       cp.push_back(c);
       ++s.chunks;
     }
-    CudaCompactionFit::Stream& fs = fit->streams[i];
+    CudaCompactionFit::Stream& fs = fit->streams[first + i];
+    fs.piece = piece;
     fs.rows = s.tTotal;
     fs.values = fitArena.array<float>(static_cast<size_t>(s.tTotal) * D);
     fs.beta = fitArena.array<float>(s.tTotal);
@@ -263,8 +286,8 @@ Status compactStreamsOnDevice(const DeviceContext& ctx, const PoolView& pool, co
 
   DeviceMemory mem;
   KVC_CC_TRY("cudaMalloc of the compaction workspace", mem.allocate(workAt + work.size()));
-  KVC_CC_TRY("cudaMalloc of the compaction fit", fit->memory.allocate(fitArena.size()));
-  uint8_t* const fitBase = fit->memory.get();
+  KVC_CC_TRY("cudaMalloc of the compaction fit", fit->pieces[piece]->allocate(fitArena.size()));
+  uint8_t* const fitBase = fit->pieces[piece]->get();
   auto W = [&](size_t off) { return mem.get() + workAt + off; };
   auto O = [&](size_t off) { return mem.get() + off; };
   auto Z = [&](size_t off) { return mem.get() + zeroAt + off; };
@@ -338,8 +361,8 @@ Status compactStreamsOnDevice(const DeviceContext& ctx, const PoolView& pool, co
     const float* keys = f32(W(s.keys)) + static_cast<size_t>(c.r0) * D;
     const float* values = f32(W(s.values)) + static_cast<size_t>(c.r0) * D;
     const float* bias = f32(W(s.bias)) + c.r0;
-    float* fitted = f32(F(fit->streams[c.stream].values)) + static_cast<size_t>(c.fitRow) * D;
-    float* beta = f32(F(fit->streams[c.stream].beta)) + c.fitRow;
+    float* fitted = f32(F(fit->streams[first + c.stream].values)) + static_cast<size_t>(c.fitRow) * D;
+    float* beta = f32(F(fit->streams[first + c.stream].beta)) + c.fitRow;
     maxT = std::max(maxT, t);
     maxTk = std::max(maxTk, Tk);
     maxF = std::max(maxF, f);
@@ -518,7 +541,7 @@ Status compactStreamsOnDevice(const DeviceContext& ctx, const PoolView& pool, co
     cj.bias = bias;
     cj.fitted = fitted;
     cj.beta = beta;
-    cj.changed = F(fit->streams[c.stream].changed) + c.fitRow;
+    cj.changed = F(fit->streams[first + c.stream].changed) + c.fitRow;
     cj.count = reinterpret_cast<uint32_t*>(O(s.changedCount));
     changed.push_back(cj);
   }
@@ -742,6 +765,41 @@ Status compactStreamsOnDevice(const DeviceContext& ctx, const PoolView& pool, co
     r.secondsValues = tValues / count;
     r.secondsDiagnostics = tDiag / count;
   }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status compactStreamsOnDevice(const DeviceContext& ctx, const PoolView& pool, const RowCodec& codec,
+                              const CompactionStreamInput* streams, uint32_t count, const compaction::Options& o,
+                              const CompactionControl& control, CompactionStreamReport* reports,
+                              std::unique_ptr<CompactionFit>* fitOut) {
+  if (!reports || !fitOut) return invalidArgument("compactStreams: reports and fit are required");
+  KVC_RETURN_IF_ERROR(validateInputs(streams, count, o, codec, ctx.committedBlocks));
+  auto fit = std::make_unique<CudaCompactionFit>();
+  fit->headDim = codec.headDim;
+  fit->streams.resize(count);
+  // Consecutive streams share a device batch while their workspace fits the budget (most of
+  // the free device memory); a stream that alone exceeds it still runs, as its own batch.
+  uint64_t budget = ctx.workspaceLimit;
+  if (budget == 0) {
+    size_t freeBytes = 0, totalBytes = 0;
+    KVC_CC_TRY("cudaMemGetInfo", cudaMemGetInfo(&freeBytes, &totalBytes));
+    budget = freeBytes / 10 * 6;
+  }
+  for (uint32_t begin = 0; begin < count;) {
+    uint32_t end = begin;
+    uint64_t bytes = 0;
+    while (end < count) {
+      const uint64_t more = workspaceEstimate(streams[end], o, codec.headDim);
+      if (end > begin && bytes + more > budget) break;
+      bytes += more;
+      ++end;
+    }
+    KVC_RETURN_IF_ERROR(
+        compactDeviceBatch(ctx, pool, codec, streams + begin, end - begin, o, control, reports + begin, fit.get(), begin));
+    begin = end;
+  }
   *fitOut = std::move(fit);
   return Status::ok();
 }
@@ -776,9 +834,9 @@ Status applyCompactionFitOnDevice(const DeviceContext& ctx, const PoolView& pool
   a.codec.valueSigns = aSigns == SIZE_MAX ? nullptr : args.at<const float>(aSigns);
   a.blockTable = args.at<const int32_t>(aTable);
   a.count = s.rows;
-  a.values = fit->memory.at<const float>(s.values);
-  a.beta = fit->memory.at<const float>(s.beta);
-  a.changed = fit->memory.at<const uint8_t>(s.changed);
+  a.values = fit->memory(s).at<const float>(s.values);
+  a.beta = fit->memory(s).at<const float>(s.beta);
+  a.changed = fit->memory(s).at<const uint8_t>(s.changed);
   const cudaError_t e = launchApplyFit(a, ctx.stream);
   if (e != cudaSuccess) return cudaStatus("launch of applyFit", e);
   KVC_CC_TRY("applyFit kernel", cudaStreamSynchronize(ctx.stream));
@@ -793,9 +851,9 @@ Status readCompactionFit(const CompactionFit& fitBase, uint32_t index, std::vect
   values->resize(static_cast<size_t>(s.rows) * fit->headDim);
   beta->resize(s.rows);
   KVC_CC_TRY("cudaMemcpy of fitted values",
-             cudaMemcpy(values->data(), fit->memory.at<const float>(s.values), values->size() * 4, cudaMemcpyDeviceToHost));
+             cudaMemcpy(values->data(), fit->memory(s).at<const float>(s.values), values->size() * 4, cudaMemcpyDeviceToHost));
   KVC_CC_TRY("cudaMemcpy of fitted beta",
-             cudaMemcpy(beta->data(), fit->memory.at<const float>(s.beta), beta->size() * 4, cudaMemcpyDeviceToHost));
+             cudaMemcpy(beta->data(), fit->memory(s).at<const float>(s.beta), beta->size() * 4, cudaMemcpyDeviceToHost));
   return Status::ok();
 }
 

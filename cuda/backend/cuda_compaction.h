@@ -15,6 +15,9 @@ KVC_CUDA_NAMESPACE_BEGIN
 struct DeviceContext {
   uint64_t committedBlocks = 0;  // block ids must lie below
   cudaStream_t stream = 0;
+  // Device bytes one batch of compactStreams may use for its workspace; 0: 60% of the free
+  // device memory. Larger requests run as several device batches (tests lower it).
+  uint64_t workspaceLimit = 0;
 };
 
 Status compactStreamsOnDevice(const DeviceContext& ctx, const PoolView& pool, const RowCodec& codec,

@@ -511,6 +511,27 @@ void runParity(const ParityConfig& pc, const kvc::compaction::Options& options, 
          "%llu bytes device->host for %llu kept rows", moved.deviceToHostBytes, (unsigned long long)keptRows);
   EXPECT(moved.deviceToHostBytes < keptRows * D * 4 / 8, "device->host bytes %llu", moved.deviceToHostBytes);
 
+  // The same call with a workspace budget of one byte runs every stream as its own device
+  // batch: the results must not depend on the batch a stream shares (bit for bit).
+  {
+    std::vector<kvc::CompactionStreamReport> alone(count);
+    std::unique_ptr<kvc::CompactionFit> aloneFit;
+    ce::DeviceContext ctx;
+    ctx.committedBlocks = TwoBackends::kCapacity;
+    ctx.workspaceLimit = 1;
+    const kvc::Status sa = ce::compactStreamsOnDevice(ctx, tb.pool(tb.cuda()), tb.codec(), inputs.data(), count, options,
+                                                      kvc::CompactionControl{}, alone.data(), &aloneFit);
+    EXPECT(sa.isOk(), "compactStreams in single-stream batches: %s", sa.message().c_str());
+    for (uint32_t i = 0; sa.isOk() && i < count; ++i) {
+      std::vector<float> v1, b1, v2, b2;
+      EXPECT(ce::readCompactionFit(*fit, i, &v1, &b1).isOk() && ce::readCompactionFit(*aloneFit, i, &v2, &b2).isOk(),
+             "readCompactionFit");
+      EXPECT(alone[i].keep == reports[i].keep && v1 == v2 && b1 == b2 && alone[i].changedRows == reports[i].changedRows &&
+                 std::memcmp(&alone[i].outputError, &reports[i].outputError, 4) == 0,
+             "stream %u: a batch of one differs from the shared batch", i);
+    }
+  }
+
   // CPU: the same rows read back by the CPU backend, compacted by the core's compaction.
   std::vector<std::vector<float>> keys(count), values(count), beta(count), cpuQueries(count);
   std::vector<std::vector<uint8_t>> prot(count);
