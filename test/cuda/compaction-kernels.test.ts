@@ -19,4 +19,16 @@ describe('CUDA compaction kernels, emulated build', () => {
     expect(output).toMatch(/kvc_cuda_compaction_tests: \d+ checks, 0 failures/);
     expect(output).toMatch(/parity: [1-9]\d* streams/);
   }, 300_000);
+
+  it.skipIf(!executable)('kernels also pass with every CUDA thread on its own OS thread (KVC_EMU_MODE=threads)', () => {
+    const result = spawnSync(executable!, ['--kernels'], {
+      encoding: 'utf8',
+      env: { ...process.env, KVC_EMU_MODE: 'threads' },
+      timeout: 300_000,
+    });
+    const output = `${result.stdout ?? ''}${result.stderr ?? ''}`;
+    expect(result.signal, output).toBeNull();
+    expect(result.status, output).toBe(0);
+    expect(output).toMatch(/kvc_cuda_compaction_tests: [1-9]\d* checks, 0 failures/);
+  }, 300_000);
 });
