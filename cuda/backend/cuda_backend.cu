@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../kernels/kernel_args.h"
+#include "cuda_compaction.h"
 #include "staging.h"
 
 KVC_CUDA_NAMESPACE_BEGIN
@@ -102,6 +103,37 @@ class CudaBackend final : public Backend {
                     const StreamView& dst, uint32_t dstStart) override;
   Status rewriteRows(const PoolView& pool, const RowCodec& codec, const StreamView& stream, uint32_t start,
                      uint32_t count, const float* values, const float* beta) override;
+  // Compaction and eviction numerics: cuda_compaction.cu, under this backend's lock.
+  uint32_t compactionBatchSize(uint32_t /*threads*/) const override { return 64; }
+  Status compactStreams(const PoolView& pool, const RowCodec& codec, const CompactionStreamInput* streams,
+                        uint32_t count, const compaction::Options& options, const CompactionControl& control,
+                        CompactionStreamReport* reports, std::unique_ptr<CompactionFit>* fit) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    KVC_RETURN_IF_ERROR(checkPool(pool));
+    KVC_RETURN_IF_ERROR(validateCodec(codec, pool.layout));
+    return compactStreamsOnDevice(context(), pool, codec, streams, count, options, control, reports, fit);
+  }
+  Status applyCompactionFit(const PoolView& pool, const RowCodec& codec, const CompactionFit& fit, uint32_t index,
+                            const StreamView& rebuilt) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    KVC_RETURN_IF_ERROR(checkPool(pool));
+    KVC_RETURN_IF_ERROR(validateCodec(codec, pool.layout));
+    return applyCompactionFitOnDevice(context(), pool, codec, fit, index, rebuilt);
+  }
+  Status rowScores(const PoolView& pool, const RowCodec& codec, const RowScoreInput* streams, uint32_t count,
+                   float* const* scores) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    KVC_RETURN_IF_ERROR(checkPool(pool));
+    KVC_RETURN_IF_ERROR(validateCodec(codec, pool.layout));
+    return rowScoresOnDevice(context(), pool, codec, streams, count, scores);
+  }
+  Status selectRows(const PoolView& pool, const RowCodec& codec, const RowSelectInput* streams, uint32_t count,
+                    std::vector<int32_t>* keep) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    KVC_RETURN_IF_ERROR(checkPool(pool));
+    KVC_RETURN_IF_ERROR(validateCodec(codec, pool.layout));
+    return selectRowsOnDevice(context(), pool, codec, streams, count, keep);
+  }
   Status readRawRows(const PoolView& pool, const StreamView& stream, uint32_t start, uint32_t count, uint8_t* keyRows,
                      uint8_t* valueRows, float* beta, int32_t* positions) override {
     return rawRows(pool, stream, start, count, keyRows, valueRows, beta, positions, false);
@@ -162,6 +194,7 @@ class CudaBackend final : public Backend {
     return Status::ok();
   }
 
+  DeviceContext context() const { return DeviceContext{committed_, stream_, 0}; }
   Status checkPool(const PoolView& pool) const {
     if (!pool_) return invalidArgument("the pool is not reserved");
     if (pool.base != pool_ || pool.layout.blockBytes != blockBytes_) {
