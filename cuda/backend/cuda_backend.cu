@@ -315,12 +315,11 @@ Status CudaBackend::attention(const AttentionParams& p) {
   for (uint32_t s = 0; s < S; ++s) {
     const int32_t length = std::max(p.streams[s].kv.length, 0);
     firstWork[s] = static_cast<uint32_t>(work_.size());
-    int32_t begin = 0;
-    do {
-      const int32_t end = static_cast<int32_t>(std::min<int64_t>(length, int64_t(begin) + kAttentionSplitRows));
-      work_.push_back(AttentionWork{s, begin, end});
-      begin = end;
-    } while (begin < length);
+    for (uint32_t i = 0; i < attentionSplits(length); ++i) {
+      const int64_t begin = static_cast<int64_t>(i) * kAttentionSplitRows;
+      work_.push_back(AttentionWork{s, static_cast<int32_t>(begin),
+                                    static_cast<int32_t>(std::min<int64_t>(length, begin + kAttentionSplitRows))});
+    }
     if (p.streams[s].scores) {
       logitOffsets[s] = logitFloats;
       logitFloats += M * static_cast<uint64_t>(length);

@@ -229,13 +229,28 @@ __global__ KVC_LAUNCH_BOUNDS(kThreads, 4) void attentionSplitKernel(AttentionArg
           ChunkCodec<KS>::template decode<KeyRuns::kSize>(krow, D, GS, d0, k);
           KVC_UNROLL
           for (uint32_t j = 0; j < QR; ++j) {
-            KVC_UNROLL
-            for (uint32_t e = 0; e < KeyRuns::kSize; ++e) dot[j] += qS[j * plan.qStride + d0 + e] * k[e];
+            if (j >= qRows) break;  // block-uniform: a GQA-4 decode does half the work of QR = 8
+            const float* q = qS + j * plan.qStride + d0;
+            if constexpr (KeyRuns::kSize % 4 == 0) {
+              // qStride and d0 are multiples of 4: 128-bit shared loads of q.
+              KVC_UNROLL
+              for (uint32_t e = 0; e < KeyRuns::kSize; e += 4) {
+                const float4 q4 = *reinterpret_cast<const float4*>(q + e);
+                dot[j] += q4.x * k[e];
+                dot[j] += q4.y * k[e + 1];
+                dot[j] += q4.z * k[e + 2];
+                dot[j] += q4.w * k[e + 3];
+              }
+            } else {
+              KVC_UNROLL
+              for (uint32_t e = 0; e < KeyRuns::kSize; ++e) dot[j] += q[e] * k[e];
+            }
           }
         }
       }
       KVC_UNROLL
       for (uint32_t j = 0; j < QR; ++j) {
+        if (j >= qRows) break;
         KVC_UNROLL
         for (uint32_t off = KL / 2; off > 0; off /= 2) dot[j] += __shfl_xor_sync(0xFFFFFFFFu, dot[j], off);
       }
@@ -290,6 +305,7 @@ __global__ KVC_LAUNCH_BOUNDS(kThreads, 4) void attentionSplitKernel(AttentionArg
         ChunkCodec<VS>::template decode<ValueRuns::kSize>(vrow, D, GS, d0, v);
         KVC_UNROLL
         for (uint32_t j = 0; j < QR; ++j) {
+          if (j >= qRows) break;
           const float p = sS[j * kMaxTileRows + i];
           KVC_UNROLL
           for (uint32_t e = 0; e < ValueRuns::kSize; ++e) acc[j][c * ValueRuns::kSize + e] += p * v[e];

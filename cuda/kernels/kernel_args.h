@@ -34,8 +34,16 @@ struct AppendArgs {
 // Attention splits every stream into row ranges of kAttentionSplitRows (the last one
 // shorter), one thread block per (range, tile of query rows), and merges the partial softmax
 // states afterwards. Fixed (not derived from the device's occupancy), like the CPU backend's
-// split, so results do not depend on the GPU the kernel runs on.
-constexpr uint32_t kAttentionSplitRows = 2048;
+// split, so results do not depend on the GPU the kernel runs on. 512 rather than the CPU's
+// 2048: one 16K-token decode of 8 kv heads is then 256 blocks, about two per SM of an H100,
+// while a split's partial state (tq * G * (headDim + 2) floats) stays < 1% of the rows it
+// summarizes (cuda/PERFORMANCE.md).
+constexpr uint32_t kAttentionSplitRows = 512;
+
+// Splits of a stream of `length` rows (one, empty, for an empty stream).
+inline uint32_t attentionSplits(int32_t length) {
+  return length <= 0 ? 1u : (static_cast<uint32_t>(length) + kAttentionSplitRows - 1) / kAttentionSplitRows;
+}
 
 // One split: rows [rowBegin, rowEnd) of stream `stream` (an empty range for an empty stream).
 struct AttentionWork {

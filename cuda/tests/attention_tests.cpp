@@ -1,7 +1,7 @@
 // Tests of the CUDA split-K attention (cuda/kernels/attention.cu) through the emulated
 // backend, against the double-precision scalar reference (reference.h): every key x value
 // format pair at head_dim 64, 128 and a generic one (40), GQA 1/2/4/8, decode (Tq = 1) and
-// chunked prefill (Tq > 1) with causal cutoffs, streams short and long enough for three
+// chunked prefill (Tq > 1) with causal cutoffs, streams short and long enough for four
 // splits, block sizes that do not divide the split length, nonzero beta, lse, attention mass,
 // several streams (one of them empty) in one launch. Rows are written straight into the
 // pool with the reference encoder (emulated device memory is host memory), so these tests
@@ -10,7 +10,7 @@
 // Tolerances (emulator: __expf is std::exp in float, so the kernel differs from the double
 // reference only by f32 rounding):
 //   out   |got - ref| <= 2e-5 * (|ref| + 0.1). Sources: f32 dot products over head_dim terms
-//         (~sqrt(D) * 6e-8 relative), f32 sums of up to 4400 exp terms in tile order (the
+//         (~sqrt(D) * 6e-8 relative), f32 sums of up to 1840 exp terms in tile order (the
 //         measured worst case is ~3e-6), the rotation's butterflies; 2e-5 leaves ~5x margin
 //         and still catches any dropped row (a row carries >= 1e-4 of the mass here).
 //   lse   |got - ref| <= 1e-5 * (|ref| + 1): one log of an f32 sum.
@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/bench/attention_bench.h"
 #include "cuda/emulated_backend.h"
 #include "kvc/half.h"
 #include "reference.h"
@@ -224,20 +225,20 @@ std::string describe(const Config& c) {
   return buf;
 }
 
-// One format pair. Streams: short (45 rows), long (2 * 2048 + 301 rows: three splits, the
-// last partial), as short as the chunk (3 rows), empty (in the explicit-cutoff call only). Worked example for
-// blockSize 48: split 1 starts at row 2048 = block 42, slot 32, so its first tile starts
+// One format pair. Streams: short (45 rows), long (3 * 512 + 301 rows: four splits of 512, the
+// last partial), as short as the chunk (3 rows), empty (in a second launch). Worked example
+// for blockSize 48: split 1 starts at row 512 = block 10, slot 32, so its first tile starts
 // mid-block and its copy is widened down to a 16-byte boundary.
 void runPair(const Config& c, bool withLong, uint64_t seed) {
   currentCase = describe(c);
   const int before = failures;
-  std::vector<int32_t> lengths = {45, withLong ? 2 * 2048 + 301 : 70, 3};
+  std::vector<int32_t> lengths = {45, withLong ? 3 * 512 + 301 : 70, 3};
   Case k(c, lengths, seed);
   k.run(1, {}, true, "decode");  // positions of the last row: everything visible
   // Chunked prefill, Tq = 3, with the positions of the last three rows (causal inside the chunk).
   k.run(3, {}, true, "prefill");
-  // Explicit cutoffs: the last row, a row in the middle (on a long stream: inside split 0, so
-  // splits 1 and 2 are entirely masked), and before every row (output 0, lse -inf).
+  // Explicit cutoffs: the last row, a row in the middle (on a long stream: inside split 1, so
+  // splits 2 and 3 are entirely masked), and before every row (output 0, lse -inf).
   std::vector<std::vector<int32_t>> cut;
   for (size_t s = 0; s < lengths.size(); ++s) {
     const Stream& m = k.stream(s);
@@ -248,6 +249,38 @@ void runPair(const Config& c, bool withLong, uint64_t seed) {
   Case e(c, {0, 33}, seed + 1000);
   e.run(1, {{5}, {e.stream(1).positions.back()}}, false, "empty stream");
   std::printf("%-72s %s\n", currentCase.c_str(), failures == before ? "ok" : "FAILED");
+}
+
+// The GPU check's timing entry points, run at tiny shapes: they must succeed, produce a finite
+// output (checked inside) and count the bytes a launch reads. Worked example: 2 x 2 streams of
+// 2100 rows (five splits each), int8 keys (64 + 2 scales = 68 bytes), int4 values (32 + 8 = 40
+// bytes), 8 bytes of beta and position: 4 * 2100 * 116 = 974400, + 4 * 132 table entries * 4
+// + 16 query heads * 64 floats * 4.
+void testBench() {
+  currentCase = "bench entry points";
+  namespace bench = kvc::cuda_emu::bench;
+  bench::DecodeAttentionShape shape;
+  shape.batch = 2;
+  shape.kvHeads = 2;
+  shape.queriesPerHead = 4;
+  shape.headDim = 64;
+  shape.tokens = 2100;
+  shape.blockSize = 16;
+  shape.keys = Storage::kInt8;
+  shape.values = Storage::kInt4;
+  shape.warmup = 1;
+  shape.iterations = 2;
+  const bench::Timing t = bench::decodeAttention(shape);
+  EXPECT(t.status.isOk(), "decodeAttention: %s", t.status.message().c_str());
+  EXPECT(t.bytes == 974400u + 4 * 132 * 4 + 16 * 64 * 4, "decodeAttention bytes %llu", (unsigned long long)t.bytes);
+  EXPECT(t.medianMs > 0 && t.gbPerSecond > 0, "decodeAttention timing %g ms", t.medianMs);
+  shape.headDim = 24;
+  shape.groupSize = 5;  // does not divide head_dim
+  EXPECT(!bench::decodeAttention(shape).status.isOk(), "decodeAttention rejects a bad group size");
+  const bench::Timing c = bench::deviceCopyBandwidth(1 << 20, 3);
+  EXPECT(c.status.isOk() && c.bytes == 2u << 20 && c.gbPerSecond > 0, "deviceCopyBandwidth: %s",
+         c.status.message().c_str());
+  std::printf("%-72s %s\n", currentCase.c_str(), failures ? "FAILED" : "ok");
 }
 
 }  // namespace
@@ -279,6 +312,7 @@ int main(int argc, char** argv) {
       }
     }
   }
+  if (only < 0) testBench();
   std::printf("worst errors: out %.3g (tol %.0e), lse %.3g (tol %.0e), mass %.3g (tol %.0e)\n", worstOut, kOutTol,
               worstLse, kLseTol, worstMass, kMassTol);
   std::printf("kvc_cuda_attention_tests: %d checks, %d failures\n", checks, failures);
