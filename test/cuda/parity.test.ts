@@ -86,4 +86,34 @@ describe.skipIf(!emulation)('device cuda (emulated) matches device cpu', () => {
     cpu.dispose();
     gpu.dispose();
   });
+
+  it('attentionBatch over long streams (several 512-row splits on the GPU) with attention mass', () => {
+    const rng = testRng();
+    const options: KVCacheOptions = {
+      layers: 1, kvHeads: 2, headDim: 128, queryHeads: 8, blockSize: 32, keys: 'int8', values: 'int4', groupSize: 32,
+    };
+    const cpu = new KVCache({ ...options, device: 'cpu' });
+    const gpu = new KVCache({ ...options, device: 'cuda' });
+    const lengths = [1300, 700];
+    const seqs = lengths.map((T) => {
+      const k = randn(rng, T * 2 * 128);
+      const v = randn(rng, T * 2 * 128);
+      const a = cpu.createSequence();
+      const b = gpu.createSequence();
+      a.append(0, k, v);
+      b.append(0, k, v);
+      return [a, b] as const;
+    });
+    for (let step = 0; step < 2; step++) {
+      const q = randn(rng, lengths.length * 8 * 128);
+      const outA = cpu.attentionBatch(0, seqs.map((p) => p[0]), q, { accumulateScores: true });
+      const outB = gpu.attentionBatch(0, seqs.map((p) => p[1]), q, { accumulateScores: true });
+      expect(relError(outB, outA)).toBeLessThan(2e-6);
+    }
+    for (const [a, b] of seqs) {
+      for (let h = 0; h < 2; h++) expect(relError(b.scores(0, h), a.scores(0, h))).toBeLessThan(2e-6);
+    }
+    cpu.dispose();
+    gpu.dispose();
+  });
 });
