@@ -264,6 +264,8 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = 0;
   StagingBuffer staging_;
   DeviceBuffer device_;
+  DeviceBuffer workspace_;            // attention partials and logits (never crosses to the host)
+  std::vector<AttentionWork> work_;
 };
 
 Status CudaBackend::append(const AppendParams& p) {
@@ -329,14 +331,37 @@ Status CudaBackend::attention(const AttentionParams& p) {
   if (S == 0 || tq == 0) return Status::ok();
   if (!p.streams || G == 0) return invalidArgument("attention: streams and queriesPerHead are required");
   if (!attentionSupportsHeadDim(D)) {
-    return unsupported("cuda attention supports headDim 8, 16, 32, 64, 96, 128 and 256, got " + std::to_string(D));
+    return unsupported("cuda attention supports headDim 1 to 1024, got " + std::to_string(D));
   }
   if (tq > 65535 || S > 0x7FFFFFFFu) return invalidArgument("attention: tq must be <= 65535");
+  const uint64_t M = static_cast<uint64_t>(tq) * G;
   if (p.tokenStride < static_cast<uint64_t>(G) * D && tq > 1) return invalidArgument("attention: tokenStride too small");
 
   staging_.clear();
   const size_t headFloats = static_cast<size_t>(G) * D;
   std::vector<size_t> tableOffsets(S);
+  // Splits of kAttentionSplitRows rows, stream by stream (one empty split for an empty stream).
+  work_.clear();
+  std::vector<uint32_t> firstWork(S);
+  uint64_t logitFloats = 0;
+  std::vector<uint64_t> logitOffsets(S, UINT64_MAX);
+  for (uint32_t s = 0; s < S; ++s) {
+    const int32_t length = std::max(p.streams[s].kv.length, 0);
+    firstWork[s] = static_cast<uint32_t>(work_.size());
+    for (uint32_t i = 0; i < attentionSplits(length); ++i) {
+      const int64_t begin = static_cast<int64_t>(i) * kAttentionSplitRows;
+      work_.push_back(AttentionWork{s, static_cast<int32_t>(begin),
+                                    static_cast<int32_t>(std::min<int64_t>(length, begin + kAttentionSplitRows))});
+    }
+    if (p.streams[s].scores) {
+      logitOffsets[s] = logitFloats;
+      logitFloats += M * static_cast<uint64_t>(length);
+    }
+  }
+  const uint64_t queryTiles = (M + attentionQueryTile(D) - 1) / attentionQueryTile(D);
+  if (work_.size() * queryTiles > 0x7FFFFFFFull || S * ((M + 3) / 4) > 0x7FFFFFFFull) {
+    return invalidArgument("attention: too many streams x query rows for one launch");
+  }
   for (uint32_t s = 0; s < S; ++s) {
     const AttentionStream& st = p.streams[s];
     if (st.kv.length < 0) return invalidArgument("attention: negative stream length");
@@ -364,6 +389,7 @@ Status CudaBackend::attention(const AttentionParams& p) {
   }
   const size_t oKeySigns = stageSigns(p.codec.keySigns, D), oValueSigns = stageSigns(p.codec.valueSigns, D);
   const size_t oStreams = staging_.add(nullptr, S * sizeof(AttentionStreamArgs));
+  const size_t oWork = staging_.addArray(work_.data(), work_.size());
   // Outputs last, so one copy brings them all back.
   const size_t oOut = staging_.add(nullptr, static_cast<size_t>(S) * tq * headFloats * sizeof(float));
   const size_t oLse = staging_.add(nullptr, static_cast<size_t>(S) * tq * G * sizeof(float));
@@ -372,11 +398,18 @@ Status CudaBackend::attention(const AttentionParams& p) {
     if (p.streams[s].scores) scoreOffsets[s] = staging_.addArray(p.streams[s].scores, static_cast<size_t>(p.streams[s].kv.length));
   }
   KVC_RETURN_IF_ERROR(reserveDevice());
+  // Scratch the kernels write and read back themselves: partial softmax states of every
+  // split, and the logits of scored streams (attention mass needs the final lse).
+  const uint64_t partialFloats = static_cast<uint64_t>(work_.size()) * M * (D + 2);
+  KVC_CUDA_TRY("cudaMalloc of the attention workspace", workspace_.reserve((partialFloats + logitFloats) * sizeof(float)));
   auto* streams = reinterpret_cast<AttentionStreamArgs*>(staging_.hostAt(oStreams));
   for (uint32_t s = 0; s < S; ++s) {
     streams[s].blockTable = device_.at<const int32_t>(tableOffsets[s]);
     streams[s].length = p.streams[s].kv.length;
+    streams[s].firstWork = firstWork[s];
+    streams[s].workCount = (s + 1 < S ? firstWork[s + 1] : static_cast<uint32_t>(work_.size())) - firstWork[s];
     streams[s].scores = scoreOffsets[s] == SIZE_MAX ? nullptr : device_.at<float>(scoreOffsets[s]);
+    streams[s].logits = logitOffsets[s] == UINT64_MAX ? nullptr : workspace_.at<float>((partialFloats + logitOffsets[s]) * sizeof(float));
   }
   KVC_RETURN_IF_ERROR(upload(staging_.size()));
 
@@ -394,6 +427,10 @@ Status CudaBackend::attention(const AttentionParams& p) {
   a.queries = device_.at<const float>(oQueries);
   a.out = device_.at<float>(oOut);
   a.lse = device_.at<float>(oLse);
+  a.work = device_.at<const AttentionWork>(oWork);
+  a.workCount = static_cast<uint32_t>(work_.size());
+  a.partials = workspace_.at<float>(0);
+  a.anyScores = logitFloats > 0;
   KVC_RETURN_IF_ERROR(finish("attention", launchAttention(a, stream_)));
   KVC_RETURN_IF_ERROR(download(oOut, staging_.size() - oOut));
 

@@ -31,10 +31,34 @@ struct AppendArgs {
   const float* beta = nullptr;        // [T][S] or nullptr for 0
 };
 
+// Attention splits every stream into row ranges of kAttentionSplitRows (the last one
+// shorter), one thread block per (range, tile of query rows), and merges the partial softmax
+// states afterwards. Fixed (not derived from the device's occupancy), like the CPU backend's
+// split, so results do not depend on the GPU the kernel runs on. 512 rather than the CPU's
+// 2048: one 16K-token decode of 8 kv heads is then 256 blocks, about two per SM of an H100,
+// while a split's partial state (tq * G * (headDim + 2) floats) stays < 1% of the rows it
+// summarizes (cuda/PERFORMANCE.md).
+constexpr uint32_t kAttentionSplitRows = 512;
+
+// Splits of a stream of `length` rows (one, empty, for an empty stream).
+inline uint32_t attentionSplits(int32_t length) {
+  return length <= 0 ? 1u : (static_cast<uint32_t>(length) + kAttentionSplitRows - 1) / kAttentionSplitRows;
+}
+
+// One split: rows [rowBegin, rowEnd) of stream `stream` (an empty range for an empty stream).
+struct AttentionWork {
+  uint32_t stream = 0;
+  int32_t rowBegin = 0;
+  int32_t rowEnd = 0;
+};
+
 struct AttentionStreamArgs {
   const int32_t* blockTable = nullptr;  // [ceil(length / blockSize)]
   int32_t length = 0;
+  uint32_t firstWork = 0;               // this stream's splits are work[firstWork, firstWork + workCount)
+  uint32_t workCount = 0;
   float* scores = nullptr;              // [length] attention mass accumulator, or nullptr
+  float* logits = nullptr;              // [M][length] workspace when scores != nullptr (M = tq * G)
 };
 
 struct AttentionArgs {
@@ -49,6 +73,10 @@ struct AttentionArgs {
   const float* queries = nullptr;                // [S][tq][G][headDim]
   float* out = nullptr;                          // [S][tq][G][headDim]
   float* lse = nullptr;                          // [S][tq][G]
+  const AttentionWork* work = nullptr;           // [W] splits, stream by stream
+  uint32_t workCount = 0;                        // W
+  float* partials = nullptr;                     // [W][tq * G][headDim + 2]: m, l, acc[headDim]
+  bool anyScores = false;                        // some stream has scores (launch the mass pass)
 };
 
 struct ReadRowsArgs {
@@ -91,6 +119,8 @@ struct RewriteRowsArgs {
 };
 
 bool attentionSupportsHeadDim(uint32_t headDim);
+// Query rows (tq * G of a stream, token-major) one thread block of the split kernel serves.
+uint32_t attentionQueryTile(uint32_t headDim);
 cudaError_t launchAppend(const AppendArgs& args, cudaStream_t stream);
 cudaError_t launchAttention(const AttentionArgs& args, cudaStream_t stream);
 cudaError_t launchReadRows(const ReadRowsArgs& args, cudaStream_t stream);

@@ -20,6 +20,7 @@ function run(executable: string, env: NodeJS.ProcessEnv = {}) {
 
 const selftest = findExecutable('kvc_emu_selftest');
 const kernelTests = findExecutable('kvc_cuda_kernel_tests');
+const attentionTests = findExecutable('kvc_cuda_attention_tests');
 
 describe('CUDA backend, emulated build', () => {
   it('SIMT emulator self-test passes (fiber and thread modes)', () => {
@@ -36,5 +37,12 @@ describe('CUDA backend, emulated build', () => {
     expect(signal, output).toBeNull();
     expect(status, output).toBe(0);
     expect(output).toMatch(/kvc_cuda_kernel_tests: \d+ checks, 0 failures/);
+  }, 300_000);
+
+  it.skipIf(!attentionTests)('split-K attention matches the scalar reference (every format pair)', () => {
+    const { status, signal, output } = run(attentionTests!);
+    expect(signal, output).toBeNull();
+    expect(status, output).toBe(0);
+    expect(output).toMatch(/kvc_cuda_attention_tests: \d+ checks, 0 failures/);
   }, 300_000);
 });
