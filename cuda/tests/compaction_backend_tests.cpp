@@ -509,7 +509,7 @@ void testEviction(std::mt19937_64& rng) {
       for (uint32_t q = 0; q < std::min(5u, T) && marked < budget; ++q)
         if (!selected[T - 1 - q]) selected[T - 1 - q] = 1, ++marked;
       std::vector<uint64_t> scratch;
-      kvc::cpu::selectTopK(got[i].data(), T, budget - marked, selected.data(), &scratch);
+      kvc::selectTopK(got[i].data(), T, budget - marked, selected.data(), &scratch);
       std::vector<int32_t> want;
       for (uint32_t r = 0; r < T; ++r)
         if (selected[r]) want.push_back(static_cast<int32_t>(r));

@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
-#include "core/compaction/compaction.h"
+#include "cpu/compaction/compaction.h"
 #include "cpu/compaction/topk.h"
 #include "cpu/thread_pool.h"
-#include "cpu/topk.h"
+#include "kvc/row_select.h"
 #include "cuda/backend/cuda_compaction.h"
 #include "cuda/emulated_backend.h"
 #include "cuda/kernels/compaction/compaction_args.h"
