@@ -7,6 +7,7 @@
 #include "args.h"
 #include "cuda_emulation.h"
 #include "errors.h"
+#include "guard.h"
 #include "sequence_wrap.h"
 
 namespace kvc::binding {
@@ -38,16 +39,16 @@ Storage storageOf(Napi::Env env, Napi::Object o, const char* name) {
 
 Napi::Function CacheWrap::define(Napi::Env env) {
   return DefineClass(env, "NativeCache",
-                     {InstanceMethod<&CacheWrap::createSequence>("createSequence"),
-                      InstanceMethod<&CacheWrap::importSequence>("importSequence"),
-                      InstanceMethod<&CacheWrap::attentionBatch>("attentionBatch"),
-                      InstanceMethod<&CacheWrap::stats>("stats"),
-                      InstanceMethod<&CacheWrap::dispose>("dispose")});
+                     {InstanceMethod<&CacheWrap::guardedMethod<&CacheWrap::createSequence>>("createSequence"),
+                      InstanceMethod<&CacheWrap::guardedMethod<&CacheWrap::importSequence>>("importSequence"),
+                      InstanceMethod<&CacheWrap::guardedMethod<&CacheWrap::attentionBatch>>("attentionBatch"),
+                      InstanceMethod<&CacheWrap::guardedMethod<&CacheWrap::stats>>("stats"),
+                      InstanceMethod<&CacheWrap::guardedMethod<&CacheWrap::dispose>>("dispose")});
 }
 
 // new NativeCache({ layers, kvHeads, headDim, queryHeads, blockSize, keys, values, groupSize,
 //                   rotateKeys, rotateValues, rotationSeed, maxBytes, threads, device })
-CacheWrap::CacheWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CacheWrap>(info) {
+CacheWrap::CacheWrap(const Napi::CallbackInfo& info) try : Napi::ObjectWrap<CacheWrap>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throwError(env, StatusCode::kInvalidArgument, "options must be an object");
   Napi::Object o = info[0].As<Napi::Object>();
@@ -80,6 +81,8 @@ CacheWrap::CacheWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CacheWra
   }
   handle_ = std::make_shared<CacheHandle>();
   throwIfError(env, createCache(c, &handle_->cache, cudaEmulationFactory()));
+} catch (...) {
+  rethrowAsKVCacheError(info.Env());
 }
 
 Cache& CacheWrap::live(Napi::Env env) {

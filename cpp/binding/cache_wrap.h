@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "cache_handle.h"
+#include "guard.h"
 
 namespace kvc::binding {
 
@@ -14,6 +15,7 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
   explicit CacheWrap(const Napi::CallbackInfo& info);
 
  private:
+  KVC_GUARDED_METHODS(CacheWrap)
   Cache& live(Napi::Env env);
   Napi::Value createSequence(const Napi::CallbackInfo& info);
   Napi::Value importSequence(const Napi::CallbackInfo& info);

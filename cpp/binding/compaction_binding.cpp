@@ -7,7 +7,8 @@
 // reference to the JS sequence (which holds the cache handle) so neither can be collected,
 // and owns copies of every input array. Disposing the cache meanwhile waits for the
 // worker's current batch (Cache::enterBackground / ~Cache) and the promise rejects with
-// DISPOSED; nothing was applied.
+// DISPOSED; nothing was applied. When the environment shuts down (worker_thread terminated)
+// the cleanup hook abandons the work (PendingWork): nothing reaches JavaScript any more.
 #include "compaction_binding.h"
 
 #include <chrono>
@@ -17,6 +18,7 @@
 
 #include "../core/compaction/sequence_compactor.h"
 #include "addon_data.h"
+#include "guard.h"
 #include "args.h"
 #include "errors.h"
 #include "sequence_wrap.h"
@@ -154,14 +156,14 @@ double secondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-class CompactWorker : public Napi::AsyncProgressWorker<double> {
+class CompactWorker : public Napi::AsyncProgressWorker<double>, public PendingWork {
  public:
-  CompactWorker(Napi::Env env, Napi::Object sequence, Napi::Value onProgress, const CacheHandle* handle, Cache* cache,
-                SequenceRequest request, SequencePlan plan)
+  CompactWorker(Napi::Env env, Napi::Object sequence, Napi::Value onProgress, std::shared_ptr<CacheHandle> handle,
+                Cache* cache, SequenceRequest request, SequencePlan plan)
       : Napi::AsyncProgressWorker<double>(env, "kvcompact.compact"),
         deferred_(Napi::Promise::Deferred::New(env)),
         sequence_(Napi::Persistent(sequence)),
-        handle_(handle),
+        handle_(std::move(handle)),
         cache_(cache),
         request_(std::move(request)),
         plan_(std::move(plan)),
@@ -169,31 +171,95 @@ class CompactWorker : public Napi::AsyncProgressWorker<double> {
     if (onProgress.IsFunction()) onProgress_ = Napi::Persistent(onProgress.As<Napi::Function>());
   }
 
+  ~CompactWorker() override { untrack(); }
+
   Napi::Promise promise() const { return deferred_.Promise(); }
+
+  // Registers the work with the environment's cleanup hook (JS thread).
+  void track() {
+    addonData(Env()).pending.insert(this);
+    tracked_ = true;
+  }
 
   void Execute(const ExecutionProgress& progress) override {
     try {
-      status_ = compaction::computeCompaction(*cache_, request_, &plan_, [&](double f) { progress.Send(&f, 1); });
+      if (cache_->cancelRequested()) {
+        status_ = Status(StatusCode::kDisposed, "the cache was disposed before the compaction ran; nothing was applied");
+      } else {
+        status_ = compaction::computeCompaction(*cache_, request_, &plan_, [&](double f) { progress.Send(&f, 1); });
+      }
     } catch (const std::bad_alloc&) {
       status_ = outOfMemory("compaction ran out of host memory");
     } catch (const std::exception& e) {
       status_ = internalError(std::string("compaction failed: ") + e.what());
+    } catch (...) {
+      status_ = internalError("compaction failed with an unknown exception");
     }
     // The last touch of the cache from this thread: a waiting dispose may proceed.
     cache_->leaveBackground();
   }
 
-  void OnProgress(const double* data, size_t count) override {
-    if (!count || onProgress_.IsEmpty()) return;
-    Napi::HandleScope scope(Env());
+  // Environment teardown (see PendingWork): disposing the cache raises its cancel flag and
+  // waits until Execute has left it; the completion, if it still runs, then does nothing.
+  void abandon() noexcept override {
+    abandoned_ = true;
+    tracked_ = false;  // the hook has taken it off the list
     try {
+      handle_->cache.reset();
+    } catch (...) {
+    }
+  }
+
+  void OnProgress(const double* data, size_t count) override {
+    if (abandoned_ || !count || onProgress_.IsEmpty()) return;
+    try {
+      Napi::HandleScope scope(Env());
       onProgress_.Call({Napi::Number::New(Env(), data[count - 1])});
-    } catch (const Napi::Error&) {
-      // Documented: exceptions thrown by onProgress are ignored.
+    } catch (...) {
+      // Documented: exceptions thrown by onProgress are ignored (and so is a failure to call
+      // it while the environment shuts down).
     }
   }
 
   void OnOK() override {
+    if (abandoned_) return;
+    untrack();
+    try {
+      settle();
+    } catch (...) {
+      // The result could not be made (out of memory, or an environment that can no longer
+      // run JavaScript): reject if that is still possible, else drop it. Never throw from a
+      // completion: it would surface as an uncaught exception.
+      try {
+        Napi::HandleScope scope(Env());
+        deferred_.Reject(errorValue(Env(), StatusCode::kOutOfMemory, "could not build the compaction report"));
+      } catch (...) {
+      }
+    }
+  }
+
+  void OnError(const Napi::Error& e) override {
+    // Not reached (Execute never calls SetError); kept so that a failure cannot leave the
+    // sequence busy forever.
+    if (abandoned_) return;
+    untrack();
+    try {
+      if (handle_->cache && handle_->cache.get() == cache_) {
+        if (Sequence* seq = cache_->mutableSequence(plan_.id)) seq->busy = false;
+      }
+      deferred_.Reject(e.Value());
+    } catch (...) {
+    }
+  }
+
+ private:
+  void untrack() noexcept {
+    if (!tracked_) return;
+    tracked_ = false;
+    addonData(Env()).pending.erase(this);
+  }
+
+  void settle() {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
     if (!handle_->cache || handle_->cache.get() != cache_) {
@@ -215,28 +281,22 @@ class CompactWorker : public Napi::AsyncProgressWorker<double> {
       deferred_.Resolve(reportOf(env, *cache_, plan_, secondsSince(start_)));
     } catch (const Napi::Error& e) {
       deferred_.Reject(e.Value());
+    } catch (const std::bad_alloc&) {
+      deferred_.Reject(errorValue(env, StatusCode::kOutOfMemory, "out of host memory while building the compaction report"));
     }
   }
 
-  void OnError(const Napi::Error& e) override {
-    // Not reached (Execute never calls SetError); kept so that a failure cannot leave the
-    // sequence busy forever.
-    if (handle_->cache && handle_->cache.get() == cache_) {
-      if (Sequence* seq = cache_->mutableSequence(plan_.id)) seq->busy = false;
-    }
-    deferred_.Reject(e.Value());
-  }
-
- private:
   Napi::Promise::Deferred deferred_;
-  Napi::ObjectReference sequence_;  // keeps the NativeSequence and through it the cache handle alive
+  Napi::ObjectReference sequence_;  // keeps the NativeSequence alive while the work runs
   Napi::FunctionReference onProgress_;
-  const CacheHandle* handle_;
+  std::shared_ptr<CacheHandle> handle_;
   Cache* cache_;
   SequenceRequest request_;
   SequencePlan plan_;
   Status status_;
   std::chrono::steady_clock::time_point start_;
+  bool abandoned_ = false;  // JS thread only
+  bool tracked_ = false;    // listed in AddonData::pending
 };
 
 // compact(sequence, spec, onProgress | null) -> Promise<report>
@@ -248,11 +308,25 @@ Napi::Value compact(const Napi::CallbackInfo& info) {
   SequencePlan plan;
   throwIfError(env, compaction::planCompaction(cache, wrap->id(), request, &plan));
   auto* worker = new CompactWorker(env, info[0].As<Napi::Object>(), info.Length() > 2 ? info[2] : env.Undefined(),
-                                   wrap->handle(), &cache, std::move(request), std::move(plan));
-  cache.mutableSequence(wrap->id())->busy = true;
-  cache.enterBackground();
-  worker->Queue();
-  return worker->promise();
+                                   wrap->sharedHandle(), &cache, std::move(request), std::move(plan));
+  Napi::Promise promise = worker->promise();
+  Sequence* seq = cache.mutableSequence(wrap->id());
+  try {
+    worker->track();
+    seq->busy = true;
+    cache.enterBackground();
+    try {
+      worker->Queue();
+    } catch (...) {
+      cache.leaveBackground();
+      throw;
+    }
+  } catch (...) {
+    seq->busy = false;
+    delete worker;  // untracks itself
+    throw;
+  }
+  return promise;
 }
 
 // compactSync(sequence, spec) -> report (blocks the calling thread; for small online cases)
@@ -272,8 +346,8 @@ Napi::Value compactSync(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void registerCompaction(Napi::Env env, Napi::Object exports) {
-  exports.Set("compact", Napi::Function::New(env, compact));
-  exports.Set("compactSync", Napi::Function::New(env, compactSync));
+  exports.Set("compact", Napi::Function::New(env, guarded<compact>));
+  exports.Set("compactSync", Napi::Function::New(env, guarded<compactSync>));
 }
 
 }  // namespace kvc::binding

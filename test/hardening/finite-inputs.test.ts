@@ -1,0 +1,142 @@
+// Numbers with a defined meaning (README "Semantics"):
+// - keys, values and queries holding NaN or ±Infinity fail with INVALID_ARGUMENT and change
+//   nothing (checked per row inside the CPU's fused append, by a host scan on CUDA, and on
+//   the queries before attention);
+// - finite inputs never become Inf or NaN in storage: f16 / bf16 elements and the f16
+//   parameters of int8 / int4 groups saturate at the f16 range;
+// - positions stay in [0, 2^31 - 2], so nextPosition never overflows.
+// Each device: 'cpu', and 'cuda' when the emulated CUDA backend is compiled in.
+process.env['KVCOMPACT_CUDA_EMULATION'] = '1';
+import { describe, expect, it } from 'vitest';
+import { KVCache, type Sequence } from '../../lib/index';
+import { expectKVError } from '../foundation/helpers';
+import { toF16Bits } from '../reference/formats-reference';
+import { randn, testRng } from '../reference/random';
+
+const emulation = (KVCache.devices().cuda as { emulationCompiled?: boolean }).emulationCompiled === true;
+const devices = emulation ? ['cpu', 'cuda'] as const : ['cpu'] as const;
+const STORAGES = ['f32', 'f16', 'bf16', 'int8', 'int4'] as const;
+const INT32_MAX = 0x7fffffff;
+
+function snapshot(cache: KVCache, seqs: Sequence[], withStats = true): string {
+  return (withStats ? JSON.stringify(cache.stats()) : '') + seqs.map((s) => Buffer.from(s.export()).toString('base64')).join('|');
+}
+
+for (const device of devices) {
+  describe(`device ${device}`, () => {
+    const shape = { layers: 2, kvHeads: 2, headDim: 32, queryHeads: 4, blockSize: 4, threads: 1, device };
+
+    it('non-finite keys / values: INVALID_ARGUMENT, nothing changes (every format, f32 and f16 input, new blocks and copy-on-write)', () => {
+      const rng = testRng();
+      for (const storage of STORAGES) {
+        const cache = new KVCache({ ...shape, keys: storage, values: storage === 'int4' ? 'int8' : storage, groupSize: 16 });
+        const seq = cache.createSequence();
+        const row = shape.kvHeads * shape.headDim;
+        seq.append(0, randn(rng, 3 * row), randn(rng, 3 * row)); // block 0 partly filled
+        const child = seq.fork(); // shares that block: an append must copy it first
+        for (const bad of [NaN, Infinity, -Infinity]) {
+          for (const target of ['keys', 'values'] as const) {
+            const T = 6; // fills the shared block and needs a new one
+            const keys = randn(rng, T * row), values = randn(rng, T * row);
+            (target === 'keys' ? keys : values)[4 * row + 7] = bad; // token 4, kv head 0
+            const label = `${storage} ${target} ${bad}`;
+            // The fork's rows are unchanged (the copy-on-write of its shared block may stay:
+            // same bytes, one more block; block accounting of failed appends is the
+            // transactions' business, cpp/core/cache.cpp).
+            const rowsBefore = snapshot(cache, [seq, child], false);
+            const err = expectKVError(() => child.append(0, keys, values), 'INVALID_ARGUMENT', label);
+            expect(err.message, label).toMatch(/token 4, kv head 0/);
+            expect(snapshot(cache, [seq, child], false), `${label}: rows unchanged`).toBe(rowsBefore);
+            const before = snapshot(cache, [seq, child]);
+            expectKVError(() => seq.append(1, toF16Bits(keys), toF16Bits(values)), 'INVALID_ARGUMENT', `${label} f16 bits`);
+            expect(snapshot(cache, [seq, child]), `${label} f16 bits: nothing changed`).toBe(before);
+          }
+        }
+        // Still usable afterwards.
+        child.append(0, randn(rng, row), randn(rng, row));
+        expect(child.length(0, 0)).toBe(4);
+        cache.dispose();
+      }
+    });
+
+    it('non-finite queries: INVALID_ARGUMENT from attention and attentionBatch, scores untouched', () => {
+      const rng = testRng();
+      const cache = new KVCache({ ...shape, keys: 'int8', values: 'f16', groupSize: 16 });
+      const seq = cache.createSequence();
+      const row = shape.kvHeads * shape.headDim;
+      seq.append(0, randn(rng, 5 * row), randn(rng, 5 * row));
+      const qn = shape.queryHeads * shape.headDim;
+      for (const bad of [NaN, Infinity, -Infinity]) {
+        const q = randn(rng, qn);
+        q[qn - 1] = bad;
+        const before = snapshot(cache, [seq]);
+        expectKVError(() => seq.attention(0, q, { accumulateScores: true, recordQueries: true }), 'INVALID_ARGUMENT', `attention ${bad}`);
+        expectKVError(() => cache.attentionBatch(0, [seq], q), 'INVALID_ARGUMENT', `attentionBatch ${bad}`);
+        expect(snapshot(cache, [seq])).toBe(before);
+      }
+      const out = seq.attention(0, randn(rng, qn));
+      expect(out.every(Number.isFinite)).toBe(true);
+    });
+
+    it('huge finite values saturate instead of turning into Inf / NaN (int8, int4, f16, bf16)', () => {
+      const D = 32, G = 16;
+      // One row per case: magnitudes from just beyond the f16 range to the float32 maximum,
+      // alone in a group of ordinary values or spread over the whole group.
+      const cases = [7e4, 1e6, 8.4e6, 1e7, 1e20, 3.4028234663852886e38];
+      for (const storage of ['int8', 'int4', 'f16', 'bf16'] as const) {
+        const cache = new KVCache({ ...shape, kvHeads: 1, queryHeads: 1, headDim: D, keys: storage, values: storage, groupSize: G });
+        const seq = cache.createSequence();
+        const rows: number[][] = [];
+        for (const big of cases) {
+          for (const sign of [1, -1]) {
+            const x = Array.from({ length: D }, (_, i) => Math.sin(i + big) * 3);
+            x[5] = sign * big;
+            x[G + 2] = -sign * big; // both ends in the second group: max - min overflows float32
+            x[G + 3] = sign * big;
+            rows.push(x);
+          }
+        }
+        const flat = new Float32Array(rows.flat());
+        seq.append(0, flat, flat);
+        const back = seq.read(0, 0);
+        for (const [name, arr] of [['keys', back.keys], ['values', back.values]] as const) {
+          const bad = arr.findIndex((v) => !Number.isFinite(v));
+          expect(bad, `${storage} ${name}: element ${bad} (input ${flat[bad]}) read back ${arr[bad]}`).toBe(-1);
+        }
+        // The saturated values keep their sign, and the ordinary elements of a group with a
+        // huge one stay finite; attention over the rows is finite too.
+        for (let r = 0; r < rows.length; r++) {
+          const v = back.values[r * D + 5]!;
+          expect(Math.sign(v) === Math.sign(flat[r * D + 5]!) || v === 0, `${storage} row ${r}: sign kept`).toBe(true);
+        }
+        // (bf16 keeps magnitudes up to 3.4e38, whose weighted sum may overflow float32
+        // arithmetic in attention; the formats with an f16 range cannot.)
+        if (storage !== 'bf16') {
+          const out = seq.attention(0, new Float32Array(D).fill(1e-3));
+          expect(out.every(Number.isFinite), `${storage}: attention finite`).toBe(true);
+        }
+        cache.dispose();
+      }
+    });
+
+    it('positions are bounded: appending past 2^31 - 2 fails with INVALID_ARGUMENT, nextPosition never overflows', () => {
+      const rng = testRng();
+      const cache = new KVCache({ ...shape, keys: 'f32', values: 'f32' });
+      const seq = cache.createSequence();
+      const row = shape.kvHeads * shape.headDim;
+      expectKVError(() => seq.append(0, randn(rng, row), randn(rng, row), { positions: [INT32_MAX] }), 'INVALID_ARGUMENT', 'position 2^31 - 1');
+      seq.append(0, randn(rng, 2 * row), randn(rng, 2 * row), { positions: [INT32_MAX - 3, INT32_MAX - 2] });
+      expect(seq.nextPosition(0)).toBe(INT32_MAX - 1);
+      const before = snapshot(cache, [seq]);
+      expectKVError(() => seq.append(0, randn(rng, 2 * row), randn(rng, 2 * row)), 'INVALID_ARGUMENT', 'default positions past the bound');
+      expect(snapshot(cache, [seq])).toBe(before);
+      seq.append(0, randn(rng, row), randn(rng, row)); // the last position there is
+      expect(seq.nextPosition(0)).toBe(INT32_MAX);
+      expect(Array.from(seq.read(0, 1).positions)).toEqual([INT32_MAX - 3, INT32_MAX - 2, INT32_MAX - 1]);
+      expectKVError(() => seq.append(0, randn(rng, row), randn(rng, row)), 'INVALID_ARGUMENT', 'nothing after 2^31 - 2');
+      expect(seq.nextPosition(0)).toBe(INT32_MAX);
+      // Imports of what was exported pass the import checks.
+      expect(cache.importSequence(seq.export()).nextPosition(0)).toBe(INT32_MAX);
+    });
+  });
+}
