@@ -125,6 +125,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
 
 }  // namespace kvc::binding
 
-static Napi::Object InitKvcompact(Napi::Env env, Napi::Object exports) { return kvc::binding::init(env, exports); }
+static Napi::Object InitKvcompact(Napi::Env env, Napi::Object exports) {
+  return kvc::binding::guard(env, [&] { return kvc::binding::init(env, exports); });
+}
 
 NODE_API_MODULE(kvcompact, InitKvcompact)

@@ -140,3 +140,31 @@ for (const device of devices) {
     });
   });
 }
+
+describe.skipIf(!emulation)('saturation is the same on every device', () => {
+  it('rows with huge values (rotated or not) export the same bytes from cpu and cuda', () => {
+    const D = 64, G = 16, T = 24;
+    const x = new Float32Array(T * D);
+    for (let t = 0; t < T; t++) {
+      for (let i = 0; i < D; i++) x[t * D + i] = Math.sin(7 * t + i) * 2;
+      const big = [7e4, 1e6, 8.4e6, 1e7, 1e12, 1e30][t % 6]! * (t % 2 ? -1 : 1);
+      x[t * D + (t % G)] = big;
+      if (t % 3 === 0) x[t * D + G + 1] = -big; // max - min beyond the f16 range
+    }
+    for (const storage of ['int8', 'int4', 'f16', 'bf16'] as const) {
+      for (const rotate of [false, true]) {
+        // Rotation mixes a row, so rotated rows keep to magnitudes it cannot overflow.
+        const input = rotate ? x.map((v) => Math.max(-1e30, Math.min(1e30, v))) : x;
+        const bytes = (['cpu', 'cuda'] as const).map((device) => {
+          const cache = new KVCache({ layers: 1, kvHeads: 1, headDim: D, keys: storage, values: storage, groupSize: G, rotate, threads: 1, device });
+          const seq = cache.createSequence();
+          seq.append(0, input, input);
+          const out = Buffer.from(seq.export());
+          cache.dispose();
+          return out;
+        });
+        expect(bytes[1]!.equals(bytes[0]!), `${storage}${rotate ? ' rotated' : ''}: cuda bytes equal cpu bytes`).toBe(true);
+      }
+    }
+  });
+});
