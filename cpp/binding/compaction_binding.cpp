@@ -12,6 +12,8 @@
 #include "compaction_binding.h"
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -197,10 +199,17 @@ class CompactWorker : public Napi::AsyncProgressWorker<double>, public PendingWo
     }
     // The last touch of the cache from this thread: a waiting dispose may proceed.
     cache_->leaveBackground();
+    {
+      std::lock_guard<std::mutex> lock(executedMutex_);
+      executed_ = true;
+    }
+    executedCv_.notify_all();
   }
 
-  // Environment teardown (see PendingWork): disposing the cache raises its cancel flag and
-  // waits until Execute has left it; the completion, if it still runs, then does nothing.
+  // Environment teardown (see PendingWork): stop the compaction at its next batch (disposing
+  // the cache raises its cancel flag) and join it (wait until Execute has returned); the
+  // completion, if it still runs, then does nothing. Node finishes running work before the
+  // cleanup hooks, so the wait is normally already over.
   void abandon() noexcept override {
     abandoned_ = true;
     tracked_ = false;  // the hook has taken it off the list
@@ -208,6 +217,8 @@ class CompactWorker : public Napi::AsyncProgressWorker<double>, public PendingWo
       handle_->cache.reset();
     } catch (...) {
     }
+    std::unique_lock<std::mutex> lock(executedMutex_);
+    executedCv_.wait(lock, [this] { return executed_; });
   }
 
   void OnProgress(const double* data, size_t count) override {
@@ -295,6 +306,9 @@ class CompactWorker : public Napi::AsyncProgressWorker<double>, public PendingWo
   SequencePlan plan_;
   Status status_;
   std::chrono::steady_clock::time_point start_;
+  std::mutex executedMutex_;
+  std::condition_variable executedCv_;
+  bool executed_ = false;   // Execute has returned (guarded by executedMutex_)
   bool abandoned_ = false;  // JS thread only
   bool tracked_ = false;    // listed in AddonData::pending
 };
