@@ -94,10 +94,10 @@ bool rowParamsFinite(Storage s, const uint8_t* row, uint32_t D, uint32_t G) {
 // append and compaction can produce (positions in [0, 2^31 - 2], finite beta, finite
 // quantization parameters). The reader is not advanced. Positions need not ascend: append
 // accepts any non-negative positions the engine gives.
-Status validateRows(const CacheConfig& c, const std::vector<Stream>& streams, Reader r) {
+Status validateRows(const CacheConfig& c, const std::vector<int32_t>& lengths, Reader r) {
   const uint32_t kb = c.keyRowBytes(), vb = c.valueRowBytes();
-  for (size_t i = 0; i < streams.size(); ++i) {
-    const uint32_t n = static_cast<uint32_t>(streams[i].length);
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    const uint32_t n = static_cast<uint32_t>(lengths[i]);
     const uint8_t* k = r.take(static_cast<size_t>(n) * kb);
     const uint8_t* v = r.take(static_cast<size_t>(n) * vb);
     const uint8_t* b = r.take(4ull * n);
@@ -184,11 +184,11 @@ Status Cache::importSequence(const uint8_t* bytes, size_t size, uint64_t* id) {
   if (std::memcmp(&f, &mine, sizeof f) != 0) {
     return invalidArgument("the sequence was exported with other storage formats, groupSize or rotation than this cache uses");
   }
-  auto seq = std::make_unique<Sequence>();
-  seq->streams.resize(config_.streamsPerSequence());
-  seq->nextPosition.resize(config_.layers);
-  if (!r.bytes(seq->nextPosition.data(), 4ull * config_.layers)) return corruptData("truncated sequence bytes");
-  for (int32_t next : seq->nextPosition) {
+  // The tables go into plain arrays first: the Sequence (an object per stream) is built only
+  // from bytes that passed every check, so a crafted header costs 4 bytes per stream.
+  std::vector<int32_t> nextPositions(config_.layers), lengths(config_.streamsPerSequence());
+  if (!r.bytes(nextPositions.data(), 4ull * config_.layers)) return corruptData("truncated sequence bytes");
+  for (int32_t next : nextPositions) {
     if (next < 0) return corruptData("negative next position");
   }
   // Every count is bounded by the bytes that back it before it is added or used, in 64-bit
@@ -196,19 +196,23 @@ Status Cache::importSequence(const uint8_t* bytes, size_t size, uint64_t* id) {
   const uint64_t perRow = config_.keyRowBytes() + config_.valueRowBytes() + 8ull;
   uint64_t rowBytesTotal = 0;
   uint64_t blocksNeeded = 0;
-  for (Stream& s : seq->streams) {
-    if (!r.bytes(&s.length, 4)) return corruptData("truncated sequence bytes");
-    if (s.length < 0) return corruptData("negative stream length");
-    const uint64_t bytes = perRow * static_cast<uint64_t>(s.length);  // < 2^31 * 2^14
+  for (int32_t& length : lengths) {
+    if (!r.bytes(&length, 4)) return corruptData("truncated sequence bytes");
+    if (length < 0) return corruptData("negative stream length");
+    const uint64_t bytes = perRow * static_cast<uint64_t>(length);  // < 2^31 * 2^14
     if (rowBytesTotal > r.remaining() || bytes > r.remaining() - rowBytesTotal) {
       return corruptData("the stream lengths declare more rows than the sequence bytes hold");
     }
     rowBytesTotal += bytes;
-    blocksNeeded += (static_cast<uint64_t>(s.length) + config_.blockSize - 1) / config_.blockSize;
+    blocksNeeded += (static_cast<uint64_t>(length) + config_.blockSize - 1) / config_.blockSize;
   }
   if (rowBytesTotal != r.remaining()) return corruptData("sequence bytes do not match the stream lengths they declare");
   if (blocksNeeded > INT32_MAX) return outOfMemory("the sequence needs more than 2^31 blocks");
-  KVC_RETURN_IF_ERROR(validateRows(config_, seq->streams, r));
+  KVC_RETURN_IF_ERROR(validateRows(config_, lengths, r));
+  auto seq = std::make_unique<Sequence>();
+  seq->streams.resize(lengths.size());
+  for (size_t i = 0; i < lengths.size(); ++i) seq->streams[i].length = lengths[i];
+  seq->nextPosition = std::move(nextPositions);
   std::vector<int32_t> fresh;
   KVC_RETURN_IF_ERROR(allocateBlocks(static_cast<uint32_t>(blocksNeeded), &fresh));
   size_t next = 0;

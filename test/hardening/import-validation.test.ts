@@ -100,6 +100,26 @@ describe('importSequence validates what the checksum cannot', () => {
     expect(cache.importSequence(tamper(bytes, () => {})).length(0, 0)).toBe(2);
   });
 
+  it('the wrap-around that crashed the old parser: 2^22 streams x 2^30 rows of 4096 bytes, no rows present', () => {
+    // 2^52 rows x 2^12 bytes = 2^64: a 64-bit byte total wraps to 0 (= the row bytes present)
+    // and a 32-bit block count (blockSize 4096: 2^40 blocks) to 0, so nothing was allocated
+    // and the rows were written through an empty block list (SIGSEGV). The bytes are made
+    // here from a one-stream export's header (layers and kvHeads patched): no 2^22-stream
+    // sequence is ever built, by the test or by the import.
+    const layers = 4096, kvHeads = 1024;
+    const options = { headDim: 1022, keys: 'f16', values: 'f16', groupSize: 2, blockSize: 4096, maxBytes: 64 << 20, threads: 1 } as const;
+    const header = new KVCache({ layers: 1, kvHeads: 1, ...options }).createSequence().export().subarray(0, HEADER);
+    const streams = layers * kvHeads;
+    const bytes = new Uint8Array(HEADER + 4 * layers + 4 * streams + 4);
+    bytes.set(header);
+    const v = new DataView(bytes.buffer);
+    v.setUint32(16, layers, true);
+    v.setUint32(20, kvHeads, true);
+    for (let s = 0; s < streams; s++) v.setInt32(HEADER + 4 * layers + 4 * s, 2 ** 30, true);
+    const cache = new KVCache({ layers, kvHeads, ...options });
+    expectCorrupt(cache, tamper(bytes, () => {}), '2^64-byte wrap-around');
+  });
+
   it('positions, beta, nextPosition and quantization scales are checked', () => {
     const D = 32;
     const cache = new KVCache({ layers: 2, kvHeads: 1, headDim: D, keys: 'int8', values: 'int4', groupSize: 16, threads: 1 });
