@@ -21,6 +21,7 @@
 #include "../core/compaction/sequence_compactor.h"
 #include "addon_data.h"
 #include "guard.h"
+#include "kvc/finite.h"
 #include "args.h"
 #include "errors.h"
 #include "sequence_wrap.h"
@@ -64,6 +65,10 @@ std::vector<std::vector<float>> layerArrays(Napi::Env env, Napi::Object o, const
       throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + "[" + std::to_string(l) + "] must be a Float32Array or null");
     }
     Napi::Float32Array f = e.As<Napi::Float32Array>();
+    // Reference queries are numbers with a meaning too (README "Semantics").
+    if (!allFiniteF32(f.Data(), f.ElementLength())) {
+      throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + "[" + std::to_string(l) + "] must be finite (it holds NaN or Infinity)");
+    }
     out[l].assign(f.Data(), f.Data() + f.ElementLength());
   }
   return out;

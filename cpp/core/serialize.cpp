@@ -90,9 +90,31 @@ bool rowParamsFinite(Storage s, const uint8_t* row, uint32_t D, uint32_t G) {
   return true;
 }
 
+// The elements of one plain row (f32, f16, bf16) are finite: append never stores anything
+// else (non-finite inputs are rejected, f16 / bf16 saturate), so neither may an import.
+// Quantized rows hold codes, finite whenever their scales are.
+bool rowValuesFinite(Storage s, const uint8_t* row, uint32_t D) {
+  uint32_t bad = 0;
+  if (s == Storage::kF32) {
+    for (uint32_t i = 0; i < D; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, row + 4ull * i, 4);
+      bad |= (bits & 0x7F800000u) == 0x7F800000u;
+    }
+  } else if (s == Storage::kF16 || s == Storage::kBF16) {
+    const uint16_t mask = s == Storage::kF16 ? 0x7C00u : 0x7F80u;
+    for (uint32_t i = 0; i < D; ++i) {
+      uint16_t bits;
+      std::memcpy(&bits, row + 2ull * i, 2);
+      bad |= (bits & mask) == mask;
+    }
+  }
+  return bad == 0;
+}
+
 // Sanity of the rows an import would store, checked before anything is allocated: what
 // append and compaction can produce (positions in [0, 2^31 - 2], finite beta, finite
-// quantization parameters). The reader is not advanced. Positions need not ascend: append
+// elements and quantization parameters). The reader is not advanced. Positions need not ascend: append
 // accepts any non-negative positions the engine gives.
 Status validateRows(const CacheConfig& c, const std::vector<int32_t>& lengths, Reader r) {
   const uint32_t kb = c.keyRowBytes(), vb = c.valueRowBytes();
@@ -110,9 +132,13 @@ Status validateRows(const CacheConfig& c, const std::vector<int32_t>& lengths, R
       std::memcpy(&position, p + 4ull * j, 4);
       if (!std::isfinite(beta)) return corruptData("non-finite beta" + where);
       if (position < 0 || position == INT32_MAX) return corruptData("position out of range [0, 2^31 - 2]" + where);
-      if (!rowParamsFinite(c.keys, k + static_cast<size_t>(j) * kb, c.headDim, c.groupSize) ||
-          !rowParamsFinite(c.values, v + static_cast<size_t>(j) * vb, c.headDim, c.groupSize)) {
+      const uint8_t* key = k + static_cast<size_t>(j) * kb;
+      const uint8_t* value = v + static_cast<size_t>(j) * vb;
+      if (!rowParamsFinite(c.keys, key, c.headDim, c.groupSize) || !rowParamsFinite(c.values, value, c.headDim, c.groupSize)) {
         return corruptData("non-finite quantization scale" + where);
+      }
+      if (!rowValuesFinite(c.keys, key, c.headDim) || !rowValuesFinite(c.values, value, c.headDim)) {
+        return corruptData("non-finite key or value" + where);
       }
     }
   }

@@ -8,7 +8,7 @@
 // Each device: 'cpu', and 'cuda' when the emulated CUDA backend is compiled in.
 process.env['KVCOMPACT_CUDA_EMULATION'] = '1';
 import { describe, expect, it } from 'vitest';
-import { KVCache, type Sequence } from '../../lib/index';
+import { Compactor, KVCache, type Sequence } from '../../lib/index';
 import { expectKVError } from '../foundation/helpers';
 import { toF16Bits } from '../reference/formats-reference';
 import { randn, testRng } from '../reference/random';
@@ -140,6 +140,24 @@ for (const device of devices) {
     });
   });
 }
+
+describe('given reference queries for compaction', () => {
+  it('must be finite: INVALID_ARGUMENT from compact() and compactSync(), nothing changes', async () => {
+    const rng = testRng();
+    const cache = new KVCache({ layers: 1, kvHeads: 2, headDim: 32, queryHeads: 4, threads: 1 });
+    const seq = cache.createSequence();
+    seq.append(0, randn(rng, 64 * 64), randn(rng, 64 * 64));
+    const queries = randn(rng, 16 * 4 * 32);
+    queries[100] = NaN;
+    const compactor = new Compactor({ ratio: 0.5, queries: [queries] });
+    const before = snapshot(cache, [seq]);
+    expectKVError(() => compactor.compactSync(seq), 'INVALID_ARGUMENT', 'compactSync');
+    await expect(compactor.compact(seq)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    expect(snapshot(cache, [seq])).toBe(before);
+    queries[100] = 0.5;
+    expect((await compactor.compact(seq)).rowsAfter, "finite queries compact").toBeLessThan(128);
+  });
+});
 
 describe.skipIf(!emulation)('saturation is the same on every device', () => {
   it('rows with huge values (rotated or not) export the same bytes from cpu and cuda', () => {

@@ -142,6 +142,19 @@ describe('importSequence validates what the checksum cannot', () => {
     expect(ok.length(1, 0)).toBe(3);
   });
 
+  it('plain rows (f32, f16, bf16) must hold finite values, as append guarantees', () => {
+    const D = 8;
+    for (const [storage, elem, bad] of [['f32', 4, [0x7fc00000, 0xff800000]], ['f16', 2, [0x7c00, 0xfe00]], ['bf16', 2, [0x7f80, 0xffc1]]] as const) {
+      const cache = new KVCache({ layers: 1, kvHeads: 1, headDim: D, keys: storage, values: storage, threads: 1 });
+      const bytes = filled(cache, [2]).export();
+      const layout: Layout = { layers: 1, streams: 1, lengths: [2], keyRowBytes: elem * D, valueRowBytes: elem * D };
+      const s0 = streamOffsets(layout, 0);
+      const put = (v: DataView, at: number, bits: number): void => (elem === 4 ? v.setUint32(at, bits, true) : v.setUint16(at, bits, true));
+      expectCorrupt(cache, tamper(bytes, (v) => put(v, s0.keys + elem * (D + 3), bad[0])), `${storage} key NaN / Inf`);
+      expectCorrupt(cache, tamper(bytes, (v) => put(v, s0.values + elem * 5, bad[1])), `${storage} value NaN / Inf`);
+    }
+  });
+
   it('positions need not ascend (append accepts any non-negative positions); they round-trip', () => {
     const cache = new KVCache({ layers: 1, kvHeads: 1, headDim: 8, threads: 1 });
     const seq = filled(cache, [3], [[9, 2, 5]]);
