@@ -14,6 +14,7 @@
 #include <string>
 
 #include "cache.h"
+#include "kvc/finite.h"
 #include "crc32.h"
 
 namespace kvc {
@@ -90,24 +91,20 @@ bool rowParamsFinite(Storage s, const uint8_t* row, uint32_t D, uint32_t G) {
   return true;
 }
 
-// The elements of one plain row (f32, f16, bf16) are finite: append never stores anything
-// else (non-finite inputs are rejected, f16 / bf16 saturate), so neither may an import.
-// Quantized rows hold codes, finite whenever their scales are.
-bool rowValuesFinite(Storage s, const uint8_t* row, uint32_t D) {
+// The elements of n plain rows (f32, f16, bf16; contiguous in the export) are finite:
+// append never stores anything else (non-finite inputs are rejected, f16 / bf16 saturate),
+// so neither may an import. Quantized rows hold codes, finite whenever their scales are.
+// One branch-free pass per region, which the compiler vectorizes.
+bool plainRowsFinite(Storage s, const uint8_t* rows, uint64_t n, uint32_t D) {
+  const uint64_t count = n * D;
+  if (s == Storage::kF32) return allFiniteF32(reinterpret_cast<const float*>(rows), count);
+  if (s != Storage::kF16 && s != Storage::kBF16) return true;
+  const uint16_t mask = s == Storage::kF16 ? 0x7C00u : 0x7F80u;
   uint32_t bad = 0;
-  if (s == Storage::kF32) {
-    for (uint32_t i = 0; i < D; ++i) {
-      uint32_t bits;
-      std::memcpy(&bits, row + 4ull * i, 4);
-      bad |= (bits & 0x7F800000u) == 0x7F800000u;
-    }
-  } else if (s == Storage::kF16 || s == Storage::kBF16) {
-    const uint16_t mask = s == Storage::kF16 ? 0x7C00u : 0x7F80u;
-    for (uint32_t i = 0; i < D; ++i) {
-      uint16_t bits;
-      std::memcpy(&bits, row + 2ull * i, 2);
-      bad |= (bits & mask) == mask;
-    }
+  for (uint64_t i = 0; i < count; ++i) {
+    uint16_t bits;
+    std::memcpy(&bits, rows + 2 * i, 2);
+    bad |= (bits & mask) == mask;
   }
   return bad == 0;
 }
@@ -124,21 +121,21 @@ Status validateRows(const CacheConfig& c, const std::vector<int32_t>& lengths, R
     const uint8_t* v = r.take(static_cast<size_t>(n) * vb);
     const uint8_t* b = r.take(4ull * n);
     const uint8_t* p = r.take(4ull * n);
-    const std::string where = " in stream " + std::to_string(i);
+    auto where = [i] { return " in stream " + std::to_string(i); };
+    if (!plainRowsFinite(c.keys, k, n, c.headDim) || !plainRowsFinite(c.values, v, n, c.headDim)) {
+      return corruptData("non-finite key or value" + where());
+    }
     for (uint32_t j = 0; j < n; ++j) {
       float beta;
       int32_t position;
       std::memcpy(&beta, b + 4ull * j, 4);
       std::memcpy(&position, p + 4ull * j, 4);
-      if (!std::isfinite(beta)) return corruptData("non-finite beta" + where);
-      if (position < 0 || position == INT32_MAX) return corruptData("position out of range [0, 2^31 - 2]" + where);
+      if (!std::isfinite(beta)) return corruptData("non-finite beta" + where());
+      if (position < 0 || position == INT32_MAX) return corruptData("position out of range [0, 2^31 - 2]" + where());
       const uint8_t* key = k + static_cast<size_t>(j) * kb;
       const uint8_t* value = v + static_cast<size_t>(j) * vb;
       if (!rowParamsFinite(c.keys, key, c.headDim, c.groupSize) || !rowParamsFinite(c.values, value, c.headDim, c.groupSize)) {
-        return corruptData("non-finite quantization scale" + where);
-      }
-      if (!rowValuesFinite(c.keys, key, c.headDim) || !rowValuesFinite(c.values, value, c.headDim)) {
-        return corruptData("non-finite key or value" + where);
+        return corruptData("non-finite quantization scale" + where());
       }
     }
   }
