@@ -222,7 +222,9 @@ Status computeCompaction(Cache& cache, const SequenceRequest& r, SequencePlan* p
     if (progress) progress(1.0);
     return Status::ok();
   }
-  cpu::ThreadPool pool(r.threads);
+  std::unique_ptr<cpu::ThreadPool> threads;
+  KVC_RETURN_IF_ERROR(cpu::ThreadPool::create(r.threads, &threads));
+  cpu::ThreadPool& pool = *threads;
   // Batches of 2 streams per thread: enough to balance the threads, small enough that the
   // dequantized inputs (2 × T × D floats per stream) stay modest for long contexts.
   const size_t batch = std::max<size_t>(1, 2 * static_cast<size_t>(r.threads));
