@@ -6,7 +6,7 @@
       "target_name": "kvcompact",
       "sources": ["<!@(node scripts/sources.cjs core cpu binding cudaStub)"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "cpp/include"],
-      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],
       # RTTI on: a backend recognises its own CompactionFit (dynamic_cast).
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=c++17"],

@@ -4,12 +4,14 @@
 
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "../cpu/cpu_features.h"
 #include "../core/config.h"
 #include "addon_data.h"
 #include "args.h"
 #include "errors.h"
+#include "guard.h"
 #include "kvc/generated/schema.h"
 #include "bench_binding.h"
 #include "compaction_binding.h"
@@ -97,18 +99,35 @@ Napi::Value blockLayout(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// The environment is shutting down (worker_thread terminated or exiting, or the process
+// ending): stop and join pending asynchronous work before the finalizers free the caches.
+void onEnvironmentCleanup(void* arg) {
+  AddonData* data = static_cast<AddonData*>(arg);
+  std::vector<PendingWork*> work(data->pending.begin(), data->pending.end());
+  data->pending.clear();
+  for (PendingWork* w : work) w->abandon();
+}
+
+void deleteAddonData(Napi::Env env, AddonData* data) {
+  napi_remove_env_cleanup_hook(env, onEnvironmentCleanup, data);
+  delete data;
+}
+
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
-  env.SetInstanceData(data);
+  env.SetInstanceData<AddonData, deleteAddonData>(data);
+  if (napi_add_env_cleanup_hook(env, onEnvironmentCleanup, data) != napi_ok) {
+    throw Napi::Error::New(env, "kvcompact: could not register the environment cleanup hook");
+  }
   Napi::Function cache = CacheWrap::define(env);
   Napi::Function sequence = SequenceWrap::define(env);
   data->cacheConstructor = Napi::Persistent(cache);
   data->sequenceConstructor = Napi::Persistent(sequence);
   exports.Set("NativeCache", cache);
   exports.Set("NativeSequence", sequence);
-  exports.Set("setErrorFactory", Napi::Function::New(env, setErrorFactory));
-  exports.Set("devices", Napi::Function::New(env, devices));
-  exports.Set("blockLayout", Napi::Function::New(env, blockLayout));
+  exports.Set("setErrorFactory", Napi::Function::New(env, guarded<setErrorFactory>));
+  exports.Set("devices", Napi::Function::New(env, guarded<devices>));
+  exports.Set("blockLayout", Napi::Function::New(env, guarded<blockLayout>));
   registerEviction(env, exports);
   registerCompaction(env, exports);
   registerBench(env, exports);
@@ -121,6 +140,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
 
 }  // namespace kvc::binding
 
-static Napi::Object InitKvcompact(Napi::Env env, Napi::Object exports) { return kvc::binding::init(env, exports); }
+static Napi::Object InitKvcompact(Napi::Env env, Napi::Object exports) {
+  return kvc::binding::guard(env, [&] { return kvc::binding::init(env, exports); });
+}
 
 NODE_API_MODULE(kvcompact, InitKvcompact)

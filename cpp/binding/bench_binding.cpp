@@ -8,6 +8,7 @@
 #include "../cpu/fma_probe.h"
 #include "../cpu/read_pass.h"
 #include "args.h"
+#include "guard.h"
 
 namespace kvc::binding {
 
@@ -34,8 +35,8 @@ Napi::Value fmaProbe(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void registerBench(Napi::Env env, Napi::Object exports) {
-  exports.Set("readPass", Napi::Function::New(env, readPass));
-  exports.Set("fmaProbe", Napi::Function::New(env, fmaProbe));
+  exports.Set("readPass", Napi::Function::New(env, guarded<readPass>));
+  exports.Set("fmaProbe", Napi::Function::New(env, guarded<fmaProbe>));
 }
 
 }  // namespace kvc::binding

@@ -8,6 +8,7 @@
 #include "args.h"
 #include "cuda_emulation.h"
 #include "errors.h"
+#include "guard.h"
 #include "kvc/generated/schema.h"
 #include "sequence_wrap.h"
 #include "type_tags.h"
@@ -64,18 +65,18 @@ int optionEnum(Napi::Env env, Napi::Object o, const char* name, const char* cons
 
 Napi::Function CacheWrap::define(Napi::Env env) {
   return DefineClass(env, "NativeCache",
-                     {InstanceMethod<&CacheWrap::createSequence>("createSequence"),
-                      InstanceMethod<&CacheWrap::importSequence>("importSequence"),
-                      InstanceMethod<&CacheWrap::attentionBatch>("attentionBatch"),
-                      InstanceMethod<&CacheWrap::stats>("stats"),
-                      InstanceMethod<&CacheWrap::trimWorkspace>("trimWorkspace"),
-                      InstanceMethod<&CacheWrap::dispose>("dispose")});
+                     {InstanceMethod<&CacheWrap::guardedMethod<&CacheWrap::createSequence>>("createSequence"),
+                      InstanceMethod<&CacheWrap::guardedMethod<&CacheWrap::importSequence>>("importSequence"),
+                      InstanceMethod<&CacheWrap::guardedMethod<&CacheWrap::attentionBatch>>("attentionBatch"),
+                      InstanceMethod<&CacheWrap::guardedMethod<&CacheWrap::stats>>("stats"),
+                      InstanceMethod<&CacheWrap::guardedMethod<&CacheWrap::trimWorkspace>>("trimWorkspace"),
+                      InstanceMethod<&CacheWrap::guardedMethod<&CacheWrap::dispose>>("dispose")});
 }
 
 // new NativeCache({ layers, kvHeads, headDim, queryHeads, blockSize, keys, values, groupSize,
 //                   rotateKeys, rotateValues, rotationSeed, maxBytes, threads, device, ... }):
 // the same limits and defaults as lib/kv-cache.ts, from the same schema.
-CacheWrap::CacheWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CacheWrap>(info) {
+CacheWrap::CacheWrap(const Napi::CallbackInfo& info) try : Napi::ObjectWrap<CacheWrap>(info) {
   Napi::Env env = info.Env();
   info.This().As<Napi::Object>().TypeTag(&kCacheTag);
   if (info.Length() < 1) throwError(env, StatusCode::kInvalidArgument, "options must be an object");
@@ -112,6 +113,8 @@ CacheWrap::CacheWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CacheWra
   throwIfError(env, createCache(c, &cache, cudaEmulationFactory()));
   handle_->cache = std::move(cache);
   handle_->reportMemory();
+} catch (...) {
+  rethrowAsKVCacheError(info.Env());
 }
 
 Cache& CacheWrap::live(Napi::Env env) {

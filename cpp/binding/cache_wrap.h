@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cache_handle.h"
+#include "guard.h"
 
 namespace kvc::binding {
 
@@ -15,6 +16,7 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
   explicit CacheWrap(const Napi::CallbackInfo& info);
 
  private:
+  KVC_GUARDED_METHODS(CacheWrap)
   Cache& live(Napi::Env env);
   Napi::Value createSequence(const Napi::CallbackInfo& info);
   Napi::Value importSequence(const Napi::CallbackInfo& info);

@@ -8,19 +8,25 @@
 // a reference to the cache itself, and copies of every input array. Disposing the cache
 // meanwhile does not wait: it raises the cancel flag, the worker stops at its next batch,
 // the promise rejects with DISPOSED (nothing was applied) and the cache is destroyed then.
-// abort() (an AbortSignal in lib/) stops it the same way with ABORTED.
+// abort() (an AbortSignal in lib/) stops it the same way with ABORTED. When the environment
+// shuts down (worker_thread terminated) the cleanup hook abandons the work (PendingWork):
+// it is aborted, joined, and nothing reaches JavaScript any more.
 #include "compaction_binding.h"
 
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "../core/compaction/sequence_compactor.h"
 #include "addon_data.h"
 #include "args.h"
 #include "errors.h"
+#include "guard.h"
+#include "kvc/finite.h"
 #include "kvc/generated/schema.h"
 #include "sequence_wrap.h"
 
@@ -66,6 +72,10 @@ std::vector<std::vector<float>> layerArrays(Napi::Env env, Napi::Object o, const
       throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + "[" + std::to_string(l) + "] must be a Float32Array or null");
     }
     const float* d = static_cast<const float*>(f.data);
+    // Reference queries are numbers with a meaning too (README "Semantics").
+    if (!allFiniteF32(d, f.length)) {
+      throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + "[" + std::to_string(l) + "] must be finite (it holds NaN or Infinity)");
+    }
     out[l].assign(d, d + f.length);
   }
   return out;
@@ -166,15 +176,15 @@ double secondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-class CompactWorker : public Napi::AsyncProgressWorker<double> {
+class CompactWorker : public Napi::AsyncProgressWorker<double>, public PendingWork {
  public:
-  CompactWorker(Napi::Env env, Napi::Object sequence, Napi::Value onProgress, CacheHandle* handle,
+  CompactWorker(Napi::Env env, Napi::Object sequence, Napi::Value onProgress, std::shared_ptr<CacheHandle> handle,
                 std::shared_ptr<Cache> cache, SequenceRequest request, SequencePlan plan,
                 std::shared_ptr<std::atomic<bool>> abort)
       : Napi::AsyncProgressWorker<double>(env, "kvcompact.compact"),
         deferred_(Napi::Promise::Deferred::New(env)),
         sequence_(Napi::Persistent(sequence)),
-        handle_(handle),
+        handle_(std::move(handle)),
         cache_(std::move(cache)),
         request_(std::move(request)),
         plan_(std::move(plan)),
@@ -184,7 +194,15 @@ class CompactWorker : public Napi::AsyncProgressWorker<double> {
     request_.abort = abort_.get();
   }
 
+  ~CompactWorker() override { untrack(); }
+
   Napi::Promise promise() const { return deferred_.Promise(); }
+
+  // Registers the work with the environment's cleanup hook (JS thread).
+  void track() {
+    addonData(Env()).pending.insert(this);
+    tracked_ = true;
+  }
 
   void Execute(const ExecutionProgress& progress) override {
     try {
@@ -193,22 +211,83 @@ class CompactWorker : public Napi::AsyncProgressWorker<double> {
       status_ = outOfMemory("compaction ran out of host memory");
     } catch (const std::exception& e) {
       status_ = internalError(std::string("compaction failed: ") + e.what());
+    } catch (...) {
+      status_ = internalError("compaction failed with an unknown exception");
     }
     // The last touch of the cache from this thread: a waiting ~Cache may proceed.
     cache_->leaveBackground();
+    {
+      std::lock_guard<std::mutex> lock(executedMutex_);
+      executed_ = true;
+    }
+    executedCv_.notify_all();
+  }
+
+  // Environment teardown (see PendingWork): stop the compaction at its next batch (the same
+  // per-request flag as abort(); dispose() no longer waits for compactions, so resetting
+  // the cache would not stop it) and join it (wait until Execute has returned); the
+  // completion, if it still runs, then does nothing. Node finishes running work before the
+  // cleanup hooks, so the wait is normally already over.
+  void abandon() noexcept override {
+    abandoned_ = true;
+    tracked_ = false;  // the hook has taken it off the list
+    abort_->store(true, std::memory_order_release);
+    std::unique_lock<std::mutex> lock(executedMutex_);
+    executedCv_.wait(lock, [this] { return executed_; });
   }
 
   void OnProgress(const double* data, size_t count) override {
-    if (!count || onProgress_.IsEmpty()) return;
-    Napi::HandleScope scope(Env());
+    if (abandoned_ || !count || onProgress_.IsEmpty()) return;
     try {
+      Napi::HandleScope scope(Env());
       onProgress_.Call({Napi::Number::New(Env(), data[count - 1])});
-    } catch (const Napi::Error&) {
-      // Documented: exceptions thrown by onProgress are ignored.
+    } catch (...) {
+      // Documented: exceptions thrown by onProgress are ignored (and so is a failure to call
+      // it while the environment shuts down).
     }
   }
 
   void OnOK() override {
+    if (abandoned_) return;
+    untrack();
+    try {
+      settle();
+    } catch (...) {
+      // The result could not be made (out of memory, or an environment that can no longer
+      // run JavaScript): reject if that is still possible, else drop it. Never throw from a
+      // completion: it would surface as an uncaught exception.
+      try {
+        Napi::HandleScope scope(Env());
+        deferred_.Reject(errorValue(Env(), StatusCode::kOutOfMemory, "could not build the compaction report"));
+      } catch (...) {
+      }
+    }
+  }
+
+  void OnError(const Napi::Error& e) override {
+    // Not reached (Execute never calls SetError); kept so that a failure cannot leave the
+    // sequence busy forever.
+    if (abandoned_) return;
+    untrack();
+    try {
+      if (handle_->cache == cache_) {
+        if (Sequence* seq = cache_->mutableSequence(plan_.id)) seq->busy = false;
+      }
+      deferred_.Reject(e.Value());
+    } catch (...) {
+    }
+  }
+
+  static Status abortedStatus() { return aborted("the compaction was aborted; nothing was applied"); }
+
+ private:
+  void untrack() noexcept {
+    if (!tracked_) return;
+    tracked_ = false;
+    addonData(Env()).pending.erase(this);
+  }
+
+  void settle() {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
     if (handle_->cache != cache_) {
@@ -234,25 +313,15 @@ class CompactWorker : public Napi::AsyncProgressWorker<double> {
       deferred_.Resolve(reportOf(env, *cache_, plan_, secondsSince(start_)));
     } catch (const Napi::Error& e) {
       deferred_.Reject(e.Value());
+    } catch (const std::bad_alloc&) {
+      deferred_.Reject(errorValue(env, StatusCode::kOutOfMemory, "out of host memory while building the compaction report"));
     }
   }
 
-  void OnError(const Napi::Error& e) override {
-    // Not reached (Execute never calls SetError); kept so that a failure cannot leave the
-    // sequence busy forever.
-    if (handle_->cache == cache_) {
-      if (Sequence* seq = cache_->mutableSequence(plan_.id)) seq->busy = false;
-    }
-    deferred_.Reject(e.Value());
-  }
-
-  static Status abortedStatus() { return aborted("the compaction was aborted; nothing was applied"); }
-
- private:
   Napi::Promise::Deferred deferred_;
-  Napi::ObjectReference sequence_;  // keeps the NativeSequence and through it the cache handle alive
+  Napi::ObjectReference sequence_;  // keeps the NativeSequence alive while the work runs
   Napi::FunctionReference onProgress_;
-  CacheHandle* handle_;
+  std::shared_ptr<CacheHandle> handle_;
   // Keeps the cache alive after a dispose(), which then never waits for this worker; the
   // cache is destroyed when the worker is deleted, on the main thread.
   std::shared_ptr<Cache> cache_;
@@ -261,6 +330,11 @@ class CompactWorker : public Napi::AsyncProgressWorker<double> {
   std::shared_ptr<std::atomic<bool>> abort_;  // raised by the abort function compact() returns
   Status status_;
   std::chrono::steady_clock::time_point start_;
+  std::mutex executedMutex_;
+  std::condition_variable executedCv_;
+  bool executed_ = false;   // Execute has returned (guarded by executedMutex_)
+  bool abandoned_ = false;  // JS thread only
+  bool tracked_ = false;    // listed in AddonData::pending
 };
 
 // compact(sequence, spec, onProgress | null) -> { promise: Promise<report>, abort(): void }.
@@ -283,14 +357,27 @@ Napi::Value compact(const Napi::CallbackInfo& info) {
     abort->store(true, std::memory_order_release);
     return i.Env().Undefined();
   }, "abort");
-  auto* worker = new CompactWorker(env, info[0].As<Napi::Object>(), info.Length() > 2 ? info[2] : env.Undefined(),
-                                   wrap->handle(), wrap->handle()->cache, std::move(request), std::move(plan), abort);
-  cache.mutableSequence(wrap->id())->busy = true;
-  cache.enterBackground();
-  worker->Queue();
   Napi::Object out = Napi::Object::New(env);
-  out.Set("promise", worker->promise());
   out.Set("abort", abortFunction);
+  auto* worker = new CompactWorker(env, info[0].As<Napi::Object>(), info.Length() > 2 ? info[2] : env.Undefined(),
+                                   wrap->sharedHandle(), wrap->handle()->cache, std::move(request), std::move(plan), abort);
+  Sequence* seq = cache.mutableSequence(wrap->id());
+  try {
+    out.Set("promise", worker->promise());
+    worker->track();
+    seq->busy = true;
+    cache.enterBackground();
+    try {
+      worker->Queue();
+    } catch (...) {
+      cache.leaveBackground();
+      throw;
+    }
+  } catch (...) {
+    seq->busy = false;
+    delete worker;  // untracks itself
+    throw;
+  }
   return out;
 }
 
@@ -313,8 +400,8 @@ Napi::Value compactSync(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void registerCompaction(Napi::Env env, Napi::Object exports) {
-  exports.Set("compact", Napi::Function::New(env, compact));
-  exports.Set("compactSync", Napi::Function::New(env, compactSync));
+  exports.Set("compact", Napi::Function::New(env, guarded<compact>));
+  exports.Set("compactSync", Napi::Function::New(env, guarded<compactSync>));
 }
 
 }  // namespace kvc::binding

@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "guard.h"
+
 #ifdef KVC_WITH_CUDA_EMULATION
 #include "../../cuda/emu/runtime.h"
 #include "../../cuda/emulated_backend.h"
@@ -72,8 +74,8 @@ CudaInfo cudaDeviceInfo() {
 
 void registerCudaEmulation(Napi::Env env, Napi::Object exports) {
 #ifdef KVC_WITH_CUDA_EMULATION
-  exports.Set("cudaTransferStats", Napi::Function::New(env, transferStats));
-  exports.Set("resetCudaTransferStats", Napi::Function::New(env, resetTransferStats));
+  exports.Set("cudaTransferStats", Napi::Function::New(env, guarded<transferStats>));
+  exports.Set("resetCudaTransferStats", Napi::Function::New(env, guarded<resetTransferStats>));
 #else
   (void)env;
   (void)exports;

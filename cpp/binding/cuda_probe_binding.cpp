@@ -5,6 +5,7 @@
 #include "../../cuda/cuda_probe.h"
 #include "args.h"
 #include "errors.h"
+#include "guard.h"
 
 namespace kvc::binding {
 
@@ -32,7 +33,7 @@ Napi::Value cudaCopyBandwidth(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void registerCudaProbe(Napi::Env env, Napi::Object exports) {
-  exports.Set("cudaCopyBandwidth", Napi::Function::New(env, cudaCopyBandwidth));
+  exports.Set("cudaCopyBandwidth", Napi::Function::New(env, guarded<cudaCopyBandwidth>));
 }
 
 }  // namespace kvc::binding

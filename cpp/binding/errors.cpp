@@ -1,7 +1,11 @@
-// See errors.h.
+// See errors.h and guard.h.
 #include "errors.h"
 
+#include <exception>
+#include <new>
+
 #include "addon_data.h"
+#include "guard.h"
 
 namespace kvc::binding {
 
@@ -18,6 +22,37 @@ Napi::Value errorValue(Napi::Env env, StatusCode code, const std::string& messag
 
 void throwError(Napi::Env env, StatusCode code, const std::string& message) {
   throw Napi::Error(env, errorValue(env, code, message));
+}
+
+namespace {
+
+// Throws a KVCacheError; if making it fails (out of memory again, or an environment that
+// can no longer run JavaScript), throws an empty Napi::Error, which node-addon-api turns
+// into "no exception" rather than an abort.
+[[noreturn]] void throwLastResort(Napi::Env env, StatusCode code, const char* message) {
+  try {
+    throwError(env, code, message);
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (...) {
+  }
+  throw Napi::Error();
+}
+
+}  // namespace
+
+void rethrowAsKVCacheError(Napi::Env env) {
+  try {
+    throw;
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throwLastResort(env, StatusCode::kOutOfMemory, "out of host memory");
+  } catch (const std::exception& e) {
+    throwLastResort(env, StatusCode::kInternal, e.what());
+  } catch (...) {
+    throwLastResort(env, StatusCode::kInternal, "unknown native exception");
+  }
 }
 
 }  // namespace kvc::binding

@@ -10,6 +10,7 @@
 #include "../core/eviction/evict.h"
 #include "../core/eviction/scores.h"
 #include "addon_data.h"
+#include "guard.h"
 #include "args.h"
 #include "errors.h"
 #include "kvc/generated/schema.h"
@@ -184,11 +185,11 @@ Napi::Value streamPositions(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void registerEviction(Napi::Env env, Napi::Object exports) {
-  exports.Set("evict", Napi::Function::New(env, evict));
-  exports.Set("policyScores", Napi::Function::New(env, policyScores));
-  exports.Set("streamScores", Napi::Function::New(env, streamScores));
-  exports.Set("recordedQueries", Napi::Function::New(env, recordedQueries));
-  exports.Set("streamPositions", Napi::Function::New(env, streamPositions));
+  exports.Set("evict", Napi::Function::New(env, guarded<evict>));
+  exports.Set("policyScores", Napi::Function::New(env, guarded<policyScores>));
+  exports.Set("streamScores", Napi::Function::New(env, guarded<streamScores>));
+  exports.Set("recordedQueries", Napi::Function::New(env, guarded<recordedQueries>));
+  exports.Set("streamPositions", Napi::Function::New(env, guarded<streamPositions>));
 }
 
 }  // namespace kvc::binding

@@ -4,9 +4,11 @@
 #include <cstring>
 #include <string>
 
+#include "adopt.h"
 #include "addon_data.h"
 #include "args.h"
 #include "errors.h"
+#include "guard.h"
 #include "kvc/generated/schema.h"
 #include "type_tags.h"
 
@@ -21,18 +23,18 @@ struct NewSequence {
 
 Napi::Function SequenceWrap::define(Napi::Env env) {
   return DefineClass(env, "NativeSequence",
-                     {InstanceMethod<&SequenceWrap::append>("append"),
-                      InstanceMethod<&SequenceWrap::attention>("attention"),
-                      InstanceMethod<&SequenceWrap::length>("length"),
-                      InstanceMethod<&SequenceWrap::lengths>("lengths"),
-                      InstanceMethod<&SequenceWrap::nextPosition>("nextPosition"),
-                      InstanceMethod<&SequenceWrap::fork>("fork"),
-                      InstanceMethod<&SequenceWrap::truncate>("truncate"),
-                      InstanceMethod<&SequenceWrap::free>("free"),
-                      InstanceMethod<&SequenceWrap::read>("read"),
-                      InstanceMethod<&SequenceWrap::exportBytes>("export"),
-                      InstanceMethod<&SequenceWrap::isFreed>("isFreed"),
-                      InstanceMethod<&SequenceWrap::resetScores>("resetScores")});
+                     {InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::append>>("append"),
+                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::attention>>("attention"),
+                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::length>>("length"),
+                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::lengths>>("lengths"),
+                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::nextPosition>>("nextPosition"),
+                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::fork>>("fork"),
+                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::truncate>>("truncate"),
+                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::free>>("free"),
+                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::read>>("read"),
+                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::exportBytes>>("export"),
+                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::isFreed>>("isFreed"),
+                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::resetScores>>("resetScores")});
 }
 
 Napi::Object SequenceWrap::create(Napi::Env env, std::shared_ptr<CacheHandle> handle, uint64_t id) {
@@ -42,7 +44,7 @@ Napi::Object SequenceWrap::create(Napi::Env env, std::shared_ptr<CacheHandle> ha
   return addonData(env).sequenceConstructor.New({external});
 }
 
-SequenceWrap::SequenceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SequenceWrap>(info) {
+SequenceWrap::SequenceWrap(const Napi::CallbackInfo& info) try : Napi::ObjectWrap<SequenceWrap>(info) {
   if (info.Length() != 1 || !info[0].IsExternal() || !info[0].As<Napi::External<NewSequence>>().CheckTypeTag(&kNewSequenceTag)) {
     throwError(info.Env(), StatusCode::kInvalidArgument, "sequences are created by KVCache.createSequence()");
   }
@@ -50,12 +52,18 @@ SequenceWrap::SequenceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Se
   handle_ = init->handle;
   id_ = init->id;
   info.This().As<Napi::Object>().TypeTag(&kSequenceTag);
+} catch (...) {
+  rethrowAsKVCacheError(info.Env());
 }
 
 SequenceWrap::~SequenceWrap() {
   // A sequence dropped without free() gives its blocks back when it is collected (a busy one
   // cannot be collected: its compaction holds a reference to it).
-  if (handle_ && handle_->cache) handle_->cache->freeSequence(id_);
+  // A finalizer must not throw (it may run while the environment shuts down).
+  try {
+    if (handle_ && handle_->cache) handle_->cache->freeSequence(id_);
+  } catch (...) {
+  }
 }
 
 SequenceWrap* SequenceWrap::fromArg(const Napi::CallbackInfo& info, size_t i) {
@@ -204,14 +212,11 @@ Napi::Value SequenceWrap::read(const Napi::CallbackInfo& info) {
   Cache& cache = live(env);
   RowsOut rows;
   throwIfError(env, cache.read(id_, argU32(info, 0, "layer"), argU32(info, 1, "kvHead"), &rows));
-  Napi::Float32Array keys = Napi::Float32Array::New(env, rows.keys.size());
-  Napi::Float32Array values = Napi::Float32Array::New(env, rows.values.size());
-  Napi::Float32Array beta = Napi::Float32Array::New(env, rows.beta.size());
-  Napi::Int32Array positions = Napi::Int32Array::New(env, rows.positions.size());
-  std::memcpy(keys.Data(), rows.keys.data(), 4 * rows.keys.size());
-  std::memcpy(values.Data(), rows.values.data(), 4 * rows.values.size());
-  std::memcpy(beta.Data(), rows.beta.data(), 4 * rows.beta.size());
-  std::memcpy(positions.Data(), rows.positions.data(), 4 * rows.positions.size());
+  const size_t nk = rows.keys.size(), nv = rows.values.size(), nb = rows.beta.size(), np = rows.positions.size();
+  Napi::Float32Array keys = Napi::Float32Array::New(env, nk, adoptBuffer(env, std::move(rows.keys)), 0);
+  Napi::Float32Array values = Napi::Float32Array::New(env, nv, adoptBuffer(env, std::move(rows.values)), 0);
+  Napi::Float32Array beta = Napi::Float32Array::New(env, nb, adoptBuffer(env, std::move(rows.beta)), 0);
+  Napi::Int32Array positions = Napi::Int32Array::New(env, np, adoptBuffer(env, std::move(rows.positions)), 0);
   Napi::Object result = Napi::Object::New(env);
   result.Set("keys", keys);
   result.Set("values", values);
@@ -225,9 +230,11 @@ Napi::Value SequenceWrap::exportBytes(const Napi::CallbackInfo& info) {
   Cache& cache = live(env);
   std::vector<uint8_t> bytes;
   throwIfError(env, cache.exportSequence(id_, &bytes));
-  Napi::Uint8Array out = Napi::Uint8Array::New(env, bytes.size());
-  std::memcpy(out.Data(), bytes.data(), bytes.size());
-  return out;
+  // Transferable: the README tells to move exports between threads by transferring them.
+  const size_t size = bytes.size();
+  Napi::ArrayBuffer buffer = transferableCopy(env, bytes.data(), size);
+  bytes = std::vector<uint8_t>();
+  return Napi::Uint8Array::New(env, size, buffer, 0);
 }
 
 }  // namespace kvc::binding

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "cache_handle.h"
+#include "guard.h"
 
 namespace kvc::binding {
 
@@ -18,12 +19,14 @@ class SequenceWrap : public Napi::ObjectWrap<SequenceWrap> {
 
   uint64_t id() const { return id_; }
   CacheHandle* handle() const { return handle_.get(); }
+  std::shared_ptr<CacheHandle> sharedHandle() const { return handle_; }
   // The live cache, or a DISPOSED error thrown into JavaScript.
   Cache& live(Napi::Env env);
   // Argument i as a NativeSequence (INVALID_ARGUMENT otherwise).
   static SequenceWrap* fromArg(const Napi::CallbackInfo& info, size_t i);
 
  private:
+  KVC_GUARDED_METHODS(SequenceWrap)
   Napi::Value append(const Napi::CallbackInfo& info);
   Napi::Value attention(const Napi::CallbackInfo& info);
   Napi::Value length(const Napi::CallbackInfo& info);

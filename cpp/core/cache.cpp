@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "kvc/finite.h"
 #include "rotation_signs.h"
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -33,6 +34,23 @@ uint64_t physicalMemoryBytes() {
 // Without maxBytes the pool reserves (and may use) at most this much: the reservation is
 // address space (cheap, but finite: 128 TiB on x86-64), so thousands of caches must fit.
 constexpr uint64_t kDefaultPoolBytes = uint64_t{8} << 30;
+// Positions stay in [0, 2^31 - 2], so that nextPosition (last + 1) never overflows.
+Status checkAppendPositions(const AppendInput& input, int32_t next) {
+  if (!input.positions) {
+    if (static_cast<int64_t>(next) + input.tokens > INT32_MAX) {
+      return invalidArgument("positions would pass 2^31 - 2 (next position " + std::to_string(next) + ", " +
+                             std::to_string(input.tokens) + " tokens)");
+    }
+    return Status::ok();
+  }
+  for (uint32_t t = 0; t < input.tokens; ++t) {
+    if (input.positions[t] < 0 || input.positions[t] == INT32_MAX) {
+      return invalidArgument("positions[" + std::to_string(t) + "] = " + std::to_string(input.positions[t]) +
+                             " is outside [0, 2^31 - 2]");
+    }
+  }
+  return Status::ok();
+}
 
 }  // namespace
 
@@ -42,7 +60,9 @@ Status createCache(const CacheConfig& config, std::unique_ptr<Cache>* out, Backe
   options.threads = config.threads;
   std::unique_ptr<Backend> backend;
   if (config.device == "cpu") {
-    backend = createCpuBackend(options);
+    Status status;
+    backend = createCpuBackend(options, &status);
+    if (!backend) return status;
   } else if (config.device == "cuda" && cudaFactory) {
     backend = cudaFactory(options);
   } else if (config.device == "cuda") {
@@ -177,6 +197,7 @@ Status Cache::append(uint64_t id, uint32_t layer, const AppendInput& input) {
   KVC_RETURN_IF_ERROR(checkLayer(layer));
   if (seq->busy) return busy("the sequence is being compacted");
   if (input.tokens == 0) return shapeMismatch("append needs at least one token");
+  KVC_RETURN_IF_ERROR(checkAppendPositions(input, seq->nextPosition[layer]));
   const uint32_t heads = config_.kvHeads;
   const uint32_t B = config_.blockSize;
 
@@ -280,6 +301,9 @@ Status Cache::attention(const uint64_t* ids, uint32_t count, const AttentionRequ
       }
       longest = std::max(longest, s.length);
     }
+  }
+  if (!allFiniteF32(r.queries, static_cast<uint64_t>(count) * r.tq * config_.queryHeads * config_.headDim)) {
+    return invalidArgument("queries must be finite: they hold NaN or Infinity");
   }
   // Attention mass keeps every logit of a call ([queries][rows] per stream) until the final
   // log-sum-exp is known; split long prefills into query chunks so that stays near 64 MiB.

@@ -4,11 +4,17 @@
 //   per stream: keyRows[len][keyRowBytes] | valueRows[len][valueRowBytes] | f32 beta[len] | i32 positions[len]
 //   u32 crc32 of everything before it
 // Rows are stored encoded (bit-exact, quantized rows stay quantized); blocks are not:
-// the importing cache may use another blockSize.
+// the importing cache may use another blockSize. Import trusts nothing but the bytes: after
+// the checksum, every count is bounded by the bytes present before any allocation, and
+// positions, beta and quantization scales are checked (CORRUPT_DATA otherwise).
+#include <climits>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <string>
 
 #include "cache.h"
+#include "kvc/finite.h"
 #include "crc32.h"
 
 namespace kvc {
@@ -66,6 +72,74 @@ HeaderFields fieldsOf(const CacheConfig& c) {
                       static_cast<uint32_t>(c.keys), static_cast<uint32_t>(c.values),
                       c.rotateKeys ? 1u : 0u, c.rotateValues ? 1u : 0u, c.rotationSeed,
                       c.keyRowBytes(), c.valueRowBytes()};
+}
+
+// The f16 parameters of one encoded row (int8: a scale per group; int4: a scale and a
+// minimum per group) are finite; plain formats have none.
+bool rowParamsFinite(Storage s, const uint8_t* row, uint32_t D, uint32_t G) {
+  uint32_t offset = 0, count = 0;
+  if (s == Storage::kInt8) {
+    offset = D, count = D / G;
+  } else if (s == Storage::kInt4) {
+    offset = D / 2, count = 2 * (D / G);
+  }
+  for (uint32_t i = 0; i < count; ++i) {
+    uint16_t h;
+    std::memcpy(&h, row + offset + 2 * i, 2);
+    if ((h & 0x7C00u) == 0x7C00u) return false;  // exponent all ones: Inf or NaN
+  }
+  return true;
+}
+
+// The elements of n plain rows (f32, f16, bf16; contiguous in the export) are finite:
+// append never stores anything else (non-finite inputs are rejected, f16 / bf16 saturate),
+// so neither may an import. Quantized rows hold codes, finite whenever their scales are.
+// One branch-free pass per region, which the compiler vectorizes.
+bool plainRowsFinite(Storage s, const uint8_t* rows, uint64_t n, uint32_t D) {
+  const uint64_t count = n * D;
+  if (s == Storage::kF32) return allFiniteF32(reinterpret_cast<const float*>(rows), count);
+  if (s != Storage::kF16 && s != Storage::kBF16) return true;
+  const uint16_t mask = s == Storage::kF16 ? 0x7C00u : 0x7F80u;
+  uint32_t bad = 0;
+  for (uint64_t i = 0; i < count; ++i) {
+    uint16_t bits;
+    std::memcpy(&bits, rows + 2 * i, 2);
+    bad |= (bits & mask) == mask;
+  }
+  return bad == 0;
+}
+
+// Sanity of the rows an import would store, checked before anything is allocated: what
+// append and compaction can produce (positions in [0, 2^31 - 2], finite beta, finite
+// elements and quantization parameters). The reader is not advanced. Positions need not ascend: append
+// accepts any non-negative positions the engine gives.
+Status validateRows(const CacheConfig& c, const std::vector<int32_t>& lengths, Reader r) {
+  const uint32_t kb = c.keyRowBytes(), vb = c.valueRowBytes();
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    const uint32_t n = static_cast<uint32_t>(lengths[i]);
+    const uint8_t* k = r.take(static_cast<size_t>(n) * kb);
+    const uint8_t* v = r.take(static_cast<size_t>(n) * vb);
+    const uint8_t* b = r.take(4ull * n);
+    const uint8_t* p = r.take(4ull * n);
+    auto where = [i] { return " in stream " + std::to_string(i); };
+    if (!plainRowsFinite(c.keys, k, n, c.headDim) || !plainRowsFinite(c.values, v, n, c.headDim)) {
+      return corruptData("non-finite key or value" + where());
+    }
+    for (uint32_t j = 0; j < n; ++j) {
+      float beta;
+      int32_t position;
+      std::memcpy(&beta, b + 4ull * j, 4);
+      std::memcpy(&position, p + 4ull * j, 4);
+      if (!std::isfinite(beta)) return corruptData("non-finite beta" + where());
+      if (position < 0 || position == INT32_MAX) return corruptData("position out of range [0, 2^31 - 2]" + where());
+      const uint8_t* key = k + static_cast<size_t>(j) * kb;
+      const uint8_t* value = v + static_cast<size_t>(j) * vb;
+      if (!rowParamsFinite(c.keys, key, c.headDim, c.groupSize) || !rowParamsFinite(c.values, value, c.headDim, c.groupSize)) {
+        return corruptData("non-finite quantization scale" + where());
+      }
+    }
+  }
+  return Status::ok();
 }
 
 }  // namespace
@@ -133,22 +207,37 @@ Status Cache::importSequence(const uint8_t* bytes, size_t size, uint64_t* id) {
   if (std::memcmp(&f, &mine, sizeof f) != 0) {
     return invalidArgument("the sequence was exported with other storage formats, groupSize or rotation than this cache uses");
   }
-  auto seq = std::make_unique<Sequence>();
-  seq->streams.resize(config_.streamsPerSequence());
-  seq->nextPosition.resize(config_.layers);
-  if (!r.bytes(seq->nextPosition.data(), 4ull * config_.layers)) return corruptData("truncated sequence bytes");
+  // The tables go into plain arrays first: the Sequence (an object per stream) is built only
+  // from bytes that passed every check, so a crafted header costs 4 bytes per stream.
+  std::vector<int32_t> nextPositions(config_.layers), lengths(config_.streamsPerSequence());
+  if (!r.bytes(nextPositions.data(), 4ull * config_.layers)) return corruptData("truncated sequence bytes");
+  for (int32_t next : nextPositions) {
+    if (next < 0) return corruptData("negative next position");
+  }
+  // Every count is bounded by the bytes that back it before it is added or used, in 64-bit
+  // arithmetic: no sum can wrap around, and nothing below allocates more than the input holds.
   const uint64_t perRow = config_.keyRowBytes() + config_.valueRowBytes() + 8ull;
   uint64_t rowBytesTotal = 0;
-  uint32_t blocksNeeded = 0;
-  for (Stream& s : seq->streams) {
-    if (!r.bytes(&s.length, 4)) return corruptData("truncated sequence bytes");
-    if (s.length < 0) return corruptData("negative stream length");
-    rowBytesTotal += perRow * static_cast<uint64_t>(s.length);
-    blocksNeeded += (static_cast<uint32_t>(s.length) + config_.blockSize - 1) / config_.blockSize;
+  uint64_t blocksNeeded = 0;
+  for (int32_t& length : lengths) {
+    if (!r.bytes(&length, 4)) return corruptData("truncated sequence bytes");
+    if (length < 0) return corruptData("negative stream length");
+    const uint64_t bytes = perRow * static_cast<uint64_t>(length);  // < 2^31 * 2^14
+    if (rowBytesTotal > r.remaining() || bytes > r.remaining() - rowBytesTotal) {
+      return corruptData("the stream lengths declare more rows than the sequence bytes hold");
+    }
+    rowBytesTotal += bytes;
+    blocksNeeded += (static_cast<uint64_t>(length) + config_.blockSize - 1) / config_.blockSize;
   }
   if (rowBytesTotal != r.remaining()) return corruptData("sequence bytes do not match the stream lengths they declare");
+  if (blocksNeeded > INT32_MAX) return outOfMemory("the sequence needs more than 2^31 blocks");
+  KVC_RETURN_IF_ERROR(validateRows(config_, lengths, r));
+  auto seq = std::make_unique<Sequence>();
+  seq->streams.resize(lengths.size());
+  for (size_t i = 0; i < lengths.size(); ++i) seq->streams[i].length = lengths[i];
+  seq->nextPosition = std::move(nextPositions);
   std::vector<int32_t> fresh;
-  KVC_RETURN_IF_ERROR(allocateBlocks(blocksNeeded, &fresh));
+  KVC_RETURN_IF_ERROR(allocateBlocks(static_cast<uint32_t>(blocksNeeded), &fresh));
   size_t next = 0;
   for (Stream& s : seq->streams) {
     const uint32_t n = static_cast<uint32_t>(s.length);

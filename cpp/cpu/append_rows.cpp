@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "hadamard.h"
+#include "kvc/finite.h"
 #include "kvc/half.h"
 #include "row_codec_reference.h"
 #include "simd_scalar.h"
@@ -68,17 +69,19 @@ Status appendRows(const AppendParams& p, const KernelTable& kt, std::vector<floa
   scratch->resize(static_cast<size_t>(p.codec.headDim) + 16);
   const uintptr_t raw = reinterpret_cast<uintptr_t>(scratch->data());
   float* buf = reinterpret_cast<float*>((raw + 63) & ~static_cast<uintptr_t>(63));
+  int64_t bad;
 #ifdef KVC_APPEND_ISA
   if (kt.width == SimdAvx512::W) {
-    append_avx512::appendRowsIsa<SimdAvx512>(p, kt, buf);
-    return Status::ok();
+    bad = append_avx512::appendRowsIsa<SimdAvx512>(p, kt, buf);
+  } else if (kt.width == SimdAvx2::W) {
+    bad = append_avx2::appendRowsIsa<SimdAvx2>(p, kt, buf);
+  } else {
+    bad = append_portable::appendRowsIsa<SimdScalar>(p, kt, buf);
   }
-  if (kt.width == SimdAvx2::W) {
-    append_avx2::appendRowsIsa<SimdAvx2>(p, kt, buf);
-    return Status::ok();
-  }
+#else
+  bad = append_portable::appendRowsIsa<SimdScalar>(p, kt, buf);
 #endif
-  append_portable::appendRowsIsa<SimdScalar>(p, kt, buf);
+  if (bad >= 0) return nonFiniteInput(bad, p.streamCount);
   return Status::ok();
 }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -54,6 +55,8 @@ class CpuBackend final : public Backend {
       : pool_(o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency())) {}
 
   const char* name() const override { return "cpu"; }
+  // Not ok when the pool's threads could not be started (see createCpuBackend).
+  const Status& threadStatus() const { return pool_.status(); }
 
   Status reservePool(uint64_t capacityBlocks, uint32_t blockBytes) override {
     blockBytes_ = blockBytes;
@@ -339,8 +342,12 @@ class CpuBackend final : public Backend {
 }  // namespace
 }  // namespace cpu
 
-std::unique_ptr<Backend> createCpuBackend(const BackendOptions& options) {
-  return std::make_unique<cpu::CpuBackend>(options);
+std::unique_ptr<Backend> createCpuBackend(const BackendOptions& options, Status* status) {
+  std::unique_ptr<cpu::CpuBackend> backend(new (std::nothrow) cpu::CpuBackend(options));
+  Status s = backend ? backend->threadStatus() : outOfMemory("could not allocate the CPU backend");
+  if (status) *status = s;
+  if (!s.isOk()) return nullptr;
+  return backend;
 }
 
 }  // namespace kvc

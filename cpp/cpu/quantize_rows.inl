@@ -102,7 +102,10 @@ inline float firstZero(const float* x, uint32_t n) {
 // that it is compiled in the vector regions alone.)
 template <class S>
 void f16Scales(const float* value, float divisor, uint16_t* bits, float* inv) {
-  const __m256 scaled = _mm256_div_ps(_mm256_loadu_ps(value), _mm256_set1_ps(divisor));
+  // Clamped to the f16 range before rounding, as clampToHalfRange in the reference.
+  const __m256 limit = _mm256_set1_ps(kHalfMax);
+  const __m256 scaled = _mm256_max_ps(
+      _mm256_min_ps(_mm256_div_ps(_mm256_loadu_ps(value), _mm256_set1_ps(divisor)), limit), _mm256_sub_ps(_mm256_setzero_ps(), limit));
   const __m128i h = _mm256_cvtps_ph(scaled, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m256 scale = _mm256_cvtph_ps(h);
   const __m256 positive = _mm256_cmp_ps(scale, _mm256_setzero_ps(), _CMP_GT_OQ);
@@ -208,7 +211,9 @@ inline __m128 reduce4Min(__m128 a, __m128 b, __m128 c, __m128 d) {
 
 // f16 bits of value / divisor (4 lanes), its f16 value, and 1 / that (0 where it is 0).
 inline __m128i f16Scale4(__m128 value, float divisor, __m128* inv) {
-  const __m128i h = _mm_cvtps_ph(_mm_div_ps(value, _mm_set1_ps(divisor)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m128 limit = _mm_set1_ps(kHalfMax);  // clampToHalfRange, as in the reference
+  const __m128 scaled = _mm_max_ps(_mm_min_ps(_mm_div_ps(value, _mm_set1_ps(divisor)), limit), _mm_sub_ps(_mm_setzero_ps(), limit));
+  const __m128i h = _mm_cvtps_ph(scaled, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m128 scale = _mm_cvtph_ps(h);
   *inv = _mm_and_ps(_mm_div_ps(_mm_set1_ps(1.0f), scale), _mm_cmpgt_ps(scale, _mm_setzero_ps()));
   return h;
@@ -366,9 +371,13 @@ void encodeRowFast(const float* x, uint32_t D, uint32_t G, uint8_t* out) {
   } else if constexpr (F == Storage::kF16 || F == Storage::kBF16) {
     if (D % W != 0) return encodeRowReference(F, x, D, G, out);
     uint16_t* o = reinterpret_cast<uint16_t*>(out);
+    // Saturate at the format's range (clampToHalfRange / clampToBf16Range of the reference).
+    const float limit = F == Storage::kF16 ? kHalfMax : kBf16Max;
+    const typename S::V hi = S::set1(limit), lo = S::set1(-limit);
     for (uint32_t e = 0; e < D; e += W) {
-      if constexpr (F == Storage::kF16) S::storeF16(o + e, S::load(x + e));
-      else S::storeBf16(o + e, S::load(x + e));
+      const typename S::V v = S::max(QuantLanes<S>::min(S::load(x + e), hi), lo);
+      if constexpr (F == Storage::kF16) S::storeF16(o + e, v);
+      else S::storeBf16(o + e, v);
     }
   } else {
 #ifdef KVC_QUANT_VECTOR

@@ -11,6 +11,14 @@
 
 namespace kvc::cpu {
 
+// The first zero (+0 or -0) of x[0, n), or +0.
+inline float firstZeroReference(const float* x, uint32_t n) {
+  for (uint32_t i = 0; i < n; ++i) {
+    if (x[i] == 0.0f) return x[i];
+  }
+  return 0.0f;
+}
+
 inline void encodeRowReference(Storage s, const float* x, uint32_t D, uint32_t G, uint8_t* out) {
   switch (s) {
     case Storage::kF32:
@@ -18,12 +26,12 @@ inline void encodeRowReference(Storage s, const float* x, uint32_t D, uint32_t G
       return;
     case Storage::kF16: {
       uint16_t* o = reinterpret_cast<uint16_t*>(out);
-      for (uint32_t i = 0; i < D; ++i) o[i] = floatToHalf(x[i]);
+      for (uint32_t i = 0; i < D; ++i) o[i] = floatToHalf(clampToHalfRange(x[i]));
       return;
     }
     case Storage::kBF16: {
       uint16_t* o = reinterpret_cast<uint16_t*>(out);
-      for (uint32_t i = 0; i < D; ++i) o[i] = floatToBf16(x[i]);
+      for (uint32_t i = 0; i < D; ++i) o[i] = floatToBf16(clampToBf16Range(x[i]));
       return;
     }
     case Storage::kInt8: {
@@ -33,7 +41,8 @@ inline void encodeRowReference(Storage s, const float* x, uint32_t D, uint32_t G
         float absmax = 0.0f;
         for (uint32_t i = g0; i < g0 + G; ++i) absmax = std::fmax(absmax, std::fabs(x[i]));
         // Quantize with the scale as stored (f16), so that decoding inverts exactly what was rounded.
-        const uint16_t scaleBits = floatToHalf(absmax / 127.0f);
+        // A scale beyond the f16 range saturates (codes then clamp at ±127).
+        const uint16_t scaleBits = floatToHalf(clampToHalfRange(absmax / 127.0f));
         const float scale = halfToFloat(scaleBits);
         const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
         for (uint32_t i = g0; i < g0 + G; ++i) {
@@ -55,8 +64,14 @@ inline void encodeRowReference(Storage s, const float* x, uint32_t D, uint32_t G
           lo = std::fmin(lo, x[i]);
           hi = std::fmax(hi, x[i]);
         }
-        const uint16_t scaleBits = floatToHalf((hi - lo) / 15.0f);
-        const uint16_t minBits = floatToHalf(lo);
+        // A zero minimum / maximum takes the sign of the group's first zero, stated here
+        // rather than left to how the compiler orders fmin / fmax on equal zeros (the vector
+        // encoders apply the same rule: firstZero in quantize_rows.inl).
+        if (lo == 0.0f) lo = firstZeroReference(x + g0, G);
+        if (hi == 0.0f) hi = firstZeroReference(x + g0, G);
+        // Scale and minimum saturate at the f16 range (hi - lo may even overflow f32 to Inf).
+        const uint16_t scaleBits = floatToHalf(clampToHalfRange((hi - lo) / 15.0f));
+        const uint16_t minBits = floatToHalf(clampToHalfRange(lo));
         const float scale = halfToFloat(scaleBits), mn = halfToFloat(minBits);
         const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
         uint8_t* bytes = out + g0 / 2;

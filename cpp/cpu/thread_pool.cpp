@@ -1,19 +1,50 @@
 // See thread_pool.h.
 #include "thread_pool.h"
 
+#include <new>
+#include <string>
+#include <system_error>
+
 namespace kvc::cpu {
 
-ThreadPool::ThreadPool(uint32_t threads) {
-  for (uint32_t i = 1; i < threads; ++i) workers_.emplace_back([this, i] { workerLoop(i); });
+Status ThreadPool::create(uint32_t threads, std::unique_ptr<ThreadPool>* out) {
+  out->reset();
+  std::unique_ptr<ThreadPool> pool(new (std::nothrow) ThreadPool(threads));
+  if (!pool) return outOfMemory("could not allocate a thread pool");
+  if (!pool->status().isOk()) return pool->status();
+  *out = std::move(pool);
+  return Status::ok();
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::ThreadPool(uint32_t threads) {
+  const uint32_t wanted = threads > 1 ? threads - 1 : 0;
+  try {
+    workers_.reserve(wanted);
+    // A std::thread that fails to start throws before it is added, so workers_ only ever
+    // holds joinable threads.
+    for (uint32_t i = 1; i <= wanted; ++i) workers_.emplace_back([this, i] { workerLoop(i); });
+  } catch (const std::system_error& e) {
+    status_ = outOfMemory("could not start thread " + std::to_string(workers_.size() + 1) + " of " +
+                          std::to_string(wanted) + " (" + e.what() +
+                          "; a limit on processes / threads per user, or on memory?)");
+  } catch (const std::bad_alloc&) {
+    status_ = outOfMemory("out of host memory while starting " + std::to_string(wanted) + " threads");
+  }
+  if (!status_.isOk()) stopAll();
+}
+
+ThreadPool::~ThreadPool() { stopAll(); }
+
+void ThreadPool::stopAll() noexcept {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
   }
   wake_.notify_all();
-  for (std::thread& t : workers_) t.join();
+  for (std::thread& t : workers_) {
+    if (t.joinable()) t.join();
+  }
+  workers_.clear();
 }
 
 void ThreadPool::drain(uint32_t participant) {

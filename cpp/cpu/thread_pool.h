@@ -1,25 +1,35 @@
 // A small fixed thread pool for the CPU kernels: the caller takes part in the work, tasks
 // are claimed from an atomic counter, and idle workers sleep (no busy spinning on a
-// machine the engine shares with Node's event loop).
+// machine the engine shares with Node's event loop). Starting threads can fail (a process
+// or memory limit): the pool never throws, it joins what it started and reports a Status.
 #pragma once
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "kvc/status.h"
 
 namespace kvc::cpu {
 
 class ThreadPool {
  public:
-  // threads: total participants including the caller (>= 1).
+  // threads: total participants including the caller (0 counts as 1). OUT_OF_MEMORY when a
+  // thread could not be started; *out is then left empty and no thread is left running.
+  static Status create(uint32_t threads, std::unique_ptr<ThreadPool>* out);
+
+  // Prefer create(). Never throws: when a thread cannot be started, the ones already started
+  // are stopped and joined, status() says why and the pool runs everything on the caller.
   explicit ThreadPool(uint32_t threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
+  const Status& status() const { return status_; }
   uint32_t size() const { return static_cast<uint32_t>(workers_.size()) + 1; }
   // Runs fn(task, participant) for every task in [0, tasks); returns when all are done.
   void run(uint32_t tasks, const std::function<void(uint32_t, uint32_t)>& fn);
@@ -27,8 +37,10 @@ class ThreadPool {
  private:
   void workerLoop(uint32_t participant);
   void drain(uint32_t participant);
+  void stopAll() noexcept;
 
   std::vector<std::thread> workers_;
+  Status status_;
   std::mutex runMutex_;  // one job at a time
   std::mutex mutex_;
   std::condition_variable wake_, done_;

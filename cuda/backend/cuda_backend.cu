@@ -11,6 +11,7 @@
 
 #include "../kernels/kernel_args.h"
 #include "cuda_compaction.h"
+#include "kvc/finite.h"
 #include "staging.h"
 
 KVC_CUDA_NAMESPACE_BEGIN
@@ -276,6 +277,15 @@ Status CudaBackend::append(const AppendParams& p) {
   if (S == 0 || T == 0) return Status::ok();
   if (!p.blockTables || !p.startRow || !p.keys || !p.values || !p.positions) {
     return invalidArgument("append: blockTables, startRow, keys, values and positions are required");
+  }
+  {
+    // Non-finite rows are rejected before anything is written: one host scan of the input,
+    // which is read from host memory for the upload anyway.
+    const uint64_t rows = static_cast<uint64_t>(T) * S;
+    const int64_t badKey = firstNonFiniteRow(p.inputType, p.keys, rows, D);
+    const int64_t badValue = firstNonFiniteRow(p.inputType, p.values, rows, D);
+    const int64_t bad = badKey < 0 ? badValue : badValue < 0 ? badKey : std::min(badKey, badValue);
+    if (bad >= 0) return nonFiniteInput(bad, S);
   }
   staging_.clear();
   std::vector<TableSlice> slices(S);

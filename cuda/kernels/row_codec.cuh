@@ -46,8 +46,10 @@ KVC_DEVICE float decodeElement(const uint8_t* row, Storage s, uint32_t headDim, 
 
 // Writes the row x[headDim] (shared memory, already rotated) into `dst` in format s. One warp
 // per row; `aux` is warp-private shared scratch of headDim floats for the per-group scales.
-//   int8: scale = f16(absmax / 127), q = clamp(rint(x / scale), -127, 127), 0 if scale == 0
-//   int4: scale = f16((max - min) / 15), m = f16(min), q = clamp(rint((x - m) / scale), 0, 15)
+//   int8: scale = f16(sat(absmax / 127)), q = clamp(rint(x / scale), -127, 127), 0 if scale == 0
+//   int4: scale = f16(sat((max - min) / 15)), m = f16(sat(min)), q = clamp(rint((x - m) / scale), 0, 15)
+//   (sat = clampToHalfRange: finite inputs never give an Inf parameter; f16 / bf16 elements
+//   saturate the same way)
 // Quantization divides by the f16-rounded scale, the one dequantization multiplies by.
 KVC_DEVICE void encodeRowWarp(const float* x, float* aux, uint8_t* dst, Storage s, uint32_t headDim,
                               uint32_t groupSize, unsigned lane) {
@@ -57,11 +59,11 @@ KVC_DEVICE void encodeRowWarp(const float* x, float* aux, uint8_t* dst, Storage 
       for (uint32_t d = lane; d < D; d += 32) reinterpret_cast<float*>(dst)[d] = x[d];
       return;
     case Storage::kF16:
-      for (uint32_t d = lane; d < D; d += 32) reinterpret_cast<uint16_t*>(dst)[d] = floatToHalf(x[d]);
+      for (uint32_t d = lane; d < D; d += 32) reinterpret_cast<uint16_t*>(dst)[d] = floatToHalf(clampToHalfRange(x[d]));
       if (D % 2 && lane == 0) reinterpret_cast<uint16_t*>(dst)[D] = 0;  // row padding
       return;
     case Storage::kBF16:
-      for (uint32_t d = lane; d < D; d += 32) reinterpret_cast<uint16_t*>(dst)[d] = floatToBf16(x[d]);
+      for (uint32_t d = lane; d < D; d += 32) reinterpret_cast<uint16_t*>(dst)[d] = floatToBf16(clampToBf16Range(x[d]));
       if (D % 2 && lane == 0) reinterpret_cast<uint16_t*>(dst)[D] = 0;
       return;
     case Storage::kInt8: {
@@ -69,7 +71,7 @@ KVC_DEVICE void encodeRowWarp(const float* x, float* aux, uint8_t* dst, Storage 
       for (uint32_t g = lane; g < groups; g += 32) {
         float absmax = 0.0f;
         for (uint32_t j = 0; j < groupSize; ++j) absmax = fmaxf(absmax, fabsf(x[g * groupSize + j]));
-        const uint16_t scaleBits = floatToHalf(absmax / 127.0f);
+        const uint16_t scaleBits = floatToHalf(clampToHalfRange(absmax / 127.0f));
         reinterpret_cast<uint16_t*>(dst + D)[g] = scaleBits;
         aux[g] = loadHalf(scaleBits);
       }
@@ -93,8 +95,8 @@ KVC_DEVICE void encodeRowWarp(const float* x, float* aux, uint8_t* dst, Storage 
           lo = fminf(lo, x[g * groupSize + j]);
           hi = fmaxf(hi, x[g * groupSize + j]);
         }
-        const uint16_t scaleBits = floatToHalf((hi - lo) / 15.0f);
-        const uint16_t minBits = floatToHalf(lo);
+        const uint16_t scaleBits = floatToHalf(clampToHalfRange((hi - lo) / 15.0f));
+        const uint16_t minBits = floatToHalf(clampToHalfRange(lo));
         uint16_t* sm = reinterpret_cast<uint16_t*>(dst + D / 2 + 4 * g);
         sm[0] = scaleBits;
         sm[1] = minBits;

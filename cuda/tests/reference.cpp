@@ -63,16 +63,16 @@ std::vector<uint8_t> encodeRow(const float* input, Storage s, uint32_t D, uint32
   switch (s) {
     case Storage::kF32: std::memcpy(row.data(), x.data(), 4 * D); break;
     case Storage::kF16:
-      for (uint32_t d = 0; d < D; ++d) storeU16(&row[2 * d], kvc::floatToHalf(x[d]));
+      for (uint32_t d = 0; d < D; ++d) storeU16(&row[2 * d], kvc::floatToHalf(kvc::clampToHalfRange(x[d])));
       break;
     case Storage::kBF16:
-      for (uint32_t d = 0; d < D; ++d) storeU16(&row[2 * d], kvc::floatToBf16(x[d]));
+      for (uint32_t d = 0; d < D; ++d) storeU16(&row[2 * d], kvc::floatToBf16(kvc::clampToBf16Range(x[d])));
       break;
     case Storage::kInt8:
       for (uint32_t g = 0; g < D / G; ++g) {
         float absmax = 0;
         for (uint32_t j = 0; j < G; ++j) absmax = std::max(absmax, std::fabs(x[g * G + j]));
-        const uint16_t bits = kvc::floatToHalf(absmax / 127.0f);
+        const uint16_t bits = kvc::floatToHalf(kvc::clampToHalfRange(absmax / 127.0f));
         storeU16(&row[D + 2 * g], bits);
         const float scale = kvc::halfToFloat(bits);
         for (uint32_t j = 0; j < G; ++j) {
@@ -89,7 +89,8 @@ std::vector<uint8_t> encodeRow(const float* input, Storage s, uint32_t D, uint32
           lo = std::min(lo, x[g * G + j]);
           hi = std::max(hi, x[g * G + j]);
         }
-        const uint16_t scaleBits = kvc::floatToHalf((hi - lo) / 15.0f), minBits = kvc::floatToHalf(lo);
+        const uint16_t scaleBits = kvc::floatToHalf(kvc::clampToHalfRange((hi - lo) / 15.0f));
+        const uint16_t minBits = kvc::floatToHalf(kvc::clampToHalfRange(lo));
         storeU16(&row[D / 2 + 4 * g], scaleBits);
         storeU16(&row[D / 2 + 4 * g + 2], minBits);
         const float scale = kvc::halfToFloat(scaleBits), mn = kvc::halfToFloat(minBits);

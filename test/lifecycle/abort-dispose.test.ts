@@ -244,6 +244,25 @@ describe('threads', () => {
     cache.dispose();
   });
 
+  it('export() bytes are transferable: postMessage moves them (the sender\'s copy is detached)', async () => {
+    // An external (adopted) ArrayBuffer is untransferable in Node: postMessage would copy it
+    // (Node 20) or throw DataCloneError (Node >= 21). The README tells to transfer exports.
+    const cache = new KVCache({ layers: 1, kvHeads: 1, headDim: 8, keys: 'f32', values: 'f32', threads: 1 });
+    const seq = cache.createSequence();
+    const rows = Float32Array.from({ length: 24 }, (_, i) => i / 7);
+    seq.append(0, rows, rows);
+    const bytes = seq.export();
+    const expected = Buffer.from(bytes);
+    const { port1, port2 } = new MessageChannel();
+    const received = new Promise<Uint8Array>((resolve) => port2.once('message', resolve));
+    port1.postMessage(bytes, [bytes.buffer as ArrayBuffer]);
+    expect(bytes.byteLength, 'detached after the transfer').toBe(0);
+    expect(Buffer.from(await received).equals(expected)).toBe(true);
+    port1.close();
+    port2.close();
+    cache.dispose();
+  });
+
   it('a worker thread uses its own cache; exported bytes cross threads and import here', async () => {
     // The binary lib/native/binding.ts loads: KVCOMPACT_NATIVE, else node-gyp-build's choice.
     const root = join(__dirname, '..', '..');
@@ -267,7 +286,7 @@ describe('threads', () => {
       worker.once('error', reject);
     });
     // Let the worker end on its own: terminating it while it runs native calls is the
-    // separate shutdown case (exceptions that cannot be thrown into a terminating thread).
+    // separate shutdown case (test/hardening/worker-terminate.test.ts).
     expect(await new Promise((resolve) => worker.once('exit', resolve))).toBe(0);
     const cache = new KVCache({ layers: 1, kvHeads: 1, headDim: 8, keys: 'f32', values: 'f32', threads: 1 });
     const seq = cache.importSequence(bytes);

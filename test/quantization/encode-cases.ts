@@ -3,8 +3,9 @@
 // and rows mixing Gaussian data with the groups that stress the encoders:
 //   'equal'     every element of the group the same         -> int4 scale 0, int8 q = ±127
 //   'zeros±'    +0 and -0 mixed, alone or with positives / negatives (the sign of a zero min)
-//   'huge'      one element near the float32 maximum, or ±inf (f16 scale overflows to inf);
-//               not in rotated rows, where they turn into NaN (outside the bit-exact contract)
+//   'huge'      one element near or at the float32 maximum (the f16 scale saturates at 65504;
+//               non-finite inputs are rejected by append); not in rotated rows, where they
+//               overflow to Inf / NaN (outside the bit-exact contract); f16 input: ±65504
 //   'tiny'      magnitudes ~1e-8 (the f16 scale is subnormal or 0)
 //   'outlier'   one channel 1000× the others
 import { StreamRng } from '../../bench/support/synthetic-streams';
@@ -65,6 +66,7 @@ export function edgeCaseRows(c: EncodeCase, seed: number): { keys: Float32Array;
       // an order a vector reduction cannot reproduce), so rotated rows get finite patterns only.
       let kind = rng.u32() % 12;
       if (c.rotate && (kind === 4 || kind === 5 || (kind === 6 && c.input === 'f16'))) kind = 8; // 6 is inf in f16
+      if (c.input === 'f16' && (kind === 4 || kind === 5 || kind === 6)) kind = 9; // beyond f16: Inf bits
       const at = g0 + (rng.u32() % G);
       const signedZero = (): number => (rng.u32() & 1 ? -0 : 0);
       switch (kind) {
@@ -73,7 +75,8 @@ export function edgeCaseRows(c: EncodeCase, seed: number): { keys: Float32Array;
         case 2: for (let i = g0; i < g0 + G; i++) x[i] = Math.abs(x[i]!); x[at] = signedZero(); x[g0 + (rng.u32() % G)] = signedZero(); break;
         case 3: for (let i = g0; i < g0 + G; i++) x[i] = -Math.abs(x[i]!); x[at] = signedZero(); break;
         case 4: x[at] = rng.u32() & 1 ? 3.0e38 : -3.0e38; break; // huge
-        case 5: x[at] = rng.u32() & 1 ? Infinity : -Infinity; break;
+        case 5: x[at] = rng.u32() & 1 ? 3.4028234663852886e38 : -3.4028234663852886e38; break; // float32 max
+        case 9: x[at] = rng.u32() & 1 ? 65504 : -65504; break; // f16 max
         case 6: x[at] = 65504 * 127 * 1.01; break; // int8 scale just above the f16 maximum
         case 7: for (let i = g0; i < g0 + G; i++) x[i] = x[i]! * 1e-8; break; // tiny
         case 8: x[at] = x[at]! * 1000; break; // outlier

@@ -89,16 +89,25 @@ export function fromF16Bits(h: Uint16Array): Float32Array {
 
 export type PlainStorage = 'f32' | 'f16' | 'bf16';
 
+/** Largest finite binary16 and bfloat16 values: storage saturates there (README "Formats"). */
+export const F16_MAX = 65504;
+export const BF16_MAX = (2 - 2 ** -7) * 2 ** 127;
+
+function clampTo(x: number, max: number): number {
+  return x > max ? max : x < -max ? -max : x;
+}
+
 /**
  * The values read() must return for rows appended as `input` into `storage`:
- * f32 exact; f16 / bf16 rounded to nearest even. A Uint16Array input holds binary16 bits,
- * whose values are exact float32 values; they are then stored (and rounded) like float32 input.
+ * f32 exact; f16 / bf16 rounded to nearest even, finite values beyond the format's range
+ * saturated at its largest finite value. A Uint16Array input holds binary16 bits, whose
+ * values are exact float32 values; they are then stored (and rounded) like float32 input.
  */
 export function storedValues(storage: PlainStorage, input: Float32Array | Uint16Array): Float32Array {
   const x = input instanceof Uint16Array ? fromF16Bits(input) : input;
   const out = new Float32Array(x.length);
   for (let i = 0; i < x.length; i++) {
-    out[i] = storage === 'f32' ? x[i]! : storage === 'f16' ? roundToF16(x[i]!) : roundToBf16(x[i]!);
+    out[i] = storage === 'f32' ? x[i]! : storage === 'f16' ? roundToF16(clampTo(x[i]!, F16_MAX)) : roundToBf16(clampTo(x[i]!, BF16_MAX));
   }
   return out;
 }

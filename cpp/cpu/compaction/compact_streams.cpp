@@ -136,8 +136,10 @@ Status compactStreamsOrThrow(Backend& rows, CompactionWorkspace& ws, const PoolV
   }
   if (cancelled(control)) return Status(StatusCode::kDisposed, "compaction cancelled");
   // Threads for this call only: a cache that compacted once keeps no idle threads.
-  ThreadPool threads(control.threads);
-  KVC_RETURN_IF_ERROR(compaction::compactBatch(problems.data(), count, options, threads, results.data(), &ws.scratch()));
+  // A thread that cannot be started (process limit) fails the call with OUT_OF_MEMORY.
+  std::unique_ptr<ThreadPool> threads;
+  KVC_RETURN_IF_ERROR(ThreadPool::create(control.threads, &threads));
+  KVC_RETURN_IF_ERROR(compaction::compactBatch(problems.data(), count, options, *threads, results.data(), &ws.scratch()));
   for (uint32_t i = 0; i < count; ++i)
     finish(inputs.inputs()[i], codec.headDim, std::move(results[i]), &reports[i], &out->streams[i]);
   *fit = std::move(out);

@@ -108,7 +108,8 @@ class Backend {
   }
 };
 
-std::unique_ptr<Backend> createCpuBackend(const BackendOptions& options);
+// nullptr (and *status set, when given) if the backend's threads could not be started.
+std::unique_ptr<Backend> createCpuBackend(const BackendOptions& options, Status* status = nullptr);
 
 // Describes the CUDA backend on this machine: compiled in or not, and usable or not.
 struct CudaInfo {

@@ -88,4 +88,15 @@ KVC_HD uint16_t floatToBf16(float f) {
   return static_cast<uint16_t>(rounded >> 16);
 }
 
+// Largest finite binary16 and bfloat16 values. Stored f16 / bf16 elements and the f16
+// parameters of int8 / int4 groups (scales, minimums) are clamped to these before rounding,
+// so a finite input never becomes Inf (and then NaN) in storage: beyond the range values
+// saturate (README "Formats"). Inside the range the clamp changes no bit: what it moves
+// (f16 in (65504, 65520), bf16 in (max, max + half an ulp)) rounded to the maximum anyway.
+constexpr float kHalfMax = 65504.0f;
+constexpr float kBf16Max = 3.38953139e38f;  // bits 0x7F7F0000
+
+KVC_HD float clampToHalfRange(float x) { return x > kHalfMax ? kHalfMax : (x < -kHalfMax ? -kHalfMax : x); }
+KVC_HD float clampToBf16Range(float x) { return x > kBf16Max ? kBf16Max : (x < -kBf16Max ? -kBf16Max : x); }
+
 }  // namespace kvc
