@@ -200,10 +200,14 @@ Napi::Value SequenceWrap::read(const Napi::CallbackInfo& info) {
   Napi::Float32Array values = Napi::Float32Array::New(env, rows.values.size());
   Napi::Float32Array beta = Napi::Float32Array::New(env, rows.beta.size());
   Napi::Int32Array positions = Napi::Int32Array::New(env, rows.positions.size());
-  std::memcpy(keys.Data(), rows.keys.data(), 4 * rows.keys.size());
-  std::memcpy(values.Data(), rows.values.data(), 4 * rows.values.size());
-  std::memcpy(beta.Data(), rows.beta.data(), 4 * rows.beta.size());
-  std::memcpy(positions.Data(), rows.positions.data(), 4 * rows.positions.size());
+  // An empty stream has no buffers at all (null pointers), and memcpy from null is undefined
+  // even for zero bytes.
+  if (!rows.positions.empty()) {
+    std::memcpy(keys.Data(), rows.keys.data(), 4 * rows.keys.size());
+    std::memcpy(values.Data(), rows.values.data(), 4 * rows.values.size());
+    std::memcpy(beta.Data(), rows.beta.data(), 4 * rows.beta.size());
+    std::memcpy(positions.Data(), rows.positions.data(), 4 * rows.positions.size());
+  }
   Napi::Object result = Napi::Object::New(env);
   result.Set("keys", keys);
   result.Set("values", values);
