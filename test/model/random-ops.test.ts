@@ -364,8 +364,10 @@ describe('random operations against a model of the cache', () => {
       }
       for (const s of run.live) run.checkSeq(s);
       console.log(`[model] ${name}: ${JSON.stringify(run.counts)}`);
-      // Every kind of operation ran, and the budget ran out at least once.
-      for (const op of ['append', 'attention', 'fork', 'truncate', 'compact', 'import', 'free', 'append: OUT_OF_MEMORY']) {
+      // Every kind of operation ran, and in a full-length run the budget ran out at least once.
+      const required = ['append', 'attention', 'fork', 'truncate', 'compact', 'import', 'free'];
+      if (OPS_PER_CONFIG >= 1000) required.push('append: OUT_OF_MEMORY');
+      for (const op of required) {
         expect(run.counts[op] ?? 0, `${name}: ${op} never ran`).toBeGreaterThan(0);
       }
       run.cache.dispose();
