@@ -38,7 +38,15 @@ mkdir -p build-fuzz/corpus build-fuzz/crashes
 regressions=(test/fuzz/regressions/*)
 if [ -e "${regressions[0]}" ]; then
   echo "fuzz: replaying ${#regressions[@]} regression inputs"
-  ./build-fuzz/kvc_fuzz_import -runs=1 "${regressions[@]}" 2>&1 | tail -1
+  set +e
+  ./build-fuzz/kvc_fuzz_import -runs=1 "${regressions[@]}" >build-fuzz/regressions.log 2>&1
+  replay=$?
+  set -e
+  grep -E "^Executed|ERROR|SUMMARY" build-fuzz/regressions.log | tail -3 || true
+  if [ "$replay" -ne 0 ]; then
+    echo "fuzz: a regression input fails again; see build-fuzz/regressions.log" >&2
+    exit 1
+  fi
 fi
 
 echo "fuzz: ${seconds} s from test/fuzz/corpus ($(ls test/fuzz/corpus | wc -l) seeds)"
@@ -48,7 +56,7 @@ set +e
   -artifact_prefix=build-fuzz/crashes/ >build-fuzz/last-run.log 2>&1
 status=$?
 set -e
-grep -E '^#[0-9]+ +(INITED|DONE)|^stat::|ERROR|SUMMARY|invariant|^artifact' build-fuzz/last-run.log || true
+grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::|ERROR|SUMMARY|invariant|^artifact' build-fuzz/last-run.log || true
 if [ "$status" -ne 0 ]; then
   echo "fuzz: libFuzzer exited with $status; see build-fuzz/last-run.log and build-fuzz/crashes/" >&2
   exit "$status"

@@ -71,11 +71,12 @@ std::unique_ptr<Cache> makeCache(const CacheConfig& c) {
   return cache;
 }
 
-// Caches by configuration (the header's 44 bytes + blockSize), reused across inputs.
-Cache* cacheFor(const CacheConfig& c, const uint8_t* headerFields) {
+// Caches by configuration, reused across inputs.
+Cache* cacheFor(const CacheConfig& c) {
   static std::map<std::string, std::unique_ptr<Cache>> caches;
-  std::string key(reinterpret_cast<const char*>(headerFields), 44);
-  key.append(reinterpret_cast<const char*>(&c.blockSize), 4);
+  const uint32_t fields[] = {c.layers, c.kvHeads, c.headDim, c.groupSize, static_cast<uint32_t>(c.keys),
+                             static_cast<uint32_t>(c.values), c.rotateKeys, c.rotateValues, c.rotationSeed, c.blockSize};
+  const std::string key(reinterpret_cast<const char*>(fields), sizeof fields);
   auto it = caches.find(key);
   if (it != caches.end()) return it->second.get();
   if (caches.size() >= 32) caches.clear();
@@ -133,7 +134,7 @@ void importMode(const uint8_t* data, size_t size, bool fixChecksum, uint32_t blo
   c.threads = 1;
   if (static_cast<uint64_t>(c.layers) * c.kvHeads > kMaxStreams) return;
   if (!validateConfig(c).isOk() || c.blockLayout().blockBytes > kPoolBytes) return;
-  Cache* cache = cacheFor(c, size >= kHeaderBytes ? bytes.data() + 16 : bytes.data());
+  Cache* cache = cacheFor(c);
   if (!cache) return;
   const CacheStats before = cache->stats();
   uint64_t id = 0;
