@@ -11,9 +11,10 @@ option(KVC_FUZZ "Build the libFuzzer harness (clang)" OFF)
 
 set(KVC_SANITIZER_FLAGS -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
 
+# C and C++ only: nvcc (a CUDA-enabled configure) must not see these flags.
 if(KVC_SANITIZE)
-  # -O1 -g: readable reports at a fraction of -O3's compile time.
-  add_compile_options(${KVC_SANITIZER_FLAGS} -O1 -g)
+  # -O1 with line tables only: reports with file:line at a fraction of -O3 -g's compile time.
+  add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX>:${KVC_SANITIZER_FLAGS};-O1;-g1>")
   add_link_options(-fsanitize=address,undefined)
 endif()
 
@@ -21,7 +22,7 @@ if(KVC_FUZZ)
   if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
     message(FATAL_ERROR "KVC_FUZZ needs clang (libFuzzer): configure with CXX=clang++")
   endif()
-  add_compile_options(-fsanitize=fuzzer-no-link ${KVC_SANITIZER_FLAGS} -O1 -g)
+  add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX>:-fsanitize=fuzzer-no-link;${KVC_SANITIZER_FLAGS};-O1;-gline-tables-only>")
   add_link_options(-fsanitize=address,undefined)
 endif()
 
