@@ -2,12 +2,13 @@
 // slot (the fused append of ARCHITECTURE §3), with the vector Hadamard transform of the ISA
 // that the kernel table was chosen for and that table's (vector) encoders. The loop lives
 // here, not in the kernel table, because it needs the rotation signs and the block tables;
-// each ISA's instantiation below is compiled in its own target region, entered only when
-// cpuid confirmed it (the width of the table passed in says which one). All includes come
-// before the target pragmas so no shared inline code is built for those instructions.
+// each ISA's instantiation below is compiled in its own ISA region (isa_region.h), entered
+// only when cpuid confirmed it (the width of the table passed in says which one). All
+// includes come before the ISA regions so no shared inline code is built for those
+// instructions.
 #include "append_rows.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
@@ -17,6 +18,7 @@
 
 #include "hadamard.h"
 #include "kvc/finite.h"
+#include "isa_region.h"
 #include "kvc/half.h"
 #include "row_codec_reference.h"
 #include "simd_scalar.h"
@@ -29,15 +31,11 @@ namespace append_portable {
 }  // namespace append_portable
 }  // namespace kvc::cpu
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef KVC_ISA_REGIONS
 #define KVC_APPEND_ISA 1
-#pragma GCC push_options
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// The same target strings as kernels_avx2.cpp / kernels_avx512.cpp, so the shared inline
-// Simd traits compile to the same code in both files.
-#pragma GCC target("avx2,fma,f16c,bmi2")
+// The same instruction sets as kernels_avx2.cpp / kernels_avx512.cpp (isa_region.h), so the
+// shared inline Simd traits compile to the same code in both files.
+KVC_ISA_REGION_BEGIN(KVC_ISA_AVX2)
 #include "simd_avx2.h"
 namespace kvc::cpu {
 namespace append_avx2 {
@@ -46,10 +44,9 @@ namespace append_avx2 {
 #include "append_kernel.inl"
 }  // namespace append_avx2
 }  // namespace kvc::cpu
-#pragma GCC pop_options
+KVC_ISA_REGION_END
 
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi2")
+KVC_ISA_REGION_BEGIN(KVC_ISA_AVX512)
 #include "simd_avx512.h"
 namespace kvc::cpu {
 namespace append_avx512 {
@@ -58,8 +55,7 @@ namespace append_avx512 {
 #include "append_kernel.inl"
 }  // namespace append_avx512
 }  // namespace kvc::cpu
-#pragma GCC diagnostic pop
-#pragma GCC pop_options
+KVC_ISA_REGION_END
 #endif
 
 namespace kvc::cpu {

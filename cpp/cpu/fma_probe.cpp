@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include "cpu_features.h"
+#include "isa_region.h"
 
 namespace kvc::cpu {
 
@@ -26,19 +27,17 @@ namespace {
   STORE(out, a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);                 \
   return FmaProbe{iterations * 12 * (LANES), (LANES), out[0]};
 
-#pragma GCC push_options
-#pragma GCC target("avx512f")
+KVC_ISA_REGION_BEGIN("avx512f")
 FmaProbe probeAvx512(uint64_t iterations) {
   KVC_FMA_CHAINS(__m512, _mm512_fmadd_ps, _mm512_set1_ps, _mm512_store_ps, 16)
 }
-#pragma GCC pop_options
+KVC_ISA_REGION_END
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
+KVC_ISA_REGION_BEGIN("avx2,fma")
 FmaProbe probeAvx2(uint64_t iterations) {
   KVC_FMA_CHAINS(__m256, _mm256_fmadd_ps, _mm256_set1_ps, _mm256_store_ps, 8)
 }
-#pragma GCC pop_options
+KVC_ISA_REGION_END
 
 FmaProbe probeScalar(uint64_t iterations) {
   float a[12];

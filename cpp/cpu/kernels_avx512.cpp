@@ -1,24 +1,21 @@
-// The AVX-512 (F/BW/VL/DQ) kernels. Everything between the target pragmas is compiled for
-// those instructions and only ever called after cpuid confirmed them (cpu_features.cpp);
-// all includes come before the pragma so no shared inline code is built for them.
+// The AVX-512 (F/BW/VL/DQ) kernels. Everything inside the ISA region (isa_region.h) is
+// compiled for those instructions and only ever called after cpuid confirmed them
+// (cpu_features.cpp); all includes come before the region so no shared inline code is built
+// for them.
 #include <immintrin.h>
 
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 
+#include "isa_region.h"
 #include "kernel_table.h"
 #include "row_codec_reference.h"
 #include "simd_scalar.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef KVC_ISA_REGIONS
 #define KVC_HAVE_ISA 1
-#pragma GCC push_options
-// GCC 12 reports the intentionally undefined lanes of some intrinsics as uninitialized.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi2")
+KVC_ISA_REGION_BEGIN(KVC_ISA_AVX512)
 #include "simd_avx512.h"
 
 namespace kvc::cpu {
@@ -30,8 +27,7 @@ namespace isa_avx512 {
 
 }  // namespace isa_avx512
 }  // namespace kvc::cpu
-#pragma GCC diagnostic pop
-#pragma GCC pop_options
+KVC_ISA_REGION_END
 #endif
 
 namespace kvc::cpu {

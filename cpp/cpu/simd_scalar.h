@@ -50,7 +50,9 @@ struct SimdScalar {
   // exp(x) with the vector paths' polynomial; exactly 0 below the float range.
   static V exp(V x) {
     if (x < -87.3f) return 0.0f;
-    x = x > 88.0f ? 88.0f : x;
+    // Written as min(x, 88) with the vector min's NaN rule (the second operand): NaN becomes 88
+    // as in the AVX2/AVX-512 paths, instead of reaching the float -> int conversion (undefined).
+    x = x < 88.0f ? x : 88.0f;
     const float n = std::nearbyint(x * 1.44269504088896341f);
     const float f = (x - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;
     float p = 1.0f / 720;

@@ -1,6 +1,7 @@
-// The AVX2 + FMA compaction kernels. Everything between the target pragmas is compiled for
-// those instructions and only called after cpuid confirmed them (cpu_features.cpp); all
-// includes come before the pragma so no shared inline code is built for them.
+// The AVX2 + FMA compaction kernels. Everything inside the ISA region (isa_region.h) is
+// compiled for those instructions and only called after cpuid confirmed them
+// (cpu_features.cpp); all includes come before the region so no shared inline code is built
+// for them.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -9,16 +10,13 @@
 #include <cstring>
 #include <limits>
 
+#include "../isa_region.h"
 #include "../simd_scalar.h"
 #include "kernels.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef KVC_ISA_REGIONS
 #define KVC_HAVE_ISA 1
-#pragma GCC push_options
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC target("avx2,fma,f16c,bmi2")
+KVC_ISA_REGION_BEGIN(KVC_ISA_AVX2)
 #include "../simd_avx2.h"
 
 namespace kvc::cpu::compaction {
@@ -28,8 +26,7 @@ namespace isa_avx2 {
 
 }  // namespace isa_avx2
 }  // namespace kvc::cpu::compaction
-#pragma GCC diagnostic pop
-#pragma GCC pop_options
+KVC_ISA_REGION_END
 #endif
 
 namespace kvc::cpu::compaction {

@@ -29,7 +29,10 @@ inline SyntheticStream makeSyntheticStream(uint64_t seed, uint32_t T, uint32_t D
   // Mean query direction u (unit).
   std::vector<double> u(D);
   double norm = 0.0;
-  for (double& x : u) norm += (x = rng.normal()) * x;
+  for (double& x : u) {
+    x = rng.normal();
+    norm += x * x;
+  }
   for (double& x : u) x /= std::sqrt(norm);
 
   s.keys.resize(static_cast<size_t>(T) * D);
