@@ -134,13 +134,31 @@ export class CacheModel {
     s.next = s.next.map((x) => Math.min(x, n));
   }
 
-  /** A stream rebuilt with `rows` (eviction, compaction): fresh blocks unless nothing changed. */
-  replaceRows(key: object, index: number, rows: Row[], changed: boolean): void {
+  /**
+   * A stream rebuilt with `rows` (eviction, compaction): fresh blocks unless nothing changed.
+   * Eviction (`keep` given: the old index of every kept row) keeps an old block instead of
+   * copying it when a rebuilt block is exactly that block, row for row (Cache::keepRows kMove);
+   * compaction rewrites values, so all its blocks are fresh.
+   */
+  replaceRows(key: object, index: number, rows: Row[], changed: boolean, keep?: number[]): void {
     const st = this.seqs.get(key)!.streams[index]!;
     st.rows = rows;
     if (!changed) return;
-    this.release(st.blocks);
-    st.blocks = Array.from({ length: Math.ceil(rows.length / this.c.blockSize) }, () => new Block());
+    const B = this.c.blockSize;
+    const old = st.blocks;
+    st.blocks = Array.from({ length: Math.ceil(rows.length / B) }, (_, b) => {
+      if (keep) {
+        const first = b * B;
+        const n = Math.min(B, rows.length - first);
+        if (keep[first]! % B === 0 && keep[first + n - 1] === keep[first]! + n - 1) {
+          const reused = old[keep[first]! / B]!;
+          reused.refs++;
+          return reused;
+        }
+      }
+      return new Block();
+    });
+    this.release(old);
   }
 
   free(key: object): void {
