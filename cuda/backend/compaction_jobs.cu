@@ -32,62 +32,6 @@ GemmProblem gemmNN(const float* a, const float* b, float* c, uint32_t M, uint32_
 void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStreamInput* streams, uint32_t count,
                const compaction::Options& o, uint32_t D, const CudaCompactionFit& fit, uint32_t first, BatchJobs* jobs) {
   BatchJobs& J = *jobs;
-  // Short names for the job arrays, so that the sequence below reads like the CPU code.
-  auto& decode = J.decode;
-  auto& queryJobs = J.queryJobs;
-  auto& gScores = J.gScores;
-  auto& gOutputs = J.gOutputs;
-  auto& gHeldScores = J.gHeldScores;
-  auto& gHeldOutputs = J.gHeldOutputs;
-  auto& gLogits = J.gLogits;
-  auto& gBetaGram = J.gBetaGram;
-  auto& gBetaH = J.gBetaH;
-  auto& gValGram = J.gValGram;
-  auto& gValR = J.gValR;
-  auto& gDiagScores = J.gDiagScores;
-  auto& gDiagOutputs = J.gDiagOutputs;
-  auto& gHeldDiagScores = J.gHeldDiagScores;
-  auto& gHeldDiagOutputs = J.gHeldDiagOutputs;
-  auto& smOriginal = J.smOriginal;
-  auto& smHeld = J.smHeld;
-  auto& smCompacted = J.smCompacted;
-  auto& smHeldCompacted = J.smHeldCompacted;
-  auto& columns = J.columns;
-  auto& topk = J.topk;
-  auto& ompTopK = J.ompTopK;
-  auto& ompJobs = J.ompJobs;
-  auto& fitAll = J.fitAll;
-  auto& fitBeta = J.fitBeta;
-  auto& fitValues = J.fitValues;
-  auto& cholBeta = J.cholBeta;
-  auto& cholValues = J.cholValues;
-  auto& solveBeta = J.solveBeta;
-  auto& solveValues = J.solveValues;
-  auto& nnls = J.nnls;
-  auto& changed = J.changed;
-  auto& statsRef = J.statsRef;
-  auto& statsGot = J.statsGot;
-  auto& statsHeldRef = J.statsHeldRef;
-  auto& statsHeldGot = J.statsHeldGot;
-  auto& maxT = J.maxT;
-  auto& maxRows = J.maxRows;
-  auto& maxQ = J.maxQ;
-  auto& maxTk = J.maxTk;
-  auto& maxF = J.maxF;
-  auto& ompIterations = J.ompIterations;
-  auto& tilesScores = J.tilesScores;
-  auto& tilesOut = J.tilesOut;
-  auto& tilesHS = J.tilesHS;
-  auto& tilesHO = J.tilesHO;
-  auto& tilesLt = J.tilesLt;
-  auto& tilesBG = J.tilesBG;
-  auto& tilesBH = J.tilesBH;
-  auto& tilesVG = J.tilesVG;
-  auto& tilesVR = J.tilesVR;
-  auto& tilesDS = J.tilesDS;
-  auto& tilesDO = J.tilesDO;
-  auto& tilesHDS = J.tilesHDS;
-  auto& tilesHDO = J.tilesHDO;
   const auto& sp = plan.sp;
   const auto& cp = plan.cp;
   const bool relative = o.massObjective == compaction::MassObjective::kRelative;
@@ -96,10 +40,10 @@ void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStream
   auto Z = [&](size_t off) { return bases.Z(off); };
   auto F = [&](size_t off) { return bases.F(off); };
   auto f32 = [](uint8_t* p) { return reinterpret_cast<float*>(p); };
-  decode.resize(count);
+  J.decode.resize(count);
   for (uint32_t i = 0; i < count; ++i) {
     const StreamPlanDev& s = sp[i];
-    DecodeStream& d = decode[i];
+    DecodeStream& d = J.decode[i];
     d.length = s.T;
     d.sinks = std::min<uint32_t>(streams[i].sinks, s.T);
     d.recent = std::min<uint32_t>(streams[i].recent, s.T);
@@ -116,16 +60,16 @@ void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStream
     } else {
       q.rotate = 1;
     }
-    queryJobs.push_back(q);
+    J.queryJobs.push_back(q);
     if (s.nh) {
       QueryJob h;
       h.n = s.nh;
       h.out = f32(W(s.qh));
       h.rotate = 1;
-      queryJobs.push_back(h);
+      J.queryJobs.push_back(h);
     }
-    maxRows = std::max(maxRows, s.T);
-    maxQ = std::max({maxQ, s.n, s.nh});
+    J.maxRows = std::max(J.maxRows, s.T);
+    J.maxQ = std::max({J.maxQ, s.n, s.nh});
   }
   // Query sources that live in the upload get their device address once `args` exists.
   auto softmax = [&](const StatsAt& st, uint32_t rows, uint32_t cols, const float* bias) {
@@ -147,15 +91,15 @@ void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStream
     const float* bias = f32(W(s.bias)) + c.r0;
     float* fitted = f32(F(fit.streams[first + c.stream].values)) + static_cast<size_t>(c.fitRow) * D;
     float* beta = f32(F(fit.streams[first + c.stream].beta)) + c.fitRow;
-    maxT = std::max(maxT, t);
-    maxTk = std::max(maxTk, Tk);
-    maxF = std::max(maxF, f);
+    J.maxT = std::max(J.maxT, t);
+    J.maxTk = std::max(J.maxTk, Tk);
+    J.maxF = std::max(J.maxF, f);
     // 1. attention statistics of the original rows
-    gScores.push_back(gemmNT(q, keys, f32(W(c.original.s)), n, Tk, D));
-    tilesScores = std::max(tilesScores, gemmTiles(n, Tk));
-    smOriginal.push_back(softmax(c.original, n, Tk, bias));
-    gOutputs.push_back(gemmNN(f32(W(c.original.s)), values, f32(W(c.original.y)), n, D, Tk));
-    tilesOut = std::max(tilesOut, gemmTiles(n, D));
+    J.gScores.push_back(gemmNT(q, keys, f32(W(c.original.s)), n, Tk, D));
+    J.tilesScores = std::max(J.tilesScores, gemmTiles(n, Tk));
+    J.smOriginal.push_back(softmax(c.original, n, Tk, bias));
+    J.gOutputs.push_back(gemmNN(f32(W(c.original.s)), values, f32(W(c.original.y)), n, D, Tk));
+    J.tilesOut = std::max(J.tilesOut, gemmTiles(n, D));
     if (!c.keepAll) {
       ColumnJob cj;
       cj.s = f32(W(c.original.s));
@@ -164,14 +108,14 @@ void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStream
       // OMP: column norms of A (relative) or E (absolute); otherwise the attention squares.
       cj.mode = c.omp && !relative ? 1 : 0;
       cj.colAcc = reinterpret_cast<double*>(W(c.colAcc));
-      columns.push_back(cj);
+      J.columns.push_back(cj);
     }
     if (s.nh) {
-      gHeldScores.push_back(gemmNT(f32(W(s.qh)), keys, f32(W(c.heldOriginal.s)), s.nh, Tk, D));
-      tilesHS = std::max(tilesHS, gemmTiles(s.nh, Tk));
-      smHeld.push_back(softmax(c.heldOriginal, s.nh, Tk, bias));
-      gHeldOutputs.push_back(gemmNN(f32(W(c.heldOriginal.s)), values, f32(W(c.heldOriginal.y)), s.nh, D, Tk));
-      tilesHO = std::max(tilesHO, gemmTiles(s.nh, D));
+      J.gHeldScores.push_back(gemmNT(f32(W(s.qh)), keys, f32(W(c.heldOriginal.s)), s.nh, Tk, D));
+      J.tilesHS = std::max(J.tilesHS, gemmTiles(s.nh, Tk));
+      J.smHeld.push_back(softmax(c.heldOriginal, s.nh, Tk, bias));
+      J.gHeldOutputs.push_back(gemmNN(f32(W(c.heldOriginal.s)), values, f32(W(c.heldOriginal.y)), s.nh, D, Tk));
+      J.tilesHO = std::max(J.tilesHO, gemmTiles(s.nh, D));
     }
     // 2. selection (highest attention; keepAll and |P| >= target fall out of k)
     TopKJob tj;
@@ -218,7 +162,7 @@ void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStream
       oj.fresh = reinterpret_cast<int32_t*>(W(c.fresh));
       oj.state = reinterpret_cast<uint32_t*>(Z(c.state));
       oj.targetNorm = reinterpret_cast<double*>(W(c.targetNorm));
-      ompJobs.push_back(oj);
+      J.ompJobs.push_back(oj);
       TopKJob sj;
       sj.scores = oj.score;
       sj.n = Tk;
@@ -226,10 +170,10 @@ void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStream
       sj.chosen = oj.chosen;
       sj.picked = oj.fresh;
       sj.pickedCount = oj.state + 3;
-      ompTopK.push_back(sj);
-      ompIterations = std::max(ompIterations, (c.want + c.step - 1) / c.step);
+      J.ompTopK.push_back(sj);
+      J.ompIterations = std::max(J.ompIterations, (c.want + c.step - 1) / c.step);
     }
-    topk.push_back(tj);
+    J.topk.push_back(tj);
     // 3.-4. the fits
     FitJob fj;
     fj.n = n, fj.t = t, fj.f = f, fj.np = c.prot, fj.D = D;
@@ -250,18 +194,18 @@ void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStream
       fj.lt = f32(W(c.lt));
       fj.mt = f32(W(c.mt));
       fj.free = f32(W(c.free));
-      gLogits.push_back(gemmNT(fj.keptKeys, q, fj.lt, t, n, D));
-      tilesLt = std::max(tilesLt, gemmTiles(t, n));
+      J.gLogits.push_back(gemmNT(fj.keptKeys, q, fj.lt, t, n, D));
+      J.tilesLt = std::max(J.tilesLt, gemmTiles(t, n));
     }
     if (c.fitBeta) {
       fj.target = f32(W(c.target_));
       FitJob b = fj;
-      fitBeta.push_back(b);
-      gBetaGram.push_back(gemmNT(fj.free, fj.free, f32(W(c.gram)), f, f, n));
-      tilesBG = std::max(tilesBG, gemmTiles(f, f));
+      J.fitBeta.push_back(b);
+      J.gBetaGram.push_back(gemmNT(fj.free, fj.free, f32(W(c.gram)), f, f, n));
+      J.tilesBG = std::max(J.tilesBG, gemmTiles(f, f));
       GemmProblem gh = gemmNT(fj.free, fj.target, f32(W(c.h)), f, 1, n);
-      gBetaH.push_back(gh);
-      tilesBH = std::max(tilesBH, gemmTiles(f, 1));
+      J.gBetaH.push_back(gh);
+      J.tilesBH = std::max(J.tilesBH, gemmTiles(f, 1));
       CholeskyJob ch;
       ch.gram = f32(W(c.gram));
       ch.size = f;
@@ -270,10 +214,10 @@ void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStream
       ch.raises = raises;
       ch.h = f32(W(c.h));
       ch.hr = reinterpret_cast<double*>(W(c.w));
-      cholBeta.push_back(ch);
+      J.cholBeta.push_back(ch);
       SolveJob sj;
       sj.l = ch.l, sj.size = f, sj.b = ch.hr, sj.nrhs = 1, sj.lambda = ch.lambda;
-      solveBeta.push_back(sj);
+      J.solveBeta.push_back(sj);
       NnlsJob nj;
       nj.gram = ch.gram, nj.h = ch.h, nj.l = ch.l, nj.lambda = ch.lambda, nj.f = f;
       nj.w = ch.hr;
@@ -281,42 +225,42 @@ void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStream
       nj.freePos = fj.freePos;
       nj.keptBias = fj.keptBias;
       nj.beta = beta;
-      nnls.push_back(nj);
+      J.nnls.push_back(nj);
     }
     if (c.fitValues) {
       fj.rhs = f32(W(c.rhs));
       fj.r = f32(W(c.r));
       fj.c = reinterpret_cast<double*>(W(c.c));
       fj.lambda = reinterpret_cast<const double*>(O(c.lambdaValue));
-      fitValues.push_back(fj);
-      gValGram.push_back(gemmNT(fj.free, fj.free, f32(W(c.gram)), f, f, n));
-      tilesVG = std::max(tilesVG, gemmTiles(f, f));
-      gValR.push_back(gemmNN(fj.free, fj.rhs, fj.r, f, D, n));
-      tilesVR = std::max(tilesVR, gemmTiles(f, D));
+      J.fitValues.push_back(fj);
+      J.gValGram.push_back(gemmNT(fj.free, fj.free, f32(W(c.gram)), f, f, n));
+      J.tilesVG = std::max(J.tilesVG, gemmTiles(f, f));
+      J.gValR.push_back(gemmNN(fj.free, fj.rhs, fj.r, f, D, n));
+      J.tilesVR = std::max(J.tilesVR, gemmTiles(f, D));
       CholeskyJob ch;
       ch.gram = f32(W(c.gram));
       ch.size = f;
       ch.l = reinterpret_cast<double*>(W(c.l));
       ch.lambda = reinterpret_cast<double*>(O(c.lambdaValue));
       ch.raises = raises + 1;
-      cholValues.push_back(ch);
+      J.cholValues.push_back(ch);
       SolveJob sj;
       sj.l = ch.l, sj.size = f, sj.b = fj.c, sj.nrhs = D, sj.lambda = ch.lambda;
-      solveValues.push_back(sj);
+      J.solveValues.push_back(sj);
     }
-    fitAll.push_back(fj);
+    J.fitAll.push_back(fj);
     // 5. diagnostics: the compacted rows as attention will see them
-    gDiagScores.push_back(gemmNT(q, fj.keptKeys, f32(W(c.compacted.s)), n, t, D));
-    tilesDS = std::max(tilesDS, gemmTiles(n, t));
-    smCompacted.push_back(softmax(c.compacted, n, t, beta));
-    gDiagOutputs.push_back(gemmNN(f32(W(c.compacted.s)), fitted, f32(W(c.compacted.y)), n, D, t));
-    tilesDO = std::max(tilesDO, gemmTiles(n, D));
+    J.gDiagScores.push_back(gemmNT(q, fj.keptKeys, f32(W(c.compacted.s)), n, t, D));
+    J.tilesDS = std::max(J.tilesDS, gemmTiles(n, t));
+    J.smCompacted.push_back(softmax(c.compacted, n, t, beta));
+    J.gDiagOutputs.push_back(gemmNN(f32(W(c.compacted.s)), fitted, f32(W(c.compacted.y)), n, D, t));
+    J.tilesDO = std::max(J.tilesDO, gemmTiles(n, D));
     if (s.nh) {
-      gHeldDiagScores.push_back(gemmNT(f32(W(s.qh)), fj.keptKeys, f32(W(c.heldCompacted.s)), s.nh, t, D));
-      tilesHDS = std::max(tilesHDS, gemmTiles(s.nh, t));
-      smHeldCompacted.push_back(softmax(c.heldCompacted, s.nh, t, beta));
-      gHeldDiagOutputs.push_back(gemmNN(f32(W(c.heldCompacted.s)), fitted, f32(W(c.heldCompacted.y)), s.nh, D, t));
-      tilesHDO = std::max(tilesHDO, gemmTiles(s.nh, D));
+      J.gHeldDiagScores.push_back(gemmNT(f32(W(s.qh)), fj.keptKeys, f32(W(c.heldCompacted.s)), s.nh, t, D));
+      J.tilesHDS = std::max(J.tilesHDS, gemmTiles(s.nh, t));
+      J.smHeldCompacted.push_back(softmax(c.heldCompacted, s.nh, t, beta));
+      J.gHeldDiagOutputs.push_back(gemmNN(f32(W(c.heldCompacted.s)), fitted, f32(W(c.heldCompacted.y)), s.nh, D, t));
+      J.tilesHDO = std::max(J.tilesHDO, gemmTiles(s.nh, D));
     }
     ChangedJob cj;
     cj.t = t;
@@ -327,7 +271,7 @@ void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStream
     cj.beta = beta;
     cj.changed = F(fit.streams[first + c.stream].changed) + c.fitRow;
     cj.count = reinterpret_cast<uint32_t*>(O(s.changedCount));
-    changed.push_back(cj);
+    J.changed.push_back(cj);
   }
   // Per-query statistics arrays for the error reduction, and the error jobs.
   auto dev = [&](const StatsAt& st) {
@@ -338,11 +282,11 @@ void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStream
     return q;
   };
   for (const ChunkPlan& c : cp) {
-    statsRef.push_back(dev(c.original));
-    statsGot.push_back(dev(c.compacted));
+    J.statsRef.push_back(dev(c.original));
+    J.statsGot.push_back(dev(c.compacted));
     if (sp[c.stream].nh) {
-      statsHeldRef.push_back(dev(c.heldOriginal));
-      statsHeldGot.push_back(dev(c.heldCompacted));
+      J.statsHeldRef.push_back(dev(c.heldOriginal));
+      J.statsHeldGot.push_back(dev(c.heldCompacted));
     }
   }
 }

@@ -115,79 +115,23 @@ Status compactDeviceBatch(const DeviceContext& ctx, const PoolView& pool, const 
   bases.workAt = workAt;
   bases.fit = fitBase;
   buildJobs(plan, bases, streams, count, o, D, *fit, first, &J);
-  // Short names for the job arrays, so that the sequence below reads like the CPU code.
-  auto& decode = J.decode;
-  auto& queryJobs = J.queryJobs;
-  auto& gScores = J.gScores;
-  auto& gOutputs = J.gOutputs;
-  auto& gHeldScores = J.gHeldScores;
-  auto& gHeldOutputs = J.gHeldOutputs;
-  auto& gLogits = J.gLogits;
-  auto& gBetaGram = J.gBetaGram;
-  auto& gBetaH = J.gBetaH;
-  auto& gValGram = J.gValGram;
-  auto& gValR = J.gValR;
-  auto& gDiagScores = J.gDiagScores;
-  auto& gDiagOutputs = J.gDiagOutputs;
-  auto& gHeldDiagScores = J.gHeldDiagScores;
-  auto& gHeldDiagOutputs = J.gHeldDiagOutputs;
-  auto& smOriginal = J.smOriginal;
-  auto& smHeld = J.smHeld;
-  auto& smCompacted = J.smCompacted;
-  auto& smHeldCompacted = J.smHeldCompacted;
-  auto& columns = J.columns;
-  auto& topk = J.topk;
-  auto& ompTopK = J.ompTopK;
-  auto& ompJobs = J.ompJobs;
-  auto& fitAll = J.fitAll;
-  auto& fitBeta = J.fitBeta;
-  auto& fitValues = J.fitValues;
-  auto& cholBeta = J.cholBeta;
-  auto& cholValues = J.cholValues;
-  auto& solveBeta = J.solveBeta;
-  auto& solveValues = J.solveValues;
-  auto& nnls = J.nnls;
-  auto& changed = J.changed;
-  auto& statsRef = J.statsRef;
-  auto& statsGot = J.statsGot;
-  auto& statsHeldRef = J.statsHeldRef;
-  auto& statsHeldGot = J.statsHeldGot;
-  auto& maxT = J.maxT;
-  auto& maxRows = J.maxRows;
-  auto& maxQ = J.maxQ;
-  auto& maxTk = J.maxTk;
-  auto& maxF = J.maxF;
-  auto& ompIterations = J.ompIterations;
-  auto& tilesScores = J.tilesScores;
-  auto& tilesOut = J.tilesOut;
-  auto& tilesHS = J.tilesHS;
-  auto& tilesHO = J.tilesHO;
-  auto& tilesLt = J.tilesLt;
-  auto& tilesBG = J.tilesBG;
-  auto& tilesBH = J.tilesBH;
-  auto& tilesVG = J.tilesVG;
-  auto& tilesVR = J.tilesVR;
-  auto& tilesDS = J.tilesDS;
-  auto& tilesDO = J.tilesDO;
-  auto& tilesHDS = J.tilesHDS;
-  auto& tilesHDO = J.tilesHDO;
-  const size_t aStatsRef = staging.addArray(statsRef.data(), statsRef.size());
-  const size_t aStatsGot = staging.addArray(statsGot.data(), statsGot.size());
-  const size_t aStatsHeldRef = staging.addArray(statsHeldRef.data(), statsHeldRef.size());
-  const size_t aStatsHeldGot = staging.addArray(statsHeldGot.data(), statsHeldGot.size());
+  const size_t aStatsRef = staging.addArray(J.statsRef.data(), J.statsRef.size());
+  const size_t aStatsGot = staging.addArray(J.statsGot.data(), J.statsGot.size());
+  const size_t aStatsHeldRef = staging.addArray(J.statsHeldRef.data(), J.statsHeldRef.size());
+  const size_t aStatsHeldGot = staging.addArray(J.statsHeldGot.data(), J.statsHeldGot.size());
   const size_t aErrors = staging.add(nullptr, 2 * count * sizeof(ErrorJob));
   auto stage = [&](const auto& v) { return staging.addArray(v.data(), v.size()); };
-  const size_t aDecode = stage(decode), aQueries = stage(queryJobs);
-  const size_t aScores = stage(gScores), aOutputs = stage(gOutputs), aHS = stage(gHeldScores), aHO = stage(gHeldOutputs);
-  const size_t aSmO = stage(smOriginal), aSmH = stage(smHeld), aSmC = stage(smCompacted), aSmHC = stage(smHeldCompacted);
-  const size_t aOmp = stage(ompJobs), aOmpTopK = stage(ompTopK);
-  const size_t aCols = stage(columns), aTopk = stage(topk), aFitAll = stage(fitAll), aFitBeta = stage(fitBeta),
-               aFitValues = stage(fitValues);
-  const size_t aLt = stage(gLogits), aBG = stage(gBetaGram), aBH = stage(gBetaH), aVG = stage(gValGram),
-               aVR = stage(gValR), aDS = stage(gDiagScores), aDO = stage(gDiagOutputs), aHDS = stage(gHeldDiagScores),
-               aHDO = stage(gHeldDiagOutputs);
-  const size_t aCholB = stage(cholBeta), aCholV = stage(cholValues), aSolveB = stage(solveBeta),
-               aSolveV = stage(solveValues), aNnls = stage(nnls), aChanged = stage(changed);
+  const size_t aDecode = stage(J.decode), aQueries = stage(J.queryJobs);
+  const size_t aScores = stage(J.gScores), aOutputs = stage(J.gOutputs), aHS = stage(J.gHeldScores), aHO = stage(J.gHeldOutputs);
+  const size_t aSmO = stage(J.smOriginal), aSmH = stage(J.smHeld), aSmC = stage(J.smCompacted), aSmHC = stage(J.smHeldCompacted);
+  const size_t aOmp = stage(J.ompJobs), aOmpTopK = stage(J.ompTopK);
+  const size_t aCols = stage(J.columns), aTopk = stage(J.topk), aFitAll = stage(J.fitAll), aFitBeta = stage(J.fitBeta),
+               aFitValues = stage(J.fitValues);
+  const size_t aLt = stage(J.gLogits), aBG = stage(J.gBetaGram), aBH = stage(J.gBetaH), aVG = stage(J.gValGram),
+               aVR = stage(J.gValR), aDS = stage(J.gDiagScores), aDO = stage(J.gDiagOutputs), aHDS = stage(J.gHeldDiagScores),
+               aHDO = stage(J.gHeldDiagOutputs);
+  const size_t aCholB = stage(J.cholBeta), aCholV = stage(J.cholValues), aSolveB = stage(J.solveBeta),
+               aSolveV = stage(J.solveValues), aNnls = stage(J.nnls), aChanged = stage(J.changed);
   KVC_CC_TRY("cudaMalloc of the compaction arguments", args.reserve(staging.size()));
   // Pointers into the upload itself, now that it has a device address.
   auto* decodeHost = reinterpret_cast<DecodeStream*>(staging.hostAt(aDecode));
@@ -252,50 +196,50 @@ Status compactDeviceBatch(const DeviceContext& ctx, const PoolView& pool, const 
   da.codec = dc;
   da.streams = reinterpret_cast<const DecodeStream*>(A(aDecode));
   da.count = count;
-  KVC_CC_LAUNCH(launchDecodeRows(da, maxRows, st));
-  KVC_CC_LAUNCH(launchPrepareQueries(reinterpret_cast<const QueryJob*>(A(aQueries)), static_cast<uint32_t>(queryJobs.size()),
-                                     maxQ, D, dc.keySigns, 1.0f / std::sqrt(static_cast<float>(D)), st));
-  KVC_CC_LAUNCH(gemm(aScores, gScores, tilesScores));
-  KVC_CC_LAUNCH(launchSoftmaxRows(reinterpret_cast<const SoftmaxJob*>(A(aSmO)), chunks, maxQ, st));
-  KVC_CC_LAUNCH(gemm(aOutputs, gOutputs, tilesOut));
-  KVC_CC_LAUNCH(launchNormalizeRows(reinterpret_cast<const SoftmaxJob*>(A(aSmO)), chunks, maxQ, D, st));
-  KVC_CC_LAUNCH(launchColumnStats(reinterpret_cast<const ColumnJob*>(A(aCols)), static_cast<uint32_t>(columns.size()),
-                                  maxTk, st));
-  if (!gHeldScores.empty()) {
-    const uint32_t hc = static_cast<uint32_t>(gHeldScores.size());
-    KVC_CC_LAUNCH(gemm(aHS, gHeldScores, tilesHS));
-    KVC_CC_LAUNCH(launchSoftmaxRows(reinterpret_cast<const SoftmaxJob*>(A(aSmH)), hc, maxQ, st));
-    KVC_CC_LAUNCH(gemm(aHO, gHeldOutputs, tilesHO));
-    KVC_CC_LAUNCH(launchNormalizeRows(reinterpret_cast<const SoftmaxJob*>(A(aSmH)), hc, maxQ, D, st));
+  KVC_CC_LAUNCH(launchDecodeRows(da, J.maxRows, st));
+  KVC_CC_LAUNCH(launchPrepareQueries(reinterpret_cast<const QueryJob*>(A(aQueries)), static_cast<uint32_t>(J.queryJobs.size()),
+                                     J.maxQ, D, dc.keySigns, 1.0f / std::sqrt(static_cast<float>(D)), st));
+  KVC_CC_LAUNCH(gemm(aScores, J.gScores, J.tilesScores));
+  KVC_CC_LAUNCH(launchSoftmaxRows(reinterpret_cast<const SoftmaxJob*>(A(aSmO)), chunks, J.maxQ, st));
+  KVC_CC_LAUNCH(gemm(aOutputs, J.gOutputs, J.tilesOut));
+  KVC_CC_LAUNCH(launchNormalizeRows(reinterpret_cast<const SoftmaxJob*>(A(aSmO)), chunks, J.maxQ, D, st));
+  KVC_CC_LAUNCH(launchColumnStats(reinterpret_cast<const ColumnJob*>(A(aCols)), static_cast<uint32_t>(J.columns.size()),
+                                  J.maxTk, st));
+  if (!J.gHeldScores.empty()) {
+    const uint32_t hc = static_cast<uint32_t>(J.gHeldScores.size());
+    KVC_CC_LAUNCH(gemm(aHS, J.gHeldScores, J.tilesHS));
+    KVC_CC_LAUNCH(launchSoftmaxRows(reinterpret_cast<const SoftmaxJob*>(A(aSmH)), hc, J.maxQ, st));
+    KVC_CC_LAUNCH(gemm(aHO, J.gHeldOutputs, J.tilesHO));
+    KVC_CC_LAUNCH(launchNormalizeRows(reinterpret_cast<const SoftmaxJob*>(A(aSmH)), hc, J.maxQ, D, st));
   }
   KVC_RETURN_IF_ERROR(sync("score"));
   tScores += secondsSince(t0);
 
   // ---- 2. selection ----
   t0 = std::chrono::steady_clock::now();
-  if (!ompJobs.empty()) {
+  if (!J.ompJobs.empty()) {
     const OmpJob* jobs = reinterpret_cast<const OmpJob*>(A(aOmp));
-    const uint32_t no = static_cast<uint32_t>(ompJobs.size());
+    const uint32_t no = static_cast<uint32_t>(J.ompJobs.size());
     KVC_CC_LAUNCH(launchOmpInit(jobs, no, st));
     // As many steps as the longest chunk can need; finished chunks skip on the device.
-    for (uint32_t it = 0; it < ompIterations; ++it)
-      KVC_CC_LAUNCH(launchOmpStep(jobs, reinterpret_cast<const TopKJob*>(A(aOmpTopK)), no, maxTk, o.ompTolerance,
+    for (uint32_t it = 0; it < J.ompIterations; ++it)
+      KVC_CC_LAUNCH(launchOmpStep(jobs, reinterpret_cast<const TopKJob*>(A(aOmpTopK)), no, J.maxTk, o.ompTolerance,
                                   o.minWeight, o.maxWeight, std::min(o.nnlsIterations, 8u), st));
     KVC_CC_LAUNCH(launchOmpFinish(jobs, no, st));
   }
   KVC_CC_LAUNCH(launchTopK(reinterpret_cast<const TopKJob*>(A(aTopk)), chunks, st));
-  KVC_CC_LAUNCH(launchGatherKept(reinterpret_cast<const FitJob*>(A(aFitAll)), chunks, maxT, st));
-  KVC_CC_LAUNCH(gemm(aLt, gLogits, tilesLt));
+  KVC_CC_LAUNCH(launchGatherKept(reinterpret_cast<const FitJob*>(A(aFitAll)), chunks, J.maxT, st));
+  KVC_CC_LAUNCH(gemm(aLt, J.gLogits, J.tilesLt));
   KVC_RETURN_IF_ERROR(sync("selection"));
   tSelect += secondsSince(t0);
 
   // ---- 3. beta: NNLS on the attention mass ----
   t0 = std::chrono::steady_clock::now();
-  if (!fitBeta.empty()) {
-    const uint32_t nb = static_cast<uint32_t>(fitBeta.size());
-    KVC_CC_LAUNCH(launchMassMatrix(reinterpret_cast<const FitJob*>(A(aFitBeta)), nb, maxQ, st));
-    KVC_CC_LAUNCH(gemm(aBG, gBetaGram, tilesBG));
-    KVC_CC_LAUNCH(gemm(aBH, gBetaH, tilesBH));
+  if (!J.fitBeta.empty()) {
+    const uint32_t nb = static_cast<uint32_t>(J.fitBeta.size());
+    KVC_CC_LAUNCH(launchMassMatrix(reinterpret_cast<const FitJob*>(A(aFitBeta)), nb, J.maxQ, st));
+    KVC_CC_LAUNCH(gemm(aBG, J.gBetaGram, J.tilesBG));
+    KVC_CC_LAUNCH(gemm(aBH, J.gBetaH, J.tilesBH));
     KVC_CC_LAUNCH(launchCholeskyRidge(reinterpret_cast<const CholeskyJob*>(A(aCholB)), nb, o.ridge, st));
     KVC_CC_LAUNCH(launchCholeskySolve(reinterpret_cast<const SolveJob*>(A(aSolveB)), nb, 1, st));
     KVC_CC_LAUNCH(launchNnls(reinterpret_cast<const NnlsJob*>(A(aNnls)), nb, o.minWeight, o.maxWeight, o.nnlsIterations, st));
@@ -305,35 +249,35 @@ Status compactDeviceBatch(const DeviceContext& ctx, const PoolView& pool, const 
 
   // ---- 4. values: ridge least squares against the original attention output ----
   t0 = std::chrono::steady_clock::now();
-  if (!fitValues.empty()) {
-    const uint32_t nv = static_cast<uint32_t>(fitValues.size());
+  if (!J.fitValues.empty()) {
+    const uint32_t nv = static_cast<uint32_t>(J.fitValues.size());
     const FitJob* jobs = reinterpret_cast<const FitJob*>(A(aFitValues));
-    KVC_CC_LAUNCH(launchValueSystem(jobs, nv, maxQ, D, st));
-    KVC_CC_LAUNCH(gemm(aVG, gValGram, tilesVG));
-    KVC_CC_LAUNCH(gemm(aVR, gValR, tilesVR));
+    KVC_CC_LAUNCH(launchValueSystem(jobs, nv, J.maxQ, D, st));
+    KVC_CC_LAUNCH(gemm(aVG, J.gValGram, J.tilesVG));
+    KVC_CC_LAUNCH(gemm(aVR, J.gValR, J.tilesVR));
     KVC_CC_LAUNCH(launchCholeskyRidge(reinterpret_cast<const CholeskyJob*>(A(aCholV)), nv, o.ridge, st));
-    KVC_CC_LAUNCH(launchValueRhs(jobs, nv, maxF, D, st));
+    KVC_CC_LAUNCH(launchValueRhs(jobs, nv, J.maxF, D, st));
     KVC_CC_LAUNCH(launchCholeskySolve(reinterpret_cast<const SolveJob*>(A(aSolveV)), nv, D, st));
-    KVC_CC_LAUNCH(launchValueStore(jobs, nv, maxF, D, st));
+    KVC_CC_LAUNCH(launchValueStore(jobs, nv, J.maxF, D, st));
     KVC_RETURN_IF_ERROR(sync("value fit"));
   }
   tValues += secondsSince(t0);
 
   // ---- 5. diagnostics and changed rows ----
   t0 = std::chrono::steady_clock::now();
-  KVC_CC_LAUNCH(gemm(aDS, gDiagScores, tilesDS));
-  KVC_CC_LAUNCH(launchSoftmaxRows(reinterpret_cast<const SoftmaxJob*>(A(aSmC)), chunks, maxQ, st));
-  KVC_CC_LAUNCH(gemm(aDO, gDiagOutputs, tilesDO));
-  KVC_CC_LAUNCH(launchNormalizeRows(reinterpret_cast<const SoftmaxJob*>(A(aSmC)), chunks, maxQ, D, st));
-  if (!gHeldDiagScores.empty()) {
-    const uint32_t hc = static_cast<uint32_t>(gHeldDiagScores.size());
-    KVC_CC_LAUNCH(gemm(aHDS, gHeldDiagScores, tilesHDS));
-    KVC_CC_LAUNCH(launchSoftmaxRows(reinterpret_cast<const SoftmaxJob*>(A(aSmHC)), hc, maxQ, st));
-    KVC_CC_LAUNCH(gemm(aHDO, gHeldDiagOutputs, tilesHDO));
-    KVC_CC_LAUNCH(launchNormalizeRows(reinterpret_cast<const SoftmaxJob*>(A(aSmHC)), hc, maxQ, D, st));
+  KVC_CC_LAUNCH(gemm(aDS, J.gDiagScores, J.tilesDS));
+  KVC_CC_LAUNCH(launchSoftmaxRows(reinterpret_cast<const SoftmaxJob*>(A(aSmC)), chunks, J.maxQ, st));
+  KVC_CC_LAUNCH(gemm(aDO, J.gDiagOutputs, J.tilesDO));
+  KVC_CC_LAUNCH(launchNormalizeRows(reinterpret_cast<const SoftmaxJob*>(A(aSmC)), chunks, J.maxQ, D, st));
+  if (!J.gHeldDiagScores.empty()) {
+    const uint32_t hc = static_cast<uint32_t>(J.gHeldDiagScores.size());
+    KVC_CC_LAUNCH(gemm(aHDS, J.gHeldDiagScores, J.tilesHDS));
+    KVC_CC_LAUNCH(launchSoftmaxRows(reinterpret_cast<const SoftmaxJob*>(A(aSmHC)), hc, J.maxQ, st));
+    KVC_CC_LAUNCH(gemm(aHDO, J.gHeldDiagOutputs, J.tilesHDO));
+    KVC_CC_LAUNCH(launchNormalizeRows(reinterpret_cast<const SoftmaxJob*>(A(aSmHC)), hc, J.maxQ, D, st));
   }
   KVC_CC_LAUNCH(launchErrors(reinterpret_cast<const ErrorJob*>(A(aErrors)), 2 * count, D, st));
-  KVC_CC_LAUNCH(launchChangedRows(reinterpret_cast<const ChangedJob*>(A(aChanged)), chunks, maxT, D, st));
+  KVC_CC_LAUNCH(launchChangedRows(reinterpret_cast<const ChangedJob*>(A(aChanged)), chunks, J.maxT, D, st));
   KVC_RETURN_IF_ERROR(sync("diagnostics"));
 #undef KVC_CC_LAUNCH
 
