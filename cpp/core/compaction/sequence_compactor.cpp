@@ -8,7 +8,7 @@
 #include <limits>
 #include <string>
 
-#include "../host_staging.h"
+#include "../cache.h"
 
 namespace kvc::compaction {
 
@@ -184,8 +184,8 @@ Status computeCompaction(Cache& cache, const SequenceRequest& r, SequencePlan* p
     }
     plan->secondsRead += secondsSince(t0);
     std::unique_ptr<CompactionFit> fit;
-    Status status = backendCompactStreams(cache, inputs.data(), static_cast<uint32_t>(count), r.options, control,
-                                          reports.data(), &fit);
+    Status status = cache.mutableBackend().compactStreams(cache.pool(), cache.codec(), inputs.data(),
+                                                          static_cast<uint32_t>(count), r.options, control, reports.data(), &fit);
     if (!status.isOk()) {
       if (cache.cancelRequested()) {
         return Status(StatusCode::kDisposed, "the cache was disposed while the compaction ran; nothing was applied");
@@ -235,7 +235,8 @@ Status applyCompaction(Cache& cache, SequencePlan* plan) {
                                             KeepRowsMode::kRewrite, &txn));
   for (uint32_t i = 0; i < txn.size(); ++i) {
     const StreamPlan& sp = plan->streams[i];
-    const Status status = backendApplyCompactionFit(cache, *plan->fits[sp.fit], sp.fitIndex, txn.stream(i));
+    const Status status =
+        cache.mutableBackend().applyCompactionFit(cache.pool(), cache.codec(), *plan->fits[sp.fit], sp.fitIndex, txn.stream(i));
     if (!status.isOk()) return txn.abortWith(status);
   }
   txn.commit();

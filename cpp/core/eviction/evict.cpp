@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "../host_staging.h"
+#include "../cache.h"
 #include "budget.h"
 #include "kvc/row_select.h"
 #include "scores.h"
@@ -93,7 +93,7 @@ Status evictSequence(Cache& cache, uint64_t id, const PolicySpec& policy, const 
       select[i].sinks = policy.sinks;
       select[i].recent = policy.recent;
     }
-    KVC_RETURN_IF_ERROR(backendSelectRows(cache, select.data(), streams, keep.data()));
+    KVC_RETURN_IF_ERROR(cache.mutableBackend().selectRows(cache.pool(), cache.codec(), select.data(), streams, keep.data()));
   }
 
   std::vector<KeepSet> sets;

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <string>
 
-#include "../host_staging.h"
+#include "../cache.h"
 
 namespace kvc {
 
@@ -149,7 +149,7 @@ Status scoreStream(Cache& cache, const Sequence& seq, uint32_t layer, uint32_t h
   }
   out->resize(n);
   float* scores = out->data();
-  return backendRowScores(cache, &in, 1, &scores);
+  return cache.mutableBackend().rowScores(cache.pool(), cache.codec(), &in, 1, &scores);
 }
 
 Status scoreSequence(Cache& cache, const Sequence& seq, const PolicySpec& p, std::vector<std::vector<float>>* out) {
@@ -179,7 +179,8 @@ Status scoreSequence(Cache& cache, const Sequence& seq, const PolicySpec& p, std
       keyedOut.push_back(targets[i]);
     }
   }
-  return backendRowScores(cache, keyed.data(), static_cast<uint32_t>(keyed.size()), keyedOut.data());
+  return cache.mutableBackend().rowScores(cache.pool(), cache.codec(), keyed.data(), static_cast<uint32_t>(keyed.size()),
+                                          keyedOut.data());
 }
 
 }  // namespace kvc

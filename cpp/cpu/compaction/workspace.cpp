@@ -4,9 +4,48 @@
 #include <cstdlib>
 #include <new>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#define KVC_MAPPED_SCRATCH 1
+#endif
+
 namespace kvc::compaction {
 
 namespace {
+// Buffers of at least this size are mapped pages of their own rather than malloc'ed. They
+// are freed to the system when released (trim, dispose): in the malloc heap, buffers of
+// several MB that grow and are freed on whichever thread ran the compaction fragment the
+// heaps and arenas, which then keep the memory of disposed caches resident (tens of MB after
+// a few dozen caches). Smaller ones stay in malloc, where they are cheap. Page-aligned, so
+// 64-byte aligned as the vector kernels need.
+constexpr size_t kMapBytes = size_t{256} << 10;
+constexpr size_t kPage = 4096;
+
+size_t roundedSize(size_t bytes) {
+  return bytes >= kMapBytes ? (bytes + kPage - 1) / kPage * kPage : (bytes + 63) / 64 * 64;
+}
+
+void* allocate(size_t rounded) {
+#ifdef KVC_MAPPED_SCRATCH
+  if (rounded >= kMapBytes) {
+    void* p = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;
+  }
+#endif
+  return std::aligned_alloc(64, rounded);
+}
+
+void deallocate(void* p, size_t rounded) {
+  if (!p) return;
+#ifdef KVC_MAPPED_SCRATCH
+  if (rounded >= kMapBytes) {
+    munmap(p, rounded);
+    return;
+  }
+#endif
+  std::free(p);
+}
+
 // The set bound to this thread by a ScratchLease: a binding, not a buffer (the memory
 // belongs to a workspace).
 thread_local ScratchSet* bound = nullptr;
@@ -15,13 +54,13 @@ thread_local ScratchSet* bound = nullptr;
 void* ScratchSet::bytes(Scratch slot, size_t bytes) {
   const size_t i = static_cast<size_t>(slot);
   if (size_[i] < bytes) {
-    std::free(data_[i]);
+    deallocate(data_[i], size_[i]);
     if (owner_) owner_->account(-static_cast<int64_t>(size_[i]));
     data_[i] = nullptr;
     size_[i] = 0;
     // 64-byte alignment: rows handed to the vector kernels start on a cache line.
-    const size_t rounded = (bytes + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, rounded);
+    const size_t rounded = roundedSize(bytes);
+    void* p = allocate(rounded);
     if (!p) throw std::bad_alloc();
     data_[i] = p;
     size_[i] = rounded;
@@ -38,7 +77,7 @@ size_t ScratchSet::held() const {
 
 void ScratchSet::release() {
   for (size_t i = 0; i < static_cast<size_t>(Scratch::kCount); ++i) {
-    std::free(data_[i]);
+    deallocate(data_[i], size_[i]);
     if (owner_) owner_->account(-static_cast<int64_t>(size_[i]));
     data_[i] = nullptr;
     size_[i] = 0;
