@@ -46,11 +46,13 @@ KVC_DEVICE float decodeElement(const uint8_t* row, Storage s, uint32_t headDim, 
 
 // Writes the row x[headDim] (shared memory, already rotated) into `dst` in format s. One warp
 // per row; `aux` is warp-private shared scratch of headDim floats for the per-group scales.
-//   int8: scale = f16(sat(absmax / 127)), q = clamp(rint(x / scale), -127, 127), 0 if scale == 0
-//   int4: scale = f16(sat((max - min) / 15)), m = f16(sat(min)), q = clamp(rint((x - m) / scale), 0, 15)
+//   int8: scale = f16(sat(absmax / 127)), q = clamp(rint(x · (1 / scale)), -127, 127), 0 if scale == 0
+//   int4: scale = f16(sat((max - min) / 15)), m = f16(sat(min)), q = clamp(rint((x - m) · (1 / scale)), 0, 15)
 //   (sat = clampToHalfRange: finite inputs never give an Inf parameter; f16 / bf16 elements
 //   saturate the same way)
-// Quantization divides by the f16-rounded scale, the one dequantization multiplies by.
+// Quantization multiplies by the reciprocal of the f16-rounded scale (the one dequantization
+// multiplies by), exactly as the CPU encoders do: x / scale and x · (1 / scale) can round to
+// different sides of a .5 boundary, and the stored bytes must not depend on the device.
 KVC_DEVICE void encodeRowWarp(const float* x, float* aux, uint8_t* dst, Storage s, uint32_t headDim,
                               uint32_t groupSize, unsigned lane) {
   const uint32_t D = headDim;
@@ -80,7 +82,8 @@ KVC_DEVICE void encodeRowWarp(const float* x, float* aux, uint8_t* dst, Storage 
       __syncwarp();
       for (uint32_t d = lane; d < D; d += 32) {
         const float scale = aux[d / groupSize];
-        float q = scale > 0.0f ? rintf(x[d] / scale) : 0.0f;
+        const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        float q = rintf(x[d] * inv);
         q = fminf(fmaxf(q, -127.0f), 127.0f);
         dst[d] = static_cast<uint8_t>(static_cast<int8_t>(q));
       }
@@ -108,8 +111,9 @@ KVC_DEVICE void encodeRowWarp(const float* x, float* aux, uint8_t* dst, Storage 
       for (uint32_t b = lane; b < D / 2; b += 32) {
         const uint32_t g = b / half, j = b % half;
         const float scale = aux[2 * g], mn = aux[2 * g + 1];
-        float q0 = scale > 0.0f ? rintf((x[g * groupSize + j] - mn) / scale) : 0.0f;
-        float q1 = scale > 0.0f ? rintf((x[g * groupSize + j + half] - mn) / scale) : 0.0f;
+        const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        float q0 = rintf((x[g * groupSize + j] - mn) * inv);
+        float q1 = rintf((x[g * groupSize + j + half] - mn) * inv);
         q0 = fminf(fmaxf(q0, 0.0f), 15.0f);
         q1 = fminf(fmaxf(q1, 0.0f), 15.0f);
         dst[b] = static_cast<uint8_t>(static_cast<uint32_t>(q0) | (static_cast<uint32_t>(q1) << 4));

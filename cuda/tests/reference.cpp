@@ -75,8 +75,9 @@ std::vector<uint8_t> encodeRow(const float* input, Storage s, uint32_t D, uint32
         const uint16_t bits = kvc::floatToHalf(kvc::clampToHalfRange(absmax / 127.0f));
         storeU16(&row[D + 2 * g], bits);
         const float scale = kvc::halfToFloat(bits);
+        const float inv = scale > 0 ? 1.0f / scale : 0.0f;  // the CPU encoders' rounding
         for (uint32_t j = 0; j < G; ++j) {
-          float q = scale > 0 ? std::nearbyint(x[g * G + j] / scale) : 0.0f;
+          float q = std::nearbyint(x[g * G + j] * inv);
           q = std::min(std::max(q, -127.0f), 127.0f);
           row[g * G + j] = static_cast<uint8_t>(static_cast<int8_t>(q));
         }
@@ -94,8 +95,9 @@ std::vector<uint8_t> encodeRow(const float* input, Storage s, uint32_t D, uint32
         storeU16(&row[D / 2 + 4 * g], scaleBits);
         storeU16(&row[D / 2 + 4 * g + 2], minBits);
         const float scale = kvc::halfToFloat(scaleBits), mn = kvc::halfToFloat(minBits);
+        const float inv = scale > 0 ? 1.0f / scale : 0.0f;
         for (uint32_t j = 0; j < G; ++j) {
-          float q = scale > 0 ? std::nearbyint((x[g * G + j] - mn) / scale) : 0.0f;
+          float q = std::nearbyint((x[g * G + j] - mn) * inv);
           q = std::min(std::max(q, 0.0f), 15.0f);
           // Element j of the group: low nibble of byte j (j < G/2), else high nibble of byte j - G/2.
           const uint32_t byte = g * G / 2 + (j < G / 2 ? j : j - G / 2);
