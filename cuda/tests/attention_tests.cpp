@@ -32,24 +32,12 @@
 #include "cuda/bench/attention_bench.h"
 #include "cuda/emulated_backend.h"
 #include "kvc/half.h"
+#include "check.h"
 #include "reference.h"
 
 namespace {
 
 using kvc::Storage;
-
-int failures = 0, checks = 0;
-std::string currentCase;
-
-#define EXPECT(cond, ...)                                                                     \
-  do {                                                                                        \
-    ++checks;                                                                                 \
-    if (!(cond) && ++failures <= 40) {                                                        \
-      std::fprintf(stderr, "FAIL %s:%d [%s]: ", __FILE__, __LINE__, currentCase.c_str());     \
-      std::fprintf(stderr, __VA_ARGS__);                                                      \
-      std::fprintf(stderr, "\n");                                                             \
-    }                                                                                         \
-  } while (0)
 
 constexpr double kOutTol = 2e-5, kLseTol = 1e-5, kMassTol = 1e-5;
 double worstOut = 0, worstLse = 0, worstMass = 0;  // reported, to keep the margins honest

@@ -297,6 +297,6 @@ int main(int argc, char** argv) {
   const cctest::ParitySummary p = cctest::paritySummary();
   std::printf("parity: %d streams, worst beta %.3g, worst values %.3g relative; %d beyond 1e-4 (ill-conditioned)\n",
               p.fitsCompared, p.worstBeta, p.worstValue, p.illConditioned);
-  std::printf("kvc_cuda_compaction_tests: %d checks, %d failures\n", cctest::checks, cctest::failures);
-  return cctest::failures ? 1 : 0;
+  std::printf("kvc_cuda_compaction_tests: %d checks, %d failures\n", checks, failures);
+  return failures ? 1 : 0;
 }

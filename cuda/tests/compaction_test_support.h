@@ -18,6 +18,7 @@
 #include "cpu/compaction/topk.h"
 #include "cpu/thread_pool.h"
 #include "kvc/row_select.h"
+#include "check.h"
 #include "cuda/backend/cuda_compaction.h"
 #include "cuda/emulated_backend.h"
 #include "cuda/kernels/compaction/compaction_args.h"
@@ -26,24 +27,7 @@
 
 namespace cctest {
 
-
 namespace ce = kvc::cuda_emu;
-
-inline int failures = 0;
-inline int checks = 0;
-inline std::string currentCase;
-
-#define EXPECT(cond, ...)                                                                      \
-  do {                                                                                         \
-    ++checks;                                                                                  \
-    if (!(cond)) {                                                                             \
-      if (++failures <= 40) {                                                                  \
-        std::fprintf(stderr, "FAIL %s:%d [%s]: ", __FILE__, __LINE__, currentCase.c_str());    \
-        std::fprintf(stderr, __VA_ARGS__);                                                     \
-        std::fprintf(stderr, "\n");                                                            \
-      }                                                                                        \
-    }                                                                                          \
-  } while (0)
 
 // A device array of the emulator (host memory behind cudaMalloc), poisoned with NaN bytes.
 template <class T>

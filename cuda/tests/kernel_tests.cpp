@@ -16,28 +16,12 @@
 
 #include "cuda/emulated_backend.h"
 #include "kvc/half.h"
+#include "check.h"
 #include "reference.h"
 
 namespace {
 
 using kvc::Storage;
-
-int failures = 0;
-int checks = 0;
-
-#define EXPECT(cond, ...)                                                    \
-  do {                                                                       \
-    ++checks;                                                                \
-    if (!(cond)) {                                                           \
-      if (++failures <= 40) {                                                \
-        std::fprintf(stderr, "FAIL %s:%d [%s]: ", __FILE__, __LINE__, currentCase.c_str()); \
-        std::fprintf(stderr, __VA_ARGS__);                                   \
-        std::fprintf(stderr, "\n");                                          \
-      }                                                                      \
-    }                                                                        \
-  } while (0)
-
-std::string currentCase;
 
 struct Config {
   uint32_t headDim;
