@@ -42,8 +42,16 @@ function runChild(mode: string, limit: string[], asUser: boolean): ChildResult {
 beforeAll(() => {
   buildSync({ entryPoints: [path.join(__dirname, 'limits-child.ts')], bundle: true, platform: 'node', format: 'cjs',
     outfile: BUNDLE, logLevel: 'warning' });
-  // 'nobody' must be able to read the bundle and the addon.
+  // 'nobody' must be able to read the bundle and the addon, and so reach them: a checkout in
+  // a private directory (mktemp -d is 0700) gets search permission (o+x, not read) on the
+  // directories above it, when the test runs as root, the only case that uses 'nobody'.
   fs.chmodSync(BUNDLE, 0o644);
+  if (isRoot) {
+    for (let dir = ROOT; dir !== path.dirname(dir); dir = path.dirname(dir)) {
+      const mode = fs.statSync(dir).mode;
+      if ((mode & 0o001) === 0) fs.chmodSync(dir, (mode & 0o7777) | 0o001);
+    }
+  }
 });
 
 describe('resource limits give KVCacheErrors', () => {
