@@ -6,12 +6,17 @@
 //    int8 keys and values, chunkSize 4096, 128 reference query tokens per layer (32 query
 //    heads → 512 vectors per stream), ratio 0.1, 2 threads: total time. --quick: 4 layers.
 import * as os from 'node:os';
+import { positiveInt } from '../examples/shared/cli';
 import { Compactor, KVCache, type CompactionReport } from '../lib/index';
 import { llmStreams } from '../test/compactor/llm-stream';
-import { markdownTable, parseArgs, writeJson } from './support/bench-utils';
+import { markdownTable, parseBenchArgs, writeJson } from './support/bench-utils';
 
-const args = parseArgs();
-const runs = Number(args.rest.get('runs') ?? (args.quick ? 3 : 5));
+const args = parseBenchArgs({
+  command: 'npx tsx bench/compactor.bench.ts',
+  summary: 'Compactor through the public API: one 4096-row stream per phase and method, then a Llama-3-8B-shaped 16K-token context.',
+  options: { runs: { type: 'string', value: 'N', description: 'timed runs per case (default 5; --quick 3)' } },
+});
+const runs = positiveInt('runs', args.values.runs, args.quick ? 3 : 5);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const out: Record<string, unknown> = { machine: { cpus: os.cpus()[0]?.model, cores: os.cpus().length, loadavg: os.loadavg() } };
 
