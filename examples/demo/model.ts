@@ -110,7 +110,7 @@ export async function runModel(a: ModelArgs, progress: Progress): Promise<string
       const sampler = new Sampler(0x5e1f + n);
       record.recordQueries = true;
       for (let c = 0; c < SELF_STUDY.continuations; c++) {
-        let logits = first;
+        let logits: Float32Array = first;
         for (let i = 0; i < SELF_STUDY.length; i++) logits = model.step(sampler.sample(logits));
         model.truncate(n);
       }
@@ -131,7 +131,7 @@ export async function runModel(a: ModelArgs, progress: Progress): Promise<string
     const rowBytes = KVCache.bytesPerToken({ ...dims, ...v.settings } as KVCacheOptions) / (dims.layers * dims.kvHeads);
     const tokens: number[] = [];
     const t0 = performance.now();
-    let logits = p.first;
+    let logits: Float32Array = p.first;
     for (let i = 0; i < steps; i++) {
       const next = argmax(logits);
       if (next === BOS) break;

@@ -1,0 +1,65 @@
+// The scripts as a user runs them: `--help` prints the usage and exits 0, a misspelled option
+// exits 2 with a suggestion (nothing runs), and `npm run eval` finds its model, tokenizer and
+// text through KVCOMPACT_SHARED_DIR.
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { SHARED_DIR } from '../../examples/llama2c/paths';
+
+const ROOT = path.resolve(__dirname, '../..');
+const TSX = path.join(ROOT, 'node_modules/tsx/dist/cli.mjs');
+
+function run(script: string, args: string[], env: Record<string, string> = {}) {
+  const r = spawnSync(process.execPath, [TSX, script, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, env: { ...process.env, ...env } });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const SCRIPTS = [
+  { script: 'bench/attention.bench.ts', command: 'npm run bench --', typo: ['--quik'], suggestion: '--quick' },
+  { script: 'bench/quantization.bench.ts', command: 'npx tsx bench/quantization.bench.ts', typo: ['--prat', 'append'], suggestion: '--part' },
+  { script: 'bench/eviction.bench.ts', command: 'npx tsx bench/eviction.bench.ts', typo: ['--stream', 'stories'], suggestion: '--streams' },
+  { script: 'bench/compactor.bench.ts', command: 'npx tsx bench/compactor.bench.ts', typo: ['--run', '3'], suggestion: '--runs' },
+  { script: 'examples/demo.ts', command: 'npm run demo --', typo: ['--tokns', '100'], suggestion: '--tokens' },
+  { script: 'examples/eval.ts', command: 'npm run eval --', typo: ['--storys', '2'], suggestion: '--stories' },
+  { script: 'examples/eval/chart-cli.ts', command: 'npm run eval:chart --', typo: ['--outt', 'x.svg'], suggestion: '--out' },
+];
+
+describe('script command lines', () => {
+  for (const s of SCRIPTS) {
+    it(`${s.script}: --help prints the usage; ${s.typo[0]} is rejected`, () => {
+      const help = run(s.script, ['--help']);
+      expect(help.status, help.stderr).toBe(0);
+      expect(help.stdout.startsWith(`usage: ${s.command} [options]`)).toBe(true);
+      expect(help.stdout).toContain('-h, --help');
+      const typo = run(s.script, s.typo);
+      expect(typo.status).toBe(2);
+      expect(typo.stderr).toContain(`error: unknown option ${s.typo[0]} (did you mean ${s.suggestion}?)`);
+      expect(typo.stdout).toBe('');
+    });
+  }
+
+  it('bench: a value outside the choices is rejected before anything runs', () => {
+    const r = run('bench/quantization.bench.ts', ['--part', 'everything']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain("--part must be one of all, append, decode, got 'everything'");
+  });
+});
+
+describe('npm run eval and KVCOMPACT_SHARED_DIR', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'kvcompact-shared-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('reads the model, tokenizer and text from the directory it names', () => {
+    for (const sub of ['models', 'data']) mkdirSync(path.join(dir, sub));
+    for (const f of ['models/stories260K.bin', 'models/tok512.bin', 'data/tinystories_eval.txt']) symlinkSync(path.join(SHARED_DIR, f), path.join(dir, f));
+    const ok = run('examples/eval.ts', ['--list', '--stories', '1'], { KVCOMPACT_SHARED_DIR: dir });
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/^f32 /);
+    const missing = path.join(dir, 'nowhere');
+    const bad = run('examples/eval.ts', ['--list'], { KVCOMPACT_SHARED_DIR: missing });
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toContain(path.join(missing, 'models/stories260K.bin'));
+  });
+});
