@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import { positiveInt } from '../examples/shared/cli';
 import { Compactor, KVCache, type CompactionReport } from '../lib/index';
 import { llmStreams } from '../test/compactor/llm-stream';
-import { markdownTable, parseBenchArgs, writeJson } from './support/bench-utils';
+import { markdownTable, parseBenchArgs, progress, writeJson } from './support/bench-utils';
 
 const args = parseBenchArgs({
   command: 'npx tsx bench/compactor.bench.ts',
@@ -65,17 +65,12 @@ async function llama() {
   for (let l = 0; l < layers; l++) seq.append(l, s.keys, s.values);
   const before = cache.stats();
   const compactor = new Compactor({ method: 'highest-attention', ratio: 0.1, chunkSize: 4096, protect: { sinks: 4, recent: 64 }, threads: 2 });
-  let last = 0;
   const t0 = performance.now();
   const rep = await compactor.compact(seq, {
     queries: Array.from({ length: layers }, () => q),
-    onProgress: (f) => {
-      if (f - last >= 0.25 || f === 1) {
-        last = f;
-        process.stderr.write(`  ${(f * 100).toFixed(0)}% after ${((performance.now() - t0) / 1e3).toFixed(1)} s\n`);
-      }
-    },
+    onProgress: (f) => progress(`compacting ${layers * kvHeads} streams: ${(f * 100).toFixed(0)}% after ${((performance.now() - t0) / 1e3).toFixed(1)} s`),
   });
+  progress('');
   const wall = performance.now() - t0;
   const after = cache.stats();
   cache.dispose();

@@ -1,7 +1,8 @@
 // Runs every example of docs/engine-guide.md as a consumer would: each `ts` block is a
 // program of its own, executed in a fresh Node process from a temporary project whose
-// node_modules/kvcompact resolves to this checkout's lib/ (through tsx), so
-// `import ... from 'kvcompact'`, worker threads and relative imports behave as in an engine.
+// node_modules/kvcompact resolves to this checkout's lib/ (compiled by tsx's require hook,
+// which a worker thread registers too), so `import ... from 'kvcompact'`, worker threads and
+// relative imports behave as in an engine.
 // Blocks marked `file=NAME` are written beside the programs first. The blocks assert what
 // the guide claims; a failing block fails its test with the block's line in the guide.
 import { spawnSync } from 'node:child_process';
@@ -21,7 +22,7 @@ const files = snippets.filter((s) => s.file);
 const dir = mkdtempSync(path.join(tmpdir(), 'kvcompact-guide-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function setUpProject(): void {
+async function setUpProject(): Promise<void> {
   writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ type: 'module', private: true }));
   const pkg = path.join(dir, 'node_modules/kvcompact');
   mkdirSync(pkg, { recursive: true });
@@ -30,11 +31,17 @@ function setUpProject(): void {
     path.join(pkg, 'package.json'),
     JSON.stringify({ name: 'kvcompact', exports: { import: './index.mjs', require: './index.cjs' } }),
   );
-  writeFileSync(path.join(pkg, 'index.mjs'), `export * from ${JSON.stringify(pathToFileURL(lib).href)};\n`);
-  writeFileSync(path.join(pkg, 'index.cjs'), `module.exports = require(${JSON.stringify(lib)});\n`);
+  const names = Object.keys(await import('../../lib/index')).filter((n) => n !== 'default');
+  writeFileSync(
+    path.join(pkg, 'index.mjs'),
+    `import { createRequire } from 'node:module';\nconst lib = createRequire(import.meta.url)('./index.cjs');\n` +
+      `export const { ${names.join(', ')} } = lib;\n`,
+  );
+  const register = path.join(ROOT, 'node_modules/tsx/dist/cjs/api/index.cjs');
+  writeFileSync(path.join(pkg, 'index.cjs'), `require(${JSON.stringify(register)}).register();\nmodule.exports = require(${JSON.stringify(lib)});\n`);
   for (const f of files) writeFileSync(path.join(dir, f.file!), f.code);
 }
-setUpProject();
+await setUpProject();
 
 const tsx = pathToFileURL(path.join(ROOT, 'node_modules/tsx/dist/loader.mjs')).href;
 
