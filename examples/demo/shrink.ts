@@ -21,7 +21,7 @@ export interface ShrinkArgs {
 interface Method {
   name: string;
   kind: 'eviction' | 'compaction' | 'none';
-  apply(seq: Sequence, rows: number): Promise<unknown>;
+  apply(seq: Sequence): Promise<unknown>;
 }
 
 const REFERENCE_QUERIES = 256;
@@ -29,13 +29,14 @@ const HELD_OUT = 64;
 const SINKS = 4;
 const RECENT = 64;
 
-function methods(keep: number): Method[] {
-  const evict = (policy: EvictionPolicy) => async (seq: Sequence) => seq.evict(policy, { ratio: keep });
+/** Every method keeps exactly `rows` rows per stream. */
+function methods(rows: number): Method[] {
+  const evict = (policy: EvictionPolicy) => async (seq: Sequence) => seq.evict(policy, { keep: rows });
   const compact = (method: 'highest-attention' | 'omp') => async (seq: Sequence) =>
-    new Compactor({ method, ratio: keep, protect: { sinks: SINKS, recent: RECENT } }).compact(seq);
+    new Compactor({ method, targetTokens: rows, protect: { sinks: SINKS, recent: RECENT } }).compact(seq);
   return [
     { name: 'full f16 cache', kind: 'none', apply: async () => undefined },
-    { name: 'evict: sliding window', kind: 'eviction', apply: (s, rows) => evict(EvictionPolicy.slidingWindow({ window: Math.round(keep * rows) }))(s) },
+    { name: 'evict: sliding window', kind: 'eviction', apply: evict(EvictionPolicy.slidingWindow({ window: rows })) },
     { name: 'evict: StreamingLLM', kind: 'eviction', apply: evict(EvictionPolicy.streamingLLM({ sinks: SINKS, window: RECENT })) },
     { name: 'evict: H2O', kind: 'eviction', apply: evict(EvictionPolicy.h2o({ sinks: SINKS, recent: RECENT })) },
     { name: 'evict: SnapKV', kind: 'eviction', apply: evict(EvictionPolicy.snapKV({ sinks: SINKS, recent: RECENT })) },
@@ -87,7 +88,7 @@ export async function runShrink(a: ShrinkArgs, progress: Progress): Promise<stri
     return out;
   };
 
-  const list = methods(a.keep);
+  const list = methods(Math.ceil(a.keep * a.tokens));
   const rows: string[][] = [];
   let full: Float32Array | undefined;
   let bestEviction = Infinity;
@@ -97,7 +98,7 @@ export async function runShrink(a: ShrinkArgs, progress: Progress): Promise<stri
     const seq = fill();
     const before = cache.stats().bytesUsed;
     const t0 = performance.now();
-    await m.apply(seq, a.tokens);
+    await m.apply(seq);
     const ms = performance.now() - t0;
     const after = cache.stats().bytesUsed;
     const out = attend(seq);
