@@ -89,7 +89,7 @@ export function runFormats(a: FormatsArgs, progress: Progress): { rows: FormatRo
     `1. Memory per token and decode speed per storage format: ${a.tokens} context tokens, ${a.steps} decode steps`,
     '',
     table(
-      ['storage (keys / values)', 'bytes/token (layer)', '32-layer model', 'vs f32', `KV at ${a.tokens} tokens`, 'decode µs (median)', 'tokens/s (32 layers)', 'attention error vs f32'],
+      ['storage (keys / values)', 'bytes/token (layer)', '32-layer model', 'vs f32', `KV at ${a.tokens} tokens`, 'decode µs (median)', 'KV read GB/s', 'attention error vs f32'],
       rows.map((r) => [
         r.name,
         String(Math.round(r.bytesPerToken)),
@@ -97,7 +97,7 @@ export function runFormats(a: FormatsArgs, progress: Progress): { rows: FormatRo
         `${(f32.bytesPerToken / r.bytesPerToken).toFixed(2)}×`,
         formatBytes(r.bytesUsed),
         r.decodeUs.toFixed(0),
-        (1e6 / (r.decodeUs * MODEL_LAYERS)).toFixed(0),
+        (r.bytesUsed / (r.decodeUs * 1e3)).toFixed(1),
         r === f32 ? '0 (reference)' : r.relErr.toExponential(1),
       ]),
     ),
@@ -109,7 +109,8 @@ export function runFormats(a: FormatsArgs, progress: Progress): { rows: FormatRo
       '',
       `A 32-layer model at 128K tokens: ${formatBytes(f32.modelBytesPerToken * ctx)} of KV in f32, ` +
         `${formatBytes(rows[1]!.modelBytesPerToken * ctx)} in f16, ${formatBytes(mixed.modelBytesPerToken * ctx)} with keys int8 / values int4.`,
-      'tokens/s: decode attention alone, one sequence, every layer this long; error: ‖out − out_f32‖ / ‖out_f32‖ per query, mean.',
+      'decode µs: attention of one new token (32 query heads) over the whole layer, after appending it; GB/s: KV bytes read per second;\n' +
+        'error: ‖out − out_f32‖ / ‖out_f32‖ per query token, mean.',
     );
   }
   return { rows, text: lines.join('\n') };
