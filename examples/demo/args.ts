@@ -3,7 +3,7 @@
 // are rejected with the closest known one suggested.
 import type { Storage } from '../../lib/index';
 import { numberIn, parseCli, positiveInt, UsageError, usage, type CliOptions, type CliSpec } from '../shared/cli';
-import { MODELS } from './model';
+import { MODELS } from '../llama2c/paths';
 
 const STORAGE = ['f32', 'f16', 'bf16', 'int8', 'int4'] as const;
 

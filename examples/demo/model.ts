@@ -6,23 +6,22 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Compactor, KVCache, type KVCacheOptions, type Storage } from '../../lib/index';
-import { loadCheckpoint, type Checkpoint } from '../llama2c/checkpoint';
+import { loadCheckpoint } from '../llama2c/checkpoint';
 import { KVCacheAttention, type CacheSettings } from '../llama2c/kvcache-attention';
 import { argmax } from '../llama2c/math';
 import { attentionDims, Transformer } from '../llama2c/model';
-import { SHARED_DIR } from '../llama2c/paths';
+import { MODELS, SHARED_DIR, sharedModel } from '../llama2c/paths';
 import { Sampler } from '../llama2c/sampler';
 import { BOS, Tokenizer } from '../llama2c/tokenizer';
 import type { Progress } from '../shared/progress';
 import { UsageError } from '../shared/cli';
 import { columns, formatBytes, table } from './output';
 
-/** The checkpoints in ../shared/models, by the name --model takes. */
-export const MODELS = {
-  stories260K: { model: 'models/stories260K.bin', tokenizer: 'models/tok512.bin', text: 'data/tinystories_eval.txt', context: 200, steps: 100 },
-  shakes64: { model: 'models/shakes64.bin', tokenizer: 'models/tokchar.bin', text: 'data/shakespeare_val.txt', context: 320, steps: 200 },
-} as const;
-export type ModelName = keyof typeof MODELS;
+/** Context and new tokens per shared model (llama2c/paths.ts has their files); shakes64 reads characters. */
+export const DEMO_LENGTHS: Record<keyof typeof MODELS, { context: number; steps: number }> = {
+  stories260K: { context: 200, steps: 100 },
+  shakes64: { context: 320, steps: 200 },
+};
 
 export interface ModelArgs {
   /** a name of MODELS or a checkpoint file */
@@ -58,14 +57,15 @@ interface Prepared {
 const SELF_STUDY = { continuations: 8, length: 32 };
 
 function resolveFiles(a: ModelArgs): { model: string; tokenizer: string; text?: string; context: number; steps: number } {
-  const known = (MODELS as Record<string, (typeof MODELS)[ModelName]>)[a.model];
+  const known = sharedModel(a.model);
   if (known) {
+    const lengths = DEMO_LENGTHS[known.name as keyof typeof MODELS];
     return {
-      model: path.join(SHARED_DIR, known.model),
-      tokenizer: a.tokenizer ?? path.join(SHARED_DIR, known.tokenizer),
-      text: path.join(SHARED_DIR, known.text),
-      context: a.context ?? known.context,
-      steps: a.steps ?? known.steps,
+      model: known.model,
+      tokenizer: a.tokenizer ?? known.tokenizer,
+      text: known.passages,
+      context: a.context ?? lengths.context,
+      steps: a.steps ?? lengths.steps,
     };
   }
   if (!existsSync(a.model)) {
