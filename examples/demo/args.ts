@@ -20,7 +20,7 @@ export const DEMO_OPTIONS = {
   },
   tokenizer: { type: 'string', value: 'FILE', description: 'tokenizer of --model FILE' },
   text: { type: 'string', value: 'TEXT', description: "the context for --model (default: the start of the model's evaluation text)" },
-  context: { type: 'string', value: 'N', description: 'context tokens for --model (default 200; shakes64 320)' },
+  context: { type: 'string', value: 'N', description: 'context tokens for --model (default 200; shakes64 256)' },
   keys: { type: 'string', choices: STORAGE, description: "the quantized cache's keys (default int8)" },
   values: { type: 'string', choices: STORAGE, description: "the quantized cache's values (default int4)" },
   'group-size': { type: 'string', value: 'N', description: 'quantization group (default min(32, head_dim))' },

@@ -20,7 +20,7 @@ import { columns, formatBytes, table } from './output';
 /** Context and new tokens per shared model (llama2c/paths.ts has their files); shakes64 reads characters. */
 export const DEMO_LENGTHS: Record<keyof typeof MODELS, { context: number; steps: number }> = {
   stories260K: { context: 200, steps: 100 },
-  shakes64: { context: 320, steps: 200 },
+  shakes64: { context: 256, steps: 150 },
 };
 
 export interface ModelArgs {
