@@ -1,6 +1,6 @@
 // `npm run demo` end to end on small sizes: both parts print their tables, the shrinking part
 // frees memory and compaction beats eviction at the same budget; `--model stories260K` prints
-// the three caches' texts and their memory. (The default sizes are timed in BENCHMARKS.md.)
+// the three caches' texts and their memory, for both shared models. (The default sizes are timed in BENCHMARKS.md.)
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -38,5 +38,12 @@ describe('npm run demo', () => {
     expect(r.stdout).toMatch(/f32 cache +│ K int8 \/ V int4 rotated g8 cache +│ f32 cache compacted to 25%/);
     expect(r.stdout).toMatch(/f32 cache compacted to 25% +22\.5 KiB +4\.00×/); // 16 of 64 rows × 1440 B
     expect(r.stdout).toContain('rows 1280 → 320');
+  });
+
+  it('--model shakes64 (a character-level tokenizer without byte fallback) works the same way', () => {
+    const r = demo(['--model', 'shakes64', '--steps', '8', '--context', '48']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('Context: 48 tokens of shakespeare_val.passages.txt; then 8 greedy tokens.');
+    expect(r.stdout).toContain('rows 384 → 96'); // 4 layers × 2 kv heads × 48 rows, kept 25%
   });
 });
