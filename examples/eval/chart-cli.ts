@@ -28,18 +28,24 @@ runMain(async () => {
   const from = path.resolve(o.from ?? path.join(ROOT, 'EVALUATION.md'));
   let rows: ResultRow[];
   let stories: number;
+  let model: string | undefined;
   try {
     if (from.endsWith('.json')) {
-      const saved = JSON.parse(readFileSync(from, 'utf8')) as { rows: ResultRow[]; stories: number };
+      const saved = JSON.parse(readFileSync(from, 'utf8')) as { rows: ResultRow[]; stories: number; model?: string };
       rows = saved.rows;
       stories = saved.stories;
+      model = saved.model;
     } else {
       ({ rows, stories } = rowsFromMarkdown(readFileSync(from, 'utf8')));
     }
   } catch (err) {
     throw new UsageError(`cannot read results from ${from}: ${(err as Error).message}`);
   }
-  const title = o.title ?? `stories260K, ${stories} TinyStories: quality of the second half vs KV bytes per token`;
+  const title =
+    o.title ??
+    (model === undefined || model === 'stories260K'
+      ? `stories260K, ${stories} TinyStories: quality of the second half vs KV bytes per token`
+      : `${model}, ${stories} passages: quality of the second half vs KV bytes per token`);
   const out = path.resolve(o.out ?? path.join(ROOT, 'docs/evaluation-quality.svg'));
   writeFileSync(out, await qualitySvg(rows, title));
   console.error(`wrote ${path.relative(process.cwd(), out)} (${rows.length} methods, ${new Set(rows.map((r) => r.family)).size} series)`);
