@@ -1,8 +1,9 @@
-// The demo's command line, in one table: adding an option is one entry here (and its use in
-// examples/demo.ts). Parsed by node:util parseArgs (examples/shared/cli.ts): unknown options
-// are rejected with the closest known one suggested.
+// The demo's command line, in one table: adding an option is one entry in DEMO_OPTIONS (its
+// value is then in DemoArgs.parsed) and its use in examples/demo.ts. Parsed by node:util
+// parseArgs (examples/shared/cli.ts): unknown options are rejected with the closest known one
+// suggested.
 import type { Storage } from '../../lib/index';
-import { numberIn, parseCli, positiveInt, UsageError, usage, type CliOptions, type CliSpec } from '../shared/cli';
+import { numberIn, parseCli, positiveInt, UsageError, usage, type CliOptions, type CliSpec, type CliValues } from '../shared/cli';
 import { MODELS } from '../llama2c/paths';
 
 const STORAGE = ['f32', 'f16', 'bf16', 'int8', 'int4'] as const;
@@ -38,6 +39,8 @@ export const DEMO_SPEC: CliSpec<typeof DEMO_OPTIONS> = {
 };
 
 export interface DemoArgs {
+  /** every option as parsed (strings and booleans), for options read where they are used */
+  parsed: CliValues<typeof DEMO_OPTIONS>;
   help: boolean;
   tokens: number;
   steps?: number;
@@ -62,6 +65,7 @@ export function parseDemoArgs(argv: readonly string[]): DemoArgs {
   const o = parseCli(DEMO_SPEC, args);
   const optional = (name: string, v: string | undefined): number | undefined => (v === undefined ? undefined : positiveInt(name, v, 0));
   const a: DemoArgs = {
+    parsed: o,
     help: o.help === true,
     tokens: positiveInt('tokens', o.tokens, 4096),
     chunk: positiveInt('chunk', o.chunk, 512),

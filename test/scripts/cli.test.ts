@@ -65,8 +65,10 @@ describe('parseCli', () => {
 
 describe('the demo command line', () => {
   it('has defaults that need no files', () => {
-    const a = parseDemoArgs([]);
+    const { parsed, ...a } = parseDemoArgs([]);
     expect(a).toEqual({ help: false, tokens: 4096, chunk: 512, keys: 'int8', values: 'int4', rotate: true });
+    expect({ ...parsed }).toEqual({});
+    expect({ ...parseDemoArgs(['--tokens', '64']).parsed }).toEqual({ tokens: '64' });
   });
 
   it('takes --model by name, as a bare flag (the default model) and with its own options', () => {
