@@ -19,6 +19,8 @@ export type {
   KVCacheConfig,
   KVCacheOptions,
   RecordedQueries,
+  SparseOptions,
+  SparseSelection,
   Storage,
   StreamRows,
   StreamScoreView,

@@ -6,14 +6,14 @@ import { KVCacheError, invalidArgument, shapeMismatch } from './errors';
 import { native, type NativeCache } from './native/binding';
 import { Sequence } from './sequence';
 import type { AttentionOptions, CacheStats, Devices, KVCacheConfig, KVCacheOptions } from './types';
-import { lseArray, outputArray, attentionFlags } from './attention-options';
+import { lseArray, outputArray, attentionFlags, sparseOption } from './attention-options';
 import { CACHE_OPTIONS } from './generated/schema';
 import { asyncDisposeSymbol, disposeSymbol, guardAgainstClone } from './lifecycle';
 import { enumOption, float32Array, indexBelow, integerIn, integerOption, isUint8Array, knownKeys, optionsObject } from './validate';
 
 const OPTION_NAMES = [
   'layers', 'kvHeads', 'headDim', 'queryHeads', 'blockSize', 'keys', 'values', 'groupSize',
-  'rotate', 'rotationSeed', 'maxBytes', 'device', 'threads', 'queryReservoir', 'recentQueries',
+  'rotate', 'rotationSeed', 'maxBytes', 'device', 'threads', 'queryReservoir', 'recentQueries', 'keySummaries',
 ] as const;
 
 function isPowerOfTwo(n: number): boolean {
@@ -67,9 +67,11 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   const threads = o['threads'] === undefined ? Math.min(os.availableParallelism(), L.threads.max) : integerOption('options.threads', o['threads'], L.threads);
   const queryReservoir = o['queryReservoir'] === undefined ? L.queryReservoir.default : integerOption('options.queryReservoir', o['queryReservoir'], L.queryReservoir);
   const recentQueries = o['recentQueries'] === undefined ? L.recentQueries.default : integerOption('options.recentQueries', o['recentQueries'], L.recentQueries);
+  const keySummaries = o['keySummaries'] ?? false;
+  if (typeof keySummaries !== 'boolean') throw invalidArgument('options.keySummaries', 'a boolean', keySummaries);
   return {
     layers, kvHeads, headDim, queryHeads, blockSize, keys, values, groupSize, rotateKeys, rotateValues,
-    rotationSeed, maxBytes, device, threads, queryReservoir, recentQueries,
+    rotationSeed, maxBytes, device, threads, queryReservoir, recentQueries, keySummaries,
   };
 }
 
@@ -101,7 +103,7 @@ export class KVCache {
   /** KV bytes per token (all layers and kv heads, block overhead included) for planning `maxBytes`. */
   static bytesPerToken(options: KVCacheOptions): number {
     const c = resolveOptions(options);
-    const layout = native().blockLayout(c.keys, c.values, c.headDim, c.groupSize, c.blockSize);
+    const layout = native().blockLayout(c.keys, c.values, c.headDim, c.groupSize, c.blockSize, c.keySummaries);
     return (c.layers * c.kvHeads * layout.blockBytes) / c.blockSize;
   }
 
@@ -154,7 +156,8 @@ export class KVCache {
     const flags = attentionFlags(o);
     const out = outputArray(o['out'], expected);
     const lse = lseArray(o['lse'], sequences.length * c.queryHeads);
-    this.native.attentionBatch(layer, natives, queries, out, lse, flags);
+    const sparse = sparseOption(o['sparse'], c.keySummaries);
+    this.native.attentionBatch(layer, natives, queries, out, lse, flags, sparse);
     return out;
   }
 

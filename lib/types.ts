@@ -41,6 +41,11 @@ export interface KVCacheOptions {
   queryReservoir?: number;
   /** Newest query vectors kept per stream by `recordQueries`. Default 64. */
   recentQueries?: number;
+  /**
+   * Keep a key summary per block (per-channel min/max of the stored keys, 4 × headDim bytes per
+   * block), which `attention(..., { sparse })` needs. Default false.
+   */
+  keySummaries?: boolean;
 }
 
 /** The options a cache runs with, all defaults filled in. */
@@ -61,6 +66,7 @@ export interface KVCacheConfig {
   readonly threads: number;
   readonly queryReservoir: number;
   readonly recentQueries: number;
+  readonly keySummaries: boolean;
 }
 
 export interface AttentionOptions {
@@ -76,6 +82,31 @@ export interface AttentionOptions {
   recordQueries?: boolean;
   /** Add each row's attention probability (summed over its GQA group and the Tq queries) to the stream's scores (H2O). */
   accumulateScores?: boolean;
+  /**
+   * Dynamic sparse decode (Quest-style; caches with `keySummaries`): per kv head, read only the
+   * blocks whose logit upper bound (from the key summaries, max over the GQA group's queries)
+   * is highest, about `tokens` rows, plus the blocks of the first `sinks` rows (default 4) and
+   * of the newest `recent` rows (default 64); attention is exact over the blocks read, and
+   * `accumulateScores` adds mass to those rows only.
+   */
+  sparse?: SparseOptions;
+}
+
+export interface SparseOptions {
+  /** Rows read per stream (rounded up to whole blocks). */
+  tokens: number;
+  /** First rows always read. Default 4. */
+  sinks?: number;
+  /** Newest rows always read (at least the query tokens). Default 64. */
+  recent?: number;
+}
+
+/** What sparse attention reads for given queries, per kv head (`Sequence.sparseSelection`). */
+export interface SparseSelection {
+  /** Indices of the blocks read (ascending; block b holds rows [b·blockSize, (b+1)·blockSize)). */
+  blocks: Int32Array;
+  /** Upper bound of the logits of every block of the stream (scaled, beta included). */
+  bounds: Float32Array;
 }
 
 export interface AppendOptions {

@@ -50,10 +50,19 @@ export interface NativeRows {
   positions: Int32Array;
 }
 
+/** The resolved `sparse` attention option (schema section sparse). */
+export interface NativeSparse {
+  tokens: number;
+  sinks: number;
+  recent: number;
+}
+
 export interface NativeSequence {
   append(layer: number, keys: Float32Array | Uint16Array, values: Float32Array | Uint16Array, positions: Int32Array | null): void;
   /** flags: ATTENTION_FLAGS bits (1 = accumulateScores, 2 = recordQueries); other bits are rejected */
-  attention(layer: number, queries: Float32Array, tq: number, out: Float32Array, lse: Float32Array | null, flags: number): void;
+  attention(layer: number, queries: Float32Array, tq: number, out: Float32Array, lse: Float32Array | null, flags: number,
+    sparse?: NativeSparse | null): void;
+  sparseSelection(layer: number, queries: Float32Array, tq: number, sparse: NativeSparse): Array<{ blocks: Int32Array; bounds: Float32Array }>;
   resetScores(): void;
   length(layer: number, kvHead: number): number;
   lengths(layer: number): Int32Array;
@@ -69,7 +78,8 @@ export interface NativeSequence {
 export interface NativeCache {
   createSequence(): NativeSequence;
   importSequence(bytes: Uint8Array): NativeSequence;
-  attentionBatch(layer: number, sequences: NativeSequence[], queries: Float32Array, out: Float32Array, lse: Float32Array | null, flags: number): void;
+  attentionBatch(layer: number, sequences: NativeSequence[], queries: Float32Array, out: Float32Array, lse: Float32Array | null, flags: number,
+    sparse?: NativeSparse | null): void;
   stats(): NativeStats;
   trimWorkspace(): void;
   dispose(): void;
@@ -215,7 +225,7 @@ export interface NativeAddon {
   /** Benchmarks: one read pass over the buffer with `threads` threads (returns a checksum). */
   readPass(buffer: ArrayBufferView, threads: number): number;
   fmaProbe(iterations: number): { multiplyAdds: number; lanes: number; checksum: number };
-  blockLayout(keys: string, values: string, headDim: number, groupSize: number, blockSize: number): {
+  blockLayout(keys: string, values: string, headDim: number, groupSize: number, blockSize: number, keySummaries?: boolean): {
     keyRowBytes: number;
     valueRowBytes: number;
     blockBytes: number;
