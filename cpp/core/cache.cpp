@@ -462,13 +462,14 @@ Status Cache::truncate(uint64_t id, int32_t position) {
   for (size_t i = 0; i < seq->streams.size(); ++i) {
     Stream& s = seq->streams[i];
     const uint32_t keep = blocksFor(newLengths[i], B);
+    const bool cut = newLengths[i] < s.length;
     for (size_t b = keep; b < s.blocks.size(); ++b) pool_.release(s.blocks[b]);
     s.blocks.resize(keep);
     s.length = newLengths[i];
     if (!s.scores.empty()) s.scores.resize(s.length);
     // A cut block's summary still bounds its remaining rows; recomputing tightens it, but only
     // when no fork still reads the rows beyond the cut (best effort: the old one stays valid).
-    if (s.length % B != 0 && pool_.refCount(s.blocks.back()) == 1) {
+    if (cut && s.length % B != 0 && pool_.refCount(s.blocks.back()) == 1) {
       (void)refreshSummaries(s.blocks.data(), s.length, keep - 1, keep);
     }
   }
