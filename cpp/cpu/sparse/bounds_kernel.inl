@@ -1,12 +1,30 @@
 // The SIMD logit-bound kernel, instantiated per instruction set by block_bounds_<isa>.cpp
 // inside its ISA region (needs a Simd type S with W, V, zero, load, loadBf16, mul, max, add,
 // reduce). Per block: four queries at a time share each load of lo / hi.
+//
+// The summaries sit at the end of blocks a whole block apart (16.6 KB for f16 at head_dim 128),
+// one page each, so the hardware prefetcher never runs ahead: the tail of the block
+// kPrefetchAhead blocks on (beta, positions, summary) is prefetched by hand, which turns a
+// chain of memory latencies into a stream.
+constexpr uint32_t kPrefetchAhead = 8;
+
+inline void prefetchTail(const uint8_t* block, const BlockLayout& L, uint32_t D) {
+  const uint32_t end = L.summaryOffset + 4 * D;
+  for (uint32_t o = L.betaOffset; o < end; o += 64) __builtin_prefetch(block + o);
+}
+
 template <class S>
 void boundsRange(const PoolView& pool, const StreamView& s, uint32_t b0, uint32_t b1, const float* q, uint32_t M,
                  uint32_t D, float scale, float* bounds) {
   using V = typename S::V;
   const BlockLayout& L = pool.layout;
+  for (uint32_t b = b0; b < std::min(b1, b0 + kPrefetchAhead); ++b) {
+    prefetchTail(pool.base + static_cast<uint64_t>(s.blockTable[b]) * L.blockBytes, L, D);
+  }
   for (uint32_t b = b0; b < b1; ++b) {
+    if (b + kPrefetchAhead < b1) {
+      prefetchTail(pool.base + static_cast<uint64_t>(s.blockTable[b + kPrefetchAhead]) * L.blockBytes, L, D);
+    }
     const uint8_t* block = pool.base + static_cast<uint64_t>(s.blockTable[b]) * L.blockBytes;
     const uint16_t* lo = blockSummary(block, L);
     const uint16_t* hi = lo + D;
