@@ -1,5 +1,6 @@
-// Sparse decode methods of the evaluation: the whole story runs on an f16 cache with key
-// summaries, and every attention call reads only the blocks with the highest logit bounds,
+// Sparse decode methods of the evaluation: the story runs on an f16 cache with key summaries;
+// the prefix is prefilled densely, then every scored token is a decode step (Tq = 1) that reads
+// only the blocks with the highest logit bounds,
 // `fraction` of the rows each stream holds at that moment (the models' contexts are short, so
 // the budget is a fraction of the context, not a fixed count), plus the sink block and the
 // newest `recent` rows. Dense attention on the same cache is the f16 method.
@@ -20,18 +21,24 @@ export function sparseMethods(dims: AttentionDims, fractions: number[] = SPARSE_
     param: fraction,
     rowBytesPerToken: KVCache.bytesPerToken({ ...settings, ...dims }),
     async run(ctx) {
-      let length = () => 0;
-      const options = {
-        // Read at each call: the budget follows the stream's length.
-        get sparse() {
-          return { tokens: Math.max(BLOCK_SIZE, Math.ceil(fraction * length())), sinks: 4, recent: BLOCK_SIZE };
-        },
-      };
-      const h = ctx.fresh(settings, options as never);
-      length = () => h.backend.sequence.length(0, 0);
+      const h = ctx.fresh(settings);
+      const { ids, prefix: p } = ctx;
+      const n = ids.length;
+      const V = ctx.checkpoint.config.vocabSize;
       try {
-        if (ctx.prefix > 0) h.model.prefill(ctx.ids.slice(0, ctx.prefix), { chunkSize: ctx.chunk, logits: 'none' });
-        return { logits: ctx.scoreRest(h.model), keptFraction: 1 };
+        // The prefix is a dense prefill, as an engine would run it; then every scored token is a
+        // decode step (one query token) reading only the blocks sparse attention picks.
+        if (p > 0) h.model.prefill(ids.slice(0, p), { chunkSize: ctx.chunk, logits: 'none' });
+        const seq = h.backend.sequence;
+        h.backend.attentionOptions = {
+          // Read at each call: the budget follows the stream's length.
+          get sparse() {
+            return { tokens: Math.max(BLOCK_SIZE, Math.ceil(fraction * seq.length(0, 0))), sinks: 4, recent: BLOCK_SIZE };
+          },
+        } as never;
+        const logits = new Float32Array((n - 1 - p) * V);
+        for (let t = p; t < n - 1; t++) logits.set(h.model.forward([ids[t]!], 'all'), (t - p) * V);
+        return { logits, keptFraction: 1 };
       } finally {
         h.release();
       }
