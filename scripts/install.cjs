@@ -66,18 +66,22 @@ function main() {
     attempts = result.attempts;
     console.error(
       `${tag} no prebuilt binary loads on ${locate.hostLine(host)}:\n` +
-        (attempts.length ? attempts.map((a) => `  ${a.file}: ${a.error}`).join('\n') : `  none for ${host.platform}-${host.arch} in ${root}/prebuilds`) +
-        `\n${tag} building the CPU-only addon from source (node-gyp)...`,
+        (attempts.length ? attempts.map((a) => `  ${a.file}: ${a.error}`).join('\n') : `  none for ${host.platform}-${host.arch} in ${root}/prebuilds`),
     );
   }
   const missing = missingTools();
+  const rejected = fromSource ? 'a build from source was requested (build_from_source)' : 'no prebuilt binary loads (see above)';
+  if (missing.length) {
+    // node-gyp would fail with a page of errors that hide the reason; say it instead.
+    console.error(`\n${tag} installation failed: ${rejected}, and building from source needs ${missing.join(', ')} on PATH.\n${locate.fixes(root)}`);
+    return 1;
+  }
+  console.error(`${tag} building the CPU-only addon from source with node-gyp.`);
   if (buildFromSource()) {
     console.error(`${tag} built build/Release/kvcompact.node from source (CPU only).`);
     return 0;
   }
-  const why = missing.length ? `\nMissing on PATH: ${missing.join(', ')}.` : '\nSee the compiler output above.';
-  const rejected = fromSource ? 'the build from source was requested (build_from_source)' : 'no prebuilt binary loads (see above)';
-  console.error(`\n${tag} installation failed: ${rejected} and the build from source failed.${why}\n${locate.fixes(root)}`);
+  console.error(`\n${tag} installation failed: ${rejected}, and the build from source failed (compiler output above).\n${locate.fixes(root)}`);
   return 1;
 }
 
