@@ -59,7 +59,7 @@ const check = checkBinary(dest);
 const problems = [...sourceCheck.problems.filter((p) => p.startsWith('contains emulator')), ...check.problems];
 if (build.cudaCompiled) {
   const gpu = check.gpu;
-  if (!gpu) problems.push('cuobjdump could not list the GPU code');
+  if (!gpu) problems.push('no .nv_fatbin section (no GPU code)');
   else {
     for (const sm of ['sm_80', 'sm_90']) if (!gpu.sass.includes(sm)) problems.push(`no ${sm} machine code`);
     if (!gpu.ptx.includes('compute_90')) problems.push('no compute_90 PTX (forward compatibility)');

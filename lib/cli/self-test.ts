@@ -121,8 +121,9 @@ function round(cache: KVCache, storage: Storage, seed: number, failures: string[
         let worst = 0;
         for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(out[i]! - ref[i]!));
         checks++;
-        // Outputs are averages of values in [-1, 1): f32 accumulation error stays far below this.
-        if (!(worst <= 2e-5)) failures.push(`${cache.config.device} ${storage}: attention (Tq=${tq}, layer ${layer}) differs from the reference by ${worst}`);
+        // Outputs are averages of values in [-1, 1): the kernels' f32 sums stay within 2e-7 of
+        // the f64 reference here (measured over all formats), a tenth of the bound.
+        if (!(worst <= 2e-6)) failures.push(`${cache.config.device} ${storage}: attention (Tq=${tq}, layer ${layer}) differs from the reference by ${worst}`);
       }
     }
   } finally {
