@@ -1,7 +1,6 @@
 // The package as a consumer meets it (npm run test:consumer; run by .ci/run after
 // `npm run prebuild`): npm pack, then install the tarball into a fresh project with no
-// compiler, make or Python on PATH and no network (npm --offline, registry pointed at a closed
-// port, so any download fails), and there
+// compiler, make or Python on PATH and no network (npm --offline: any download fails), and there
 //   - require it from CommonJS and import it from ESM (one instance, default export, version),
 //   - typecheck strict TypeScript under node16 (ESM and CJS files) and bundler resolution,
 //     with skipLibCheck off so the shipped .d.ts files are checked too,
@@ -11,7 +10,7 @@
 //     with its explanation (what was tried, what is missing, what to run) and no build attempt.
 // Prints the tarball size and the time of each step.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,13 +56,13 @@ mkdirSync(bin);
 symlinkSync(process.execPath, join(bin, 'node'));
 symlinkSync('/bin/sh', join(bin, 'sh'));
 const npmBin = npmCli();
-// Every variable a consumer's shell might not have is dropped; npm may not reach any registry.
+// A bare environment: only what is set here reaches npm and the package.
 const env = {
   HOME: join(work, 'home'),
   PATH: bin,
   npm_config_cache: process.env.npm_config_cache || join(process.env.HOME || '/root', '.npm'),
+  // Offline: npm answers from its cache only and fails on anything it would have to download.
   npm_config_offline: 'true',
-  npm_config_registry: 'http://127.0.0.1:9/',
   npm_config_audit: 'false',
   npm_config_fund: 'false',
   npm_config_update_notifier: 'false',
@@ -92,9 +91,18 @@ try {
     console.log(`     ${info.filename}: ${(info.size / 1e6).toFixed(2)} MB packed, ${(info.unpackedSize / 1e6).toFixed(2)} MB unpacked, ${info.entryCount} files`);
   });
 
+  // kvcompact's own dependencies, packed from this checkout's node_modules: the npm cache of a
+  // machine that ran `npm ci` holds their tarballs but not the registry metadata a fresh
+  // install resolves versions with, and this install may not reach the registry.
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+  const deps = {};
+  for (const name of Object.keys(pkg.dependencies ?? {})) {
+    const r = run('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', work, join(root, 'node_modules', name)], { cwd: work });
+    deps[name] = `file:../${JSON.parse(r.stdout.slice(r.stdout.indexOf('[')))[0].filename}`;
+  }
   const app = join(work, 'app');
   mkdirSync(app);
-  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true, type: 'commonjs' }, null, 2));
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true, type: 'commonjs', dependencies: deps }, null, 2));
   step('npm install <tarball> --offline (no compiler, no network)', () => {
     const r = npm(['install', '--foreground-scripts', '--no-package-lock', tarball], app);
     if (/gyp|g\+\+|make:/.test(r.stdout + r.stderr)) throw new Error(`install tried to build:\n${r.stdout}\n${r.stderr}`);
@@ -194,7 +202,7 @@ export function check(): string {
 
   step('npx kvcompact doctor', () => {
     const r = node([join(npmBin, 'npx-cli.js'), '--no-install', 'kvcompact', 'doctor'], app);
-    process.stdout.write(r.stdout.replace(/^/gm, '     '));
+    process.stdout.write(r.stdout.trimEnd().replace(/^/gm, '     ') + '\n');
     if (!/self-test: cpu: passed/.test(r.stdout) || !/prebuilt/.test(r.stdout)) throw new Error('doctor did not report a passing self-test on the prebuilt binary');
   });
 

@@ -167,7 +167,16 @@ export function explainLoadError(message: string): string {
 
 /** What a consumer can run; the same text the install script prints. */
 export function fixes(root: string): string {
+  const shipped: string[] = [];
+  try {
+    for (const dir of fs.readdirSync(path.join(root, 'prebuilds'))) {
+      for (const m of readManifest(path.join(root, 'prebuilds', dir))) shipped.push(`${m.platform}-${m.arch} (${m.libc}${m.minGlibc ? ` ${m.minGlibc} or newer` : ''})`);
+    }
+  } catch {
+    // no prebuilds directory
+  }
   return [
+    `Prebuilt binaries in this package: ${shipped.length ? shipped.join(', ') : 'none'}.`,
     'What to do:',
     '  - reinstall to fetch the package with its prebuilt binary: npm install kvcompact',
     '  - build the CPU addon from source in your project (needs Python 3, make and a C++17',
@@ -214,7 +223,9 @@ export function loadFirst<T>(attempts: Attempt[], load: (file: string) => T): Lo
       tried.push(a);
       return { ok: true, addon, file: a.file, attempts: tried.concat(attempts.slice(tried.length)) };
     } catch (error) {
-      tried.push({ ...a, error: explainLoadError(error instanceof Error ? error.message : String(error)) });
+      // dlopen's message starts with the file name, which the report already shows.
+      const message = error instanceof Error ? error.message : String(error);
+      tried.push({ ...a, error: explainLoadError(message.startsWith(`${a.file}: `) ? message.slice(a.file.length + 2) : message) });
     }
   }
   return { ok: false, attempts: tried };
