@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import kvcompact, { KVCache, version } from '../../lib/index';
+import kvcompact, { KVCache, version, type Devices } from '../../lib/index';
 import { KVCacheError } from '../../lib/errors';
 import { loadNative } from '../../lib/native/binding';
 import { describeHost, explainLoadError, loadFailureMessage, loadFirst, productionCandidates } from '../../lib/native/locate';
@@ -122,6 +122,22 @@ describe('package entry', () => {
     expect(version).toBe((createRequire(__filename)(path.join(ROOT, 'package.json')) as { version: string }).version);
     expect(kvcompact.KVCache).toBe(KVCache);
     expect(kvcompact.version).toBe(version);
+  });
+
+  it('the Devices type names exactly what devices() returns', () => {
+    // Records over keyof: the compiler rejects a missing or an extra key, so these lists are
+    // the type's keys; the runtime object must use only them and have every required one.
+    const cpuKeys: Record<keyof Devices['cpu'], boolean> = { available: true, threads: true, simd: true };
+    const cudaKeys: Record<keyof Devices['cuda'], boolean> = {
+      available: true, compiled: true, emulationCompiled: true, emulated: true, reason: false, name: false,
+      devices: false, totalMemory: false, computeCapability: false, runtimeVersion: false, driverVersion: false,
+    };
+    const d = KVCache.devices();
+    for (const [part, keys] of [[d.cpu, cpuKeys], [d.cuda, cudaKeys]] as const) {
+      for (const k of Object.keys(part)) expect(Object.keys(keys), `runtime key ${k}`).toContain(k);
+      for (const [k, required] of Object.entries(keys)) if (required) expect(part, `required key ${k}`).toHaveProperty(k);
+    }
+    expect(Object.keys(d).sort()).toEqual(['cpu', 'cuda']);
   });
 
   it('buildInfo() of the loaded addon describes the build', () => {
