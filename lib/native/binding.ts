@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { createRequire } from 'node:module';
 
 import { KVCacheError } from '../errors';
-import { type Attempt, loadFailureMessage, loadFirst, packageRoot, productionCandidates } from './locate';
+import { type Attempt, describeHost, loadFailureMessage, loadFirst, packageRoot, productionCandidates } from './locate';
 import type {
   BudgetKindName, CompactionMethodName, DeviceName, PerHeadName, QuerySourceName, ScheduleName, ScoreSourceName, StorageName,
 } from '../generated/schema';
@@ -324,7 +324,7 @@ export function loadNativeWithFile(build: NativeBuild): { addon: NativeAddon; fi
       build === 'test'
         ? '\nThe test addon is built by CMake only: `npm run build:native` in a checkout of the repository (it needs the CUDA toolkit headers for the emulator).'
         : '';
-    throw new KVCacheError('INTERNAL', loadFailureMessage(what, result.attempts, root) + extra);
+    throw new KVCacheError('INTERNAL', loadFailureMessage(what, result.attempts, root, describeHost()) + extra);
   }
   result.addon.setErrorFactory((code, message) => new KVCacheError(code as KVCacheError['code'], message));
   const entry = { addon: result.addon, file: result.file };

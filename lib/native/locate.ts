@@ -38,13 +38,21 @@ export interface Host {
   napi: string;
 }
 
-export function describeHost(): Host {
+/**
+ * The running host. libc is decided as node-gyp-build decides it (musl on Alpine), so that
+ * both pick the same prebuilds; the glibc version comes from a diagnostic report, which costs
+ * tens of milliseconds, so the import path (`withGlibcVersion` false) skips it and only
+ * messages ask for it.
+ */
+export function describeHost(withGlibcVersion = true): Host {
   let glibcVersion = '';
   let libc = '';
   if (process.platform === 'linux') {
-    const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
-    glibcVersion = header?.glibcVersionRuntime ?? '';
-    libc = glibcVersion ? 'glibc' : 'musl';
+    libc = fs.existsSync('/etc/alpine-release') ? 'musl' : 'glibc';
+    if (withGlibcVersion && libc === 'glibc') {
+      const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+      glibcVersion = header?.glibcVersionRuntime ?? '';
+    }
   }
   return {
     platform: process.platform,
@@ -111,11 +119,12 @@ function compareVersions(a: string, b: string): number {
 /**
  * The production candidates in the order they are tried: build/Release/kvcompact.node (a build
  * from source, as node-gyp-build prefers it), then the prebuilds for this platform and arch,
- * most specific first by node-gyp-build's own tag rules. Prebuilds for another libc, or that
- * need a newer glibc than this process has (manifest.json), come back with their reason set
- * and are not loaded.
+ * most specific first by node-gyp-build's own tag rules. Prebuilds for another libc, or (when
+ * `host` carries the glibc version) that need a newer glibc than this process has
+ * (manifest.json), come back with their reason set and are not loaded. Without the version,
+ * such a prebuild is tried, and dlopen's error names the glibc version it lacks.
  */
-export function productionCandidates(root: string, host: Host = describeHost()): Attempt[] {
+export function productionCandidates(root: string, host: Host = describeHost(false)): Attempt[] {
   const out: Attempt[] = [];
   for (const config of ['Release', 'Debug']) {
     const file = path.join(root, 'build', config, 'kvcompact.node');
