@@ -323,7 +323,9 @@ export function loadNativeWithFile(build: NativeBuild): { addon: NativeAddon; fi
     const extra =
       build === 'test'
         ? '\nThe test addon is built by CMake only: `npm run build:native` in a checkout of the repository (it needs the CUDA toolkit headers for the emulator).'
-        : '';
+        : build === 'production'
+          ? ''
+          : '\nKVCOMPACT_NATIVE is set: point it at a kvcompact.node that loads, or unset it to use the package\'s own binary.';
     throw new KVCacheError('INTERNAL', loadFailureMessage(what, result.attempts, root, describeHost()) + extra);
   }
   result.addon.setErrorFactory((code, message) => new KVCacheError(code as KVCacheError['code'], message));
