@@ -75,6 +75,10 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   };
 }
 
+/**
+ * A KV cache: one block pool on one device, holding the sequences made from it. Appends,
+ * attention, eviction and compaction go through its `Sequence`s; `dispose()` frees the pool.
+ */
 export class KVCache {
   /** The options this cache runs with, defaults filled in. */
   readonly config: KVCacheConfig;
@@ -84,6 +88,10 @@ export class KVCache {
   /** Compactions in flight on this cache's sequences (settled or not, never rejected here). */
   readonly #pending = new Set<Promise<unknown>>();
 
+  /**
+   * Checks the options (a KVCacheError names the first bad one) and reserves the pool.
+   * Throws CUDA_UNAVAILABLE for device 'cuda' without a usable GPU (see `KVCache.devices()`).
+   */
   constructor(options: KVCacheOptions) {
     this.config = Object.freeze(resolveOptions(options));
     guardAgainstClone(this, 'KVCache');
@@ -107,6 +115,7 @@ export class KVCache {
     return (c.layers * c.kvHeads * layout.blockBytes) / c.blockSize;
   }
 
+  /** True after `dispose()`: every further call throws DISPOSED. */
   get disposed(): boolean {
     return this.#disposed;
   }
@@ -116,6 +125,7 @@ export class KVCache {
     if (this.#disposed) throw new KVCacheError('DISPOSED', 'the cache has been disposed');
   }
 
+  /** A new, empty sequence (every stream of every layer has length 0). */
   createSequence(): Sequence {
     this.checkAlive();
     return new Sequence(this, this.native.createSequence());
@@ -161,6 +171,7 @@ export class KVCache {
     return out;
   }
 
+  /** Sequences, rows and pool memory of this cache now. */
   stats(): CacheStats {
     this.checkAlive();
     const s = this.native.stats();
