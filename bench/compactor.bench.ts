@@ -9,14 +9,14 @@ import * as os from 'node:os';
 import { positiveInt } from '../examples/shared/cli';
 import { Compactor, KVCache, type CompactionReport } from '../lib/index';
 import { llmStreams } from '../test/compactor/llm-stream';
-import { markdownTable, parseBenchArgs, progress, writeJson } from './support/bench-utils';
+import { checkedArgs, markdownTable, parseBenchArgs, progress, writeJson } from './support/bench-utils';
 
 const args = parseBenchArgs({
   command: 'npx tsx bench/compactor.bench.ts',
   summary: 'Compactor through the public API: one 4096-row stream per phase and method, then a Llama-3-8B-shaped 16K-token context.',
   options: { runs: { type: 'string', value: 'N', description: 'timed runs per case (default 5; --quick 3)' } },
 });
-const runs = positiveInt('runs', args.values.runs, args.quick ? 3 : 5);
+const runs = checkedArgs(() => positiveInt('runs', args.values.runs, args.quick ? 3 : 5));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const out: Record<string, unknown> = { machine: { cpus: os.cpus()[0]?.model, cores: os.cpus().length, loadavg: os.loadavg() } };
 

@@ -45,6 +45,17 @@ export function parseBenchArgs<O extends CliOptions>(
   }
 }
 
+/** Runs `read` (option values checked with examples/shared/cli.ts); a UsageError prints and exits 2. */
+export function checkedArgs<T>(read: () => T): T {
+  try {
+    return read();
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    console.error(`error: ${err.message}`);
+    process.exit(2);
+  }
+}
+
 /** Median seconds of `runs` timed calls of fn. */
 export function medianSeconds(fn: () => void, runs: number): number {
   const times: number[] = [];

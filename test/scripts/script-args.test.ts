@@ -35,6 +35,7 @@ const SCRIPTS = [
   { script: 'bench/quantization.bench.ts', command: 'npx tsx bench/quantization.bench.ts', typo: ['--prat', 'append'], suggestion: '--part' },
   { script: 'bench/eviction.bench.ts', command: 'npx tsx bench/eviction.bench.ts', typo: ['--stream', 'stories'], suggestion: '--streams' },
   { script: 'bench/compactor.bench.ts', command: 'npx tsx bench/compactor.bench.ts', typo: ['--run', '3'], suggestion: '--runs' },
+  { script: 'bench/sparse.bench.ts', command: 'npx tsx bench/sparse.bench.ts', typo: ['--token', '4096'], suggestion: '--tokens' },
   { script: 'examples/demo.ts', command: 'npm run demo --', typo: ['--tokns', '100'], suggestion: '--tokens' },
   { script: 'examples/eval.ts', command: 'npm run eval --', typo: ['--storys', '2'], suggestion: '--stories' },
   { script: 'examples/eval/chart-cli.ts', command: 'npm run eval:chart --', typo: ['--outt', 'x.svg'], suggestion: '--out' },
@@ -43,6 +44,7 @@ const SCRIPTS = [
 describe('script command lines', () => {
   const started = SCRIPTS.map((s) => ({ help: run(s.script, ['--help']), typo: run(s.script, s.typo) }));
   const choice = run('bench/quantization.bench.ts', ['--part', 'everything']);
+  const badNumber = run('bench/sparse.bench.ts', ['--tokens', '4096,lots']);
   for (const [i, s] of SCRIPTS.entries()) {
     it(`${s.script}: --help prints the usage; ${s.typo[0]} is rejected`, async () => {
       const help = await started[i]!.help;
@@ -60,6 +62,12 @@ describe('script command lines', () => {
     const r = await choice;
     expect(r.status).toBe(2);
     expect(r.stderr).toContain("--part must be one of all, append, decode, got 'everything'");
+  });
+
+  it('bench: a malformed number is rejected before anything runs', async () => {
+    const r = await badNumber;
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain("--tokens must be a positive integer, got 'lots'");
   });
 });
 
