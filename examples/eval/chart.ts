@@ -7,7 +7,7 @@
 import type { ResultRow } from './report';
 
 interface SeriesStyle {
-  group: 'storage' | 'eviction' | 'compaction';
+  group: 'storage' | 'eviction' | 'compaction' | 'sparse';
   label: string;
   color: string;
   shape: string;
@@ -19,6 +19,7 @@ const GROUPS = {
   storage: 'storage formats (all rows kept)',
   eviction: 'eviction (keep 50, 25, 10%)',
   compaction: 'Attention Matching',
+  sparse: 'sparse decode (all rows kept, a fraction read)',
 } as const;
 
 const STORAGE: Record<string, [string, string, string]> = {
@@ -63,8 +64,9 @@ export function seriesStyle(family: string): SeriesStyle {
     };
   }
   if (family.startsWith('AM online')) return { group: 'compaction', label: 'online, row budget', color: '#6a3d9a', shape: 'diamond', dash: [1, 2] };
+  if (family.startsWith('sparse')) return { group: 'sparse', label: family.replace(/^sparse decode ?/, '') || family, color: '#17becf', shape: 'diamond', dash: [4, 2] };
   if (family.startsWith('storage')) return { group: 'storage', label: family, color: '#525252', shape: 'triangle-up', dash: [] };
-  return { group: 'compaction', label: family, color: '#17becf', shape: 'wedge', dash: [] };
+  return { group: 'compaction', label: family, color: '#bcbd22', shape: 'wedge', dash: [] };
 }
 
 type Spec = Record<string, unknown>;
@@ -79,7 +81,7 @@ export function qualitySpec(rows: readonly ResultRow[], title: string): Spec {
   // Legend order: storage, eviction, compaction; within Attention Matching by method, then source.
   const rank = (f: string): number => {
     const st = seriesStyle(f);
-    const g = { storage: 0, eviction: 1, compaction: 2 }[st.group] * 1000;
+    const g = { storage: 0, eviction: 1, compaction: 2, sparse: 3 }[st.group] * 1000;
     const m = /^AM ([\w-]+), ([\w-]+) queries$/.exec(f);
     return g + (m ? Object.keys(AM_METHOD).indexOf(m[1]!) * 10 + Object.keys(SOURCE_DASH).indexOf(m[2]!) : f.startsWith('AM online') ? 100 : 0);
   };
@@ -91,7 +93,7 @@ export function qualitySpec(rows: readonly ResultRow[], title: string): Spec {
   const panel = (field: 'nll' | 'agreement', axisTitle: string, withLegend: boolean): Spec => ({
     width: 430,
     height: 390,
-    layer: (['storage', 'eviction', 'compaction'] as const).flatMap((group) => {
+    layer: (['storage', 'eviction', 'compaction', 'sparse'] as const).flatMap((group) => {
       const members = families.filter((f) => seriesStyle(f).group === group);
       if (members.length === 0) return [];
       const labels = members.map((f) => seriesStyle(f).label);

@@ -38,6 +38,10 @@ describe('evaluation chart', () => {
     const look = (f: string) => JSON.stringify(seriesStyle(f));
     expect(look('storage')).not.toBe(look('AM highest-attention, self-study queries'));
     expect(look('storage, rotated keys')).not.toBe(look('AM omp, self-study queries'));
+    // Families of other runs get their own group and look too (sparse decode on EVALUATION.md's sparse table).
+    const sparse = seriesStyle('sparse decode (f16, key summaries)');
+    expect(sparse.group).toBe('sparse');
+    expect(styles.map((s) => `${s.color} ${s.shape}`)).not.toContain(`${sparse.color} ${sparse.shape}`);
   });
 
   it('renders an SVG with both panels, three legends and every series', async () => {
