@@ -19,7 +19,7 @@ const GROUPS = {
   storage: 'storage formats (all rows kept)',
   eviction: 'eviction (keep 50, 25, 10%)',
   compaction: 'Attention Matching',
-  sparse: 'sparse decode (all rows kept, a fraction read)',
+  sparse: 'sparse decode (a fraction of rows read)',
 } as const;
 
 const STORAGE: Record<string, [string, string, string]> = {
