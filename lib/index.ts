@@ -18,6 +18,8 @@ export type {
   EvictionReport,
   KVCacheConfig,
   KVCacheOptions,
+  LowRankBases,
+  LowRankConfig,
   RecordedQueries,
   Storage,
   StreamRows,

@@ -8,12 +8,13 @@ import { Sequence } from './sequence';
 import type { AttentionOptions, CacheStats, Devices, KVCacheConfig, KVCacheOptions } from './types';
 import { lseArray, outputArray, attentionFlags } from './attention-options';
 import { CACHE_OPTIONS } from './generated/schema';
+import { nativeLowRank, resolveLowRank } from './low-rank';
 import { asyncDisposeSymbol, disposeSymbol, guardAgainstClone } from './lifecycle';
 import { enumOption, float32Array, indexBelow, integerIn, integerOption, isUint8Array, knownKeys, optionsObject } from './validate';
 
 const OPTION_NAMES = [
   'layers', 'kvHeads', 'headDim', 'queryHeads', 'blockSize', 'keys', 'values', 'groupSize',
-  'rotate', 'rotationSeed', 'maxBytes', 'device', 'threads', 'queryReservoir', 'recentQueries',
+  'rotate', 'rotationSeed', 'maxBytes', 'device', 'threads', 'queryReservoir', 'recentQueries', 'lowRank',
 ] as const;
 
 function isPowerOfTwo(n: number): boolean {
@@ -67,9 +68,10 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   const threads = o['threads'] === undefined ? Math.min(os.availableParallelism(), L.threads.max) : integerOption('options.threads', o['threads'], L.threads);
   const queryReservoir = o['queryReservoir'] === undefined ? L.queryReservoir.default : integerOption('options.queryReservoir', o['queryReservoir'], L.queryReservoir);
   const recentQueries = o['recentQueries'] === undefined ? L.recentQueries.default : integerOption('options.recentQueries', o['recentQueries'], L.recentQueries);
+  const lowRank = resolveLowRank(o['lowRank'], headDim, groupSize, rotateKeys || rotateValues);
   return {
     layers, kvHeads, headDim, queryHeads, blockSize, keys, values, groupSize, rotateKeys, rotateValues,
-    rotationSeed, maxBytes, device, threads, queryReservoir, recentQueries,
+    rotationSeed, maxBytes, device, threads, queryReservoir, recentQueries, lowRank,
   };
 }
 
@@ -90,7 +92,8 @@ export class KVCache {
       const cuda = addon.devices().cuda;
       if (!cuda.available) throw new KVCacheError('CUDA_UNAVAILABLE', `cuda unavailable: ${cuda.reason ?? 'unknown reason'}`);
     }
-    this.native = new addon.NativeCache({ ...this.config, maxBytes: this.config.maxBytes });
+    const { lowRank, ...flat } = this.config;
+    this.native = new addon.NativeCache({ ...flat, ...nativeLowRank(lowRank), maxBytes: this.config.maxBytes });
   }
 
   /** Devices this build can use, and why CUDA cannot be used when it cannot. */
@@ -98,11 +101,19 @@ export class KVCache {
     return native().devices();
   }
 
-  /** KV bytes per token (all layers and kv heads, block overhead included) for planning `maxBytes`. */
-  static bytesPerToken(options: KVCacheOptions): number {
+  /**
+   * KV bytes per token (all layers and kv heads, block overhead included) for planning `maxBytes`.
+   * With lowRank: the coefficient rows, plus the bases spread over `tokens` tokens when given
+   * (bases are fixed per stream, so their share per token falls as streams grow).
+   */
+  static bytesPerToken(options: KVCacheOptions, tokens?: number): number {
     const c = resolveOptions(options);
-    const layout = native().blockLayout(c.keys, c.values, c.headDim, c.groupSize, c.blockSize);
-    return (c.layers * c.kvHeads * layout.blockBytes) / c.blockSize;
+    const width = c.lowRank ? c.lowRank.keys : c.headDim;
+    const layout = native().blockLayout(c.keys, c.values, width, c.groupSize, c.blockSize);
+    const rows = (c.layers * c.kvHeads * layout.blockBytes) / c.blockSize;
+    if (!c.lowRank || tokens === undefined) return rows;
+    const basisBytes = c.layers * c.kvHeads * 4 * c.headDim * (c.lowRank.keys + c.lowRank.values);
+    return rows + basisBytes / tokens;
   }
 
   get disposed(): boolean {
@@ -162,7 +173,7 @@ export class KVCache {
     this.checkAlive();
     const s = this.native.stats();
     const tokens = s.rows / (this.config.layers * this.config.kvHeads);
-    const bytesUsed = s.blocksUsed * s.blockBytes;
+    const bytesUsed = s.blocksUsed * s.blockBytes + s.lowRankBytes;
     return {
       sequences: s.sequences,
       rows: s.rows,
@@ -175,6 +186,7 @@ export class KVCache {
       committedBytes: s.committedBytes,
       maxBytes: s.maxBytes,
       workspaceBytes: s.workspaceBytes,
+      lowRankBytes: s.lowRankBytes,
     };
   }
 
