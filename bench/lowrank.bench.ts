@@ -108,6 +108,7 @@ async function decode(options: KVCacheOptions, label: string): Promise<{ ms: num
   return { ms, bytes };
 }
 
+async function main(): Promise<void> {
 const lowRankDecode = await decode(lowRankOptions, 'rank 32');
 const fullDecode = await decode(fullOptions, 'f16 full rank');
 progress('bandwidth');
@@ -144,3 +145,6 @@ console.log(markdownTable(['cache', 'MiB per sequence', 'median ms', 'GB/s read'
 console.log('\nBasis fit (Jacobi), 256 rows, per basis:\n');
 console.log(markdownTable(['head_dim', 'rank', 'ms'], fitRows));
 writeJson(args.json, { bandwidth, fmaPeak: peak, append: { lowRankSeconds: lowRankAppend, fullSeconds: fullAppend, inputBytes }, decode: { lowRank: lowRankDecode, full: fullDecode }, fit: fitRows });
+}
+
+void main();

@@ -8,7 +8,7 @@ import { Sequence } from './sequence';
 import type { AttentionOptions, CacheStats, Devices, KVCacheConfig, KVCacheOptions } from './types';
 import { lseArray, outputArray, attentionFlags } from './attention-options';
 import { CACHE_OPTIONS } from './generated/schema';
-import { nativeLowRank, resolveLowRank } from './low-rank';
+import { defaultGroupSize, nativeLowRank, resolveLowRank } from './low-rank';
 import { asyncDisposeSymbol, disposeSymbol, guardAgainstClone } from './lifecycle';
 import { enumOption, float32Array, indexBelow, integerIn, integerOption, isUint8Array, knownKeys, optionsObject } from './validate';
 
@@ -41,7 +41,7 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   const blockSize = o['blockSize'] === undefined ? L.blockSize.default : integerOption('options.blockSize', o['blockSize'], L.blockSize);
   const keys = o['keys'] === undefined ? L.keys.default : enumOption('options.keys', o['keys'], L.keys.names);
   const values = o['values'] === undefined ? L.values.default : enumOption('options.values', o['values'], L.values.names);
-  const groupSize = o['groupSize'] === undefined ? Math.min(32, headDim) : integerIn('options.groupSize', o['groupSize'], L.groupSize.min, headDim);
+  const groupSize = o['groupSize'] === undefined ? defaultGroupSize(o['lowRank'], headDim) : integerIn('options.groupSize', o['groupSize'], L.groupSize.min, headDim);
   if (headDim % groupSize !== 0 || groupSize % L.groupSize.multipleOf !== 0) {
     throw invalidArgument('options.groupSize', `an even divisor of headDim (${headDim})`, groupSize);
   }

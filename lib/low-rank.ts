@@ -5,6 +5,20 @@ import { LOW_RANK_OPTIONS } from './generated/schema';
 import type { LowRankConfig } from './types';
 import { integerOption, knownKeys, optionsObject } from './validate';
 
+function gcd(a: number, b: number): number {
+  return b === 0 ? a : gcd(b, a % b);
+}
+
+/**
+ * The default groupSize: min(32, headDim), and with lowRank the largest divisor of both the
+ * rank and headDim up to 32 (coefficient rows are quantized in groups along the rank).
+ */
+export function defaultGroupSize(lowRank: unknown, headDim: number): number {
+  const keys = lowRank && typeof lowRank === 'object' ? (lowRank as Record<string, unknown>)['keys'] : undefined;
+  if (typeof keys === 'number' && Number.isInteger(keys) && keys >= 2 && keys % 2 === 0) return Math.min(32, gcd(keys, headDim));
+  return Math.min(32, headDim);
+}
+
 /** null when the option is absent (full-rank storage). */
 export function resolveLowRank(value: unknown, headDim: number, groupSize: number, rotated: boolean): LowRankConfig | null {
   if (value === undefined || value === null) return null;
@@ -13,7 +27,7 @@ export function resolveLowRank(value: unknown, headDim: number, groupSize: numbe
   knownKeys('options.lowRank', o, ['keys', 'values', 'calibrationRows']);
   const keys = integerOption('options.lowRank.keys', o['keys'], L.keys);
   const values = o['values'] === undefined ? keys : integerOption('options.lowRank.values', o['values'], L.values);
-  for (const [name, rank] of [['keys', keys], ['values', values]] as const) {
+  for (const [name, rank] of [["keys", keys], ["values", values]] as const) {
     if (rank % 2 !== 0 || rank > headDim) throw invalidArgument(`options.lowRank.${name}`, `an even rank in [2, headDim (${headDim})]`, rank);
   }
   // Rows hold one coefficient width per cache (the row kernels have one row width).
