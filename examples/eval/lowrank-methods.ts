@@ -19,16 +19,16 @@ function gcd(a: number, b: number): number {
   return b === 0 ? a : gcd(b, a % b);
 }
 
-/** Ranks to evaluate for a head dimension: 3/4, 1/2, 3/8 and 1/4 of it (even, distinct). */
+/** Ranks to evaluate for a head dimension: 3/4, 5/8, 1/2, 3/8, 5/16 and 1/4 of it (even, distinct). */
 export function lowRankRanks(D: number): number[] {
-  const ranks = [0.75, 0.5, 0.375, 0.25].map((f) => Math.max(2, 2 * Math.round((f * D) / 2)));
+  const ranks = [0.75, 0.625, 0.5, 0.375, 0.3125, 0.25].map((f) => Math.max(2, 2 * Math.round((f * D) / 2)));
   return [...new Set(ranks)].filter((r) => r < D);
 }
 
-export function lowRankSettings(D: number, rank: number, storage: 'f16' | 'int8' | 'int4'): CacheSettings {
+export function lowRankSettings(D: number, rank: number, storage: 'f16' | 'int8' | 'int4', calibrationRows = CALIBRATION_ROWS): CacheSettings {
   // the quantization group divides both the rank and head_dim (the schema's rule)
   const groupSize = Math.min(32, gcd(rank, D));
-  return { keys: storage, values: storage, groupSize, lowRank: { keys: rank, values: rank, calibrationRows: CALIBRATION_ROWS } };
+  return { keys: storage, values: storage, groupSize, lowRank: { keys: rank, values: rank, calibrationRows } };
 }
 
 function bytesPerToken(dims: AttentionDims, s: CacheSettings): number {
@@ -43,13 +43,19 @@ export function lowRankMethods(lib: Lib, dims: AttentionDims): Method[] {
   const methods: Method[] = [];
   const D = dims.headDim;
   const ranks = lowRankRanks(D);
-  for (const rank of ranks) {
-    for (const storage of ['f16', 'int8', 'int4'] as const) {
-      const settings = lowRankSettings(D, rank, storage);
+  // Every rank and format with the default calibration; f16 also with twice the calibration
+  // rows (how much of the loss comes from bases fitted on too few, too early rows).
+  const variants = ranks.flatMap((rank) => [
+    ...(['f16', 'int8', 'int4'] as const).map((storage) => ({ rank, storage, calibration: CALIBRATION_ROWS, suffix: '' })),
+    { rank, storage: 'f16' as const, calibration: 2 * CALIBRATION_ROWS, suffix: `-c${2 * CALIBRATION_ROWS}` },
+  ]);
+  for (const { rank, storage, calibration, suffix } of variants) {
+    {
+      const settings = lowRankSettings(D, rank, storage, calibration);
       methods.push({
-        id: `lowrank-r${rank}-${storage}`,
-        family: `low-rank ${storage} coefficients`,
-        label: `rank ${rank}/${D}, ${storage} coefficients, ${CALIBRATION_ROWS} calibration rows`,
+        id: `lowrank-r${rank}-${storage}${suffix}`,
+        family: `low-rank ${storage} coefficients${suffix ? `, ${calibration} calibration rows` : ''}`,
+        label: `rank ${rank}/${D}, ${storage} coefficients, ${calibration} calibration rows`,
         param: rank,
         rowBytesPerToken: bytesPerToken(dims, settings),
         async run(ctx) {
