@@ -77,9 +77,6 @@ Status createCache(const CacheConfig& config, std::unique_ptr<Cache>* out, Backe
 
 Status Cache::create(const CacheConfig& config, std::unique_ptr<Backend> backend, std::unique_ptr<Cache>* out) {
   KVC_RETURN_IF_ERROR(validateConfig(config));
-  if (config.lowRank() && !backend->lowRank()) {
-    return unsupported(std::string("lowRank is not implemented by the ") + backend->name() + " backend");
-  }
   const BlockLayout layout = config.blockLayout();
   const uint64_t budget = config.maxBytes ? config.maxBytes : std::min(physicalMemoryBytes(), kDefaultPoolBytes);
   const uint64_t capacity = std::min<uint64_t>(budget / layout.blockBytes, INT32_MAX);
@@ -90,6 +87,7 @@ Status Cache::create(const CacheConfig& config, std::unique_ptr<Backend> backend
 
 Cache::Cache(const CacheConfig& config, std::unique_ptr<Backend> backend, uint64_t capacityBlocks)
     : config_(config), layout_(config.blockLayout()), backend_(std::move(backend)), pool_(capacityBlocks) {
+  lowRank_ = backend_->lowRank() ? backend_->lowRank() : &hostLowRankKernels();
   if (config_.rotateKeys) keySigns_ = rotationSigns(config_.rotationSeed, 0, config_.headDim);
   if (config_.rotateValues) valueSigns_ = rotationSigns(config_.rotationSeed, 1, config_.headDim);
 }

@@ -142,7 +142,7 @@ Status Cache::writeStreams(std::vector<StreamWrite>& writes) {
 }
 
 Status Cache::appendLowRank(Sequence* seq, uint32_t layer, const AppendInput& input, const int32_t* positions) {
-  const LowRankKernels& lr = *backend_->lowRank();
+  const LowRankKernels& lr = *lowRank_;
   const uint32_t heads = config_.kvHeads, D = config_.headDim, r = config_.storedDim(), T = input.tokens;
   const uint64_t elems = static_cast<uint64_t>(T) * heads * D;
   // Projection needs f32; f16 input is widened once (the rows are rounded when stored anyway).
@@ -258,7 +258,7 @@ Status Cache::appendLowRank(Sequence* seq, uint32_t layer, const AppendInput& in
 }
 
 Status Cache::attentionChunkLowRank(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1) {
-  const LowRankKernels& lr = *backend_->lowRank();
+  const LowRankKernels& lr = *lowRank_;
   const uint32_t heads = config_.kvHeads, D = config_.headDim, R = config_.storedDim(), g = config_.queriesPerHead();
   const uint32_t tq = t1 - t0;
   const bool whole = t0 == 0 && t1 == r.tq;
@@ -360,7 +360,7 @@ void Cache::recordQueriesLowRank(Stream& stream, uint32_t streamIndex, const flo
   std::vector<float> projected(static_cast<size_t>(tq) * g * R);
   const float scale = std::sqrt(static_cast<float>(R) / static_cast<float>(D));
   for (uint32_t t = 0; t < tq; ++t) {
-    backend_->lowRank()->project(queries + t * tokenStride, D, g, D, stream.basis->keys.data(), R, scale,
+    lowRank_->project(queries + t * tokenStride, D, g, D, stream.basis->keys.data(), R, scale,
                                  projected.data() + static_cast<size_t>(t) * g * R, R);
   }
   recordQueries(stream, streamIndex, projected.data(), tq, static_cast<uint64_t>(g) * R, R);
@@ -369,7 +369,7 @@ void Cache::recordQueriesLowRank(Stream& stream, uint32_t streamIndex, const flo
 // Re-expresses a stream's query log on new bases: vectors logged in the original space
 // (from == nullptr) or on `from` (lifted back first) are projected onto `to`, scaled.
 void Cache::projectLog(QueryLog& log, const LowRankBasis* from, const LowRankBasis& to) const {
-  const LowRankKernels& lr = *backend_->lowRank();
+  const LowRankKernels& lr = *lowRank_;
   const uint32_t D = config_.headDim, R = config_.storedDim();
   const float scale = std::sqrt(static_cast<float>(R) / static_cast<float>(D));
   auto convert = [&](std::vector<float>& v) {
@@ -411,7 +411,7 @@ Status Cache::readLowRank(const Stream& s, RowsOut* out) {
   StreamView view{s.blocks.data(), s.length};
   KVC_RETURN_IF_ERROR(backend_->readRows(pool(), codec(), view, 0, static_cast<uint32_t>(n), ck.data(), cv.data(),
                                          out->beta.data(), out->positions.data()));
-  const LowRankKernels& lr = *backend_->lowRank();
+  const LowRankKernels& lr = *lowRank_;
   lr.lift(ck.data(), R, static_cast<uint32_t>(n), R, s.basis->keys.data(), D, out->keys.data(), D);
   lr.lift(cv.data(), R, static_cast<uint32_t>(n), R, s.basis->values.data(), D, out->values.data(), D);
   return Status::ok();
@@ -422,7 +422,7 @@ Status Cache::readLowRank(const Stream& s, RowsOut* out) {
 // blocks with their beta and positions; all or nothing.
 Status Cache::rebase(Sequence* seq, const std::vector<uint32_t>& streams,
                      const std::vector<std::shared_ptr<const LowRankBasis>>& given, bool) {
-  const LowRankKernels& lr = *backend_->lowRank();
+  const LowRankKernels& lr = *lowRank_;
   const uint32_t D = config_.headDim, R = config_.storedDim();
   struct Plan {
     RowsOut rows;

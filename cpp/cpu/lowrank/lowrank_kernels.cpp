@@ -44,3 +44,7 @@ const LowRankKernels& lowRankKernels() {
 }
 
 }  // namespace kvc::cpu
+
+namespace kvc {
+const LowRankKernels& hostLowRankKernels() { return cpu::lowRankKernels(); }
+}  // namespace kvc

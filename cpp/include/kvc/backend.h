@@ -89,7 +89,7 @@ class Backend {
   }
 
   // Low-rank storage numerics on host memory (kvc/lowrank_ops.h); nullptr when this backend
-  // does not implement low-rank streams (a cache with lowRank on it is then refused).
+  // has none (the core then uses hostLowRankKernels(): these run on host data either way).
   virtual const LowRankKernels* lowRank() const { return nullptr; }
 
   // Scratch memory the backend holds for the numerics above (its workspace: one per cache,

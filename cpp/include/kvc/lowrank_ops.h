@@ -45,4 +45,10 @@ struct LowRankKernels {
   void (*denseAttention)(const DenseAttentionArgs& a) = nullptr;
 };
 
+// The host implementation (cpp/cpu/lowrank/): the CPU backend's table, and the one the core
+// uses with a device backend that has none of its own. Every LowRankKernels function works on
+// host memory (bases, queries, outputs and rows all live on the host: the device backend
+// appends and attends over the coefficient rows, which it holds).
+const LowRankKernels& hostLowRankKernels();
+
 }  // namespace kvc
