@@ -5,7 +5,7 @@
 //     multiply-adds as a fraction of this core's FMA peak (measured in the run);
 //  2. decode attention at 16K tokens: rank 32 (f16 coefficients) against f16 full rank, cold
 //     (sequences rotate so the working set exceeds 256 MiB), with the read-bandwidth floor.
-//  3. the basis fit (Jacobi eigensolver) at D = 64 and 128.
+//  3. the basis fit (Householder + implicit QR eigensolver) at D = 64 and 128.
 // Flags: --json FILE, --quick.
 import { KVCache, type KVCacheOptions, type Sequence } from '../lib/index';
 import { fmaPeak, markdownTable, medianSeconds, parseArgs, progress, randomFloats, readBandwidth, tinybenchMedianMs, writeJson } from './support/bench-utils';
@@ -142,7 +142,7 @@ console.log('Append of 256 tokens × 8 kv heads × 128 (f32 keys + values = 2 Mi
 console.log(markdownTable(['cache', 'ms', 'GB/s of f32 input', 'projection MACs / FMA peak'], appendRows));
 console.log(`\nDecode attention, ${TOKENS} tokens, 32 query heads, cold, 1 thread:\n`);
 console.log(markdownTable(['cache', 'MiB per sequence', 'median ms', 'GB/s read', 'floor / time', 'speed-up vs f16'], decodeRows));
-console.log('\nBasis fit (Jacobi), 256 rows, per basis:\n');
+console.log('\nBasis fit (Householder + implicit QR), 256 rows, per basis:\n');
 console.log(markdownTable(['head_dim', 'rank', 'ms'], fitRows));
 writeJson(args.json, { bandwidth, fmaPeak: peak, append: { lowRankSeconds: lowRankAppend, fullSeconds: fullAppend, inputBytes }, decode: { lowRank: lowRankDecode, full: fullDecode }, fit: fitRows });
 }

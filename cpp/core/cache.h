@@ -176,6 +176,9 @@ class Cache {
   // Gives one stream caller-made bases (keys, values: [headDim][rank], orthonormal columns);
   // rows it already holds are lifted with the old bases and projected onto the new ones.
   Status setBases(uint64_t id, uint32_t layer, uint32_t head, const float* keys, const float* values);
+  // A copy of a stream's query log in the original space (a low-rank stream with bases logs
+  // projected queries: they are lifted back).
+  Status queryLog(uint64_t id, uint32_t layer, uint32_t head, QueryLog* out) const;
   // The bases of a stream into keys/values ([headDim][rank]); false when it has none yet.
   Status bases(uint64_t id, uint32_t layer, uint32_t head, std::vector<float>* keys, std::vector<float>* values,
                bool* has) const;

@@ -526,6 +526,28 @@ Status Cache::setBases(uint64_t id, uint32_t layer, uint32_t head, const float* 
   return rebase(seq, {layer * config_.kvHeads + head}, {basis}, false);
 }
 
+Status Cache::queryLog(uint64_t id, uint32_t layer, uint32_t head, QueryLog* out) const {
+  const Sequence* seq;
+  KVC_RETURN_IF_ERROR(findConst(id, &seq));
+  KVC_RETURN_IF_ERROR(checkLayer(layer));
+  if (head >= config_.kvHeads) return invalidArgument("kvHead " + std::to_string(head) + " is out of range");
+  const Stream& s = seq->stream(layer, config_.kvHeads, head);
+  *out = s.queries;
+  if (!config_.lowRank() || !s.basis) return Status::ok();
+  const uint32_t D = config_.headDim, R = config_.storedDim();
+  const float scale = std::sqrt(static_cast<float>(R) / static_cast<float>(D));
+  auto lift = [&](std::vector<float>& v) {
+    const uint32_t n = static_cast<uint32_t>(v.size() / R);
+    std::vector<float> unscaled(v.size());
+    for (size_t i = 0; i < v.size(); ++i) unscaled[i] = v[i] / scale;
+    v.assign(static_cast<size_t>(n) * D, 0.0f);
+    if (n) lowRank_->lift(unscaled.data(), R, n, R, s.basis->keys.data(), D, v.data(), D);
+  };
+  lift(out->reservoir);
+  lift(out->recent);
+  return Status::ok();
+}
+
 Status Cache::bases(uint64_t id, uint32_t layer, uint32_t head, std::vector<float>* keys, std::vector<float>* values,
                     bool* has) const {
   const Sequence* seq;

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { Compactor, EvictionPolicy, KVCache, KVCacheError } from '../../lib/index';
 import { attentionReference, type StreamRows } from '../reference/attention-reference';
 import { randn, testRng, type Rng } from '../reference/random';
-import { orthonormal, project, lift, lowRankPlusNoise, crc32, maxAbs } from './lowrank-reference';
+import { orthonormal, project, lift, lowRankPlusNoise, crc32, maxAbs, symmetricEigenvalues } from './lowrank-reference';
 
 const D = 32;
 const R = 8;
@@ -103,6 +103,37 @@ describe('low-rank storage', () => {
       }
     }
   });
+
+  for (const n of [40, 3]) {
+    it(`basis fit: the leading eigenvectors of the rows' second-moment matrix (${n} rows${n < 6 ? ', rank deficient' : ''})`, () => {
+      const rng = testRng();
+      const Dm = 16, r = 6;
+      // channels of spread scales, so that the eigenvalues are distinct
+      const rows = randn(rng, n * Dm).map((x, i) => x * (1 + (i % Dm) * 0.37));
+      using cache = new KVCache({ layers: 1, kvHeads: 1, headDim: Dm, keys: 'f32', values: 'f32', groupSize: 2, lowRank: { keys: r, values: r, calibrationRows: 0 }, threads: 1 });
+      const seq = cache.createSequence();
+      seq.append(0, rows, rows);
+      seq.fitBases();
+      const B = seq.bases(0, 0)!.keys;
+      const M = new Float64Array(Dm * Dm);
+      for (let t = 0; t < n; t++) for (let p = 0; p < Dm; p++) for (let q = 0; q < Dm; q++) M[p * Dm + q] = M[p * Dm + q]! + rows[t * Dm + p]! * rows[t * Dm + q]!;
+      const want = symmetricEigenvalues(M, Dm);
+      const scale = want[0]!;
+      for (let j = 0; j < r; j++) {
+        // M b_j = lambda_j b_j with lambda_j the j-th largest eigenvalue
+        const b = Array.from({ length: Dm }, (_, d) => B[d * r + j]!);
+        const mb = Array.from({ length: Dm }, (_, p) => b.reduce((s, x, q) => s + M[p * Dm + q]! * x, 0));
+        const lambda = b.reduce((s, x, p) => s + x * mb[p]!, 0);
+        expect(Math.abs(lambda - want[j]!) / scale).toBeLessThan(1e-6);
+        if (want[j]! > 1e-6 * scale) expect(maxAbs(mb, b.map((x) => x * lambda)) / scale).toBeLessThan(1e-5);
+        for (let i = 0; i <= j; i++) {
+          let dot = 0;
+          for (let d = 0; d < Dm; d++) dot += B[d * r + i]! * B[d * r + j]!;
+          expect(Math.abs(dot - (i === j ? 1 : 0))).toBeLessThan(1e-6);
+        }
+      }
+    });
+  }
 
   it('calibration boundary: exact full-precision rows before the fit, bases from exactly the first calibrationRows rows', () => {
     const rng = testRng();
@@ -245,6 +276,24 @@ describe('low-rank storage', () => {
     expect(report).toBeDefined();
     expect(fork.length(0, 0)).toBe(30);
     expectAttentionMatches(cache, fork, rng, 1, 5e-5);
+  });
+
+  it('recorded queries read back in headDim (the part in the key basis span); scores cover calibrating rows', () => {
+    const rng = testRng();
+    using cache = new KVCache({ layers: 1, kvHeads: 1, queryHeads: 2, headDim: D, keys: 'f32', values: 'f32', groupSize: 8, lowRank: { keys: R, values: R, calibrationRows: 0 }, threads: 1 });
+    const seq = cache.createSequence();
+    seq.append(0, randn(rng, 5 * D), randn(rng, 5 * D));
+    seq.attention(0, randn(rng, 2 * D), { accumulateScores: true });
+    const mass = seq.scores(0, 0);  // calibrating rows have scores too: one unit per query head
+    expect(mass.length).toBe(5);
+    expect(mass.reduce((x, y) => x + y, 0)).toBeCloseTo(2, 5);
+    const bases = { keys: orthonormal(rng, D, R), values: orthonormal(rng, D, R) };
+    seq.setBases(0, 0, bases);
+    const q = randn(rng, 2 * D);
+    seq.attention(0, q, { recordQueries: true });
+    const logged = seq.recordedQueries(0, 0).recent;
+    expect(logged.length).toBe(2 * D);
+    expect(maxAbs(logged, lift(project(q, bases.keys, D, R), bases.keys, D, R))).toBeLessThan(1e-5);
   });
 
   it('option errors are INVALID_ARGUMENT', () => {

@@ -24,7 +24,7 @@ LowRankKernels build() {
   k.name = "portable";
   k.project = &projectScalar;
   k.lift = &lowrank_portable::liftImpl<SimdScalar>;
-  k.fitBasis = &fitBasisJacobi;
+  k.fitBasis = &fitBasisSymmetric;
   k.denseAttention = &denseAttention;
   LowRankIsa isa;
   const CpuFeatures& f = cpuFeatures();
