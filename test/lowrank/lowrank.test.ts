@@ -296,6 +296,40 @@ describe('low-rank storage', () => {
     expect(maxAbs(logged, lift(project(q, bases.keys, D, R), bases.keys, D, R))).toBeLessThan(1e-5);
   });
 
+  it('compaction fitted in coefficient space equals the full-space fit of the lifted rows (measured)', async () => {
+    // A full-rank f32 cache holding the lifted rows B c and the same queries: Attention
+    // Matching picks the same keys (same logits) and its least-squares values, whose targets
+    // lie in span(B_v), come out in that span: equal to the coefficient-space fit, lifted.
+    const rng = testRng();
+    const opts = { layers: 1, kvHeads: 1, queryHeads: 2, headDim: D, keys: 'f32', values: 'f32', groupSize: 8, threads: 1 } as const;
+    using low = new KVCache({ ...opts, lowRank: { keys: R, values: R, calibrationRows: 0 } });
+    using full = new KVCache(opts);
+    const a = low.createSequence();
+    const b = full.createSequence();
+    const bases = { keys: orthonormal(rng, D, R), values: orthonormal(rng, D, R) };
+    a.setBases(0, 0, bases);
+    const T = 96;
+    a.append(0, randn(rng, T * D, 2), randn(rng, T * D));
+    const rows = a.read(0, 0);
+    b.append(0, rows.keys, rows.values);
+    for (let i = 0; i < 24; i++) {
+      const q = randn(rng, 2 * D, 2);
+      a.attention(0, q, { recordQueries: true });
+      b.attention(0, q, { recordQueries: true });
+    }
+    const compactor = new Compactor({ ratio: 0.25, protect: { sinks: 2, recent: 4 } });
+    await compactor.compact(a);
+    await compactor.compact(b);
+    const ra = a.read(0, 0), rb = b.read(0, 0);
+    expect(Array.from(ra.positions)).toEqual(Array.from(rb.positions));
+    const scale = maxAbs(rb.values, new Float32Array(rb.values.length));
+    // the full-space fit lies in span(B_v) ...
+    expect(maxAbs(lift(project(rb.values, bases.values, D, R), bases.values, D, R), rb.values) / scale).toBeLessThan(1e-5);
+    // ... and equals the coefficient-space fit
+    expect(maxAbs(ra.values, rb.values) / scale).toBeLessThan(2e-5);  // measured 1.0e-6
+    expect(maxAbs(ra.beta, rb.beta)).toBeLessThan(1e-4);
+  });
+
   it('option errors are INVALID_ARGUMENT', () => {
     const base = { layers: 1, kvHeads: 1, headDim: D, groupSize: 8 };
     for (const lowRank of [{ keys: 7 }, { keys: 64 }, { keys: 8, values: 16 }, { keys: 0 }, { keys: 8, calibrationRows: -1 }, { keys: 8, extra: 1 }]) {
