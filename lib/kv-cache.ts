@@ -6,7 +6,7 @@ import { KVCacheError, invalidArgument, shapeMismatch } from './errors';
 import { native, type NativeCache } from './native/binding';
 import { Sequence } from './sequence';
 import type { AttentionOptions, CacheStats, Devices, KVCacheConfig, KVCacheOptions } from './types';
-import { lseArray, outputArray, attentionFlags } from './attention-options';
+import { lseArray, outputArray, attentionFlags, sparseOption } from './attention-options';
 import { CACHE_OPTIONS } from './generated/schema';
 import { defaultGroupSize, nativeLowRank, resolveLowRank } from './low-rank';
 import { asyncDisposeSymbol, disposeSymbol, guardAgainstClone } from './lifecycle';
@@ -14,7 +14,7 @@ import { enumOption, float32Array, indexBelow, integerIn, integerOption, isUint8
 
 const OPTION_NAMES = [
   'layers', 'kvHeads', 'headDim', 'queryHeads', 'blockSize', 'keys', 'values', 'groupSize',
-  'rotate', 'rotationSeed', 'maxBytes', 'device', 'threads', 'queryReservoir', 'recentQueries', 'lowRank',
+  'rotate', 'rotationSeed', 'maxBytes', 'device', 'threads', 'queryReservoir', 'recentQueries', 'keySummaries', 'lowRank',
 ] as const;
 
 function isPowerOfTwo(n: number): boolean {
@@ -68,13 +68,20 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   const threads = o['threads'] === undefined ? Math.min(os.availableParallelism(), L.threads.max) : integerOption('options.threads', o['threads'], L.threads);
   const queryReservoir = o['queryReservoir'] === undefined ? L.queryReservoir.default : integerOption('options.queryReservoir', o['queryReservoir'], L.queryReservoir);
   const recentQueries = o['recentQueries'] === undefined ? L.recentQueries.default : integerOption('options.recentQueries', o['recentQueries'], L.recentQueries);
+  const keySummaries = o['keySummaries'] ?? false;
+  if (typeof keySummaries !== 'boolean') throw invalidArgument('options.keySummaries', 'a boolean', keySummaries);
   const lowRank = resolveLowRank(o['lowRank'], headDim, groupSize, rotateKeys || rotateValues);
+  if (lowRank && keySummaries) throw invalidArgument('options.keySummaries', 'false with lowRank (summaries of coefficient rows are not implemented)', true);
   return {
     layers, kvHeads, headDim, queryHeads, blockSize, keys, values, groupSize, rotateKeys, rotateValues,
-    rotationSeed, maxBytes, device, threads, queryReservoir, recentQueries, lowRank,
+    rotationSeed, maxBytes, device, threads, queryReservoir, recentQueries, keySummaries, lowRank,
   };
 }
 
+/**
+ * A KV cache: one block pool on one device, holding the sequences made from it. Appends,
+ * attention, eviction and compaction go through its `Sequence`s; `dispose()` frees the pool.
+ */
 export class KVCache {
   /** The options this cache runs with, defaults filled in. */
   readonly config: KVCacheConfig;
@@ -84,6 +91,10 @@ export class KVCache {
   /** Compactions in flight on this cache's sequences (settled or not, never rejected here). */
   readonly #pending = new Set<Promise<unknown>>();
 
+  /**
+   * Checks the options (a KVCacheError names the first bad one) and reserves the pool.
+   * Throws CUDA_UNAVAILABLE for device 'cuda' without a usable GPU (see `KVCache.devices()`).
+   */
   constructor(options: KVCacheOptions) {
     this.config = Object.freeze(resolveOptions(options));
     guardAgainstClone(this, 'KVCache');
@@ -109,13 +120,14 @@ export class KVCache {
   static bytesPerToken(options: KVCacheOptions, tokens?: number): number {
     const c = resolveOptions(options);
     const width = c.lowRank ? c.lowRank.keys : c.headDim;
-    const layout = native().blockLayout(c.keys, c.values, width, c.groupSize, c.blockSize);
+    const layout = native().blockLayout(c.keys, c.values, width, c.groupSize, c.blockSize, c.keySummaries);
     const rows = (c.layers * c.kvHeads * layout.blockBytes) / c.blockSize;
     if (!c.lowRank || tokens === undefined) return rows;
     const basisBytes = c.layers * c.kvHeads * 4 * c.headDim * (c.lowRank.keys + c.lowRank.values);
     return rows + basisBytes / tokens;
   }
 
+  /** True after `dispose()`: every further call throws DISPOSED. */
   get disposed(): boolean {
     return this.#disposed;
   }
@@ -125,6 +137,7 @@ export class KVCache {
     if (this.#disposed) throw new KVCacheError('DISPOSED', 'the cache has been disposed');
   }
 
+  /** A new, empty sequence (every stream of every layer has length 0). */
   createSequence(): Sequence {
     this.checkAlive();
     return new Sequence(this, this.native.createSequence());
@@ -165,10 +178,12 @@ export class KVCache {
     const flags = attentionFlags(o);
     const out = outputArray(o['out'], expected);
     const lse = lseArray(o['lse'], sequences.length * c.queryHeads);
-    this.native.attentionBatch(layer, natives, queries, out, lse, flags);
+    const sparse = sparseOption(o['sparse'], c.keySummaries);
+    this.native.attentionBatch(layer, natives, queries, out, lse, flags, sparse);
     return out;
   }
 
+  /** Sequences, rows and pool memory of this cache now. */
   stats(): CacheStats {
     this.checkAlive();
     const s = this.native.stats();

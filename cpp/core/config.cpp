@@ -58,6 +58,7 @@ Status validateConfig(const CacheConfig& c) {
       return bad("groupSize (" + std::to_string(c.groupSize) + ") must divide the lowRank rank (" + std::to_string(c.lowRankKeys) + ")");
     }
     if (c.rotateKeys || c.rotateValues) return bad("rotate cannot be combined with lowRank (coefficients are already decorrelated)");
+    if (c.keySummaries) return bad("keySummaries cannot be combined with lowRank (summaries of coefficient rows are not implemented)");
     if (c.calibrationRows > lr::kCalibrationRowsMax) return bad("lowRank.calibrationRows must be in " + range(lr::kCalibrationRowsMin, lr::kCalibrationRowsMax));
   }
   const uint64_t blockBytes = c.blockLayout().blockBytes;

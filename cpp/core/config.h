@@ -27,7 +27,8 @@ struct CacheConfig {
   uint32_t queryReservoir = schema::cache::kQueryReservoirDefault;  // recorded query vectors kept per stream (uniform sample)
   uint32_t recentQueries = schema::cache::kRecentQueriesDefault;    // newest query vectors kept per stream
   std::string device = "cpu";  // "cpu" or "cuda"
-  // Low-rank storage (cpp/core/lowrank.h): ranks of the key and value bases, 0 = off. Rows
+  bool keySummaries = false;   // per-block key summaries for sparse decode (formats.h)
+  // Low-rank storage (cpp/core/lowrank.cpp): ranks of the key and value bases, 0 = off. Rows
   // are stored as storedDim() coefficients; the rest of the cache sees D = headDim.
   uint32_t lowRankKeys = 0;
   uint32_t lowRankValues = 0;
@@ -40,7 +41,9 @@ struct CacheConfig {
   uint32_t storedDim() const { return lowRank() ? lowRankKeys : headDim; }
   uint32_t keyRowBytes() const { return rowBytes(keys, storedDim(), groupSize); }
   uint32_t valueRowBytes() const { return rowBytes(values, storedDim(), groupSize); }
-  BlockLayout blockLayout() const { return makeBlockLayout(blockSize, keyRowBytes(), valueRowBytes()); }
+  BlockLayout blockLayout() const {
+    return makeBlockLayout(blockSize, keyRowBytes(), valueRowBytes(), keySummaries ? keySummaryBytes(storedDim()) : 0);
+  }
 };
 
 // The schema's storage names must follow kvc::Storage, since the binding maps a name's index

@@ -8,6 +8,7 @@ import type { AttentionDims } from '../llama2c/model';
 import { Sampler } from '../llama2c/sampler';
 import type { Method, MethodRun, ModelHandle, StoryContext } from './runner';
 import type { AttentionCallOptions } from './sequence-attention';
+import { sparseMethods } from './sparse-methods';
 import { lowRankMethods } from './lowrank-methods';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- the eviction/compaction API is typed by the library once it exists */
@@ -291,6 +292,7 @@ export function buildMethods(lib: Lib, dims: AttentionDims, base: CacheSettings,
     methods.push(storageMethod(dims, `k8v4-g${g}-rk`, 'storage, rotated keys', { keys: 'int8', values: 'int4', groupSize: g, rotate: pow2 }));
   }
 
+  methods.push(...sparseMethods(dims));
   const lowRank = lowRankMethods(lib, dims);
   methods.push(...lowRank);
   notes.push(`low-rank: ${lowRank.length} methods (ranks × coefficient formats, and with H2O / Attention Matching)`);
