@@ -337,5 +337,6 @@ describe('low-rank storage', () => {
     }
     expect(() => new KVCache({ ...base, groupSize: 16, lowRank: { keys: 8 } })).toThrow(/groupSize/);
     expect(() => new KVCache({ ...base, rotate: true, lowRank: { keys: 8 } })).toThrow(/rotate/);
+    expect(() => new KVCache({ ...base, keySummaries: true, lowRank: { keys: 8 } })).toThrow(/keySummaries/);
   });
 });
