@@ -55,3 +55,36 @@ export async function compact(seq: Sequence, ratio: number): Promise<void> {
 }
 
 export { BOS };
+
+/**
+ * Greedy continuation over `seq` (holding the cache of ids[0..from)): prefills ids[from..],
+ * then generates up to `steps` tokens. Returns them and the time to the first one.
+ */
+export function continueGreedy(m: StoryModel, seq: Sequence, ids: readonly number[], from: number, steps: number): { tokens: number[]; firstTokenMs: number } {
+  const t0 = performance.now();
+  const backend = new SequenceAttention(m.dims, seq);
+  const model = new Transformer(m.checkpoint, backend);
+  model.seek(from);
+  let logits = model.prefill(ids.slice(from), { chunkSize: 64, logits: 'last' });
+  const tokens: number[] = [];
+  let firstTokenMs = 0;
+  for (let i = 0; i < steps; i++) {
+    let next = 0;
+    for (let j = 1; j < logits.length; j++) if (logits[j]! > logits[next]!) next = j;
+    if (i === 0) firstTokenMs = performance.now() - t0;
+    if (next === BOS) break;
+    tokens.push(next);
+    if (i + 1 < steps) logits = model.step(next);
+  }
+  return { tokens, firstTokenMs };
+}
+
+/** Text of generated tokens (llama2.c's decode rules). */
+export function decode(m: StoryModel, prev: number, tokens: readonly number[]): string {
+  const bytes: number[] = [];
+  for (const t of tokens) {
+    bytes.push(...m.tokenizer.decodePiece(prev, t));
+    prev = t;
+  }
+  return Buffer.from(bytes).toString('utf8');
+}

@@ -18,7 +18,7 @@ export interface RedisBackendOptions {
   partBytes: number;
   /** Time to live of every key in seconds; 0 keeps keys until deleted or evicted. */
   ttlSeconds: number;
-  /** Connection and command timeout in milliseconds. */
+  /** Connection timeout in milliseconds. */
   timeoutMs: number;
 }
 
@@ -40,7 +40,9 @@ export class RedisBackend implements StoreBackend {
     this.#o = options;
     this.#client = new Redis(options.url, {
       connectTimeout: Math.max(options.timeoutMs, 50),
-      commandTimeout: options.timeoutMs,
+      // No per-command timeout: a multi-gigabyte load is many pipelined commands whose last
+      // reply comes long after the first was sent. The store puts a deadline on each
+      // operation as a whole (timeoutMs for lookups, plus a minimum transfer rate for data).
       // A command sent while the server is down fails after one reconnection attempt instead
       // of queueing without bound; the store turns the failure into a miss.
       maxRetriesPerRequest: 1,
