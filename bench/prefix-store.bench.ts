@@ -13,6 +13,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { KVCache, PrefixStore, type Sequence } from '../lib/index';
+import { Redis } from 'ioredis';
 import { RedisBackend } from '../lib/prefix-store/redis-backend';
 import { cacheOptions, compact, encode, forward, loadStoryModel, prefill } from '../examples/store/story-model';
 import { EVAL_TEXT_PATH } from '../examples/llama2c/paths';
@@ -100,6 +101,25 @@ async function matchLatency() {
   diverged[tokens / 2 + 3] = 31999;
   const missing = ids.map((t) => (t + 1) % 32000);
   const rows: (string | number)[][] = [];
+  // Floors measured now: one Redis round trip (PING) and, for the directory, a stat of 128
+  // missing files: what one lookup of a 32K prompt cannot go below on this machine, as loaded as it is.
+  if (redisUrl) {
+    const client = new Redis(redisUrl);
+    for (let w = 0; w < 50; w++) await client.ping();
+    const ts: number[] = [];
+    for (let r = 0; r < 201; r++) ts.push(await timeAsync(async () => void (await client.ping())));
+    client.disconnect();
+    out['match.redisPingMs'] = median(ts);
+    rows.push(['(floor) redis PING round trip', `${fmt(median(ts), 3)} ms`, '', '']);
+  }
+  const missingDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvc-bench-stat-'));
+  const statMs = median(Array.from({ length: 101 }, () => {
+    const t0 = performance.now();
+    for (let i = 0; i < 128; i++) fs.statSync(path.join(missingDir, `c${i}`), { throwIfNoEntry: false });
+    return performance.now() - t0;
+  }));
+  out['match.stat128Ms'] = statMs;
+  rows.push(['(floor) 128 stat() calls of missing files', `${fmt(statMs, 3)} ms`, '', '']);
   for (const [name, open] of stores('match')) {
     const store = open();
     await store.put(ids, seq);

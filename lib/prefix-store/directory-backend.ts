@@ -91,8 +91,11 @@ export class DirectoryBackend implements StoreBackend {
   async markers(sets: readonly string[]): Promise<string[]> {
     const out: string[] = [];
     for (const s of sets) {
+      // stat first: a missing set (the common case) costs no thrown exception.
+      const dir = path.join(this.#root, 'markers', s);
+      if (fs.statSync(dir, { throwIfNoEntry: false }) === undefined) continue;
       try {
-        out.push(...fs.readdirSync(path.join(this.#root, 'markers', s)));
+        out.push(...fs.readdirSync(dir));
       } catch (e) {
         if (!isMissing(e)) throw e;
       }

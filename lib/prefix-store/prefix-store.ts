@@ -141,12 +141,14 @@ export class PrefixStore {
     if (!layout) throw new KVCacheError('INTERNAL', 'Sequence.export() produced bytes of an unknown layout');
     const print = fingerprint(this.#model, seq.cache.config, this.#chunk);
     this.#counters.puts++;
-    const deadline = this.#timeoutMs + (1000 * bytes.length) / MIN_TRANSFER_BYTES_PER_SECOND;
-    return this.#guard('put', deadline, async () => {
+    // Each backend call has its own deadline (a put of many entries is many calls, each of
+    // which may have to reach the disk), so the whole put has none of its own.
+    return this.#guard('put', Infinity, async () => {
       const written = { entries: 0, bytes: 0 };
       const write = async (key: string, kind: EntryKind, length: number, rows: number, payload: Uint8Array) => {
         const frame = encodeEntry({ kind, tokens: length, rows, meta, payload });
-        if (await this.#backend.putIfAbsent(key, frame)) (written.entries++, (written.bytes += frame.length));
+        const deadline = this.#timeoutMs + (1000 * frame.length) / MIN_TRANSFER_BYTES_PER_SECOND;
+        if (await this.#withTimeout(this.#backend.putIfAbsent(key, frame), deadline)) (written.entries++, (written.bytes += frame.length));
       };
       const chain = chainHashes(print, ids, this.#chunk);
       const chunks = chain.length - 1;
@@ -155,19 +157,19 @@ export class PrefixStore {
       if (isPlainPrefix(bytes, layout, ids.length)) {
         kind = 'plain';
         const keys = Array.from({ length: chunks }, (_, i) => chunkKey(chain, i + 1));
-        const present = await this.#backend.has(keys);
+        const present = await this.#withTimeout(this.#backend.has(keys), this.#timeoutMs);
         // In order, so that a reader racing this put finds a gap-free run of chunks.
         for (let k = 1; k <= chunks; k++) {
           if (!present[k - 1]) await write(keys[k - 1]!, 'chunk', k * this.#chunk, this.#chunk, chunkPayload(bytes, layout, (k - 1) * this.#chunk, this.#chunk));
         }
         if (tail > 0) {
           await write(prefixKey('t', chain, ids, ids.length, this.#chunk), 'tail', ids.length, tail, chunkPayload(bytes, layout, chunks * this.#chunk, tail));
-          await this.#backend.addMarker(markerKey(chain, chunks), `${ids.length}:t`);
+          await this.#withTimeout(this.#backend.addMarker(markerKey(chain, chunks), `${ids.length}:t`), this.#timeoutMs);
         }
       } else {
         kind = 'compacted';
         await write(prefixKey('w', chain, ids, ids.length, this.#chunk), 'whole', ids.length, 0, bytes);
-        await this.#backend.addMarker(markerKey(chain, chunks), `${ids.length}:w`);
+        await this.#withTimeout(this.#backend.addMarker(markerKey(chain, chunks), `${ids.length}:w`), this.#timeoutMs);
       }
       this.#counters.bytesWritten += written.bytes;
       return { kind, length: ids.length, entriesWritten: written.entries, bytesWritten: written.bytes };
@@ -287,6 +289,7 @@ export class PrefixStore {
   }
 
   #withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+    if (ms === Infinity) return work;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Timeout(`no answer within ${Math.round(ms)} ms`)), ms);
