@@ -27,7 +27,8 @@ const out: Record<string, unknown> = { machine: { cpus: os.cpus()[0]?.model, cor
 const fmt = (x: number, d = 2) => Number(x.toFixed(d));
 
 type Named = [string, () => PrefixStore];
-function stores(label: string, options: { chunkTokens?: number; model?: string } = {}): Named[] {
+function stores(label: string, extra: { chunkTokens?: number; model?: string } = {}): Named[] {
+  const options = { ...extra, onError: (e: Error) => console.error(`store error: ${e.message}`) };
   const list: Named[] = [
     ['memory', () => PrefixStore.memory({ maxBytes: 8 * 2 ** 30, ...options })],
     ['directory', () => PrefixStore.directory(fs.mkdtempSync(path.join(os.tmpdir(), `kvc-bench-${label}-`)), options)],

@@ -21,8 +21,8 @@ import type {
 } from './types';
 
 const DEFAULT_TIMEOUT_MS = 250;
-/** Data transfers get timeoutMs plus their size at this rate: a slow link is not a dead one. */
-const MIN_TRANSFER_BYTES_PER_SECOND = 100e6;
+/** Data transfers get timeoutMs plus their size at this rate: a slow disk or link is not a dead one. */
+const DEFAULT_MIN_BYTES_PER_SECOND = 25e6;
 
 class Timeout extends Error {}
 
@@ -60,6 +60,7 @@ export class PrefixStore {
   readonly #model: string;
   readonly #chunk: number;
   readonly #timeoutMs: number;
+  readonly #minRate: number;
   readonly #throw: boolean;
   readonly #onError: ((e: Error) => void) | undefined;
   readonly #prefer: PrefixKind;
@@ -73,6 +74,7 @@ export class PrefixStore {
     this.#model = options.model ?? 'default';
     this.#chunk = positiveInteger('options.chunkTokens', options.chunkTokens, 256, 1 << 20);
     this.#timeoutMs = positiveInteger('options.timeoutMs', options.timeoutMs, DEFAULT_TIMEOUT_MS, 3_600_000);
+    this.#minRate = positiveInteger('options.minBytesPerSecond', options.minBytesPerSecond, DEFAULT_MIN_BYTES_PER_SECOND, Number.MAX_SAFE_INTEGER);
     this.#throw = options.throwOnError === true;
     this.#onError = options.onError;
     if (options.prefer !== undefined && options.prefer !== 'plain' && options.prefer !== 'compacted') throw invalidArgument('options.prefer', "'plain' or 'compacted'", options.prefer);
@@ -147,7 +149,7 @@ export class PrefixStore {
       const written = { entries: 0, bytes: 0 };
       const write = async (key: string, kind: EntryKind, length: number, rows: number, payload: Uint8Array) => {
         const frame = encodeEntry({ kind, tokens: length, rows, meta, payload });
-        const deadline = this.#timeoutMs + (1000 * frame.length) / MIN_TRANSFER_BYTES_PER_SECOND;
+        const deadline = this.#timeoutMs + (1000 * frame.length) / this.#minRate;
         if (await this.#withTimeout(this.#backend.putIfAbsent(key, frame), deadline)) (written.entries++, (written.bytes += frame.length));
       };
       const chain = chainHashes(print, ids, this.#chunk);
@@ -186,7 +188,7 @@ export class PrefixStore {
     this.#counters.loads++;
     const plan = await this.#guard('match', this.#timeoutMs, () => this.#plan(ids, config), null);
     if (!plan) return null;
-    const deadline = this.#timeoutMs + (1000 * plan.length * exportBytesPerToken(config)) / MIN_TRANSFER_BYTES_PER_SECOND;
+    const deadline = this.#timeoutMs + (1000 * plan.length * exportBytesPerToken(config)) / this.#minRate;
     const values = await this.#guard('load', deadline, () => this.#backend.get(plan.keys), null);
     if (!values) return null;
     const loaded = await this.#import(plan, values, cache);

@@ -15,8 +15,13 @@ export interface PrefixStoreOptions {
   model?: string;
   /** Tokens per chunk of a plain sequence (prefixes are found at multiples of it). Default 256. */
   chunkTokens?: number;
-  /** Each backend operation that takes longer is abandoned and counted as a miss. Default 250 ms. */
+  /** Each lookup that takes longer is abandoned and counted as a miss. Default 250 ms. */
   timeoutMs?: number;
+  /**
+   * Reads and writes of entries get timeoutMs plus their size at this rate before they are
+   * abandoned (a slow disk or link is not a dead one). Default 25e6 (25 MB/s).
+   */
+  minBytesPerSecond?: number;
   /** Throw store failures (down, slow, damaged) instead of answering with a miss. Default false. */
   throwOnError?: boolean;
   /** Called with every store failure that was turned into a miss (for logs and metrics). */
