@@ -2,6 +2,8 @@
 // written only if absent, plus small sets of markers. Backends never see rows or tokens;
 // every value they return is verified (entry.ts) before use, so a backend may lose, damage
 // or truncate values and the store still only ever imports what was written.
+import type { Parts } from './parts';
+
 export interface BackendStats {
   /** Entries and their bytes held, where the backend can tell cheaply (undefined otherwise). */
   entries?: number;
@@ -12,8 +14,8 @@ export interface StoreBackend {
   readonly name: 'memory' | 'directory' | 'redis';
   /** Whether each key holds an entry (one round trip). */
   has(keys: readonly string[]): Promise<boolean[]>;
-  /** The values under the keys (null where absent), fetched together. */
-  get(keys: readonly string[]): Promise<(Uint8Array | null)[]>;
+  /** The values under the keys (null where absent), fetched together; a value may come as several parts. */
+  get(keys: readonly string[]): Promise<(Uint8Array | Parts | null)[]>;
   /** Stores the value unless the key exists; true when this call stored it. Never leaves a partial value visible. */
   putIfAbsent(key: string, value: Uint8Array): Promise<boolean>;
   delete(keys: readonly string[]): Promise<void>;

@@ -3,6 +3,8 @@
 // A backend's bytes are checked here before anything else looks at them.
 import { crc32 } from 'node:zlib';
 
+import { Parts } from './parts';
+
 const MAGIC = 'KVCSTORE';
 const FRAME_VERSION = 1;
 const HEADER_BYTES = 32;
@@ -21,6 +23,11 @@ export interface Entry {
   rows: number;
   meta: unknown;
   payload: Uint8Array;
+}
+
+/** An entry as read back: its payload may span the parts it was read in. */
+export interface StoredEntry extends Omit<Entry, 'payload'> {
+  payload: Parts;
 }
 
 /** Layout: "KVCSTORE" | u32 version | u32 kind | u32 tokens | u32 rows | u32 metaBytes |
@@ -43,21 +50,22 @@ export function encodeEntry(entry: Entry): Uint8Array {
 }
 
 /** The entry held by `bytes`, or null when they are truncated, damaged or of another version. */
-export function decodeEntry(bytes: Uint8Array): Entry | null {
-  if (bytes.length < HEADER_BYTES + 4) return null;
-  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (b.toString('latin1', 0, 8) !== MAGIC || b.readUInt32LE(8) !== FRAME_VERSION) return null;
-  const kind = KINDS[b.readUInt32LE(12)];
-  const metaBytes = b.readUInt32LE(24);
-  const payloadBytes = b.readUInt32LE(28);
+export function decodeEntry(bytes: Uint8Array | Parts): StoredEntry | null {
+  const b = Parts.of(bytes);
+  if (b.length < HEADER_BYTES + 4) return null;
+  const head = Buffer.from(b.bytes(0, HEADER_BYTES));
+  if (head.toString('latin1', 0, 8) !== MAGIC || head.readUInt32LE(8) !== FRAME_VERSION) return null;
+  const kind = KINDS[head.readUInt32LE(12)];
+  const metaBytes = head.readUInt32LE(24);
+  const payloadBytes = head.readUInt32LE(28);
   if (kind === undefined || HEADER_BYTES + metaBytes + payloadBytes + 4 !== b.length) return null;
-  if (crc32(b.subarray(0, b.length - 4)) !== b.readUInt32LE(b.length - 4)) return null;
+  if (b.crc32(0, b.length - 4) !== b.u32(b.length - 4)) return null;
   let meta: unknown;
   try {
-    meta = metaBytes === 0 ? undefined : JSON.parse(b.toString('utf8', HEADER_BYTES, HEADER_BYTES + metaBytes));
+    meta = metaBytes === 0 ? undefined : JSON.parse(Buffer.from(b.bytes(HEADER_BYTES, metaBytes)).toString('utf8'));
   } catch {
     return null;
   }
   const start = HEADER_BYTES + metaBytes;
-  return { kind, tokens: b.readUInt32LE(16), rows: b.readUInt32LE(20), meta, payload: b.subarray(start, start + payloadBytes) };
+  return { kind, tokens: head.readUInt32LE(16), rows: head.readUInt32LE(20), meta, payload: b.slice(start, start + payloadBytes) };
 }

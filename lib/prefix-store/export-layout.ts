@@ -3,6 +3,8 @@
 // export that KVCache.importSequence accepts. Never interprets row contents beyond positions.
 import { crc32 } from 'node:zlib';
 
+import { Parts } from './parts';
+
 /** Bytes before the tables: magic (8), version, header size, 11 config fields (u32 each). */
 export const EXPORT_HEADER_BYTES = 60;
 export const EXPORT_MAGIC = 'KVCSEQ01';
@@ -103,9 +105,11 @@ export function chunkPayload(bytes: Uint8Array, layout: ExportLayout, start: num
  * bytes with a fresh checksum. Returns null when the payloads do not fit together (different
  * headers or sizes that disagree with `rows`).
  */
-export function joinChunks(payloads: readonly Uint8Array[], rows: readonly number[]): Uint8Array | null {
-  const head = payloads[0];
-  if (!head || head.length < EXPORT_HEADER_BYTES) return null;
+export function joinChunks(chunks: readonly (Uint8Array | Parts)[], rows: readonly number[]): Uint8Array | null {
+  const payloads = chunks.map(Parts.of);
+  const first = payloads[0];
+  if (!first || first.length < EXPORT_HEADER_BYTES) return null;
+  const head = first.bytes(0, EXPORT_HEADER_BYTES);
   const layers = u32(head, 16);
   const kvHeads = u32(head, 20);
   const kb = u32(head, 52);
@@ -116,25 +120,26 @@ export function joinChunks(payloads: readonly Uint8Array[], rows: readonly numbe
   for (let j = 0; j < payloads.length; j++) {
     const p = payloads[j]!;
     if (p.length !== EXPORT_HEADER_BYTES + streams * rows[j]! * perRow) return null;
-    for (let i = 0; i < EXPORT_HEADER_BYTES; i++) if (p[i] !== head[i]) return null;
+    const h = p.bytes(0, EXPORT_HEADER_BYTES);
+    for (let i = 0; i < EXPORT_HEADER_BYTES; i++) if (h[i] !== head[i]) return null;
     total += rows[j]!;
   }
   const tables = EXPORT_HEADER_BYTES + 4 * (layers + streams);
   const out = new Uint8Array(tables + streams * total * perRow + 4);
   const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
-  out.set(head.subarray(0, EXPORT_HEADER_BYTES), 0);
+  out.set(head, 0);
   for (let i = 0; i < layers + streams; i++) view.setInt32(EXPORT_HEADER_BYTES + 4 * i, total, true);
   let at = tables;
+  const widths = [kb, vb, 4, 4];
   for (let s = 0; s < streams; s++) {
     // keys, values, beta, positions of stream s: each the concatenation over the chunks.
-    const widths = [kb, vb, 4, 4];
     for (let part = 0; part < 4; part++) {
       for (let j = 0; j < payloads.length; j++) {
         const r = rows[j]!;
         let from = EXPORT_HEADER_BYTES + s * r * perRow;
         for (let q = 0; q < part; q++) from += r * widths[q]!;
         const size = r * widths[part]!;
-        out.set(payloads[j]!.subarray(from, from + size), at);
+        payloads[j]!.copy(from, size, out, at);
         at += size;
       }
     }

@@ -14,6 +14,7 @@ import { decodeEntry, encodeEntry, type EntryKind } from './entry';
 import { chunkPayload, isPlainPrefix, joinChunks, readExportLayout } from './export-layout';
 import { chainHashes, chunkKey, fingerprint, markerKey, prefixKey } from './keys';
 import { MemoryBackend } from './memory-backend';
+import type { Parts } from './parts';
 import { findPrefix, type Plan } from './plan';
 import { RedisBackend } from './redis-backend';
 import type {
@@ -246,7 +247,7 @@ export class PrefixStore {
     return plan;
   }
 
-  async #import(plan: Plan, values: (Uint8Array | null)[], cache: KVCache): Promise<LoadedPrefix | null> {
+  async #import(plan: Plan, values: (Uint8Array | Parts | null)[], cache: KVCache): Promise<LoadedPrefix | null> {
     // An entry gone since the lookup (expired, evicted, deleted) is a plain miss.
     if (values.some((v) => v === null)) return null;
     const entries = values.map((v) => decodeEntry(v!));
@@ -257,7 +258,7 @@ export class PrefixStore {
       return e.rows !== plan.rows[i] || e.kind !== (i === plan.keys.length - 1 && plan.length % this.#chunk !== 0 ? 'tail' : 'chunk');
     });
     if (damaged.length > 0) return this.#discard(damaged, `${damaged.length} damaged entr${damaged.length === 1 ? 'y' : 'ies'}`);
-    const bytes = plan.kind === 'compacted' ? entries[0]!.payload : joinChunks(entries.map((e) => e!.payload), plan.rows);
+    const bytes = plan.kind === 'compacted' ? entries[0]!.payload.contiguous() : joinChunks(entries.map((e) => e!.payload), plan.rows);
     if (!bytes) return this.#discard(plan.keys, 'chunks that do not fit together');
     let sequence: Sequence;
     try {

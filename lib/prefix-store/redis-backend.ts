@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 
 import type { BackendStats, StoreBackend } from './backend';
+import { Parts } from './parts';
 
 export interface RedisBackendOptions {
   url: string;
@@ -69,7 +70,7 @@ export class RedisBackend implements StoreBackend {
     return values.map((v) => v !== null);
   }
 
-  async get(keys: readonly string[]): Promise<(Uint8Array | null)[]> {
+  async get(keys: readonly string[]): Promise<(Uint8Array | Parts | null)[]> {
     if (keys.length === 0) return [];
     const manifests = (await this.#client.mget(keys.map((k) => this.#manifestKey(k)))).map(parseManifest);
     // All parts of all entries in one pipeline: one round trip however many parts.
@@ -88,8 +89,7 @@ export class RedisBackend implements StoreBackend {
       const buffers = parts as (Buffer | null)[];
       // A part evicted or expired before its manifest: return what is there; verification fails.
       const present = buffers.filter((b): b is Buffer => b !== null);
-      const whole = present.length === 1 ? present[0]! : Buffer.concat(present);
-      return whole;
+      return present.length === 1 ? present[0]! : new Parts(present);
     });
   }
 
