@@ -1,5 +1,5 @@
 // PrefixStore benchmarks (README "Prefix store", BENCHMARKS.md "Prefix store").
-//   npx tsx bench/prefix-store.bench.ts [--quick] [--runs 7] [--redis redis://127.0.0.1:6390] [--json out.json]
+//   npx tsx bench/prefix-store.bench.ts [--quick] [--runs 7] [--redis redis://127.0.0.1:6390] [--part P] [--json out.json]
 // 1. Time to first token on stories260K: prefill a long document + a question from scratch,
 //    against load of the stored document (plain and compacted, each backend) + prefill of
 //    the question only.
@@ -8,6 +8,8 @@
 // 3. put / load of a Llama-3-8B-shaped sequence (32 layers × 8 kv heads × 128, int8 keys and
 //    values, 16K tokens; --quick: 4 layers) per backend, GB/s of export bytes, beside a memory
 //    copy of the same bytes measured in the same run (the floor any load must pay once).
+// 4. match with the store down: nothing listening, and a paused Redis server.
+// --part ttft|match|down|throughput runs one part.
 // Redis: --redis URL or KVCOMPACT_REDIS_URL (a local redis-server); skipped with a note otherwise.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -225,11 +227,49 @@ async function throughput() {
   console.log(markdownTable(['backend', 'put GB/s', 'load GB/s (match + fetch + verify + import)', 'fetch only GB/s'], rows));
 }
 
+async function storeDown() {
+  // A match against a store that cannot answer: nothing listening on the port, and (with a
+  // Redis URL) a server paused with CLIENT PAUSE. Default timeoutMs (250 ms).
+  const cache = new KVCache({ layers: 1, kvHeads: 1, headDim: 8, threads: 1 });
+  const ids = Array.from({ length: 32768 }, (_, i) => i % 32000);
+  const rows: (string | number)[][] = [];
+  const measure = async (label: string, store: PrefixStore, before?: () => Promise<void>, after?: () => Promise<void>) => {
+    const ts: number[] = [];
+    for (let r = 0; r < 5; r++) {
+      await before?.();
+      let length = -1;
+      ts.push(await timeAsync(async () => void (length = (await store.match(ids, cache)).length)));
+      await after?.();
+      if (length !== 0) throw new Error(`${label}: expected a miss`);
+    }
+    out[`down.${label}Ms`] = { median: median(ts), max: Math.max(...ts) };
+    rows.push([label, fmt(median(ts), 1), fmt(Math.max(...ts), 1)]);
+  };
+  const nowhere = PrefixStore.redis({ url: 'redis://127.0.0.1:1' });
+  await measure('redis: nothing listening', nowhere);
+  await nowhere.close();
+  if (redisUrl) {
+    const store = PrefixStore.redis({ url: redisUrl, keyPrefix: `kvc-bench:down:${process.pid}:` });
+    await store.match(ids, cache); // connected
+    const admin = new Redis(redisUrl);
+    await measure('redis: server paused', store, async () => void (await admin.call('CLIENT', 'PAUSE', '600', 'ALL')), async () => {
+      await admin.call('CLIENT', 'UNPAUSE');
+      await new Promise((r) => setTimeout(r, 50));
+    });
+    admin.disconnect();
+    await store.close();
+  }
+  cache.dispose();
+  console.log('\n## match with the store down (timeoutMs 250, 5 tries)\n');
+  console.log(markdownTable(['store', 'median ms to the miss', 'max ms'], rows));
+}
+
 async function main() {
   if (!redisUrl) console.log('(no --redis URL or KVCOMPACT_REDIS_URL: the Redis rows are left out)');
   const part = args.rest.get('part');
   if (!part || part === 'ttft') await firstToken();
   if (!part || part === 'match') await matchLatency();
+  if (!part || part === 'down') await storeDown();
   if (!part || part === 'throughput') await throughput();
   writeJson(args.json, out);
 }

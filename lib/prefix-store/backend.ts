@@ -16,7 +16,10 @@ export interface StoreBackend {
   has(keys: readonly string[]): Promise<boolean[]>;
   /** The values under the keys (null where absent), fetched together; a value may come as several parts. */
   get(keys: readonly string[]): Promise<(Uint8Array | Parts | null)[]>;
-  /** Stores the value unless the key exists; true when this call stored it. Never leaves a partial value visible. */
+  /**
+   * Stores the value unless the key exists; true when this call stored it. Never leaves a
+   * partial value visible. The value is handed over: the caller does not change it afterwards.
+   */
   putIfAbsent(key: string, value: Uint8Array): Promise<boolean>;
   delete(keys: readonly string[]): Promise<void>;
   /** Adds a member to a marker set (kept as long as entries are kept). */

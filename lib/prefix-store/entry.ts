@@ -35,7 +35,7 @@ export interface StoredEntry extends Omit<Entry, 'payload'> {
 export function encodeEntry(entry: Entry): Uint8Array {
   const meta = Buffer.from(entry.meta === undefined ? '' : JSON.stringify(entry.meta), 'utf8');
   const size = HEADER_BYTES + meta.length + entry.payload.length + 4;
-  const out = Buffer.allocUnsafe(size);
+  const out = Buffer.allocUnsafeSlow(size);
   out.write(MAGIC, 0, 'latin1');
   out.writeUInt32LE(FRAME_VERSION, 8);
   out.writeUInt32LE(KIND_CODES[entry.kind], 12);

@@ -66,9 +66,16 @@ export function readExportLayout(bytes: Uint8Array): ExportLayout | null {
 export function isPlainPrefix(bytes: Uint8Array, layout: ExportLayout, tokens: number): boolean {
   if (layout.lengths.some((n) => n !== tokens) || layout.nextPositions.some((p) => p !== tokens)) return false;
   const rowBytes = layout.keyRowBytes + layout.valueRowBytes;
+  const little = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
   for (let s = 0; s < layout.lengths.length; s++) {
     const positionsAt = layout.streamOffsets[s]! + tokens * (rowBytes + 4);
-    for (let i = 0; i < tokens; i++) if (u32(bytes, positionsAt + 4 * i) !== i) return false;
+    if (little && (bytes.byteOffset + positionsAt) % 4 === 0) {
+      // Row sizes are multiples of 4, so positions are aligned whenever the buffer is: read them in place.
+      const positions = new Int32Array(bytes.buffer, bytes.byteOffset + positionsAt, tokens);
+      for (let i = 0; i < tokens; i++) if (positions[i] !== i) return false;
+    } else {
+      for (let i = 0; i < tokens; i++) if (u32(bytes, positionsAt + 4 * i) !== i) return false;
+    }
   }
   return true;
 }
@@ -125,7 +132,8 @@ export function joinChunks(chunks: readonly (Uint8Array | Parts)[], rows: readon
     total += rows[j]!;
   }
   const tables = EXPORT_HEADER_BYTES + 4 * (layers + streams);
-  const out = new Uint8Array(tables + streams * total * perRow + 4);
+  // Every byte is written below: no need to zero the buffer first.
+  const out = Buffer.allocUnsafeSlow(tables + streams * total * perRow + 4);
   const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
   out.set(head, 0);
   for (let i = 0; i < layers + streams; i++) view.setInt32(EXPORT_HEADER_BYTES + 4 * i, total, true);

@@ -35,8 +35,8 @@ export class MemoryBackend implements StoreBackend {
       this.#entries.delete(old);
       this.#bytes -= v.length;
     }
-    // A copy: the caller's buffer (an export, a view into one) may be reused or detached.
-    this.#entries.set(key, new Uint8Array(value));
+    // Kept as given: the store hands over a freshly encoded frame it never touches again.
+    this.#entries.set(key, value);
     this.#bytes += value.length;
     return true;
   }
