@@ -131,7 +131,7 @@ async function matchLatency() {
       const prepared = Uint32Array.from(prompt);
       for (let w = 0; w < 20; w++) await store.match(prepared, cache);
       const ts: number[] = [];
-      for (let r = 0; r < Math.max(runs, 51); r++) {
+      for (let r = 0; r < Math.max(runs, 201); r++) {
         let got = -1;
         ts.push(await timeAsync(async () => {
           got = (await store.match(prepared, cache)).length;
@@ -139,8 +139,11 @@ async function matchLatency() {
         if (got !== want) throw new Error(`${name} ${label}: matched ${got}, expected ${want}`);
       }
       const t = median(ts);
-      out[`match.${name}.${label}Ms`] = t;
-      row.push(`${fmt(t, 3)} ms (${Math.round(1000 / t)}/s)`);
+      // The fastest tenth as well: on a machine shared with other work, the median also
+      // measures how long the process waits to be scheduled again after each reply.
+      const p10 = [...ts].sort((a, b) => a - b)[Math.floor(ts.length / 10)]!;
+      out[`match.${name}.${label}Ms`] = { median: t, p10 };
+      row.push(`${fmt(t, 3)} ms (${Math.round(1000 / t)}/s; p10 ${fmt(p10, 3)})`);
     }
     rows.push(row);
     await store.close();
