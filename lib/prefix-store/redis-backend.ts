@@ -128,7 +128,7 @@ export class RedisBackend implements StoreBackend {
     manifests.forEach((m, j) => {
       if (m) for (let i = 0; i < m.parts; i++) doomed.push(this.#partKey(keys[j]!, m.nonce, i));
     });
-    await this.#client.del(doomed);
+    await this.#client.unlink(doomed); // UNLINK: large values are freed off the server's main thread
   }
 
   async addMarker(set: string, member: string): Promise<void> {
