@@ -56,6 +56,10 @@ function exportBytesPerToken(c: KVCacheConfig): number {
   return c.layers * c.kvHeads * (row(c.keys) + row(c.values) + 8);
 }
 
+/**
+ * Exported sequences kept under the token prefixes they represent (README, "Prefix store"):
+ * PrefixStore.memory(), .directory(path) or .redis({ url }).
+ */
 export class PrefixStore {
   readonly #backend: StoreBackend;
   readonly #model: string;
@@ -112,6 +116,7 @@ export class PrefixStore {
     return new PrefixStore(backend, options);
   }
 
+  /** Where the entries are kept. */
   get backend(): 'memory' | 'directory' | 'redis' {
     return this.#backend.name;
   }
@@ -209,6 +214,7 @@ export class PrefixStore {
     }, undefined);
   }
 
+  /** Counters since the store was made, and what the backend holds where it can tell. */
   async stats(): Promise<PrefixStoreStats> {
     const held = this.#closed ? {} : await this.#guard('stats', this.#timeoutMs, () => this.#backend.stats(), {});
     return { backend: this.#backend.name, ...this.#counters, ...held };
@@ -221,6 +227,7 @@ export class PrefixStore {
     await this.#withTimeout(this.#backend.close(), this.#timeoutMs).catch(() => undefined);
   }
 
+  /** `await using store = ...`: close() at the end of the scope. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

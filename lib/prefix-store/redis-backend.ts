@@ -6,7 +6,9 @@
 // maxmemory policy or left alone forgets old entries; a part that was evicted before its
 // manifest makes the entry fail verification, which the store reports as a miss.
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+
+import { KVCacheError } from '../errors';
 
 import type { BackendStats, StoreBackend } from './backend';
 import { Parts } from './parts';
@@ -21,6 +23,18 @@ export interface RedisBackendOptions {
   ttlSeconds: number;
   /** Connection timeout in milliseconds. */
   timeoutMs: number;
+}
+
+/**
+ * ioredis is an optional peer dependency: loaded when a Redis store is first made, so that
+ * the memory and directory stores need nothing beyond kvcompact.
+ */
+function loadIoredis(): typeof import('ioredis') {
+  try {
+    return require('ioredis') as typeof import('ioredis');
+  } catch (e) {
+    throw new KVCacheError('UNSUPPORTED', 'PrefixStore.redis needs the ioredis package (npm install ioredis)', { cause: e });
+  }
 }
 
 /** Manifest value: "<parts>:<total bytes>:<writer nonce>". */
@@ -39,7 +53,7 @@ export class RedisBackend implements StoreBackend {
 
   constructor(options: RedisBackendOptions) {
     this.#o = options;
-    this.#client = new Redis(options.url, {
+    this.#client = new (loadIoredis().Redis)(options.url, {
       connectTimeout: Math.max(options.timeoutMs, 50),
       // No per-command timeout: a multi-gigabyte load is many pipelined commands whose last
       // reply comes long after the first was sent. The store puts a deadline on each

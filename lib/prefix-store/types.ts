@@ -6,6 +6,7 @@ import type { KVCacheOptions } from '../types';
  * 'compacted' (a whole evicted or compacted sequence); null on a miss. */
 export type PrefixKind = 'plain' | 'compacted';
 
+/** Options of every PrefixStore backend. */
 export interface PrefixStoreOptions {
   /**
    * Identity of the model whose keys and values are stored (name and weights version, e.g.
@@ -35,11 +36,13 @@ export interface PrefixStoreOptions {
   cache?: KVCacheOptions;
 }
 
+/** Options of PrefixStore.memory(). */
 export interface MemoryStoreOptions extends PrefixStoreOptions {
   /** Byte budget; least recently used entries go first. Default 1 GiB. */
   maxBytes?: number;
 }
 
+/** Options of PrefixStore.redis(). */
 export interface RedisStoreOptions extends PrefixStoreOptions {
   /** redis://[user:password@]host:port[/db]. Default redis://127.0.0.1:6379. */
   url?: string;
@@ -51,12 +54,15 @@ export interface RedisStoreOptions extends PrefixStoreOptions {
   ttlSeconds?: number;
 }
 
+/** What PrefixStore.match() found. */
 export interface PrefixMatch {
   /** Tokens covered by the longest stored prefix (0 on a miss). */
   length: number;
+  /** The kind of the entry found, null on a miss. */
   kind: PrefixKind | null;
 }
 
+/** What PrefixStore.put() stored. */
 export interface PutResult {
   /** How the sequence was stored. */
   kind: PrefixKind;
@@ -64,27 +70,41 @@ export interface PutResult {
   length: number;
   /** Entries written by this call (entries already present are not written again). */
   entriesWritten: number;
+  /** Bytes of the entries written by this call. */
   bytesWritten: number;
 }
 
+/** A prefix PrefixStore.load() imported. */
 export interface LoadedPrefix {
   /** A new sequence of the cache, ready to continue at position `length`. */
   sequence: Sequence;
+  /** Tokens the sequence covers. */
   length: number;
+  /** The kind of the entry loaded. */
   kind: PrefixKind;
   /** The `meta` given to put (of the entry that ends the prefix). */
   meta: unknown;
+  /** Export bytes imported. */
   bytes: number;
 }
 
+/** Counters of a PrefixStore since it was made. */
 export interface PrefixStoreStats {
+  /** Where the entries are kept. */
   backend: 'memory' | 'directory' | 'redis';
+  /** match() calls. */
   matches: number;
+  /** Lookups (by match or load) that found a prefix. */
   hits: number;
+  /** Lookups that found none, failed, or found a damaged entry. */
   misses: number;
+  /** put() calls. */
   puts: number;
+  /** load() calls. */
   loads: number;
+  /** Bytes of entries written. */
   bytesWritten: number;
+  /** Export bytes imported by load(). */
   bytesRead: number;
   /** Entries found damaged or truncated (deleted, reported as misses). */
   corrupt: number;
@@ -92,7 +112,8 @@ export interface PrefixStoreStats {
   timeouts: number;
   /** Other store failures turned into misses. */
   errors: number;
-  /** Entries and bytes held, where the backend can tell. */
+  /** Entries held, where the backend can tell. */
   entries?: number;
+  /** Bytes held, where the backend can tell. */
   bytes?: number;
 }
