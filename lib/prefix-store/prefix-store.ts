@@ -130,6 +130,7 @@ export class PrefixStore {
     const config = this.#configOf(cache);
     this.#counters.matches++;
     const plan = await this.#guard('match', this.#timeoutMs, () => this.#plan(ids, config), null);
+    this.#count(plan !== null);
     return plan ? { length: plan.length, kind: plan.kind } : { length: 0, kind: null };
   }
 
@@ -193,12 +194,13 @@ export class PrefixStore {
     const config = this.#configOf(cache);
     this.#counters.loads++;
     const plan = await this.#guard('match', this.#timeoutMs, () => this.#plan(ids, config), null);
-    if (!plan) return null;
+    if (!plan) return this.#count(false);
     const deadline = this.#timeoutMs + (1000 * plan.length * exportBytesPerToken(config)) / this.#minRate;
     const values = await this.#guard('load', deadline, () => this.#backend.get(plan.keys), null);
-    if (!values) return null;
+    if (!values) return this.#count(false);
     const loaded = await this.#import(plan, values, cache);
-    if (!loaded) this.#counters.misses++, this.#counters.hits--;
+    if (!loaded) return this.#count(false);
+    this.#count(true);
     return loaded;
   }
 
@@ -248,10 +250,14 @@ export class PrefixStore {
   }
 
   async #plan(ids: Uint32Array, config: KVCacheConfig): Promise<Plan | null> {
-    const plan = await findPrefix(this.#backend, fingerprint(this.#model, config, this.#chunk), ids, this.#chunk, this.#prefer);
-    if (plan) this.#counters.hits++;
+    return findPrefix(this.#backend, fingerprint(this.#model, config, this.#chunk), ids, this.#chunk, this.#prefer);
+  }
+
+  /** Counts a lookup's outcome; returns null for the miss paths' convenience. */
+  #count(hit: boolean): null {
+    if (hit) this.#counters.hits++;
     else this.#counters.misses++;
-    return plan;
+    return null;
   }
 
   async #import(plan: Plan, values: (Uint8Array | Parts | null)[], cache: KVCache): Promise<LoadedPrefix | null> {
