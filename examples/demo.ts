@@ -3,6 +3,7 @@
 //                  Llama-3-8B-shaped layer of synthetic LLM-like keys and values;
 //   2. shrink.ts   eviction and compaction shrinking that cache to the same budget: attention
 //                  error on held-out queries and the memory freed;
+//   --store        store/demo-store.ts: a second request reuses a compacted document.
 //   --model        model.ts: a real checkpoint (stories260K, shakes64) generating text over an
 //                  f32, a quantized and a compacted cache side by side.
 // Options: examples/demo/args.ts (`npm run demo -- --help`). Progress goes to stderr, redrawn
@@ -16,6 +17,11 @@ import { runMain } from './shared/cli';
 import { formatSeconds, Progress } from './shared/progress';
 
 runMain(async () => {
+  // The prefix-store demo has a command line of its own (examples/store/demo-store.ts).
+  if (process.argv.includes('--store')) {
+    const { runStoreDemo } = await import('./store/demo-store');
+    return runStoreDemo(process.argv.slice(2).filter((a) => a !== '--store'));
+  }
   const a = parseDemoArgs(process.argv.slice(2));
   if (a.help) {
     process.stdout.write(DEMO_USAGE);

@@ -8,12 +8,13 @@ import { Sequence } from './sequence';
 import type { AttentionOptions, CacheStats, Devices, KVCacheConfig, KVCacheOptions } from './types';
 import { lseArray, outputArray, attentionFlags, sparseOption } from './attention-options';
 import { CACHE_OPTIONS } from './generated/schema';
+import { defaultGroupSize, nativeLowRank, resolveLowRank } from './low-rank';
 import { asyncDisposeSymbol, disposeSymbol, guardAgainstClone } from './lifecycle';
 import { enumOption, float32Array, indexBelow, integerIn, integerOption, isUint8Array, knownKeys, optionsObject } from './validate';
 
 const OPTION_NAMES = [
   'layers', 'kvHeads', 'headDim', 'queryHeads', 'blockSize', 'keys', 'values', 'groupSize',
-  'rotate', 'rotationSeed', 'maxBytes', 'device', 'threads', 'queryReservoir', 'recentQueries', 'keySummaries',
+  'rotate', 'rotationSeed', 'maxBytes', 'device', 'threads', 'queryReservoir', 'recentQueries', 'keySummaries', 'lowRank',
 ] as const;
 
 function isPowerOfTwo(n: number): boolean {
@@ -40,7 +41,7 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   const blockSize = o['blockSize'] === undefined ? L.blockSize.default : integerOption('options.blockSize', o['blockSize'], L.blockSize);
   const keys = o['keys'] === undefined ? L.keys.default : enumOption('options.keys', o['keys'], L.keys.names);
   const values = o['values'] === undefined ? L.values.default : enumOption('options.values', o['values'], L.values.names);
-  const groupSize = o['groupSize'] === undefined ? Math.min(32, headDim) : integerIn('options.groupSize', o['groupSize'], L.groupSize.min, headDim);
+  const groupSize = o['groupSize'] === undefined ? defaultGroupSize(o['lowRank'], headDim) : integerIn('options.groupSize', o['groupSize'], L.groupSize.min, headDim);
   if (headDim % groupSize !== 0 || groupSize % L.groupSize.multipleOf !== 0) {
     throw invalidArgument('options.groupSize', `an even divisor of headDim (${headDim})`, groupSize);
   }
@@ -69,9 +70,11 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   const recentQueries = o['recentQueries'] === undefined ? L.recentQueries.default : integerOption('options.recentQueries', o['recentQueries'], L.recentQueries);
   const keySummaries = o['keySummaries'] ?? false;
   if (typeof keySummaries !== 'boolean') throw invalidArgument('options.keySummaries', 'a boolean', keySummaries);
+  const lowRank = resolveLowRank(o['lowRank'], headDim, groupSize, rotateKeys || rotateValues);
+  if (lowRank && keySummaries) throw invalidArgument('options.keySummaries', 'false with lowRank (summaries of coefficient rows are not implemented)', true);
   return {
     layers, kvHeads, headDim, queryHeads, blockSize, keys, values, groupSize, rotateKeys, rotateValues,
-    rotationSeed, maxBytes, device, threads, queryReservoir, recentQueries, keySummaries,
+    rotationSeed, maxBytes, device, threads, queryReservoir, recentQueries, keySummaries, lowRank,
   };
 }
 
@@ -100,7 +103,8 @@ export class KVCache {
       const cuda = addon.devices().cuda;
       if (!cuda.available) throw new KVCacheError('CUDA_UNAVAILABLE', `cuda unavailable: ${cuda.reason ?? 'unknown reason'}`);
     }
-    this.native = new addon.NativeCache({ ...this.config, maxBytes: this.config.maxBytes });
+    const { lowRank, ...flat } = this.config;
+    this.native = new addon.NativeCache({ ...flat, ...nativeLowRank(lowRank), maxBytes: this.config.maxBytes });
   }
 
   /** Devices this build can use, and why CUDA cannot be used when it cannot. */
@@ -108,11 +112,19 @@ export class KVCache {
     return native().devices();
   }
 
-  /** KV bytes per token (all layers and kv heads, block overhead included) for planning `maxBytes`. */
-  static bytesPerToken(options: KVCacheOptions): number {
+  /**
+   * KV bytes per token (all layers and kv heads, block overhead included) for planning `maxBytes`.
+   * With lowRank: the coefficient rows, plus the bases spread over `tokens` tokens when given
+   * (bases are fixed per stream, so their share per token falls as streams grow).
+   */
+  static bytesPerToken(options: KVCacheOptions, tokens?: number): number {
     const c = resolveOptions(options);
-    const layout = native().blockLayout(c.keys, c.values, c.headDim, c.groupSize, c.blockSize, c.keySummaries);
-    return (c.layers * c.kvHeads * layout.blockBytes) / c.blockSize;
+    const width = c.lowRank ? c.lowRank.keys : c.headDim;
+    const layout = native().blockLayout(c.keys, c.values, width, c.groupSize, c.blockSize, c.keySummaries);
+    const rows = (c.layers * c.kvHeads * layout.blockBytes) / c.blockSize;
+    if (!c.lowRank || tokens === undefined) return rows;
+    const basisBytes = c.layers * c.kvHeads * 4 * c.headDim * (c.lowRank.keys + c.lowRank.values);
+    return rows + basisBytes / tokens;
   }
 
   /** True after `dispose()`: every further call throws DISPOSED. */
@@ -176,7 +188,7 @@ export class KVCache {
     this.checkAlive();
     const s = this.native.stats();
     const tokens = s.rows / (this.config.layers * this.config.kvHeads);
-    const bytesUsed = s.blocksUsed * s.blockBytes;
+    const bytesUsed = s.blocksUsed * s.blockBytes + s.lowRankBytes;
     return {
       sequences: s.sequences,
       rows: s.rows,
@@ -189,6 +201,7 @@ export class KVCache {
       committedBytes: s.committedBytes,
       maxBytes: s.maxBytes,
       workspaceBytes: s.workspaceBytes,
+      lowRankBytes: s.lowRankBytes,
     };
   }
 

@@ -47,6 +47,27 @@ export interface KVCacheOptions {
    * block), which `attention(..., { sparse })` needs. Default false.
    */
   keySummaries?: boolean;
+  /**
+   * Low-rank storage: each (layer, kv head) stream stores rows as coefficients on its own
+   * orthonormal key and value bases (ranks `keys` and `values`, equal, even, at most headDim;
+   * groupSize must divide them). A stream holds its first `calibrationRows` rows (default 256)
+   * at full precision, then fits its bases on them and projects every row; 0 keeps rows at
+   * full precision until `seq.fitBases()` or `seq.setBases()`.
+   */
+  lowRank?: { keys: number; values?: number; calibrationRows?: number };
+}
+
+/** A resolved lowRank option. */
+export interface LowRankConfig {
+  readonly keys: number;
+  readonly values: number;
+  readonly calibrationRows: number;
+}
+
+/** The bases of one low-rank stream: [headDim][rank] each, orthonormal columns. */
+export interface LowRankBases {
+  keys: Float32Array;
+  values: Float32Array;
 }
 
 /** The options a cache runs with, all defaults filled in. */
@@ -84,6 +105,7 @@ export interface KVCacheConfig {
   /** Newest query vectors kept per stream by `recordQueries`. */
   readonly recentQueries: number;
   readonly keySummaries: boolean;
+  readonly lowRank: LowRankConfig | null;
 }
 
 /** Options of `Sequence.attention` and `KVCache.attentionBatch`. */
@@ -173,6 +195,11 @@ export interface CacheStats {
    * Not part of `maxBytes`.
    */
   workspaceBytes: number;
+  /**
+   * Low-rank side data: the bases of every stream (a basis shared by forks counts once) and
+   * the full-precision rows of streams still calibrating. Included in bytesUsed.
+   */
+  lowRankBytes: number;
 }
 
 /** What `KVCache.devices()` reports: the backends this binary has and this machine can run. */

@@ -108,6 +108,11 @@ CacheWrap::CacheWrap(const Napi::CallbackInfo& info) try : Napi::ObjectWrap<Cach
   c.threads = optionU32(env, o, "threads", limits::kThreadsMin, limits::kThreadsMax, 0u);
   c.queryReservoir = optionU32(env, o, "queryReservoir", limits::kQueryReservoirMin, limits::kQueryReservoirMax, limits::kQueryReservoirDefault);
   c.recentQueries = optionU32(env, o, "recentQueries", limits::kRecentQueriesMin, limits::kRecentQueriesMax, limits::kRecentQueriesDefault);
+  // lowRank crosses flat (lib/kv-cache.ts resolves the nested option); 0 = off.
+  c.lowRankKeys = optionU32(env, o, "lowRankKeys", 0, schema::lowRank::kKeysMax, 0u);
+  c.lowRankValues = optionU32(env, o, "lowRankValues", 0, schema::lowRank::kValuesMax, 0u);
+  c.calibrationRows = optionU32(env, o, "calibrationRows", schema::lowRank::kCalibrationRowsMin, schema::lowRank::kCalibrationRowsMax,
+                                schema::lowRank::kCalibrationRowsDefault);
   c.device = schema::kDeviceNames[optionEnum(env, o, "device", schema::kDeviceNames, schema::kDeviceCount, limits::kDeviceDefault)];
   handle_ = std::make_shared<CacheHandle>();
   handle_->env = env;
@@ -201,6 +206,7 @@ Napi::Value CacheWrap::stats(const Napi::CallbackInfo& info) {
   o.Set("committedBytes", static_cast<double>(s.committedBytes));
   o.Set("maxBytes", static_cast<double>(s.maxBytes));
   o.Set("workspaceBytes", static_cast<double>(s.workspaceBytes));
+  o.Set("lowRankBytes", static_cast<double>(s.lowRankBytes));
   return o;
 }
 

@@ -28,13 +28,21 @@ struct CacheConfig {
   uint32_t recentQueries = schema::cache::kRecentQueriesDefault;    // newest query vectors kept per stream
   std::string device = "cpu";  // "cpu" or "cuda"
   bool keySummaries = false;   // per-block key summaries for sparse decode (formats.h)
+  // Low-rank storage (cpp/core/lowrank.cpp): ranks of the key and value bases, 0 = off. Rows
+  // are stored as storedDim() coefficients; the rest of the cache sees D = headDim.
+  uint32_t lowRankKeys = 0;
+  uint32_t lowRankValues = 0;
+  uint32_t calibrationRows = schema::lowRank::kCalibrationRowsDefault;
 
   uint32_t queriesPerHead() const { return queryHeads / kvHeads; }
   uint32_t streamsPerSequence() const { return layers * kvHeads; }
-  uint32_t keyRowBytes() const { return rowBytes(keys, headDim, groupSize); }
-  uint32_t valueRowBytes() const { return rowBytes(values, headDim, groupSize); }
+  bool lowRank() const { return lowRankKeys != 0; }
+  // Floats per stored row: the coefficients of a low-rank cache, else headDim.
+  uint32_t storedDim() const { return lowRank() ? lowRankKeys : headDim; }
+  uint32_t keyRowBytes() const { return rowBytes(keys, storedDim(), groupSize); }
+  uint32_t valueRowBytes() const { return rowBytes(values, storedDim(), groupSize); }
   BlockLayout blockLayout() const {
-    return makeBlockLayout(blockSize, keyRowBytes(), valueRowBytes(), keySummaries ? keySummaryBytes(headDim) : 0);
+    return makeBlockLayout(blockSize, keyRowBytes(), valueRowBytes(), keySummaries ? keySummaryBytes(storedDim()) : 0);
   }
 };
 

@@ -14,6 +14,7 @@
 #include "eviction/row_scores.h"
 #include "hadamard.h"
 #include "kernel_table.h"
+#include "lowrank/lowrank_cpu.h"
 #include "kvc/backend.h"
 #include "append_rows.h"
 #include "pool_memory.h"
@@ -250,6 +251,7 @@ class CpuBackend final : public Backend {
                     std::vector<int32_t>* keep) override {
     return cpu::selectRows(*this, pool_, pool, codec, streams, count, keep);
   }
+  const LowRankKernels* lowRank() const override { return &lowRankKernels(); }
   uint64_t workspaceBytes() const override { return compaction_.bytes(); }
   void trimWorkspace() override { compaction_.trim(); }
 

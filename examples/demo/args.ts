@@ -26,6 +26,8 @@ export const DEMO_OPTIONS = {
   values: { type: 'string', choices: STORAGE, description: "the quantized cache's values (default int4)" },
   'group-size': { type: 'string', value: 'N', description: 'quantization group (default min(32, head_dim))' },
   rotate: { type: 'boolean', description: 'Hadamard rotation of the quantized keys (default; --no-rotate)' },
+  // Handled before this table is parsed (examples/demo.ts): listed for the usage text.
+  store: { type: 'boolean', description: 'the prefix store instead: a second request reuses a compacted document (--store --help)' },
 } satisfies CliOptions;
 
 export const DEMO_SPEC: CliSpec<typeof DEMO_OPTIONS> = {

@@ -9,6 +9,7 @@ import { Sampler } from '../llama2c/sampler';
 import type { Method, MethodRun, ModelHandle, StoryContext } from './runner';
 import type { AttentionCallOptions } from './sequence-attention';
 import { sparseMethods } from './sparse-methods';
+import { lowRankMethods } from './lowrank-methods';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- the eviction/compaction API is typed by the library once it exists */
 type Lib = Record<string, any>;
@@ -292,6 +293,9 @@ export function buildMethods(lib: Lib, dims: AttentionDims, base: CacheSettings,
   }
 
   methods.push(...sparseMethods(dims));
+  const lowRank = lowRankMethods(lib, dims);
+  methods.push(...lowRank);
+  notes.push(`low-rank: ${lowRank.length} methods (ranks × coefficient formats, and with H2O / Attention Matching)`);
 
   const baseLabel = fmt(base);
   const caps = (): { accumulateScores: boolean; recordQueries: boolean } =>

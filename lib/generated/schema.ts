@@ -61,6 +61,16 @@ export const CACHE_OPTIONS = {
   recentQueries: { type: 'integer', min: 0, max: 65536, default: 64 },
 } as const;
 
+/** new KVCache({ lowRank: { keys, values, calibrationRows } }): ranks of the per-stream bases of low-rank storage. */
+export const LOW_RANK_OPTIONS = {
+  /** an even rank <= headDim; equal to values (one coefficient width per cache) */
+  keys: { type: 'integer', min: 2, max: 1024, multipleOf: 2 },
+  /** an even rank <= headDim; equal to keys */
+  values: { type: 'integer', min: 2, max: 1024, multipleOf: 2 },
+  /** rows a stream holds at full precision before its bases are fitted; 0: bases only from setBases/fitBases */
+  calibrationRows: { type: 'integer', min: 0, max: 65536, default: 256 },
+} as const;
+
 /** Compactor options and the native compaction spec. */
 export const COMPACTION_OPTIONS = {
   method: { type: 'enum', names: COMPACTION_METHOD, default: 'highest-attention' },

@@ -41,6 +41,7 @@ export interface NativeStats {
   committedBytes: number;
   workspaceBytes: number;
   maxBytes: number;
+  lowRankBytes: number;
 }
 
 export interface NativeRows {
@@ -73,6 +74,9 @@ export interface NativeSequence {
   isFreed(): boolean;
   read(layer: number, kvHead: number): NativeRows;
   export(): Uint8Array;
+  fitBases(): void;
+  setBases(layer: number, kvHead: number, keys: Float32Array, values: Float32Array): void;
+  bases(layer: number, kvHead: number): { keys: Float32Array; values: Float32Array } | null;
 }
 
 export interface NativeCache {

@@ -87,7 +87,7 @@ void streamInput(const CacheConfig& c, const Stream& s, uint32_t streamIndex, co
     case ScoreSource::kObservation: {
       // The u newest recorded query vectors, oldest first (the ring buffer unrolled).
       const bool observation = p.source == ScoreSource::kObservation;
-      const uint32_t D = c.headDim;
+      const uint32_t D = c.storedDim();  // a low-rank stream logs projected queries
       const uint64_t available = std::min<uint64_t>(s.queries.recentSeen, c.recentQueries);
       const uint32_t u = static_cast<uint32_t>(
           std::min<uint64_t>(available, static_cast<uint64_t>(observation ? p.window : 1) * c.queriesPerHead()));
