@@ -8,7 +8,7 @@
 //  3. the basis fit (Householder + implicit QR eigensolver) at D = 64 and 128.
 // Flags: --json FILE, --quick.
 import { KVCache, type KVCacheOptions, type Sequence } from '../lib/index';
-import { fmaPeak, markdownTable, medianSeconds, parseArgs, progress, randomFloats, readBandwidth, tinybenchMedianMs, writeJson } from './support/bench-utils';
+import { fmaPeak, markdownTable, medianSeconds, parseBenchArgs, progress, randomFloats, readBandwidth, tinybenchMedianMs, writeJson } from './support/bench-utils';
 
 const KV_HEADS = 8;
 const D = 128;
@@ -16,7 +16,10 @@ const QUERY_HEADS = 32;
 const RANK = 32;
 const TOKENS = 16384;
 const COLD_BYTES = 256 * 2 ** 20;
-const args = parseArgs();
+const args = parseBenchArgs({
+  command: 'npx tsx bench/lowrank.bench.ts',
+  summary: 'Low-rank keys: append with projection, cold decode attention at 16K tokens, and the basis fit, against full storage.',
+});
 const timeMs = args.quick ? 400 : 1000;
 
 /** A random [D][r] basis with orthonormal columns (Gram-Schmidt). */

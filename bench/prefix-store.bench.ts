@@ -19,11 +19,20 @@ import { Redis } from 'ioredis';
 import { RedisBackend } from '../lib/prefix-store/redis-backend';
 import { cacheOptions, compact, encode, forward, loadStoryModel, prefill } from '../examples/store/story-model';
 import { EVAL_TEXT_PATH } from '../examples/llama2c/paths';
-import { markdownTable, parseArgs, randomFloats, writeJson } from './support/bench-utils';
+import { positiveInt } from '../examples/shared/cli';
+import { checkedArgs, markdownTable, parseBenchArgs, randomFloats, writeJson } from './support/bench-utils';
 
-const args = parseArgs();
-const runs = Number(args.rest.get('runs') ?? (args.quick ? 3 : 7));
-const redisUrl = args.rest.get('redis') ?? process.env['KVCOMPACT_REDIS_URL'];
+const args = parseBenchArgs({
+  command: 'npx tsx bench/prefix-store.bench.ts',
+  summary: 'PrefixStore: time to first token, matching, load and store throughput per backend.',
+  options: {
+    runs: { type: 'string', value: 'N', description: 'timed runs (default 7; --quick 3)' },
+    redis: { type: 'string', value: 'URL', description: 'a local redis-server (default $KVCOMPACT_REDIS_URL; skipped without)' },
+    part: { type: 'string', choices: ['ttft', 'match', 'down', 'throughput'], description: 'one part only (default all)' },
+  },
+});
+const runs = checkedArgs(() => positiveInt('runs', args.values.runs, args.quick ? 3 : 7));
+const redisUrl = args.values.redis ?? process.env['KVCOMPACT_REDIS_URL'];
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const out: Record<string, unknown> = { machine: { cpus: os.cpus()[0]?.model, cores: os.cpus().length, loadavg: os.loadavg() } };
 const fmt = (x: number, d = 2) => Number(x.toFixed(d));
@@ -269,7 +278,7 @@ async function storeDown() {
 
 async function main() {
   if (!redisUrl) console.log('(no --redis URL or KVCOMPACT_REDIS_URL: the Redis rows are left out)');
-  const part = args.rest.get('part');
+  const part = args.values.part;
   if (!part || part === 'ttft') await firstToken();
   if (!part || part === 'match') await matchLatency();
   if (!part || part === 'down') await storeDown();
