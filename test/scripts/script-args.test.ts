@@ -35,6 +35,8 @@ const SCRIPTS = [
   { script: 'bench/quantization.bench.ts', command: 'npx tsx bench/quantization.bench.ts', typo: ['--prat', 'append'], suggestion: '--part' },
   { script: 'bench/eviction.bench.ts', command: 'npx tsx bench/eviction.bench.ts', typo: ['--stream', 'stories'], suggestion: '--streams' },
   { script: 'bench/compactor.bench.ts', command: 'npx tsx bench/compactor.bench.ts', typo: ['--run', '3'], suggestion: '--runs' },
+  { script: 'bench/lowrank.bench.ts', command: 'npx tsx bench/lowrank.bench.ts', typo: ['--quikc'], suggestion: '--quick' },
+  { script: 'bench/prefix-store.bench.ts', command: 'npx tsx bench/prefix-store.bench.ts', typo: ['--runz', '3'], suggestion: '--runs' },
   { script: 'bench/sparse.bench.ts', command: 'npx tsx bench/sparse.bench.ts', typo: ['--token', '4096'], suggestion: '--tokens' },
   { script: 'examples/demo.ts', command: 'npm run demo --', typo: ['--tokns', '100'], suggestion: '--tokens' },
   { script: 'examples/eval.ts', command: 'npm run eval --', typo: ['--storys', '2'], suggestion: '--stories' },
