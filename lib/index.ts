@@ -19,6 +19,7 @@ export type {
   KVCacheConfig,
   KVCacheOptions,
   RecordedQueries,
+  RopeOptions,
   Storage,
   StreamRows,
   StreamScoreView,

@@ -7,13 +7,13 @@ import { native, type NativeCache } from './native/binding';
 import { Sequence } from './sequence';
 import type { AttentionOptions, CacheStats, Devices, KVCacheConfig, KVCacheOptions } from './types';
 import { lseArray, outputArray, attentionFlags } from './attention-options';
-import { CACHE_OPTIONS } from './generated/schema';
+import { CACHE_OPTIONS, ROPE_OPTIONS } from './generated/schema';
 import { asyncDisposeSymbol, disposeSymbol, guardAgainstClone } from './lifecycle';
-import { enumOption, float32Array, indexBelow, integerIn, integerOption, isUint8Array, knownKeys, optionsObject } from './validate';
+import { enumOption, float32Array, indexBelow, integerIn, integerOption, isUint8Array, knownKeys, numberOption, optionsObject } from './validate';
 
 const OPTION_NAMES = [
   'layers', 'kvHeads', 'headDim', 'queryHeads', 'blockSize', 'keys', 'values', 'groupSize',
-  'rotate', 'rotationSeed', 'maxBytes', 'device', 'threads', 'queryReservoir', 'recentQueries',
+  'rotate', 'rotationSeed', 'maxBytes', 'device', 'threads', 'queryReservoir', 'recentQueries', 'rope',
 ] as const;
 
 function isPowerOfTwo(n: number): boolean {
@@ -67,10 +67,27 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   const threads = o['threads'] === undefined ? Math.min(os.availableParallelism(), L.threads.max) : integerOption('options.threads', o['threads'], L.threads);
   const queryReservoir = o['queryReservoir'] === undefined ? L.queryReservoir.default : integerOption('options.queryReservoir', o['queryReservoir'], L.queryReservoir);
   const recentQueries = o['recentQueries'] === undefined ? L.recentQueries.default : integerOption('options.recentQueries', o['recentQueries'], L.recentQueries);
+  const rope = resolveRope(o['rope'], headDim, rotateKeys);
   return {
     layers, kvHeads, headDim, queryHeads, blockSize, keys, values, groupSize, rotateKeys, rotateValues,
-    rotationSeed, maxBytes, device, threads, queryReservoir, recentQueries,
+    rotationSeed, maxBytes, device, threads, queryReservoir, recentQueries, rope,
   };
+}
+
+/** The rope option (ROPE_OPTIONS of the schema), defaults filled in; null when not given. */
+function resolveRope(value: unknown, headDim: number, rotateKeys: boolean): KVCacheConfig['rope'] {
+  if (value === undefined || value === null) return null;
+  const R = ROPE_OPTIONS;
+  const r = optionsObject('options.rope', value);
+  knownKeys('options.rope', r, ['theta', 'dims', 'style']);
+  if (r['theta'] === undefined) throw invalidArgument('options.rope.theta', 'a number > 0 (e.g. 10000)', undefined);
+  const theta = numberOption('options.rope.theta', r['theta'], R.theta);
+  const dims = r['dims'] === undefined ? headDim : integerIn('options.rope.dims', r['dims'], R.dims.min, headDim);
+  if (dims % R.dims.multipleOf !== 0) throw invalidArgument('options.rope.dims', `an even integer in [2, headDim = ${headDim}]`, dims);
+  const style = r['style'] === undefined ? R.style.default : enumOption('options.rope.style', r['style'], R.style.names);
+  // Hadamard-rotated keys would have to be rotated back row by row before RoPE.
+  if (rotateKeys) throw invalidArgument('options.rotate', 'false for keys when rope is given', true);
+  return Object.freeze({ theta, dims, style });
 }
 
 export class KVCache {
@@ -151,7 +168,7 @@ export class KVCache {
       throw shapeMismatch(`queries must hold sequences × queryHeads × headDim = ${expected} elements, got ${queries.length}`);
     }
     const o = optionsObject('options', options);
-    const flags = attentionFlags(o);
+    const flags = attentionFlags(o, this.config.rope);
     const out = outputArray(o['out'], expected);
     const lse = lseArray(o['lse'], sequences.length * c.queryHeads);
     this.native.attentionBatch(layer, natives, queries, out, lse, flags);

@@ -48,6 +48,7 @@ struct AttentionRequest {
   float* lse = nullptr;            // [sequences, tq, queryHeads] or nullptr
   bool accumulateScores = false;   // add attention mass per row into Stream::scores
   bool recordQueries = false;      // log the queries into Stream::queries
+  bool rankPositions = false;      // with rope: RoPE by rank in the stream instead of stored positions
 };
 
 // Rows to keep of one stream, ascending and unique.

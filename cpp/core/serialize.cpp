@@ -1,5 +1,6 @@
 // Export / import of one sequence (ARCHITECTURE §4.6). Little-endian layout:
 //   header  "KVCSEQ01" | u32 version | u32 headerBytes | config fields (see writeHeader)
+//           version 2 only: rope fields (u32 dims, u32 style, f64 theta) of a cache with rope
 //   i32 nextPosition[layers] | i32 length[layers * kvHeads]
 //   per stream: keyRows[len][keyRowBytes] | valueRows[len][valueRowBytes] | f32 beta[len] | i32 positions[len]
 //   u32 crc32 of everything before it
@@ -22,7 +23,10 @@ namespace kvc {
 namespace {
 
 constexpr char kMagic[8] = {'K', 'V', 'C', 'S', 'E', 'Q', '0', '1'};
+// Version 1: keys after RoPE (no rope fields). Version 2 adds the rope fields; a cache
+// without rope still writes version 1, so its bytes are unchanged and older readers read them.
 constexpr uint32_t kFormatVersion = 1;
+constexpr uint32_t kRopeFormatVersion = 2;
 
 struct HeaderFields {
   uint32_t layers, kvHeads, headDim, groupSize;
@@ -31,6 +35,15 @@ struct HeaderFields {
 };
 constexpr uint32_t kHeaderBytes = 8 + 4 + 4 + sizeof(HeaderFields);
 static_assert(sizeof(HeaderFields) == 44, "export header fields are 11 u32");
+
+struct RopeFields {
+  uint32_t dims, style;
+  double theta;
+};
+static_assert(sizeof(RopeFields) == 16, "rope fields: u32, u32, f64");
+constexpr uint32_t kRopeHeaderBytes = kHeaderBytes + sizeof(RopeFields);
+
+RopeFields ropeFieldsOf(const CacheConfig& c) { return RopeFields{c.ropeDims, c.ropeStyle, c.ropeTheta}; }
 
 class Writer {
  public:
@@ -154,11 +167,17 @@ Status Cache::exportSequence(uint64_t id, std::vector<uint8_t>* out) {
   out->clear();
   out->reserve(total);
   Writer w(out);
+  const bool rope = config_.ropeDims != 0;
+  if (rope) total += sizeof(RopeFields);
   w.bytes(kMagic, 8);
-  w.value(kFormatVersion);
-  w.value(kHeaderBytes);
+  w.value(rope ? kRopeFormatVersion : kFormatVersion);
+  w.value(rope ? kRopeHeaderBytes : kHeaderBytes);
   const HeaderFields fields = fieldsOf(config_);
   w.bytes(&fields, sizeof fields);
+  if (rope) {
+    const RopeFields rf = ropeFieldsOf(config_);
+    w.bytes(&rf, sizeof rf);
+  }
   w.bytes(seq->nextPosition.data(), 4 * seq->nextPosition.size());
   for (const Stream& s : seq->streams) w.value(s.length);
   std::vector<uint8_t> keys, values;
@@ -194,10 +213,14 @@ Status Cache::importSequence(const uint8_t* bytes, size_t size, uint64_t* id) {
   uint32_t version = 0, headerBytes = 0;
   r.bytes(&version, 4);
   r.bytes(&headerBytes, 4);
-  if (version != kFormatVersion) return corruptData("unsupported sequence format version " + std::to_string(version));
-  if (headerBytes != kHeaderBytes) return corruptData("bad header size");
+  if (version != kFormatVersion && version != kRopeFormatVersion) {
+    return corruptData("unsupported sequence format version " + std::to_string(version));
+  }
+  if (headerBytes != (version == kRopeFormatVersion ? kRopeHeaderBytes : kHeaderBytes)) return corruptData("bad header size");
   HeaderFields f;
   r.bytes(&f, sizeof f);
+  RopeFields rf{0, 0, 0.0};  // version 1: keys after RoPE
+  if (version == kRopeFormatVersion && !r.bytes(&rf, sizeof rf)) return corruptData("truncated sequence bytes");
   const HeaderFields mine = fieldsOf(config_);
   if (f.layers != mine.layers || f.kvHeads != mine.kvHeads || f.headDim != mine.headDim) {
     return shapeMismatch("the sequence has " + std::to_string(f.layers) + " layers x " + std::to_string(f.kvHeads) +
@@ -206,6 +229,13 @@ Status Cache::importSequence(const uint8_t* bytes, size_t size, uint64_t* id) {
   }
   if (std::memcmp(&f, &mine, sizeof f) != 0) {
     return invalidArgument("the sequence was exported with other storage formats, groupSize or rotation than this cache uses");
+  }
+  const RopeFields myRope = ropeFieldsOf(config_);
+  if (rf.dims != myRope.dims || rf.style != myRope.style || !(rf.theta == myRope.theta)) {
+    return invalidArgument(std::string("the sequence was exported ") +
+                           (rf.dims ? "with keys before RoPE (rope " + std::to_string(rf.dims) + " dims, theta " + std::to_string(rf.theta) + ")"
+                                    : "with keys after RoPE") +
+                           "; this cache " + (myRope.dims ? "has other rope options" : "expects keys after RoPE (no rope option)"));
   }
   // The tables go into plain arrays first: the Sequence (an object per stream) is built only
   // from bytes that passed every check, so a crafted header costs 4 bytes per stream.
