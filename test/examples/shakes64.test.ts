@@ -122,6 +122,19 @@ describe.skipIf(!libReady)('shakes64 over KVCacheAttention (f32 storage)', () =>
     (b) => (b as InstanceType<Adapter['KVCacheAttention']>).dispose(),
   );
 
+  describe('keys before RoPE (cache option rope: the cache rotates queries and keys)', () => {
+    const ropeSettings = { ...settings, rope: { theta: 10000, style: 'interleaved' } } as const;
+    modelChecks(
+      'kvcache f32, rope',
+      async () => {
+        const backend = new (await adapter()).KVCacheAttention(dims, ropeSettings);
+        expect(backend.appliesRope).toBe(true);
+        return backend;
+      },
+      (b) => (b as InstanceType<Adapter['KVCacheAttention']>).dispose(),
+    );
+  });
+
   it('kvcache f32: logits match the reference attention at head_dim 64', async () => {
     const { KVCacheAttention } = await adapter();
     const ids = evalIds.slice(0, 300);
