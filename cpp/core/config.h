@@ -28,6 +28,7 @@ struct CacheConfig {
   uint32_t queryReservoir = schema::cache::kQueryReservoirDefault;  // recorded query vectors kept per stream (uniform sample)
   uint32_t recentQueries = schema::cache::kRecentQueriesDefault;    // newest query vectors kept per stream
   std::string device = "cpu";  // "cpu" or "cuda"
+  bool keySummaries = false;   // per-block key summaries for sparse decode (formats.h)
   // RoPE applied by the cache (ropeDims > 0): keys are stored before RoPE and attention
   // rotates queries and keys by position. 0 = keys arrive after RoPE (the default).
   uint32_t ropeDims = 0;
@@ -40,7 +41,9 @@ struct CacheConfig {
   uint32_t streamsPerSequence() const { return layers * kvHeads; }
   uint32_t keyRowBytes() const { return rowBytes(keys, headDim, groupSize); }
   uint32_t valueRowBytes() const { return rowBytes(values, headDim, groupSize); }
-  BlockLayout blockLayout() const { return makeBlockLayout(blockSize, keyRowBytes(), valueRowBytes()); }
+  BlockLayout blockLayout() const {
+    return makeBlockLayout(blockSize, keyRowBytes(), valueRowBytes(), keySummaries ? keySummaryBytes(headDim) : 0);
+  }
 };
 
 // The schema's storage names must follow kvc::Storage, since the binding maps a name's index

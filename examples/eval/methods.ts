@@ -9,6 +9,7 @@ import { Sampler } from '../llama2c/sampler';
 import type { Method, MethodRun, ModelHandle, StoryContext } from './runner';
 import { ropeMethods } from './rope-methods';
 import type { AttentionCallOptions } from './sequence-attention';
+import { sparseMethods } from './sparse-methods';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- the eviction/compaction API is typed by the library once it exists */
 type Lib = Record<string, any>;
@@ -290,6 +291,8 @@ export function buildMethods(lib: Lib, dims: AttentionDims, base: CacheSettings,
     const g = groups[0]!;
     methods.push(storageMethod(dims, `k8v4-g${g}-rk`, 'storage, rotated keys', { keys: 'int8', values: 'int4', groupSize: g, rotate: pow2 }));
   }
+
+  methods.push(...sparseMethods(dims));
 
   const baseLabel = fmt(base);
   const caps = (): { accumulateScores: boolean; recordQueries: boolean } =>
