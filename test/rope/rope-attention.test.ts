@@ -206,7 +206,7 @@ describe('rope: options, errors and export / import', () => {
     expect(code(() => new KVCache({ ...base, rotate: true, rope: { theta: 10000 } }))).toBe('INVALID_ARGUMENT');
   });
 
-  it('compaction and query-scored eviction say UNSUPPORTED instead of ignoring RoPE', async () => {
+  it('compaction, query-scored eviction and sparse decode say UNSUPPORTED instead of ignoring RoPE', async () => {
     const rng = testRng();
     const cache = new KVCache({ ...base, rope: { theta: 10000 }, queryHeads: 1 });
     try {
@@ -215,6 +215,15 @@ describe('rope: options, errors and export / import', () => {
       seq.attention(0, randn(rng, 16), { recordQueries: true, accumulateScores: true });
       await expect(new Compactor({ ratio: 0.5 }).compact(seq)).rejects.toMatchObject({ code: 'UNSUPPORTED' });
       expect(code(() => seq.evict(EvictionPolicy.tova(), { ratio: 0.5 }))).toBe('UNSUPPORTED');
+      const summarized = new KVCache({ ...base, rope: { theta: 10000 }, keySummaries: true });
+      try {
+        const s2 = summarized.createSequence();
+        s2.append(0, randn(rng, 40 * 16), randn(rng, 40 * 16));
+        expect(code(() => s2.attention(0, randn(rng, 16), { sparse: { tokens: 16 } }))).toBe('UNSUPPORTED');
+        expect(s2.attention(0, randn(rng, 16)).length).toBe(16); // dense attention works
+      } finally {
+        summarized.dispose();
+      }
       // Rotation-invariant or query-free scores work.
       seq.evict(EvictionPolicy.keyNorm({ sinks: 1, recent: 4 }), { ratio: 0.75 });
       seq.evict(EvictionPolicy.h2o({ sinks: 1, recent: 4 }), { ratio: 0.5 });
