@@ -22,6 +22,7 @@ namespace kvc {
 constexpr uint32_t kRopeLevelBits = 8;
 constexpr uint32_t kRopeLevelSize = 1u << kRopeLevelBits;
 constexpr uint32_t kRopeLevels = 4;
+constexpr double kTwoPi = 6.283185307179586476925286766559;
 
 inline uint32_t ropePair(uint32_t d, uint32_t dims, uint32_t style) { return style == 0 ? d / 2 : d % (dims / 2); }
 inline uint32_t ropePartner(uint32_t d, uint32_t dims, uint32_t style) {
@@ -57,7 +58,7 @@ inline void buildRopeTables(const RopeSpec& spec, std::vector<float>* cosTable, 
       const size_t row = (static_cast<size_t>(level) * kRopeLevelSize + j) * dims;
       for (uint32_t d = 0; d < dims; ++d) {
         // The angle mod 2 pi in double keeps large positions exact to ~1e-16 relative.
-        const double a = std::fmod(position * ropeFrequency(spec.theta, dims, ropePair(d, dims, spec.style)), 2.0 * M_PI);
+        const double a = std::fmod(position * ropeFrequency(spec.theta, dims, ropePair(d, dims, spec.style)), kTwoPi);
         (*cosTable)[row + d] = static_cast<float>(std::cos(a));
         (*sinTable)[row + d] = static_cast<float>(ropeSign(d, dims, spec.style) * std::sin(a));
       }
