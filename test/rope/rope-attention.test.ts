@@ -233,7 +233,7 @@ describe('rope: options, errors and export / import', () => {
     }
   });
 
-  it('export carries the rope options (format version 2); a cache without rope still writes version 1', () => {
+  it('export carries the rope options (format version 3); a cache without rope writes version 2', () => {
     const rng = testRng();
     const opts = { ...base, layers: 2, kvHeads: 2, queryHeads: 4, headDim: 32 } as const;
     const rope = { theta: 10000, dims: 24, style: 'half' } as const;
@@ -245,7 +245,7 @@ describe('rope: options, errors and export / import', () => {
       const seq = a.createSequence();
       for (const l of [0, 1]) seq.append(l, randn(rng, 50 * 2 * 32), randn(rng, 50 * 2 * 32), { positions: gappedPositions(rng, 9, 50) });
       const bytes = seq.export();
-      expect(new DataView(bytes.buffer, bytes.byteOffset).getUint32(8, true)).toBe(2);
+      expect(new DataView(bytes.buffer, bytes.byteOffset).getUint32(8, true)).toBe(3);
       const again = b.importSequence(bytes);
       const q = randn(rng, 2 * 4 * 32);
       expect(Array.from(again.attention(1, q))).toEqual(Array.from(seq.attention(1, q)));
@@ -253,10 +253,10 @@ describe('rope: options, errors and export / import', () => {
       expect(code(() => plain.importSequence(bytes))).toBe('INVALID_ARGUMENT');
       expect(code(() => other.importSequence(bytes))).toBe('INVALID_ARGUMENT');
 
-      const v1 = plain.createSequence();
-      v1.append(0, randn(rng, 8 * 2 * 32), randn(rng, 8 * 2 * 32));
-      const oldBytes = v1.export();
-      expect(new DataView(oldBytes.buffer, oldBytes.byteOffset).getUint32(8, true)).toBe(1);
+      const v2 = plain.createSequence();
+      v2.append(0, randn(rng, 8 * 2 * 32), randn(rng, 8 * 2 * 32));
+      const oldBytes = v2.export();
+      expect(new DataView(oldBytes.buffer, oldBytes.byteOffset).getUint32(8, true)).toBe(2);
       expect(code(() => b.importSequence(oldBytes))).toBe('INVALID_ARGUMENT'); // post-RoPE keys
       const plain2 = new KVCache(opts);
       try {
