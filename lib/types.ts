@@ -66,17 +66,23 @@ export interface KVCacheOptions {
 
 /** A resolved lowRank option. */
 export interface LowRankConfig {
+  /** Rank of each stream's key basis (coefficients per stored key row). */
   readonly keys: number;
+  /** Rank of each stream's value basis (equal to keys). */
   readonly values: number;
+  /** Rows a stream holds at full precision before its bases are fitted (0: only by setBases/fitBases). */
   readonly calibrationRows: number;
 }
 
 /** The bases of one low-rank stream: [headDim][rank] each, orthonormal columns. */
 export interface LowRankBases {
+  /** Key basis, [headDim][rank] row-major. */
   keys: Float32Array;
+  /** Value basis, [headDim][rank] row-major. */
   values: Float32Array;
 }
 
+/** RoPE parameters of the model: the cache applies RoPE to keys and queries by position. */
 export interface RopeOptions {
   /** Base of the frequencies theta^(-2i/dims), e.g. 10000 (Llama 2) or 500000 (Llama 3). */
   theta: number;
@@ -120,7 +126,9 @@ export interface KVCacheConfig {
   readonly queryReservoir: number;
   /** Newest query vectors kept per stream by `recordQueries`. */
   readonly recentQueries: number;
+  /** Blocks keep per-channel key summaries (for sparse decode). */
   readonly keySummaries: boolean;
+  /** Low-rank storage, or null (rows stored at full width). */
   readonly lowRank: LowRankConfig | null;
   /** RoPE the cache applies (keys stored before RoPE), or null (keys stored after RoPE). */
   readonly rope: Readonly<Required<RopeOptions>> | null;
@@ -156,6 +164,7 @@ export interface AttentionOptions {
   sparse?: SparseOptions;
 }
 
+/** Dynamic sparse decode: attend only to the blocks whose key summaries bound the highest logits. */
 export interface SparseOptions {
   /** Rows read per stream (rounded up to whole blocks). */
   tokens: number;
