@@ -37,6 +37,7 @@ export type {
   LowRankBases,
   LowRankConfig,
   RecordedQueries,
+  RopeOptions,
   SparseOptions,
   SparseSelection,
   Storage,

@@ -7,14 +7,14 @@ import { native, type NativeCache } from './native/binding';
 import { Sequence } from './sequence';
 import type { AttentionOptions, CacheStats, Devices, KVCacheConfig, KVCacheOptions } from './types';
 import { lseArray, outputArray, attentionFlags, sparseOption } from './attention-options';
-import { CACHE_OPTIONS } from './generated/schema';
+import { CACHE_OPTIONS, ROPE_OPTIONS } from './generated/schema';
 import { defaultGroupSize, nativeLowRank, resolveLowRank } from './low-rank';
 import { asyncDisposeSymbol, disposeSymbol, guardAgainstClone } from './lifecycle';
-import { enumOption, float32Array, indexBelow, integerIn, integerOption, isUint8Array, knownKeys, optionsObject } from './validate';
+import { enumOption, float32Array, indexBelow, integerIn, integerOption, isUint8Array, knownKeys, numberOption, optionsObject } from './validate';
 
 const OPTION_NAMES = [
   'layers', 'kvHeads', 'headDim', 'queryHeads', 'blockSize', 'keys', 'values', 'groupSize',
-  'rotate', 'rotationSeed', 'maxBytes', 'device', 'threads', 'queryReservoir', 'recentQueries', 'keySummaries', 'lowRank',
+  'rotate', 'rotationSeed', 'maxBytes', 'device', 'threads', 'queryReservoir', 'recentQueries', 'keySummaries', 'lowRank', 'rope',
 ] as const;
 
 function isPowerOfTwo(n: number): boolean {
@@ -72,10 +72,28 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   if (typeof keySummaries !== 'boolean') throw invalidArgument('options.keySummaries', 'a boolean', keySummaries);
   const lowRank = resolveLowRank(o['lowRank'], headDim, groupSize, rotateKeys || rotateValues);
   if (lowRank && keySummaries) throw invalidArgument('options.keySummaries', 'false with lowRank (summaries of coefficient rows are not implemented)', true);
+  const rope = resolveRope(o['rope'], headDim, rotateKeys);
+  if (lowRank && rope) throw new KVCacheError('UNSUPPORTED', 'options.lowRank: not available together with options.rope yet (the low-rank attention runs on coefficient rows, where RoPE by position cannot be applied)');
   return {
     layers, kvHeads, headDim, queryHeads, blockSize, keys, values, groupSize, rotateKeys, rotateValues,
-    rotationSeed, maxBytes, device, threads, queryReservoir, recentQueries, keySummaries, lowRank,
+    rotationSeed, maxBytes, device, threads, queryReservoir, recentQueries, keySummaries, lowRank, rope,
   };
+}
+
+/** The rope option (ROPE_OPTIONS of the schema), defaults filled in; null when not given. */
+function resolveRope(value: unknown, headDim: number, rotateKeys: boolean): KVCacheConfig['rope'] {
+  if (value === undefined || value === null) return null;
+  const R = ROPE_OPTIONS;
+  const r = optionsObject('options.rope', value);
+  knownKeys('options.rope', r, ['theta', 'dims', 'style']);
+  if (r['theta'] === undefined) throw invalidArgument('options.rope.theta', 'a number > 0 (e.g. 10000)', undefined);
+  const theta = numberOption('options.rope.theta', r['theta'], R.theta);
+  const dims = r['dims'] === undefined ? headDim : integerIn('options.rope.dims', r['dims'], R.dims.min, headDim);
+  if (dims % R.dims.multipleOf !== 0) throw invalidArgument('options.rope.dims', `an even integer in [2, headDim = ${headDim}]`, dims);
+  const style = r['style'] === undefined ? R.style.default : enumOption('options.rope.style', r['style'], R.style.names);
+  // Hadamard-rotated keys would have to be rotated back row by row before RoPE.
+  if (rotateKeys) throw invalidArgument('options.rotate', 'false for keys when rope is given', true);
+  return Object.freeze({ theta, dims, style });
 }
 
 /**
@@ -175,7 +193,7 @@ export class KVCache {
       throw shapeMismatch(`queries must hold sequences × queryHeads × headDim = ${expected} elements, got ${queries.length}`);
     }
     const o = optionsObject('options', options);
-    const flags = attentionFlags(o);
+    const flags = attentionFlags(o, this.config.rope);
     const out = outputArray(o['out'], expected);
     const lse = lseArray(o['lse'], sequences.length * c.queryHeads);
     const sparse = sparseOption(o['sparse'], c.keySummaries);

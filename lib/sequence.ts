@@ -129,7 +129,7 @@ export class Sequence {
       out = new Float32Array(queries.length);
     } else {
       const o = optionsObject('options', options);
-      flags = attentionFlags(o);
+      flags = attentionFlags(o, c.rope);
       out = outputArray(o['out'], queries.length);
       lse = lseArray(o['lse'], tq * c.queryHeads);
       sparse = sparseOption(o['sparse'], c.keySummaries);

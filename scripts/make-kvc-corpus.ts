@@ -1,6 +1,8 @@
-// Writes the .kvc test corpus of the current export format version (test/kvc-corpus/v<N>/):
-// small sequences of every storage format, with rotation, gapped positions, a compacted one
-// (non-zero beta) and an empty one, from seeded inputs, plus manifest.json with each file's
+// Writes the .kvc test corpus of the current export format versions (test/kvc-corpus/v<N>/,
+// N = the version each file is written with: 2 without rope, 3 with rope): small sequences of
+// every storage format, with rotation, gapped positions, a compacted one (non-zero beta), an
+// empty one, low-rank ones (one stream still calibrating) and one with RoPE applied by the
+// cache, from seeded inputs, plus manifest.json with each file's
 // cache options and a digest of what it must decode to. Files of earlier versions are never
 // rewritten: they are what "old versions stay importable" is tested against.
 //   npx tsx scripts/make-kvc-corpus.ts
@@ -8,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Compactor, KVCache, type KVCacheOptions, type Sequence } from '../lib/index';
-import { EXPORT_VERSION } from '../lib/prefix-store/export-layout';
+import { EXPORT_VERSION, ROPE_EXPORT_VERSION } from '../lib/prefix-store/export-layout';
 
 interface Case {
   name: string;
@@ -26,6 +28,9 @@ const cases: Case[] = [
   { name: 'int4-int8', options: { ...base, keys: 'int4', values: 'int8', groupSize: 16 }, tokens: [9, 9] },
   { name: 'int8-compacted', options: { ...base, keys: 'int8', values: 'int8', groupSize: 8 }, tokens: [24, 24], compact: 0.5 },
   { name: 'empty', options: { ...base, keys: 'f16', values: 'f16' }, tokens: [0, 0] },
+  { name: 'lowrank-f16', options: { ...base, keys: 'f16', values: 'f16', lowRank: { keys: 8, values: 8, calibrationRows: 8 } }, tokens: [12, 5] },
+  { name: 'lowrank-int8', options: { ...base, keys: 'int8', values: 'int8', groupSize: 8, lowRank: { keys: 8, values: 8, calibrationRows: 4 } }, tokens: [10, 10] },
+  { name: 'rope-f16', options: { ...base, keys: 'f16', values: 'f16', rope: { theta: 10000 } }, tokens: [6, 6], gapped: true },
 ];
 
 /** Deterministic inputs: a linear congruential generator per case. */
@@ -47,9 +52,8 @@ export function decodedDigest(seq: Sequence, layers: number, kvHeads: number): s
 }
 
 async function main(): Promise<void> {
-  const dir = path.join(__dirname, '..', 'test', 'kvc-corpus', `v${EXPORT_VERSION}`);
-  mkdirSync(dir, { recursive: true });
-  const manifest: Record<string, unknown>[] = [];
+  const manifests = new Map<number, Record<string, unknown>[]>([[EXPORT_VERSION, []], [ROPE_EXPORT_VERSION, []]]);
+  const dirOf = (v: number) => path.join(__dirname, '..', 'test', 'kvc-corpus', `v${v}`);
   for (const [i, c] of cases.entries()) {
     const cache = new KVCache(c.options);
     const seq = cache.createSequence();
@@ -61,14 +65,21 @@ async function main(): Promise<void> {
     });
     if (c.compact) await new Compactor({ ratio: c.compact, protect: { sinks: 2, recent: 4 }, queries: 'keys', threads: 1 }).compact(seq);
     const bytes = seq.export();
+    const version = new DataView(bytes.buffer, bytes.byteOffset).getUint32(8, true);
+    const manifest = manifests.get(version);
+    if (!manifest) throw new Error(`${c.name}: exported as version ${version}, not a current version`);
+    const dir = dirOf(version);
+    mkdirSync(dir, { recursive: true });
     writeFileSync(path.join(dir, `${c.name}.kvc`), bytes);
     const lengths = Array.from({ length: c.options.layers }, (_, l) => Array.from(seq.lengths(l)));
     const nextPositions = Array.from({ length: c.options.layers }, (_, l) => seq.nextPosition(l));
     manifest.push({ file: `${c.name}.kvc`, options: c.options, lengths, nextPositions, decoded: decodedDigest(seq, c.options.layers, c.options.kvHeads) });
     cache.dispose();
   }
-  writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify({ version: EXPORT_VERSION, files: manifest }, null, 2) + '\n');
-  console.log(`wrote ${manifest.length} files to ${dir}`);
+  for (const [version, files] of manifests) {
+    writeFileSync(path.join(dirOf(version), 'manifest.json'), JSON.stringify({ version, files }, null, 2) + '\n');
+    console.log(`wrote ${files.length} files to ${dirOf(version)}`);
+  }
 }
 
 if (require.main === module) void main();

@@ -114,6 +114,17 @@ CacheWrap::CacheWrap(const Napi::CallbackInfo& info) try : Napi::ObjectWrap<Cach
   c.calibrationRows = optionU32(env, o, "calibrationRows", schema::lowRank::kCalibrationRowsMin, schema::lowRank::kCalibrationRowsMax,
                                 schema::lowRank::kCalibrationRowsDefault);
   c.device = schema::kDeviceNames[optionEnum(env, o, "device", schema::kDeviceNames, schema::kDeviceCount, limits::kDeviceDefault)];
+  // rope: { theta, dims, style } or null / undefined (keys arrive after RoPE).
+  Napi::Value rope = o.Get("rope");
+  if (!rope.IsUndefined() && !rope.IsNull()) {
+    if (!rope.IsObject()) throwError(env, StatusCode::kInvalidArgument, "options.rope must be an object { theta, dims, style }");
+    Napi::Object r = rope.As<Napi::Object>();
+    Napi::Value theta = r.Get("theta");
+    if (!theta.IsNumber()) throwError(env, StatusCode::kInvalidArgument, "options.rope.theta must be a number");
+    c.ropeTheta = theta.As<Napi::Number>().DoubleValue();
+    c.ropeDims = optionU32(env, r, "dims", schema::rope::kDimsMin, schema::rope::kDimsMax, c.headDim);
+    c.ropeStyle = static_cast<uint32_t>(optionEnum(env, r, "style", schema::kRopeStyleNames, schema::kRopeStyleCount, schema::rope::kStyleDefault));
+  }
   handle_ = std::make_shared<CacheHandle>();
   handle_->env = env;
   std::unique_ptr<Cache> cache;
@@ -187,6 +198,7 @@ Napi::Value CacheWrap::attentionBatch(const Napi::CallbackInfo& info) {
   const uint32_t flags = argFlags(info, 5, "flags", schema::kAttentionFlagMask);
   r.accumulateScores = flags & schema::kAttentionAccumulateScores;
   r.recordQueries = flags & schema::kAttentionRecordQueries;
+  r.rankPositions = flags & schema::kAttentionRankPositions;
   r.queries = static_cast<const float*>(q.data);
   r.out = static_cast<float*>(out.data);
   r.sparse = sparseSpecArg(info, 6);

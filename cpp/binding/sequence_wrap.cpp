@@ -148,6 +148,7 @@ Napi::Value SequenceWrap::attention(const Napi::CallbackInfo& info) {
   const uint32_t flags = argFlags(info, 5, "flags", schema::kAttentionFlagMask);
   r.accumulateScores = flags & schema::kAttentionAccumulateScores;
   r.recordQueries = flags & schema::kAttentionRecordQueries;
+  r.rankPositions = flags & schema::kAttentionRankPositions;
   r.sparse = sparseSpecArg(info, 6);
   throwIfError(env, cache.attention(&id_, 1, r));
   return env.Undefined();

@@ -295,6 +295,13 @@ Status Cache::attention(const uint64_t* ids, uint32_t count, const AttentionRequ
   KVC_RETURN_IF_ERROR(checkLayer(r.layer));
   KVC_RETURN_IF_ERROR(checkSparse(r.sparse));
   if (r.tq == 0) return shapeMismatch("attention needs at least one query token");
+  if (r.sparse.tokens != 0 && config_.ropeDims != 0) {
+    // The block bounds come from summaries of the stored (pre-RoPE) keys, which RoPE moves.
+    return unsupported("sparse decode on a cache with rope (pre-RoPE keys) is not supported yet");
+  }
+  if (r.rankPositions && config_.ropeDims == 0) {
+    return invalidArgument("positions: 'rank' re-indexes RoPE positions and needs the cache option rope");
+  }
   const uint32_t heads = config_.kvHeads;
   int32_t longest = 0;
   for (uint32_t i = 0; i < count; ++i) {
@@ -353,7 +360,10 @@ Status Cache::attentionChunk(const uint64_t* ids, uint32_t count, const Attentio
   const uint64_t tokenStride = static_cast<uint64_t>(config_.queryHeads) * D;
   const uint64_t seqStride = tokenStride * r.tq;
   attentionScratch_.resize(static_cast<size_t>(count) * heads);
-  if (!whole) queryPositionScratch_.resize(static_cast<size_t>(count) * heads * tq);
+  // RoPE by stored position needs each query's position on the host (the backend rotates the
+  // queries before the kernels run), so the cutoffs are read here then.
+  const bool explicitPositions = !whole || (config_.ropeDims != 0 && !r.rankPositions);
+  if (explicitPositions) queryPositionScratch_.resize(static_cast<size_t>(count) * heads * tq);
   for (uint32_t i = 0; i < count; ++i) {
     Sequence* seq = sequences_.at(ids[i]).get();
     for (uint32_t h = 0; h < heads; ++h) {
@@ -370,7 +380,8 @@ Status Cache::attentionChunk(const uint64_t* ids, uint32_t count, const Attentio
         if (s.scores.size() != static_cast<size_t>(s.length)) s.scores.resize(s.length, 0.0f);
         a.scores = s.scores.data();
       }
-      if (!whole) {
+      a.firstQueryRow = s.length - static_cast<int32_t>(r.tq) + static_cast<int32_t>(t0);
+      if (explicitPositions) {
         int32_t* qp = queryPositionScratch_.data() + k * tq;
         KVC_RETURN_IF_ERROR(readPositions(s, static_cast<uint32_t>(s.length) - r.tq + t0, tq, qp));
         a.queryPositions = qp;
@@ -387,6 +398,8 @@ Status Cache::attentionChunk(const uint64_t* ids, uint32_t count, const Attentio
   p.tokenStride = tokenStride;
   p.lseTokenStride = config_.queryHeads;
   p.scale = 1.0f / std::sqrt(static_cast<float>(D));
+  p.rope.spec = config_.rope();
+  p.rope.spec.byRank = r.rankPositions;
   if (r.sparse.tokens == 0) return backend_->attention(p);
   KVC_RETURN_IF_ERROR(sparse_.plan(*backend_, p.pool, p.codec, attentionScratch_.data(), p.streamCount, g, tq, tokenStride,
                                    p.scale, r.sparse));

@@ -44,6 +44,16 @@ Status validateConfig(const CacheConfig& c) {
   if (c.threads != 0 && !inRange(c.threads, s::kThreadsMin, s::kThreadsMax)) {
     return bad("threads must be 0 (hardware concurrency) or in " + range(s::kThreadsMin, s::kThreadsMax));
   }
+  if (c.ropeDims != 0) {
+    namespace r = schema::rope;
+    if (c.ropeDims % 2 != 0 || c.ropeDims > c.headDim) {
+      return bad("rope.dims must be an even integer in [2, headDim = " + std::to_string(c.headDim) + "]");
+    }
+    if (!(c.ropeTheta > r::kThetaMin && c.ropeTheta <= r::kThetaMax)) return bad("rope.theta must be a finite number > 0");
+    if (c.ropeStyle >= static_cast<uint32_t>(schema::kRopeStyleCount)) return bad("rope.style must be 'interleaved' or 'half'");
+    // Hadamard-rotated keys would have to be rotated back row by row before RoPE.
+    if (c.rotateKeys) return bad("rope cannot be combined with rotated keys (rotate: true or rotate.keys)");
+  }
   if (c.maxBytes > s::kMaxBytesMax) return bad("maxBytes must be at most " + std::to_string(s::kMaxBytesMax));
   if (schema::enumIndex(schema::kDeviceNames, schema::kDeviceCount, c.device.c_str()) < 0) return bad("device must be 'cpu' or 'cuda'");
   if (c.lowRankKeys != 0 || c.lowRankValues != 0) {

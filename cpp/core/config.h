@@ -7,6 +7,7 @@
 #include "kvc/formats.h"
 #include "kvc/generated/schema.h"
 #include "kvc/status.h"
+#include "kvc/views.h"
 
 namespace kvc {
 
@@ -33,6 +34,14 @@ struct CacheConfig {
   uint32_t lowRankKeys = 0;
   uint32_t lowRankValues = 0;
   uint32_t calibrationRows = schema::lowRank::kCalibrationRowsDefault;
+
+  // RoPE applied by the cache (ropeDims > 0): keys are stored before RoPE and attention
+  // rotates queries and keys by position. 0 = keys arrive after RoPE (the default).
+  uint32_t ropeDims = 0;
+  double ropeTheta = 0.0;
+  uint32_t ropeStyle = 0;  // index in schema::kRopeStyleNames
+
+  RopeSpec rope() const { return RopeSpec{ropeTheta, ropeDims, ropeStyle, false}; }
 
   uint32_t queriesPerHead() const { return queryHeads / kvHeads; }
   uint32_t streamsPerSequence() const { return layers * kvHeads; }

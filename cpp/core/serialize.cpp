@@ -3,6 +3,8 @@
 //   version 2: u32 rank (0: not low-rank); when rank > 0, per stream: u32 hasBases |
 //     [f32 keyBasis[D][rank] | f32 valueBasis[D][rank]] | u32 held | f32 heldKeys[held][D] |
 //     f32 heldValues[held][D] | i32 heldPositions[held]   (bases, or the rows still calibrating)
+//   version 3: as version 2, with the rope fields (u32 dims, u32 style, f64 theta) right after
+//     the config fields, for a cache with rope (keys stored before RoPE)
 //   i32 nextPosition[layers] | i32 length[layers * kvHeads]
 //   per stream: keyRows[len][keyRowBytes] | valueRows[len][valueRowBytes] | f32 beta[len] | i32 positions[len]
 //   u32 crc32 of everything before it
@@ -25,8 +27,10 @@ namespace kvc {
 namespace {
 
 constexpr char kMagic[8] = {'K', 'V', 'C', 'S', 'E', 'Q', '0', '1'};
-// 2 added the low-rank section; version 1 bytes (no such section) still import.
+// 2 added the low-rank section; 3 adds the rope fields (a cache with rope writes 3, every
+// other cache 2). Version 1 bytes (neither) still import.
 constexpr uint32_t kFormatVersion = 2;
+constexpr uint32_t kRopeFormatVersion = 3;
 
 struct HeaderFields {
   uint32_t layers, kvHeads, headDim, groupSize;
@@ -35,6 +39,15 @@ struct HeaderFields {
 };
 constexpr uint32_t kHeaderBytes = 8 + 4 + 4 + sizeof(HeaderFields);
 static_assert(sizeof(HeaderFields) == 44, "export header fields are 11 u32");
+
+struct RopeFields {
+  uint32_t dims, style;
+  double theta;
+};
+static_assert(sizeof(RopeFields) == 16, "rope fields: u32, u32, f64");
+constexpr uint32_t kRopeHeaderBytes = kHeaderBytes + sizeof(RopeFields);
+
+RopeFields ropeFieldsOf(const CacheConfig& c) { return RopeFields{c.ropeDims, c.ropeStyle, c.ropeTheta}; }
 
 class Writer {
  public:
@@ -158,11 +171,17 @@ Status Cache::exportSequence(uint64_t id, std::vector<uint8_t>* out) {
   out->clear();
   out->reserve(total);
   Writer w(out);
+  const bool rope = config_.ropeDims != 0;
+  if (rope) total += sizeof(RopeFields);
   w.bytes(kMagic, 8);
-  w.value(kFormatVersion);
-  w.value(kHeaderBytes);
+  w.value(rope ? kRopeFormatVersion : kFormatVersion);
+  w.value(rope ? kRopeHeaderBytes : kHeaderBytes);
   const HeaderFields fields = fieldsOf(config_);
   w.bytes(&fields, sizeof fields);
+  if (rope) {
+    const RopeFields rf = ropeFieldsOf(config_);
+    w.bytes(&rf, sizeof rf);
+  }
   const uint32_t rank = config_.lowRank() ? config_.storedDim() : 0;
   w.value(rank);
   if (rank > 0) {
@@ -213,10 +232,14 @@ Status Cache::importSequence(const uint8_t* bytes, size_t size, uint64_t* id) {
   uint32_t version = 0, headerBytes = 0;
   r.bytes(&version, 4);
   r.bytes(&headerBytes, 4);
-  if (version != 1 && version != kFormatVersion) return corruptData("unsupported sequence format version " + std::to_string(version));
-  if (headerBytes != kHeaderBytes) return corruptData("bad header size");
+  if (version != 1 && version != kFormatVersion && version != kRopeFormatVersion) {
+    return corruptData("unsupported sequence format version " + std::to_string(version));
+  }
+  if (headerBytes != (version == kRopeFormatVersion ? kRopeHeaderBytes : kHeaderBytes)) return corruptData("bad header size");
   HeaderFields f;
   r.bytes(&f, sizeof f);
+  RopeFields rf{0, 0, 0.0};  // version 1: keys after RoPE
+  if (version == kRopeFormatVersion && !r.bytes(&rf, sizeof rf)) return corruptData("truncated sequence bytes");
   const HeaderFields mine = fieldsOf(config_);
   if (f.layers != mine.layers || f.kvHeads != mine.kvHeads || f.headDim != mine.headDim) {
     return shapeMismatch("the sequence has " + std::to_string(f.layers) + " layers x " + std::to_string(f.kvHeads) +
@@ -225,6 +248,13 @@ Status Cache::importSequence(const uint8_t* bytes, size_t size, uint64_t* id) {
   }
   if (std::memcmp(&f, &mine, sizeof f) != 0) {
     return invalidArgument("the sequence was exported with other storage formats, groupSize or rotation than this cache uses");
+  }
+  const RopeFields myRope = ropeFieldsOf(config_);
+  if (rf.dims != myRope.dims || rf.style != myRope.style || !(rf.theta == myRope.theta)) {
+    return invalidArgument(std::string("the sequence was exported ") +
+                           (rf.dims ? "with keys before RoPE (rope " + std::to_string(rf.dims) + " dims, theta " + std::to_string(rf.theta) + ")"
+                                    : "with keys after RoPE") +
+                           "; this cache " + (myRope.dims ? "has other rope options" : "expects keys after RoPE (no rope option)"));
   }
   // The low-rank section (version 2): bounded by the bytes present, bases finite and
   // orthonormal, held rows finite with valid positions.

@@ -1,6 +1,6 @@
 // Content-addressed keys. Everything that makes stored bytes usable by a cache goes into a
 // fingerprint (the model's identity, the head shapes, storage formats, group size, rotation
-// and its seed, the export format and chunk size); token ids are hashed on top of it as a
+// and its seed, RoPE and low-rank settings, the export format and chunk size); token ids are hashed on top of it as a
 // chain over fixed chunks, so that every chunk boundary of a prefix has its own key and a
 // prefix of a stored prefix is found too. An incompatible cache computes other keys: it can
 // never be handed bytes it cannot use.
@@ -34,6 +34,9 @@ export function fingerprint(model: string, c: KVCacheConfig, chunkTokens: number
       rotateKeys: c.rotateKeys,
       rotateValues: c.rotateValues,
       rotationSeed: c.rotationSeed,
+      // Keys stored before RoPE, and low-rank coefficient rows, are other bytes for the same tokens.
+      rope: c.rope,
+      lowRank: c.lowRank,
     }),
   );
 }

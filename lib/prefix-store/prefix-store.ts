@@ -146,8 +146,8 @@ export class PrefixStore {
     if (ids.length === 0) throw invalidArgument('tokens', 'at least one token', tokens);
     this.#checkOpen();
     const bytes = seq.export();
+    // null for low-rank streams (bases before the tables): stored whole, like a compacted sequence.
     const layout = readExportLayout(bytes);
-    if (!layout) throw new KVCacheError('INTERNAL', 'Sequence.export() produced bytes of an unknown layout');
     const print = fingerprint(this.#model, seq.cache.config, this.#chunk);
     this.#counters.puts++;
     // Each backend call has its own deadline (a put of many entries is many calls, each of
@@ -163,7 +163,7 @@ export class PrefixStore {
       const chunks = chain.length - 1;
       const tail = ids.length - chunks * this.#chunk;
       let kind: PrefixKind;
-      if (isPlainPrefix(bytes, layout, ids.length)) {
+      if (layout && isPlainPrefix(bytes, layout, ids.length)) {
         kind = 'plain';
         const keys = Array.from({ length: chunks }, (_, i) => chunkKey(chain, i + 1));
         const present = await this.#withTimeout(this.#backend.has(keys), this.#timeoutMs);

@@ -7,15 +7,17 @@ import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { KVCache, KVCacheError, type KVCacheOptions } from '../../lib/index';
-import { EXPORT_VERSION, readExportLayout } from '../../lib/prefix-store/export-layout';
+import { EXPORT_VERSION, ROPE_EXPORT_VERSION, readExportLayout } from '../../lib/prefix-store/export-layout';
 import { decodedDigest } from '../../scripts/make-kvc-corpus';
 
 const corpus = path.resolve(__dirname, '../kvc-corpus');
 const versions = readdirSync(corpus).filter((d) => /^v\d+$/.test(d));
 
 describe('.kvc corpus', () => {
-  it('has files of the current version', () => {
+  it('has files of the current versions', () => {
     expect(versions).toContain(`v${EXPORT_VERSION}`);
+    expect(versions).toContain(`v${ROPE_EXPORT_VERSION}`);
+    expect(versions).toContain('v1');
   });
   for (const v of versions) {
     const manifest = JSON.parse(readFileSync(path.join(corpus, v, 'manifest.json'), 'utf8')) as {
@@ -32,10 +34,12 @@ describe('.kvc corpus', () => {
           expect(seq.nextPosition(l)).toBe(f.nextPositions[l]);
         }
         expect(decodedDigest(seq, f.options.layers, f.options.kvHeads)).toBe(f.decoded);
-        if (manifest.version === EXPORT_VERSION) {
+        if (manifest.version === EXPORT_VERSION || manifest.version === ROPE_EXPORT_VERSION) {
           expect(Buffer.from(seq.export()).equals(Buffer.from(bytes)), 'exports back to the same bytes').toBe(true);
-          const layout = readExportLayout(bytes)!;
-          expect(Array.from(layout.lengths)).toEqual(f.lengths.flat());
+          const layout = readExportLayout(bytes);
+          // Low-rank exports carry their bases before the tables: stored whole, never split.
+          if (f.options.lowRank) expect(layout).toBeNull();
+          else expect(Array.from(layout!.lengths)).toEqual(f.lengths.flat());
         }
         // one flipped bit anywhere: rejected as CORRUPT_DATA
         for (const at of [0, 9, 20, bytes.length >> 1, bytes.length - 1]) {

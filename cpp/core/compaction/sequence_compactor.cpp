@@ -91,6 +91,9 @@ Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& r, Seque
   if (r.ratio == 0.0 && r.targetTokens == 0) return invalidArgument("either ratio or targetTokens must be given");
   if (r.online && (r.ratio <= 0.0 || r.ratio >= 1.0)) return invalidArgument("online compaction needs a ratio in (0, 1)");
   if (r.threads == 0) return invalidArgument("threads must be >= 1");
+  // Attention Matching fits logits q.k of reference queries; with pre-RoPE keys those need
+  // RoPE by position in the fit, which is not implemented.
+  if (c.ropeDims != 0) return unsupported("compaction of a cache with rope (pre-RoPE keys) is not supported yet");
   for (uint32_t l : r.layers)
     if (l >= c.layers) return invalidArgument("layers: " + std::to_string(l) + " is out of range [0, " + std::to_string(c.layers) + ")");
   for (uint32_t h : r.heads)
