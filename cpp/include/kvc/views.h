@@ -77,12 +77,4 @@ struct AttentionParams {
   float scale = 1.0f;            // usually 1 / sqrt(headDim)
 };
 
-// Split-softmax partial state, produced for a range of blocks of one stream and merged:
-// m = running max of logits, l = sum of exp(logit - m), acc = sum of exp(logit - m) * v.
-struct PartialSoftmax {
-  float* m = nullptr;    // [tq * queriesPerHead]
-  float* l = nullptr;    // [tq * queriesPerHead]
-  float* acc = nullptr;  // [tq * queriesPerHead][headDim]
-};
-
 }  // namespace kvc
