@@ -1,9 +1,9 @@
 // Sequence: one sequence of a KVCache (every layer and kv head, ARCHITECTURE §2).
 import { KVCacheError, invalidArgument, shapeMismatch } from './errors';
-import { lseArray, outputArray, attentionFlags } from './attention-options';
+import { lseArray, outputArray, attentionFlags, sparseOption } from './attention-options';
 import type { KVCache } from './kv-cache';
 import type { NativeSequence } from './native/binding';
-import type { AppendOptions, AttentionOptions, StreamRows } from './types';
+import type { AppendOptions, AttentionOptions, LowRankBases, SparseOptions, SparseSelection, StreamRows } from './types';
 import { type EvictionPolicy, evictSequence } from './eviction-policy';
 import { native } from './native/binding';
 import type { EvictionBudget, EvictionReport, RecordedQueries } from './types';
@@ -124,16 +124,33 @@ export class Sequence {
     let out: Float32Array;
     let lse: Float32Array | null = null;
     let flags = 0;
+    let sparse: Required<SparseOptions> | null = null;
     if (options === undefined) {
       out = new Float32Array(queries.length);
     } else {
       const o = optionsObject('options', options);
-      flags = attentionFlags(o);
+      flags = attentionFlags(o, c.rope);
       out = outputArray(o['out'], queries.length);
       lse = lseArray(o['lse'], tq * c.queryHeads);
+      sparse = sparseOption(o['sparse'], c.keySummaries);
     }
-    this.native.attention(layer, queries, tq, out, lse, flags);
+    this.native.attention(layer, queries, tq, out, lse, flags, sparse);
     return out;
+  }
+
+  /**
+   * The blocks `attention(layer, queries, { sparse })` would read, and the logit bound of every
+   * block, per kv head (inspection: recall measurements and tests).
+   */
+  sparseSelection(layer: number, queries: Float32Array, sparse: SparseOptions): SparseSelection[] {
+    this.checkAlive();
+    const c = this.cache.config;
+    indexBelow('layer', layer, c.layers);
+    float32Array('queries', queries);
+    const tq = tokenCount('queries', queries.length, c.queryHeads * c.headDim, 'queryHeads × headDim');
+    const spec = sparseOption(sparse, c.keySummaries);
+    if (spec === null) throw invalidArgument('sparse', 'an object', sparse);
+    return this.native.sparseSelection(layer, queries, tq, spec);
   }
 
   /** Rows held by one stream. */
@@ -183,6 +200,36 @@ export class Sequence {
     indexBelow('layer', layer, this.cache.config.layers);
     indexBelow('kvHead', kvHead, this.cache.config.kvHeads);
     return this.native.read(layer, kvHead);
+  }
+
+  /**
+   * Low-rank caches: refits the bases of every stream from the rows it holds (lifted back to
+   * headDim) and re-projects them; streams still calibrating get their bases now.
+   */
+  fitBases(): void {
+    this.checkAlive();
+    this.native.fitBases();
+  }
+
+  /**
+   * Low-rank caches: gives one stream caller-made bases (e.g. computed offline from
+   * calibration text), each [headDim][rank] with orthonormal columns. Rows the stream holds are
+   * re-projected (lifted with the old bases first).
+   */
+  setBases(layer: number, kvHead: number, bases: LowRankBases): void {
+    this.checkAlive();
+    indexBelow('layer', layer, this.cache.config.layers);
+    indexBelow('kvHead', kvHead, this.cache.config.kvHeads);
+    const b = optionsObject('bases', bases);
+    this.native.setBases(layer, kvHead, float32Array('bases.keys', b['keys']), float32Array('bases.values', b['values']));
+  }
+
+  /** Low-rank caches: the bases of one stream (copies), or null while it is still calibrating. */
+  bases(layer: number, kvHead: number): LowRankBases | null {
+    this.checkAlive();
+    indexBelow('layer', layer, this.cache.config.layers);
+    indexBelow('kvHead', kvHead, this.cache.config.kvHeads);
+    return this.native.bases(layer, kvHead);
   }
 
   /** Versioned, checksummed bytes of this sequence, for KVCache.importSequence(). */

@@ -35,6 +35,7 @@ bool mmaEligible(const AttentionArgs& a) {
   const RowCodec& c = a.codec;
   const uint32_t D = c.headDim, G = c.groupSize;
   if (D != 64 && D != 128) return false;
+  if (a.ropeDims != 0) return false;  // keys stored before RoPE: the CUDA-core kernel rotates q per row
   if (!mmaStorage(c.keyStorage) || !mmaStorage(c.valueStorage)) return false;
   if (a.pool.layout.blockSize % kMmaRows != 0 || kAttentionSplitRows % kMmaRows != 0) return false;
   // Quantized formats: the group size is a template parameter (32 or 64), so that every index

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "kvc/compaction_ops.h"
+#include "kvc/lowrank_ops.h"
 #include "kvc/status.h"
 #include "kvc/views.h"
 
@@ -50,6 +51,17 @@ class Backend {
   // not rewrite would leave a half-compacted sequence.
   virtual Status rewriteRows(const PoolView& pool, const RowCodec& codec, const StreamView& stream, uint32_t start,
                              uint32_t count, const float* values, const float* beta) = 0;
+  // ---- key summaries and sparse decode (kvc/views.h; used only when the layout has summaries) ----
+  // Folds rows of blocks into their key summaries (SummaryJob). Jobs name distinct blocks.
+  virtual Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const SummaryJob* jobs, uint32_t count) {
+    (void)pool, (void)codec, (void)jobs, (void)count;
+    return unsupported(std::string("summarizeBlocks is not implemented by the ") + name() + " backend");
+  }
+  // Upper bounds of the logits of every block of every stream (BlockBoundsParams).
+  virtual Status blockBounds(const BlockBoundsParams& params) {
+    (void)params;
+    return unsupported(std::string("blockBounds is not implemented by the ") + name() + " backend");
+  }
   // ---- compaction and eviction numerics (kvc/compaction_ops.h, ARCHITECTURE §9) ----
   // Streams per compactStreams call this backend handles best (the CPU: two per thread; a GPU:
   // as many as its memory allows, since one launch fits them all).
@@ -86,6 +98,10 @@ class Backend {
     (void)pool, (void)codec, (void)streams, (void)count, (void)keep;
     return unsupported(std::string("selectRows is not implemented by the ") + name() + " backend");
   }
+
+  // Low-rank storage numerics on host memory (kvc/lowrank_ops.h); nullptr when this backend
+  // has none (the core then uses hostLowRankKernels(): these run on host data either way).
+  virtual const LowRankKernels* lowRank() const { return nullptr; }
 
   // Scratch memory the backend holds for the numerics above (its workspace: one per cache,
   // kept between calls, freed with the backend); reported by Cache::stats().workspaceBytes.
