@@ -13,6 +13,7 @@
 #include "async_copy.cuh"
 #include "hadamard.cuh"
 #include "kernel_args.h"
+#include "mma.cuh"
 #include "rope.cuh"
 #include "row_chunks.cuh"
 
@@ -95,6 +96,8 @@ SmemPlan planSmem(const AttentionArgs& a) {
   p.total = p.oRegion + (pipeline > scratch ? pipeline : scratch);
   return p;
 }
+
+#include "attention_mma.cuh"
 
 // Grid: W * qTiles blocks, block b serving split b / qTiles and query rows
 // [(b % qTiles) * QR, +QR) of that split's stream (the query tiles of one split run side by
@@ -448,6 +451,31 @@ cudaError_t launchSplit(const AttentionArgs& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+template <int DC, int GS, int K, int V>
+cudaError_t launchMma(const AttentionArgs& a, cudaStream_t stream) {
+  const MmaPlan plan = planMma(a);
+  auto kernel = attentionMmaKernel<static_cast<Storage>(K), static_cast<Storage>(V), DC, GS>;
+#if defined(__CUDACC__)
+  if (plan.total > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.total);
+    if (e != cudaSuccess) return e;
+  }
+#endif
+  const uint32_t M = a.tq * a.queriesPerHead, qTiles = (M + kMmaQueryRows - 1) / kMmaQueryRows;
+  KVC_LAUNCH(kernel, dim3(a.workCount * qTiles), dim3(kThreads), plan.total, stream)(a, plan);
+  return cudaGetLastError();
+}
+
+// The tensor-core kernel exists for the f16 / int8 / int4 pairs only (nullptr elsewhere).
+template <int DC, int GS, int K, int V>
+constexpr SplitLauncher mmaLauncher() {
+  if constexpr (mmaStorage(static_cast<Storage>(K)) && mmaStorage(static_cast<Storage>(V))) {
+    return &launchMma<DC, GS, K, V>;
+  } else {
+    return nullptr;
+  }
+}
+
 // One entry per (key format, value format): the table is generated from the format count,
 // so a format added to kvc/formats.h without a ChunkCodec fails to compile here.
 constexpr size_t kFormatPairs = static_cast<size_t>(kStorageCount) * kStorageCount;
@@ -458,15 +486,24 @@ constexpr std::array<SplitLauncher, sizeof...(I)> makeTable(std::index_sequence<
 constexpr std::array<SplitLauncher, kFormatPairs> kSplit64 = makeTable<64>(std::make_index_sequence<kFormatPairs>{});
 constexpr std::array<SplitLauncher, kFormatPairs> kSplit128 = makeTable<128>(std::make_index_sequence<kFormatPairs>{});
 constexpr std::array<SplitLauncher, kFormatPairs> kSplitGeneric = makeTable<0>(std::make_index_sequence<kFormatPairs>{});
+template <int DC, int GS, size_t... I>
+constexpr std::array<SplitLauncher, sizeof...(I)> makeMmaTable(std::index_sequence<I...>) {
+  return {{mmaLauncher<DC, GS, static_cast<int>(I / kStorageCount), static_cast<int>(I % kStorageCount)>()...}};
+}
+// [head_dim 64, 128][group size 32, 64]; f16 / f16 ignores the group size (both tables serve it).
+constexpr std::array<SplitLauncher, kFormatPairs> kMma[2][2] = {
+    {makeMmaTable<64, 32>(std::make_index_sequence<kFormatPairs>{}), makeMmaTable<64, 64>(std::make_index_sequence<kFormatPairs>{})},
+    {makeMmaTable<128, 32>(std::make_index_sequence<kFormatPairs>{}), makeMmaTable<128, 64>(std::make_index_sequence<kFormatPairs>{})}};
 
 }  // namespace
 
 bool attentionSupportsHeadDim(uint32_t headDim) { return headDim >= 1 && headDim <= Geometry<0>::kKeyElems * 32; }
 
+// The smallest query tile of the kernels that may serve this head_dim (the grid is largest then).
 uint32_t attentionQueryTile(uint32_t headDim) {
   switch (headDimClass(headDim)) {
-    case 64: return Geometry<64>::kQueryRows;
-    case 128: return Geometry<128>::kQueryRows;
+    case 64: return kMmaQueryRows < Geometry<64>::kQueryRows ? kMmaQueryRows : Geometry<64>::kQueryRows;
+    case 128: return kMmaQueryRows < Geometry<128>::kQueryRows ? kMmaQueryRows : Geometry<128>::kQueryRows;
     default: return Geometry<0>::kQueryRows;
   }
 }
@@ -477,10 +514,13 @@ cudaError_t launchAttention(const AttentionArgs& a, cudaStream_t stream) {
   const size_t pair = static_cast<size_t>(a.codec.keyStorage) * kStorageCount + static_cast<size_t>(a.codec.valueStorage);
   if (pair >= kFormatPairs) return cudaErrorInvalidValue;
   SplitLauncher split = nullptr;
-  switch (headDimClass(a.codec.headDim)) {
-    case 64: split = kSplit64[pair]; break;
-    case 128: split = kSplit128[pair]; break;
-    default: split = kSplitGeneric[pair]; break;
+  if (mmaEligible(a)) split = kMma[a.codec.headDim == 128][a.codec.groupSize == 64][pair];
+  if (!split) {
+    switch (headDimClass(a.codec.headDim)) {
+      case 64: split = kSplit64[pair]; break;
+      case 128: split = kSplit128[pair]; break;
+      default: split = kSplitGeneric[pair]; break;
+    }
   }
   cudaError_t e = split(a, stream);
   if (e != cudaSuccess) return e;

@@ -300,6 +300,28 @@ int main(int argc, char** argv) {
       }
     }
   }
+  // The tensor-core kernel (head_dim 64 / 128, f16 / int8 / int4 keys and values, blockSize a
+  // multiple of 16, groups of 32 / 64): every format pair at GQA 4 (its design point) and GQA 8
+  // (two query tiles), with and without rotation, including a long stream of four splits.
+  const Storage mmaFormats[] = {Storage::kF16, Storage::kInt8, Storage::kInt4};
+  for (uint32_t D : {128u, 64u}) {
+    for (Storage k : mmaFormats) {
+      for (Storage v : mmaFormats) {
+        const int i = index++;
+        ++seed;
+        if (only >= 0 && only != i) continue;
+        Config c;
+        c.headDim = D;
+        c.keys = k;
+        c.values = v;
+        c.gqa = i % 2 ? 8 : 4;
+        c.blockSize = i % 3 ? 32 : 16;
+        c.groupSize = i % 4 ? 32 : 64;
+        c.rotate = i % 2 == 0;
+        runPair(c, D == 128, seed);
+      }
+    }
+  }
   if (only < 0) testBench();
   std::printf("worst errors: out %.3g (tol %.0e), lse %.3g (tol %.0e), mass %.3g (tol %.0e)\n", worstOut, kOutTol,
               worstLse, kLseTol, worstMass, kMassTol);

@@ -88,40 +88,34 @@ void testCholesky(std::mt19937_64& rng) {
     uint32_t n;
     std::vector<float> g;
   };
-  std::vector<Case> cases(3);
-  {
-    const uint32_t n = 30, m = 70;
+  // Jobs 3 and 4 span several 32-column panels of the blocked factor (the last one partial):
+  // job 3 well-conditioned (n = 100), job 4 rank 40 of 80 lowered like job 1, so its pivots
+  // fail in the second panel until the ridge reaches 1e-4.
+  std::vector<Case> cases(5);
+  auto gram = [&](Case& out, uint32_t n, uint32_t m, double lower) {
     const std::vector<float> a = randomVector(rng, n * m);
-    cases[0].n = n;
-    cases[0].g.assign(n * n, 0.0f);
-    for (uint32_t i = 0; i < n; ++i)
-      for (uint32_t j = 0; j < n; ++j) {
-        double s = 0;
-        for (uint32_t k = 0; k < m; ++k) s += static_cast<double>(a[i * m + k]) * a[j * m + k];
-        cases[0].g[i * n + j] = static_cast<float>(s);
-      }
-  }
-  {
-    const uint32_t n = 24, r = 6;
-    const std::vector<float> a = randomVector(rng, n * r);
-    cases[1].n = n;
-    cases[1].g.assign(n * n, 0.0f);
+    out.n = n;
+    out.g.assign(n * n, 0.0f);
     double trace = 0;
     for (uint32_t i = 0; i < n; ++i)
       for (uint32_t j = 0; j < n; ++j) {
         double s = 0;
-        for (uint32_t k = 0; k < r; ++k) s += static_cast<double>(a[i * r + k]) * a[j * r + k];
-        cases[1].g[i * n + j] = static_cast<float>(s);
+        for (uint32_t k = 0; k < m; ++k) s += static_cast<double>(a[i * m + k]) * a[j * m + k];
+        out.g[i * n + j] = static_cast<float>(s);
         if (i == j) trace += s;
       }
-    for (uint32_t i = 0; i < n; ++i) cases[1].g[i * n + i] -= static_cast<float>(3e-6 * trace / n);
-  }
+    for (uint32_t i = 0; i < n; ++i) out.g[i * n + i] -= static_cast<float>(lower * trace / n);
+  };
+  gram(cases[0], 30, 70, 0.0);
+  gram(cases[1], 24, 6, 3e-6);
   {
     const uint32_t n = 5;
     cases[2].n = n;
     cases[2].g.assign(n * n, 0.0f);
     for (uint32_t i = 0; i < n; ++i) cases[2].g[i * n + i] = i == 2 ? -5000.0f : 1.0f;
   }
+  gram(cases[3], 100, 150, 0.0);
+  gram(cases[4], 80, 40, 3e-6);
   std::vector<std::unique_ptr<Dev<float>>> grams;
   std::vector<std::unique_ptr<Dev<double>>> factors, rhs1, rhsMany;
   Dev<double> lambdas(cases.size());
@@ -156,7 +150,7 @@ void testCholesky(std::mt19937_64& rng) {
   EXPECT(ce::launchCholeskySolve(ds.get(), static_cast<uint32_t>(solves.size()), nrhs, 0) == cudaSuccess, "launch");
   const std::vector<double> gotLambda = lambdas.download();
   const std::vector<uint32_t> gotRaises = raises.download();
-  const uint32_t wantRaises[3] = {0, 2, 6};
+  const uint32_t wantRaises[5] = {0, 2, 6, 0, 2};
   for (size_t c = 0; c < cases.size(); ++c) {
     const uint32_t n = cases[c].n;
     std::vector<double> l;

@@ -96,14 +96,6 @@ struct AttentionParams {
   RopeView rope;                 // rope.spec.dims == 0: keys already hold RoPE
 };
 
-// Split-softmax partial state, produced for a range of blocks of one stream and merged:
-// m = running max of logits, l = sum of exp(logit - m), acc = sum of exp(logit - m) * v.
-struct PartialSoftmax {
-  float* m = nullptr;    // [tq * queriesPerHead]
-  float* l = nullptr;    // [tq * queriesPerHead]
-  float* acc = nullptr;  // [tq * queriesPerHead][headDim]
-};
-
 // Key summaries (sparse decode): recompute or extend the summary of one block from its stored
 // keys. Rows [begin, end) of the block are folded in; begin == 0 starts from an empty summary
 // (the block's rows before `begin` are already in it otherwise).

@@ -1,6 +1,6 @@
 // The f64 solves of compaction, batched over problems: Cholesky of G + λI with the ridge
-// raised ×100 (up to five times) when a pivot fails (one block per problem, left-looking:
-// column j's entries below the diagonal are independent dot products, one warp each), the
+// raised ×100 (up to five times) when a pivot fails (one block per problem, blocked
+// right-looking with 32 × 32 f64 tiles in shared memory), the
 // triangular solves (one thread per right-hand side column), and the projected coordinate
 // descent of the NNLS mass fit (one warp per problem: the coordinates move one after another,
 // each move updates the gradient across the lanes). Formulas: cpp/core/compaction/
@@ -17,12 +17,10 @@ using std::isfinite;  // the device build has it as a global function
 
 namespace {
 
-constexpr unsigned kCholThreads = 128, kCholWarps = kCholThreads / 32;
-
-__device__ __forceinline__ double warpSumD(double v) {
-  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
-  return v;
-}
+constexpr unsigned kCholThreads = 512, kCholWarps = kCholThreads / 32;
+// Panels are kTile columns wide; the trailing update works on kRowTile × kRowTile tiles.
+constexpr uint32_t kTile = 32, kTileStride = kTile + 1;  // +1: rows of a tile fall in different banks
+constexpr uint32_t kRowTile = 64, kRowsPerThread = kRowTile / kCholWarps, kColsPerLane = kRowTile / 32;
 
 // A(i, j) of the regularized matrix, read from the f32 Gram matrix.
 __device__ __forceinline__ double regAt(const float* g, uint32_t size, uint32_t i, uint32_t j, double lambda) {
@@ -30,8 +28,23 @@ __device__ __forceinline__ double regAt(const float* g, uint32_t size, uint32_t 
   return i == j ? v + lambda : v;
 }
 
-__global__ KVC_LAUNCH_BOUNDS(128, 4) void choleskyRidgeKernel(const CholeskyJob* jobs, float ridge) {
-  __shared__ double partial[kCholWarps];
+// Blocked right-looking Cholesky of one problem per block, on the lower triangle of l (which
+// starts as G + λI). For every panel of kTile columns k0..k0+kb:
+//   1. one warp factors the diagonal tile in shared memory (lane r owns row r);
+//   2. row tile by row tile below it, the block solves the panel rows (L_Ik = A_Ik L_kk^-T) in
+//      shared memory, then
+//   3. subtracts L_I L_Jᵀ from every trailing tile (I, J ≤ I), both panel tiles in shared
+//      memory, one element per thread and row step, columns across the lanes (coalesced).
+// Each trailing element is read and written once per panel, so the factor moves ~n³/12 bytes
+// of f64 instead of the left-looking ~n³·8/6 (every column re-reading the row prefixes of L).
+// Every element still subtracts its products in ascending k, as the textbook loop does (the
+// panel multiplies by the reciprocal pivot); a failed pivot anywhere restarts the factor with
+// the ridge raised ×100 (factorWithRidge).
+__global__ KVC_LAUNCH_BOUNDS(512, 1) void choleskyRidgeKernel(const CholeskyJob* jobs, float ridge) {
+  __shared__ double diag[kTile * kTileStride];
+  __shared__ double panelI[kRowTile * kTileStride];
+  __shared__ double panelJ[kRowTile * kTileStride];
+  __shared__ double invDiag[kTile];
   __shared__ int failed;
   const CholeskyJob& job = jobs[blockIdx.x];
   const uint32_t n = job.size;
@@ -46,36 +59,119 @@ __global__ KVC_LAUNCH_BOUNDS(128, 4) void choleskyRidgeKernel(const CholeskyJob*
   uint32_t raises = 0;
   for (int attempt = 0; attempt < 6 && !ok; ++attempt) {
     if (tid == 0) failed = 0;
+    for (uint32_t i = warp; i < n; i += kCholWarps)
+      for (uint32_t j = lane; j <= i; j += 32) l[static_cast<size_t>(i) * n + j] = regAt(job.gram, n, i, j, lambda);
     __syncthreads();
-    for (uint32_t j = 0; j < n; ++j) {
-      // Diagonal: A_jj − Σ_{k<j} L_jk², reduced over the block.
-      const double* lj = l + static_cast<size_t>(j) * n;
-      double s = 0.0;
-      for (uint32_t k = tid; k < j; k += kCholThreads) s += lj[k] * lj[k];
-      s = warpSumD(s);
-      if (lane == 0) partial[warp] = s;
+    for (uint32_t k0 = 0; k0 < n; k0 += kTile) {
+      const uint32_t kb = n - k0 < kTile ? n - k0 : kTile;
+      for (uint32_t idx = tid; idx < kb * kb; idx += kCholThreads) {
+        const uint32_t r = idx / kb, c = idx % kb;
+        if (c <= r) diag[r * kTileStride + c] = l[static_cast<size_t>(k0 + r) * n + k0 + c];
+      }
       __syncthreads();
-      if (tid == 0) {
-        double t = 0.0;
-        for (unsigned w = 0; w < kCholWarps; ++w) t += partial[w];
-        const double d = regAt(job.gram, n, j, j, lambda) - t;
-        if (!(d > 0.0) || !isfinite(d)) {
-          failed = 1;
-        } else {
-          l[static_cast<size_t>(j) * n + j] = sqrt(d);
+      // 1. The diagonal tile, right-looking inside the tile.
+      if (warp == 0) {
+        for (uint32_t c = 0; c < kb; ++c) {
+          const double pivot = diag[c * kTileStride + c];
+          if (!(pivot > 0.0) || !isfinite(pivot)) {  // every lane read the same pivot
+            if (lane == 0) failed = 1;
+            break;
+          }
+          const double root = sqrt(pivot);
+          __syncwarp();
+          if (lane == c) diag[c * kTileStride + c] = root;
+          if (lane > c && lane < kb) diag[lane * kTileStride + c] = diag[lane * kTileStride + c] / root;
+          __syncwarp();
+          if (lane > c && lane < kb) {
+            const double lrc = diag[lane * kTileStride + c];
+            for (uint32_t cc = c + 1; cc <= lane; ++cc) diag[lane * kTileStride + cc] -= lrc * diag[cc * kTileStride + c];
+          }
+          __syncwarp();
         }
       }
       __syncthreads();
       if (failed) break;  // uniform: every thread read the same flag after the barrier
-      const double inv = 1.0 / lj[j];
-      for (uint32_t i = j + 1 + warp; i < n; i += kCholWarps) {
-        const double* li = l + static_cast<size_t>(i) * n;
-        double dot = 0.0;
-        for (uint32_t k = lane; k < j; k += 32) dot += li[k] * lj[k];
-        dot = warpSumD(dot);
-        if (lane == 0) l[static_cast<size_t>(i) * n + j] = (regAt(job.gram, n, i, j, lambda) - dot) * inv;
+      for (uint32_t idx = tid; idx < kb * kb; idx += kCholThreads) {
+        const uint32_t r = idx / kb, c = idx % kb;
+        if (c <= r) l[static_cast<size_t>(k0 + r) * n + k0 + c] = diag[r * kTileStride + c];
       }
+      // Reciprocal pivots: the panel solve multiplies, as the CPU's factor does.
+      if (tid < kb) invDiag[tid] = 1.0 / diag[tid * kTileStride + tid];
       __syncthreads();
+      // 2 + 3. Row tile by row tile below the diagonal tile: solve the tile's panel rows
+      // L_I = A_I L_kk^-T in shared memory (8 threads per row, columns in order), store them, then
+      // subtract L_I L_Jᵀ from every trailing tile (I, J <= I); the L_J were stored before.
+      for (uint32_t i0 = k0 + kb; i0 < n; i0 += kRowTile) {
+        const uint32_t ib = n - i0 < kRowTile ? n - i0 : kRowTile;
+        for (uint32_t idx = tid; idx < ib * kb; idx += kCholThreads) {
+          const uint32_t r = idx / kb, c = idx % kb;
+          panelI[r * kTileStride + c] = l[static_cast<size_t>(i0 + r) * n + k0 + c];
+        }
+        __syncthreads();
+        {
+          const uint32_t r = tid / 8, part = tid % 8;  // a row's 8 threads share a warp
+          for (uint32_t c = 0; c < kb; ++c) {
+            if (part == 0 && r < ib) panelI[r * kTileStride + c] *= invDiag[c];
+            __syncwarp();
+            if (r < ib) {
+              const double x = panelI[r * kTileStride + c];
+              for (uint32_t cc = c + 1 + part; cc < kb; cc += 8) panelI[r * kTileStride + cc] -= x * diag[cc * kTileStride + c];
+            }
+            __syncwarp();
+          }
+        }
+        __syncthreads();
+        for (uint32_t idx = tid; idx < ib * kb; idx += kCholThreads) {
+          const uint32_t r = idx / kb, c = idx % kb;
+          l[static_cast<size_t>(i0 + r) * n + k0 + c] = panelI[r * kTileStride + c];
+        }
+        for (uint32_t j0 = k0 + kb; j0 <= i0; j0 += kRowTile) {
+          const uint32_t jb = n - j0 < kRowTile ? n - j0 : kRowTile;
+          const double* pj = panelI;
+          if (j0 != i0) {
+            for (uint32_t idx = tid; idx < jb * kb; idx += kCholThreads) {
+              const uint32_t r = idx / kb, c = idx % kb;
+              panelJ[r * kTileStride + c] = l[static_cast<size_t>(j0 + r) * n + k0 + c];
+            }
+            pj = panelJ;
+          }
+          __syncthreads();
+          // Thread (warp, lane): rows warp + 16q, columns lane + 32e. All its elements are loaded
+          // before any is updated, so 8 loads per thread are in flight at once.
+          double v[kRowsPerThread][kColsPerLane];
+          bool live[kRowsPerThread][kColsPerLane];
+          KVC_UNROLL
+          for (uint32_t q = 0; q < kRowsPerThread; ++q) {
+            KVC_UNROLL
+            for (uint32_t e = 0; e < kColsPerLane; ++e) {
+              const uint32_t r = warp + kCholWarps * q, col = lane + 32 * e;
+              live[q][e] = r < ib && col < jb && j0 + col <= i0 + r;
+              v[q][e] = live[q][e] ? l[static_cast<size_t>(i0 + r) * n + j0 + col] : 0.0;
+            }
+          }
+          for (uint32_t c = 0; c < kb; ++c) {
+            double x[kRowsPerThread], y[kColsPerLane];
+            KVC_UNROLL
+            for (uint32_t q = 0; q < kRowsPerThread; ++q) x[q] = panelI[(warp + kCholWarps * q) * kTileStride + c];
+            KVC_UNROLL
+            for (uint32_t e = 0; e < kColsPerLane; ++e) y[e] = pj[(lane + 32 * e) * kTileStride + c];
+            KVC_UNROLL
+            for (uint32_t q = 0; q < kRowsPerThread; ++q) {
+              KVC_UNROLL
+              for (uint32_t e = 0; e < kColsPerLane; ++e) v[q][e] -= x[q] * y[e];
+            }
+          }
+          KVC_UNROLL
+          for (uint32_t q = 0; q < kRowsPerThread; ++q) {
+            KVC_UNROLL
+            for (uint32_t e = 0; e < kColsPerLane; ++e) {
+              const uint32_t r = warp + kCholWarps * q, col = lane + 32 * e;
+              if (live[q][e]) l[static_cast<size_t>(i0 + r) * n + j0 + col] = v[q][e];
+            }
+          }
+          __syncthreads();  // panelJ is reloaded next
+        }
+      }
     }
     ok = !failed;
     __syncthreads();
