@@ -5,14 +5,20 @@
 // attention as the baseline, and the per-call overhead of attention.
 // Flags: --json FILE, --quick (4K and 16K only, shorter timing).
 import { KVCache, type Sequence, type Storage } from '../lib/index';
-import { markdownTable, parseArgs, progress, randomFloats, readBandwidth, tinybenchMedianMs, writeJson } from './support/bench-utils';
+import { markdownTable, parseBenchArgs, progress, randomFloats, readBandwidth, tinybenchMedianMs, writeJson } from './support/bench-utils';
 
 const KV_HEADS = 8;
 const HEAD_DIM = 128;
 const QUERY_HEADS = 32;
 const COLD_BYTES = 256 * 2 ** 20;
 
-const args = parseArgs();
+const args = parseBenchArgs({
+  command: 'npm run bench --',
+  summary:
+    'Decode attention of one Llama-3-8B-shaped layer (8 kv heads × 128, 32 query heads) over 4K/16K/64K tokens,\n' +
+    'f16 and f32 storage, 1 and 2 threads, against the read-bandwidth floor and plain JavaScript.\n' +
+    'Other benchmarks: npx tsx bench/{quantization,eviction,compactor}.bench.ts --help',
+});
 const tokenCounts = args.quick ? [4096, 16384] : [4096, 16384, 65536];
 const storages: Storage[] = ['f16', 'f32'];
 const threadCounts = [1, 2];

@@ -6,12 +6,17 @@
 //    int8 keys and values, chunkSize 4096, 128 reference query tokens per layer (32 query
 //    heads → 512 vectors per stream), ratio 0.1, 2 threads: total time. --quick: 4 layers.
 import * as os from 'node:os';
+import { positiveInt } from '../examples/shared/cli';
 import { Compactor, KVCache, type CompactionReport } from '../lib/index';
 import { llmStreams } from '../test/compactor/llm-stream';
-import { markdownTable, parseArgs, writeJson } from './support/bench-utils';
+import { checkedArgs, markdownTable, parseBenchArgs, progress, writeJson } from './support/bench-utils';
 
-const args = parseArgs();
-const runs = Number(args.rest.get('runs') ?? (args.quick ? 3 : 5));
+const args = parseBenchArgs({
+  command: 'npx tsx bench/compactor.bench.ts',
+  summary: 'Compactor through the public API: one 4096-row stream per phase and method, then a Llama-3-8B-shaped 16K-token context.',
+  options: { runs: { type: 'string', value: 'N', description: 'timed runs per case (default 5; --quick 3)' } },
+});
+const runs = checkedArgs(() => positiveInt('runs', args.values.runs, args.quick ? 3 : 5));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const out: Record<string, unknown> = { machine: { cpus: os.cpus()[0]?.model, cores: os.cpus().length, loadavg: os.loadavg() } };
 
@@ -60,17 +65,12 @@ async function llama() {
   for (let l = 0; l < layers; l++) seq.append(l, s.keys, s.values);
   const before = cache.stats();
   const compactor = new Compactor({ method: 'highest-attention', ratio: 0.1, chunkSize: 4096, protect: { sinks: 4, recent: 64 }, threads: 2 });
-  let last = 0;
   const t0 = performance.now();
   const rep = await compactor.compact(seq, {
     queries: Array.from({ length: layers }, () => q),
-    onProgress: (f) => {
-      if (f - last >= 0.25 || f === 1) {
-        last = f;
-        process.stderr.write(`  ${(f * 100).toFixed(0)}% after ${((performance.now() - t0) / 1e3).toFixed(1)} s\n`);
-      }
-    },
+    onProgress: (f) => progress(`compacting ${layers * kvHeads} streams: ${(f * 100).toFixed(0)}% after ${((performance.now() - t0) / 1e3).toFixed(1)} s`),
   });
+  progress('');
   const wall = performance.now() - t0;
   const after = cache.stats();
   cache.dispose();

@@ -9,10 +9,17 @@ import { writeFileSync } from 'node:fs';
 import { Compactor, EvictionPolicy, KVCache, type EvictionBudget, type Sequence } from '../lib/index';
 import { storiesStreams } from '../test/compactor/stories-streams';
 import { syntheticStreams } from '../test/eviction/synthetic';
-import { parseArgs } from './support/bench-utils';
+import { parseBenchArgs } from './support/bench-utils';
 
-const args = parseArgs();
-const part = args.rest.get('part') ?? 'all';
+const args = parseBenchArgs({
+  command: 'npx tsx bench/eviction.bench.ts',
+  summary: 'Eviction: the cost of accumulateScores, evicting 75% of a Llama-3-8B-shaped sequence, and attention error per policy.',
+  options: {
+    part: { type: 'string', choices: ['all', 'scores', 'evict', 'quality'], description: 'one part only (default all)' },
+    streams: { type: 'string', choices: ['synthetic', 'stories'], description: 'quality: one kind of streams only' },
+  },
+});
+const part = args.values.part ?? 'all';
 const results: Record<string, unknown> = {};
 
 function median(xs: number[]): number {
@@ -288,7 +295,7 @@ function storiesQuality(): Record<string, number[]> {
 }
 
 function benchQuality(): void {
-  const only = args.rest.get('streams');
+  const only = args.values.streams;
   results['quality'] = {
     ratios: RATIOS,
     synthetic: only === 'stories' ? undefined : syntheticQuality(),

@@ -11,7 +11,7 @@
 //            thread's peak multiply-add rate (fmaProbe) in the same run.
 // Usage: npx tsx bench/quantization.bench.ts [--part append|decode] [--json FILE] [--quick]
 import { KVCache, type Sequence, type Storage } from '../lib/index';
-import { fmaPeak, markdownTable, parseArgs, progress, randomFloats, readBandwidth, tinybenchMedianMs, writeJson } from './support/bench-utils';
+import { fmaPeak, markdownTable, parseBenchArgs, progress, randomFloats, readBandwidth, tinybenchMedianMs, writeJson } from './support/bench-utils';
 
 const KV_HEADS = 8;
 const HEAD_DIM = 128;
@@ -19,7 +19,11 @@ const QUERY_HEADS = 32;
 const GROUP = 32;
 const MIB = 2 ** 20;
 
-const args = parseArgs();
+const args = parseBenchArgs({
+  command: 'npx tsx bench/quantization.bench.ts',
+  summary: 'Quantization, one thread: fused append into f16/int8/int4 (rotated or not) against a copy, and decode attention against the read floor.',
+  options: { part: { type: 'string', choices: ['all', 'append', 'decode'], description: 'one part only (default all)' } },
+});
 const appendBytes = (args.quick ? 64 : 256) * MIB; // keys + values, f32
 const coldBytes = 256 * MIB;
 const decodeTokens = 16384;
@@ -128,7 +132,7 @@ interface Floors {
 
 async function main(): Promise<void> {
   const simd = KVCache.devices().cpu.simd;
-  const part = args.rest.get('part') ?? 'all';
+  const part = args.values.part ?? 'all';
   const append = part === 'decode' ? undefined : await appendBench();
   let floors: Floors | undefined;
   let decode: DecodeRow[] | undefined;

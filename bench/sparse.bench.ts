@@ -7,10 +7,11 @@
 // reads, per kv head and query, on two synthetic LLM-like worlds: test/compactor/llm-stream.ts
 // (sink, recent rows, retrieval of salient rows anywhere) and bench/support/synthetic-streams.ts
 // (sink, local window, diffuse noise logits over every row).
-// Flags: --tokens 16384,65536  --queries 8  --threads 2  --json FILE
+// Flags: --tokens 16384,65536  --queries 8  --threads 2  --json FILE  --quick (see --help)
 import { KVCache, type Sequence } from '../lib/index';
 import { llmStreams } from '../test/compactor/llm-stream';
-import { markdownTable, medianSeconds, parseArgs, progress, readBandwidth, writeJson } from './support/bench-utils';
+import { positiveInt } from '../examples/shared/cli';
+import { checkedArgs, markdownTable, medianSeconds, parseBenchArgs, progress, readBandwidth, writeJson } from './support/bench-utils';
 import { syntheticKV, syntheticQueries } from './support/synthetic-streams';
 
 const KV_HEADS = 8;
@@ -18,10 +19,20 @@ const HEAD_DIM = 128;
 const QUERY_HEADS = 32;
 const GROUP = QUERY_HEADS / KV_HEADS;
 
-const args = parseArgs();
-const tokenCounts = (args.rest.get('tokens') ?? (args.quick ? '16384' : '16384,65536')).split(',').map(Number);
-const queryCount = Number(args.rest.get('queries') ?? 8);
-const threads = Number(args.rest.get('threads') ?? 2);
+const args = parseBenchArgs({
+  command: 'npx tsx bench/sparse.bench.ts',
+  summary: 'Dynamic sparse decode against full attention (Llama-3-8B-shaped layer, f16 with key summaries): time, selection cost, recall.',
+  options: {
+    tokens: { type: 'string', value: 'N[,N...]', description: 'context lengths (default 16384,65536; --quick 16384)' },
+    queries: { type: 'string', value: 'N', description: 'decode queries per length (default 8)' },
+    threads: { type: 'string', value: 'N', description: 'attention threads (default 2)' },
+  },
+});
+const { tokenCounts, queryCount, threads } = checkedArgs(() => ({
+  tokenCounts: (args.values.tokens ?? (args.quick ? '16384' : '16384,65536')).split(',').map((t) => positiveInt('tokens', t, 0)),
+  queryCount: positiveInt('queries', args.values.queries, 8),
+  threads: positiveInt('threads', args.values.threads, 2),
+}));
 const fractions = [1 / 8, 1 / 16];
 const RULE = { sinks: 4, recent: 64 };
 

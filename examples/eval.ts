@@ -12,7 +12,6 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { parseArgs } from 'node:util';
 import * as kv from '../lib/index';
 import type { Storage } from '../lib/index';
 import { loadCheckpoint } from './llama2c/checkpoint';
@@ -20,10 +19,12 @@ import { attentionDims } from './llama2c/model';
 import { MODELS, sharedModel } from './llama2c/paths';
 import { Tokenizer } from './llama2c/tokenizer';
 import { buildMethods } from './eval/methods';
-import { markdownTable, resultRows, svgPlot, type ResultRow } from './eval/report';
+import { qualitySvg } from './eval/chart';
+import { markdownTable, resultRows, type ResultRow } from './eval/report';
 import { emptyScore, mergeScore, StoryEvaluator, type Score } from './eval/runner';
 import { loadStories, prefixLength } from './eval/stories';
 import { formatSeconds, Progress } from './shared/progress';
+import { parseCli, positiveInt, runMain, usage, type CliOptions, type CliSpec } from './shared/cli';
 
 const ROOT = path.resolve(__dirname, '..');
 const EVALUATION_MD = path.join(ROOT, 'EVALUATION.md');
@@ -33,70 +34,48 @@ function markers(model: string): { begin: string; end: string } {
   return { begin: `<!-- ${tag}:begin -->`, end: `<!-- ${tag}:end -->` };
 }
 
-const USAGE = `usage: npm run eval -- [options]
-
-  --stories N        evaluate the first N stories (default: all)
-  --model NAME|FILE  stories260K (default) or shakes64, each with its own tokenizer and text
-                     (tinystories_eval.txt, shakespeare_val.passages.txt); or a checkpoint file
-  --text FILE        stories separated by lines <|endoftext|> (default: the model's text)
-  --out DIR          results.md, results.json, quality.svg (default eval-out/)
-  --json FILE        also write the result rows as JSON to FILE
-  --methods REGEX    only methods whose id matches (the f32 reference always runs)
-  --jobs N           worker processes, stories split between them (default: CPU count, at most 4)
-  --base F           storage of the cache that eviction and compaction act on (default f16)
-  --max-tokens N     tokens per story at most (default 512, the model's context)
-  --chunk N          prefill chunk (default 64)
-  --no-fork          prefill the prefix for every method instead of forking one shared prefix
-  --doc / --no-doc   update the model's section of EVALUATION.md (default: only after a full run
-                     over the model's default text)
-  --list             print the methods and exit
-  --render A.json[,B.json]  no evaluation: merge saved results (--json / results.json) and write
-                     the report, the picture and (with --doc) EVALUATION.md from them
-  --tokenizer FILE   (default: the model's tokenizer)
-`;
+export const EVAL_SPEC = {
+  command: 'npm run eval --',
+  summary:
+    'Quality of every cache method the library exports, story by story (passage by passage) with a real model.\n' +
+    'Models, tokenizers and texts come from ../shared next to the repository, or from $KVCOMPACT_SHARED_DIR.',
+  options: {
+    stories: { type: 'string', value: 'N', description: 'evaluate the first N stories (default: all)' },
+    model: {
+      type: 'string',
+      value: 'NAME|FILE',
+      description: 'stories260K (default) or shakes64, each with its own tokenizer and text (tinystories_eval.txt, shakespeare_val.passages.txt); or a checkpoint file',
+    },
+    text: { type: 'string', value: 'FILE', description: "stories separated by lines <|endoftext|> (default: the model's text)" },
+    out: { type: 'string', value: 'DIR', description: 'results.md, results.json, quality.svg (default eval-out/)' },
+    json: { type: 'string', value: 'FILE', description: 'also write the result rows as JSON to FILE' },
+    methods: { type: 'string', value: 'REGEX', description: 'only methods whose id matches (the f32 reference always runs)' },
+    jobs: { type: 'string', value: 'N', description: 'worker processes, stories split between them (default: CPU count, at most 4)' },
+    base: { type: 'string', choices: ['f32', 'f16', 'bf16', 'int8', 'int4'], description: 'storage of the cache that eviction and compaction act on (default f16)' },
+    'max-tokens': { type: 'string', value: 'N', description: "tokens per story at most (default 512, the model's context)" },
+    chunk: { type: 'string', value: 'N', description: 'prefill chunk (default 64)' },
+    fork: { type: 'boolean', description: '--no-fork: prefill the prefix for every method instead of forking one shared prefix' },
+    doc: { type: 'boolean', description: "--doc / --no-doc: update the model's section of EVALUATION.md (default: only after a full run over the model's default text)" },
+    list: { type: 'boolean', description: 'print the methods and exit' },
+    render: { type: 'string', value: 'A.json[,B.json]', description: 'no evaluation: merge saved results (--json / results.json) and write the report, the picture and (with --doc) EVALUATION.md' },
+    tokenizer: { type: 'string', value: 'FILE', description: "(default: the model's tokenizer)" },
+    worker: { type: 'string', value: 'K/N', description: '(internal) evaluate stories k, k+N, ... and print JSON lines' },
+  },
+} satisfies CliSpec<CliOptions>;
 
 function parse(argv: string[]) {
-  return parseArgs({
-    args: argv,
-    allowNegative: true,
-    options: {
-      stories: { type: 'string' },
-      text: { type: 'string' },
-      out: { type: 'string' },
-      json: { type: 'string' },
-      methods: { type: 'string' },
-      jobs: { type: 'string' },
-      base: { type: 'string' },
-      'max-tokens': { type: 'string' },
-      chunk: { type: 'string' },
-      fork: { type: 'boolean' },
-      doc: { type: 'boolean' },
-      list: { type: 'boolean' },
-      model: { type: 'string' },
-      tokenizer: { type: 'string' },
-      worker: { type: 'string' },
-      render: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  }).values;
-}
-
-function positiveInt(name: string, v: string | undefined, fallback: number): number {
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${v}`);
-  return n;
+  return parseCli(EVAL_SPEC, argv);
 }
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const o = parse(argv);
   if (o.help) {
-    console.log(USAGE);
+    process.stdout.write(usage(EVAL_SPEC));
     return;
   }
   if (o.render) {
-    render(o.render.split(','), o);
+    await render(o.render.split(','), o);
     return;
   }
   // A named model brings its tokenizer and text; a checkpoint file keeps stories260K's.
@@ -195,7 +174,7 @@ async function main(): Promise<void> {
     model: modelName, command, header, date: new Date().toISOString(), stories: stories.length, totalTokens, scoredTokens, seconds, jobs, notes: set.notes, rows,
   };
   const full = o.text === undefined && o.stories === undefined && o.methods === undefined && named !== undefined;
-  writeOutputs(json, o, o.doc ?? full);
+  await writeOutputs(json, o, o.doc ?? full);
   for (const r of rows.filter((x) => x.error)) console.error(`error in ${r.id} (${r.stories}/${stories.length} stories ok): ${r.error}`);
 }
 
@@ -214,7 +193,7 @@ interface SavedResults {
   rows: ResultRow[];
 }
 
-function writeOutputs(json: SavedResults, o: ReturnType<typeof parse>, doc: boolean): void {
+async function writeOutputs(json: SavedResults, o: ReturnType<typeof parse>, doc: boolean): Promise<void> {
   const { rows, header, command } = json;
   const notes = json.notes.map((n) => `- ${n}`).join('\n');
   const table = markdownTable(rows);
@@ -226,7 +205,7 @@ function writeOutputs(json: SavedResults, o: ReturnType<typeof parse>, doc: bool
   writeFileSync(path.join(outDir, 'results.json'), `${JSON.stringify(json, null, 2)}\n`);
   writeFileSync(
     path.join(outDir, 'quality.svg'),
-    svgPlot(rows, `${json.model ?? 'stories260K'}, ${json.stories} passages: quality of the second half vs KV bytes per token`),
+    await qualitySvg(rows, `${json.model ?? 'stories260K'}, ${json.stories} passages: quality of the second half vs KV bytes per token`),
   );
   if (o.json) writeFileSync(path.resolve(o.json), `${JSON.stringify(json, null, 2)}\n`);
   console.log(`${header}\n\n${table}\n\n${notes}\n`);
@@ -238,7 +217,7 @@ function writeOutputs(json: SavedResults, o: ReturnType<typeof parse>, doc: bool
 }
 
 /** Merges saved runs (rows by id, the first file's f32 row first) and writes the outputs. */
-function render(files: string[], o: ReturnType<typeof parse>): void {
+async function render(files: string[], o: ReturnType<typeof parse>): Promise<void> {
   const runs = files.map((f) => JSON.parse(readFileSync(path.resolve(f), 'utf8')) as SavedResults);
   const first = runs[0]!;
   for (const r of runs) {
@@ -256,7 +235,7 @@ function render(files: string[], o: ReturnType<typeof parse>): void {
   const header =
     `${first.stories} stories (${first.totalTokens} tokens, ${first.scoredTokens} scored), ${rows.length} methods, ` +
     `${seconds.toFixed(0)} s in ${runs.length} run${runs.length > 1 ? 's' : ''} (${runs.map((r) => `\`${r.command}\``).join(', ')}).`;
-  writeOutputs({ ...first, header, seconds, notes, rows, command: runs.map((r) => r.command).join(' + ') }, o, o.doc === true);
+  await writeOutputs({ ...first, header, seconds, notes, rows, command: runs.map((r) => r.command).join(' + ') }, o, o.doc === true);
 }
 
 function updateEvaluationMd(model: string, rows: ResultRow[], command: string, header: string, notes: string[], outDir: string): void {
@@ -277,13 +256,10 @@ function updateEvaluationMd(model: string, rows: ResultRow[], command: string, h
     '',
     ...notes.map((n) => `- ${n}`),
     '',
-    `The picture is written to \`${svgRel}\` (not committed).`,
+    `The picture is written to \`${svgRel}\` (not committed; \`npm run eval:chart\` redraws docs/evaluation-quality.svg from the stories260K table).`,
     END,
   ].join('\n');
   writeFileSync(EVALUATION_MD, doc.slice(0, a) + body + doc.slice(b + END.length));
 }
 
-main().catch((err: unknown) => {
-  console.error(err instanceof Error ? (err.stack ?? err.message) : err);
-  process.exitCode = 1;
-});
+runMain(main);

@@ -4,7 +4,8 @@ import { ATTENTION_FLAGS, SPARSE_OPTIONS } from './generated/schema';
 import type { SparseOptions } from './types';
 import { float32Array, integerOption, knownKeys, optionsObject } from './validate';
 
-const ATTENTION_OPTIONS = ['out', 'lse', 'recordQueries', 'accumulateScores', 'sparse'] as const;
+const ATTENTION_OPTIONS = ['out', 'lse', 'recordQueries', 'accumulateScores', 'positions', 'sparse'] as const;
+const BOOLEAN_FLAGS = ['accumulateScores', 'recordQueries'] as const;
 
 /** The `sparse` option resolved (defaults filled in), or null for dense attention. */
 export function sparseOption(value: unknown, keySummaries: boolean): Required<SparseOptions> | null {
@@ -20,13 +21,24 @@ export function sparseOption(value: unknown, keySummaries: boolean): Required<Sp
   };
 }
 
-/** Checks the option names and flags; returns the native flags (bits of schema/options.json). */
-export function attentionFlags(o: Record<string, unknown>): number {
+/**
+ * Checks the option names and flags; returns the native flags (bits of schema/options.json).
+ * `rope`: the cache's rope option (positions: 'rank' needs it).
+ */
+export function attentionFlags(o: Record<string, unknown>, rope: unknown = null): number {
   knownKeys('options', o, ATTENTION_OPTIONS);
   let flags = 0;
-  for (const [name, bit] of Object.entries(ATTENTION_FLAGS) as Array<[keyof typeof ATTENTION_FLAGS, number]>) {
+  for (const name of BOOLEAN_FLAGS) {
     if (o[name] !== undefined && typeof o[name] !== 'boolean') throw invalidArgument(`options.${name}`, 'a boolean', o[name]);
-    if (o[name] === true) flags |= bit;
+    if (o[name] === true) flags |= ATTENTION_FLAGS[name];
+  }
+  const positions = o['positions'];
+  if (positions !== undefined && positions !== 'stored' && positions !== 'rank') {
+    throw invalidArgument('options.positions', "'stored' or 'rank'", positions);
+  }
+  if (positions === 'rank') {
+    if (rope === null) throw invalidArgument('options.positions', "'stored' for a cache without the rope option", positions);
+    flags |= ATTENTION_FLAGS.rankPositions;
   }
   return flags;
 }

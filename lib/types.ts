@@ -1,12 +1,13 @@
 // Public option, result and statistics types of kvcompact. Enum names, limits and defaults are
 // defined once in schema/options.json (lib/generated/schema.ts); the comments here repeat them.
-import type { DeviceName, StorageName } from './generated/schema';
+import type { DeviceName, RopeStyleName, StorageName } from './generated/schema';
 
 /** Storage format of keys or values (ARCHITECTURE §3): 'f32' | 'f16' | 'bf16' | 'int8' | 'int4'. */
 export type Storage = StorageName;
 /** 'cpu' | 'cuda'. */
 export type Device = DeviceName;
 
+/** Options of `new KVCache(options)`; only layers, kvHeads and headDim are required. */
 export interface KVCacheOptions {
   /** Transformer layers. */
   layers: number;
@@ -46,29 +47,94 @@ export interface KVCacheOptions {
    * block), which `attention(..., { sparse })` needs. Default false.
    */
   keySummaries?: boolean;
+  /**
+   * Low-rank storage: each (layer, kv head) stream stores rows as coefficients on its own
+   * orthonormal key and value bases (ranks `keys` and `values`, equal, even, at most headDim;
+   * groupSize must divide them). A stream holds its first `calibrationRows` rows (default 256)
+   * at full precision, then fits its bases on them and projects every row; 0 keeps rows at
+   * full precision until `seq.fitBases()` or `seq.setBases()`.
+   */
+  lowRank?: { keys: number; values?: number; calibrationRows?: number };
+  /**
+   * The model's RoPE: keys are appended *before* RoPE and queries are passed before RoPE too;
+   * the cache rotates both by position inside attention. Needed for re-indexed positions
+   * (`attention(..., { positions: 'rank' })`). Not available together with `lowRank` yet.
+   * Default: none (keys and queries arrive after RoPE).
+   */
+  rope?: RopeOptions;
+}
+
+/** A resolved lowRank option. */
+export interface LowRankConfig {
+  /** Rank of each stream's key basis (coefficients per stored key row). */
+  readonly keys: number;
+  /** Rank of each stream's value basis (equal to keys). */
+  readonly values: number;
+  /** Rows a stream holds at full precision before its bases are fitted (0: only by setBases/fitBases). */
+  readonly calibrationRows: number;
+}
+
+/** The bases of one low-rank stream: [headDim][rank] each, orthonormal columns. */
+export interface LowRankBases {
+  /** Key basis, [headDim][rank] row-major. */
+  keys: Float32Array;
+  /** Value basis, [headDim][rank] row-major. */
+  values: Float32Array;
+}
+
+/** RoPE parameters of the model: the cache applies RoPE to keys and queries by position. */
+export interface RopeOptions {
+  /** Base of the frequencies theta^(-2i/dims), e.g. 10000 (Llama 2) or 500000 (Llama 3). */
+  theta: number;
+  /** Rotated channels: the first `dims` of each head (even, at most headDim). Default headDim. */
+  dims?: number;
+  /** 'interleaved' pairs (2i, 2i+1) as llama2.c / Meta Llama (default), or 'half': (i, i + dims/2) as Hugging Face / GPT-NeoX. */
+  style?: RopeStyleName;
 }
 
 /** The options a cache runs with, all defaults filled in. */
 export interface KVCacheConfig {
+  /** Transformer layers. */
   readonly layers: number;
+  /** Key/value heads per layer. */
   readonly kvHeads: number;
+  /** Elements per head. */
   readonly headDim: number;
+  /** Query heads per layer (a multiple of kvHeads). */
   readonly queryHeads: number;
+  /** Rows (tokens) per block. */
   readonly blockSize: number;
+  /** Storage of keys. */
   readonly keys: Storage;
+  /** Storage of values. */
   readonly values: Storage;
+  /** Quantization group along headDim. */
   readonly groupSize: number;
+  /** Keys are Hadamard-rotated before storage. */
   readonly rotateKeys: boolean;
+  /** Values are Hadamard-rotated before storage (and attention outputs rotated back). */
   readonly rotateValues: boolean;
+  /** Seed of the rotation's sign flips. */
   readonly rotationSeed: number;
+  /** Budget of the block pool in bytes. */
   readonly maxBytes: number;
+  /** Where the rows live and the kernels run. */
   readonly device: Device;
+  /** CPU threads for attention. */
   readonly threads: number;
+  /** Query vectors kept per stream by `recordQueries` (reservoir sample). */
   readonly queryReservoir: number;
+  /** Newest query vectors kept per stream by `recordQueries`. */
   readonly recentQueries: number;
+  /** Blocks keep per-channel key summaries (for sparse decode). */
   readonly keySummaries: boolean;
+  /** Low-rank storage, or null (rows stored at full width). */
+  readonly lowRank: LowRankConfig | null;
+  /** RoPE the cache applies (keys stored before RoPE), or null (keys stored after RoPE). */
+  readonly rope: Readonly<Required<RopeOptions>> | null;
 }
 
+/** Options of `Sequence.attention` and `KVCache.attentionBatch`. */
 export interface AttentionOptions {
   /** Write the output here instead of allocating (length Tq × queryHeads × headDim). */
   out?: Float32Array;
@@ -83,6 +149,12 @@ export interface AttentionOptions {
   /** Add each row's attention probability (summed over its GQA group and the Tq queries) to the stream's scores (H2O). */
   accumulateScores?: boolean;
   /**
+   * Positions RoPE uses (caches with `rope` only): 'stored' (default) rotates every row and
+   * query by the position it was appended at; 'rank' re-indexes them by their row index in
+   * the stream (0, 1, 2, ... after eviction: StreamingLLM's positions inside the cache).
+   */
+  positions?: 'stored' | 'rank';
+  /**
    * Dynamic sparse decode (Quest-style; caches with `keySummaries`): per kv head, read only the
    * blocks whose logit upper bound (from the key summaries, max over the GQA group's queries)
    * is highest, about `tokens` rows, plus the blocks of the first `sinks` rows (default 4) and
@@ -92,6 +164,7 @@ export interface AttentionOptions {
   sparse?: SparseOptions;
 }
 
+/** Dynamic sparse decode: attend only to the blocks whose key summaries bound the highest logits. */
 export interface SparseOptions {
   /** Rows read per stream (rounded up to whole blocks). */
   tokens: number;
@@ -109,6 +182,7 @@ export interface SparseSelection {
   bounds: Float32Array;
 }
 
+/** Options of `Sequence.append`. */
 export interface AppendOptions {
   /** Token positions of the T rows; default nextPosition(layer), +1, ... */
   positions?: Int32Array | readonly number[];
@@ -126,6 +200,7 @@ export interface StreamRows {
   positions: Int32Array;
 }
 
+/** What `KVCache.stats()` reports: the sequences, rows and pool memory of a cache. */
 export interface CacheStats {
   /** Live sequences. */
   sequences: number;
@@ -137,6 +212,7 @@ export interface CacheStats {
   blocksUsed: number;
   /** Blocks that can still be allocated within maxBytes. */
   blocksFree: number;
+  /** Bytes of one block (blockSize rows of keys, values, beta and positions). */
   blockBytes: number;
   /** blocksUsed × blockBytes. */
   bytesUsed: number;
@@ -152,11 +228,48 @@ export interface CacheStats {
    * Not part of `maxBytes`.
    */
   workspaceBytes: number;
+  /**
+   * Low-rank side data: the bases of every stream (a basis shared by forks counts once) and
+   * the full-precision rows of streams still calibrating. Included in bytesUsed.
+   */
+  lowRankBytes: number;
 }
 
+/** What `KVCache.devices()` reports: the backends this binary has and this machine can run. */
 export interface Devices {
-  cpu: { available: true; threads: number; simd: string };
-  cuda: { available: boolean; compiled: boolean; reason?: string; name?: string; devices?: number; totalMemory?: number };
+  /** The CPU backend, always present. */
+  cpu: {
+    available: true;
+    /** Hardware threads (the default `threads` of a cache). */
+    threads: number;
+    /** The SIMD kernels in use: 'avx512', 'avx2' or 'portable' (capped by KVCOMPACT_SIMD). */
+    simd: string;
+  };
+  /** The CUDA backend. */
+  cuda: {
+    /** `device: 'cuda'` works: the backend is compiled in and a GPU and driver were found (or the test build's emulator is on). */
+    available: boolean;
+    /** The binary contains the CUDA backend (the prebuilt binary does; a node-gyp build from source does not). */
+    compiled: boolean;
+    /** True only in the test build, which contains the CUDA emulator. */
+    emulationCompiled: boolean;
+    /** True when device 'cuda' is the emulator (test build with KVCOMPACT_CUDA_EMULATION=1). */
+    emulated: boolean;
+    /** Why `available` is false, e.g. 'built without CUDA' or the CUDA runtime's error. */
+    reason?: string;
+    /** Name of device 0 (when available). */
+    name?: string;
+    /** Number of CUDA devices (when available). */
+    devices?: number;
+    /** Memory of device 0 in bytes (when available). */
+    totalMemory?: number;
+    /** Compute capability of device 0 as major.minor, e.g. 8.6 (when available). */
+    computeCapability?: number;
+    /** CUDA runtime version linked in, as CUDART_VERSION (e.g. 13000), when known. */
+    runtimeVersion?: number;
+    /** Driver's CUDA version (e.g. 12040), when a driver is installed. */
+    driverVersion?: number;
+  };
 }
 
 /**
@@ -194,8 +307,9 @@ export interface EvictionBudget {
 
 /** What `Sequence.evict` did. */
 export interface EvictionReport {
-  /** Rows over all streams before and after. */
+  /** Rows over all streams before. */
   rowsBefore: number;
+  /** Rows over all streams after. */
   rowsAfter: number;
   /** Rows each stream kept: [layers × kvHeads], index layer × kvHeads + kvHead. */
   keptPerStream: Int32Array;
@@ -204,6 +318,7 @@ export interface EvictionReport {
    * shared: copy-on-write then allocates blocks for the kept rows while the parent keeps the old ones.
    */
   blocksFreed: number;
+  /** blocksFreed × blockBytes. */
   bytesFreed: number;
   /** Wall time of the whole call (scores, selection and gather). */
   milliseconds: number;
@@ -225,7 +340,9 @@ export interface RecordedQueries {
 
 /** One stream as a custom eviction policy sees it. */
 export interface StreamScoreView {
+  /** The stream's layer. */
   layer: number;
+  /** The stream's kv head. */
   kvHead: number;
   /** Rows in the stream. */
   length: number;

@@ -1,28 +1,59 @@
-// Shared helpers of the benchmarks: argument parsing, the read-bandwidth floor, cold
-// working sets, medians and markdown tables.
+// Shared helpers of the benchmarks: the command line (examples/shared/cli.ts), progress, the
+// read-bandwidth floor, cold working sets, medians and markdown tables.
 import { writeFileSync } from 'node:fs';
 
 import { Bench } from 'tinybench';
 
 import { native } from '../../lib/native/binding';
+import { parseCli, UsageError, usage, type CliOptions, type CliValues } from '../../examples/shared/cli';
+import { Progress } from '../../examples/shared/progress';
 
-export interface BenchArgs {
+export interface BenchArgs<O extends CliOptions> {
   json?: string;
   quick: boolean;
-  rest: Map<string, string>;
+  /** the script's own options */
+  values: CliValues<O>;
 }
 
-export function parseArgs(argv = process.argv.slice(2)): BenchArgs {
-  const rest = new Map<string, string>();
-  let json: string | undefined;
-  let quick = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--json') json = argv[++i];
-    else if (a === '--quick') quick = true;
-    else if (a.startsWith('--')) rest.set(a.slice(2), argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('--') ? argv[++i]! : 'true');
+const COMMON_OPTIONS = {
+  json: { type: 'string', value: 'FILE', description: 'also write the results as JSON to FILE' },
+  quick: { type: 'boolean', description: 'fewer sizes and shorter timing (a smoke run)' },
+} satisfies CliOptions;
+
+/**
+ * The command line of a benchmark script: --json FILE, --quick, --help and the script's own
+ * options, parsed strictly (a misspelled option is an error, not silently ignored). --help
+ * prints the usage and exits 0; a wrong command line prints why and exits 2.
+ */
+export function parseBenchArgs<O extends CliOptions>(
+  spec: { command: string; summary: string; options?: O },
+  argv = process.argv.slice(2),
+): BenchArgs<O> {
+  const full = { command: spec.command, summary: spec.summary, options: { ...COMMON_OPTIONS, ...(spec.options ?? ({} as O)) } };
+  try {
+    const v = parseCli(full, argv);
+    if (v.help) {
+      process.stdout.write(usage(full));
+      process.exit(0);
+    }
+    const json = v.json as string | undefined;
+    return { ...(json !== undefined ? { json } : {}), quick: v.quick === true, values: v as CliValues<O> };
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    console.error(`error: ${err.message}`);
+    process.exit(2);
   }
-  return { json, quick, rest };
+}
+
+/** Runs `read` (option values checked with examples/shared/cli.ts); a UsageError prints and exits 2. */
+export function checkedArgs<T>(read: () => T): T {
+  try {
+    return read();
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    console.error(`error: ${err.message}`);
+    process.exit(2);
+  }
 }
 
 /** Median seconds of `runs` timed calls of fn. */
@@ -82,8 +113,15 @@ export function writeJson(path: string | undefined, data: unknown): void {
   console.error(`wrote ${path}`);
 }
 
+const progressLine = new Progress();
+
+/**
+ * Progress on stderr: redrawn in place on a terminal, a line now and then otherwise (so a log
+ * stays short); '' clears the line before results are printed.
+ */
 export function progress(message: string): void {
-  process.stderr.write(`\r\x1b[K${message}`);
+  if (message === '') progressLine.done();
+  else progressLine.update(message);
 }
 
 /** Deterministic pseudo-random floats in [-1, 1) (xorshift32), fast enough for GBs of rows. */

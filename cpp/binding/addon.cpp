@@ -14,6 +14,7 @@
 #include "guard.h"
 #include "kvc/generated/schema.h"
 #include "bench_binding.h"
+#include "build_info.h"
 #include "compaction_binding.h"
 #include "cache_wrap.h"
 #include "cuda_emulation.h"
@@ -132,6 +133,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   registerEviction(env, exports);
   registerCompaction(env, exports);
   registerBench(env, exports);
+  registerBuildInfo(env, exports);
   registerCudaProbe(env, exports);
   registerCudaEmulation(env, exports);
   return exports;

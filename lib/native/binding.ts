@@ -1,12 +1,12 @@
 // The whole native surface in one place: the types of what the .node exports, and the
 // loader. No other file names native symbols.
 import * as path from 'node:path';
-import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 
 import { KVCacheError } from '../errors';
+import { type Attempt, describeHost, loadFailureMessage, loadFirst, packageRoot, productionCandidates } from './locate';
 import type {
-  BudgetKindName, CompactionMethodName, DeviceName, PerHeadName, QuerySourceName, ScheduleName, ScoreSourceName, StorageName,
+  BudgetKindName, CompactionMethodName, DeviceName, PerHeadName, QuerySourceName, RopeStyleName, ScheduleName, ScoreSourceName, StorageName,
 } from '../generated/schema';
 
 // Enums cross the boundary as their names (schema/options.json), flags as the bits listed
@@ -30,6 +30,8 @@ export interface NativeCacheOptions {
   queryReservoir: number;
   recentQueries: number;
   device: DeviceName;
+  /** null: keys after RoPE */
+  rope: { theta: number; dims: number; style: RopeStyleName } | null;
 }
 
 export interface NativeStats {
@@ -41,6 +43,7 @@ export interface NativeStats {
   committedBytes: number;
   workspaceBytes: number;
   maxBytes: number;
+  lowRankBytes: number;
 }
 
 export interface NativeRows {
@@ -73,6 +76,9 @@ export interface NativeSequence {
   isFreed(): boolean;
   read(layer: number, kvHead: number): NativeRows;
   export(): Uint8Array;
+  fitBases(): void;
+  setBases(layer: number, kvHead: number, keys: Float32Array, values: Float32Array): void;
+  bases(layer: number, kvHead: number): { keys: Float32Array; values: Float32Array } | null;
 }
 
 export interface NativeCache {
@@ -201,7 +207,23 @@ export interface NativeCompactionReport {
   secondsTotal: number;
 }
 
+/** How the .node was built (cpp/binding/build_info.cpp). */
+export interface NativeBuildInfo {
+  /** 'cmake' (primary build, prebuilds) or 'node-gyp' (the CPU-only fallback) */
+  buildSystem: string;
+  compiler: string;
+  napiVersion: number;
+  cudaCompiled: boolean;
+  /** CMake CUDA architectures, comma-separated ('' without CUDA) */
+  cudaArchitectures: string;
+  cudaEmulationCompiled: boolean;
+  /** libstdc++ and libgcc linked in (the .node needs only the C library) */
+  staticCxxRuntime: boolean;
+  assertions: boolean;
+}
+
 export interface NativeAddon {
+  buildInfo(): NativeBuildInfo;
   NativeCache: new (options: NativeCacheOptions) => NativeCache;
   setErrorFactory(factory: (code: string, message: string) => Error): void;
   devices(): NativeDevices;
@@ -261,23 +283,6 @@ export interface NativeTestAddon extends NativeAddon {
   resetCudaTransferStats(): void;
 }
 
-/** The package root (holds package.json), from lib/native or dist/cjs/native. */
-function packageRoot(): string {
-  let dir = __dirname;
-  for (let i = 0; i < 5; i++) {
-    const candidate = path.join(dir, 'package.json');
-    if (fs.existsSync(candidate)) {
-      try {
-        if ((JSON.parse(fs.readFileSync(candidate, 'utf8')) as { name?: string }).name === 'kvcompact') return dir;
-      } catch {
-        // not ours; keep walking up
-      }
-    }
-    dir = path.dirname(dir);
-  }
-  return path.resolve(__dirname, '..', '..');
-}
-
 /**
  * Which addon a process uses. 'production' is kvcompact.node as node-gyp-build finds it
  * (build/Release, then prebuilds/): CPU backend + CUDA backend, no emulator. 'test' is
@@ -304,44 +309,54 @@ function buildKey(build: NativeBuild): string {
   return typeof build === 'string' ? build : build.path;
 }
 
-const loaded = new Map<string, NativeAddon>();
+const loaded = new Map<string, { addon: NativeAddon; file: string }>();
 let addon: NativeAddon | undefined;
 
 /**
- * Loads one build (once per process) and registers the error factory on it. Every failure is
- * collected into one message that says what to do.
+ * Loads one build (once per process) and registers the error factory on it. 'production'
+ * tries build/Release/kvcompact.node, then the prebuilds for this platform (locate.ts); when
+ * nothing loads, one error lists every file with its reason and the commands that fix it.
  */
 export function loadNative(build: NativeBuild): NativeAddon {
+  return loadNativeWithFile(build).addon;
+}
+
+/** loadNative(), plus the file the addon came from (`npx kvcompact doctor` prints it). */
+export function loadNativeWithFile(build: NativeBuild): { addon: NativeAddon; file: string } {
   const key = buildKey(build);
   const cached = loaded.get(key);
   if (cached) return cached;
   const root = packageRoot();
   // createRequire works the same in the CommonJS build and under ESM-based test runners.
   const load = createRequire(__filename);
-  let attempt: [string, () => unknown];
-  if (build === 'production') {
-    attempt = [`node-gyp-build(${root})`, () => (load('node-gyp-build') as (dir: string) => unknown)(root)];
-  } else {
-    const file = build === 'test' ? testAddonPath() : build.path;
-    attempt = [file, () => load(file)];
-  }
-  try {
-    const addonOfBuild = attempt[1]() as NativeAddon;
-    addonOfBuild.setErrorFactory((code, message) => new KVCacheError(code as KVCacheError['code'], message));
-    loaded.set(key, addonOfBuild);
-    return addonOfBuild;
-  } catch (error) {
-    const fix =
+  const attempts: Attempt[] =
+    build === 'production'
+      ? productionCandidates(root)
+      : [{ file: build === 'test' ? testAddonPath() : build.path, origin: 'environment' }];
+  const result = loadFirst(attempts, (file) => load(file) as NativeAddon);
+  if (!result.ok) {
+    const what = build === 'production' ? 'production build' : build === 'test' ? 'KVCOMPACT_NATIVE=test' : `KVCOMPACT_NATIVE=${build.path}`;
+    const extra =
       build === 'test'
-        ? 'The test addon is built by CMake only: `npm run build:native` (it needs the CUDA toolkit headers for the emulator).'
-        : 'Build it with `npm run build:native` (CMake) or `npx node-gyp rebuild`, or reinstall the package.';
-    throw new KVCacheError(
-      'INTERNAL',
-      `the kvcompact native addon (${typeof build === 'string' ? build : 'KVCOMPACT_NATIVE'} build) could not be loaded for ` +
-        `${process.platform}-${process.arch}, Node ${process.version}:\n  ${attempt[0]}: ` +
-        `${(error as Error).message.split('\n')[0]}\n${fix}`,
-    );
+        ? '\nThe test addon is built by CMake only: `npm run build:native` in a checkout of the repository (it needs the CUDA toolkit headers for the emulator).'
+        : build === 'production'
+          ? ''
+          : '\nKVCOMPACT_NATIVE is set: point it at a kvcompact.node that loads, or unset it to use the package\'s own binary.';
+    throw new KVCacheError('INTERNAL', loadFailureMessage(what, result.attempts, root, describeHost()) + extra);
   }
+  result.addon.setErrorFactory((code, message) => new KVCacheError(code as KVCacheError['code'], message));
+  const entry = { addon: result.addon, file: result.file };
+  loaded.set(key, entry);
+  return entry;
+}
+
+/**
+ * Loads the build this process asks for (KVCOMPACT_NATIVE at this moment) when kvcompact is
+ * imported, so that a missing or unloadable binary fails at import with the full report. The
+ * build that native() uses is still decided at its first call.
+ */
+export function loadAtImport(): void {
+  loadNative(requestedBuild());
 }
 
 /** The addon this process uses (requestedBuild(), decided at the first call). */

@@ -11,7 +11,8 @@ import { Tokenizer } from '../../examples/llama2c/tokenizer';
 import { buildMethods } from '../../examples/eval/methods';
 import { StoryEvaluator, emptyScore, mergeScore, type Score } from '../../examples/eval/runner';
 import { loadStories, prefixLength, splitStories } from '../../examples/eval/stories';
-import { markdownTable, resultRows, svgPlot } from '../../examples/eval/report';
+import { qualitySvg } from '../../examples/eval/chart';
+import { markdownTable, resultRows } from '../../examples/eval/report';
 import { EVAL_TEXT_PATH, MODEL_PATH, TOKENIZER_PATH } from '../../examples/llama2c/paths';
 
 const checkpoint = loadCheckpoint(MODEL_PATH);
@@ -129,9 +130,9 @@ describe('evaluation plumbing with stand-in eviction and compaction', () => {
     expect(row('am-online-48').tokens).toBe(scored);
 
     expect(markdownTable(rows)).toContain('| f16 | storage |');
-    const svg = svgPlot(rows, 'test');
+    const svg = await qualitySvg(rows, 'test');
     expect(svg.startsWith('<svg')).toBe(true);
-    expect(svg).toContain('evict slidingWindow');
+    expect(svg).toContain('slidingWindow');
     expect(svg).not.toContain('NaN');
   });
 });
