@@ -27,7 +27,11 @@ void attend(const CompactionKernels& k, Parallel& par, const AttendArgs& a) {
   // Per participant: a block of exps (unless the caller keeps them all), row scales, and
   // column accumulators in f32 (summed into f64 at the end).
   const bool stat = a.columnStat != ColumnStat::kNone;
-  const size_t blockFloats = (static_cast<size_t>(kQueryBlock) * rows + 15) / 16 * 16;
+  // The row stride of a block of exps is padded by one cache line when it would be a
+  // multiple of 4 KiB: the second GEMM reads 12 rows of the block at once, and rows 4 KiB
+  // apart all map to the same L1 sets (12 lines in a 12-way set, with the B panel on top).
+  const uint32_t ld = a.exps ? rows : (rows + 15) / 16 * 16 + ((rows + 15) / 16 * 16 % 1024 == 0 ? 16 : 0);
+  const size_t blockFloats = static_cast<size_t>(kQueryBlock) * ld;
   const size_t colFloats = (static_cast<size_t>(rows) + 15) / 16 * 16;
   float* blockScratch = a.exps ? nullptr : scratch<float>(Scratch::kAttendBlocks, blockFloats * participants);
   float* colScratch = stat ? scratch<float>(Scratch::kAttendColumns, colFloats * participants) : nullptr;
@@ -36,10 +40,10 @@ void attend(const CompactionKernels& k, Parallel& par, const AttendArgs& a) {
     const uint32_t i0 = block * kQueryBlock, m = std::min(kQueryBlock, a.nq - i0);
     float* e = a.exps ? a.exps + static_cast<size_t>(i0) * rows : blockScratch + p * blockFloats;
     float* acc = stat ? colScratch + p * colFloats : nullptr;
-    k.gemm(m, rows, D, a.queries + static_cast<size_t>(i0) * D, D, a.rows->keys, e, rows, false);
-    k.softmaxRows(e, rows, m, rows, a.bias, a.rowMax + i0, a.rowSum + i0);
+    k.gemm(m, rows, D, a.queries + static_cast<size_t>(i0) * D, D, a.rows->keys, e, ld, false);
+    k.softmaxRows(e, ld, m, rows, a.bias, a.rowMax + i0, a.rowSum + i0);
     float* y = a.out + static_cast<size_t>(i0) * D;
-    k.gemm(m, D, rows, e, rows, a.rows->values, y, D, false);
+    k.gemm(m, D, rows, e, ld, a.rows->values, y, D, false);
     float inv[kQueryBlock];
     for (uint32_t r = 0; r < m; ++r) {
       const float z = a.rowSum[i0 + r];
@@ -49,11 +53,11 @@ void attend(const CompactionKernels& k, Parallel& par, const AttendArgs& a) {
     if (a.columnStat == ColumnStat::kExpSquares) std::fill(inv, inv + m, 1.0f);
     if (a.columnStat == ColumnStat::kAttention) {
       for (uint32_t r = 0; r < m; ++r) {
-        const float* er = e + static_cast<size_t>(r) * rows;
+        const float* er = e + static_cast<size_t>(r) * ld;
         for (uint32_t j = 0; j < rows; ++j) acc[j] += er[j] * inv[r];
       }
     } else if (stat) {
-      k.accumulateColumnSquares(e, rows, m, rows, inv, acc);
+      k.accumulateColumnSquares(e, ld, m, rows, inv, acc);
     }
   });
   if (stat)

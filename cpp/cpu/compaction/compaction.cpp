@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <new>
@@ -74,7 +76,21 @@ void errors(const QueryStats& ref, const QueryStats& got, uint32_t D, float* out
 }
 
 Status checkFinite(const float* x, size_t count, const char* name) {
-  for (size_t i = 0; i < count; ++i)
+  // Blocks of 1024 values scanned branch-free on their exponent bits (the compiler vectorizes
+  // this); only a block that holds an inf or NaN is searched for its index.
+  constexpr size_t kBlock = 1024;
+  size_t bad = count;
+  for (size_t b0 = 0; b0 < count && bad == count; b0 += kBlock) {
+    const size_t b1 = std::min(count, b0 + kBlock);
+    uint32_t any = 0;
+    for (size_t i = b0; i < b1; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, x + i, 4);
+      any |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    if (any) bad = b0;
+  }
+  for (size_t i = bad; i < count; ++i)
     if (!std::isfinite(x[i])) return invalidArgument(std::string("compaction: ") + name + "[" + std::to_string(i) + "] is not finite");
   return Status::ok();
 }

@@ -319,7 +319,87 @@ inline bool choleskyF64(double* a, uint32_t n, uint32_t lda) {
   return true;
 }
 
-inline void choleskySolveF64(const double* l, uint32_t n, uint32_t lda, double* b, uint32_t nrhs, uint32_t ldb) {
+// (L Lᵀ) x = b for a block of right-hand sides (NV vectors of VB bytes of columns of b, row
+// stride ldb), four rows at a time held in registers: each loaded row of solved values serves
+// four rows. Every element sees the same operations in the same order as the row-by-row
+// loops of choleskySolveF64 (forward: k ascending, then the scale; backward: i descending,
+// then the scale); only the loads and stores of b between the steps are gone.
+template <int VB, int NV>
+void choleskySolveColumnsF64(const double* l, uint32_t n, uint32_t lda, double* b, uint32_t ldb) {
+  typedef double VD __attribute__((vector_size(VB)));
+  constexpr uint32_t L = VB / 8;
+  // By reference, not by value: no vector-typed arguments or returns across calls.
+  auto load = [](VD& v, const double* p) { std::memcpy(&v, p, sizeof v); };
+  auto store = [](double* p, const VD& v) { std::memcpy(p, &v, sizeof v); };
+  for (uint32_t i0 = 0; i0 < n; i0 += 4) {
+    const uint32_t rows = std::min<uint32_t>(4, n - i0);
+    const double* li[4];
+    VD acc[4][NV];
+    for (uint32_t r = 0; r < 4; ++r) {
+      li[r] = l + static_cast<uint64_t>(i0 + std::min(r, rows - 1)) * lda;
+      for (int v = 0; v < NV; ++v) load(acc[r][v], b + static_cast<uint64_t>(i0 + std::min(r, rows - 1)) * ldb + v * L);
+    }
+    for (uint32_t k = 0; k < i0; ++k) {
+      const double* yk = b + static_cast<uint64_t>(k) * ldb;
+      VD y[NV];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) load(y[v], yk + v * L);
+#pragma GCC unroll 4
+      for (uint32_t r = 0; r < 4; ++r) {
+        const double alpha = -li[r][k];
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) acc[r][v] += alpha * y[v];
+      }
+    }
+    for (uint32_t r = 0; r < rows; ++r) {
+      for (uint32_t k = i0; k < i0 + r; ++k) {
+        const double alpha = -li[r][k];
+        for (int v = 0; v < NV; ++v) acc[r][v] += alpha * acc[k - i0][v];
+      }
+      const double inv = 1.0 / li[r][i0 + r];
+      for (int v = 0; v < NV; ++v) {
+        acc[r][v] *= inv;
+        store(b + static_cast<uint64_t>(i0 + r) * ldb + v * L, acc[r][v]);
+      }
+    }
+  }
+  for (uint32_t k1 = n; k1 > 0;) {
+    const uint32_t k0 = k1 >= 4 ? k1 - 4 : 0, rows = k1 - k0;
+    VD acc[4][NV];
+    for (uint32_t r = 0; r < 4; ++r)
+      for (int v = 0; v < NV; ++v) load(acc[r][v], b + static_cast<uint64_t>(k0 + std::min(r, rows - 1)) * ldb + v * L);
+    for (uint32_t i = n; i-- > k1;) {
+      const double* xi = b + static_cast<uint64_t>(i) * ldb;
+      const double* lrow = l + static_cast<uint64_t>(i) * lda + k0;
+      VD x[NV];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) load(x[v], xi + v * L);
+#pragma GCC unroll 4
+      for (uint32_t r = 0; r < 4; ++r) {
+        const double alpha = -lrow[std::min(r, rows - 1)];
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) acc[r][v] += alpha * x[v];
+      }
+    }
+    for (uint32_t k = k1; k-- > k0;) {
+      const uint32_t r = k - k0;
+      for (uint32_t i = k1; i-- > k + 1;) {
+        const double alpha = -l[static_cast<uint64_t>(i) * lda + k];
+        for (int v = 0; v < NV; ++v) acc[r][v] += alpha * acc[i - k0][v];
+      }
+      const double inv = 1.0 / l[static_cast<uint64_t>(k) * lda + k];
+      for (int v = 0; v < NV; ++v) {
+        acc[r][v] *= inv;
+        store(b + static_cast<uint64_t>(k) * ldb + v * L, acc[r][v]);
+      }
+    }
+    k1 = k0;
+  }
+}
+
+// VB: the bytes of one vector register of the instruction set; NV: vectors per row of a block.
+template <int VB, int NV>
+void choleskySolveF64(const double* l, uint32_t n, uint32_t lda, double* b, uint32_t nrhs, uint32_t ldb) {
   if (nrhs == 1) {
     for (uint32_t i = 0; i < n; ++i) {
       const double* li = l + static_cast<uint64_t>(i) * lda;
@@ -340,6 +420,12 @@ inline void choleskySolveF64(const double* l, uint32_t n, uint32_t lda, double* 
     }
     return;
   }
+  constexpr uint32_t kCols = NV * VB / 8;
+  const uint32_t blocked = nrhs / kCols * kCols;
+  for (uint32_t c0 = 0; c0 < blocked; c0 += kCols) choleskySolveColumnsF64<VB, NV>(l, n, lda, b + c0, ldb);
+  if (blocked == nrhs) return;
+  b += blocked;
+  nrhs -= blocked;
   // Forward: y_i = (b_i − Σ_{k<i} L[i][k] y_k) / L[i][i], whole rows of right-hand sides at once.
   for (uint32_t i = 0; i < n; ++i) {
     const double* li = l + static_cast<uint64_t>(i) * lda;
@@ -399,7 +485,8 @@ CompactionKernels makeCompactionTable() {
   t.accumulateColumnSquares = &accumulateColumnSquaresT<S>;
   t.gemvTransposed = &gemvTransposedT<S>;
   t.cholesky = &choleskyF64;
-  t.choleskySolve = &choleskySolveF64;
+  // Four rows × four vectors of right-hand sides: 16 accumulators (8 of the 16 AVX2 / SSE registers with 2).
+  t.choleskySolve = S::W >= 16 ? &choleskySolveF64<64, 4> : S::W >= 8 ? &choleskySolveF64<32, 2> : &choleskySolveF64<16, 2>;
   t.nnlsCoordinateDescent = &nnlsCoordinateDescentF64;
   return t;
 }

@@ -129,15 +129,29 @@ int batch(int argc, char** argv) {
     std::printf("error: %s\n", st.message().c_str());
     return 1;
   }
-  double diag = 0.0, err = 0.0;
+  double diag = 0.0, err = 0.0, scores = 0.0, select = 0.0, nnls = 0.0, values = 0.0;
   for (const Result& r : results) {
     diag += r.secondsDiagnostics;
     err += r.outputError;
+    scores += r.secondsScores;
+    select += r.secondsSelect;
+    nnls += r.secondsNnls;
+    values += r.secondsValues;
   }
   std::printf("batch: %u streams T=%u n=%u D=%u t=%u chunk=%u method=%s threads=%u: wall %.2f s, cpu %.2f s "
               "(diagnostics %.2f s of thread time), %.1f ms/stream wall, mean ref error %.4f\n",
               streams, T, n, D, t, chunk, method ? "omp" : "highest-attention", threads, wall, cpu, diag,
               1e3 * wall / streams, err / streams);
+  std::printf("  thread time per stream (ms): scores %.1f, select %.1f, nnls %.1f, values %.1f, diagnostics %.1f\n",
+              1e3 * scores / streams, 1e3 * select / streams, 1e3 * nnls / streams, 1e3 * values / streams,
+              1e3 * diag / streams);
+  // A checksum of the fit, to compare two builds' results.
+  double sumBeta = 0.0, sumValues = 0.0;
+  for (const Result& r : results) {
+    for (float b : r.beta) sumBeta += b;
+    for (float v : r.values) sumValues += std::fabs(v);
+  }
+  std::printf("  checksum: sum beta %.6e, sum |values| %.6e, ref error %.7f\n", sumBeta, sumValues, err / streams);
   return 0;
 }
 
