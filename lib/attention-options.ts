@@ -1,17 +1,22 @@
 // Checks of the attention options shared by Sequence.attention and KVCache.attentionBatch.
 import { invalidArgument, shapeMismatch } from './errors';
-import { ATTENTION_FLAGS } from './generated/schema';
-import { float32Array, knownKeys } from './validate';
+import { ATTENTION_FLAGS, PRECISION } from './generated/schema';
+import { enumOption, float32Array, knownKeys } from './validate';
 
-const ATTENTION_OPTIONS = ['out', 'lse', 'recordQueries', 'accumulateScores'] as const;
+const ATTENTION_OPTIONS = ['out', 'lse', 'recordQueries', 'accumulateScores', 'precision'] as const;
+const BOOLEAN_OPTIONS = ['recordQueries', 'accumulateScores'] as const;
 
 /** Checks the option names and flags; returns the native flags (bits of schema/options.json). */
 export function attentionFlags(o: Record<string, unknown>): number {
   knownKeys('options', o, ATTENTION_OPTIONS);
   let flags = 0;
-  for (const [name, bit] of Object.entries(ATTENTION_FLAGS) as Array<[keyof typeof ATTENTION_FLAGS, number]>) {
+  for (const name of BOOLEAN_OPTIONS) {
     if (o[name] !== undefined && typeof o[name] !== 'boolean') throw invalidArgument(`options.${name}`, 'a boolean', o[name]);
-    if (o[name] === true) flags |= bit;
+    if (o[name] === true) flags |= ATTENTION_FLAGS[name];
+  }
+  if (o['precision'] !== undefined) {
+    const precision = enumOption('options.precision', o['precision'], PRECISION);
+    flags |= precision === 'fast' ? ATTENTION_FLAGS.precisionFast : ATTENTION_FLAGS.precisionExact;
   }
   return flags;
 }

@@ -13,6 +13,7 @@ export type {
   AttentionOptions,
   CacheStats,
   Device,
+  Precision,
   Devices,
   EvictionBudget,
   EvictionReport,

@@ -13,7 +13,7 @@ import { enumOption, float32Array, indexBelow, integerIn, integerOption, isUint8
 
 const OPTION_NAMES = [
   'layers', 'kvHeads', 'headDim', 'queryHeads', 'blockSize', 'keys', 'values', 'groupSize',
-  'rotate', 'rotationSeed', 'maxBytes', 'device', 'threads', 'queryReservoir', 'recentQueries',
+  'rotate', 'rotationSeed', 'maxBytes', 'device', 'precision', 'threads', 'queryReservoir', 'recentQueries',
 ] as const;
 
 function isPowerOfTwo(n: number): boolean {
@@ -64,12 +64,13 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   let maxBytes: number = L.maxBytes.default;
   if (o['maxBytes'] !== undefined && o['maxBytes'] !== Infinity) maxBytes = integerOption('options.maxBytes', o['maxBytes'], L.maxBytes);
   const device = o['device'] === undefined ? L.device.default : enumOption('options.device', o['device'], L.device.names);
+  const precision = o['precision'] === undefined ? L.precision.default : enumOption('options.precision', o['precision'], L.precision.names);
   const threads = o['threads'] === undefined ? Math.min(os.availableParallelism(), L.threads.max) : integerOption('options.threads', o['threads'], L.threads);
   const queryReservoir = o['queryReservoir'] === undefined ? L.queryReservoir.default : integerOption('options.queryReservoir', o['queryReservoir'], L.queryReservoir);
   const recentQueries = o['recentQueries'] === undefined ? L.recentQueries.default : integerOption('options.recentQueries', o['recentQueries'], L.recentQueries);
   return {
     layers, kvHeads, headDim, queryHeads, blockSize, keys, values, groupSize, rotateKeys, rotateValues,
-    rotationSeed, maxBytes, device, threads, queryReservoir, recentQueries,
+    rotationSeed, maxBytes, device, precision, threads, queryReservoir, recentQueries,
   };
 }
 

@@ -1,11 +1,13 @@
 // Public option, result and statistics types of kvcompact. Enum names, limits and defaults are
 // defined once in schema/options.json (lib/generated/schema.ts); the comments here repeat them.
-import type { DeviceName, StorageName } from './generated/schema';
+import type { DeviceName, PrecisionName, StorageName } from './generated/schema';
 
 /** Storage format of keys or values (ARCHITECTURE §3): 'f32' | 'f16' | 'bf16' | 'int8' | 'int4'. */
 export type Storage = StorageName;
 /** 'cpu' | 'cuda'. */
 export type Device = DeviceName;
+/** 'exact' | 'fast': decode arithmetic (docs/fast-precision.md). */
+export type Precision = PrecisionName;
 
 export interface KVCacheOptions {
   /** Transformer layers. */
@@ -35,6 +37,12 @@ export interface KVCacheOptions {
   maxBytes?: number;
   /** 'cpu' (default) or 'cuda'. */
   device?: Device;
+  /**
+   * Default arithmetic of attention calls. 'fast' scores int8/int4 keys with integer dot
+   * products against the query quantized to int8 per group, on the CPU; other formats, and
+   * the CUDA backend, compute exactly. Default 'exact'. See docs/fast-precision.md.
+   */
+  precision?: Precision;
   /** CPU threads for attention (the caller's thread included). Default: available parallelism. */
   threads?: number;
   /** Query vectors kept per stream by `recordQueries` (uniform reservoir sample). Default 512. */
@@ -58,6 +66,7 @@ export interface KVCacheConfig {
   readonly rotationSeed: number;
   readonly maxBytes: number;
   readonly device: Device;
+  readonly precision: Precision;
   readonly threads: number;
   readonly queryReservoir: number;
   readonly recentQueries: number;
@@ -76,6 +85,8 @@ export interface AttentionOptions {
   recordQueries?: boolean;
   /** Add each row's attention probability (summed over its GQA group and the Tq queries) to the stream's scores (H2O). */
   accumulateScores?: boolean;
+  /** This call's arithmetic; default: the cache's `precision`. */
+  precision?: Precision;
 }
 
 export interface AppendOptions {

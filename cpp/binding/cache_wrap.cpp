@@ -107,6 +107,7 @@ CacheWrap::CacheWrap(const Napi::CallbackInfo& info) try : Napi::ObjectWrap<Cach
   c.queryReservoir = optionU32(env, o, "queryReservoir", limits::kQueryReservoirMin, limits::kQueryReservoirMax, limits::kQueryReservoirDefault);
   c.recentQueries = optionU32(env, o, "recentQueries", limits::kRecentQueriesMin, limits::kRecentQueriesMax, limits::kRecentQueriesDefault);
   c.device = schema::kDeviceNames[optionEnum(env, o, "device", schema::kDeviceNames, schema::kDeviceCount, limits::kDeviceDefault)];
+  c.fastPrecision = optionEnum(env, o, "precision", schema::kPrecisionNames, schema::kPrecisionCount, limits::kPrecisionDefault) == 1;
   handle_ = std::make_shared<CacheHandle>();
   handle_->env = env;
   std::unique_ptr<Cache> cache;
@@ -180,6 +181,11 @@ Napi::Value CacheWrap::attentionBatch(const Napi::CallbackInfo& info) {
   const uint32_t flags = argFlags(info, 5, "flags", schema::kAttentionFlagMask);
   r.accumulateScores = flags & schema::kAttentionAccumulateScores;
   r.recordQueries = flags & schema::kAttentionRecordQueries;
+  if ((flags & schema::kAttentionPrecisionFast) && (flags & schema::kAttentionPrecisionExact)) {
+    throwError(env, StatusCode::kInvalidArgument, "flags: precision is either fast or exact");
+  }
+  if (flags & schema::kAttentionPrecisionFast) r.precision = 1;
+  if (flags & schema::kAttentionPrecisionExact) r.precision = 0;
   r.queries = static_cast<const float*>(q.data);
   r.out = static_cast<float*>(out.data);
   throwIfError(env, cache.attention(batchIds_.data(), n, r));

@@ -374,6 +374,7 @@ Status Cache::attentionChunk(const uint64_t* ids, uint32_t count, const Attentio
   p.tokenStride = tokenStride;
   p.lseTokenStride = config_.queryHeads;
   p.scale = 1.0f / std::sqrt(static_cast<float>(D));
+  p.fast = r.precision < 0 ? config_.fastPrecision : r.precision == 1;
   return backend_->attention(p);
 }
 

@@ -48,6 +48,7 @@ struct AttentionRequest {
   float* lse = nullptr;            // [sequences, tq, queryHeads] or nullptr
   bool accumulateScores = false;   // add attention mass per row into Stream::scores
   bool recordQueries = false;      // log the queries into Stream::queries
+  int precision = -1;              // -1: the cache's default; 0: exact; 1: fast
 };
 
 // Rows to keep of one stream, ascending and unique.

@@ -27,6 +27,7 @@ struct CacheConfig {
   uint32_t queryReservoir = schema::cache::kQueryReservoirDefault;  // recorded query vectors kept per stream (uniform sample)
   uint32_t recentQueries = schema::cache::kRecentQueriesDefault;    // newest query vectors kept per stream
   std::string device = "cpu";  // "cpu" or "cuda"
+  bool fastPrecision = false;  // precision 'fast': the default of every attention call
 
   uint32_t queriesPerHead() const { return queryHeads / kvHeads; }
   uint32_t streamsPerSequence() const { return layers * kvHeads; }

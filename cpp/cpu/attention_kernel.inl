@@ -185,6 +185,7 @@ float expAndSum(float* x, uint32_t rows, float mNew) {
 }
 
 #include "quantized_attention.inl"
+#include "fast_keys.inl"
 
 // Largest logit of x[0, rows).
 template <class S>
@@ -210,7 +211,8 @@ bool fusedDecode(const AttentionParams& p) {
 
 // Partial attention of the M = tq * g query vectors of stream `s` over blocks [b0, b1).
 // scratch: attentionScratchFloats(M, codec, blockSize) floats. mOut/lOut: [M]; accOut: [M][D] (unnormalized).
-template <class S, Storage KF, Storage VF>
+// FAST: precision 'fast' for quantized keys with a fused group size (fast_keys.inl).
+template <class S, Storage KF, Storage VF, bool FAST = false>
 void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t b0, uint32_t b1, const int32_t* qpos,
                     float* scratch, float* mOut, float* lOut, float* accOut, float* logitsOut) {
   const BlockLayout& L = p.pool.layout;
@@ -233,9 +235,15 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
   float* weights = vMins + groups * LS;
   float* minSum = weights + 8 * groups * LS;
   float* queries = minSum + 8 * groups;
-  const bool fusedKeys = fusedDecode<KF>(p), fusedValues = fusedDecode<VF>(p);
+  // precision 'fast' scores quantized keys of any group size from the stored integers.
+  const bool fusedKeys = fusedDecode<KF>(p) || (FAST && isQuantized(KF)), fusedValues = fusedDecode<VF>(p);
   if (fusedKeys) {
     for (uint32_t m = 0; m < M; ++m) __builtin_memcpy(queries + m * D, queryRow(p, s, m), 4ull * D);
+  }
+  [[maybe_unused]] FastQuery fastQuery{};
+  if constexpr (FAST) {
+    fastQuery = fastQueryScratch(queries + static_cast<uint64_t>(M) * D, M, D, groups);
+    if (fusedKeys) quantizeQueries(queries, M, D, p.codec.groupSize, fastQuery);
   }
 
   for (uint32_t blk = b0; blk < b1; ++blk) {
@@ -256,7 +264,11 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
     if constexpr (isQuantized(KF)) {
       if (fusedKeys) {
         gatherParams<S, KF>(keys, rows, L.keyRowBytes, D, p.codec.groupSize, kScales, kMins);
-        dotAllQ<S, KF>(p, queries, M, keys, beta, rows, LS, kScales, kMins, scratch, next);
+        if constexpr (FAST) {
+          dotAllFast<KF>(p, fastQuery, M, keys, beta, rows, LS, kScales, kMins, scratch, next);
+        } else {
+          dotAllQ<S, KF>(p, queries, M, keys, beta, rows, LS, kScales, kMins, scratch, next);
+        }
       } else {
         RowDecoder<S, KF>::decode(keys, rows, L.keyRowBytes, D, p.codec.groupSize, keyRows, next);
         dotAll<S, Storage::kF32>(p, s, M, reinterpret_cast<const uint8_t*>(keyRows), beta, rows, scratch, nullptr);
