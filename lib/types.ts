@@ -135,7 +135,8 @@ export interface CacheStats {
 }
 
 export interface Devices {
-  cpu: { available: true; threads: number; simd: string };
+  /** fastKernels: 'avx512-vnni' (integer keys and int8 values) or 'portable' (integer keys) for precision 'fast' */
+  cpu: { available: true; threads: number; simd: string; fastKernels: string };
   cuda: { available: boolean; compiled: boolean; reason?: string; name?: string; devices?: number; totalMemory?: number };
 }
 

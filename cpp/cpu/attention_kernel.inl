@@ -45,9 +45,11 @@ void dotTile(const AttentionParams& p, const AttentionStream& s, uint32_t m0, co
   const uint32_t stride = KF == p.codec.keyStorage ? p.pool.layout.keyRowBytes : 4 * D;
   const float* q[MT];
   for (int j = 0; j < MT; ++j) q[j] = queryRow(p, s, m0 + j);
-  // Two rows per pass (when the accumulators fit in registers): each query chunk is loaded
-  // once for both rows, halving the loads that feed the FMAs.
-  constexpr int kRows = MT <= 4 ? 2 : 1;
+  // Several rows per pass (as many as the accumulators fit in registers): each query chunk
+  // is loaded once for all of them. With 32 vector registers, four rows of four queries: 16
+  // independent accumulators cover the FMA latency on both pipes and the 16 dot products
+  // reduce together (storeDots4x4, the same additions as storeLogits).
+  constexpr int kRows = MT <= 4 ? (S::W == 16 ? 4 : 2) : 1;
   uint32_t r = 0;
   for (; r + kRows <= rows; r += kRows) {
     for (int i = 0; i < kRows; ++i) prefetchRow(ahead, r + i, stride);
@@ -63,7 +65,11 @@ void dotTile(const AttentionParams& p, const AttentionStream& s, uint32_t m0, co
         for (int i = 0; i < kRows; ++i) acc[i][j] = S::fma(k[i], qv, acc[i][j]);
       }
     }
-    for (int i = 0; i < kRows; ++i) storeLogits<S, MT>(acc[i], m0, r + i, LS, p.scale, beta, logits);
+    if constexpr (MT == 4 && kRows == 4) {
+      S::storeDots4x4(acc, p.scale, beta + r, logits + m0 * LS + r, LS);
+    } else {
+      for (int i = 0; i < kRows; ++i) storeLogits<S, MT>(acc[i], m0, r + i, LS, p.scale, beta, logits);
+    }
   }
   for (; r < rows; ++r) {
     prefetchRow(ahead, r, stride);
@@ -186,6 +192,9 @@ float expAndSum(float* x, uint32_t rows, float mNew) {
 
 #include "quantized_attention.inl"
 #include "fast_keys.inl"
+#ifdef KVC_FAST_VNNI
+#include "fast_values.inl"
+#endif
 
 // Largest logit of x[0, rows).
 template <class S>
@@ -318,6 +327,16 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
     }
 
     const uint8_t* nextValues = next ? next + L.valuesOffset : nullptr;
+#ifdef KVC_FAST_VNNI
+    if constexpr (FAST && VF == Storage::kInt8) {
+      if (fusedValues && fastValues(p)) {
+        gatherParams<S, VF>(values, rows, L.valueRowBytes, D, p.codec.groupSize, vScales, vMins);
+        valueAllFastVnni(p, M, values, rows, LS, scratch, vScales, reinterpret_cast<uint8_t*>(weights), minSum, accOut,
+                         nextValues);
+        continue;
+      }
+    }
+#endif
     if constexpr (isQuantized(VF)) {
       if (fusedValues) {
         gatherParams<S, VF>(values, rows, L.valueRowBytes, D, p.codec.groupSize, vScales, vMins);

@@ -29,7 +29,7 @@ CpuFeatures probe() {
   const bool avx512f = b & (1u << 16), avx512dq = b & (1u << 17), avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
   f.avx2 = ymm && avx2 && fma && f16c && bmi2;
   f.avx512 = f.avx2 && zmm && avx512f && avx512dq && avx512bw && avx512vl;
-  f.avx512vnni = f.avx512 && (c & (1u << 11));
+  f.avx512vnni = f.avx512 && (c & (1u << 11)) && (c & (1u << 1));
 #endif
   const char* cap = std::getenv("KVCOMPACT_SIMD");
   if (cap && std::strcmp(cap, "portable") == 0) f = CpuFeatures();

@@ -1,5 +1,6 @@
-// The precision 'fast' attention kernels with AVX-512 VNNI (vpdpbusd): the same attention
-// loop as kernels_avx512.cpp with the integer key scorer of fast_keys.inl. A separate file
+// The precision 'fast' attention kernels with AVX-512 VNNI (vpdpbusd) and VBMI: the same
+// attention loop as kernels_avx512.cpp with the integer key scorer of fast_keys.inl and the
+// integer int8 value accumulation of fast_values.inl. A separate file
 // and ISA region so that no VNNI instruction reaches the kernels of AVX-512 CPUs without it;
 // called only after cpuid confirmed it (cpu_features.cpp).
 #include <immintrin.h>
