@@ -1,5 +1,6 @@
-// `npm run eval`: quality of kvcompact's cache methods on a real model (stories260K),
-// story by story over the TinyStories evaluation text.
+// `npm run eval`: quality of kvcompact's cache methods on a real model (stories260K over
+// the TinyStories evaluation text, or shakes64 over its Shakespeare passages: --model),
+// story by story (passage by passage).
 //
 // For every story: prefill the first half, let the method act on the cache (storage
 // format, eviction, compaction), then score the second half: mean -log p of each next
@@ -16,6 +17,7 @@ import * as kv from '../lib/index';
 import type { Storage } from '../lib/index';
 import { loadCheckpoint } from './llama2c/checkpoint';
 import { attentionDims } from './llama2c/model';
+import { MODELS, sharedModel } from './llama2c/paths';
 import { Tokenizer } from './llama2c/tokenizer';
 import { buildMethods } from './eval/methods';
 import { markdownTable, resultRows, svgPlot, type ResultRow } from './eval/report';
@@ -24,18 +26,19 @@ import { loadStories, prefixLength } from './eval/stories';
 import { formatSeconds, Progress } from './shared/progress';
 
 const ROOT = path.resolve(__dirname, '..');
-const SHARED = path.resolve(ROOT, '../shared');
-const DEFAULT_TEXT = path.join(SHARED, 'data/tinystories_eval.txt');
-const DEFAULT_MODEL = path.join(SHARED, 'models/stories260K.bin');
-const DEFAULT_TOKENIZER = path.join(SHARED, 'models/tok512.bin');
 const EVALUATION_MD = path.join(ROOT, 'EVALUATION.md');
-const BEGIN = '<!-- eval-results:begin -->';
-const END = '<!-- eval-results:end -->';
+/** Markers of a model's results section in EVALUATION.md (stories260K keeps the original ones). */
+function markers(model: string): { begin: string; end: string } {
+  const tag = model === 'stories260K' ? 'eval-results' : `eval-results:${model}`;
+  return { begin: `<!-- ${tag}:begin -->`, end: `<!-- ${tag}:end -->` };
+}
 
 const USAGE = `usage: npm run eval -- [options]
 
   --stories N        evaluate the first N stories (default: all)
-  --text FILE        stories separated by lines <|endoftext|> (default ../shared/data/tinystories_eval.txt)
+  --model NAME|FILE  stories260K (default) or shakes64, each with its own tokenizer and text
+                     (tinystories_eval.txt, shakespeare_val.passages.txt); or a checkpoint file
+  --text FILE        stories separated by lines <|endoftext|> (default: the model's text)
   --out DIR          results.md, results.json, quality.svg (default eval-out/)
   --json FILE        also write the result rows as JSON to FILE
   --methods REGEX    only methods whose id matches (the f32 reference always runs)
@@ -44,11 +47,12 @@ const USAGE = `usage: npm run eval -- [options]
   --max-tokens N     tokens per story at most (default 512, the model's context)
   --chunk N          prefill chunk (default 64)
   --no-fork          prefill the prefix for every method instead of forking one shared prefix
-  --doc / --no-doc   update EVALUATION.md (default: only after a full run over the default text)
+  --doc / --no-doc   update the model's section of EVALUATION.md (default: only after a full run
+                     over the model's default text)
   --list             print the methods and exit
   --render A.json[,B.json]  no evaluation: merge saved results (--json / results.json) and write
                      the report, the picture and (with --doc) EVALUATION.md from them
-  --model FILE, --tokenizer FILE
+  --tokenizer FILE   (default: the model's tokenizer)
 `;
 
 function parse(argv: string[]) {
@@ -95,10 +99,14 @@ async function main(): Promise<void> {
     render(o.render.split(','), o);
     return;
   }
-  const textFile = path.resolve(o.text ?? DEFAULT_TEXT);
-  const modelFile = path.resolve(o.model ?? DEFAULT_MODEL);
+  // A named model brings its tokenizer and text; a checkpoint file keeps stories260K's.
+  const named = sharedModel(o.model ?? 'stories260K');
+  const defaults = named ?? MODELS.stories260K;
+  const textFile = path.resolve(o.text ?? defaults.passages);
+  const modelFile = path.resolve(named?.model ?? o.model!);
+  const modelName = named?.name ?? path.basename(modelFile, '.bin');
   const checkpoint = loadCheckpoint(modelFile);
-  const tokenizer = Tokenizer.load(path.resolve(o.tokenizer ?? DEFAULT_TOKENIZER), checkpoint.config.vocabSize);
+  const tokenizer = Tokenizer.load(path.resolve(o.tokenizer ?? defaults.tokenizer), checkpoint.config.vocabSize);
   const maxTokens = positiveInt('max-tokens', o['max-tokens'], 512);
   const stories = loadStories(textFile, tokenizer, maxTokens, positiveInt('stories', o.stories, Infinity));
   if (stories.length === 0) throw new Error(`no stories in ${textFile}`);
@@ -184,14 +192,16 @@ async function main(): Promise<void> {
     `${path.basename(modelFile)}, ${methods.length} methods, ${seconds.toFixed(0)} s with ${jobs} worker processes ` +
     `(${os.availableParallelism()} CPUs, ${cpu.simd}).`;
   const json: SavedResults = {
-    command, header, date: new Date().toISOString(), stories: stories.length, totalTokens, scoredTokens, seconds, jobs, notes: set.notes, rows,
+    model: modelName, command, header, date: new Date().toISOString(), stories: stories.length, totalTokens, scoredTokens, seconds, jobs, notes: set.notes, rows,
   };
-  const full = o.text === undefined && o.stories === undefined && o.methods === undefined && o.model === undefined;
+  const full = o.text === undefined && o.stories === undefined && o.methods === undefined && named !== undefined;
   writeOutputs(json, o, o.doc ?? full);
   for (const r of rows.filter((x) => x.error)) console.error(`error in ${r.id} (${r.stories}/${stories.length} stories ok): ${r.error}`);
 }
 
 interface SavedResults {
+  /** model name (stories260K, shakes64) or checkpoint file name; absent in older saved runs */
+  model?: string;
   command: string;
   header: string;
   date: string;
@@ -216,7 +226,7 @@ function writeOutputs(json: SavedResults, o: ReturnType<typeof parse>, doc: bool
   writeFileSync(path.join(outDir, 'results.json'), `${JSON.stringify(json, null, 2)}\n`);
   writeFileSync(
     path.join(outDir, 'quality.svg'),
-    svgPlot(rows, `stories260K, ${json.stories} TinyStories: quality of the second half vs KV bytes per token`),
+    svgPlot(rows, `${json.model ?? 'stories260K'}, ${json.stories} passages: quality of the second half vs KV bytes per token`),
   );
   if (o.json) writeFileSync(path.resolve(o.json), `${JSON.stringify(json, null, 2)}\n`);
   console.log(`${header}\n\n${table}\n\n${notes}\n`);
@@ -229,7 +239,7 @@ function writeOutputs(json: SavedResults, o: ReturnType<typeof parse>, doc: bool
   }
   console.error(`wrote ${path.relative(process.cwd(), outDir) || '.'}/results.md, results.json, quality.svg`);
   if (doc) {
-    updateEvaluationMd(rows, command, header, json.notes, outDir);
+    updateEvaluationMd(json.model ?? 'stories260K', rows, command, header, json.notes, outDir);
     console.error('updated EVALUATION.md');
   }
 }
@@ -239,7 +249,9 @@ function render(files: string[], o: ReturnType<typeof parse>): void {
   const runs = files.map((f) => JSON.parse(readFileSync(path.resolve(f), 'utf8')) as SavedResults);
   const first = runs[0]!;
   for (const r of runs) {
-    if (r.stories !== first.stories || r.scoredTokens !== first.scoredTokens) throw new Error('--render: the runs cover different stories');
+    if (r.stories !== first.stories || r.scoredTokens !== first.scoredTokens || (r.model ?? 'stories260K') !== (first.model ?? 'stories260K')) {
+      throw new Error('--render: the runs cover different models or stories');
+    }
   }
   const seen = new Set<string>();
   const rows: ResultRow[] = [];
@@ -254,9 +266,10 @@ function render(files: string[], o: ReturnType<typeof parse>): void {
   writeOutputs({ ...first, header, seconds, notes, rows, command: runs.map((r) => r.command).join(' + ') }, o, o.doc === true);
 }
 
-function updateEvaluationMd(rows: ResultRow[], command: string, header: string, notes: string[], outDir: string): void {
+function updateEvaluationMd(model: string, rows: ResultRow[], command: string, header: string, notes: string[], outDir: string): void {
   if (!existsSync(EVALUATION_MD)) throw new Error(`${EVALUATION_MD} is missing`);
   const doc = readFileSync(EVALUATION_MD, 'utf8');
+  const { begin: BEGIN, end: END } = markers(model);
   const a = doc.indexOf(BEGIN);
   const b = doc.indexOf(END);
   if (a < 0 || b < a) throw new Error(`EVALUATION.md has no ${BEGIN} … ${END} section`);

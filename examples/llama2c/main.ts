@@ -5,17 +5,17 @@ import { parseArgs } from 'node:util';
 import { loadCheckpoint } from './checkpoint';
 import { generateGreedy, nll } from './generate';
 import { attentionDims, Transformer, type AttentionBackend } from './model';
-import { EVAL_TEXT_PATH, MODEL_PATH, TOKENIZER_PATH } from './paths';
+import { MODELS, sharedModel } from './paths';
 import { ReferenceAttention } from './reference-attention';
 import { Tokenizer } from './tokenizer';
 
 const USAGE = `usage: tsx examples/llama2c/main.ts [generate|nll] [options]
 
   generate            greedy decoding (default)
-    --prompt TEXT       default "Once upon a time"
+    --prompt TEXT       default the model's README prompt ("Once upon a time", "ROMEO:")
     --steps N           new tokens, default 60
   nll                 mean next-token NLL, windows of --window tokens overlapping by one
-    --text FILE         default ../shared/data/tinystories_eval.txt
+    --text FILE         default the model's evaluation text (tinystories_eval.txt, shakespeare_val.txt)
     --chars N|all       leading characters of the text to score, default 2000
     --window N          default 512 (the model's trained context)
 
@@ -25,15 +25,17 @@ const USAGE = `usage: tsx examples/llama2c/main.ts [generate|nll] [options]
   --rotate                      kvcache Hadamard rotation
   --block-size N                kvcache tokens per block, default 32
   --chunk N                     prefill chunk, default 64
-  --model FILE, --tokenizer FILE`;
+  --model stories260K|shakes64|FILE   default stories260K; a name picks the
+                                     tokenizer, text and prompt of ../shared/models
+  --tokenizer FILE`;
 
 async function main(): Promise<void> {
   const { values: o, positionals } = parseArgs({
     allowPositionals: true,
     options: {
-      prompt: { type: 'string', default: 'Once upon a time' },
+      prompt: { type: 'string' },
       steps: { type: 'string', default: '60' },
-      text: { type: 'string', default: EVAL_TEXT_PATH },
+      text: { type: 'string' },
       chars: { type: 'string', default: '2000' },
       window: { type: 'string', default: '512' },
       backend: { type: 'string', default: 'reference' },
@@ -43,8 +45,8 @@ async function main(): Promise<void> {
       rotate: { type: 'boolean', default: false },
       'block-size': { type: 'string', default: '32' },
       chunk: { type: 'string', default: '64' },
-      model: { type: 'string', default: MODEL_PATH },
-      tokenizer: { type: 'string', default: TOKENIZER_PATH },
+      model: { type: 'string', default: 'stories260K' },
+      tokenizer: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -60,8 +62,12 @@ async function main(): Promise<void> {
     return n;
   };
 
-  const checkpoint = loadCheckpoint(o.model);
-  const tokenizer = Tokenizer.load(o.tokenizer, checkpoint.config.vocabSize);
+  // A named model brings its own files; a checkpoint file keeps stories260K's defaults.
+  const named = sharedModel(o.model) ?? MODELS.stories260K;
+  const checkpoint = loadCheckpoint(sharedModel(o.model)?.model ?? o.model);
+  const tokenizer = Tokenizer.load(o.tokenizer ?? named.tokenizer, checkpoint.config.vocabSize);
+  const promptText = o.prompt ?? named.prompt;
+  const textFile = o.text ?? named.evalText;
   const dims = attentionDims(checkpoint.config);
 
   let backend: AttentionBackend;
@@ -89,7 +95,7 @@ async function main(): Promise<void> {
   const chunkSize = int('chunk', o.chunk);
   try {
     if (command === 'generate') {
-      const prompt = tokenizer.encode(o.prompt, { bos: true });
+      const prompt = tokenizer.encode(promptText, { bos: true });
       const t0 = performance.now();
       process.stdout.write(tokenizer.decodeAll(prompt));
       const out = generateGreedy(model, prompt, int('steps', o.steps), {
@@ -100,7 +106,7 @@ async function main(): Promise<void> {
       process.stdout.write('\n');
       console.error(`${out.length} tokens in ${ms.toFixed(0)} ms (${((out.length * 1000) / ms).toFixed(1)} tok/s)`);
     } else {
-      const all = readFileSync(o.text, 'utf8');
+      const all = readFileSync(textFile, 'utf8');
       const text = o.chars === 'all' ? all : all.slice(0, int('chars', o.chars));
       const ids = tokenizer.encode(text, { bos: true });
       const t0 = performance.now();

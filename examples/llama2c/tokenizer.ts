@@ -1,5 +1,7 @@
-// llama2.c tokenizer (tok512.bin and friends): byte-level BPE with scores, encoded
-// exactly as llama2.c's run.c does it, so token ids match the reference runner.
+// llama2.c tokenizer (tok512.bin, tokchar.bin and friends): byte-level BPE with scores,
+// encoded exactly as llama2.c's run.c does it, so token ids match the reference runner.
+// A character-level vocabulary (tokchar.bin: no byte-fallback tokens, no merges) is the
+// degenerate case: one token per character.
 import { readFileSync } from 'node:fs';
 
 export const BOS = 1;
@@ -42,6 +44,8 @@ export class Tokenizer {
   private readonly lookup = new Map<string, number>();
   /** bytes emitted by decode for each id: the byte itself for `<0xXX>` pieces, else the piece */
   private readonly decodeBytes: Uint8Array[];
+  /** ids 3..258 are the byte-fallback tokens `<0x00>`..`<0xFF>` */
+  readonly byteFallback: boolean;
 
   constructor(bytes: Uint8Array, options: { vocabSize?: number | undefined; source?: string | undefined } = {}) {
     const source = options.source ?? 'tokenizer';
@@ -77,9 +81,6 @@ export class Tokenizer {
     if (off !== bytes.byteLength) {
       throw new TokenizerError(`${source}: ${bytes.byteLength - off} trailing bytes after ${pieces.length} tokens`);
     }
-    if (pieces.length < BYTE_FALLBACK_OFFSET + 256) {
-      throw new TokenizerError(`${source}: only ${pieces.length} tokens; byte fallback needs at least 259`);
-    }
     this.vocabSize = pieces.length;
     this.scores = Float32Array.from(scores);
     this.pieces = pieces;
@@ -89,6 +90,14 @@ export class Tokenizer {
       if (!this.lookup.has(s)) this.lookup.set(s, id);
     });
     if (!this.lookup.has(' ')) throw new TokenizerError(`${source}: no ' ' token for the dummy prefix`);
+    // As in llama2.c, byte fallback is only used for a character missing from the vocabulary,
+    // so a vocabulary without `<0xXX>` tokens (e.g. a character-level one) is valid. Where
+    // llama2.c would then emit byte + 3 (some unrelated token), encode() reports the character.
+    this.byteFallback =
+      pieces.length >= BYTE_FALLBACK_OFFSET + 256 &&
+      this.pieceStrings
+        .slice(BYTE_FALLBACK_OFFSET, BYTE_FALLBACK_OFFSET + 256)
+        .every((s, b) => s.toUpperCase() === `<0X${b.toString(16).toUpperCase().padStart(2, '0')}>`);
     this.decodeBytes = this.pieceStrings.map((s, id) => {
       const m = /^<0x([0-9A-Fa-f]{2})>/.exec(s);
       return m ? Uint8Array.of(parseInt(m[1]!, 16)) : pieces[id]!;
@@ -128,7 +137,13 @@ export class Tokenizer {
       const ch = latin1(utf8.subarray(i, j));
       const id = this.lookup.get(ch);
       if (id !== undefined) ids.push(id);
-      else for (let k = i; k < j; k++) ids.push(utf8[k]! + BYTE_FALLBACK_OFFSET);
+      else if (this.byteFallback) for (let k = i; k < j; k++) ids.push(utf8[k]! + BYTE_FALLBACK_OFFSET);
+      else {
+        const char = new TextDecoder().decode(utf8.subarray(i, j));
+        throw new TokenizerError(
+          `character ${JSON.stringify(char)} (byte offset ${i}) is not in the vocabulary, which has no byte-fallback tokens`,
+        );
+      }
       i = j;
     }
 
