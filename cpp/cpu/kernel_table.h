@@ -57,11 +57,11 @@ constexpr uint32_t kScratchRowAlign = 16;
 // of a key and a value block (quantized formats with group sizes that have no fused
 // kernel), the group parameters (scale, min) of both and the value weights of up to 8
 // queries per group and row, a contiguous copy of the M query vectors, and their int8
-// quantization for precision 'fast' (bytes [M][D] and three floats per query and group).
+// quantization for precision 'fast' (two int8 terms [M][D] and three floats per query and group).
 inline size_t attentionScratchFloats(uint32_t M, const RowCodec& c, uint32_t blockSize) {
   const size_t padded = (blockSize + kScratchRowAlign - 1) / kScratchRowAlign * kScratchRowAlign;
   const size_t groups = c.groupSize ? c.headDim / c.groupSize : 0;
-  const size_t fastQuery = static_cast<size_t>(M) * (c.headDim / 4 + 1 + 3 * groups);
+  const size_t fastQuery = static_cast<size_t>(M) * (2 * (c.headDim / 4 + 1) + 3 * groups);
   return static_cast<size_t>(M) * (padded + c.headDim) + 2ull * c.headDim * blockSize + (12 * padded + 8) * groups +
          fastQuery;
 }
