@@ -1,10 +1,25 @@
 // Checks of the attention options shared by Sequence.attention and KVCache.attentionBatch.
 import { invalidArgument, shapeMismatch } from './errors';
-import { ATTENTION_FLAGS, PRECISION } from './generated/schema';
-import { enumOption, float32Array, knownKeys } from './validate';
+import { ATTENTION_FLAGS, PRECISION, SPARSE_OPTIONS } from './generated/schema';
+import type { SparseOptions } from './types';
+import { enumOption, float32Array, integerOption, knownKeys, optionsObject } from './validate';
 
-const ATTENTION_OPTIONS = ['out', 'lse', 'recordQueries', 'accumulateScores', 'precision'] as const;
+const ATTENTION_OPTIONS = ['out', 'lse', 'recordQueries', 'accumulateScores', 'sparse', 'precision'] as const;
 const BOOLEAN_OPTIONS = ['recordQueries', 'accumulateScores'] as const;
+
+/** The `sparse` option resolved (defaults filled in), or null for dense attention. */
+export function sparseOption(value: unknown, keySummaries: boolean): Required<SparseOptions> | null {
+  if (value === undefined) return null;
+  const o = optionsObject('options.sparse', value);
+  knownKeys('options.sparse', o, ['tokens', 'sinks', 'recent']);
+  const L = SPARSE_OPTIONS;
+  if (!keySummaries) throw invalidArgument('options.sparse', 'used only on a cache created with keySummaries: true', 'a cache without key summaries');
+  return {
+    tokens: integerOption('options.sparse.tokens', o['tokens'], L.tokens),
+    sinks: o['sinks'] === undefined ? L.sinks.default : integerOption('options.sparse.sinks', o['sinks'], L.sinks),
+    recent: o['recent'] === undefined ? L.recent.default : integerOption('options.sparse.recent', o['recent'], L.recent),
+  };
+}
 
 /** Checks the option names and flags; returns the native flags (bits of schema/options.json). */
 export function attentionFlags(o: Record<string, unknown>): number {

@@ -60,6 +60,7 @@ export interface CompactOptions {
   signal?: AbortSignal;
 }
 
+/** Options of `new Compactor(options)`: the defaults of every compaction it runs, plus online compaction. */
 export interface CompactorOptions extends CompactOptions {
   /**
    * Online compaction for maybeCompact(): every stream longer than `maxRows` rows has its
@@ -71,12 +72,17 @@ export interface CompactorOptions extends CompactOptions {
 
 /** What happened to one stream. */
 export interface StreamCompactionReport {
+  /** The stream's layer. */
   layer: number;
+  /** The stream's kv head. */
   kvHead: number;
+  /** Rows before compaction. */
   rowsBefore: number;
+  /** Rows after compaction. */
   rowsAfter: number;
-  /** Reference queries used and where they came from. */
+  /** Reference queries used. */
   queries: number;
+  /** Where the reference queries came from: recorded by attention, the keys themselves, or given by the caller. */
   querySource: 'recorded' | 'keys' | 'given';
   /** ‖softmax(S') V' − softmax(S) V‖_F / ‖softmax(S) V‖_F over the reference queries. */
   outputError: number;
@@ -84,6 +90,7 @@ export interface StreamCompactionReport {
   massError: number;
   /** The same over the held-out queries; undefined without heldOutQueries. */
   heldOutOutputError: number | undefined;
+  /** massError over the held-out queries; undefined without heldOutQueries. */
   heldOutMassError: number | undefined;
   /** How often a factorization needed a larger ridge. */
   ridgeRaises: number;
@@ -93,17 +100,23 @@ export interface StreamCompactionReport {
 
 /** What a compaction did. */
 export interface CompactionReport {
+  /** One report per compacted stream. */
   streams: StreamCompactionReport[];
-  /** Rows of the compacted streams before and after. */
+  /** Rows of the compacted streams before. */
   rowsBefore: number;
+  /** Rows of the compacted streams after. */
   rowsAfter: number;
   /** Pool memory in use (blocks × blockBytes) before and after, and the difference. Negative bytesFreed: compacting a fork copies shared blocks. */
   bytesBefore: number;
+  /** Pool memory in use after (blocks × blockBytes). */
   bytesAfter: number;
+  /** Pool blocks that became free (negative when a fork's shared blocks were copied). */
   blocksFreed: number;
+  /** bytesBefore − bytesAfter. */
   bytesFreed: number;
-  /** Largest and mean outputError over the streams (0 when no stream was compacted). */
+  /** Largest outputError over the streams (0 when no stream was compacted). */
   maxOutputError: number;
+  /** Mean outputError over the streams (0 when no stream was compacted). */
   meanOutputError: number;
   /**
    * Time per phase: read (dequantize rows, gather queries) and apply (gather kept rows,
@@ -233,12 +246,14 @@ function merge(base: Resolved, call: Resolved): Resolved {
  * the fit runs on the host threads, as on 'cpu', and gives the same rows.
  */
 export class Compactor {
+  /** The options this compactor was made with. */
   readonly options: Readonly<CompactorOptions>;
   readonly #base: Resolved;
   readonly #online: { maxRows: number } | undefined;
   /** Abort functions of this compactor's compactions in flight, and their settled promises. */
   readonly #inFlight = new Map<Promise<void>, () => void>();
 
+  /** Checks the options (a KVCacheError names the first bad one); no native work happens yet. */
   constructor(options: CompactorOptions) {
     const o = optionsObject('options', options);
     const base = resolve('options', o, ['online']);

@@ -10,8 +10,10 @@ export type ErrorCode = (typeof ERROR_CODES)[number];
 
 /** Every failure of kvcompact, from TypeScript checks or from native code. */
 export class KVCacheError extends Error {
+  /** Stable code to branch on (the message is for people and may change). */
   readonly code: ErrorCode;
 
+  /** An error with `code`; `options.cause` is kept as the standard `cause`. */
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'KVCacheError';

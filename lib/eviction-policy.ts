@@ -8,6 +8,7 @@ import type { EvictionBudget, EvictionReport, StreamScoreView } from './types';
 import { EVICTION_OPTIONS, PER_HEAD, SCHEDULE, type ScoreSourceName } from './generated/schema';
 import { enumOption, indexBelow, isFloat32Array, isInteger, knownKeys, optionsObject } from './validate';
 
+/** The policies `EvictionPolicy`'s factories make. */
 export type EvictionPolicyKind =
   | 'slidingWindow'
   | 'streamingLLM'
@@ -29,7 +30,9 @@ export interface ProtectOptions {
 /** Scores of the rows of one stream, higher = keep; one finite number (or ±Infinity) per row. */
 export type ScoreFunction = (view: StreamScoreView) => Float32Array;
 
+/** Options of `EvictionPolicy.custom`. */
 export interface CustomPolicyOptions extends ProtectOptions {
+  /** Scores the rows of one stream (higher = keep). */
   fn: ScoreFunction;
   /** Pass dequantized keys in the view. Default false. */
   keys?: boolean;
@@ -37,8 +40,9 @@ export interface CustomPolicyOptions extends ProtectOptions {
   values?: boolean;
 }
 
-/** Default protection of the scoring policies (h2o, snapKV's sinks, tova, keyNorm, random, custom). */
+/** Default protected first rows of the scoring policies (h2o, snapKV's sinks, tova, keyNorm, random, custom). */
 export const DEFAULT_SINKS: number = EVICTION_OPTIONS.sinks.default;
+/** Default protected last rows of the scoring policies (h2o, tova, keyNorm, random, custom). */
 export const DEFAULT_RECENT: number = EVICTION_OPTIONS.recent.default;
 
 /** What each policy scores rows by, by the name the native side knows (schema/options.json). */
@@ -86,6 +90,7 @@ interface PolicyFields {
  * | custom(fn) | fn(view) | sinks 4, recent 32 |
  */
 export class EvictionPolicy {
+  /** Which factory made the policy. */
   readonly kind: EvictionPolicyKind;
   /** Protected first rows per stream. */
   readonly sinks: number;
@@ -232,6 +237,7 @@ export class EvictionPolicy {
     };
   }
 
+  /** The policy and its protection, e.g. `EvictionPolicy.h2o(sinks 4, recent 32)`. */
   toString(): string {
     return `EvictionPolicy.${this.kind}(sinks ${this.sinks}, recent ${this.recent})`;
   }

@@ -1,5 +1,17 @@
 // kvcompact: a paged, quantized, evictable and compactable KV cache for transformer
 // inference engines in Node.
+import { KVCache } from './kv-cache';
+import { Sequence } from './sequence';
+import { KVCacheError } from './errors';
+import { Compactor } from './compactor';
+import { EvictionPolicy, DEFAULT_RECENT, DEFAULT_SINKS } from './eviction-policy';
+import { loadAtImport } from './native/binding';
+import { version } from './version';
+
+// A missing or unloadable binary fails here, at import, with the report of what was tried.
+loadAtImport();
+
+export { version } from './version';
 export { KVCache } from './kv-cache';
 export { Sequence } from './sequence';
 export { KVCacheError } from './errors';
@@ -20,7 +32,17 @@ export type {
   KVCacheConfig,
   KVCacheOptions,
   RecordedQueries,
+  SparseOptions,
+  SparseSelection,
   Storage,
   StreamRows,
   StreamScoreView,
 } from './types';
+
+/**
+ * Every runtime export as one object, for `import kvcompact from 'kvcompact'` (ESM) or
+ * `import kvcompact from 'kvcompact'` with esModuleInterop (CommonJS). Named imports are the
+ * same objects.
+ */
+const kvcompact = { version, KVCache, Sequence, KVCacheError, Compactor, EvictionPolicy, DEFAULT_RECENT, DEFAULT_SINKS } as const;
+export default kvcompact;

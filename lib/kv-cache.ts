@@ -6,14 +6,14 @@ import { KVCacheError, invalidArgument, shapeMismatch } from './errors';
 import { native, type NativeCache } from './native/binding';
 import { Sequence } from './sequence';
 import type { AttentionOptions, CacheStats, Devices, KVCacheConfig, KVCacheOptions } from './types';
-import { lseArray, outputArray, attentionFlags } from './attention-options';
+import { lseArray, outputArray, attentionFlags, sparseOption } from './attention-options';
 import { CACHE_OPTIONS } from './generated/schema';
 import { asyncDisposeSymbol, disposeSymbol, guardAgainstClone } from './lifecycle';
 import { enumOption, float32Array, indexBelow, integerIn, integerOption, isUint8Array, knownKeys, optionsObject } from './validate';
 
 const OPTION_NAMES = [
   'layers', 'kvHeads', 'headDim', 'queryHeads', 'blockSize', 'keys', 'values', 'groupSize',
-  'rotate', 'rotationSeed', 'maxBytes', 'device', 'precision', 'threads', 'queryReservoir', 'recentQueries',
+  'rotate', 'rotationSeed', 'maxBytes', 'device', 'precision', 'threads', 'queryReservoir', 'recentQueries', 'keySummaries',
 ] as const;
 
 function isPowerOfTwo(n: number): boolean {
@@ -68,12 +68,18 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   const threads = o['threads'] === undefined ? Math.min(os.availableParallelism(), L.threads.max) : integerOption('options.threads', o['threads'], L.threads);
   const queryReservoir = o['queryReservoir'] === undefined ? L.queryReservoir.default : integerOption('options.queryReservoir', o['queryReservoir'], L.queryReservoir);
   const recentQueries = o['recentQueries'] === undefined ? L.recentQueries.default : integerOption('options.recentQueries', o['recentQueries'], L.recentQueries);
+  const keySummaries = o['keySummaries'] ?? false;
+  if (typeof keySummaries !== 'boolean') throw invalidArgument('options.keySummaries', 'a boolean', keySummaries);
   return {
     layers, kvHeads, headDim, queryHeads, blockSize, keys, values, groupSize, rotateKeys, rotateValues,
-    rotationSeed, maxBytes, device, precision, threads, queryReservoir, recentQueries,
+    rotationSeed, maxBytes, device, precision, threads, queryReservoir, recentQueries, keySummaries,
   };
 }
 
+/**
+ * A KV cache: one block pool on one device, holding the sequences made from it. Appends,
+ * attention, eviction and compaction go through its `Sequence`s; `dispose()` frees the pool.
+ */
 export class KVCache {
   /** The options this cache runs with, defaults filled in. */
   readonly config: KVCacheConfig;
@@ -83,6 +89,10 @@ export class KVCache {
   /** Compactions in flight on this cache's sequences (settled or not, never rejected here). */
   readonly #pending = new Set<Promise<unknown>>();
 
+  /**
+   * Checks the options (a KVCacheError names the first bad one) and reserves the pool.
+   * Throws CUDA_UNAVAILABLE for device 'cuda' without a usable GPU (see `KVCache.devices()`).
+   */
   constructor(options: KVCacheOptions) {
     this.config = Object.freeze(resolveOptions(options));
     guardAgainstClone(this, 'KVCache');
@@ -102,10 +112,11 @@ export class KVCache {
   /** KV bytes per token (all layers and kv heads, block overhead included) for planning `maxBytes`. */
   static bytesPerToken(options: KVCacheOptions): number {
     const c = resolveOptions(options);
-    const layout = native().blockLayout(c.keys, c.values, c.headDim, c.groupSize, c.blockSize);
+    const layout = native().blockLayout(c.keys, c.values, c.headDim, c.groupSize, c.blockSize, c.keySummaries);
     return (c.layers * c.kvHeads * layout.blockBytes) / c.blockSize;
   }
 
+  /** True after `dispose()`: every further call throws DISPOSED. */
   get disposed(): boolean {
     return this.#disposed;
   }
@@ -115,6 +126,7 @@ export class KVCache {
     if (this.#disposed) throw new KVCacheError('DISPOSED', 'the cache has been disposed');
   }
 
+  /** A new, empty sequence (every stream of every layer has length 0). */
   createSequence(): Sequence {
     this.checkAlive();
     return new Sequence(this, this.native.createSequence());
@@ -155,10 +167,12 @@ export class KVCache {
     const flags = attentionFlags(o);
     const out = outputArray(o['out'], expected);
     const lse = lseArray(o['lse'], sequences.length * c.queryHeads);
-    this.native.attentionBatch(layer, natives, queries, out, lse, flags);
+    const sparse = sparseOption(o['sparse'], c.keySummaries);
+    this.native.attentionBatch(layer, natives, queries, out, lse, flags, sparse);
     return out;
   }
 
+  /** Sequences, rows and pool memory of this cache now. */
   stats(): CacheStats {
     this.checkAlive();
     const s = this.native.stats();

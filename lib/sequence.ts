@@ -1,9 +1,9 @@
 // Sequence: one sequence of a KVCache (every layer and kv head, ARCHITECTURE §2).
 import { KVCacheError, invalidArgument, shapeMismatch } from './errors';
-import { lseArray, outputArray, attentionFlags } from './attention-options';
+import { lseArray, outputArray, attentionFlags, sparseOption } from './attention-options';
 import type { KVCache } from './kv-cache';
 import type { NativeSequence } from './native/binding';
-import type { AppendOptions, AttentionOptions, StreamRows } from './types';
+import type { AppendOptions, AttentionOptions, SparseOptions, SparseSelection, StreamRows } from './types';
 import { type EvictionPolicy, evictSequence } from './eviction-policy';
 import { native } from './native/binding';
 import type { EvictionBudget, EvictionReport, RecordedQueries } from './types';
@@ -124,6 +124,7 @@ export class Sequence {
     let out: Float32Array;
     let lse: Float32Array | null = null;
     let flags = 0;
+    let sparse: Required<SparseOptions> | null = null;
     if (options === undefined) {
       out = new Float32Array(queries.length);
     } else {
@@ -131,9 +132,25 @@ export class Sequence {
       flags = attentionFlags(o);
       out = outputArray(o['out'], queries.length);
       lse = lseArray(o['lse'], tq * c.queryHeads);
+      sparse = sparseOption(o['sparse'], c.keySummaries);
     }
-    this.native.attention(layer, queries, tq, out, lse, flags);
+    this.native.attention(layer, queries, tq, out, lse, flags, sparse);
     return out;
+  }
+
+  /**
+   * The blocks `attention(layer, queries, { sparse })` would read, and the logit bound of every
+   * block, per kv head (inspection: recall measurements and tests).
+   */
+  sparseSelection(layer: number, queries: Float32Array, sparse: SparseOptions): SparseSelection[] {
+    this.checkAlive();
+    const c = this.cache.config;
+    indexBelow('layer', layer, c.layers);
+    float32Array('queries', queries);
+    const tq = tokenCount('queries', queries.length, c.queryHeads * c.headDim, 'queryHeads × headDim');
+    const spec = sparseOption(sparse, c.keySummaries);
+    if (spec === null) throw invalidArgument('sparse', 'an object', sparse);
+    return this.native.sparseSelection(layer, queries, tq, spec);
   }
 
   /** Rows held by one stream. */

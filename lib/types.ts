@@ -9,6 +9,7 @@ export type Device = DeviceName;
 /** 'exact' | 'fast': decode arithmetic (docs/fast-precision.md). */
 export type Precision = PrecisionName;
 
+/** Options of `new KVCache(options)`; only layers, kvHeads and headDim are required. */
 export interface KVCacheOptions {
   /** Transformer layers. */
   layers: number;
@@ -49,29 +50,52 @@ export interface KVCacheOptions {
   queryReservoir?: number;
   /** Newest query vectors kept per stream by `recordQueries`. Default 64. */
   recentQueries?: number;
+  /**
+   * Keep a key summary per block (per-channel min/max of the stored keys, 4 × headDim bytes per
+   * block), which `attention(..., { sparse })` needs. Default false.
+   */
+  keySummaries?: boolean;
 }
 
 /** The options a cache runs with, all defaults filled in. */
 export interface KVCacheConfig {
+  /** Transformer layers. */
   readonly layers: number;
+  /** Key/value heads per layer. */
   readonly kvHeads: number;
+  /** Elements per head. */
   readonly headDim: number;
+  /** Query heads per layer (a multiple of kvHeads). */
   readonly queryHeads: number;
+  /** Rows (tokens) per block. */
   readonly blockSize: number;
+  /** Storage of keys. */
   readonly keys: Storage;
+  /** Storage of values. */
   readonly values: Storage;
+  /** Quantization group along headDim. */
   readonly groupSize: number;
+  /** Keys are Hadamard-rotated before storage. */
   readonly rotateKeys: boolean;
+  /** Values are Hadamard-rotated before storage (and attention outputs rotated back). */
   readonly rotateValues: boolean;
+  /** Seed of the rotation's sign flips. */
   readonly rotationSeed: number;
+  /** Budget of the block pool in bytes. */
   readonly maxBytes: number;
+  /** Where the rows live and the kernels run. */
   readonly device: Device;
   readonly precision: Precision;
+  /** CPU threads for attention. */
   readonly threads: number;
+  /** Query vectors kept per stream by `recordQueries` (reservoir sample). */
   readonly queryReservoir: number;
+  /** Newest query vectors kept per stream by `recordQueries`. */
   readonly recentQueries: number;
+  readonly keySummaries: boolean;
 }
 
+/** Options of `Sequence.attention` and `KVCache.attentionBatch`. */
 export interface AttentionOptions {
   /** Write the output here instead of allocating (length Tq × queryHeads × headDim). */
   out?: Float32Array;
@@ -87,8 +111,34 @@ export interface AttentionOptions {
   accumulateScores?: boolean;
   /** This call's arithmetic; default: the cache's `precision`. */
   precision?: Precision;
+  /**
+   * Dynamic sparse decode (Quest-style; caches with `keySummaries`): per kv head, read only the
+   * blocks whose logit upper bound (from the key summaries, max over the GQA group's queries)
+   * is highest, about `tokens` rows, plus the blocks of the first `sinks` rows (default 4) and
+   * of the newest `recent` rows (default 64); attention is exact over the blocks read, and
+   * `accumulateScores` adds mass to those rows only.
+   */
+  sparse?: SparseOptions;
 }
 
+export interface SparseOptions {
+  /** Rows read per stream (rounded up to whole blocks). */
+  tokens: number;
+  /** First rows always read. Default 4. */
+  sinks?: number;
+  /** Newest rows always read (at least the query tokens). Default 64. */
+  recent?: number;
+}
+
+/** What sparse attention reads for given queries, per kv head (`Sequence.sparseSelection`). */
+export interface SparseSelection {
+  /** Indices of the blocks read (ascending; block b holds rows [b·blockSize, (b+1)·blockSize)). */
+  blocks: Int32Array;
+  /** Upper bound of the logits of every block of the stream (scaled, beta included). */
+  bounds: Float32Array;
+}
+
+/** Options of `Sequence.append`. */
 export interface AppendOptions {
   /** Token positions of the T rows; default nextPosition(layer), +1, ... */
   positions?: Int32Array | readonly number[];
@@ -106,6 +156,7 @@ export interface StreamRows {
   positions: Int32Array;
 }
 
+/** What `KVCache.stats()` reports: the sequences, rows and pool memory of a cache. */
 export interface CacheStats {
   /** Live sequences. */
   sequences: number;
@@ -117,6 +168,7 @@ export interface CacheStats {
   blocksUsed: number;
   /** Blocks that can still be allocated within maxBytes. */
   blocksFree: number;
+  /** Bytes of one block (blockSize rows of keys, values, beta and positions). */
   blockBytes: number;
   /** blocksUsed × blockBytes. */
   bytesUsed: number;
@@ -134,10 +186,43 @@ export interface CacheStats {
   workspaceBytes: number;
 }
 
+/** What `KVCache.devices()` reports: the backends this binary has and this machine can run. */
 export interface Devices {
-  /** fastKernels: 'avx512-vnni' (integer keys and int8 values) or 'portable' (integer keys) for precision 'fast' */
-  cpu: { available: true; threads: number; simd: string; fastKernels: string };
-  cuda: { available: boolean; compiled: boolean; reason?: string; name?: string; devices?: number; totalMemory?: number };
+  /** The CPU backend, always present. */
+  cpu: {
+    available: true;
+    /** Hardware threads (the default `threads` of a cache). */
+    threads: number;
+    /** The SIMD kernels in use: 'avx512', 'avx2' or 'portable' (capped by KVCOMPACT_SIMD). */
+    simd: string;
+    /** The kernels of precision 'fast': 'avx512-vnni' (integer keys and int8 values) or 'portable' (integer keys). */
+    fastKernels: string;
+  };
+  /** The CUDA backend. */
+  cuda: {
+    /** `device: 'cuda'` works: the backend is compiled in and a GPU and driver were found (or the test build's emulator is on). */
+    available: boolean;
+    /** The binary contains the CUDA backend (the prebuilt binary does; a node-gyp build from source does not). */
+    compiled: boolean;
+    /** True only in the test build, which contains the CUDA emulator. */
+    emulationCompiled: boolean;
+    /** True when device 'cuda' is the emulator (test build with KVCOMPACT_CUDA_EMULATION=1). */
+    emulated: boolean;
+    /** Why `available` is false, e.g. 'built without CUDA' or the CUDA runtime's error. */
+    reason?: string;
+    /** Name of device 0 (when available). */
+    name?: string;
+    /** Number of CUDA devices (when available). */
+    devices?: number;
+    /** Memory of device 0 in bytes (when available). */
+    totalMemory?: number;
+    /** Compute capability of device 0 as major.minor, e.g. 8.6 (when available). */
+    computeCapability?: number;
+    /** CUDA runtime version linked in, as CUDART_VERSION (e.g. 13000), when known. */
+    runtimeVersion?: number;
+    /** Driver's CUDA version (e.g. 12040), when a driver is installed. */
+    driverVersion?: number;
+  };
 }
 
 /**
@@ -175,8 +260,9 @@ export interface EvictionBudget {
 
 /** What `Sequence.evict` did. */
 export interface EvictionReport {
-  /** Rows over all streams before and after. */
+  /** Rows over all streams before. */
   rowsBefore: number;
+  /** Rows over all streams after. */
   rowsAfter: number;
   /** Rows each stream kept: [layers × kvHeads], index layer × kvHeads + kvHead. */
   keptPerStream: Int32Array;
@@ -185,6 +271,7 @@ export interface EvictionReport {
    * shared: copy-on-write then allocates blocks for the kept rows while the parent keeps the old ones.
    */
   blocksFreed: number;
+  /** blocksFreed × blockBytes. */
   bytesFreed: number;
   /** Wall time of the whole call (scores, selection and gather). */
   milliseconds: number;
@@ -206,7 +293,9 @@ export interface RecordedQueries {
 
 /** One stream as a custom eviction policy sees it. */
 export interface StreamScoreView {
+  /** The stream's layer. */
   layer: number;
+  /** The stream's kv head. */
   kvHead: number;
   /** Rows in the stream. */
   length: number;

@@ -14,6 +14,7 @@
 #include "guard.h"
 #include "kvc/generated/schema.h"
 #include "bench_binding.h"
+#include "build_info.h"
 #include "compaction_binding.h"
 #include "cache_wrap.h"
 #include "cuda_emulation.h"
@@ -66,7 +67,7 @@ Napi::Value devices(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// blockLayout(keys, values, headDim, groupSize, blockSize): the byte sizes of kvc/formats.h,
+// blockLayout(keys, values, headDim, groupSize, blockSize, keySummaries?): the byte sizes of kvc/formats.h,
 // so that TypeScript plans memory with the one definition of the formats.
 Napi::Value blockLayout(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -92,8 +93,9 @@ Napi::Value blockLayout(const Napi::CallbackInfo& info) {
   c.blockSize = blockSize;
   c.keys = keys;
   c.values = values;
+  c.keySummaries = info.Length() > 5 && info[5].IsBoolean() && info[5].As<Napi::Boolean>().Value();
   throwIfError(env, validateConfig(c));
-  const BlockLayout l = makeBlockLayout(blockSize, rowBytes(keys, headDim, groupSize), rowBytes(values, headDim, groupSize));
+  const BlockLayout l = c.blockLayout();
   Napi::Object out = Napi::Object::New(env);
   out.Set("keyRowBytes", l.keyRowBytes);
   out.Set("valueRowBytes", l.valueRowBytes);
@@ -133,6 +135,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   registerEviction(env, exports);
   registerCompaction(env, exports);
   registerBench(env, exports);
+  registerBuildInfo(env, exports);
   registerCudaProbe(env, exports);
   registerCudaEmulation(env, exports);
   return exports;

@@ -6,6 +6,7 @@
 
 #include "addon_data.h"
 #include "args.h"
+#include "sparse_binding.h"
 #include "cuda_emulation.h"
 #include "errors.h"
 #include "guard.h"
@@ -92,6 +93,7 @@ CacheWrap::CacheWrap(const Napi::CallbackInfo& info) try : Napi::ObjectWrap<Cach
   c.groupSize = optionU32(env, o, "groupSize", limits::kGroupSizeMin, limits::kGroupSizeMax, c.headDim < 32 ? c.headDim : 32);
   c.rotateKeys = optionBool(env, o, "rotateKeys");
   c.rotateValues = optionBool(env, o, "rotateValues");
+  c.keySummaries = optionBool(env, o, "keySummaries");
   c.rotationSeed = optionU32(env, o, "rotationSeed", limits::kRotationSeedMin, limits::kRotationSeedMax, limits::kRotationSeedDefault);
   Napi::Value maxBytes = o.Get("maxBytes");
   if (!maxBytes.IsUndefined()) {
@@ -188,6 +190,7 @@ Napi::Value CacheWrap::attentionBatch(const Napi::CallbackInfo& info) {
   if (flags & schema::kAttentionPrecisionExact) r.precision = 0;
   r.queries = static_cast<const float*>(q.data);
   r.out = static_cast<float*>(out.data);
+  r.sparse = sparseSpecArg(info, 6);
   throwIfError(env, cache.attention(batchIds_.data(), n, r));
   return env.Undefined();
 }

@@ -7,6 +7,7 @@
 #include "adopt.h"
 #include "addon_data.h"
 #include "args.h"
+#include "sparse_binding.h"
 #include "errors.h"
 #include "guard.h"
 #include "kvc/generated/schema.h"
@@ -34,7 +35,8 @@ Napi::Function SequenceWrap::define(Napi::Env env) {
                       InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::read>>("read"),
                       InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::exportBytes>>("export"),
                       InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::isFreed>>("isFreed"),
-                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::resetScores>>("resetScores")});
+                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::resetScores>>("resetScores"),
+                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::sparseSelection>>("sparseSelection")});
 }
 
 Napi::Object SequenceWrap::create(Napi::Env env, std::shared_ptr<CacheHandle> handle, uint64_t id) {
@@ -147,6 +149,7 @@ Napi::Value SequenceWrap::attention(const Napi::CallbackInfo& info) {
   }
   if (flags & schema::kAttentionPrecisionFast) r.precision = 1;
   if (flags & schema::kAttentionPrecisionExact) r.precision = 0;
+  r.sparse = sparseSpecArg(info, 6);
   throwIfError(env, cache.attention(&id_, 1, r));
   return env.Undefined();
 }

@@ -39,6 +39,7 @@ class SequenceWrap : public Napi::ObjectWrap<SequenceWrap> {
   Napi::Value exportBytes(const Napi::CallbackInfo& info);
   Napi::Value isFreed(const Napi::CallbackInfo& info);
   Napi::Value resetScores(const Napi::CallbackInfo& info);
+  Napi::Value sparseSelection(const Napi::CallbackInfo& info);  // sparse_binding.cpp
 
   std::shared_ptr<CacheHandle> handle_;
   uint64_t id_ = 0;

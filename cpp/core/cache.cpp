@@ -270,7 +270,8 @@ Status Cache::append(uint64_t id, uint32_t layer, const AppendInput& input) {
   p.keys = input.keys;
   p.values = input.values;
   p.positions = positions;
-  const Status status = backend_->append(p);
+  Status status = backend_->append(p);
+  if (status.isOk()) status = summarizeAppended(tables.data(), startRows.data(), heads, input.tokens);
   if (!status.isOk()) return rollback(status);
 
   // Commit: nothing below can fail.
@@ -286,6 +287,7 @@ Status Cache::append(uint64_t id, uint32_t layer, const AppendInput& input) {
 
 Status Cache::attention(const uint64_t* ids, uint32_t count, const AttentionRequest& r) {
   KVC_RETURN_IF_ERROR(checkLayer(r.layer));
+  KVC_RETURN_IF_ERROR(checkSparse(r.sparse));
   if (r.tq == 0) return shapeMismatch("attention needs at least one query token");
   const uint32_t heads = config_.kvHeads;
   int32_t longest = 0;
@@ -375,7 +377,12 @@ Status Cache::attentionChunk(const uint64_t* ids, uint32_t count, const Attentio
   p.lseTokenStride = config_.queryHeads;
   p.scale = 1.0f / std::sqrt(static_cast<float>(D));
   p.fast = r.precision < 0 ? config_.fastPrecision : r.precision == 1;
-  return backend_->attention(p);
+  if (r.sparse.tokens == 0) return backend_->attention(p);
+  KVC_RETURN_IF_ERROR(sparse_.plan(*backend_, p.pool, p.codec, attentionScratch_.data(), p.streamCount, g, tq, tokenStride,
+                                   p.scale, r.sparse));
+  KVC_RETURN_IF_ERROR(backend_->attention(p));
+  sparse_.finish();
+  return Status::ok();
 }
 
 void Cache::recordQueries(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride) {
@@ -456,10 +463,16 @@ Status Cache::truncate(uint64_t id, int32_t position) {
   for (size_t i = 0; i < seq->streams.size(); ++i) {
     Stream& s = seq->streams[i];
     const uint32_t keep = blocksFor(newLengths[i], B);
+    const bool cut = newLengths[i] < s.length;
     for (size_t b = keep; b < s.blocks.size(); ++b) pool_.release(s.blocks[b]);
     s.blocks.resize(keep);
     s.length = newLengths[i];
     if (!s.scores.empty()) s.scores.resize(s.length);
+    // A cut block's summary still bounds its remaining rows; recomputing tightens it, but only
+    // when no fork still reads the rows beyond the cut (best effort: the old one stays valid).
+    if (cut && s.length % B != 0 && pool_.refCount(s.blocks.back()) == 1) {
+      (void)refreshSummaries(s.blocks.data(), s.length, keep - 1, keep);
+    }
   }
   for (int32_t& next : seq->nextPosition) next = std::min(next, position);
   return Status::ok();

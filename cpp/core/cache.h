@@ -29,6 +29,7 @@
 #include "config.h"
 #include "kvc/backend.h"
 #include "sequence.h"
+#include "sparse/sparse_plan.h"
 
 namespace kvc {
 
@@ -49,6 +50,7 @@ struct AttentionRequest {
   bool accumulateScores = false;   // add attention mass per row into Stream::scores
   bool recordQueries = false;      // log the queries into Stream::queries
   int precision = -1;              // -1: the cache's default; 0: exact; 1: fast
+  SparseSpec sparse;               // dynamic sparse decode (sparse/sparse_plan.h); tokens 0 = dense
 };
 
 // Rows to keep of one stream, ascending and unique.
@@ -167,6 +169,10 @@ class Cache {
   Status importSequence(const uint8_t* bytes, size_t size, uint64_t* id);
   bool hasSequence(uint64_t id) const { return sequences_.count(id) != 0; }
   CacheStats stats() const;
+  // The blocks sparse attention would read for these queries ([tq, queryHeads, headDim]) and
+  // the logit bounds it picked them by, per kv head of the layer (sparse/sparse_plan.cpp).
+  Status sparseSelection(uint64_t id, uint32_t layer, const float* queries, uint32_t tq, const SparseSpec& spec,
+                         std::vector<std::vector<uint32_t>>* picked, std::vector<std::vector<float>>* bounds);
 
   // Work that reads this cache off the main thread (asynchronous compaction) enters before
   // it is queued and leaves when it no longer touches the cache. The destructor (dispose)
@@ -194,6 +200,12 @@ class Cache {
   Status abortKeep(KeepRowsTxn* txn);
   void recordQueries(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride);
   Status attentionChunk(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1);
+  // Key summaries (sparse/sparse_plan.cpp): recomputes blocks [firstBlock, endBlock) of a
+  // stream of `length` rows from their stored keys; a no-op when the layout has none.
+  Status refreshSummaries(const int32_t* blocks, int64_t length, uint32_t firstBlock, uint32_t endBlock);
+  // Folds `tokens` rows appended at startRows[h] of each table into the summaries.
+  Status summarizeAppended(const int32_t* const* tables, const int32_t* startRows, uint32_t streams, uint32_t tokens);
+  Status checkSparse(const SparseSpec& spec) const;
 
   CacheConfig config_;
   BlockLayout layout_;
@@ -204,6 +216,8 @@ class Cache {
   uint64_t nextSequenceId_ = 1;
   std::vector<AttentionStream> attentionScratch_;
   std::vector<int32_t> queryPositionScratch_;
+  std::vector<SummaryJob> summaryJobs_;
+  SparsePlanner sparse_;
   std::mutex backgroundMutex_;
   std::condition_variable backgroundLeft_;
   uint32_t backgroundCount_ = 0;

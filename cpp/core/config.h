@@ -28,12 +28,15 @@ struct CacheConfig {
   uint32_t recentQueries = schema::cache::kRecentQueriesDefault;    // newest query vectors kept per stream
   std::string device = "cpu";  // "cpu" or "cuda"
   bool fastPrecision = false;  // precision 'fast': the default of every attention call
+  bool keySummaries = false;   // per-block key summaries for sparse decode (formats.h)
 
   uint32_t queriesPerHead() const { return queryHeads / kvHeads; }
   uint32_t streamsPerSequence() const { return layers * kvHeads; }
   uint32_t keyRowBytes() const { return rowBytes(keys, headDim, groupSize); }
   uint32_t valueRowBytes() const { return rowBytes(values, headDim, groupSize); }
-  BlockLayout blockLayout() const { return makeBlockLayout(blockSize, keyRowBytes(), valueRowBytes()); }
+  BlockLayout blockLayout() const {
+    return makeBlockLayout(blockSize, keyRowBytes(), valueRowBytes(), keySummaries ? keySummaryBytes(headDim) : 0);
+  }
 };
 
 // The schema's storage names must follow kvc::Storage, since the binding maps a name's index

@@ -192,6 +192,15 @@ Status Cache::prepareKeepRows(uint64_t id, const KeepSet* sets, uint32_t count, 
       b = e;
     }
   }
+  // Key summaries of every rebuilt block that is not an old block kept as it is.
+  for (KeepRowsTxn::Change& c : txn->changes_) {
+    const int64_t n = static_cast<int64_t>(c.rows.size());
+    for (uint32_t b = 0; b < c.blocks.size(); ++b) {
+      if (c.reused[b]) continue;
+      const Status status = refreshSummaries(c.blocks.data(), n, b, b + 1);
+      if (!status.isOk()) return txn->abortWith(status);
+    }
+  }
   return Status::ok();
 }
 
@@ -231,6 +240,10 @@ Status Cache::abortKeep(KeepRowsTxn* txn) {
     const Status status = backend_->writeRawRows(pool(), view, c.backupStart, m, c.backupKeys.data(), c.backupValues.data(),
                                                  c.backupBeta.data(), c.backupPositions.data());
     if (!status.isOk() && result.isOk()) result = status;
+    // The restored rows' blocks get their summaries back.
+    const Status summaries = refreshSummaries(c.stream->blocks.data(), c.stream->length, c.backupStart / config_.blockSize,
+                                              static_cast<uint32_t>(c.stream->blocks.size()));
+    if (!summaries.isOk() && result.isOk()) result = summaries;
   }
   for (int32_t b : txn->fresh_) pool_.release(b);
   txn->sequence_->busy = false;

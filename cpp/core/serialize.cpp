@@ -255,7 +255,8 @@ Status Cache::importSequence(const uint8_t* bytes, size_t size, uint64_t* id) {
     std::vector<int32_t> positions(n);
     std::memcpy(beta.data(), b, 4ull * n);
     std::memcpy(positions.data(), p, 4ull * n);
-    const Status status = backend_->writeRawRows(pool(), view, 0, n, k, v, beta.data(), positions.data());
+    Status status = backend_->writeRawRows(pool(), view, 0, n, k, v, beta.data(), positions.data());
+    if (status.isOk()) status = refreshSummaries(s.blocks.data(), n, 0, nb);  // summaries are not exported
     if (!status.isOk()) {
       for (int32_t blk : fresh) pool_.release(blk);
       return status;

@@ -18,6 +18,7 @@
 #include "append_rows.h"
 #include "pool_memory.h"
 #include "row_codec_reference.h"
+#include "sparse/key_summaries.h"
 #include "thread_pool.h"
 
 namespace kvc {
@@ -241,6 +242,12 @@ class CpuBackend final : public Backend {
     }
     return Status::ok();
   }
+
+  // ---- sparse decode: sparse/key_summaries.cpp ----
+  Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const SummaryJob* jobs, uint32_t count) override {
+    return cpu::summarizeBlocks(pool, codec, jobs, count);
+  }
+  Status blockBounds(const BlockBoundsParams& params) override { return cpu::blockBounds(pool_, params); }
 
   // ---- compaction and eviction numerics: compaction/compact_streams.cpp, eviction/row_scores.cpp ----
   Status compactStreams(const PoolView& pool, const RowCodec& codec, const CompactionStreamInput* streams, uint32_t count,

@@ -11,6 +11,7 @@
 
 #include "../kernels/kernel_args.h"
 #include "cuda_compaction.h"
+#include "cuda_sparse.h"
 #include "kvc/finite.h"
 #include "staging.h"
 
@@ -104,6 +105,19 @@ class CudaBackend final : public Backend {
                     const StreamView& dst, uint32_t dstStart) override;
   Status rewriteRows(const PoolView& pool, const RowCodec& codec, const StreamView& stream, uint32_t start,
                      uint32_t count, const float* values, const float* beta) override;
+  // Sparse decode: cuda_sparse.cu, under this backend's lock.
+  Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const SummaryJob* jobs, uint32_t count) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    KVC_RETURN_IF_ERROR(checkPool(pool));
+    KVC_RETURN_IF_ERROR(validateCodec(codec, pool.layout));
+    return summarizeBlocksOnDevice(context(), pool, codec, jobs, count);
+  }
+  Status blockBounds(const BlockBoundsParams& params) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    KVC_RETURN_IF_ERROR(checkPool(params.pool));
+    KVC_RETURN_IF_ERROR(validateCodec(params.codec, params.pool.layout));
+    return blockBoundsOnDevice(context(), params);
+  }
   // Compaction and eviction numerics: cuda_compaction.cu, under this backend's lock.
   uint32_t compactionBatchSize(uint32_t /*threads*/) const override { return 64; }
   Status compactStreams(const PoolView& pool, const RowCodec& codec, const CompactionStreamInput* streams,

@@ -8,6 +8,7 @@ import type { AttentionDims } from '../llama2c/model';
 import { Sampler } from '../llama2c/sampler';
 import type { Method, MethodRun, ModelHandle, StoryContext } from './runner';
 import type { AttentionCallOptions } from './sequence-attention';
+import { sparseMethods } from './sparse-methods';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- the eviction/compaction API is typed by the library once it exists */
 type Lib = Record<string, any>;
@@ -313,6 +314,8 @@ export function buildMethods(lib: Lib, dims: AttentionDims, base: CacheSettings,
     for (const q of ['int8', 'int4'] as Storage[]) methods.push(fastMethod(dims, `${q}-g${g}-fast`, { keys: q, values: q, groupSize: g }));
     methods.push(fastMethod(dims, `k8v4-g${g}-rk-fast`, { keys: 'int8', values: 'int4', groupSize: g, rotate: pow2 }));
   }
+
+  methods.push(...sparseMethods(dims));
 
   const baseLabel = fmt(base);
   const caps = (): { accumulateScores: boolean; recordQueries: boolean } =>

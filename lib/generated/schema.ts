@@ -86,6 +86,14 @@ export const COMPACTION_OPTIONS = {
   maxRows: { type: 'integer', min: 1, max: 2147483647 },
 } as const;
 
+/** attention(..., { sparse }): dynamic sparse decode over the blocks with the highest logit bounds (caches with keySummaries). */
+export const SPARSE_OPTIONS = {
+  /** rows read per stream, rounded up to whole blocks */
+  tokens: { type: 'integer', min: 1, max: 2147483647 },
+  sinks: { type: 'integer', min: 0, max: 2147483647, default: 4 },
+  recent: { type: 'integer', min: 0, max: 2147483647, default: 64 },
+} as const;
+
 /** EvictionPolicy factories and eviction budgets. */
 export const EVICTION_OPTIONS = {
   sinks: { type: 'integer', min: 0, max: 2147483647, default: 4 },

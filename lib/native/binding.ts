@@ -1,10 +1,10 @@
 // The whole native surface in one place: the types of what the .node exports, and the
 // loader. No other file names native symbols.
 import * as path from 'node:path';
-import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 
 import { KVCacheError } from '../errors';
+import { type Attempt, describeHost, loadFailureMessage, loadFirst, packageRoot, productionCandidates } from './locate';
 import type {
   BudgetKindName, CompactionMethodName, DeviceName, PerHeadName, QuerySourceName, ScheduleName, ScoreSourceName, StorageName,
 } from '../generated/schema';
@@ -50,10 +50,19 @@ export interface NativeRows {
   positions: Int32Array;
 }
 
+/** The resolved `sparse` attention option (schema section sparse). */
+export interface NativeSparse {
+  tokens: number;
+  sinks: number;
+  recent: number;
+}
+
 export interface NativeSequence {
   append(layer: number, keys: Float32Array | Uint16Array, values: Float32Array | Uint16Array, positions: Int32Array | null): void;
   /** flags: ATTENTION_FLAGS bits (1 = accumulateScores, 2 = recordQueries); other bits are rejected */
-  attention(layer: number, queries: Float32Array, tq: number, out: Float32Array, lse: Float32Array | null, flags: number): void;
+  attention(layer: number, queries: Float32Array, tq: number, out: Float32Array, lse: Float32Array | null, flags: number,
+    sparse?: NativeSparse | null): void;
+  sparseSelection(layer: number, queries: Float32Array, tq: number, sparse: NativeSparse): Array<{ blocks: Int32Array; bounds: Float32Array }>;
   resetScores(): void;
   length(layer: number, kvHead: number): number;
   lengths(layer: number): Int32Array;
@@ -69,7 +78,8 @@ export interface NativeSequence {
 export interface NativeCache {
   createSequence(): NativeSequence;
   importSequence(bytes: Uint8Array): NativeSequence;
-  attentionBatch(layer: number, sequences: NativeSequence[], queries: Float32Array, out: Float32Array, lse: Float32Array | null, flags: number): void;
+  attentionBatch(layer: number, sequences: NativeSequence[], queries: Float32Array, out: Float32Array, lse: Float32Array | null, flags: number,
+    sparse?: NativeSparse | null): void;
   stats(): NativeStats;
   trimWorkspace(): void;
   dispose(): void;
@@ -191,7 +201,23 @@ export interface NativeCompactionReport {
   secondsTotal: number;
 }
 
+/** How the .node was built (cpp/binding/build_info.cpp). */
+export interface NativeBuildInfo {
+  /** 'cmake' (primary build, prebuilds) or 'node-gyp' (the CPU-only fallback) */
+  buildSystem: string;
+  compiler: string;
+  napiVersion: number;
+  cudaCompiled: boolean;
+  /** CMake CUDA architectures, comma-separated ('' without CUDA) */
+  cudaArchitectures: string;
+  cudaEmulationCompiled: boolean;
+  /** libstdc++ and libgcc linked in (the .node needs only the C library) */
+  staticCxxRuntime: boolean;
+  assertions: boolean;
+}
+
 export interface NativeAddon {
+  buildInfo(): NativeBuildInfo;
   NativeCache: new (options: NativeCacheOptions) => NativeCache;
   setErrorFactory(factory: (code: string, message: string) => Error): void;
   devices(): NativeDevices;
@@ -215,7 +241,7 @@ export interface NativeAddon {
   /** Benchmarks: one read pass over the buffer with `threads` threads (returns a checksum). */
   readPass(buffer: ArrayBufferView, threads: number): number;
   fmaProbe(iterations: number): { multiplyAdds: number; lanes: number; checksum: number };
-  blockLayout(keys: string, values: string, headDim: number, groupSize: number, blockSize: number): {
+  blockLayout(keys: string, values: string, headDim: number, groupSize: number, blockSize: number, keySummaries?: boolean): {
     keyRowBytes: number;
     valueRowBytes: number;
     blockBytes: number;
@@ -251,23 +277,6 @@ export interface NativeTestAddon extends NativeAddon {
   resetCudaTransferStats(): void;
 }
 
-/** The package root (holds package.json), from lib/native or dist/cjs/native. */
-function packageRoot(): string {
-  let dir = __dirname;
-  for (let i = 0; i < 5; i++) {
-    const candidate = path.join(dir, 'package.json');
-    if (fs.existsSync(candidate)) {
-      try {
-        if ((JSON.parse(fs.readFileSync(candidate, 'utf8')) as { name?: string }).name === 'kvcompact') return dir;
-      } catch {
-        // not ours; keep walking up
-      }
-    }
-    dir = path.dirname(dir);
-  }
-  return path.resolve(__dirname, '..', '..');
-}
-
 /**
  * Which addon a process uses. 'production' is kvcompact.node as node-gyp-build finds it
  * (build/Release, then prebuilds/): CPU backend + CUDA backend, no emulator. 'test' is
@@ -294,44 +303,54 @@ function buildKey(build: NativeBuild): string {
   return typeof build === 'string' ? build : build.path;
 }
 
-const loaded = new Map<string, NativeAddon>();
+const loaded = new Map<string, { addon: NativeAddon; file: string }>();
 let addon: NativeAddon | undefined;
 
 /**
- * Loads one build (once per process) and registers the error factory on it. Every failure is
- * collected into one message that says what to do.
+ * Loads one build (once per process) and registers the error factory on it. 'production'
+ * tries build/Release/kvcompact.node, then the prebuilds for this platform (locate.ts); when
+ * nothing loads, one error lists every file with its reason and the commands that fix it.
  */
 export function loadNative(build: NativeBuild): NativeAddon {
+  return loadNativeWithFile(build).addon;
+}
+
+/** loadNative(), plus the file the addon came from (`npx kvcompact doctor` prints it). */
+export function loadNativeWithFile(build: NativeBuild): { addon: NativeAddon; file: string } {
   const key = buildKey(build);
   const cached = loaded.get(key);
   if (cached) return cached;
   const root = packageRoot();
   // createRequire works the same in the CommonJS build and under ESM-based test runners.
   const load = createRequire(__filename);
-  let attempt: [string, () => unknown];
-  if (build === 'production') {
-    attempt = [`node-gyp-build(${root})`, () => (load('node-gyp-build') as (dir: string) => unknown)(root)];
-  } else {
-    const file = build === 'test' ? testAddonPath() : build.path;
-    attempt = [file, () => load(file)];
-  }
-  try {
-    const addonOfBuild = attempt[1]() as NativeAddon;
-    addonOfBuild.setErrorFactory((code, message) => new KVCacheError(code as KVCacheError['code'], message));
-    loaded.set(key, addonOfBuild);
-    return addonOfBuild;
-  } catch (error) {
-    const fix =
+  const attempts: Attempt[] =
+    build === 'production'
+      ? productionCandidates(root)
+      : [{ file: build === 'test' ? testAddonPath() : build.path, origin: 'environment' }];
+  const result = loadFirst(attempts, (file) => load(file) as NativeAddon);
+  if (!result.ok) {
+    const what = build === 'production' ? 'production build' : build === 'test' ? 'KVCOMPACT_NATIVE=test' : `KVCOMPACT_NATIVE=${build.path}`;
+    const extra =
       build === 'test'
-        ? 'The test addon is built by CMake only: `npm run build:native` (it needs the CUDA toolkit headers for the emulator).'
-        : 'Build it with `npm run build:native` (CMake) or `npx node-gyp rebuild`, or reinstall the package.';
-    throw new KVCacheError(
-      'INTERNAL',
-      `the kvcompact native addon (${typeof build === 'string' ? build : 'KVCOMPACT_NATIVE'} build) could not be loaded for ` +
-        `${process.platform}-${process.arch}, Node ${process.version}:\n  ${attempt[0]}: ` +
-        `${(error as Error).message.split('\n')[0]}\n${fix}`,
-    );
+        ? '\nThe test addon is built by CMake only: `npm run build:native` in a checkout of the repository (it needs the CUDA toolkit headers for the emulator).'
+        : build === 'production'
+          ? ''
+          : '\nKVCOMPACT_NATIVE is set: point it at a kvcompact.node that loads, or unset it to use the package\'s own binary.';
+    throw new KVCacheError('INTERNAL', loadFailureMessage(what, result.attempts, root, describeHost()) + extra);
   }
+  result.addon.setErrorFactory((code, message) => new KVCacheError(code as KVCacheError['code'], message));
+  const entry = { addon: result.addon, file: result.file };
+  loaded.set(key, entry);
+  return entry;
+}
+
+/**
+ * Loads the build this process asks for (KVCOMPACT_NATIVE at this moment) when kvcompact is
+ * imported, so that a missing or unloadable binary fails at import with the full report. The
+ * build that native() uses is still decided at its first call.
+ */
+export function loadAtImport(): void {
+  loadNative(requestedBuild());
 }
 
 /** The addon this process uses (requestedBuild(), decided at the first call). */

@@ -4,20 +4,31 @@
 //
 // Contract on the emulator. The fit runs where the rows live: the CUDA backend's own batched
 // kernels (cuda/kernels/compaction, cuda/backend/cuda_compaction*.cu) against the CPU
-// backend's (cpp/cpu/compaction). Both compute the same algorithm, with the f64 Cholesky
-// solves identical step for step, but the device GEMMs and reductions (scores, Gram
-// matrices, right-hand sides, softmax sums) add in another order than the CPU's blocked SIMD
-// loops, so the fitted numbers differ by rounding and are not bit-equal. Hence:
+// backend's (cpp/cpu/compaction). Both compute the same algorithm, but the device GEMMs,
+// reductions and factorizations (scores, Gram matrices, right-hand sides, softmax sums, the
+// blocked Cholesky) add in another order than the CPU's blocked SIMD loops, so the fitted
+// numbers differ by rounding and are not bit-equal. Hence:
+//   - appending stores identical bytes on both devices (every row, bit for bit);
 //   - the kept rows are the same ones: positions and keys bit for bit (keys are gathered,
 //     never rewritten), and the protected rows (sinks and recent rows) keep their values and
 //     beta bit for bit;
+//   - the fit's quality on the reference queries, computed by the test from the stored rows
+//     (fitQuality: the mass residual the beta fit minimizes, the output error the value fit
+//     minimizes), matches the CPU's in every stream: mass residual within 1e-6 relative
+//     (measured: <= 4e-8 over 5 seeds), output error within 1e-5 (f32) .. 1e-3 (int4) relative,
+//     which also sees the rounding of the stored values (measured: <= 2e-4 with int4). A beta
+//     of one row moved by 0.05 must break the mass rule (checked once per comparison);
 //   - beta within 1e-4 relative (|Δ| / max(1, |β|)), and the fitted values within 1e-4 of
-//     their row's norm (‖Δv‖ / ‖v‖ per row), loosened only where the CPU itself is that
-//     sensitive: two more sequences on device 'cpu' get the same rows and every recorded
-//     query moved by ±2⁻²¹ relative (two ulps; two sign patterns, the larger move counts); where the fit is ill-posed (OMP with 2t close to the
-//     number of reference queries: near-square normal equations), the device may differ by 4×
-//     what that perturbation moves on the CPU. This is the rule of the native parity test
-//     (cuda/tests/compaction_backend_tests.cpp), which checks the unencoded fit;
+//     their row's norm (‖Δv‖ / ‖v‖ per row), loosened where the CPU itself is that sensitive:
+//     two more sequences on device 'cpu' get the same rows and every recorded query moved by
+//     ±2⁻²¹ relative (two ulps; two sign patterns, the larger move counts), and the device may
+//     differ by 4× what that perturbation moves on the CPU (the rule of the native parity test,
+//     cuda/tests/compaction_backend_tests.cpp, which checks the unencoded fit);
+//   - where beta is weakly identified (the perturbation moves the CPU's beta by >= 1e-5, i.e. the
+//     system amplifies rounding ~40-fold or more), two perturbed runs can underestimate how far
+//     rounding moves it (seen: 3.3e-3 against 4 × 5.9e-4): there, a beta beyond the rule is
+//     judged by the fit's quality alone (above), and so are its values, fitted to that beta.
+//     A well-conditioned stream gets no such pass;
 //   - here the values are read back from storage, which rounds them: f32 values show the fit
 //     itself (the rule above applies); f16 and integer values are held to 1e-4 plus one
 //     rounding step of their format relative to the row's norm (a fit difference below the
@@ -29,11 +40,9 @@
 //     format, relative (the few rows one step away each hold a few % of the attention at
 //     most), log-sum-exp within 1e-5 (only keys, which are equal, and beta enter it);
 //   - exports have the same length (the bytes hold the fitted rows).
-// Appending is meant to store identical bytes on both devices, but a rotated int8 coordinate on
-// a rounding boundary can land one step apart (KVC_TEST_SEED=2878556540: one row of 1024). At
-// most 1% of the appended rows may so differ; they are exempt from the bit-exact checks, and a
-// stream holding one is fitted from different inputs, so only its kept rows are compared.
-// The test prints the measured worst differences per case next to what the CPU's perturbation moves.
+// Inputs are fresh every run (test/reference/random.ts: seed = hash(test name) ^ a random run
+// seed, printed on failure; KVC_TEST_SEED replays a run). The test prints the measured worst
+// differences per case next to what the CPU's perturbation moves.
 //
 // On a GPU (rules 'gpu'), rows decoded for the fit and for attention may also differ by an ulp
 // (fma contraction), which the fit can amplify: the kept rows must be the same ones, kept keys
@@ -59,7 +68,20 @@ function attentionRel(values: Storage): number {
 const LSE_REL = onDevice ? 2e-4 : 1e-5;
 // The fit tolerance where the CPU itself is not more sensitive (see the header).
 const FIT_REL = onDevice ? 1e-3 : 1e-4;
+// Beta counts as weakly identified where two ulps of query perturbation move the CPU's by at
+// least this much (relative), i.e. the system amplifies rounding at least ~40-fold.
+const BETA_ILL_POSED = FIT_REL / 10;
+// The fit's quality (fitQuality) on the device against the CPU's, relative. The mass residual is
+// flat where beta is weakly identified (that is why beta is), so it is held tightly; the output
+// error also sees the rounding of the stored values, so its margin grows with the format's step.
+const MASS_REL = onDevice ? 1e-4 : 1e-6;
+const OUTPUT_REL: Record<Storage, number> = { f32: 1e-5, f16: 2e-5, bf16: 1e-4, int8: 2e-4, int4: 1e-3 };
+function outputRel(values: Storage): number {
+  return onDevice ? Math.max(1e-3, OUTPUT_REL[values]) : OUTPUT_REL[values];
+}
 const STEP_ROWS_MIN = 4;
+// The emulated kernels run on the CPU, and CI machines are shared: a case takes 15-70 s.
+const EMULATED_TIMEOUT = 240_000;
 // One rounding step of each value format relative to a row's norm (int4 is asymmetric:
 // range / 15 ≤ 2·max / 15; the group's largest |x| is at most the row's norm).
 const STEP: Record<Storage, number> = { f32: 2 ** -23, f16: 2 ** -10, bf16: 2 ** -7, int8: 1 / 127, int4: 2 / 15 };
@@ -75,7 +97,7 @@ const LAYERS = 2;
 // vectors per kv head (GQA); the fits run only with at least t of them for t kept rows (2t
 // for OMP), otherwise the kept rows stay as they are and nothing is rewritten. The
 // `perturbed` sequences get the same rows and every query moved by ±2⁻²¹ relative.
-function fill(rng: Rng, seqs: Sequence[], rows: number, queryTokens: number, perturbed: Sequence[] = []) {
+function fill(rng: Rng, seqs: Sequence[], rows: number, queryTokens: number, perturbed: Sequence[] = [], log?: QueryLog) {
   for (let l = 0; l < LAYERS; l++) {
     const keys = randn(rng, rows * KV_HEADS * D);
     for (let i = 3; i < keys.length; i += D) keys[i]! *= 8;
@@ -84,6 +106,7 @@ function fill(rng: Rng, seqs: Sequence[], rows: number, queryTokens: number, per
     for (let i = 0; i < queryTokens; i++) {
       const q = randn(rng, QUERY_HEADS * D);
       for (const s of seqs) s.attention(l, q, { recordQueries: true });
+      if (log) recordQueries(log, l, q);
       if (perturbed.length === 0) continue;
       // Each perturbed sequence moves the queries with its own sign pattern.
       perturbed.forEach((s, k) => {
@@ -92,6 +115,59 @@ function fill(rng: Rng, seqs: Sequence[], rows: number, queryTokens: number, per
       });
     }
   }
+}
+
+// The reference queries of every stream, as the cache records them: each query token adds the
+// GQA group's query heads of that kv head, in order (the reservoir of 512 holds them all here).
+type QueryLog = Float32Array[][];
+const RESERVOIR = 512;
+function newQueryLog(): QueryLog {
+  return Array.from({ length: LAYERS * KV_HEADS }, () => []);
+}
+function recordQueries(log: QueryLog, layer: number, q: Float32Array) {
+  const g = QUERY_HEADS / KV_HEADS;
+  for (let h = 0; h < KV_HEADS; h++) {
+    for (let i = 0; i < g; i++) log[layer * KV_HEADS + h]!.push(q.slice((h * g + i) * D, (h * g + i + 1) * D));
+  }
+}
+
+// How well compacted rows reproduce the original rows' attention on the reference queries,
+// computed here in f64 from the stored rows (independently of either device's report):
+// mass, the RMS over queries of Z'/Z − 1 (the quantity the beta fit minimizes, Z = Σ exp(q·k/√D + β));
+// output, ‖softmax(S')V' − softmax(S)V‖ / ‖softmax(S)V‖ over all queries (what the value fit minimizes).
+function fitQuality(after: Rows, before: Rows, queries: Float32Array[]): { mass: number; output: number } {
+  const scale = 1 / Math.sqrt(D);
+  const logits = (rows: Rows, q: Float32Array) => Array.from(rows.beta, (b, j) => {
+    let s = 0;
+    for (let d = 0; d < D; d++) s += q[d]! * rows.keys[j * D + d]!;
+    return s * scale + b;
+  });
+  const attend = (rows: Rows, s: number[], m: number) => {
+    let z = 0;
+    const o = new Float64Array(D);
+    s.forEach((x, j) => {
+      const p = Math.exp(x - m);
+      z += p;
+      for (let d = 0; d < D; d++) o[d] = o[d]! + p * rows.values[j * D + d]!;
+    });
+    for (let d = 0; d < D; d++) o[d] = o[d]! / z;
+    return { z, o };
+  };
+  let mass = 0;
+  let num = 0;
+  let den = 0;
+  for (const q of queries) {
+    const s0 = logits(before, q);
+    const m = Math.max(...s0);
+    const a = attend(before, s0, m);
+    const b = attend(after, logits(after, q), m);
+    mass += (b.z / a.z - 1) ** 2;
+    for (let d = 0; d < D; d++) {
+      num += (b.o[d]! - a.o[d]!) ** 2;
+      den += a.o[d]! ** 2;
+    }
+  }
+  return { mass: Math.sqrt(mass / queries.length), output: Math.sqrt(num / den) };
 }
 
 // Rows whose bias or value differs from the row they were kept from: the ones the fit rewrote.
@@ -145,47 +221,39 @@ function fitDiff(got: Rows, want: Rows): { beta: number; value: number; rowValue
   return { beta, value, rowValues };
 }
 
-interface Measured { beta: number; value: number; cpuBeta: number; cpuValue: number; cpuStepRows: number; error: number; cpuError: number; stepRows: number; attention: number; lse: number }
+interface Measured { beta: number; value: number; cpuBeta: number; cpuValue: number; cpuStepRows: number; error: number; cpuError: number; stepRows: number; attention: number; lse: number; mass: number; output: number; illPosed: number; mutationChecked: boolean }
 function newMeasured(): Measured {
-  return { beta: 0, value: 0, cpuBeta: 0, cpuValue: 0, cpuStepRows: 0, error: 0, cpuError: 0, stepRows: 0, attention: 0, lse: 0 };
+  return { beta: 0, value: 0, cpuBeta: 0, cpuValue: 0, cpuStepRows: 0, error: 0, cpuError: 0, stepRows: 0, attention: 0, lse: 0, mass: 0, output: 0, illPosed: 0, mutationChecked: false };
 }
 
 // Rows of device 'cuda' (gpu) against device 'cpu' (cpu); `perturbed` is the CPU with moved
 // queries (the CPU's own sensitivity), `protect` the rows the compaction kept as they were.
-// Rows whose appended keys or values already differ between the devices ("layer/head/position"):
-// the append kernels are meant to store identical bytes on the emulator, but a rotated
-// coordinate on a rounding boundary can quantize one step apart (seen with int8 rotated keys,
-// KVC_TEST_SEED=2878556540: one row of 1024). Such rows are exempt from the bit-exact checks.
-const appendDiffers = new Set<string>();
-
 function rowDiffers(x: Float32Array, y: Float32Array, j: number): boolean {
   return !bytes(x.subarray(j * D, (j + 1) * D)).equals(bytes(y.subarray(j * D, (j + 1) * D)));
 }
 
-// Before compaction: the same rows on both devices, up to the append differences above (at
-// most 1% of the rows), which are recorded.
+// Before compaction: the same rows on both devices, bit for bit on the emulator (the append
+// kernels quantize with the reciprocal of the stored scale, as the CPU encoders do).
 function expectSameAppend(gpu: Sequence, cpu: Sequence) {
-  appendDiffers.clear();
   for (let l = 0; l < LAYERS; l++) {
     for (let h = 0; h < KV_HEADS; h++) {
       const x = cpu.read(l, h);
       const y = gpu.read(l, h);
       expect(Array.from(y.positions)).toEqual(Array.from(x.positions));
       if (onDevice) continue;
-      let n = 0;
       x.positions.forEach((pos, j) => {
-        if (rowDiffers(x.keys, y.keys, j) || rowDiffers(x.values, y.values, j) || x.beta[j] !== y.beta[j]) {
-          appendDiffers.add(`${l}/${h}/${pos}`);
-          n++;
-        }
+        expect(rowDiffers(x.keys, y.keys, j) || rowDiffers(x.values, y.values, j) || x.beta[j] !== y.beta[j],
+          `layer ${l} head ${h}: appended row at position ${pos} differs from the CPU's`).toBe(false);
       });
-      if (n) console.log(`[cuda compaction] layer ${l} head ${h}: ${n} appended rows differ from the CPU's (rounding boundary)`);
-      expect(n, `layer ${l} head ${h}: appended rows that differ`).toBeLessThanOrEqual(Math.ceil(0.01 * x.positions.length));
     }
   }
 }
 
-function expectSameRows(gpu: Sequence, cpu: Sequence, label: string, perturbed: Sequence[] = [], protect?: { sinks: number; recent: number }, m = newMeasured()) {
+// The original rows and reference queries of a compaction, for fitQuality.
+interface Reference { before: Rows[]; queries: QueryLog }
+
+function expectSameRows(gpu: Sequence, cpu: Sequence, label: string, perturbed: Sequence[] = [], protect?: { sinks: number; recent: number },
+  m = newMeasured(), ref?: Reference) {
   const c = cpu.cache.config;
   for (let l = 0; l < LAYERS; l++) {
     for (let h = 0; h < KV_HEADS; h++) {
@@ -199,25 +267,16 @@ function expectSameRows(gpu: Sequence, cpu: Sequence, label: string, perturbed: 
         // then applies with FIT_REL 1e-3.
         expectRowsMatch(target, b.keys, a.keys, c.keys, c.rotateKeys ? D : c.groupSize, `${where} keys`);
       } else {
-        for (let j = 0; j < t; j++) {
-          if (!appendDiffers.has(`${l}/${h}/${a.positions[j]}`)) expect(rowDiffers(a.keys, b.keys, j), `${where} keys of row ${j}`).toBe(false);
-        }
+        for (let j = 0; j < t; j++) expect(rowDiffers(a.keys, b.keys, j), `${where} keys of row ${j}`).toBe(false);
         if (protect) {
           // Protected rows are gathered, never refitted: bit for bit.
           for (let j = 0; j < t; j++) {
             if (j >= protect.sinks && j < t - protect.recent) continue;
-            if (appendDiffers.has(`${l}/${h}/${a.positions[j]}`)) continue;
             expect(b.beta[j], `${where} protected beta ${j}`).toBe(a.beta[j]);
             expect(bytes(b.values.subarray(j * D, (j + 1) * D)).equals(bytes(a.values.subarray(j * D, (j + 1) * D))),
               `${where} protected values ${j}`).toBe(true);
           }
         }
-      }
-      if (!onDevice && [...appendDiffers].some((k) => k.startsWith(`${l}/${h}/`))) {
-        // The two devices fitted different inputs (a key or value one step apart): the fit
-        // is not comparable at these tolerances. The kept rows were checked above.
-        console.log(`[cuda compaction] ${where}: fit not compared (appended rows differ)`);
-        continue;
       }
       let cpuBeta = 0;
       let cpuValue = 0;
@@ -238,13 +297,50 @@ function expectSameRows(gpu: Sequence, cpu: Sequence, label: string, perturbed: 
       // Stored f32 values resolve the fit itself: the CPU's sensitivity applies. Stored f16 and
       // integer values round the fit; the rounding step bounds what they can show (below).
       const tolValue = c.values === 'f32' ? Math.max(FIT_REL, 4 * cpuValue) : FIT_REL;
-      expect(d.beta, `${where} beta (CPU under perturbation ${cpuBeta})`).toBeLessThanOrEqual(tolBeta);
-      // Every row within the fit tolerance plus one rounding step of the value format; the
-      // rows that use the step are few (a rounding boundary within the fit tolerance).
-      expect(d.value, `${where} values (CPU under perturbation ${cpuValue})`).toBeLessThanOrEqual(tolValue + step);
+      // The fit's quality on the reference queries, computed here from the stored rows: the
+      // device's must match the CPU's in every stream (see the header).
+      const at = l * KV_HEADS + h;
+      let illPosed = false;
+      if (ref) {
+        const before = ref.before[at]!;
+        const queries = ref.queries[at]!;
+        const qa = fitQuality(a, before, queries);
+        const qb = fitQuality(b, before, queries);
+        expect(Math.abs(qb.mass - qa.mass), `${where} mass residual ${qb.mass} (CPU ${qa.mass})`).toBeLessThanOrEqual(MASS_REL * qa.mass + 1e-12);
+        expect(Math.abs(qb.output - qa.output), `${where} output error ${qb.output} (CPU ${qa.output})`)
+          .toBeLessThanOrEqual(outputRel(c.values) * qa.output + 1e-12);
+        m.mass = Math.max(m.mass, Math.abs(qb.mass - qa.mass) / qa.mass);
+        m.output = Math.max(m.output, Math.abs(qb.output - qa.output) / qa.output);
+        // Beta weakly identified: the CPU's own two-ulp perturbation moves it by more than
+        // BETA_ILL_POSED, and the device's beta lies beyond what two perturbations showed. The
+        // fit is judged by its quality (above) alone; its values were fitted to that beta.
+        illPosed = d.beta > tolBeta && cpuBeta >= BETA_ILL_POSED;
+        if (illPosed) {
+          m.illPosed++;
+          console.log(`[cuda compaction] ${where}: beta ${d.beta.toExponential(2)} beyond 4x the CPU's perturbation ` +
+            `(${cpuBeta.toExponential(2)}), judged by the fit: mass residual ${qb.mass} vs ${qa.mass}, output error ${qb.output} vs ${qa.output}`);
+        }
+        if (!m.mutationChecked) {
+          // The quality check can fail: one fitted row's beta moved by 0.05 must show.
+          const j = b.beta.indexOf(Math.max(...b.beta));
+          const beta = Float32Array.from(b.beta);
+          beta[j] = beta[j]! + 0.05;
+          const qm = fitQuality({ ...b, beta }, before, queries);
+          expect(Math.abs(qm.mass - qa.mass), `${where}: a beta moved by 0.05 goes unnoticed`).toBeGreaterThan(MASS_REL * qa.mass);
+          m.mutationChecked = true;
+        }
+      }
+      if (!illPosed) {
+        expect(d.beta, `${where} beta (CPU under perturbation ${cpuBeta})`).toBeLessThanOrEqual(tolBeta);
+        // Every row within the fit tolerance plus one rounding step of the value format; the
+        // rows that use the step are few (a rounding boundary within the fit tolerance).
+        expect(d.value, `${where} values (CPU under perturbation ${cpuValue})`).toBeLessThanOrEqual(tolValue + step);
+      }
       const stepRows = d.rowValues.filter((e) => e > tolValue).length;
-      expect(stepRows, `${where} rows one rounding step away (CPU under perturbation ${cpuStepRows})`)
-        .toBeLessThanOrEqual(Math.max(STEP_ROWS_MIN, 4 * cpuStepRows, Math.ceil(0.1 * t)));
+      if (!illPosed) {
+        expect(stepRows, `${where} rows one rounding step away (CPU under perturbation ${cpuStepRows})`)
+          .toBeLessThanOrEqual(Math.max(STEP_ROWS_MIN, 4 * cpuStepRows, Math.ceil(0.1 * t)));
+      }
       m.beta = Math.max(m.beta, d.beta);
       m.value = Math.max(m.value, d.value);
       m.cpuBeta = Math.max(m.cpuBeta, cpuBeta);
@@ -272,6 +368,7 @@ function report(label: string, m: Measured) {
   console.log(`[cuda compaction] ${label}: beta ${m.beta.toExponential(2)} (cpu perturbed ${m.cpuBeta.toExponential(2)}), ` +
     `values ${m.value.toExponential(2)} (cpu perturbed ${m.cpuValue.toExponential(2)}), rows beyond the fit tolerance ${m.stepRows} (cpu perturbed ${m.cpuStepRows}), ` +
     `errors ${m.error.toExponential(2)} (cpu perturbed ${m.cpuError.toExponential(2)}), ` +
+    `fit quality: mass residual ${m.mass.toExponential(2)}, output error ${m.output.toExponential(2)} relative, ${m.illPosed} streams judged by it alone, ` +
     `attention ${m.attention.toExponential(2)}, lse ${m.lse.toExponential(2)}`);
 }
 
@@ -299,9 +396,11 @@ describe(`Compactor on device cuda (${target.kind}) matches device cpu`, () => {
       const p2 = cpuMoved.createSequence();
       const b = gpu.createSequence();
       const rows = 256;
-      fill(rng, [a, b], rows, 40, [p, p2]);
+      const log = newQueryLog();
+      fill(rng, [a, b], rows, 40, [p, p2], log);
       expectSameAppend(b, a);
       const before = readAll(b);
+      const ref: Reference = { before: readAll(a), queries: log };
 
       const compactor = new Compactor({ ...c.options, threads: 2 });
       const ra = await compactor.compact(a);
@@ -324,7 +423,7 @@ describe(`Compactor on device cuda (${target.kind}) matches device cpu`, () => {
       });
       for (const s of rb.streams) expect(s.querySource).toBe('recorded');
       const kept = c.options.protect ?? { sinks: 4, recent: 32 };
-      expectSameRows(b, a, 'after', [p, p2], { sinks: kept.sinks!, recent: kept.recent! }, m);
+      expectSameRows(b, a, 'after', [p, p2], { sinks: kept.sinks!, recent: kept.recent! }, m, ref);
       // Most kept rows outside the protected sinks and recent rows (kept as they are) were
       // refitted, i.e. rewritten and not only gathered.
       const fitted = rb.rowsAfter - LAYERS * KV_HEADS * (kept.sinks! + kept.recent!);
@@ -351,7 +450,7 @@ describe(`Compactor on device cuda (${target.kind}) matches device cpu`, () => {
       cpu.dispose();
       cpuMoved.dispose();
       gpu.dispose();
-    });
+    }, EMULATED_TIMEOUT);
   }
 
   it('compact() with progress, a fork, compactSync and maybeCompact', async () => {
@@ -367,9 +466,11 @@ describe(`Compactor on device cuda (${target.kind}) matches device cpu`, () => {
     const p = cpuMoved.createSequence();
     const p2 = cpuMoved.createSequence();
     const b = gpu.createSequence();
-    fill(rng, [a, b], 200, 40, [p, p2]);
+    const log = newQueryLog();
+    fill(rng, [a, b], 200, 40, [p, p2], log);
     expectSameAppend(b, a);
     const m = newMeasured();
+    const forkRef: Reference = { before: readAll(a), queries: log };
 
     // A fork shares the parent's blocks; compacting it copies what it rewrites, so the
     // parent stays as it was.
@@ -391,7 +492,7 @@ describe(`Compactor on device cuda (${target.kind}) matches device cpu`, () => {
     expect(report_.streams).toHaveLength(LAYERS * KV_HEADS);
     expect(report_.rowsAfter).toBe(LAYERS * KV_HEADS * 60);
     const defaults = { sinks: 4, recent: 32 };
-    expectSameRows(fb, fa, 'fork', [fp, fp2], defaults, m);
+    expectSameRows(fb, fa, 'fork', [fp, fp2], defaults, m, forkRef);
     expect(rewrittenRows(fb, readAll(b))).toBeGreaterThan((report_.rowsAfter - LAYERS * KV_HEADS * 36) / 2);
     const parent = b.read(1, 1);
     expect(bytes(parent.values).equals(bytes(before.values))).toBe(true); // same device: bit-exact
@@ -403,33 +504,33 @@ describe(`Compactor on device cuda (${target.kind}) matches device cpu`, () => {
         for (let h = 0; h < KV_HEADS; h++) {
           const x = a.read(l, h);
           const y = b.read(l, h);
-          x.positions.forEach((pos, j) => {
-            if (!appendDiffers.has(`${l}/${h}/${pos}`)) expect(rowDiffers(x.values, y.values, j), `parent values row ${j}`).toBe(false);
-          });
+          x.positions.forEach((_, j) => expect(rowDiffers(x.values, y.values, j), `parent values row ${j}`).toBe(false));
         }
       }
     }
 
     // Synchronous compaction of the parent (targetTokens), then online compaction of new rows.
+    const syncRef: Reference = { before: readAll(a), queries: log };
     const sa = new Compactor({ targetTokens: 80, threads: 1 }).compactSync(a);
     new Compactor({ targetTokens: 80, threads: 1 }).compactSync(p);
     new Compactor({ targetTokens: 80, threads: 1 }).compactSync(p2);
     const sb = new Compactor({ targetTokens: 80, threads: 1 }).compactSync(b);
     expect(sb.rowsAfter).toBe(sa.rowsAfter);
-    expectSameRows(b, a, 'compactSync', [p, p2], defaults, m);
+    expectSameRows(b, a, 'compactSync', [p, p2], defaults, m, syncRef);
     const online = new Compactor({ ratio: 0.5, protect: { sinks: 2, recent: 8 }, online: { maxRows: 100 }, threads: 1 });
-    fill(rng, [a, b], 40, 4, [p, p2]);
+    fill(rng, [a, b], 40, 4, [p, p2], log);
+    const onlineRef: Reference = { before: readAll(a), queries: log };
     const oa = online.maybeCompact(a);
     online.maybeCompact(p);
     online.maybeCompact(p2);
     const ob = online.maybeCompact(b);
     expect(ob?.rowsAfter).toBe(oa?.rowsAfter);
     expect(ob?.rowsAfter).toBeLessThan(ob?.rowsBefore ?? 0);
-    expectSameRows(b, a, 'maybeCompact', [p, p2], { sinks: 2, recent: 8 }, m);
+    expectSameRows(b, a, 'maybeCompact', [p, p2], { sinks: 2, recent: 8 }, m, onlineRef);
     report('fork, compactSync, maybeCompact', m);
     fb.append(0, randn(rng, KV_HEADS * D), randn(rng, KV_HEADS * D)); // not left busy
     cpu.dispose();
     cpuMoved.dispose();
     gpu.dispose();
-  });
+  }, EMULATED_TIMEOUT);
 });

@@ -50,6 +50,17 @@ class Backend {
   // not rewrite would leave a half-compacted sequence.
   virtual Status rewriteRows(const PoolView& pool, const RowCodec& codec, const StreamView& stream, uint32_t start,
                              uint32_t count, const float* values, const float* beta) = 0;
+  // ---- key summaries and sparse decode (kvc/views.h; used only when the layout has summaries) ----
+  // Folds rows of blocks into their key summaries (SummaryJob). Jobs name distinct blocks.
+  virtual Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const SummaryJob* jobs, uint32_t count) {
+    (void)pool, (void)codec, (void)jobs, (void)count;
+    return unsupported(std::string("summarizeBlocks is not implemented by the ") + name() + " backend");
+  }
+  // Upper bounds of the logits of every block of every stream (BlockBoundsParams).
+  virtual Status blockBounds(const BlockBoundsParams& params) {
+    (void)params;
+    return unsupported(std::string("blockBounds is not implemented by the ") + name() + " backend");
+  }
   // ---- compaction and eviction numerics (kvc/compaction_ops.h, ARCHITECTURE §9) ----
   // Streams per compactStreams call this backend handles best (the CPU: two per thread; a GPU:
   // as many as its memory allows, since one launch fits them all).

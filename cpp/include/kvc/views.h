@@ -89,4 +89,35 @@ struct PartialSoftmax {
   float* acc = nullptr;  // [tq * queriesPerHead][headDim]
 };
 
+// Key summaries (sparse decode): recompute or extend the summary of one block from its stored
+// keys. Rows [begin, end) of the block are folded in; begin == 0 starts from an empty summary
+// (the block's rows before `begin` are already in it otherwise).
+struct SummaryJob {
+  int32_t block = 0;
+  uint32_t begin = 0;
+  uint32_t end = 0;
+};
+
+// Upper bounds of the attention logits per block of a stream, from the key summaries:
+// bounds[b] = max over the stream's tq * queriesPerHead queries q of
+//   scale * sum_d max(q_d lo_d, q_d hi_d) + max(beta of the block's rows below length),
+// q in the rotated space when keys are rotated (the backend rotates, as attention does).
+// A block whose summary holds a NaN bound gets +Inf (always worth reading).
+struct BoundsStream {
+  StreamView kv;
+  const float* queries = nullptr;  // first element of (s, 0, 0, 0), addressed like AttentionStream
+  float* bounds = nullptr;         // [ceil(length / blockSize)] host memory
+};
+
+struct BlockBoundsParams {
+  PoolView pool;
+  RowCodec codec;
+  uint32_t streamCount = 0;
+  const BoundsStream* streams = nullptr;  // [streamCount]
+  uint32_t queriesPerHead = 1;
+  uint32_t tq = 1;
+  uint64_t tokenStride = 0;  // floats between query tokens
+  float scale = 1.0f;
+};
+
 }  // namespace kvc

@@ -128,6 +128,19 @@ inline constexpr uint32_t kMaxRowsMin = 1u;
 inline constexpr uint32_t kMaxRowsMax = 2147483647u;
 }  // namespace compaction
 
+// attention(..., { sparse }): dynamic sparse decode over the blocks with the highest logit bounds (caches with keySummaries).
+namespace sparse {
+// tokens: rows read per stream, rounded up to whole blocks
+inline constexpr uint32_t kTokensMin = 1u;
+inline constexpr uint32_t kTokensMax = 2147483647u;
+inline constexpr uint32_t kSinksMin = 0u;
+inline constexpr uint32_t kSinksMax = 2147483647u;
+inline constexpr uint32_t kSinksDefault = 4u;
+inline constexpr uint32_t kRecentMin = 0u;
+inline constexpr uint32_t kRecentMax = 2147483647u;
+inline constexpr uint32_t kRecentDefault = 64u;
+}  // namespace sparse
+
 // EvictionPolicy factories and eviction budgets.
 namespace eviction {
 inline constexpr uint32_t kSinksMin = 0u;

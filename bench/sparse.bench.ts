@@ -1,0 +1,166 @@
+// `npx tsx bench/sparse.bench.ts`: dynamic sparse decode against full attention, one
+// Llama-3-8B-shaped layer (8 kv heads × 128, 32 query heads: GQA 4), f16 with key summaries,
+// at 16K and 64K tokens: median decode time of full attention and of sparse attention reading
+// 1/8 and 1/16 of the rows (same process, same cache), the ratio, the time of the block
+// selection alone, and the read-bandwidth floor of the bytes each reads. Recall: the share of
+// the full attention mass (accumulateScores of the dense call) inside the blocks sparse attention
+// reads, per kv head and query, on two synthetic LLM-like worlds: test/compactor/llm-stream.ts
+// (sink, recent rows, retrieval of salient rows anywhere) and bench/support/synthetic-streams.ts
+// (sink, local window, diffuse noise logits over every row).
+// Flags: --tokens 16384,65536  --queries 8  --threads 2  --json FILE
+import { KVCache, type Sequence } from '../lib/index';
+import { llmStreams } from '../test/compactor/llm-stream';
+import { markdownTable, medianSeconds, parseArgs, progress, readBandwidth, writeJson } from './support/bench-utils';
+import { syntheticKV, syntheticQueries } from './support/synthetic-streams';
+
+const KV_HEADS = 8;
+const HEAD_DIM = 128;
+const QUERY_HEADS = 32;
+const GROUP = QUERY_HEADS / KV_HEADS;
+
+const args = parseArgs();
+const tokenCounts = (args.rest.get('tokens') ?? (args.quick ? '16384' : '16384,65536')).split(',').map(Number);
+const queryCount = Number(args.rest.get('queries') ?? 8);
+const threads = Number(args.rest.get('threads') ?? 2);
+const fractions = [1 / 8, 1 / 16];
+const RULE = { sinks: 4, recent: 64 };
+
+interface World {
+  name: string;
+  keys: Float32Array; // [T, kvHeads, D]
+  values: Float32Array;
+  queries: Float32Array[]; // each [queryHeads, D]: one decode step
+}
+
+function llmWorld(T: number): World {
+  // One query per kv head per draw: GROUP draws give each query head of a group its own query.
+  const s = llmStreams({ tokens: T, kvHeads: KV_HEADS, headDim: HEAD_DIM, queries: 1, heldOut: queryCount * GROUP }, 7);
+  const queries: Float32Array[] = [];
+  for (let i = 0; i < queryCount; i++) {
+    const q = new Float32Array(QUERY_HEADS * HEAD_DIM);
+    for (let h = 0; h < KV_HEADS; h++) {
+      for (let g = 0; g < GROUP; g++) {
+        const src = ((i * GROUP + g) * KV_HEADS + h) * HEAD_DIM;
+        q.set(s.heldOut.subarray(src, src + HEAD_DIM), (h * GROUP + g) * HEAD_DIM);
+      }
+    }
+    queries.push(q);
+  }
+  return { name: 'retrieval (llm-stream)', keys: s.keys, values: s.values, queries };
+}
+
+function diffuseWorld(T: number): World {
+  const s = syntheticKV({ tokens: T, kvHeads: KV_HEADS, headDim: HEAD_DIM, queryHeads: QUERY_HEADS }, 11);
+  const queries: Float32Array[] = [];
+  for (let i = 0; i < queryCount; i++) queries.push(syntheticQueries(s, 1, 100 + i));
+  return { name: 'local + diffuse (synthetic-streams)', keys: s.keys, values: s.values, queries };
+}
+
+function load(cache: KVCache, w: World, T: number): Sequence {
+  const seq = cache.createSequence();
+  const chunk = 4096;
+  for (let t = 0; t < T; t += chunk) {
+    const n = Math.min(chunk, T - t);
+    const a = t * KV_HEADS * HEAD_DIM;
+    const b = (t + n) * KV_HEADS * HEAD_DIM;
+    seq.append(0, w.keys.subarray(a, b), w.values.subarray(a, b));
+  }
+  return seq;
+}
+
+/**
+ * Mean and minimum share of the dense attention mass inside the picked blocks, over heads ×
+ * queries, and the mean share of the best possible pick of as many blocks (the blocks holding
+ * the most mass: what an oracle selection would reach on this world).
+ */
+function recall(seq: Sequence, w: World, tokens: number, blockSize: number): { mean: number; min: number; oracle: number } {
+  let sum = 0;
+  let min = Infinity;
+  let oracle = 0;
+  let n = 0;
+  for (const q of w.queries) {
+    seq.resetScores();
+    seq.attention(0, q, { accumulateScores: true });
+    const sel = seq.sparseSelection(0, q, { tokens, ...RULE });
+    for (let h = 0; h < KV_HEADS; h++) {
+      const scores = seq.scores(0, h);
+      let total = 0;
+      for (let r = 0; r < scores.length; r++) total += scores[r]!;
+      let inside = 0;
+      for (const b of sel[h]!.blocks) for (let r = b * blockSize; r < Math.min(scores.length, (b + 1) * blockSize); r++) inside += scores[r]!;
+      const share = inside / total;
+      const mass = new Float64Array(Math.ceil(scores.length / blockSize));
+      for (let r = 0; r < scores.length; r++) mass[Math.floor(r / blockSize)]! += scores[r]!;
+      const best = Array.from(mass).sort((a, b) => b - a).slice(0, sel[h]!.blocks.length);
+      oracle += best.reduce((a, b) => a + b, 0) / total;
+      sum += share;
+      min = Math.min(min, share);
+      n++;
+    }
+  }
+  return { mean: sum / n, min, oracle: oracle / n };
+}
+
+interface Row {
+  world: string;
+  tokens: number;
+  method: string;
+  medianMs: number;
+  speedup: number;
+  selectMs: number;
+  bytesRead: number;
+  floorMs: number;
+  recallMean: number;
+  recallMin: number;
+  oracleRecall: number;
+}
+
+async function main(): Promise<void> {
+  progress(`read bandwidth floor (${threads} threads)...`);
+  const bandwidth = readBandwidth(1 << 30, threads);
+  const rows: Row[] = [];
+  for (const T of tokenCounts) {
+    for (const make of [llmWorld, diffuseWorld]) {
+      progress(`${T} tokens: generating the ${make === llmWorld ? 'retrieval' : 'diffuse'} world...`);
+      const w = make(T);
+      const cache = new KVCache({ layers: 1, kvHeads: KV_HEADS, headDim: HEAD_DIM, queryHeads: QUERY_HEADS, keys: 'f16', values: 'f16',
+        keySummaries: true, threads });
+      const seq = load(cache, w, T);
+      const B = cache.config.blockSize;
+      const blockBytes = cache.stats().blockBytes;
+      const out = new Float32Array(QUERY_HEADS * HEAD_DIM);
+      const q = w.queries[0]!;
+      const runs = T >= 65536 ? 15 : 41;
+      progress(`${T} tokens, ${w.name}: timing...`);
+      seq.attention(0, q, { out });
+      const fullMs = medianSeconds(() => seq.attention(0, q, { out }), runs) * 1e3;
+      const fullBytes = KV_HEADS * Math.ceil(T / B) * blockBytes;
+      rows.push({ world: w.name, tokens: T, method: 'full', medianMs: fullMs, speedup: 1, selectMs: 0, bytesRead: fullBytes,
+        floorMs: fullBytes / bandwidth * 1e3, recallMean: 1, recallMin: 1, oracleRecall: 1 });
+      for (const f of fractions) {
+        const tokens = Math.round(T * f);
+        const sparse = { tokens, ...RULE };
+        seq.attention(0, q, { out, sparse });
+        const ms = medianSeconds(() => seq.attention(0, q, { out, sparse }), runs) * 1e3;
+        const selectMs = medianSeconds(() => seq.sparseSelection(0, q, sparse), runs) * 1e3;
+        const picked = seq.sparseSelection(0, q, sparse).reduce((n, s) => n + s.blocks.length, 0);
+        // Picked blocks in full, plus every block's summary (4 × headDim bytes) for the bounds.
+        const bytes = picked * blockBytes + KV_HEADS * Math.ceil(T / B) * 4 * HEAD_DIM;
+        progress(`${T} tokens, ${w.name}: recall at 1/${1 / f}...`);
+        const r = recall(seq, w, tokens, B);
+        rows.push({ world: w.name, tokens: T, method: `sparse 1/${1 / f}`, medianMs: ms, speedup: fullMs / ms, selectMs,
+          bytesRead: bytes, floorMs: bytes / bandwidth * 1e3, recallMean: r.mean, recallMin: r.min, oracleRecall: r.oracle });
+      }
+      seq.free();
+      cache.dispose();
+    }
+  }
+  console.log(`\nDecode step of one layer (8 kv heads × 128, GQA 4, f16 + key summaries, blockSize 32), ${threads} threads; ` +
+    `read bandwidth ${(bandwidth / 1e9).toFixed(1)} GB/s; sinks ${RULE.sinks}, recent ${RULE.recent}; recall over ${queryCount} queries × 8 kv heads\n`);
+  console.log(markdownTable(['world', 'tokens', 'method', 'median ms', 'speed-up vs full', 'selection ms', 'MB read', 'floor ms', 'recall mean', 'recall min', 'oracle recall'],
+    rows.map((r) => [r.world, r.tokens, r.method, r.medianMs.toFixed(2), r.speedup.toFixed(2) + '×', r.selectMs.toFixed(2),
+      (r.bytesRead / 1e6).toFixed(1), r.floorMs.toFixed(2), r.recallMean.toFixed(4), r.recallMin.toFixed(4), r.oracleRecall.toFixed(4)])));
+  writeJson(args.json, { bandwidth, threads, rows });
+}
+
+void main();

@@ -1,0 +1,107 @@
+// Sparse-decode kernels: key summaries of blocks (per-channel min / max of the stored keys,
+// bf16 rounded outward) and the per-block upper bounds of the logits that pick the blocks
+// attention reads (kvc/key_summary.h holds the formulas; cpp/cpu/sparse is the CPU twin).
+#include "../hadamard.cuh"
+#include "../row_codec.cuh"
+#include "kvc/key_summary.h"
+#include "sparse_args.h"
+
+KVC_CUDA_NAMESPACE_BEGIN
+
+namespace {
+
+constexpr unsigned kThreads = 128;
+constexpr float kInf = __builtin_huge_valf();
+
+// Grid: one block per job; threads stride over the channels, each folding every row of the job.
+__global__ KVC_LAUNCH_BOUNDS(128, 4) void summarizeKernel(SummarizeArgs a) {
+  const SummaryJob job = a.jobs[blockIdx.x];
+  const BlockLayout& L = a.pool.layout;
+  const uint32_t D = a.codec.headDim;
+  uint8_t* block = a.pool.base + static_cast<uint64_t>(job.block) * L.blockBytes;
+  uint16_t* summary = blockSummary(block, L);
+  for (uint32_t d = threadIdx.x; d < D; d += kThreads) {
+    float lo = job.begin == 0 ? kInf : bf16ToFloat(summary[d]);
+    float hi = job.begin == 0 ? -kInf : bf16ToFloat(summary[D + d]);
+    for (uint32_t r = job.begin; r < job.end; ++r) {
+      const float k = decodeElement(block + static_cast<uint64_t>(r) * L.keyRowBytes, a.codec.keyStorage, D,
+                                    a.codec.groupSize, d);
+      lo = fminf(lo, k);
+      hi = fmaxf(hi, k);
+    }
+    summary[d] = bf16Down(lo);
+    summary[D + d] = bf16Up(hi);
+  }
+}
+
+// Grid: one block per query row; dynamic shared memory headDim floats.
+__global__ KVC_LAUNCH_BOUNDS(128, 4) void rotateQueriesKernel(RotateQueriesArgs a) {
+  KVC_DYNAMIC_SHARED(float, x);
+  float* q = a.queries + static_cast<size_t>(blockIdx.x) * a.headDim;
+  for (uint32_t d = threadIdx.x; d < a.headDim; d += kThreads) x[d] = q[d];
+  rotateForward(x, a.signs, a.headDim, threadIdx.x, kThreads, BlockSync());
+  for (uint32_t d = threadIdx.x; d < a.headDim; d += kThreads) q[d] = x[d];
+}
+
+__device__ __forceinline__ float warpSum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warpMax(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Grid: one block per BoundsWork; warp w bounds blocks blockBegin + w, + 4, ...: lanes stride
+// over the channels for each query, then over the rows for the largest beta.
+__global__ KVC_LAUNCH_BOUNDS(128, 4) void boundsKernel(BoundsArgs a) {
+  const BoundsWork w = a.work[blockIdx.x];
+  const BoundsStreamArgs s = a.streams[w.stream];
+  const BlockLayout& L = a.pool.layout;
+  const uint32_t D = a.headDim;
+  const unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (uint32_t b = w.blockBegin + warp; b < w.blockEnd; b += kThreads / 32) {
+    const uint8_t* block = a.pool.base + static_cast<uint64_t>(s.blockTable[b]) * L.blockBytes;
+    const uint16_t* lo = blockSummary(block, L);
+    const uint16_t* hi = lo + D;
+    float best = -kInf;
+    for (uint32_t m = 0; m < a.queries; ++m) {
+      const float* q = s.queries + static_cast<size_t>(m) * D;
+      float acc = 0.0f;
+      for (uint32_t d = lane; d < D; d += 32) acc += boundTerm(q[d], bf16ToFloat(lo[d]), bf16ToFloat(hi[d]));
+      best = fmaxf(best, warpSum(acc));
+    }
+    const int64_t rows64 = static_cast<int64_t>(s.length) - static_cast<int64_t>(b) * L.blockSize;
+    const uint32_t rows = rows64 < L.blockSize ? static_cast<uint32_t>(rows64) : L.blockSize;
+    const float* beta = reinterpret_cast<const float*>(block + L.betaOffset);
+    float maxBeta = -kInf;
+    for (uint32_t r = lane; r < rows; r += 32) maxBeta = fmaxf(maxBeta, beta[r]);
+    maxBeta = warpMax(maxBeta);
+    if (lane == 0) {
+      const float bound = a.scale * best + maxBeta;
+      s.bounds[b] = bound != bound ? kInf : bound;  // NaN: always read
+    }
+  }
+}
+
+}  // namespace
+
+cudaError_t launchSummarizeBlocks(const SummarizeArgs& args, cudaStream_t stream) {
+  if (args.count == 0) return cudaSuccess;
+  KVC_LAUNCH(summarizeKernel, dim3(args.count), dim3(kThreads), 0, stream)(args);
+  return cudaGetLastError();
+}
+
+cudaError_t launchRotateQueries(const RotateQueriesArgs& args, cudaStream_t stream) {
+  if (args.rows == 0) return cudaSuccess;
+  KVC_LAUNCH(rotateQueriesKernel, dim3(args.rows), dim3(kThreads), args.headDim * sizeof(float), stream)(args);
+  return cudaGetLastError();
+}
+
+cudaError_t launchBlockBounds(const BoundsArgs& args, cudaStream_t stream) {
+  if (args.workCount == 0) return cudaSuccess;
+  KVC_LAUNCH(boundsKernel, dim3(args.workCount), dim3(kThreads), 0, stream)(args);
+  return cudaGetLastError();
+}
+
+KVC_CUDA_NAMESPACE_END
