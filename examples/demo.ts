@@ -32,6 +32,9 @@ Real checkpoint:
   --keys F --values F   compressed cache storage: f32 f16 bf16 int8 int4 (default int8 / int4)
   --group-size N    quantization group (default min(32, head_dim))
   --rotate / --no-rotate  Hadamard rotation of the keys (default on)
+
+Prefix store (a second request reuses a compacted document):
+  --store           see npm run demo -- --store --help
 `;
 
 // ---------------------------------------------------------------- synthetic layer
@@ -342,6 +345,10 @@ function positiveInt(name: string, v: string): number {
 // ---------------------------------------------------------------- main
 
 async function main(): Promise<void> {
+  if (process.argv.includes('--store')) {
+    const { runStoreDemo } = await import('./store/demo-store');
+    return runStoreDemo(process.argv.slice(2).filter((a) => a !== '--store'));
+  }
   // `--model` may come without a value: it then means the default checkpoint.
   const argv = process.argv.slice(2);
   const mi = argv.indexOf('--model');

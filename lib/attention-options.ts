@@ -4,8 +4,8 @@ import { ATTENTION_FLAGS, PRECISION, SPARSE_OPTIONS } from './generated/schema';
 import type { SparseOptions } from './types';
 import { enumOption, float32Array, integerOption, knownKeys, optionsObject } from './validate';
 
-const ATTENTION_OPTIONS = ['out', 'lse', 'recordQueries', 'accumulateScores', 'sparse', 'precision'] as const;
-const BOOLEAN_OPTIONS = ['recordQueries', 'accumulateScores'] as const;
+const ATTENTION_OPTIONS = ['out', 'lse', 'recordQueries', 'accumulateScores', 'positions', 'sparse', 'precision'] as const;
+const BOOLEAN_FLAGS = ['accumulateScores', 'recordQueries'] as const;
 
 /** The `sparse` option resolved (defaults filled in), or null for dense attention. */
 export function sparseOption(value: unknown, keySummaries: boolean): Required<SparseOptions> | null {
@@ -21,17 +21,28 @@ export function sparseOption(value: unknown, keySummaries: boolean): Required<Sp
   };
 }
 
-/** Checks the option names and flags; returns the native flags (bits of schema/options.json). */
-export function attentionFlags(o: Record<string, unknown>): number {
+/**
+ * Checks the option names and flags; returns the native flags (bits of schema/options.json).
+ * `rope`: the cache's rope option (positions: 'rank' needs it).
+ */
+export function attentionFlags(o: Record<string, unknown>, rope: unknown = null): number {
   knownKeys('options', o, ATTENTION_OPTIONS);
   let flags = 0;
-  for (const name of BOOLEAN_OPTIONS) {
+  for (const name of BOOLEAN_FLAGS) {
     if (o[name] !== undefined && typeof o[name] !== 'boolean') throw invalidArgument(`options.${name}`, 'a boolean', o[name]);
     if (o[name] === true) flags |= ATTENTION_FLAGS[name];
   }
   if (o['precision'] !== undefined) {
     const precision = enumOption('options.precision', o['precision'], PRECISION);
     flags |= precision === 'fast' ? ATTENTION_FLAGS.precisionFast : ATTENTION_FLAGS.precisionExact;
+  }
+  const positions = o['positions'];
+  if (positions !== undefined && positions !== 'stored' && positions !== 'rank') {
+    throw invalidArgument('options.positions', "'stored' or 'rank'", positions);
+  }
+  if (positions === 'rank') {
+    if (rope === null) throw invalidArgument('options.positions', "'stored' for a cache without the rope option", positions);
+    flags |= ATTENTION_FLAGS.rankPositions;
   }
   return flags;
 }

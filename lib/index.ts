@@ -20,6 +20,10 @@ export type { CompactOptions, CompactorOptions, CompactionMethod, CompactionRepo
 export { EvictionPolicy, DEFAULT_RECENT, DEFAULT_SINKS } from './eviction-policy';
 export type { CustomPolicyOptions, EvictionPolicyKind, ProtectOptions, ScoreFunction } from './eviction-policy';
 export type { ErrorCode } from './errors';
+export { PrefixStore } from './prefix-store/index';
+export type {
+  LoadedPrefix, MemoryStoreOptions, PrefixKind, PrefixMatch, PrefixStoreOptions, PrefixStoreStats, PutResult, RedisStoreOptions,
+} from './prefix-store/index';
 export type {
   AppendOptions,
   AttentionOptions,
@@ -31,7 +35,10 @@ export type {
   EvictionReport,
   KVCacheConfig,
   KVCacheOptions,
+  LowRankBases,
+  LowRankConfig,
   RecordedQueries,
+  RopeOptions,
   SparseOptions,
   SparseSelection,
   Storage,

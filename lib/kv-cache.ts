@@ -7,13 +7,14 @@ import { native, type NativeCache } from './native/binding';
 import { Sequence } from './sequence';
 import type { AttentionOptions, CacheStats, Devices, KVCacheConfig, KVCacheOptions } from './types';
 import { lseArray, outputArray, attentionFlags, sparseOption } from './attention-options';
-import { CACHE_OPTIONS } from './generated/schema';
+import { CACHE_OPTIONS, ROPE_OPTIONS } from './generated/schema';
+import { defaultGroupSize, nativeLowRank, resolveLowRank } from './low-rank';
 import { asyncDisposeSymbol, disposeSymbol, guardAgainstClone } from './lifecycle';
-import { enumOption, float32Array, indexBelow, integerIn, integerOption, isUint8Array, knownKeys, optionsObject } from './validate';
+import { enumOption, float32Array, indexBelow, integerIn, integerOption, isUint8Array, knownKeys, numberOption, optionsObject } from './validate';
 
 const OPTION_NAMES = [
   'layers', 'kvHeads', 'headDim', 'queryHeads', 'blockSize', 'keys', 'values', 'groupSize',
-  'rotate', 'rotationSeed', 'maxBytes', 'device', 'precision', 'threads', 'queryReservoir', 'recentQueries', 'keySummaries',
+  'rotate', 'rotationSeed', 'maxBytes', 'device', 'precision', 'threads', 'queryReservoir', 'recentQueries', 'keySummaries', 'lowRank', 'rope',
 ] as const;
 
 function isPowerOfTwo(n: number): boolean {
@@ -40,7 +41,7 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   const blockSize = o['blockSize'] === undefined ? L.blockSize.default : integerOption('options.blockSize', o['blockSize'], L.blockSize);
   const keys = o['keys'] === undefined ? L.keys.default : enumOption('options.keys', o['keys'], L.keys.names);
   const values = o['values'] === undefined ? L.values.default : enumOption('options.values', o['values'], L.values.names);
-  const groupSize = o['groupSize'] === undefined ? Math.min(32, headDim) : integerIn('options.groupSize', o['groupSize'], L.groupSize.min, headDim);
+  const groupSize = o['groupSize'] === undefined ? defaultGroupSize(o['lowRank'], headDim) : integerIn('options.groupSize', o['groupSize'], L.groupSize.min, headDim);
   if (headDim % groupSize !== 0 || groupSize % L.groupSize.multipleOf !== 0) {
     throw invalidArgument('options.groupSize', `an even divisor of headDim (${headDim})`, groupSize);
   }
@@ -70,10 +71,30 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   const recentQueries = o['recentQueries'] === undefined ? L.recentQueries.default : integerOption('options.recentQueries', o['recentQueries'], L.recentQueries);
   const keySummaries = o['keySummaries'] ?? false;
   if (typeof keySummaries !== 'boolean') throw invalidArgument('options.keySummaries', 'a boolean', keySummaries);
+  const lowRank = resolveLowRank(o['lowRank'], headDim, groupSize, rotateKeys || rotateValues);
+  if (lowRank && keySummaries) throw invalidArgument('options.keySummaries', 'false with lowRank (summaries of coefficient rows are not implemented)', true);
+  const rope = resolveRope(o['rope'], headDim, rotateKeys);
+  if (lowRank && rope) throw new KVCacheError('UNSUPPORTED', 'options.lowRank: not available together with options.rope yet (the low-rank attention runs on coefficient rows, where RoPE by position cannot be applied)');
   return {
     layers, kvHeads, headDim, queryHeads, blockSize, keys, values, groupSize, rotateKeys, rotateValues,
-    rotationSeed, maxBytes, device, precision, threads, queryReservoir, recentQueries, keySummaries,
+    rotationSeed, maxBytes, device, precision, threads, queryReservoir, recentQueries, keySummaries, lowRank, rope,
   };
+}
+
+/** The rope option (ROPE_OPTIONS of the schema), defaults filled in; null when not given. */
+function resolveRope(value: unknown, headDim: number, rotateKeys: boolean): KVCacheConfig['rope'] {
+  if (value === undefined || value === null) return null;
+  const R = ROPE_OPTIONS;
+  const r = optionsObject('options.rope', value);
+  knownKeys('options.rope', r, ['theta', 'dims', 'style']);
+  if (r['theta'] === undefined) throw invalidArgument('options.rope.theta', 'a number > 0 (e.g. 10000)', undefined);
+  const theta = numberOption('options.rope.theta', r['theta'], R.theta);
+  const dims = r['dims'] === undefined ? headDim : integerIn('options.rope.dims', r['dims'], R.dims.min, headDim);
+  if (dims % R.dims.multipleOf !== 0) throw invalidArgument('options.rope.dims', `an even integer in [2, headDim = ${headDim}]`, dims);
+  const style = r['style'] === undefined ? R.style.default : enumOption('options.rope.style', r['style'], R.style.names);
+  // Hadamard-rotated keys would have to be rotated back row by row before RoPE.
+  if (rotateKeys) throw invalidArgument('options.rotate', 'false for keys when rope is given', true);
+  return Object.freeze({ theta, dims, style });
 }
 
 /**
@@ -101,7 +122,8 @@ export class KVCache {
       const cuda = addon.devices().cuda;
       if (!cuda.available) throw new KVCacheError('CUDA_UNAVAILABLE', `cuda unavailable: ${cuda.reason ?? 'unknown reason'}`);
     }
-    this.native = new addon.NativeCache({ ...this.config, maxBytes: this.config.maxBytes });
+    const { lowRank, ...flat } = this.config;
+    this.native = new addon.NativeCache({ ...flat, ...nativeLowRank(lowRank), maxBytes: this.config.maxBytes });
   }
 
   /** Devices this build can use, and why CUDA cannot be used when it cannot. */
@@ -109,11 +131,19 @@ export class KVCache {
     return native().devices();
   }
 
-  /** KV bytes per token (all layers and kv heads, block overhead included) for planning `maxBytes`. */
-  static bytesPerToken(options: KVCacheOptions): number {
+  /**
+   * KV bytes per token (all layers and kv heads, block overhead included) for planning `maxBytes`.
+   * With lowRank: the coefficient rows, plus the bases spread over `tokens` tokens when given
+   * (bases are fixed per stream, so their share per token falls as streams grow).
+   */
+  static bytesPerToken(options: KVCacheOptions, tokens?: number): number {
     const c = resolveOptions(options);
-    const layout = native().blockLayout(c.keys, c.values, c.headDim, c.groupSize, c.blockSize, c.keySummaries);
-    return (c.layers * c.kvHeads * layout.blockBytes) / c.blockSize;
+    const width = c.lowRank ? c.lowRank.keys : c.headDim;
+    const layout = native().blockLayout(c.keys, c.values, width, c.groupSize, c.blockSize, c.keySummaries);
+    const rows = (c.layers * c.kvHeads * layout.blockBytes) / c.blockSize;
+    if (!c.lowRank || tokens === undefined) return rows;
+    const basisBytes = c.layers * c.kvHeads * 4 * c.headDim * (c.lowRank.keys + c.lowRank.values);
+    return rows + basisBytes / tokens;
   }
 
   /** True after `dispose()`: every further call throws DISPOSED. */
@@ -164,7 +194,7 @@ export class KVCache {
       throw shapeMismatch(`queries must hold sequences × queryHeads × headDim = ${expected} elements, got ${queries.length}`);
     }
     const o = optionsObject('options', options);
-    const flags = attentionFlags(o);
+    const flags = attentionFlags(o, this.config.rope);
     const out = outputArray(o['out'], expected);
     const lse = lseArray(o['lse'], sequences.length * c.queryHeads);
     const sparse = sparseOption(o['sparse'], c.keySummaries);
@@ -177,7 +207,7 @@ export class KVCache {
     this.checkAlive();
     const s = this.native.stats();
     const tokens = s.rows / (this.config.layers * this.config.kvHeads);
-    const bytesUsed = s.blocksUsed * s.blockBytes;
+    const bytesUsed = s.blocksUsed * s.blockBytes + s.lowRankBytes;
     return {
       sequences: s.sequences,
       rows: s.rows,
@@ -190,6 +220,7 @@ export class KVCache {
       committedBytes: s.committedBytes,
       maxBytes: s.maxBytes,
       workspaceBytes: s.workspaceBytes,
+      lowRankBytes: s.lowRankBytes,
     };
   }
 

@@ -3,7 +3,7 @@ import { KVCacheError, invalidArgument, shapeMismatch } from './errors';
 import { lseArray, outputArray, attentionFlags, sparseOption } from './attention-options';
 import type { KVCache } from './kv-cache';
 import type { NativeSequence } from './native/binding';
-import type { AppendOptions, AttentionOptions, SparseOptions, SparseSelection, StreamRows } from './types';
+import type { AppendOptions, AttentionOptions, LowRankBases, SparseOptions, SparseSelection, StreamRows } from './types';
 import { type EvictionPolicy, evictSequence } from './eviction-policy';
 import { native } from './native/binding';
 import type { EvictionBudget, EvictionReport, RecordedQueries } from './types';
@@ -129,7 +129,7 @@ export class Sequence {
       out = new Float32Array(queries.length);
     } else {
       const o = optionsObject('options', options);
-      flags = attentionFlags(o);
+      flags = attentionFlags(o, c.rope);
       out = outputArray(o['out'], queries.length);
       lse = lseArray(o['lse'], tq * c.queryHeads);
       sparse = sparseOption(o['sparse'], c.keySummaries);
@@ -200,6 +200,36 @@ export class Sequence {
     indexBelow('layer', layer, this.cache.config.layers);
     indexBelow('kvHead', kvHead, this.cache.config.kvHeads);
     return this.native.read(layer, kvHead);
+  }
+
+  /**
+   * Low-rank caches: refits the bases of every stream from the rows it holds (lifted back to
+   * headDim) and re-projects them; streams still calibrating get their bases now.
+   */
+  fitBases(): void {
+    this.checkAlive();
+    this.native.fitBases();
+  }
+
+  /**
+   * Low-rank caches: gives one stream caller-made bases (e.g. computed offline from
+   * calibration text), each [headDim][rank] with orthonormal columns. Rows the stream holds are
+   * re-projected (lifted with the old bases first).
+   */
+  setBases(layer: number, kvHead: number, bases: LowRankBases): void {
+    this.checkAlive();
+    indexBelow('layer', layer, this.cache.config.layers);
+    indexBelow('kvHead', kvHead, this.cache.config.kvHeads);
+    const b = optionsObject('bases', bases);
+    this.native.setBases(layer, kvHead, float32Array('bases.keys', b['keys']), float32Array('bases.values', b['values']));
+  }
+
+  /** Low-rank caches: the bases of one stream (copies), or null while it is still calibrating. */
+  bases(layer: number, kvHead: number): LowRankBases | null {
+    this.checkAlive();
+    indexBelow('layer', layer, this.cache.config.layers);
+    indexBelow('kvHead', kvHead, this.cache.config.kvHeads);
+    return this.native.bases(layer, kvHead);
   }
 
   /** Versioned, checksummed bytes of this sequence, for KVCache.importSequence(). */

@@ -1,6 +1,6 @@
 // Public option, result and statistics types of kvcompact. Enum names, limits and defaults are
 // defined once in schema/options.json (lib/generated/schema.ts); the comments here repeat them.
-import type { DeviceName, PrecisionName, StorageName } from './generated/schema';
+import type { DeviceName, PrecisionName, RopeStyleName, StorageName } from './generated/schema';
 
 /** Storage format of keys or values (ARCHITECTURE §3): 'f32' | 'f16' | 'bf16' | 'int8' | 'int4'. */
 export type Storage = StorageName;
@@ -55,6 +55,49 @@ export interface KVCacheOptions {
    * block), which `attention(..., { sparse })` needs. Default false.
    */
   keySummaries?: boolean;
+  /**
+   * Low-rank storage: each (layer, kv head) stream stores rows as coefficients on its own
+   * orthonormal key and value bases (ranks `keys` and `values`, equal, even, at most headDim;
+   * groupSize must divide them). A stream holds its first `calibrationRows` rows (default 256)
+   * at full precision, then fits its bases on them and projects every row; 0 keeps rows at
+   * full precision until `seq.fitBases()` or `seq.setBases()`.
+   */
+  lowRank?: { keys: number; values?: number; calibrationRows?: number };
+  /**
+   * The model's RoPE: keys are appended *before* RoPE and queries are passed before RoPE too;
+   * the cache rotates both by position inside attention. Needed for re-indexed positions
+   * (`attention(..., { positions: 'rank' })`). Not available together with `lowRank` yet.
+   * Default: none (keys and queries arrive after RoPE).
+   */
+  rope?: RopeOptions;
+}
+
+/** A resolved lowRank option. */
+export interface LowRankConfig {
+  /** Rank of each stream's key basis (coefficients per stored key row). */
+  readonly keys: number;
+  /** Rank of each stream's value basis (equal to keys). */
+  readonly values: number;
+  /** Rows a stream holds at full precision before its bases are fitted (0: only by setBases/fitBases). */
+  readonly calibrationRows: number;
+}
+
+/** The bases of one low-rank stream: [headDim][rank] each, orthonormal columns. */
+export interface LowRankBases {
+  /** Key basis, [headDim][rank] row-major. */
+  keys: Float32Array;
+  /** Value basis, [headDim][rank] row-major. */
+  values: Float32Array;
+}
+
+/** RoPE parameters of the model: the cache applies RoPE to keys and queries by position. */
+export interface RopeOptions {
+  /** Base of the frequencies theta^(-2i/dims), e.g. 10000 (Llama 2) or 500000 (Llama 3). */
+  theta: number;
+  /** Rotated channels: the first `dims` of each head (even, at most headDim). Default headDim. */
+  dims?: number;
+  /** 'interleaved' pairs (2i, 2i+1) as llama2.c / Meta Llama (default), or 'half': (i, i + dims/2) as Hugging Face / GPT-NeoX. */
+  style?: RopeStyleName;
 }
 
 /** The options a cache runs with, all defaults filled in. */
@@ -92,7 +135,12 @@ export interface KVCacheConfig {
   readonly queryReservoir: number;
   /** Newest query vectors kept per stream by `recordQueries`. */
   readonly recentQueries: number;
+  /** Blocks keep per-channel key summaries (for sparse decode). */
   readonly keySummaries: boolean;
+  /** Low-rank storage, or null (rows stored at full width). */
+  readonly lowRank: LowRankConfig | null;
+  /** RoPE the cache applies (keys stored before RoPE), or null (keys stored after RoPE). */
+  readonly rope: Readonly<Required<RopeOptions>> | null;
 }
 
 /** Options of `Sequence.attention` and `KVCache.attentionBatch`. */
@@ -112,6 +160,12 @@ export interface AttentionOptions {
   /** This call's arithmetic; default: the cache's `precision`. */
   precision?: Precision;
   /**
+   * Positions RoPE uses (caches with `rope` only): 'stored' (default) rotates every row and
+   * query by the position it was appended at; 'rank' re-indexes them by their row index in
+   * the stream (0, 1, 2, ... after eviction: StreamingLLM's positions inside the cache).
+   */
+  positions?: 'stored' | 'rank';
+  /**
    * Dynamic sparse decode (Quest-style; caches with `keySummaries`): per kv head, read only the
    * blocks whose logit upper bound (from the key summaries, max over the GQA group's queries)
    * is highest, about `tokens` rows, plus the blocks of the first `sinks` rows (default 4) and
@@ -121,6 +175,7 @@ export interface AttentionOptions {
   sparse?: SparseOptions;
 }
 
+/** Dynamic sparse decode: attend only to the blocks whose key summaries bound the highest logits. */
 export interface SparseOptions {
   /** Rows read per stream (rounded up to whole blocks). */
   tokens: number;
@@ -184,6 +239,11 @@ export interface CacheStats {
    * Not part of `maxBytes`.
    */
   workspaceBytes: number;
+  /**
+   * Low-rank side data: the bases of every stream (a basis shared by forks counts once) and
+   * the full-precision rows of streams still calibrating. Included in bytesUsed.
+   */
+  lowRankBytes: number;
 }
 
 /** What `KVCache.devices()` reports: the backends this binary has and this machine can run. */

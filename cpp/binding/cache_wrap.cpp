@@ -108,8 +108,24 @@ CacheWrap::CacheWrap(const Napi::CallbackInfo& info) try : Napi::ObjectWrap<Cach
   c.threads = optionU32(env, o, "threads", limits::kThreadsMin, limits::kThreadsMax, 0u);
   c.queryReservoir = optionU32(env, o, "queryReservoir", limits::kQueryReservoirMin, limits::kQueryReservoirMax, limits::kQueryReservoirDefault);
   c.recentQueries = optionU32(env, o, "recentQueries", limits::kRecentQueriesMin, limits::kRecentQueriesMax, limits::kRecentQueriesDefault);
+  // lowRank crosses flat (lib/kv-cache.ts resolves the nested option); 0 = off.
+  c.lowRankKeys = optionU32(env, o, "lowRankKeys", 0, schema::lowRank::kKeysMax, 0u);
+  c.lowRankValues = optionU32(env, o, "lowRankValues", 0, schema::lowRank::kValuesMax, 0u);
+  c.calibrationRows = optionU32(env, o, "calibrationRows", schema::lowRank::kCalibrationRowsMin, schema::lowRank::kCalibrationRowsMax,
+                                schema::lowRank::kCalibrationRowsDefault);
   c.device = schema::kDeviceNames[optionEnum(env, o, "device", schema::kDeviceNames, schema::kDeviceCount, limits::kDeviceDefault)];
   c.fastPrecision = optionEnum(env, o, "precision", schema::kPrecisionNames, schema::kPrecisionCount, limits::kPrecisionDefault) == 1;
+  // rope: { theta, dims, style } or null / undefined (keys arrive after RoPE).
+  Napi::Value rope = o.Get("rope");
+  if (!rope.IsUndefined() && !rope.IsNull()) {
+    if (!rope.IsObject()) throwError(env, StatusCode::kInvalidArgument, "options.rope must be an object { theta, dims, style }");
+    Napi::Object r = rope.As<Napi::Object>();
+    Napi::Value theta = r.Get("theta");
+    if (!theta.IsNumber()) throwError(env, StatusCode::kInvalidArgument, "options.rope.theta must be a number");
+    c.ropeTheta = theta.As<Napi::Number>().DoubleValue();
+    c.ropeDims = optionU32(env, r, "dims", schema::rope::kDimsMin, schema::rope::kDimsMax, c.headDim);
+    c.ropeStyle = static_cast<uint32_t>(optionEnum(env, r, "style", schema::kRopeStyleNames, schema::kRopeStyleCount, schema::rope::kStyleDefault));
+  }
   handle_ = std::make_shared<CacheHandle>();
   handle_->env = env;
   std::unique_ptr<Cache> cache;
@@ -188,6 +204,7 @@ Napi::Value CacheWrap::attentionBatch(const Napi::CallbackInfo& info) {
   }
   if (flags & schema::kAttentionPrecisionFast) r.precision = 1;
   if (flags & schema::kAttentionPrecisionExact) r.precision = 0;
+  r.rankPositions = flags & schema::kAttentionRankPositions;
   r.queries = static_cast<const float*>(q.data);
   r.out = static_cast<float*>(out.data);
   r.sparse = sparseSpecArg(info, 6);
@@ -207,6 +224,7 @@ Napi::Value CacheWrap::stats(const Napi::CallbackInfo& info) {
   o.Set("committedBytes", static_cast<double>(s.committedBytes));
   o.Set("maxBytes", static_cast<double>(s.maxBytes));
   o.Set("workspaceBytes", static_cast<double>(s.workspaceBytes));
+  o.Set("lowRankBytes", static_cast<double>(s.lowRankBytes));
   return o;
 }
 

@@ -125,6 +125,8 @@ Napi::Value policyScores(const Napi::CallbackInfo& info) {
   const PolicySpec p = policyOf(env, info[1]);
   const uint32_t layer = argU32(info, 2, "layer"), head = argU32(info, 3, "kvHead");
   checkStream(env, *t.cache, layer, head);
+  // Low-rank streams still calibrating are fitted first, as eviction does.
+  throwIfError(env, t.cache->finishCalibration(t.id));
   std::vector<float> scores;
   throwIfError(env, scoreStream(*t.cache, *t.cache->sequence(t.id), layer, head, p, 0, &scores));
   return floats(env, scores.data(), scores.size());
@@ -137,7 +139,7 @@ Napi::Value streamScores(const Napi::CallbackInfo& info) {
   const uint32_t layer = argU32(info, 1, "layer"), head = argU32(info, 2, "kvHead");
   checkStream(env, *t.cache, layer, head);
   const Stream& s = t.cache->sequence(t.id)->stream(layer, t.cache->config().kvHeads, head);
-  if (s.scores.size() != static_cast<size_t>(s.length)) return env.Null();
+  if (s.scores.size() != static_cast<size_t>(s.rows())) return env.Null();
   return floats(env, s.scores.data(), s.scores.size());
 }
 
@@ -148,7 +150,11 @@ Napi::Value recordedQueries(const Napi::CallbackInfo& info) {
   const uint32_t layer = argU32(info, 1, "layer"), head = argU32(info, 2, "kvHead");
   checkStream(env, *t.cache, layer, head);
   const CacheConfig& c = t.cache->config();
-  const QueryLog& log = t.cache->sequence(t.id)->stream(layer, c.kvHeads, head).queries;
+  // A low-rank stream with bases logs projected queries: they are lifted back to headDim
+  // (the part of each query in the span of the key basis, which is all attention sees).
+  QueryLog lifted;
+  throwIfError(env, t.cache->queryLog(t.id, layer, head, &lifted));
+  const QueryLog& log = lifted;
   const size_t D = c.headDim;
   const uint64_t reservoirCount = std::min<uint64_t>(log.seen, c.queryReservoir);
   const uint64_t recentCount = std::min<uint64_t>(log.recentSeen, c.recentQueries);
@@ -172,6 +178,11 @@ Napi::Value streamPositions(const Napi::CallbackInfo& info) {
   const uint32_t layer = argU32(info, 1, "layer"), head = argU32(info, 2, "kvHead");
   checkStream(env, *t.cache, layer, head);
   const Stream& s = t.cache->sequence(t.id)->stream(layer, t.cache->config().kvHeads, head);
+  if (s.pendingRows() > 0) {  // a calibrating low-rank stream holds its rows off the pool
+    Napi::Int32Array held = Napi::Int32Array::New(env, s.pendingPositions.size());
+    std::memcpy(held.Data(), s.pendingPositions.data(), 4 * s.pendingPositions.size());
+    return held;
+  }
   Napi::Int32Array out = Napi::Int32Array::New(env, s.length);
   if (s.length > 0) {
     StreamView view{s.blocks.data(), s.length};

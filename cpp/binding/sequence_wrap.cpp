@@ -36,7 +36,11 @@ Napi::Function SequenceWrap::define(Napi::Env env) {
                       InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::exportBytes>>("export"),
                       InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::isFreed>>("isFreed"),
                       InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::resetScores>>("resetScores"),
-                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::sparseSelection>>("sparseSelection")});
+                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::sparseSelection>>("sparseSelection"),
+
+                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::fitBases>>("fitBases"),
+                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::setBases>>("setBases"),
+                      InstanceMethod<&SequenceWrap::guardedMethod<&SequenceWrap::bases>>("bases")});
 }
 
 Napi::Object SequenceWrap::create(Napi::Env env, std::shared_ptr<CacheHandle> handle, uint64_t id) {
@@ -149,6 +153,7 @@ Napi::Value SequenceWrap::attention(const Napi::CallbackInfo& info) {
   }
   if (flags & schema::kAttentionPrecisionFast) r.precision = 1;
   if (flags & schema::kAttentionPrecisionExact) r.precision = 0;
+  r.rankPositions = flags & schema::kAttentionRankPositions;
   r.sparse = sparseSpecArg(info, 6);
   throwIfError(env, cache.attention(&id_, 1, r));
   return env.Undefined();

@@ -40,6 +40,10 @@ class SequenceWrap : public Napi::ObjectWrap<SequenceWrap> {
   Napi::Value isFreed(const Napi::CallbackInfo& info);
   Napi::Value resetScores(const Napi::CallbackInfo& info);
   Napi::Value sparseSelection(const Napi::CallbackInfo& info);  // sparse_binding.cpp
+  // Low-rank bases (lowrank_binding.cpp).
+  Napi::Value fitBases(const Napi::CallbackInfo& info);
+  Napi::Value setBases(const Napi::CallbackInfo& info);
+  Napi::Value bases(const Napi::CallbackInfo& info);
 
   std::shared_ptr<CacheHandle> handle_;
   uint64_t id_ = 0;

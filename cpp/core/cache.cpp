@@ -87,6 +87,7 @@ Status Cache::create(const CacheConfig& config, std::unique_ptr<Backend> backend
 
 Cache::Cache(const CacheConfig& config, std::unique_ptr<Backend> backend, uint64_t capacityBlocks)
     : config_(config), layout_(config.blockLayout()), backend_(std::move(backend)), pool_(capacityBlocks) {
+  lowRank_ = backend_->lowRank() ? backend_->lowRank() : &hostLowRankKernels();
   if (config_.rotateKeys) keySigns_ = rotationSigns(config_.rotationSeed, 0, config_.headDim);
   if (config_.rotateValues) valueSigns_ = rotationSigns(config_.rotationSeed, 1, config_.headDim);
 }
@@ -112,7 +113,7 @@ RowCodec Cache::codec() const {
   RowCodec c;
   c.keyStorage = config_.keys;
   c.valueStorage = config_.values;
-  c.headDim = config_.headDim;
+  c.headDim = config_.storedDim();
   c.groupSize = config_.groupSize;
   c.keySigns = keySigns_.empty() ? nullptr : keySigns_.data();
   c.valueSigns = valueSigns_.empty() ? nullptr : valueSigns_.data();
@@ -169,6 +170,10 @@ void Cache::releaseStream(Stream& stream) {
   for (int32_t b : stream.blocks) pool_.release(b);
   stream.blocks.clear();
   stream.length = 0;
+  stream.pendingKeys.clear();
+  stream.pendingValues.clear();
+  stream.pendingPositions.clear();
+  stream.basis.reset();
   stream.scores.clear();
 }
 
@@ -216,6 +221,7 @@ Status Cache::append(uint64_t id, uint32_t layer, const AppendInput& input) {
     for (uint32_t t = 0; t < input.tokens; ++t) defaultPositions[t] = seq->nextPosition[layer] + static_cast<int32_t>(t);
     positions = defaultPositions.data();
   }
+  if (config_.lowRank()) return appendLowRank(seq, layer, input, positions);
 
   std::vector<int32_t> fresh;
   fresh.reserve(needed);
@@ -289,6 +295,13 @@ Status Cache::attention(const uint64_t* ids, uint32_t count, const AttentionRequ
   KVC_RETURN_IF_ERROR(checkLayer(r.layer));
   KVC_RETURN_IF_ERROR(checkSparse(r.sparse));
   if (r.tq == 0) return shapeMismatch("attention needs at least one query token");
+  if (r.sparse.tokens != 0 && config_.ropeDims != 0) {
+    // The block bounds come from summaries of the stored (pre-RoPE) keys, which RoPE moves.
+    return unsupported("sparse decode on a cache with rope (pre-RoPE keys) is not supported yet");
+  }
+  if (r.rankPositions && config_.ropeDims == 0) {
+    return invalidArgument("positions: 'rank' re-indexes RoPE positions and needs the cache option rope");
+  }
   const uint32_t heads = config_.kvHeads;
   int32_t longest = 0;
   for (uint32_t i = 0; i < count; ++i) {
@@ -297,11 +310,11 @@ Status Cache::attention(const uint64_t* ids, uint32_t count, const AttentionRequ
     if (seq->busy) return busy("the sequence is being compacted");
     for (uint32_t h = 0; h < heads; ++h) {
       const Stream& s = seq->stream(r.layer, heads, h);
-      if (s.length < static_cast<int32_t>(r.tq)) {
+      if (s.rows() < static_cast<int32_t>(r.tq)) {
         return shapeMismatch("attention with " + std::to_string(r.tq) + " query tokens needs at least that many rows; layer " +
-                             std::to_string(r.layer) + " kv head " + std::to_string(h) + " holds " + std::to_string(s.length));
+                             std::to_string(r.layer) + " kv head " + std::to_string(h) + " holds " + std::to_string(s.rows()));
       }
-      longest = std::max(longest, s.length);
+      longest = std::max(longest, s.rows());
     }
   }
   if (!allFiniteF32(r.queries, static_cast<uint64_t>(count) * r.tq * config_.queryHeads * config_.headDim)) {
@@ -322,9 +335,13 @@ Status Cache::attention(const uint64_t* ids, uint32_t count, const AttentionRequ
     for (uint32_t i = 0; i < count; ++i) {
       Sequence* seq = sequences_.at(ids[i]).get();
       for (uint32_t h = 0; h < heads; ++h) {
-        recordQueries(seq->stream(r.layer, heads, h), r.layer * heads + h,
-                      r.queries + static_cast<uint64_t>(i) * r.tq * tokenStride + static_cast<uint64_t>(h) * config_.queriesPerHead() * config_.headDim,
-                      r.tq, tokenStride);
+        Stream& s = seq->stream(r.layer, heads, h);
+        const float* q = r.queries + static_cast<uint64_t>(i) * r.tq * tokenStride + static_cast<uint64_t>(h) * config_.queriesPerHead() * config_.headDim;
+        if (config_.lowRank()) {
+          recordQueriesLowRank(s, r.layer * heads + h, q, r.tq, tokenStride);
+        } else {
+          recordQueries(s, r.layer * heads + h, q, r.tq, tokenStride, config_.headDim);
+        }
       }
     }
   }
@@ -334,6 +351,7 @@ Status Cache::attention(const uint64_t* ids, uint32_t count, const AttentionRequ
 // Query tokens [t0, t1) of the request; with the whole range, the backend derives the causal
 // cutoffs itself, otherwise they are the positions of rows length - tq + t.
 Status Cache::attentionChunk(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1) {
+  if (config_.lowRank()) return attentionChunkLowRank(ids, count, r, t0, t1);
   const uint32_t heads = config_.kvHeads;
   const uint32_t D = config_.headDim;
   const uint32_t g = config_.queriesPerHead();
@@ -342,7 +360,10 @@ Status Cache::attentionChunk(const uint64_t* ids, uint32_t count, const Attentio
   const uint64_t tokenStride = static_cast<uint64_t>(config_.queryHeads) * D;
   const uint64_t seqStride = tokenStride * r.tq;
   attentionScratch_.resize(static_cast<size_t>(count) * heads);
-  if (!whole) queryPositionScratch_.resize(static_cast<size_t>(count) * heads * tq);
+  // RoPE by stored position needs each query's position on the host (the backend rotates the
+  // queries before the kernels run), so the cutoffs are read here then.
+  const bool explicitPositions = !whole || (config_.ropeDims != 0 && !r.rankPositions);
+  if (explicitPositions) queryPositionScratch_.resize(static_cast<size_t>(count) * heads * tq);
   for (uint32_t i = 0; i < count; ++i) {
     Sequence* seq = sequences_.at(ids[i]).get();
     for (uint32_t h = 0; h < heads; ++h) {
@@ -359,7 +380,8 @@ Status Cache::attentionChunk(const uint64_t* ids, uint32_t count, const Attentio
         if (s.scores.size() != static_cast<size_t>(s.length)) s.scores.resize(s.length, 0.0f);
         a.scores = s.scores.data();
       }
-      if (!whole) {
+      a.firstQueryRow = s.length - static_cast<int32_t>(r.tq) + static_cast<int32_t>(t0);
+      if (explicitPositions) {
         int32_t* qp = queryPositionScratch_.data() + k * tq;
         KVC_RETURN_IF_ERROR(readPositions(s, static_cast<uint32_t>(s.length) - r.tq + t0, tq, qp));
         a.queryPositions = qp;
@@ -376,7 +398,11 @@ Status Cache::attentionChunk(const uint64_t* ids, uint32_t count, const Attentio
   p.tokenStride = tokenStride;
   p.lseTokenStride = config_.queryHeads;
   p.scale = 1.0f / std::sqrt(static_cast<float>(D));
-  p.fast = r.precision < 0 ? config_.fastPrecision : r.precision == 1;
+  // Keys stored before RoPE are rotated into f32 rows, so there are no stored integers to
+  // score: precision 'fast' computes exactly with rope (docs/fast-precision.md).
+  p.fast = config_.ropeDims == 0 && (r.precision < 0 ? config_.fastPrecision : r.precision == 1);
+  p.rope.spec = config_.rope();
+  p.rope.spec.byRank = r.rankPositions;
   if (r.sparse.tokens == 0) return backend_->attention(p);
   KVC_RETURN_IF_ERROR(sparse_.plan(*backend_, p.pool, p.codec, attentionScratch_.data(), p.streamCount, g, tq, tokenStride,
                                    p.scale, r.sparse));
@@ -385,8 +411,9 @@ Status Cache::attentionChunk(const uint64_t* ids, uint32_t count, const Attentio
   return Status::ok();
 }
 
-void Cache::recordQueries(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride) {
-  const uint32_t D = config_.headDim, g = config_.queriesPerHead();
+void Cache::recordQueries(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride,
+                          uint32_t D) {
+  const uint32_t g = config_.queriesPerHead();
   QueryLog& log = stream.queries;
   for (uint32_t t = 0; t < tq; ++t) {
     for (uint32_t gi = 0; gi < g; ++gi) {
@@ -467,7 +494,13 @@ Status Cache::truncate(uint64_t id, int32_t position) {
     for (size_t b = keep; b < s.blocks.size(); ++b) pool_.release(s.blocks[b]);
     s.blocks.resize(keep);
     s.length = newLengths[i];
-    if (!s.scores.empty()) s.scores.resize(s.length);
+    // A calibrating low-rank stream holds its rows in order by position, off the pool.
+    size_t pending = s.pendingPositions.size();
+    while (pending > 0 && s.pendingPositions[pending - 1] >= position) --pending;
+    s.pendingPositions.resize(pending);
+    s.pendingKeys.resize(pending * config_.headDim);
+    s.pendingValues.resize(pending * config_.headDim);
+    if (!s.scores.empty()) s.scores.resize(s.rows());
     // A cut block's summary still bounds its remaining rows; recomputing tightens it, but only
     // when no fork still reads the rows beyond the cut (best effort: the old one stays valid).
     if (cut && s.length % B != 0 && pool_.refCount(s.blocks.back()) == 1) {
@@ -486,6 +519,7 @@ Status Cache::read(uint64_t id, uint32_t layer, uint32_t head, RowsOut* out) {
     return invalidArgument("kvHead " + std::to_string(head) + " is out of range [0, " + std::to_string(config_.kvHeads) + ")");
   }
   const Stream& s = seq->stream(layer, config_.kvHeads, head);
+  if (config_.lowRank()) return readLowRank(s, out);
   const size_t n = static_cast<size_t>(s.length);
   out->keys.resize(n * config_.headDim);
   out->values.resize(n * config_.headDim);
@@ -501,7 +535,7 @@ Status Cache::lengths(uint64_t id, uint32_t layer, int32_t* out) const {
   const Sequence* seq;
   KVC_RETURN_IF_ERROR(findConst(id, &seq));
   KVC_RETURN_IF_ERROR(checkLayer(layer));
-  for (uint32_t h = 0; h < config_.kvHeads; ++h) out[h] = seq->stream(layer, config_.kvHeads, h).length;
+  for (uint32_t h = 0; h < config_.kvHeads; ++h) out[h] = seq->stream(layer, config_.kvHeads, h).rows();
   return Status::ok();
 }
 
@@ -516,9 +550,17 @@ Status Cache::nextPosition(uint64_t id, uint32_t layer, int32_t* out) const {
 CacheStats Cache::stats() const {
   CacheStats st;
   st.sequences = sequences_.size();
+  std::vector<const LowRankBasis*> counted;  // a basis shared by forks counts once
   for (const auto& [id, seq] : sequences_) {
-    for (const Stream& s : seq->streams) st.rows += static_cast<uint64_t>(s.length);
+    for (const Stream& s : seq->streams) {
+      st.rows += static_cast<uint64_t>(s.rows());
+      st.lowRankBytes += 4ull * (s.pendingKeys.size() + s.pendingValues.size()) + 4ull * s.pendingPositions.size();
+      if (s.basis) counted.push_back(s.basis.get());
+    }
   }
+  std::sort(counted.begin(), counted.end());
+  counted.erase(std::unique(counted.begin(), counted.end()), counted.end());
+  for (const LowRankBasis* b : counted) st.lowRankBytes += 4ull * (b->keys.size() + b->values.size());
   st.blocksUsed = pool_.used();
   st.blocksFree = pool_.available();
   st.blockBytes = layout_.blockBytes;

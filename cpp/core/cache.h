@@ -50,6 +50,7 @@ struct AttentionRequest {
   bool accumulateScores = false;   // add attention mass per row into Stream::scores
   bool recordQueries = false;      // log the queries into Stream::queries
   int precision = -1;              // -1: the cache's default; 0: exact; 1: fast
+  bool rankPositions = false;      // with rope: RoPE by rank in the stream instead of stored positions
   SparseSpec sparse;               // dynamic sparse decode (sparse/sparse_plan.h); tokens 0 = dense
 };
 
@@ -129,6 +130,7 @@ struct CacheStats {
   uint64_t committedBytes = 0;
   uint64_t maxBytes = 0;
   uint64_t workspaceBytes = 0;  // scratch memory the backend holds for compaction (and eviction)
+  uint64_t lowRankBytes = 0;    // bases (each counted once however many forks share it) and calibration rows
 };
 
 class Cache {
@@ -168,6 +170,22 @@ class Cache {
   Status exportSequence(uint64_t id, std::vector<uint8_t>* out);
   Status importSequence(const uint8_t* bytes, size_t size, uint64_t* id);
   bool hasSequence(uint64_t id) const { return sequences_.count(id) != 0; }
+
+  // ---- low-rank storage (lowrank.cpp) ----
+  // Fits the bases of every stream of the sequence that is still calibrating from the rows
+  // it holds (eviction, compaction and export run on fitted streams only).
+  Status finishCalibration(uint64_t id);
+  // Refits the bases of every stream from its rows (lifted to headDim) and re-projects them.
+  Status fitBases(uint64_t id);
+  // Gives one stream caller-made bases (keys, values: [headDim][rank], orthonormal columns);
+  // rows it already holds are lifted with the old bases and projected onto the new ones.
+  Status setBases(uint64_t id, uint32_t layer, uint32_t head, const float* keys, const float* values);
+  // A copy of a stream's query log in the original space (a low-rank stream with bases logs
+  // projected queries: they are lifted back).
+  Status queryLog(uint64_t id, uint32_t layer, uint32_t head, QueryLog* out) const;
+  // The bases of a stream into keys/values ([headDim][rank]); false when it has none yet.
+  Status bases(uint64_t id, uint32_t layer, uint32_t head, std::vector<float>* keys, std::vector<float>* values,
+               bool* has) const;
   CacheStats stats() const;
   // The blocks sparse attention would read for these queries ([tq, queryHeads, headDim]) and
   // the logit bounds it picked them by, per kv head of the layer (sparse/sparse_plan.cpp).
@@ -198,7 +216,9 @@ class Cache {
   friend class KeepRowsTxn;
   void commitKeep(KeepRowsTxn* txn);
   Status abortKeep(KeepRowsTxn* txn);
-  void recordQueries(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride);
+  // D: floats per logged query vector (headDim, or the rank of a low-rank stream's log).
+  void recordQueries(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride,
+                     uint32_t D);
   Status attentionChunk(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1);
   // Key summaries (sparse/sparse_plan.cpp): recomputes blocks [firstBlock, endBlock) of a
   // stream of `length` rows from their stored keys; a no-op when the layout has none.
@@ -206,6 +226,22 @@ class Cache {
   // Folds `tokens` rows appended at startRows[h] of each table into the summaries.
   Status summarizeAppended(const int32_t* const* tables, const int32_t* startRows, uint32_t streams, uint32_t tokens);
   Status checkSparse(const SparseSpec& spec) const;
+  // Low-rank counterparts (lowrank.cpp).
+  struct StreamWrite;
+  Status writeStreams(std::vector<StreamWrite>& writes);
+  Status appendLowRank(Sequence* seq, uint32_t layer, const AppendInput& input, const int32_t* positions);
+  Status attentionChunkLowRank(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1);
+  Status readLowRank(const Stream& s, RowsOut* out);
+  Status streamRowsFull(const Stream& s, std::vector<float>* keys, std::vector<float>* values, std::vector<float>* beta,
+                        std::vector<int32_t>* positions);
+  Status rebase(Sequence* seq, const std::vector<uint32_t>& streams, const std::vector<std::shared_ptr<const LowRankBasis>>& bases,
+                bool refit);
+  void projectLog(QueryLog& log, const LowRankBasis* from, const LowRankBasis& to) const;
+  void recordQueriesLowRank(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride);
+  std::vector<float> lowRankQueryScratch_, lowRankOutScratch_;
+  // Projection, lift, basis fit and calibration attention on host memory: the backend's own,
+  // or the host implementation (a device backend attends over coefficient rows it holds).
+  const LowRankKernels* lowRank_ = nullptr;
 
   CacheConfig config_;
   BlockLayout layout_;

@@ -44,8 +44,33 @@ Status validateConfig(const CacheConfig& c) {
   if (c.threads != 0 && !inRange(c.threads, s::kThreadsMin, s::kThreadsMax)) {
     return bad("threads must be 0 (hardware concurrency) or in " + range(s::kThreadsMin, s::kThreadsMax));
   }
+  if (c.ropeDims != 0) {
+    namespace r = schema::rope;
+    if (c.ropeDims % 2 != 0 || c.ropeDims > c.headDim) {
+      return bad("rope.dims must be an even integer in [2, headDim = " + std::to_string(c.headDim) + "]");
+    }
+    if (!(c.ropeTheta > r::kThetaMin && c.ropeTheta <= r::kThetaMax)) return bad("rope.theta must be a finite number > 0");
+    if (c.ropeStyle >= static_cast<uint32_t>(schema::kRopeStyleCount)) return bad("rope.style must be 'interleaved' or 'half'");
+    // Hadamard-rotated keys would have to be rotated back row by row before RoPE.
+    if (c.rotateKeys) return bad("rope cannot be combined with rotated keys (rotate: true or rotate.keys)");
+  }
   if (c.maxBytes > s::kMaxBytesMax) return bad("maxBytes must be at most " + std::to_string(s::kMaxBytesMax));
   if (schema::enumIndex(schema::kDeviceNames, schema::kDeviceCount, c.device.c_str()) < 0) return bad("device must be 'cpu' or 'cuda'");
+  if (c.lowRankKeys != 0 || c.lowRankValues != 0) {
+    namespace lr = schema::lowRank;
+    if (c.lowRankKeys != c.lowRankValues) {
+      return bad("lowRank.keys and lowRank.values must be equal (rows hold one coefficient width per cache)");
+    }
+    if (c.lowRankKeys < lr::kKeysMin || c.lowRankKeys > c.headDim || c.lowRankKeys % 2 != 0) {
+      return bad("lowRank.keys must be an even rank in [2, headDim (" + std::to_string(c.headDim) + ")]");
+    }
+    if (c.lowRankKeys % c.groupSize != 0) {
+      return bad("groupSize (" + std::to_string(c.groupSize) + ") must divide the lowRank rank (" + std::to_string(c.lowRankKeys) + ")");
+    }
+    if (c.rotateKeys || c.rotateValues) return bad("rotate cannot be combined with lowRank (coefficients are already decorrelated)");
+    if (c.keySummaries) return bad("keySummaries cannot be combined with lowRank (summaries of coefficient rows are not implemented)");
+    if (c.calibrationRows > lr::kCalibrationRowsMax) return bad("lowRank.calibrationRows must be in " + range(lr::kCalibrationRowsMin, lr::kCalibrationRowsMax));
+  }
   const uint64_t blockBytes = c.blockLayout().blockBytes;
   if (c.maxBytes != 0 && c.maxBytes < blockBytes) {
     return bad("maxBytes (" + std::to_string(c.maxBytes) + ") is smaller than one block (" + std::to_string(blockBytes) + " bytes)");

@@ -7,6 +7,7 @@
 #include "kvc/formats.h"
 #include "kvc/generated/schema.h"
 #include "kvc/status.h"
+#include "kvc/views.h"
 
 namespace kvc {
 
@@ -29,13 +30,29 @@ struct CacheConfig {
   std::string device = "cpu";  // "cpu" or "cuda"
   bool fastPrecision = false;  // precision 'fast': the default of every attention call
   bool keySummaries = false;   // per-block key summaries for sparse decode (formats.h)
+  // Low-rank storage (cpp/core/lowrank.cpp): ranks of the key and value bases, 0 = off. Rows
+  // are stored as storedDim() coefficients; the rest of the cache sees D = headDim.
+  uint32_t lowRankKeys = 0;
+  uint32_t lowRankValues = 0;
+  uint32_t calibrationRows = schema::lowRank::kCalibrationRowsDefault;
+
+  // RoPE applied by the cache (ropeDims > 0): keys are stored before RoPE and attention
+  // rotates queries and keys by position. 0 = keys arrive after RoPE (the default).
+  uint32_t ropeDims = 0;
+  double ropeTheta = 0.0;
+  uint32_t ropeStyle = 0;  // index in schema::kRopeStyleNames
+
+  RopeSpec rope() const { return RopeSpec{ropeTheta, ropeDims, ropeStyle, false}; }
 
   uint32_t queriesPerHead() const { return queryHeads / kvHeads; }
   uint32_t streamsPerSequence() const { return layers * kvHeads; }
-  uint32_t keyRowBytes() const { return rowBytes(keys, headDim, groupSize); }
-  uint32_t valueRowBytes() const { return rowBytes(values, headDim, groupSize); }
+  bool lowRank() const { return lowRankKeys != 0; }
+  // Floats per stored row: the coefficients of a low-rank cache, else headDim.
+  uint32_t storedDim() const { return lowRank() ? lowRankKeys : headDim; }
+  uint32_t keyRowBytes() const { return rowBytes(keys, storedDim(), groupSize); }
+  uint32_t valueRowBytes() const { return rowBytes(values, storedDim(), groupSize); }
   BlockLayout blockLayout() const {
-    return makeBlockLayout(blockSize, keyRowBytes(), valueRowBytes(), keySummaries ? keySummaryBytes(headDim) : 0);
+    return makeBlockLayout(blockSize, keyRowBytes(), valueRowBytes(), keySummaries ? keySummaryBytes(storedDim()) : 0);
   }
 };
 

@@ -3,6 +3,7 @@
 // does every mutation so that the block pool's reference counts stay right.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace kvc {
@@ -20,11 +21,28 @@ struct QueryLog {
   uint64_t recentSeen = 0;
 };
 
+// The bases of a low-rank stream (cpp/core/lowrank.cpp): [headDim][rank] each, orthonormal
+// columns. Immutable once made, so forks share them.
+struct LowRankBasis {
+  std::vector<float> keys;
+  std::vector<float> values;
+};
+
 struct Stream {
   std::vector<int32_t> blocks;  // block ids, ceil(length / blockSize) of them
-  int32_t length = 0;           // rows
+  int32_t length = 0;           // rows in blocks
   std::vector<float> scores;    // accumulated attention mass per row; empty until used
-  QueryLog queries;
+  QueryLog queries;             // low-rank streams with a basis: projected (lowrank.cpp)
+  // Low-rank caches only. Without a basis the stream is calibrating: its rows are held here
+  // at full precision ([n][headDim], in order) and it has no blocks; with a basis these
+  // are empty and the blocks hold coefficient rows.
+  std::shared_ptr<const LowRankBasis> basis;
+  std::vector<float> pendingKeys, pendingValues;
+  std::vector<int32_t> pendingPositions;
+
+  int32_t pendingRows() const { return static_cast<int32_t>(pendingPositions.size()); }
+  // Rows the stream holds, wherever they are.
+  int32_t rows() const { return length + pendingRows(); }
 };
 
 struct Sequence {

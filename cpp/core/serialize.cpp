@@ -1,5 +1,10 @@
 // Export / import of one sequence (ARCHITECTURE §4.6). Little-endian layout:
 //   header  "KVCSEQ01" | u32 version | u32 headerBytes | config fields (see writeHeader)
+//   version 2: u32 rank (0: not low-rank); when rank > 0, per stream: u32 hasBases |
+//     [f32 keyBasis[D][rank] | f32 valueBasis[D][rank]] | u32 held | f32 heldKeys[held][D] |
+//     f32 heldValues[held][D] | i32 heldPositions[held]   (bases, or the rows still calibrating)
+//   version 3: as version 2, with the rope fields (u32 dims, u32 style, f64 theta) right after
+//     the config fields, for a cache with rope (keys stored before RoPE)
 //   i32 nextPosition[layers] | i32 length[layers * kvHeads]
 //   per stream: keyRows[len][keyRowBytes] | valueRows[len][valueRowBytes] | f32 beta[len] | i32 positions[len]
 //   u32 crc32 of everything before it
@@ -22,7 +27,10 @@ namespace kvc {
 namespace {
 
 constexpr char kMagic[8] = {'K', 'V', 'C', 'S', 'E', 'Q', '0', '1'};
-constexpr uint32_t kFormatVersion = 1;
+// 2 added the low-rank section; 3 adds the rope fields (a cache with rope writes 3, every
+// other cache 2). Version 1 bytes (neither) still import.
+constexpr uint32_t kFormatVersion = 2;
+constexpr uint32_t kRopeFormatVersion = 3;
 
 struct HeaderFields {
   uint32_t layers, kvHeads, headDim, groupSize;
@@ -31,6 +39,15 @@ struct HeaderFields {
 };
 constexpr uint32_t kHeaderBytes = 8 + 4 + 4 + sizeof(HeaderFields);
 static_assert(sizeof(HeaderFields) == 44, "export header fields are 11 u32");
+
+struct RopeFields {
+  uint32_t dims, style;
+  double theta;
+};
+static_assert(sizeof(RopeFields) == 16, "rope fields: u32, u32, f64");
+constexpr uint32_t kRopeHeaderBytes = kHeaderBytes + sizeof(RopeFields);
+
+RopeFields ropeFieldsOf(const CacheConfig& c) { return RopeFields{c.ropeDims, c.ropeStyle, c.ropeTheta}; }
 
 class Writer {
  public:
@@ -122,7 +139,7 @@ Status validateRows(const CacheConfig& c, const std::vector<int32_t>& lengths, R
     const uint8_t* b = r.take(4ull * n);
     const uint8_t* p = r.take(4ull * n);
     auto where = [i] { return " in stream " + std::to_string(i); };
-    if (!plainRowsFinite(c.keys, k, n, c.headDim) || !plainRowsFinite(c.values, v, n, c.headDim)) {
+    if (!plainRowsFinite(c.keys, k, n, c.storedDim()) || !plainRowsFinite(c.values, v, n, c.storedDim())) {
       return corruptData("non-finite key or value" + where());
     }
     for (uint32_t j = 0; j < n; ++j) {
@@ -134,7 +151,7 @@ Status validateRows(const CacheConfig& c, const std::vector<int32_t>& lengths, R
       if (position < 0 || position == INT32_MAX) return corruptData("position out of range [0, 2^31 - 2]" + where());
       const uint8_t* key = k + static_cast<size_t>(j) * kb;
       const uint8_t* value = v + static_cast<size_t>(j) * vb;
-      if (!rowParamsFinite(c.keys, key, c.headDim, c.groupSize) || !rowParamsFinite(c.values, value, c.headDim, c.groupSize)) {
+      if (!rowParamsFinite(c.keys, key, c.storedDim(), c.groupSize) || !rowParamsFinite(c.values, value, c.storedDim(), c.groupSize)) {
         return corruptData("non-finite quantization scale" + where());
       }
     }
@@ -154,11 +171,32 @@ Status Cache::exportSequence(uint64_t id, std::vector<uint8_t>* out) {
   out->clear();
   out->reserve(total);
   Writer w(out);
+  const bool rope = config_.ropeDims != 0;
+  if (rope) total += sizeof(RopeFields);
   w.bytes(kMagic, 8);
-  w.value(kFormatVersion);
-  w.value(kHeaderBytes);
+  w.value(rope ? kRopeFormatVersion : kFormatVersion);
+  w.value(rope ? kRopeHeaderBytes : kHeaderBytes);
   const HeaderFields fields = fieldsOf(config_);
   w.bytes(&fields, sizeof fields);
+  if (rope) {
+    const RopeFields rf = ropeFieldsOf(config_);
+    w.bytes(&rf, sizeof rf);
+  }
+  const uint32_t rank = config_.lowRank() ? config_.storedDim() : 0;
+  w.value(rank);
+  if (rank > 0) {
+    for (const Stream& s : seq->streams) {
+      w.value(s.basis ? 1u : 0u);
+      if (s.basis) {
+        w.bytes(s.basis->keys.data(), 4 * s.basis->keys.size());
+        w.bytes(s.basis->values.data(), 4 * s.basis->values.size());
+      }
+      w.value(static_cast<uint32_t>(s.pendingRows()));
+      w.bytes(s.pendingKeys.data(), 4 * s.pendingKeys.size());
+      w.bytes(s.pendingValues.data(), 4 * s.pendingValues.size());
+      w.bytes(s.pendingPositions.data(), 4 * s.pendingPositions.size());
+    }
+  }
   w.bytes(seq->nextPosition.data(), 4 * seq->nextPosition.size());
   for (const Stream& s : seq->streams) w.value(s.length);
   std::vector<uint8_t> keys, values;
@@ -194,10 +232,14 @@ Status Cache::importSequence(const uint8_t* bytes, size_t size, uint64_t* id) {
   uint32_t version = 0, headerBytes = 0;
   r.bytes(&version, 4);
   r.bytes(&headerBytes, 4);
-  if (version != kFormatVersion) return corruptData("unsupported sequence format version " + std::to_string(version));
-  if (headerBytes != kHeaderBytes) return corruptData("bad header size");
+  if (version != 1 && version != kFormatVersion && version != kRopeFormatVersion) {
+    return corruptData("unsupported sequence format version " + std::to_string(version));
+  }
+  if (headerBytes != (version == kRopeFormatVersion ? kRopeHeaderBytes : kHeaderBytes)) return corruptData("bad header size");
   HeaderFields f;
   r.bytes(&f, sizeof f);
+  RopeFields rf{0, 0, 0.0};  // version 1: keys after RoPE
+  if (version == kRopeFormatVersion && !r.bytes(&rf, sizeof rf)) return corruptData("truncated sequence bytes");
   const HeaderFields mine = fieldsOf(config_);
   if (f.layers != mine.layers || f.kvHeads != mine.kvHeads || f.headDim != mine.headDim) {
     return shapeMismatch("the sequence has " + std::to_string(f.layers) + " layers x " + std::to_string(f.kvHeads) +
@@ -206,6 +248,63 @@ Status Cache::importSequence(const uint8_t* bytes, size_t size, uint64_t* id) {
   }
   if (std::memcmp(&f, &mine, sizeof f) != 0) {
     return invalidArgument("the sequence was exported with other storage formats, groupSize or rotation than this cache uses");
+  }
+  const RopeFields myRope = ropeFieldsOf(config_);
+  if (rf.dims != myRope.dims || rf.style != myRope.style || !(rf.theta == myRope.theta)) {
+    return invalidArgument(std::string("the sequence was exported ") +
+                           (rf.dims ? "with keys before RoPE (rope " + std::to_string(rf.dims) + " dims, theta " + std::to_string(rf.theta) + ")"
+                                    : "with keys after RoPE") +
+                           "; this cache " + (myRope.dims ? "has other rope options" : "expects keys after RoPE (no rope option)"));
+  }
+  // The low-rank section (version 2): bounded by the bytes present, bases finite and
+  // orthonormal, held rows finite with valid positions.
+  const uint32_t myRank = config_.lowRank() ? config_.storedDim() : 0;
+  uint32_t rank = 0;
+  if (version >= 2 && !r.bytes(&rank, 4)) return corruptData("truncated sequence bytes");
+  if (rank != myRank) {
+    return invalidArgument("the sequence was exported with lowRank rank " + std::to_string(rank) + "; this cache uses " +
+                           std::to_string(myRank));
+  }
+  struct LowRankPart {
+    const uint8_t* bases = nullptr;  // keys then values, [D][rank] f32 each
+    uint32_t held = 0;
+    const uint8_t* heldRows = nullptr;  // keys [held][D], values [held][D], positions [held]
+  };
+  std::vector<LowRankPart> lowRank(rank > 0 ? config_.streamsPerSequence() : 0);
+  const uint64_t D = config_.headDim;
+  for (size_t i = 0; i < lowRank.size(); ++i) {
+    uint32_t has = 0;
+    if (!r.bytes(&has, 4) || has > 1) return corruptData("bad low-rank section");
+    if (has) {
+      lowRank[i].bases = r.take(8ull * D * rank);
+      if (!lowRank[i].bases) return corruptData("truncated sequence bytes");
+      std::vector<float> b(2ull * D * rank);
+      std::memcpy(b.data(), lowRank[i].bases, 4 * b.size());
+      if (!allFiniteF32(b.data(), b.size())) return corruptData("non-finite low-rank basis in stream " + std::to_string(i));
+      for (int part = 0; part < 2; ++part) {
+        const float* m = b.data() + part * D * rank;
+        for (uint32_t x = 0; x < rank; ++x) {
+          for (uint32_t y = x; y < rank; ++y) {
+            double dot = 0.0;
+            for (uint64_t d = 0; d < D; ++d) dot += static_cast<double>(m[d * rank + x]) * m[d * rank + y];
+            if (std::fabs(dot - (x == y ? 1.0 : 0.0)) > 1e-3) return corruptData("low-rank basis not orthonormal in stream " + std::to_string(i));
+          }
+        }
+      }
+    }
+    if (!r.bytes(&lowRank[i].held, 4)) return corruptData("truncated sequence bytes");
+    if (has && lowRank[i].held > 0) return corruptData("a stream with bases holds no calibration rows");
+    if (lowRank[i].held > r.remaining() / (8 * D + 4)) return corruptData("truncated sequence bytes");
+    lowRank[i].heldRows = r.take((8 * D + 4) * lowRank[i].held);
+    const uint32_t n = lowRank[i].held;
+    std::vector<float> rows(2ull * n * D);
+    std::memcpy(rows.data(), lowRank[i].heldRows, 4 * rows.size());
+    if (!allFiniteF32(rows.data(), rows.size())) return corruptData("non-finite calibration row in stream " + std::to_string(i));
+    for (uint32_t j = 0; j < n; ++j) {
+      int32_t position;
+      std::memcpy(&position, lowRank[i].heldRows + 8 * D * n + 4ull * j, 4);
+      if (position < 0 || position == INT32_MAX) return corruptData("position out of range [0, 2^31 - 2]");
+    }
   }
   // The tables go into plain arrays first: the Sequence (an object per stream) is built only
   // from bytes that passed every check, so a crafted header costs 4 bytes per stream.
@@ -231,6 +330,9 @@ Status Cache::importSequence(const uint8_t* bytes, size_t size, uint64_t* id) {
   }
   if (rowBytesTotal != r.remaining()) return corruptData("sequence bytes do not match the stream lengths they declare");
   if (blocksNeeded > INT32_MAX) return outOfMemory("the sequence needs more than 2^31 blocks");
+  for (size_t i = 0; i < lowRank.size(); ++i) {
+    if (!lowRank[i].bases && lengths[i] > 0) return corruptData("a low-rank stream with rows in blocks has no bases");
+  }
   KVC_RETURN_IF_ERROR(validateRows(config_, lengths, r));
   auto seq = std::make_unique<Sequence>();
   seq->streams.resize(lengths.size());
@@ -260,6 +362,26 @@ Status Cache::importSequence(const uint8_t* bytes, size_t size, uint64_t* id) {
     if (!status.isOk()) {
       for (int32_t blk : fresh) pool_.release(blk);
       return status;
+    }
+  }
+  for (size_t i = 0; i < lowRank.size(); ++i) {
+    Stream& s = seq->streams[i];
+    const LowRankPart& part = lowRank[i];
+    if (part.bases) {
+      auto basis = std::make_shared<LowRankBasis>();
+      basis->keys.resize(D * rank);
+      basis->values.resize(D * rank);
+      std::memcpy(basis->keys.data(), part.bases, 4 * D * rank);
+      std::memcpy(basis->values.data(), part.bases + 4 * D * rank, 4 * D * rank);
+      s.basis = std::move(basis);
+    }
+    s.pendingKeys.resize(part.held * D);
+    s.pendingValues.resize(part.held * D);
+    s.pendingPositions.resize(part.held);
+    if (part.held) {
+      std::memcpy(s.pendingKeys.data(), part.heldRows, 4 * D * part.held);
+      std::memcpy(s.pendingValues.data(), part.heldRows + 4 * D * part.held, 4 * D * part.held);
+      std::memcpy(s.pendingPositions.data(), part.heldRows + 8 * D * part.held, 4ull * part.held);
     }
   }
   seq->id = nextSequenceId_++;

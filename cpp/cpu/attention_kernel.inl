@@ -195,6 +195,7 @@ float expAndSum(float* x, uint32_t rows, float mNew) {
 #ifdef KVC_FAST_VNNI
 #include "fast_values.inl"
 #endif
+#include "rope_kernel.inl"
 
 // Largest logit of x[0, rows).
 template <class S>
@@ -270,7 +271,11 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
     const float* beta = reinterpret_cast<const float*>(base + L.betaOffset);
     const int32_t* pos = reinterpret_cast<const int32_t*>(base + L.positionsOffset);
 
-    if constexpr (isQuantized(KF)) {
+    if (p.rope.spec.dims != 0) {
+      // Keys stored before RoPE: decoded and rotated by position into f32 rows (rope_kernel.inl).
+      ropeKeyBlock<S, KF>(p, keys, rows, pos, blk * B, keyRows);
+      dotAll<S, Storage::kF32>(p, s, M, reinterpret_cast<const uint8_t*>(keyRows), beta, rows, scratch, nullptr);
+    } else if constexpr (isQuantized(KF)) {
       if (fusedKeys) {
         gatherParams<S, KF>(keys, rows, L.keyRowBytes, D, p.codec.groupSize, kScales, kMins);
         if constexpr (FAST) {

@@ -14,6 +14,7 @@
 #include "eviction/row_scores.h"
 #include "hadamard.h"
 #include "kernel_table.h"
+#include "lowrank/lowrank_cpu.h"
 #include "kvc/backend.h"
 #include "append_rows.h"
 #include "pool_memory.h"
@@ -106,7 +107,13 @@ class CpuBackend final : public Backend {
         readPositions(params.pool, streams_[s].kv, static_cast<uint32_t>(streams_[s].kv.length) - params.tq, params.tq, qp);
       }
     }
-    if (c.keySigns) {
+    const RopeSpec& rope = params.rope.spec;
+    if (rope.dims != 0) {
+      prepareRopeTables(rope);
+      p.rope.cosTable = ropeCos_.data();
+      p.rope.sinTable = ropeSin_.data();
+    }
+    if (c.keySigns || rope.dims != 0) {
       rotatedQueries_.resize(static_cast<size_t>(params.streamCount) * M * D);
       for (uint32_t s = 0; s < params.streamCount; ++s) {
         float* dst = rotatedQueries_.data() + static_cast<size_t>(s) * M * D;
@@ -114,7 +121,15 @@ class CpuBackend final : public Backend {
           const float* src = streams_[s].queries + (m / params.queriesPerHead) * params.tokenStride +
                              (m % params.queriesPerHead) * D;
           std::memcpy(dst + static_cast<size_t>(m) * D, src, 4ull * D);
-          rotateForward(dst + static_cast<size_t>(m) * D, c.keySigns, D);
+          if (c.keySigns) rotateForward(dst + static_cast<size_t>(m) * D, c.keySigns, D);
+          if (rope.dims != 0) {
+            // Queries get RoPE at their own position (in double: tq x heads rows per call).
+            const uint32_t t = m / params.queriesPerHead;
+            const AttentionStream& st = streams_[s];
+            const int32_t first = st.firstQueryRow >= 0 ? st.firstQueryRow : st.kv.length - static_cast<int32_t>(params.tq);
+            const int64_t position = rope.byRank ? first + static_cast<int64_t>(t) : qpos_[static_cast<size_t>(s) * params.tq + t];
+            ropeRotate(dst + static_cast<size_t>(m) * D, rope, position);
+          }
         }
         streams_[s].queries = dst;
       }
@@ -267,6 +282,7 @@ class CpuBackend final : public Backend {
                     std::vector<int32_t>* keep) override {
     return cpu::selectRows(*this, pool_, pool, codec, streams, count, keep);
   }
+  const LowRankKernels* lowRank() const override { return &lowRankKernels(); }
   uint64_t workspaceBytes() const override { return compaction_.bytes(); }
   void trimWorkspace() override { compaction_.trim(); }
 
@@ -356,6 +372,14 @@ class CpuBackend final : public Backend {
   ThreadPool pool_;
   CompactionWorkspace compaction_;  // the cache's one compaction workspace
   std::vector<float> rowScratch_, rotatedQueries_, partials_, scratch_, mergeAcc_, logits_, lse_;
+  // RoPE tables (kvc/rope.h) of the spec they were built for; rebuilt when a call brings another.
+  std::vector<float> ropeCos_, ropeSin_;
+  RopeSpec ropeBuilt_;
+  void prepareRopeTables(const RopeSpec& spec) {
+    if (!ropeCos_.empty() && spec.theta == ropeBuilt_.theta && spec.dims == ropeBuilt_.dims && spec.style == ropeBuilt_.style) return;
+    buildRopeTables(spec, &ropeCos_, &ropeSin_);
+    ropeBuilt_ = spec;
+  }
   std::vector<size_t> logitOffsets_;
   std::vector<int32_t> qpos_;
   std::vector<AttentionStream> streams_;

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 
+#include "kvc/rope.h"
 #include "kvc/views.h"
 
 namespace kvc::cpu {

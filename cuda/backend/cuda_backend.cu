@@ -13,6 +13,7 @@
 #include "cuda_compaction.h"
 #include "cuda_sparse.h"
 #include "kvc/finite.h"
+#include "kvc/rope.h"
 #include "staging.h"
 
 KVC_CUDA_NAMESPACE_BEGIN
@@ -280,6 +281,28 @@ class CudaBackend final : public Backend {
   StagingBuffer staging_;
   DeviceBuffer device_;
   DeviceBuffer workspace_;            // attention partials and logits (never crosses to the host)
+  // RoPE tables (kvc/rope.h: cos then sin) of the spec they were built for, on the device.
+  DeviceBuffer ropeTables_;
+  RopeSpec ropeUploaded_;
+  bool ropeValid_ = false;
+  static size_t ropeTableBytes(const RopeSpec& spec) {
+    return static_cast<size_t>(kRopeLevels) * kRopeLevelSize * spec.dims * sizeof(float);
+  }
+  Status uploadRopeTables(const RopeSpec& spec) {
+    if (ropeValid_ && spec.theta == ropeUploaded_.theta && spec.dims == ropeUploaded_.dims && spec.style == ropeUploaded_.style) {
+      return Status::ok();
+    }
+    std::vector<float> c, s;
+    buildRopeTables(spec, &c, &s);
+    const size_t bytes = ropeTableBytes(spec);
+    ropeValid_ = false;
+    KVC_CUDA_TRY("cudaMalloc of the RoPE tables", ropeTables_.reserve(2 * bytes));
+    KVC_CUDA_TRY("cudaMemcpy of the RoPE tables", cudaMemcpy(ropeTables_.get(), c.data(), bytes, cudaMemcpyHostToDevice));
+    KVC_CUDA_TRY("cudaMemcpy of the RoPE tables", cudaMemcpy(ropeTables_.get() + bytes, s.data(), bytes, cudaMemcpyHostToDevice));
+    ropeUploaded_ = spec;
+    ropeValid_ = true;
+    return Status::ok();
+  }
   std::vector<AttentionWork> work_;
 };
 
@@ -353,6 +376,11 @@ Status CudaBackend::attention(const AttentionParams& p) {
   const uint32_t S = p.streamCount, G = p.queriesPerHead, tq = p.tq, D = p.codec.headDim;
   const uint32_t bs = p.pool.layout.blockSize;
   if (S == 0 || tq == 0) return Status::ok();
+  const RopeSpec& rope = p.rope.spec;
+  if (rope.dims != 0 && (rope.dims > D || rope.dims % 2 != 0)) return invalidArgument("attention: rope.dims must be even and <= headDim");
+  if (rope.dims != 0 && !rope.byRank && !p.streams[0].queryPositions) {
+    return invalidArgument("attention: rope with stored positions needs the query positions");
+  }
   if (!p.streams || G == 0) return invalidArgument("attention: streams and queriesPerHead are required");
   if (!attentionSupportsHeadDim(D)) {
     return unsupported("cuda attention supports headDim 1 to 1024, got " + std::to_string(D));
@@ -407,10 +435,18 @@ Status CudaBackend::attention(const AttentionParams& p) {
   const size_t oQueries = staging_.add(nullptr, static_cast<size_t>(S) * tq * headFloats * sizeof(float));
   for (uint32_t s = 0; s < S; ++s) {
     for (uint32_t t = 0; t < tq; ++t) {
-      std::memcpy(staging_.hostAt(oQueries) + ((static_cast<size_t>(s) * tq + t) * headFloats) * sizeof(float),
-                  p.streams[s].queries + t * p.tokenStride, headFloats * sizeof(float));
+      float* staged = reinterpret_cast<float*>(staging_.hostAt(oQueries) + ((static_cast<size_t>(s) * tq + t) * headFloats) * sizeof(float));
+      std::memcpy(staged, p.streams[s].queries + t * p.tokenStride, headFloats * sizeof(float));
+      if (rope.dims != 0) {
+        // Queries get RoPE at their own position on the host (tq x G rows, in double).
+        const AttentionStream& st = p.streams[s];
+        const int32_t first = st.firstQueryRow >= 0 ? st.firstQueryRow : st.kv.length - static_cast<int32_t>(tq);
+        const int64_t position = rope.byRank ? first + static_cast<int64_t>(t) : st.queryPositions[t];
+        for (uint32_t g = 0; g < G; ++g) ropeRotate(staged + static_cast<size_t>(g) * D, rope, position);
+      }
     }
   }
+  if (rope.dims != 0) KVC_RETURN_IF_ERROR(uploadRopeTables(rope));
   const size_t oKeySigns = stageSigns(p.codec.keySigns, D), oValueSigns = stageSigns(p.codec.valueSigns, D);
   const size_t oStreams = staging_.add(nullptr, S * sizeof(AttentionStreamArgs));
   const size_t oWork = staging_.addArray(work_.data(), work_.size());
@@ -455,6 +491,13 @@ Status CudaBackend::attention(const AttentionParams& p) {
   a.workCount = static_cast<uint32_t>(work_.size());
   a.partials = workspace_.at<float>(0);
   a.anyScores = logitFloats > 0;
+  if (rope.dims != 0) {
+    a.ropeDims = rope.dims;
+    a.ropeStyle = rope.style;
+    a.ropeByRank = rope.byRank;
+    a.ropeCos = ropeTables_.at<const float>(0);
+    a.ropeSin = ropeTables_.at<const float>(ropeTableBytes(rope));
+  }
   KVC_RETURN_IF_ERROR(finish("attention", launchAttention(a, stream_)));
   KVC_RETURN_IF_ERROR(download(oOut, staging_.size() - oOut));
 

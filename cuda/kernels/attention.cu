@@ -13,6 +13,7 @@
 #include "async_copy.cuh"
 #include "hadamard.cuh"
 #include "kernel_args.h"
+#include "rope.cuh"
 #include "row_chunks.cuh"
 
 KVC_CUDA_NAMESPACE_BEGIN
@@ -227,6 +228,29 @@ __global__ KVC_LAUNCH_BOUNDS(kThreads, 4) void attentionSplitKernel(AttentionArg
           if (Geo::kGeneric && d0 >= D) continue;
           float k[KeyRuns::kSize];
           ChunkCodec<KS>::template decode<KeyRuns::kSize>(krow, D, GS, d0, k);
+          if (a.ropeDims != 0) {
+            // Keys before RoPE: R(q_pos) q . R(p) k = (R(-p) R(q_pos) q) . k, so each query
+            // (rotated by its position on the host) is rotated back by this row's position,
+            // element by element from shared memory, where its partner channel is at hand.
+            const uint32_t position = a.ropeByRank ? static_cast<uint32_t>(r + static_cast<int32_t>(i))
+                                                   : static_cast<uint32_t>(posT[i]);
+            for (uint32_t e = 0; e < KeyRuns::kSize; ++e) {
+              const uint32_t d = d0 + e;
+              float c = 1.0f, sn = 0.0f;
+              uint32_t partner = d;
+              if (d < a.ropeDims) {
+                ropeAngle(a.ropeCos, a.ropeSin, a.ropeDims, position, d, c, sn);
+                partner = ropePartnerOf(d, a.ropeDims, a.ropeStyle);
+              }
+              KVC_UNROLL
+              for (uint32_t j = 0; j < QR; ++j) {
+                if (j >= qRows) break;
+                const float* qj = qS + j * plan.qStride;
+                dot[j] += k[e] * (qj[d] * c - sn * qj[partner]);
+              }
+            }
+            continue;
+          }
           KVC_UNROLL
           for (uint32_t j = 0; j < QR; ++j) {
             if (j >= qRows) break;  // block-uniform: a GQA-4 decode does half the work of QR = 8

@@ -77,6 +77,13 @@ struct AttentionArgs {
   uint32_t workCount = 0;                        // W
   float* partials = nullptr;                     // [W][tq * G][headDim + 2]: m, l, acc[headDim]
   bool anyScores = false;                        // some stream has scores (launch the mass pass)
+  // Keys stored before RoPE (ropeDims > 0): the queries arrive rotated by their own positions
+  // and the kernel rotates each back by a row's position before the dot (rope.cuh).
+  uint32_t ropeDims = 0;
+  uint32_t ropeStyle = 0;                        // 0 interleaved, 1 half (kvc/rope.h)
+  bool ropeByRank = false;                       // row positions re-indexed by row index
+  const float* ropeCos = nullptr;                // [kRopeLevels][kRopeLevelSize][ropeDims]
+  const float* ropeSin = nullptr;                // same shape, signed per channel
 };
 
 struct ReadRowsArgs {

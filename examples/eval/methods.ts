@@ -7,8 +7,10 @@ import type { CacheSettings } from '../llama2c/kvcache-attention';
 import type { AttentionDims } from '../llama2c/model';
 import { Sampler } from '../llama2c/sampler';
 import type { Method, MethodRun, ModelHandle, StoryContext } from './runner';
+import { ropeMethods } from './rope-methods';
 import type { AttentionCallOptions } from './sequence-attention';
 import { sparseMethods } from './sparse-methods';
+import { lowRankMethods } from './lowrank-methods';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- the eviction/compaction API is typed by the library once it exists */
 type Lib = Record<string, any>;
@@ -316,6 +318,9 @@ export function buildMethods(lib: Lib, dims: AttentionDims, base: CacheSettings,
   }
 
   methods.push(...sparseMethods(dims));
+  const lowRank = lowRankMethods(lib, dims);
+  methods.push(...lowRank);
+  notes.push(`low-rank: ${lowRank.length} methods (ranks × coefficient formats, and with H2O / Attention Matching)`);
 
   const baseLabel = fmt(base);
   const caps = (): { accumulateScores: boolean; recordQueries: boolean } =>
@@ -331,6 +336,11 @@ export function buildMethods(lib: Lib, dims: AttentionDims, base: CacheSettings,
     notes.push(`eviction: ${ev.length} methods over a ${baseLabel} cache (policies × keep ratios), applied once after the prefix`);
   } else {
     notes.push('eviction: not evaluated (lib/ does not export EvictionPolicy yet)');
+  }
+  {
+    const rm = ropeMethods(lib, dims, base, options.evictionRatios ?? EVICTION_RATIOS);
+    methods.push(...rm);
+    notes.push(`rope: ${rm.length} methods over a ${baseLabel} cache holding keys before RoPE (the cache applies RoPE; streamingLLM with positions as stored or re-indexed)`);
   }
   if ('Compactor' in lib) {
     const queries = caps().recordQueries;

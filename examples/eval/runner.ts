@@ -100,7 +100,10 @@ export function mergeScore(into: Score, s: Score): void {
 }
 
 function settingsKey(s: CacheSettings): string {
-  return JSON.stringify(s, Object.keys(s).sort());
+  // Keys sorted at every level (nested options such as lowRank included).
+  const sorted = (_: string, v: unknown): unknown =>
+    v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1))) : v;
+  return JSON.stringify(s, sorted);
 }
 
 export interface EvaluatorOptions {

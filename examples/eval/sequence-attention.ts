@@ -12,6 +12,11 @@ export class SequenceAttention implements AttentionBackend {
     public attentionOptions: AttentionCallOptions | undefined = undefined,
   ) {}
 
+  /** a cache with the rope option rotates queries and keys itself */
+  get appliesRope(): boolean {
+    return this.sequence.cache.config.rope !== null;
+  }
+
   append(layer: number, keys: Float32Array, values: Float32Array, startPos: number): void {
     const T = keys.length / (this.dims.kvHeads * this.dims.headDim);
     const positions = new Int32Array(T);

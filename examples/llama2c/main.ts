@@ -23,6 +23,7 @@ const USAGE = `usage: tsx examples/llama2c/main.ts [generate|nll] [options]
   --keys, --values FORMAT       kvcache storage: f32 f16 bf16 int8 int4 (default f32)
   --group-size N                kvcache quantization group along head_dim
   --rotate                      kvcache Hadamard rotation
+  --rope                        kvcache stores keys before RoPE and applies it itself (theta 10000, interleaved)
   --block-size N                kvcache tokens per block, default 32
   --chunk N                     prefill chunk, default 64
   --model stories260K|shakes64|FILE   default stories260K; a name picks the
@@ -43,6 +44,7 @@ async function main(): Promise<void> {
       values: { type: 'string', default: 'f32' },
       'group-size': { type: 'string' },
       rotate: { type: 'boolean', default: false },
+      rope: { type: 'boolean', default: false },
       'block-size': { type: 'string', default: '32' },
       chunk: { type: 'string', default: '64' },
       model: { type: 'string', default: 'stories260K' },
@@ -84,6 +86,7 @@ async function main(): Promise<void> {
       rotate: o.rotate,
     };
     if (o['group-size'] !== undefined) settings.groupSize = int('group-size', o['group-size']);
+    if (o.rope) settings.rope = { theta: 10000, style: 'interleaved' };
     const kv = new KVCacheAttention(dims, settings);
     backend = kv;
     dispose = () => kv.dispose();

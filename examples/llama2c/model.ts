@@ -15,6 +15,11 @@ export interface AttentionBackend {
   attention(layer: number, queries: Float32Array, tq: number): Float32Array; // [Tq, queryHeads, headDim]
   truncate?(n: number): void;
   reset(): void;
+  /**
+   * true: the backend applies RoPE itself (a kvcompact cache with the `rope` option), so
+   * append receives keys and attention receives queries *before* RoPE.
+   */
+  readonly appliesRope?: boolean;
 }
 
 /** Shape of the K/V and queries the model hands to a backend. */
@@ -135,9 +140,11 @@ export class Transformer {
       matmul(s.q, s.xb, w.wq, l * dim * dim, dim, dim, T);
       matmul(s.k, s.xb, w.wk, l * kvDim * dim, dim, kvDim, T);
       matmul(s.v, s.xb, w.wv, l * kvDim * dim, dim, kvDim, T);
-      for (let t = 0; t < T; t++) {
-        rope(s.q, t * dim, nHeads, this.rope, start + t);
-        rope(s.k, t * kvDim, nKvHeads, this.rope, start + t);
+      if (!this.backend.appliesRope) {
+        for (let t = 0; t < T; t++) {
+          rope(s.q, t * dim, nHeads, this.rope, start + t);
+          rope(s.k, t * kvDim, nKvHeads, this.rope, start + t);
+        }
       }
       this.backend.append(l, k, v, start);
       const att = this.backend.attention(l, q, T);

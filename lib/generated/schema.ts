@@ -31,15 +31,19 @@ export type PerHeadName = (typeof PER_HEAD)[number];
 /** Eviction budget split over layers. */
 export const SCHEDULE = ['uniform', 'pyramid'] as const;
 export type ScheduleName = (typeof SCHEDULE)[number];
+/** Channel pairs RoPE rotates: (2i, 2i+1) as llama2.c / Meta Llama, or (i, i + dims/2) as GPT-NeoX / Hugging Face. */
+export const ROPE_STYLE = ['interleaved', 'half'] as const;
+export type RopeStyleName = (typeof ROPE_STYLE)[number];
 
 /** Bits of the native attention flags argument. */
 export const ATTENTION_FLAGS = {
   accumulateScores: 1,
   recordQueries: 2,
-  precisionFast: 4,
-  precisionExact: 8,
+  rankPositions: 4,
+  precisionFast: 8,
+  precisionExact: 16,
 } as const;
-export const ATTENTION_FLAG_MASK = 15;
+export const ATTENTION_FLAG_MASK = 31;
 
 export interface IntegerLimit { readonly type: 'integer'; readonly min: number; readonly max: number; readonly default?: number }
 export interface NumberLimit { readonly type: 'number'; readonly min: number; readonly max: number; readonly minExclusive?: boolean; readonly default?: number }
@@ -66,6 +70,25 @@ export const CACHE_OPTIONS = {
   threads: { type: 'integer', min: 1, max: 256 },
   queryReservoir: { type: 'integer', min: 0, max: 1048576, default: 512 },
   recentQueries: { type: 'integer', min: 0, max: 65536, default: 64 },
+} as const;
+
+/** new KVCache({ lowRank: { keys, values, calibrationRows } }): ranks of the per-stream bases of low-rank storage. */
+export const LOW_RANK_OPTIONS = {
+  /** an even rank <= headDim; equal to values (one coefficient width per cache) */
+  keys: { type: 'integer', min: 2, max: 1024, multipleOf: 2 },
+  /** an even rank <= headDim; equal to keys */
+  values: { type: 'integer', min: 2, max: 1024, multipleOf: 2 },
+  /** rows a stream holds at full precision before its bases are fitted; 0: bases only from setBases/fitBases */
+  calibrationRows: { type: 'integer', min: 0, max: 65536, default: 256 },
+} as const;
+
+/** KVCache option rope: keys are appended before RoPE and the cache applies it inside attention. */
+export const ROPE_OPTIONS = {
+  /** the base of the RoPE frequencies theta^(-2i/dims); finite */
+  theta: { type: 'number', min: 0, max: 1000000000000, minExclusive: true },
+  /** rotated channels, the first dims of each head; even, at most headDim; default headDim */
+  dims: { type: 'integer', min: 2, max: 1024, multipleOf: 2 },
+  style: { type: 'enum', names: ROPE_STYLE, default: 'interleaved' },
 } as const;
 
 /** Compactor options and the native compaction spec. */

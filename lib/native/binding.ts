@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import { KVCacheError } from '../errors';
 import { type Attempt, describeHost, loadFailureMessage, loadFirst, packageRoot, productionCandidates } from './locate';
 import type {
-  BudgetKindName, CompactionMethodName, DeviceName, PerHeadName, QuerySourceName, ScheduleName, ScoreSourceName, StorageName,
+  BudgetKindName, CompactionMethodName, DeviceName, PerHeadName, QuerySourceName, RopeStyleName, ScheduleName, ScoreSourceName, StorageName,
 } from '../generated/schema';
 
 // Enums cross the boundary as their names (schema/options.json), flags as the bits listed
@@ -30,6 +30,8 @@ export interface NativeCacheOptions {
   queryReservoir: number;
   recentQueries: number;
   device: DeviceName;
+  /** null: keys after RoPE */
+  rope: { theta: number; dims: number; style: RopeStyleName } | null;
 }
 
 export interface NativeStats {
@@ -41,6 +43,7 @@ export interface NativeStats {
   committedBytes: number;
   workspaceBytes: number;
   maxBytes: number;
+  lowRankBytes: number;
 }
 
 export interface NativeRows {
@@ -73,6 +76,9 @@ export interface NativeSequence {
   isFreed(): boolean;
   read(layer: number, kvHead: number): NativeRows;
   export(): Uint8Array;
+  fitBases(): void;
+  setBases(layer: number, kvHead: number, keys: Float32Array, values: Float32Array): void;
+  bases(layer: number, kvHead: number): { keys: Float32Array; values: Float32Array } | null;
 }
 
 export interface NativeCache {

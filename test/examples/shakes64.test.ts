@@ -79,6 +79,24 @@ describe('character-level tokenizer without byte fallback', () => {
   });
 });
 
+describe('npm run eval --model shakes64: its own passages', () => {
+  it('splits shakespeare_val.passages.txt into 70 passages of BOS + characters, cut to 512 tokens', async () => {
+    const { loadStories, splitStories } = await import('../../examples/eval/stories');
+    const { sharedModel } = await import('../../examples/llama2c/paths');
+    const named = sharedModel('shakes64')!;
+    expect(named.passages).toBe(SHAKES.passages);
+    expect(sharedModel('no-such-model')).toBeUndefined();
+    const texts = splitStories(readFileSync(named.passages, 'utf8'));
+    expect(texts.length).toBe(70);
+    const passages = loadStories(named.passages, tokenizer, 512);
+    expect(passages.length).toBe(70);
+    for (const [i, ids] of passages.entries()) {
+      expect(ids[0]).toBe(BOS);
+      expect(ids.length).toBe(Math.min(512, texts[i]!.length + 2)); // BOS, dummy-prefix space, one id per character
+    }
+  });
+});
+
 function modelChecks(
   name: string,
   makeBackend: () => AttentionBackend | Promise<AttentionBackend>,
@@ -121,6 +139,19 @@ describe.skipIf(!libReady)('shakes64 over KVCacheAttention (f32 storage)', () =>
     async () => new (await adapter()).KVCacheAttention(dims, settings),
     (b) => (b as InstanceType<Adapter['KVCacheAttention']>).dispose(),
   );
+
+  describe('keys before RoPE (cache option rope: the cache rotates queries and keys)', () => {
+    const ropeSettings = { ...settings, rope: { theta: 10000, style: 'interleaved' } } as const;
+    modelChecks(
+      'kvcache f32, rope',
+      async () => {
+        const backend = new (await adapter()).KVCacheAttention(dims, ropeSettings);
+        expect(backend.appliesRope).toBe(true);
+        return backend;
+      },
+      (b) => (b as InstanceType<Adapter['KVCacheAttention']>).dispose(),
+    );
+  });
 
   it('kvcache f32: logits match the reference attention at head_dim 64', async () => {
     const { KVCacheAttention } = await adapter();

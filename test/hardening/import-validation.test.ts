@@ -1,14 +1,14 @@
 // importSequence validates, not just checksums: bytes with a valid CRC (recomputed here after
 // tampering) but impossible contents fail with CORRUPT_DATA, fast and before any large
 // allocation, and leave the cache unchanged. Export layout (cpp/core/serialize.cpp):
-//   [0, 60) header | i32 nextPosition[layers] | i32 length[layers * kvHeads]
+//   [0, 60) header | u32 low-rank rank (0 here: version 2) | i32 nextPosition[layers] | i32 length[layers * kvHeads]
 //   per stream: keyRows[len] | valueRows[len] | f32 beta[len] | i32 positions[len] | u32 crc
 import { describe, expect, it } from 'vitest';
 import { KVCache, KVCacheError, type Sequence } from '../../lib/index';
 import { expectKVError } from '../foundation/helpers';
 import { randn, testRng } from '../reference/random';
 
-const HEADER = 60;
+const HEADER = 64; // the 60-byte header and the version-2 rank field
 
 const CRC_TABLE = (() => {
   const t = new Uint32Array(256);

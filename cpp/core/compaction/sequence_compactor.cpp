@@ -57,7 +57,8 @@ Status validateOptions(const Options& o) {
 // uses a subsample of the stream's keys).
 void chooseQueries(const CacheConfig& c, const SequenceRequest& r, const Stream& s, StreamPlan& sp,
                    std::vector<float>* pooled, CompactionStreamInput* in) {
-  const uint32_t D = c.headDim;
+  // Given queries are checked to be headDim wide; a low-rank log holds projected ones.
+  const uint32_t D = c.storedDim();
   const bool given = r.querySource == QuerySource::kGiven && sp.layer < r.queries.size() && !r.queries[sp.layer].empty();
   if (given) {
     pooledQueries(r.queries[sp.layer], c, sp.head, pooled);
@@ -79,6 +80,9 @@ void chooseQueries(const CacheConfig& c, const SequenceRequest& r, const Stream&
 }  // namespace
 
 Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& r, SequencePlan* plan) {
+  // Low-rank streams still calibrating are fitted first: compaction works on coefficient rows
+  // (keys and values fitted in coefficient space, see lowrank.cpp).
+  if (cache.sequence(id) && !cache.sequence(id)->busy) KVC_RETURN_IF_ERROR(cache.finishCalibration(id));
   const CacheConfig& c = cache.config();
   const Sequence* seq = cache.sequence(id);
   if (!seq) return Status(StatusCode::kDisposed, "the sequence has been freed");
@@ -87,6 +91,9 @@ Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& r, Seque
   if (r.ratio == 0.0 && r.targetTokens == 0) return invalidArgument("either ratio or targetTokens must be given");
   if (r.online && (r.ratio <= 0.0 || r.ratio >= 1.0)) return invalidArgument("online compaction needs a ratio in (0, 1)");
   if (r.threads == 0) return invalidArgument("threads must be >= 1");
+  // Attention Matching fits logits q.k of reference queries; with pre-RoPE keys those need
+  // RoPE by position in the fit, which is not implemented.
+  if (c.ropeDims != 0) return unsupported("compaction of a cache with rope (pre-RoPE keys) is not supported yet");
   for (uint32_t l : r.layers)
     if (l >= c.layers) return invalidArgument("layers: " + std::to_string(l) + " is out of range [0, " + std::to_string(c.layers) + ")");
   for (uint32_t h : r.heads)
@@ -102,6 +109,9 @@ Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& r, Seque
     }
     return Status::ok();
   };
+  if (c.lowRank() && (!r.queries.empty() || !r.heldOut.empty())) {
+    return unsupported("compaction of a lowRank cache takes its reference queries from the recorded log, not given queries");
+  }
   KVC_RETURN_IF_ERROR(checkArrays(r.queries, "queries"));
   KVC_RETURN_IF_ERROR(checkArrays(r.heldOut, "heldOutQueries"));
   KVC_RETURN_IF_ERROR(validateOptions(r.options));

@@ -64,6 +64,8 @@ void selectAdaptive(const CacheConfig& c, uint32_t l, const std::vector<int32_t>
 }  // namespace
 
 Status evictSequence(Cache& cache, uint64_t id, const PolicySpec& policy, const BudgetSpec& budget, EvictionReport* report) {
+  // Low-rank streams still calibrating are fitted first: eviction gathers coefficient rows.
+  KVC_RETURN_IF_ERROR(cache.finishCalibration(id));
   Sequence* seq = cache.mutableSequence(id);
   if (!seq) return Status(StatusCode::kDisposed, "the sequence has been freed");
   if (seq->busy) return busy("the sequence is being compacted");

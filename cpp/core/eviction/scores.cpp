@@ -32,6 +32,11 @@ Status precheck(const Cache& cache, const Stream& s, uint32_t layer, uint32_t he
   const CacheConfig& c = cache.config();
   if (s.length == 0) return Status::ok();
   uint32_t u;
+  // Query-key scores would need RoPE applied by position; not implemented for pre-RoPE keys.
+  if (c.ropeDims != 0 && (p.source == ScoreSource::kObservation || p.source == ScoreSource::kLastQuery)) {
+    return unsupported("snapKV and tova score rows by recorded queries, which a cache with rope (pre-RoPE keys) does not "
+                       "support yet; h2o (accumulated scores), keyNorm, the recency policies and custom scores do");
+  }
   switch (p.source) {
     case ScoreSource::kAccumulated:
       if (s.scores.size() != static_cast<size_t>(s.length)) {
@@ -87,7 +92,7 @@ void streamInput(const CacheConfig& c, const Stream& s, uint32_t streamIndex, co
     case ScoreSource::kObservation: {
       // The u newest recorded query vectors, oldest first (the ring buffer unrolled).
       const bool observation = p.source == ScoreSource::kObservation;
-      const uint32_t D = c.headDim;
+      const uint32_t D = c.storedDim();  // a low-rank stream logs projected queries
       const uint64_t available = std::min<uint64_t>(s.queries.recentSeen, c.recentQueries);
       const uint32_t u = static_cast<uint32_t>(
           std::min<uint64_t>(available, static_cast<uint64_t>(observation ? p.window : 1) * c.queriesPerHead()));

@@ -126,6 +126,7 @@ Status Cache::sparseSelection(uint64_t id, uint32_t layer, const float* queries,
   Sequence* seq;
   KVC_RETURN_IF_ERROR(find(id, &seq));
   KVC_RETURN_IF_ERROR(checkLayer(layer));
+  if (config_.ropeDims != 0) return unsupported("sparse decode on a cache with rope (pre-RoPE keys) is not supported yet");
   KVC_RETURN_IF_ERROR(checkSparse(spec));
   if (seq->busy) return busy("the sequence is being compacted");
   if (tq == 0) return shapeMismatch("sparse selection needs at least one query token");

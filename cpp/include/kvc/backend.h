@@ -7,6 +7,7 @@
 #include <string>
 
 #include "kvc/compaction_ops.h"
+#include "kvc/lowrank_ops.h"
 #include "kvc/status.h"
 #include "kvc/views.h"
 
@@ -97,6 +98,10 @@ class Backend {
     (void)pool, (void)codec, (void)streams, (void)count, (void)keep;
     return unsupported(std::string("selectRows is not implemented by the ") + name() + " backend");
   }
+
+  // Low-rank storage numerics on host memory (kvc/lowrank_ops.h); nullptr when this backend
+  // has none (the core then uses hostLowRankKernels(): these run on host data either way).
+  virtual const LowRankKernels* lowRank() const { return nullptr; }
 
   // Scratch memory the backend holds for the numerics above (its workspace: one per cache,
   // kept between calls, freed with the backend); reported by Cache::stats().workspaceBytes.

@@ -59,10 +59,28 @@ struct AttentionStream {
   // [tq] causal cutoff, row visible iff pos <= it; nullptr = the positions of the last tq
   // rows of the stream (the usual case: queries belong to the rows just appended).
   const int32_t* queryPositions = nullptr;
+  // Row index of query 0 (RoPE positions re-indexed by rank); -1 = length - tq, the usual case.
+  int32_t firstQueryRow = -1;
   const float* queries = nullptr;           // first element of (s, 0, 0, 0)
   float* out = nullptr;                     // first element of (s, 0, 0, 0)
   float* lse = nullptr;                     // (s, t, g) at lse + t * lseTokenStride + g, or nullptr
   float* scores = nullptr;                  // [length] attention mass accumulator, or nullptr
+};
+
+// RoPE applied inside attention (keys stored before RoPE; kvc/rope.h has the math). dims == 0:
+// keys were stored after RoPE and nothing is rotated. The core fills the spec; a backend that
+// implements RoPE fills the tables it built for it (cos / sin per level, see kvc/rope.h).
+struct RopeSpec {
+  double theta = 0.0;
+  uint32_t dims = 0;       // rotated channels: the first dims of each head (even)
+  uint32_t style = 0;      // 0 interleaved pairs (2i, 2i+1); 1 halves (i, i + dims/2)
+  bool byRank = false;     // positions re-indexed by rank in the stream instead of as stored
+};
+
+struct RopeView {
+  RopeSpec spec;
+  const float* cosTable = nullptr;  // [kRopeLevels][kRopeLevelSize][dims], see kvc/rope.h
+  const float* sinTable = nullptr;  // same shape; signed per channel (see kvc/rope.h)
 };
 
 struct AttentionParams {
@@ -79,6 +97,7 @@ struct AttentionParams {
   // query quantized to int8 per group (docs/fast-precision.md). A backend without such a
   // kernel computes exactly (the CUDA backend does).
   bool fast = false;
+  RopeView rope;                 // rope.spec.dims == 0: keys already hold RoPE
 };
 
 // Split-softmax partial state, produced for a range of blocks of one stream and merged:

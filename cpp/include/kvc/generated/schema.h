@@ -38,6 +38,9 @@ inline constexpr int kPerHeadCount = 2;
 // Eviction budget split over layers.
 inline constexpr const char* kScheduleNames[] = {"uniform", "pyramid"};
 inline constexpr int kScheduleCount = 2;
+// Channel pairs RoPE rotates: (2i, 2i+1) as llama2.c / Meta Llama, or (i, i + dims/2) as GPT-NeoX / Hugging Face.
+inline constexpr const char* kRopeStyleNames[] = {"interleaved", "half"};
+inline constexpr int kRopeStyleCount = 2;
 
 // Index of `value` in an enum name table, or -1.
 inline int enumIndex(const char* const* names, int count, const char* value) {
@@ -50,9 +53,10 @@ inline int enumIndex(const char* const* names, int count, const char* value) {
 // Bits of the native attention flags argument.
 inline constexpr uint32_t kAttentionAccumulateScores = 1u;
 inline constexpr uint32_t kAttentionRecordQueries = 2u;
-inline constexpr uint32_t kAttentionPrecisionFast = 4u;
-inline constexpr uint32_t kAttentionPrecisionExact = 8u;
-inline constexpr uint32_t kAttentionFlagMask = 15u;
+inline constexpr uint32_t kAttentionRankPositions = 4u;
+inline constexpr uint32_t kAttentionPrecisionFast = 8u;
+inline constexpr uint32_t kAttentionPrecisionExact = 16u;
+inline constexpr uint32_t kAttentionFlagMask = 31u;
 
 // new KVCache(options).
 namespace cache {
@@ -93,6 +97,31 @@ inline constexpr uint32_t kRecentQueriesMin = 0u;
 inline constexpr uint32_t kRecentQueriesMax = 65536u;
 inline constexpr uint32_t kRecentQueriesDefault = 64u;
 }  // namespace cache
+
+// new KVCache({ lowRank: { keys, values, calibrationRows } }): ranks of the per-stream bases of low-rank storage.
+namespace lowRank {
+// keys: an even rank <= headDim; equal to values (one coefficient width per cache)
+inline constexpr uint32_t kKeysMin = 2u;
+inline constexpr uint32_t kKeysMax = 1024u;
+// values: an even rank <= headDim; equal to keys
+inline constexpr uint32_t kValuesMin = 2u;
+inline constexpr uint32_t kValuesMax = 1024u;
+// calibrationRows: rows a stream holds at full precision before its bases are fitted; 0: bases only from setBases/fitBases
+inline constexpr uint32_t kCalibrationRowsMin = 0u;
+inline constexpr uint32_t kCalibrationRowsMax = 65536u;
+inline constexpr uint32_t kCalibrationRowsDefault = 256u;
+}  // namespace lowRank
+
+// KVCache option rope: keys are appended before RoPE and the cache applies it inside attention.
+namespace rope {
+// theta: the base of the RoPE frequencies theta^(-2i/dims); finite
+inline constexpr double kThetaMin = 0.0;
+inline constexpr double kThetaMax = 1000000000000.0;
+// dims: rotated channels, the first dims of each head; even, at most headDim; default headDim
+inline constexpr uint32_t kDimsMin = 2u;
+inline constexpr uint32_t kDimsMax = 1024u;
+inline constexpr int kStyleDefault = 0;  // "interleaved"
+}  // namespace rope
 
 // Compactor options and the native compaction spec.
 namespace compaction {

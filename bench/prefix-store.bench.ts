@@ -1,0 +1,279 @@
+// PrefixStore benchmarks (README "Prefix store", BENCHMARKS.md "Prefix store").
+//   npx tsx bench/prefix-store.bench.ts [--quick] [--runs 7] [--redis redis://127.0.0.1:6390] [--part P] [--json out.json]
+// 1. Time to first token on stories260K: prefill a long document + a question from scratch,
+//    against load of the stored document (plain and compacted, each backend) + prefill of
+//    the question only.
+// 2. match on a 32K-token prompt (128 chunks of 256): a full hit, a prompt that leaves the
+//    stored one halfway, and a miss; median ms and lookups/s per backend.
+// 3. put / load of a Llama-3-8B-shaped sequence (32 layers × 8 kv heads × 128, int8 keys and
+//    values, 16K tokens; --quick: 4 layers) per backend, GB/s of export bytes, beside a memory
+//    copy of the same bytes measured in the same run (the floor any load must pay once).
+// 4. match with the store down: nothing listening, and a paused Redis server.
+// --part ttft|match|down|throughput runs one part.
+// Redis: --redis URL or KVCOMPACT_REDIS_URL (a local redis-server); skipped with a note otherwise.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { KVCache, PrefixStore, type Sequence } from '../lib/index';
+import { Redis } from 'ioredis';
+import { RedisBackend } from '../lib/prefix-store/redis-backend';
+import { cacheOptions, compact, encode, forward, loadStoryModel, prefill } from '../examples/store/story-model';
+import { EVAL_TEXT_PATH } from '../examples/llama2c/paths';
+import { markdownTable, parseArgs, randomFloats, writeJson } from './support/bench-utils';
+
+const args = parseArgs();
+const runs = Number(args.rest.get('runs') ?? (args.quick ? 3 : 7));
+const redisUrl = args.rest.get('redis') ?? process.env['KVCOMPACT_REDIS_URL'];
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const out: Record<string, unknown> = { machine: { cpus: os.cpus()[0]?.model, cores: os.cpus().length, loadavg: os.loadavg() } };
+const fmt = (x: number, d = 2) => Number(x.toFixed(d));
+
+type Named = [string, () => PrefixStore];
+function stores(label: string, extra: { chunkTokens?: number; model?: string } = {}): Named[] {
+  const options = { ...extra, onError: (e: Error) => console.error(`store error: ${e.message}`) };
+  const list: Named[] = [
+    ['memory', () => PrefixStore.memory({ maxBytes: 8 * 2 ** 30, ...options })],
+    ['directory', () => PrefixStore.directory(fs.mkdtempSync(path.join(os.tmpdir(), `kvc-bench-${label}-`)), options)],
+  ];
+  if (redisUrl) list.push(['redis', () => PrefixStore.redis({ url: redisUrl, keyPrefix: `kvc-bench:${label}:${process.pid}:`, ttlSeconds: 600, ...options })]);
+  return list;
+}
+
+async function timeAsync(fn: () => Promise<void>): Promise<number> {
+  const t0 = performance.now();
+  await fn();
+  return performance.now() - t0;
+}
+
+async function firstToken() {
+  const m = loadStoryModel();
+  const ids = encode(m, fs.readFileSync(EVAL_TEXT_PATH, 'utf8').slice(0, 8000), m.checkpoint.config.seqLen);
+  const doc = ids.slice(0, ids.length - 16);
+  const cache = new KVCache(cacheOptions(m, { keys: 'int8', values: 'int4', groupSize: 8, rotate: true, threads: 1 }));
+  const rows: (string | number)[][] = [];
+  const scratchTimes: number[] = [];
+  for (let r = 0; r < runs + 1; r++) {
+    let seq: Sequence | undefined;
+    const t = await timeAsync(async () => {
+      seq = prefill(m, cache, ids);
+    });
+    seq!.free();
+    if (r > 0) scratchTimes.push(t);
+  }
+  const scratch = median(scratchTimes);
+  rows.push(['no store: prefill document + question', '-', fmt(scratch), '1.00']);
+  out['ttft.scratchMs'] = scratch;
+  const plainSeq = prefill(m, cache, doc);
+  const compactSeq = prefill(m, cache, doc);
+  await compact(compactSeq, 0.25);
+  for (const [name, open] of stores('ttft', { chunkTokens: 64, model: 'stories260K' })) {
+    for (const [kind, seq] of [['plain', plainSeq], ['compacted', compactSeq]] as const) {
+      const store = open();
+      await store.put(doc, seq);
+      const ts: number[] = [];
+      for (let r = 0; r < runs + 1; r++) {
+        let loadedSeq: Sequence | undefined;
+        const t = await timeAsync(async () => {
+          const loaded = await store.load(ids, cache);
+          if (!loaded || loaded.kind !== kind) throw new Error(`${name}: expected a ${kind} hit`);
+          loadedSeq = loaded.sequence;
+          forward(m, loadedSeq, ids, loaded.length);
+        });
+        loadedSeq!.free();
+        if (r > 0) ts.push(t);
+      }
+      const t = median(ts);
+      out[`ttft.${name}.${kind}Ms`] = t;
+      rows.push([`${name}: load ${kind} document + prefill question`, kind, fmt(t), fmt(scratch / t)]);
+      await store.close();
+    }
+  }
+  cache.dispose();
+  console.log(`\n## Time to first token, stories260K: ${doc.length}-token document + 16-token question (median of ${runs}, ms)\n`);
+  console.log(markdownTable(['path', 'entry', 'ms', 'speed-up'], rows));
+}
+
+async function matchLatency() {
+  const tokens = 32768;
+  // Lookups cost the same whatever the rows weigh: a one-layer, one-head cache keeps the stored bytes small.
+  const cache = new KVCache({ layers: 1, kvHeads: 1, headDim: 8, keys: 'f16', values: 'f16', threads: 1 });
+  const seq = cache.createSequence();
+  seq.append(0, randomFloats(tokens * 8, 1), randomFloats(tokens * 8, 2));
+  const ids = Array.from({ length: tokens }, (_, i) => (i * 7919) % 32000);
+  const diverged = [...ids];
+  diverged[tokens / 2 + 3] = 31999;
+  const missing = ids.map((t) => (t + 1) % 32000);
+  const rows: (string | number)[][] = [];
+  // Floors measured now: one Redis round trip (PING) and, for the directory, a stat of 128
+  // missing files: what one lookup of a 32K prompt cannot go below on this machine, as loaded as it is.
+  if (redisUrl) {
+    const client = new Redis(redisUrl);
+    for (let w = 0; w < 50; w++) await client.ping();
+    const ts: number[] = [];
+    for (let r = 0; r < 201; r++) ts.push(await timeAsync(async () => void (await client.ping())));
+    client.disconnect();
+    out['match.redisPingMs'] = median(ts);
+    rows.push(['(floor) redis PING round trip', `${fmt(median(ts), 3)} ms`, '', '']);
+  }
+  const missingDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvc-bench-stat-'));
+  const statMs = median(Array.from({ length: 101 }, () => {
+    const t0 = performance.now();
+    for (let i = 0; i < 128; i++) fs.statSync(path.join(missingDir, `c${i}`), { throwIfNoEntry: false });
+    return performance.now() - t0;
+  }));
+  out['match.stat128Ms'] = statMs;
+  rows.push(['(floor) 128 stat() calls of missing files', `${fmt(statMs, 3)} ms`, '', '']);
+  for (const [name, open] of stores('match')) {
+    const store = open();
+    await store.put(ids, seq);
+    const row: (string | number)[] = [name];
+    for (const [label, prompt, want] of [['hit', ids, tokens], ['half', diverged, tokens / 2], ['miss', missing, 0]] as const) {
+      const prepared = Uint32Array.from(prompt);
+      for (let w = 0; w < 20; w++) await store.match(prepared, cache);
+      const ts: number[] = [];
+      for (let r = 0; r < Math.max(runs, 201); r++) {
+        let got = -1;
+        ts.push(await timeAsync(async () => {
+          got = (await store.match(prepared, cache)).length;
+        }));
+        if (got !== want) throw new Error(`${name} ${label}: matched ${got}, expected ${want}`);
+      }
+      const t = median(ts);
+      // The fastest tenth as well: on a machine shared with other work, the median also
+      // measures how long the process waits to be scheduled again after each reply.
+      const p10 = [...ts].sort((a, b) => a - b)[Math.floor(ts.length / 10)]!;
+      out[`match.${name}.${label}Ms`] = { median: t, p10 };
+      row.push(`${fmt(t, 3)} ms (${Math.round(1000 / t)}/s; p10 ${fmt(p10, 3)})`);
+    }
+    rows.push(row);
+    await store.close();
+  }
+  cache.dispose();
+  console.log(`\n## match on a ${tokens}-token prompt, chunks of 256 tokens (median)\n`);
+  console.log(markdownTable(['backend', 'hit (32768)', 'leaves at 16384', 'miss'], rows));
+}
+
+async function throughput() {
+  const layers = args.quick ? 4 : 32, kvHeads = 8, headDim = 128, tokens = 16384;
+  const cache = new KVCache({ layers, kvHeads, headDim, queryHeads: 32, keys: 'int8', values: 'int8', threads: 2 });
+  const seq = cache.createSequence();
+  const k = randomFloats(tokens * kvHeads * headDim, 3);
+  const v = randomFloats(tokens * kvHeads * headDim, 4);
+  for (let l = 0; l < layers; l++) seq.append(l, k, v);
+  const ids = Array.from({ length: tokens }, (_, i) => (i * 104729) % 128000);
+  const exportBytes = seq.export().length;
+  // Floor measured now: one memory copy of the export bytes (a load copies at least once).
+  const src = Buffer.alloc(exportBytes, 1);
+  const dst = Buffer.alloc(exportBytes);
+  const copyMs = median(Array.from({ length: 5 }, () => {
+    const t0 = performance.now();
+    src.copy(dst);
+    return performance.now() - t0;
+  }));
+  const importMs = median(Array.from({ length: 3 }, () => {
+    const bytes = seq.export();
+    const t0 = performance.now();
+    const s = cache.importSequence(bytes);
+    const t = performance.now() - t0;
+    s.free();
+    return t;
+  }));
+  const gbps = (ms: number) => exportBytes / ms / 1e6;
+  out['throughput.exportBytes'] = exportBytes;
+  out['throughput.copyGBps'] = gbps(copyMs);
+  out['throughput.importSequenceGBps'] = gbps(importMs);
+  const rows: (string | number)[][] = [
+    ['(floor) memory copy of the bytes', '-', fmt(gbps(copyMs)), '-'],
+    ['(floor) KVCache.importSequence of the bytes', '-', fmt(gbps(importMs)), '-'],
+  ];
+  const loadRuns = args.quick ? 3 : 3;
+  for (const [name, open] of stores('throughput')) {
+    const store = open();
+    const putMs = await timeAsync(async () => {
+      const r = await store.put(ids, seq);
+      if (!r || r.entriesWritten !== tokens / 256) throw new Error(`${name}: put failed`);
+    });
+    const ts: number[] = [];
+    for (let r = 0; r < loadRuns; r++) {
+      ts.push(await timeAsync(async () => {
+        const loaded = await store.load(ids, cache);
+        if (!loaded || loaded.length !== tokens) throw new Error(`${name}: load missed`);
+        loaded.sequence.free();
+      }));
+    }
+    const loadMs = median(ts);
+    let fetchCell = '-';
+    if (name === 'redis') {
+      // The transfer alone: every part of every chunk entry from the server, no verification or import.
+      const backend = new RedisBackend({ url: redisUrl!, prefix: `kvc-bench:throughput:${process.pid}:`, partBytes: 8 << 20, ttlSeconds: 600, timeoutMs: 60_000 });
+      const keys = await (async () => {
+        const { chainHashes, chunkKey, fingerprint } = await import('../lib/prefix-store/keys');
+        const chain = chainHashes(fingerprint('default', cache.config, 256), Uint32Array.from(ids), 256);
+        return Array.from({ length: chain.length - 1 }, (_, i) => chunkKey(chain, i + 1));
+      })();
+      const fetchMs = median(await (async () => {
+        const xs: number[] = [];
+        for (let r = 0; r < loadRuns; r++) xs.push(await timeAsync(async () => void (await backend.get(keys))));
+        return xs;
+      })());
+      await backend.close();
+      out['throughput.redis.fetchGBps'] = gbps(fetchMs);
+      fetchCell = String(fmt(gbps(fetchMs)));
+    }
+    out[`throughput.${name}`] = { putGBps: gbps(putMs), loadGBps: gbps(loadMs), putMs, loadMs };
+    rows.push([name, fmt(gbps(putMs)), fmt(gbps(loadMs)), fetchCell]);
+    await store.delete(ids, cache);
+    await store.close();
+  }
+  cache.dispose();
+  console.log(`\n## put / load, ${layers} layers × 8 kv heads × 128, int8, ${tokens} tokens: ${(exportBytes / 1e9).toFixed(2)} GB of export bytes (GB/s; load: median of ${loadRuns})\n`);
+  console.log(markdownTable(['backend', 'put GB/s', 'load GB/s (match + fetch + verify + import)', 'fetch only GB/s'], rows));
+}
+
+async function storeDown() {
+  // A match against a store that cannot answer: nothing listening on the port, and (with a
+  // Redis URL) a server paused with CLIENT PAUSE. Default timeoutMs (250 ms).
+  const cache = new KVCache({ layers: 1, kvHeads: 1, headDim: 8, threads: 1 });
+  const ids = Array.from({ length: 32768 }, (_, i) => i % 32000);
+  const rows: (string | number)[][] = [];
+  const measure = async (label: string, store: PrefixStore, before?: () => Promise<void>, after?: () => Promise<void>) => {
+    const ts: number[] = [];
+    for (let r = 0; r < 5; r++) {
+      await before?.();
+      let length = -1;
+      ts.push(await timeAsync(async () => void (length = (await store.match(ids, cache)).length)));
+      await after?.();
+      if (length !== 0) throw new Error(`${label}: expected a miss`);
+    }
+    out[`down.${label}Ms`] = { median: median(ts), max: Math.max(...ts) };
+    rows.push([label, fmt(median(ts), 1), fmt(Math.max(...ts), 1)]);
+  };
+  const nowhere = PrefixStore.redis({ url: 'redis://127.0.0.1:1' });
+  await measure('redis: nothing listening', nowhere);
+  await nowhere.close();
+  if (redisUrl) {
+    const store = PrefixStore.redis({ url: redisUrl, keyPrefix: `kvc-bench:down:${process.pid}:` });
+    await store.match(ids, cache); // connected
+    const admin = new Redis(redisUrl);
+    await measure('redis: server paused', store, async () => void (await admin.call('CLIENT', 'PAUSE', '600', 'ALL')), async () => {
+      await admin.call('CLIENT', 'UNPAUSE');
+      await new Promise((r) => setTimeout(r, 50));
+    });
+    admin.disconnect();
+    await store.close();
+  }
+  cache.dispose();
+  console.log('\n## match with the store down (timeoutMs 250, 5 tries)\n');
+  console.log(markdownTable(['store', 'median ms to the miss', 'max ms'], rows));
+}
+
+async function main() {
+  if (!redisUrl) console.log('(no --redis URL or KVCOMPACT_REDIS_URL: the Redis rows are left out)');
+  const part = args.rest.get('part');
+  if (!part || part === 'ttft') await firstToken();
+  if (!part || part === 'match') await matchLatency();
+  if (!part || part === 'down') await storeDown();
+  if (!part || part === 'throughput') await throughput();
+  writeJson(args.json, out);
+}
+main();

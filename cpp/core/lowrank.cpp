@@ -1,0 +1,566 @@
+// Low-rank storage (ARCHITECTURE §9, per-stream side data): each stream of a cache with
+// `lowRank` stores its rows as r coefficients on its own orthonormal bases B_k, B_v
+// ([headDim][r]). Attention is exact for what is stored: q' = B_k^T q once per call, logits
+// q' . c over r floats (scale 1/sqrt(headDim)), values accumulated as coefficients and lifted
+// once, o = B_v (sum p c). The blocks, the kernels, eviction and compaction all see r-wide
+// rows (CacheConfig::storedDim); this file does the projections around them.
+//
+// Streaming bases (the EigenKV property): a stream without bases is calibrating: it holds
+// its rows at full precision off the pool (Stream::pending*) and attends over them exactly.
+// The append that brings it to calibrationRows rows fits both bases on exactly the first
+// calibrationRows rows (so the bases do not depend on how the rows were chunked), projects
+// every held row and writes it to blocks; from then on each append projects its rows. The
+// cost of that step is one eigensolve per basis plus projecting calibrationRows rows.
+//
+// Recorded queries of a stream with bases are logged projected and scaled by sqrt(r / D), so
+// that compaction and eviction, which scale by 1/sqrt(storedDim), see the true logits.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "cache.h"
+#include "kvc/finite.h"
+
+namespace kvc {
+
+namespace {
+
+uint32_t blocksFor(int64_t rows, uint32_t blockSize) {
+  return static_cast<uint32_t>((rows + blockSize - 1) / blockSize);
+}
+
+// The largest |B^T B - I| entry of a [D][r] basis.
+double orthonormalityError(const float* b, uint32_t D, uint32_t r) {
+  double worst = 0.0;
+  for (uint32_t i = 0; i < r; ++i) {
+    for (uint32_t j = i; j < r; ++j) {
+      double dot = 0.0;
+      for (uint32_t d = 0; d < D; ++d) dot += static_cast<double>(b[static_cast<uint64_t>(d) * r + i]) * b[static_cast<uint64_t>(d) * r + j];
+      worst = std::max(worst, std::fabs(dot - (i == j ? 1.0 : 0.0)));
+    }
+  }
+  return worst;
+}
+
+}  // namespace
+
+// Rows to write into one stream, all or nothing with the other writes of a call.
+struct Cache::StreamWrite {
+  Stream* stream = nullptr;
+  bool replace = false;                // rebuild the stream from these rows, else append after its rows
+  uint32_t rows = 0;
+  const float* keys = nullptr;         // [rows][storedDim] coefficients
+  const float* values = nullptr;       // [rows][storedDim]
+  const int32_t* positions = nullptr;  // [rows]
+  const float* beta = nullptr;         // [rows] or nullptr for 0
+  // Planned by writeStreams.
+  std::vector<int32_t> table;
+  int32_t cowFrom = -1;                // the shared last block a private copy replaces
+};
+
+// Allocates every block first, writes into blocks no visible stream reads (fresh ones, or
+// the copy of a shared last block), and changes block tables and lengths only after the last
+// backend call succeeded (the transaction rule of cache.h).
+Status Cache::writeStreams(std::vector<StreamWrite>& writes) {
+  const uint32_t B = config_.blockSize;
+  uint32_t needed = 0;
+  for (StreamWrite& w : writes) {
+    if (w.rows == 0) continue;
+    const Stream& s = *w.stream;
+    if (w.replace) {
+      needed += blocksFor(w.rows, B);
+    } else {
+      if (static_cast<int64_t>(s.length) + w.rows > INT32_MAX) return invalidArgument("stream length exceeds 2^31 rows");
+      needed += blocksFor(s.length + static_cast<int64_t>(w.rows), B) - blocksFor(s.length, B);
+      if (s.length % B != 0 && pool_.refCount(s.blocks.back()) > 1) ++needed;
+    }
+  }
+  std::vector<int32_t> fresh;
+  KVC_RETURN_IF_ERROR(allocateBlocks(needed, &fresh));
+  size_t next = 0;
+  std::vector<int32_t> cowSrc, cowDst;
+  for (StreamWrite& w : writes) {
+    if (w.rows == 0) continue;
+    const Stream& s = *w.stream;
+    if (w.replace) {
+      w.table.assign(fresh.begin() + static_cast<std::ptrdiff_t>(next), fresh.begin() + static_cast<std::ptrdiff_t>(next + blocksFor(w.rows, B)));
+      next += w.table.size();
+      continue;
+    }
+    w.table = s.blocks;
+    if (s.length % B != 0 && pool_.refCount(s.blocks.back()) > 1) {
+      w.cowFrom = s.blocks.back();
+      cowSrc.push_back(s.blocks.back());
+      cowDst.push_back(fresh[next]);
+      w.table.back() = fresh[next++];
+    }
+    const uint32_t add = blocksFor(s.length + static_cast<int64_t>(w.rows), B) - blocksFor(s.length, B);
+    for (uint32_t i = 0; i < add; ++i) w.table.push_back(fresh[next++]);
+  }
+  auto rollback = [&](const Status& status) {
+    for (int32_t b : fresh) pool_.release(b);
+    return status;
+  };
+  if (!cowSrc.empty()) {
+    const Status status = backend_->copyBlocks(pool(), cowSrc.data(), cowDst.data(), static_cast<uint32_t>(cowSrc.size()));
+    if (!status.isOk()) return rollback(status);
+  }
+  for (StreamWrite& w : writes) {
+    if (w.rows == 0) continue;
+    const int32_t start = w.replace ? 0 : w.stream->length;
+    const int32_t* table = w.table.data();
+    AppendParams p;
+    p.pool = pool();
+    p.codec = codec();
+    p.streamCount = 1;
+    p.tokens = w.rows;
+    p.blockTables = &table;
+    p.startRow = &start;
+    p.inputType = InputType::kF32;
+    p.keys = w.keys;
+    p.values = w.values;
+    p.positions = w.positions;
+    p.beta = w.beta;
+    const Status status = backend_->append(p);
+    if (!status.isOk()) return rollback(status);
+  }
+  // Commit: nothing below can fail.
+  for (StreamWrite& w : writes) {
+    if (w.rows == 0) continue;
+    Stream& s = *w.stream;
+    if (w.replace) {
+      for (int32_t b : s.blocks) pool_.release(b);
+      s.length = static_cast<int32_t>(w.rows);
+    } else {
+      if (w.cowFrom >= 0) pool_.release(w.cowFrom);  // the shared block keeps its other owners
+      s.length += static_cast<int32_t>(w.rows);
+    }
+    s.blocks = std::move(w.table);
+  }
+  return Status::ok();
+}
+
+Status Cache::appendLowRank(Sequence* seq, uint32_t layer, const AppendInput& input, const int32_t* positions) {
+  const LowRankKernels& lr = *lowRank_;
+  const uint32_t heads = config_.kvHeads, D = config_.headDim, r = config_.storedDim(), T = input.tokens;
+  const uint64_t elems = static_cast<uint64_t>(T) * heads * D;
+  // Projection needs f32; f16 input is widened once (the rows are rounded when stored anyway).
+  std::vector<float> wideKeys, wideValues;
+  const float* keys = static_cast<const float*>(input.keys);
+  const float* values = static_cast<const float*>(input.values);
+  if (input.type == InputType::kF16) {
+    wideKeys.resize(elems);
+    wideValues.resize(elems);
+    const uint16_t* hk = static_cast<const uint16_t*>(input.keys);
+    const uint16_t* hv = static_cast<const uint16_t*>(input.values);
+    for (uint64_t i = 0; i < elems; ++i) {
+      wideKeys[i] = halfToFloat(hk[i]);
+      wideValues[i] = halfToFloat(hv[i]);
+    }
+    keys = wideKeys.data();
+    values = wideValues.data();
+  }
+  int64_t bad = firstNonFiniteRow(InputType::kF32, keys, static_cast<uint64_t>(T) * heads, D);
+  if (bad < 0) bad = firstNonFiniteRow(InputType::kF32, values, static_cast<uint64_t>(T) * heads, D);
+  if (bad >= 0) return nonFiniteInput(bad, heads);
+
+  const uint64_t inStride = static_cast<uint64_t>(heads) * D;
+  struct HeadPlan {
+    std::vector<float> coefKeys, coefValues;           // rows to write, [n][r]
+    std::vector<int32_t> rowPositions;                  // when the rows are the held ones + new
+    std::vector<float> heldKeys, heldValues;            // calibration: held + new rows, [n][D]
+    std::shared_ptr<LowRankBasis> fitted;               // bases fitted by this append
+    bool hold = false;                                  // the rows join the held ones
+  };
+  std::vector<HeadPlan> plans(heads);
+  std::vector<StreamWrite> writes;
+  writes.reserve(heads);
+  for (uint32_t h = 0; h < heads; ++h) {
+    Stream& s = seq->stream(layer, heads, h);
+    HeadPlan& hp = plans[h];
+    if (s.basis) {
+      hp.coefKeys.resize(static_cast<size_t>(T) * r);
+      hp.coefValues.resize(static_cast<size_t>(T) * r);
+      lr.project(keys + static_cast<uint64_t>(h) * D, inStride, T, D, s.basis->keys.data(), r, 1.0f, hp.coefKeys.data(), r);
+      lr.project(values + static_cast<uint64_t>(h) * D, inStride, T, D, s.basis->values.data(), r, 1.0f, hp.coefValues.data(), r);
+      StreamWrite w;
+      w.stream = &s;
+      w.rows = T;
+      w.keys = hp.coefKeys.data();
+      w.values = hp.coefValues.data();
+      w.positions = positions;
+      writes.push_back(std::move(w));
+      continue;
+    }
+    const uint64_t held = static_cast<uint64_t>(s.pendingRows());
+    if (config_.calibrationRows == 0 || held + T < config_.calibrationRows) {
+      hp.hold = true;
+      continue;
+    }
+    // The calibration point: fit on the first calibrationRows rows, project them all.
+    const uint64_t n = held + T;
+    hp.heldKeys.resize(n * D);
+    hp.heldValues.resize(n * D);
+    std::copy(s.pendingKeys.begin(), s.pendingKeys.end(), hp.heldKeys.begin());
+    std::copy(s.pendingValues.begin(), s.pendingValues.end(), hp.heldValues.begin());
+    for (uint32_t t = 0; t < T; ++t) {
+      std::memcpy(hp.heldKeys.data() + (held + t) * D, keys + t * inStride + static_cast<uint64_t>(h) * D, 4ull * D);
+      std::memcpy(hp.heldValues.data() + (held + t) * D, values + t * inStride + static_cast<uint64_t>(h) * D, 4ull * D);
+    }
+    hp.rowPositions = s.pendingPositions;
+    hp.rowPositions.insert(hp.rowPositions.end(), positions, positions + T);
+    hp.fitted = std::make_shared<LowRankBasis>();
+    hp.fitted->keys.resize(static_cast<size_t>(D) * r);
+    hp.fitted->values.resize(static_cast<size_t>(D) * r);
+    KVC_RETURN_IF_ERROR(lr.fitBasis(hp.heldKeys.data(), config_.calibrationRows, D, r, hp.fitted->keys.data(), nullptr));
+    KVC_RETURN_IF_ERROR(lr.fitBasis(hp.heldValues.data(), config_.calibrationRows, D, r, hp.fitted->values.data(), nullptr));
+    hp.coefKeys.resize(n * r);
+    hp.coefValues.resize(n * r);
+    lr.project(hp.heldKeys.data(), D, static_cast<uint32_t>(n), D, hp.fitted->keys.data(), r, 1.0f, hp.coefKeys.data(), r);
+    lr.project(hp.heldValues.data(), D, static_cast<uint32_t>(n), D, hp.fitted->values.data(), r, 1.0f, hp.coefValues.data(), r);
+    StreamWrite w;
+    w.stream = &s;
+    w.replace = true;
+    w.rows = static_cast<uint32_t>(n);
+    w.keys = hp.coefKeys.data();
+    w.values = hp.coefValues.data();
+    w.positions = hp.rowPositions.data();
+    writes.push_back(std::move(w));
+  }
+  KVC_RETURN_IF_ERROR(writeStreams(writes));
+
+  // Commit: nothing below can fail.
+  for (uint32_t h = 0; h < heads; ++h) {
+    Stream& s = seq->stream(layer, heads, h);
+    HeadPlan& hp = plans[h];
+    if (hp.hold) {
+      for (uint32_t t = 0; t < T; ++t) {
+        const float* k = keys + t * inStride + static_cast<uint64_t>(h) * D;
+        const float* v = values + t * inStride + static_cast<uint64_t>(h) * D;
+        s.pendingKeys.insert(s.pendingKeys.end(), k, k + D);
+        s.pendingValues.insert(s.pendingValues.end(), v, v + D);
+      }
+      s.pendingPositions.insert(s.pendingPositions.end(), positions, positions + T);
+    } else if (hp.fitted) {
+      s.basis = hp.fitted;
+      s.pendingKeys.clear();
+      s.pendingKeys.shrink_to_fit();
+      s.pendingValues.clear();
+      s.pendingValues.shrink_to_fit();
+      s.pendingPositions.clear();
+      projectLog(s.queries, nullptr, *s.basis);
+    }
+    if (!s.scores.empty()) s.scores.resize(s.rows(), 0.0f);
+  }
+  seq->nextPosition[layer] = positions[T - 1] + 1;
+  return Status::ok();
+}
+
+Status Cache::attentionChunkLowRank(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1) {
+  const LowRankKernels& lr = *lowRank_;
+  const uint32_t heads = config_.kvHeads, D = config_.headDim, R = config_.storedDim(), g = config_.queriesPerHead();
+  const uint32_t tq = t1 - t0;
+  const bool whole = t0 == 0 && t1 == r.tq;
+  const uint64_t tokenStride = static_cast<uint64_t>(config_.queryHeads) * D;
+  const uint64_t seqStride = tokenStride * r.tq;
+  const size_t perStream = static_cast<size_t>(tq) * g * R;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  lowRankQueryScratch_.resize(static_cast<size_t>(count) * heads * perStream);
+  lowRankOutScratch_.resize(static_cast<size_t>(count) * heads * perStream);
+  queryPositionScratch_.resize(static_cast<size_t>(count) * heads * tq);
+  attentionScratch_.clear();
+  attentionScratch_.reserve(static_cast<size_t>(count) * heads);
+  struct Lift {
+    const LowRankBasis* basis;
+    const float* coef;
+    float* out;
+  };
+  std::vector<Lift> lifts;
+  for (uint32_t i = 0; i < count; ++i) {
+    Sequence* seq = sequences_.at(ids[i]).get();
+    for (uint32_t h = 0; h < heads; ++h) {
+      Stream& s = seq->stream(r.layer, heads, h);
+      const size_t k = static_cast<size_t>(i) * heads + h;
+      const float* q = r.queries + i * seqStride + t0 * tokenStride + static_cast<uint64_t>(h) * g * D;
+      float* out = r.out + i * seqStride + t0 * tokenStride + static_cast<uint64_t>(h) * g * D;
+      float* lse = r.lse ? r.lse + (static_cast<uint64_t>(i) * r.tq + t0) * config_.queryHeads + static_cast<uint64_t>(h) * g : nullptr;
+      float* scores = nullptr;
+      if (r.accumulateScores) {
+        if (s.scores.size() != static_cast<size_t>(s.rows())) s.scores.resize(s.rows(), 0.0f);
+        scores = s.scores.data();
+      }
+      int32_t* cutoff = queryPositionScratch_.data() + k * tq;
+      const uint32_t first = static_cast<uint32_t>(s.rows()) - r.tq + t0;  // row of query token t0
+      if (!s.basis) {
+        for (uint32_t t = 0; t < tq; ++t) cutoff[t] = s.pendingPositions[first + t];
+        DenseAttentionArgs a;
+        a.rows = static_cast<uint32_t>(s.pendingRows());
+        a.headDim = D;
+        a.queriesPerHead = g;
+        a.tq = tq;
+        a.keys = s.pendingKeys.data();
+        a.values = s.pendingValues.data();
+        a.positions = s.pendingPositions.data();
+        a.cutoff = cutoff;
+        a.queries = q;
+        a.out = out;
+        a.tokenStride = tokenStride;
+        a.lse = lse;
+        a.lseTokenStride = config_.queryHeads;
+        a.scores = scores;
+        a.scale = scale;
+        lr.denseAttention(a);
+        continue;
+      }
+      float* qp = lowRankQueryScratch_.data() + k * perStream;
+      float* op = lowRankOutScratch_.data() + k * perStream;
+      for (uint32_t t = 0; t < tq; ++t) {
+        lr.project(q + t * tokenStride, D, g, D, s.basis->keys.data(), R, 1.0f, qp + static_cast<size_t>(t) * g * R, R);
+      }
+      AttentionStream a;
+      a.kv.blockTable = s.blocks.data();
+      a.kv.length = s.length;
+      a.queries = qp;
+      a.out = op;
+      a.lse = lse;
+      a.scores = scores;
+      if (!whole) {
+        KVC_RETURN_IF_ERROR(readPositions(s, first, tq, cutoff));
+        a.queryPositions = cutoff;
+      }
+      attentionScratch_.push_back(a);
+      for (uint32_t t = 0; t < tq; ++t) {
+        lifts.push_back(Lift{s.basis.get(), op + static_cast<size_t>(t) * g * R, out + t * tokenStride});
+      }
+    }
+  }
+  if (attentionScratch_.empty()) return Status::ok();
+  AttentionParams p;
+  p.pool = pool();
+  p.codec = codec();
+  p.streamCount = static_cast<uint32_t>(attentionScratch_.size());
+  p.streams = attentionScratch_.data();
+  p.queriesPerHead = g;
+  p.tq = tq;
+  p.tokenStride = static_cast<uint64_t>(g) * R;
+  p.lseTokenStride = config_.queryHeads;
+  p.scale = scale;  // logits of the original space: q . (B c) / sqrt(D) = (B^T q) . c / sqrt(D)
+  KVC_RETURN_IF_ERROR(backend_->attention(p));
+  for (const Lift& l : lifts) lr.lift(l.coef, R, g, R, l.basis->values.data(), D, l.out, D);
+  return Status::ok();
+}
+
+void Cache::recordQueriesLowRank(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride) {
+  const uint32_t D = config_.headDim, R = config_.storedDim(), g = config_.queriesPerHead();
+  if (!stream.basis) {
+    recordQueries(stream, streamIndex, queries, tq, tokenStride, D);
+    return;
+  }
+  std::vector<float> projected(static_cast<size_t>(tq) * g * R);
+  const float scale = std::sqrt(static_cast<float>(R) / static_cast<float>(D));
+  for (uint32_t t = 0; t < tq; ++t) {
+    lowRank_->project(queries + t * tokenStride, D, g, D, stream.basis->keys.data(), R, scale,
+                                 projected.data() + static_cast<size_t>(t) * g * R, R);
+  }
+  recordQueries(stream, streamIndex, projected.data(), tq, static_cast<uint64_t>(g) * R, R);
+}
+
+// Re-expresses a stream's query log on new bases: vectors logged in the original space
+// (from == nullptr) or on `from` (lifted back first) are projected onto `to`, scaled.
+void Cache::projectLog(QueryLog& log, const LowRankBasis* from, const LowRankBasis& to) const {
+  const LowRankKernels& lr = *lowRank_;
+  const uint32_t D = config_.headDim, R = config_.storedDim();
+  const float scale = std::sqrt(static_cast<float>(R) / static_cast<float>(D));
+  auto convert = [&](std::vector<float>& v) {
+    const uint32_t inDim = from ? R : D;
+    const uint32_t n = static_cast<uint32_t>(v.size() / inDim);
+    if (n == 0) return;
+    std::vector<float> full;
+    const float* src = v.data();
+    if (from) {
+      std::vector<float> unscaled(v.size());
+      for (size_t i = 0; i < v.size(); ++i) unscaled[i] = v[i] / scale;
+      full.resize(static_cast<size_t>(n) * D);
+      lr.lift(unscaled.data(), R, n, R, from->keys.data(), D, full.data(), D);
+      src = full.data();
+    }
+    std::vector<float> out(static_cast<size_t>(n) * R);
+    lr.project(src, D, n, D, to.keys.data(), R, scale, out.data(), R);
+    v = std::move(out);
+  };
+  convert(log.reservoir);
+  convert(log.recent);
+}
+
+Status Cache::readLowRank(const Stream& s, RowsOut* out) {
+  const uint32_t D = config_.headDim, R = config_.storedDim();
+  const size_t n = static_cast<size_t>(s.rows());
+  out->keys.resize(n * D);
+  out->values.resize(n * D);
+  out->beta.assign(n, 0.0f);
+  out->positions.resize(n);
+  if (!s.basis) {
+    std::copy(s.pendingKeys.begin(), s.pendingKeys.end(), out->keys.begin());
+    std::copy(s.pendingValues.begin(), s.pendingValues.end(), out->values.begin());
+    std::copy(s.pendingPositions.begin(), s.pendingPositions.end(), out->positions.begin());
+    return Status::ok();
+  }
+  if (n == 0) return Status::ok();
+  std::vector<float> ck(n * R), cv(n * R);
+  StreamView view{s.blocks.data(), s.length};
+  KVC_RETURN_IF_ERROR(backend_->readRows(pool(), codec(), view, 0, static_cast<uint32_t>(n), ck.data(), cv.data(),
+                                         out->beta.data(), out->positions.data()));
+  const LowRankKernels& lr = *lowRank_;
+  lr.lift(ck.data(), R, static_cast<uint32_t>(n), R, s.basis->keys.data(), D, out->keys.data(), D);
+  lr.lift(cv.data(), R, static_cast<uint32_t>(n), R, s.basis->values.data(), D, out->values.data(), D);
+  return Status::ok();
+}
+
+// Gives the listed streams new bases (given, or fitted on each stream's rows when bases[i]
+// is null) and re-projects their rows: read (lifted to headDim), project, write into fresh
+// blocks with their beta and positions; all or nothing.
+Status Cache::rebase(Sequence* seq, const std::vector<uint32_t>& streams,
+                     const std::vector<std::shared_ptr<const LowRankBasis>>& given, bool) {
+  const LowRankKernels& lr = *lowRank_;
+  const uint32_t D = config_.headDim, R = config_.storedDim();
+  struct Plan {
+    RowsOut rows;
+    std::vector<float> coefKeys, coefValues;
+    std::shared_ptr<const LowRankBasis> basis;
+  };
+  std::vector<Plan> plans(streams.size());
+  std::vector<StreamWrite> writes;
+  for (size_t i = 0; i < streams.size(); ++i) {
+    Stream& s = seq->streams[streams[i]];
+    Plan& p = plans[i];
+    KVC_RETURN_IF_ERROR(readLowRank(s, &p.rows));
+    const uint32_t n = static_cast<uint32_t>(s.rows());
+    if (given[i]) {
+      p.basis = given[i];
+    } else {
+      if (n == 0) continue;  // nothing to fit on: the stream stays as it is
+      auto fitted = std::make_shared<LowRankBasis>();
+      fitted->keys.resize(static_cast<size_t>(D) * R);
+      fitted->values.resize(static_cast<size_t>(D) * R);
+      KVC_RETURN_IF_ERROR(lr.fitBasis(p.rows.keys.data(), n, D, R, fitted->keys.data(), nullptr));
+      KVC_RETURN_IF_ERROR(lr.fitBasis(p.rows.values.data(), n, D, R, fitted->values.data(), nullptr));
+      p.basis = fitted;
+    }
+    p.coefKeys.resize(static_cast<size_t>(n) * R);
+    p.coefValues.resize(static_cast<size_t>(n) * R);
+    if (n > 0) {
+      lr.project(p.rows.keys.data(), D, n, D, p.basis->keys.data(), R, 1.0f, p.coefKeys.data(), R);
+      lr.project(p.rows.values.data(), D, n, D, p.basis->values.data(), R, 1.0f, p.coefValues.data(), R);
+    }
+    StreamWrite w;
+    w.stream = &s;
+    w.replace = true;
+    w.rows = n;
+    w.keys = p.coefKeys.data();
+    w.values = p.coefValues.data();
+    w.positions = p.rows.positions.data();
+    w.beta = p.rows.beta.data();
+    writes.push_back(std::move(w));
+  }
+  KVC_RETURN_IF_ERROR(writeStreams(writes));
+  for (size_t i = 0; i < streams.size(); ++i) {
+    Plan& p = plans[i];
+    if (!p.basis) continue;
+    Stream& s = seq->streams[streams[i]];
+    projectLog(s.queries, s.basis.get(), *p.basis);
+    s.basis = p.basis;
+    s.pendingKeys.clear();
+    s.pendingKeys.shrink_to_fit();
+    s.pendingValues.clear();
+    s.pendingValues.shrink_to_fit();
+    s.pendingPositions.clear();
+  }
+  return Status::ok();
+}
+
+Status Cache::finishCalibration(uint64_t id) {
+  if (!config_.lowRank()) return Status::ok();
+  Sequence* seq;
+  KVC_RETURN_IF_ERROR(find(id, &seq));
+  if (seq->busy) return busy("the sequence is being compacted");
+  std::vector<uint32_t> streams;
+  for (uint32_t i = 0; i < seq->streams.size(); ++i) {
+    if (!seq->streams[i].basis && seq->streams[i].pendingRows() > 0) streams.push_back(i);
+  }
+  if (streams.empty()) return Status::ok();
+  return rebase(seq, streams, std::vector<std::shared_ptr<const LowRankBasis>>(streams.size()), true);
+}
+
+Status Cache::fitBases(uint64_t id) {
+  if (!config_.lowRank()) return invalidArgument("fitBases needs a cache created with lowRank");
+  Sequence* seq;
+  KVC_RETURN_IF_ERROR(find(id, &seq));
+  if (seq->busy) return busy("the sequence is being compacted");
+  std::vector<uint32_t> streams;
+  for (uint32_t i = 0; i < seq->streams.size(); ++i) {
+    if (seq->streams[i].rows() > 0) streams.push_back(i);
+  }
+  return rebase(seq, streams, std::vector<std::shared_ptr<const LowRankBasis>>(streams.size()), true);
+}
+
+Status Cache::setBases(uint64_t id, uint32_t layer, uint32_t head, const float* keys, const float* values) {
+  if (!config_.lowRank()) return invalidArgument("setBases needs a cache created with lowRank");
+  Sequence* seq;
+  KVC_RETURN_IF_ERROR(find(id, &seq));
+  KVC_RETURN_IF_ERROR(checkLayer(layer));
+  if (head >= config_.kvHeads) return invalidArgument("kvHead " + std::to_string(head) + " is out of range");
+  if (seq->busy) return busy("the sequence is being compacted");
+  const uint32_t D = config_.headDim, R = config_.storedDim();
+  const uint64_t n = static_cast<uint64_t>(D) * R;
+  if (!allFiniteF32(keys, n) || !allFiniteF32(values, n)) return invalidArgument("bases must be finite");
+  // Orthonormal to f32 rounding: attention and the lift assume B^T B = I.
+  const double ek = orthonormalityError(keys, D, R), ev = orthonormalityError(values, D, R);
+  if (ek > 1e-4 || ev > 1e-4) {
+    return invalidArgument("bases must have orthonormal columns (largest |B^T B - I| entry: keys " + std::to_string(ek) +
+                           ", values " + std::to_string(ev) + ")");
+  }
+  auto basis = std::make_shared<LowRankBasis>();
+  basis->keys.assign(keys, keys + n);
+  basis->values.assign(values, values + n);
+  return rebase(seq, {layer * config_.kvHeads + head}, {basis}, false);
+}
+
+Status Cache::queryLog(uint64_t id, uint32_t layer, uint32_t head, QueryLog* out) const {
+  const Sequence* seq;
+  KVC_RETURN_IF_ERROR(findConst(id, &seq));
+  KVC_RETURN_IF_ERROR(checkLayer(layer));
+  if (head >= config_.kvHeads) return invalidArgument("kvHead " + std::to_string(head) + " is out of range");
+  const Stream& s = seq->stream(layer, config_.kvHeads, head);
+  *out = s.queries;
+  if (!config_.lowRank() || !s.basis) return Status::ok();
+  const uint32_t D = config_.headDim, R = config_.storedDim();
+  const float scale = std::sqrt(static_cast<float>(R) / static_cast<float>(D));
+  auto lift = [&](std::vector<float>& v) {
+    const uint32_t n = static_cast<uint32_t>(v.size() / R);
+    std::vector<float> unscaled(v.size());
+    for (size_t i = 0; i < v.size(); ++i) unscaled[i] = v[i] / scale;
+    v.assign(static_cast<size_t>(n) * D, 0.0f);
+    if (n) lowRank_->lift(unscaled.data(), R, n, R, s.basis->keys.data(), D, v.data(), D);
+  };
+  lift(out->reservoir);
+  lift(out->recent);
+  return Status::ok();
+}
+
+Status Cache::bases(uint64_t id, uint32_t layer, uint32_t head, std::vector<float>* keys, std::vector<float>* values,
+                    bool* has) const {
+  const Sequence* seq;
+  KVC_RETURN_IF_ERROR(findConst(id, &seq));
+  KVC_RETURN_IF_ERROR(checkLayer(layer));
+  if (head >= config_.kvHeads) return invalidArgument("kvHead " + std::to_string(head) + " is out of range");
+  const Stream& s = seq->stream(layer, config_.kvHeads, head);
+  *has = static_cast<bool>(s.basis);
+  if (s.basis) {
+    *keys = s.basis->keys;
+    *values = s.basis->values;
+  }
+  return Status::ok();
+}
+
+}  // namespace kvc

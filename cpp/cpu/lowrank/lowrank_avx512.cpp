@@ -1,0 +1,38 @@
+// AVX-512 projection and lift of low-rank rows (project.inl); called only after cpuid
+// confirmed the instructions (lowrank_kernels.cpp). Eight rows x two vectors = 16 of the 32
+// registers hold accumulators.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "../isa_region.h"
+#include "lowrank_isa.h"
+
+#ifdef KVC_ISA_REGIONS
+#define KVC_HAVE_ISA 1
+KVC_ISA_REGION_BEGIN(KVC_ISA_AVX512)
+#include "../simd_avx512.h"
+
+namespace kvc::cpu {
+namespace lowrank_avx512 {
+#include "project.inl"
+}  // namespace lowrank_avx512
+}  // namespace kvc::cpu
+KVC_ISA_REGION_END
+#endif
+
+namespace kvc::cpu {
+
+bool lowRankAvx512(LowRankIsa* out) {
+#ifdef KVC_HAVE_ISA
+  out->name = "avx512";
+  out->project = &lowrank_avx512::projectImpl<SimdAvx512, 8>;
+  out->lift = &lowrank_avx512::liftImpl<SimdAvx512>;
+  return true;
+#else
+  (void)out;
+  return false;
+#endif
+}
+
+}  // namespace kvc::cpu

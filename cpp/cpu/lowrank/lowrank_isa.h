@@ -1,0 +1,20 @@
+// The per-instruction-set part of the low-rank kernels (projection, lift), filled by
+// lowrank_<isa>.cpp and picked at run time by lowrank_kernels.cpp.
+#pragma once
+#include <cstdint>
+
+namespace kvc::cpu {
+
+struct LowRankIsa {
+  const char* name = nullptr;
+  void (*project)(const float* in, uint64_t inStride, uint32_t n, uint32_t D, const float* basis, uint32_t r, float scale,
+                  float* out, uint64_t outStride) = nullptr;
+  void (*lift)(const float* coef, uint64_t coefStride, uint32_t n, uint32_t r, const float* basis, uint32_t D, float* out,
+               uint64_t outStride) = nullptr;
+};
+
+// false when this build or this CPU lacks the instructions.
+bool lowRankAvx512(LowRankIsa* out);
+bool lowRankAvx2(LowRankIsa* out);
+
+}  // namespace kvc::cpu

@@ -1,0 +1,54 @@
+// Numerics of low-rank storage (ARCHITECTURE §9, "per-stream side data"): projection of rows
+// onto a stream's basis, the lift back, the basis fit, and exact attention over the
+// full-precision rows a stream holds while it calibrates. A backend provides them as a table of
+// plain functions on host memory; the core (cpp/core/lowrank.cpp) decides when they run.
+#pragma once
+#include <cstdint>
+
+#include "kvc/status.h"
+
+namespace kvc {
+
+// Exact f32 attention over the rows a calibrating stream still holds at full precision
+// (a few hundred at most), with the same contract as the block attention: GQA group of
+// `queriesPerHead` query heads, causal cutoff by position, log-sum-exp and attention mass.
+struct DenseAttentionArgs {
+  uint32_t rows = 0;
+  uint32_t headDim = 0;                // D
+  uint32_t queriesPerHead = 1;         // g
+  uint32_t tq = 1;
+  const float* keys = nullptr;         // [rows][D]
+  const float* values = nullptr;       // [rows][D]
+  const int32_t* positions = nullptr;  // [rows]
+  const int32_t* cutoff = nullptr;     // [tq] row visible iff position <= cutoff[t]
+  const float* queries = nullptr;      // (t, j, d) at queries + t * tokenStride + j * D + d
+  float* out = nullptr;                // same addressing as queries
+  uint64_t tokenStride = 0;
+  float* lse = nullptr;                // (t, j) at lse + t * lseTokenStride + j, or nullptr
+  uint64_t lseTokenStride = 0;
+  float* scores = nullptr;             // [rows] attention mass accumulator, or nullptr
+  float scale = 1.0f;
+};
+
+struct LowRankKernels {
+  const char* name = nullptr;
+  // out[i][j] = scale * sum_d in[i][d] * basis[d][j]: n rows of D floats (inStride floats
+  // apart) onto r coefficients (outStride floats apart). basis is [D][r], orthonormal columns.
+  void (*project)(const float* in, uint64_t inStride, uint32_t n, uint32_t D, const float* basis, uint32_t r,
+                  float scale, float* out, uint64_t outStride) = nullptr;
+  // out[i][d] = sum_j coef[i][j] * basis[d][j]: the lift of n coefficient rows back to D.
+  void (*lift)(const float* coef, uint64_t coefStride, uint32_t n, uint32_t r, const float* basis, uint32_t D,
+               float* out, uint64_t outStride) = nullptr;
+  // The r leading eigenvectors of the second-moment matrix sum_i x_i x_i^T of n rows [n][D]
+  // as the columns of basis [D][r] (eigenvalues descending into eigenvalues[r] when given).
+  Status (*fitBasis)(const float* rows, uint32_t n, uint32_t D, uint32_t r, float* basis, double* eigenvalues) = nullptr;
+  void (*denseAttention)(const DenseAttentionArgs& a) = nullptr;
+};
+
+// The host implementation (cpp/cpu/lowrank/): the CPU backend's table, and the one the core
+// uses with a device backend that has none of its own. Every LowRankKernels function works on
+// host memory (bases, queries, outputs and rows all live on the host: the device backend
+// appends and attends over the coefficient rows, which it holds).
+const LowRankKernels& hostLowRankKernels();
+
+}  // namespace kvc

@@ -1,0 +1,69 @@
+// RoPE as the cache applies it when keys are stored before RoPE (cache option `rope`): the
+// channel pairing of each style, the frequencies, the double-precision reference rotation
+// and the cos / sin tables the kernels rotate keys with. Host code only (no CUDA).
+//
+// Channel d < dims is rotated with its partner: y[d] = x[d] cos(a) + x[partner(d)] s(d) sin(a),
+// a = position * theta^(-2i/dims) for the pair i of d, s(d) = -1 for the first channel of a
+// pair and +1 for the second. Interleaved (llama2.c, Meta Llama): pairs (2i, 2i+1).
+// Half (GPT-NeoX, Hugging Face): pairs (i, i + dims/2). Channels >= dims are not rotated.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "kvc/views.h"
+
+namespace kvc {
+
+// A position is split into kRopeLevels digits of kRopeLevelBits bits; the angle of each digit
+// comes from its level's table and the digits are combined by angle addition, so four tables
+// of 256 entries cover every int32 position with f32-accurate cos / sin (positions are not
+// consecutive after eviction, so no recurrence along the rows).
+constexpr uint32_t kRopeLevelBits = 8;
+constexpr uint32_t kRopeLevelSize = 1u << kRopeLevelBits;
+constexpr uint32_t kRopeLevels = 4;
+constexpr double kTwoPi = 6.283185307179586476925286766559;
+
+inline uint32_t ropePair(uint32_t d, uint32_t dims, uint32_t style) { return style == 0 ? d / 2 : d % (dims / 2); }
+inline uint32_t ropePartner(uint32_t d, uint32_t dims, uint32_t style) {
+  return style == 0 ? d ^ 1u : (d < dims / 2 ? d + dims / 2 : d - dims / 2);
+}
+inline double ropeSign(uint32_t d, uint32_t dims, uint32_t style) {
+  return (style == 0 ? (d % 2 == 0) : (d < dims / 2)) ? -1.0 : 1.0;
+}
+inline double ropeFrequency(double theta, uint32_t dims, uint32_t pair) {
+  return std::pow(theta, -2.0 * static_cast<double>(pair) / static_cast<double>(dims));
+}
+
+// The reference: rotates x[0, dims) in place by `position`, in double precision.
+inline void ropeRotate(float* x, const RopeSpec& spec, int64_t position) {
+  const uint32_t dims = spec.dims;
+  double y[1024];
+  for (uint32_t d = 0; d < dims; ++d) {
+    const double a = static_cast<double>(position) * ropeFrequency(spec.theta, dims, ropePair(d, dims, spec.style));
+    y[d] = x[d] * std::cos(a) + ropeSign(d, dims, spec.style) * x[ropePartner(d, dims, spec.style)] * std::sin(a);
+  }
+  for (uint32_t d = 0; d < dims; ++d) x[d] = static_cast<float>(y[d]);
+}
+
+// cos and signed sin per channel for every level: entry (level, j) holds the angle of
+// position j << (level * kRopeLevelBits). Each table is [kRopeLevels][kRopeLevelSize][dims].
+inline void buildRopeTables(const RopeSpec& spec, std::vector<float>* cosTable, std::vector<float>* sinTable) {
+  const uint32_t dims = spec.dims;
+  cosTable->resize(static_cast<size_t>(kRopeLevels) * kRopeLevelSize * dims);
+  sinTable->resize(cosTable->size());
+  for (uint32_t level = 0; level < kRopeLevels; ++level) {
+    for (uint32_t j = 0; j < kRopeLevelSize; ++j) {
+      const double position = std::ldexp(static_cast<double>(j), static_cast<int>(level * kRopeLevelBits));
+      const size_t row = (static_cast<size_t>(level) * kRopeLevelSize + j) * dims;
+      for (uint32_t d = 0; d < dims; ++d) {
+        // The angle mod 2 pi in double keeps large positions exact to ~1e-16 relative.
+        const double a = std::fmod(position * ropeFrequency(spec.theta, dims, ropePair(d, dims, spec.style)), kTwoPi);
+        (*cosTable)[row + d] = static_cast<float>(std::cos(a));
+        (*sinTable)[row + d] = static_cast<float>(ropeSign(d, dims, spec.style) * std::sin(a));
+      }
+    }
+  }
+}
+
+}  // namespace kvc

@@ -1,0 +1,31 @@
+// What a PrefixStore needs from where it keeps entries: opaque values under string keys,
+// written only if absent, plus small sets of markers. Backends never see rows or tokens;
+// every value they return is verified (entry.ts) before use, so a backend may lose, damage
+// or truncate values and the store still only ever imports what was written.
+import type { Parts } from './parts';
+
+export interface BackendStats {
+  /** Entries and their bytes held, where the backend can tell cheaply (undefined otherwise). */
+  entries?: number;
+  bytes?: number;
+}
+
+export interface StoreBackend {
+  readonly name: 'memory' | 'directory' | 'redis';
+  /** Whether each key holds an entry (one round trip). */
+  has(keys: readonly string[]): Promise<boolean[]>;
+  /** The values under the keys (null where absent), fetched together; a value may come as several parts. */
+  get(keys: readonly string[]): Promise<(Uint8Array | Parts | null)[]>;
+  /**
+   * Stores the value unless the key exists; true when this call stored it. Never leaves a
+   * partial value visible. The value is handed over: the caller does not change it afterwards.
+   */
+  putIfAbsent(key: string, value: Uint8Array): Promise<boolean>;
+  delete(keys: readonly string[]): Promise<void>;
+  /** Adds a member to a marker set (kept as long as entries are kept). */
+  addMarker(set: string, member: string): Promise<void>;
+  /** The union of the members of the marker sets. */
+  markers(sets: readonly string[]): Promise<string[]>;
+  stats(): Promise<BackendStats>;
+  close(): Promise<void>;
+}

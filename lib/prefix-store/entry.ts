@@ -1,0 +1,71 @@
+// The framing of one stored entry: a small header naming what the entry holds, the user's
+// metadata and the payload (export bytes or a chunk of rows), then a CRC-32 over all of it.
+// A backend's bytes are checked here before anything else looks at them.
+import { crc32 } from 'node:zlib';
+
+import { Parts } from './parts';
+
+const MAGIC = 'KVCSTORE';
+const FRAME_VERSION = 1;
+const HEADER_BYTES = 32;
+
+/** 'chunk': rows of one fixed token chunk of a plain sequence; 'tail': the last, shorter
+ * chunk of one; 'whole': a whole evicted or compacted sequence (rows no longer map to tokens). */
+export type EntryKind = 'chunk' | 'tail' | 'whole';
+const KIND_CODES: Record<EntryKind, number> = { chunk: 1, tail: 2, whole: 3 };
+const KINDS: readonly (EntryKind | undefined)[] = [undefined, 'chunk', 'tail', 'whole'];
+
+export interface Entry {
+  kind: EntryKind;
+  /** Length of the token prefix this entry completes. */
+  tokens: number;
+  /** Rows per stream of a chunk or tail payload (0 for whole entries). */
+  rows: number;
+  meta: unknown;
+  payload: Uint8Array;
+}
+
+/** An entry as read back: its payload may span the parts it was read in. */
+export interface StoredEntry extends Omit<Entry, 'payload'> {
+  payload: Parts;
+}
+
+/** Layout: "KVCSTORE" | u32 version | u32 kind | u32 tokens | u32 rows | u32 metaBytes |
+ * u32 payloadBytes | meta (UTF-8 JSON) | payload | u32 crc32 of everything before. */
+export function encodeEntry(entry: Entry): Uint8Array {
+  const meta = Buffer.from(entry.meta === undefined ? '' : JSON.stringify(entry.meta), 'utf8');
+  const size = HEADER_BYTES + meta.length + entry.payload.length + 4;
+  const out = Buffer.allocUnsafeSlow(size);
+  out.write(MAGIC, 0, 'latin1');
+  out.writeUInt32LE(FRAME_VERSION, 8);
+  out.writeUInt32LE(KIND_CODES[entry.kind], 12);
+  out.writeUInt32LE(entry.tokens, 16);
+  out.writeUInt32LE(entry.rows, 20);
+  out.writeUInt32LE(meta.length, 24);
+  out.writeUInt32LE(entry.payload.length, 28);
+  meta.copy(out, HEADER_BYTES);
+  out.set(entry.payload, HEADER_BYTES + meta.length);
+  out.writeUInt32LE(crc32(out.subarray(0, size - 4)), size - 4);
+  return out;
+}
+
+/** The entry held by `bytes`, or null when they are truncated, damaged or of another version. */
+export function decodeEntry(bytes: Uint8Array | Parts): StoredEntry | null {
+  const b = Parts.of(bytes);
+  if (b.length < HEADER_BYTES + 4) return null;
+  const head = Buffer.from(b.bytes(0, HEADER_BYTES));
+  if (head.toString('latin1', 0, 8) !== MAGIC || head.readUInt32LE(8) !== FRAME_VERSION) return null;
+  const kind = KINDS[head.readUInt32LE(12)];
+  const metaBytes = head.readUInt32LE(24);
+  const payloadBytes = head.readUInt32LE(28);
+  if (kind === undefined || HEADER_BYTES + metaBytes + payloadBytes + 4 !== b.length) return null;
+  if (b.crc32(0, b.length - 4) !== b.u32(b.length - 4)) return null;
+  let meta: unknown;
+  try {
+    meta = metaBytes === 0 ? undefined : JSON.parse(Buffer.from(b.bytes(HEADER_BYTES, metaBytes)).toString('utf8'));
+  } catch {
+    return null;
+  }
+  const start = HEADER_BYTES + metaBytes;
+  return { kind, tokens: head.readUInt32LE(16), rows: head.readUInt32LE(20), meta, payload: b.slice(start, start + payloadBytes) };
+}

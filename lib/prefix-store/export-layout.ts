@@ -1,0 +1,185 @@
+// Reads the byte layout of Sequence.export() (docs/kvc-format.md) without native code, splits
+// a plain sequence's export into per-chunk row ranges and joins such ranges back into an
+// export that KVCache.importSequence accepts. Never interprets row contents beyond positions.
+import { crc32 } from 'node:zlib';
+
+import { Parts } from './parts';
+
+/** Bytes of the fixed header: magic (8), version, header size, 11 config fields (u32 each). */
+export const EXPORT_HEADER_BYTES = 60;
+export const EXPORT_MAGIC = 'KVCSEQ01';
+/** The version a cache without `rope` writes (2: a low-rank section after the header). */
+export const EXPORT_VERSION = 2;
+/** The version a cache with `rope` writes (3: version 2 with the rope fields in the header). */
+export const ROPE_EXPORT_VERSION = 3;
+const ROPE_FIELDS_BYTES = 16;
+
+/**
+ * Bytes before the tables (header, rope fields, low-rank rank) of an export whose streams hold
+ * plain rows, or -1 for an unknown layout or a low-rank export (its bases and calibration rows
+ * come before the tables: such bytes are stored whole, never split into chunks).
+ */
+export function preludeBytes(head: Uint8Array): number {
+  if (head.length < EXPORT_HEADER_BYTES) return -1;
+  const version = u32(head, 8);
+  const header = u32(head, 12);
+  if (version === 1) return header === EXPORT_HEADER_BYTES ? EXPORT_HEADER_BYTES : -1;
+  const expected = version === EXPORT_VERSION ? EXPORT_HEADER_BYTES : version === ROPE_EXPORT_VERSION ? EXPORT_HEADER_BYTES + ROPE_FIELDS_BYTES : -1;
+  if (expected < 0 || header !== expected || head.length < header + 4) return -1;
+  return u32(head, header) === 0 ? header + 4 : -1;
+}
+
+export interface ExportLayout {
+  layers: number;
+  kvHeads: number;
+  keyRowBytes: number;
+  valueRowBytes: number;
+  /** Rows of each stream, layer-major (index layer × kvHeads + kvHead). */
+  lengths: Int32Array;
+  nextPositions: Int32Array;
+  /** Byte offset of each stream's rows (keys, values, beta, positions in turn). */
+  streamOffsets: Float64Array;
+  /** Bytes before the tables (copied into every chunk). */
+  prelude: number;
+}
+
+function u32(bytes: Uint8Array, at: number): number {
+  return (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0;
+}
+
+function i32Array(bytes: Uint8Array, at: number, count: number): Int32Array {
+  const out = new Int32Array(count);
+  for (let i = 0; i < count; i++) out[i] = u32(bytes, at + 4 * i) | 0;
+  return out;
+}
+
+/**
+ * The tables of an export of plain rows, or null when the bytes are not a well-formed export
+ * this reader can split (an unknown version, or low-rank streams: see preludeBytes).
+ */
+export function readExportLayout(bytes: Uint8Array): ExportLayout | null {
+  if (bytes.length < EXPORT_HEADER_BYTES + 4) return null;
+  for (let i = 0; i < 8; i++) if (bytes[i] !== EXPORT_MAGIC.charCodeAt(i)) return null;
+  const prelude = preludeBytes(bytes);
+  if (prelude < 0) return null;
+  const layers = u32(bytes, 16);
+  const kvHeads = u32(bytes, 20);
+  const keyRowBytes = u32(bytes, 52);
+  const valueRowBytes = u32(bytes, 56);
+  const streams = layers * kvHeads;
+  const tables = prelude + 4 * (layers + streams);
+  if (tables + 4 > bytes.length) return null;
+  const nextPositions = i32Array(bytes, prelude, layers);
+  const lengths = i32Array(bytes, prelude + 4 * layers, streams);
+  const streamOffsets = new Float64Array(streams);
+  const perRow = keyRowBytes + valueRowBytes + 8;
+  let at = tables;
+  for (let s = 0; s < streams; s++) {
+    if (lengths[s]! < 0) return null;
+    streamOffsets[s] = at;
+    at += perRow * lengths[s]!;
+  }
+  if (at + 4 !== bytes.length) return null;
+  return { layers, kvHeads, keyRowBytes, valueRowBytes, lengths, nextPositions, streamOffsets, prelude };
+}
+
+/**
+ * True when every stream holds exactly `tokens` rows at positions 0, 1, ..., tokens - 1 and
+ * every layer continues at `tokens`: a sequence whose rows still map one to one onto its
+ * tokens, so any prefix of it is the same rows cut short (what chunked entries rely on).
+ */
+export function isPlainPrefix(bytes: Uint8Array, layout: ExportLayout, tokens: number): boolean {
+  if (layout.lengths.some((n) => n !== tokens) || layout.nextPositions.some((p) => p !== tokens)) return false;
+  const rowBytes = layout.keyRowBytes + layout.valueRowBytes;
+  const little = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+  for (let s = 0; s < layout.lengths.length; s++) {
+    const positionsAt = layout.streamOffsets[s]! + tokens * (rowBytes + 4);
+    if (little && (bytes.byteOffset + positionsAt) % 4 === 0) {
+      // Row sizes are multiples of 4, so positions are aligned whenever the buffer is: read them in place.
+      const positions = new Int32Array(bytes.buffer, bytes.byteOffset + positionsAt, tokens);
+      for (let i = 0; i < tokens; i++) if (positions[i] !== i) return false;
+    } else {
+      for (let i = 0; i < tokens; i++) if (u32(bytes, positionsAt + 4 * i) !== i) return false;
+    }
+  }
+  return true;
+}
+
+/**
+ * Rows [start, start + rows) of every stream of a plain export as one chunk payload:
+ * the export's prelude (header, rope fields, rank), then per stream keys | values | beta |
+ * positions of those rows.
+ */
+export function chunkPayload(bytes: Uint8Array, layout: ExportLayout, start: number, rows: number): Uint8Array {
+  const { keyRowBytes: kb, valueRowBytes: vb, prelude } = layout;
+  const streams = layout.lengths.length;
+  const out = new Uint8Array(prelude + streams * rows * (kb + vb + 8));
+  out.set(bytes.subarray(0, prelude), 0);
+  let at = prelude;
+  for (let s = 0; s < streams; s++) {
+    const n = layout.lengths[s]!;
+    const base = layout.streamOffsets[s]!;
+    const parts: Array<[number, number]> = [
+      [base + start * kb, rows * kb],
+      [base + n * kb + start * vb, rows * vb],
+      [base + n * (kb + vb) + 4 * start, 4 * rows],
+      [base + n * (kb + vb + 4) + 4 * start, 4 * rows],
+    ];
+    for (const [from, size] of parts) {
+      out.set(bytes.subarray(from, from + size), at);
+      at += size;
+    }
+  }
+  return out;
+}
+
+/**
+ * Joins chunk payloads (consecutive row ranges of one plain sequence, in order) into export
+ * bytes with a fresh checksum. Returns null when the payloads do not fit together (different
+ * headers or sizes that disagree with `rows`).
+ */
+export function joinChunks(chunks: readonly (Uint8Array | Parts)[], rows: readonly number[]): Uint8Array | null {
+  const payloads = chunks.map(Parts.of);
+  const first = payloads[0];
+  if (!first || first.length < EXPORT_HEADER_BYTES) return null;
+  const prelude = preludeBytes(first.bytes(0, Math.min(first.length, EXPORT_HEADER_BYTES + ROPE_FIELDS_BYTES + 4)));
+  if (prelude < 0) return null;
+  const head = first.bytes(0, prelude);
+  const layers = u32(head, 16);
+  const kvHeads = u32(head, 20);
+  const kb = u32(head, 52);
+  const vb = u32(head, 56);
+  const streams = layers * kvHeads;
+  const perRow = kb + vb + 8;
+  let total = 0;
+  for (let j = 0; j < payloads.length; j++) {
+    const p = payloads[j]!;
+    if (p.length !== prelude + streams * rows[j]! * perRow) return null;
+    const h = p.bytes(0, prelude);
+    for (let i = 0; i < prelude; i++) if (h[i] !== head[i]) return null;
+    total += rows[j]!;
+  }
+  const tables = prelude + 4 * (layers + streams);
+  // Every byte is written below: no need to zero the buffer first.
+  const out = Buffer.allocUnsafeSlow(tables + streams * total * perRow + 4);
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  out.set(head, 0);
+  for (let i = 0; i < layers + streams; i++) view.setInt32(prelude + 4 * i, total, true);
+  let at = tables;
+  const widths = [kb, vb, 4, 4];
+  for (let s = 0; s < streams; s++) {
+    // keys, values, beta, positions of stream s: each the concatenation over the chunks.
+    for (let part = 0; part < 4; part++) {
+      for (let j = 0; j < payloads.length; j++) {
+        const r = rows[j]!;
+        let from = prelude + s * r * perRow;
+        for (let q = 0; q < part; q++) from += r * widths[q]!;
+        const size = r * widths[part]!;
+        payloads[j]!.copy(from, size, out, at);
+        at += size;
+      }
+    }
+  }
+  view.setUint32(at, crc32(out.subarray(0, at)), true);
+  return out;
+}
