@@ -41,7 +41,8 @@ export interface KVCacheOptions {
   /**
    * Default arithmetic of attention calls. 'fast' scores int8/int4 keys with integer dot
    * products against the query quantized to int8 per group, on the CPU; other formats, and
-   * the CUDA backend, compute exactly. Default 'exact'. See docs/fast-precision.md.
+   * the CUDA backend, and caches with rope or lowRank compute exactly. Default 'exact'. See
+   * docs/fast-precision.md.
    */
   precision?: Precision;
   /** CPU threads for attention (the caller's thread included). Default: available parallelism. */
@@ -128,6 +129,7 @@ export interface KVCacheConfig {
   readonly maxBytes: number;
   /** Where the rows live and the kernels run. */
   readonly device: Device;
+  /** Default arithmetic of attention calls (caches with rope or lowRank compute exactly either way: docs/fast-precision.md). */
   readonly precision: Precision;
   /** CPU threads for attention. */
   readonly threads: number;

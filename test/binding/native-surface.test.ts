@@ -140,8 +140,8 @@ describe('native surface, malformed arguments', () => {
       ['a public Sequence instead of its native', [a, b.native], 0],
       ['a sequence of another cache', [foreign.native, b.native], 0],
       ['the same sequence twice', [a.native, a.native], 0],
-      ['unknown flag bits', [a.native, b.native], 16],
-      ['precision both fast and exact', [a.native, b.native], 12],
+      ['unknown flag bits', [a.native, b.native], 32],
+      ['precision both fast and exact', [a.native, b.native], 24],
     ];
     for (const [what, seqs, flags] of cases) {
       expectKVError(() => cache.native.attentionBatch(0, bad(seqs), q2, out2, null, flags), 'INVALID_ARGUMENT', what);
