@@ -1,4 +1,4 @@
-// `npm run bench`: decode attention of one Llama-3-8B-shaped layer (8 kv heads × 128,
+// `npm run bench:attention`: decode attention of one Llama-3-8B-shaped layer (8 kv heads × 128,
 // 32 query heads) over 4K/16K/64K tokens, f16 and f32 storage, cold (sequences rotate so
 // the working set exceeds 256 MiB), 1 and 2 threads. Reports the median time, GB/s of KV
 // read, the ratio to the read-bandwidth floor measured in this run, a plain-JavaScript
@@ -13,7 +13,7 @@ const QUERY_HEADS = 32;
 const COLD_BYTES = 256 * 2 ** 20;
 
 const args = parseBenchArgs({
-  command: 'npm run bench --',
+  command: 'npm run bench:attention --',
   summary:
     'Decode attention of one Llama-3-8B-shaped layer (8 kv heads × 128, 32 query heads) over 4K/16K/64K tokens,\n' +
     'f16 and f32 storage, 1 and 2 threads, against the read-bandwidth floor and plain JavaScript.\n' +

@@ -209,6 +209,13 @@ async function writeOutputs(json: SavedResults, o: ReturnType<typeof parse>, doc
   );
   if (o.json) writeFileSync(path.resolve(o.json), `${JSON.stringify(json, null, 2)}\n`);
   console.log(`${header}\n\n${table}\n\n${notes}\n`);
+  const fast = rows.filter((r) => r.vsExact);
+  if (fast.length) {
+    console.log("precision 'fast' against the same cache in exact precision:\n");
+    console.log('| method | ΔNLL vs exact | top-1 agreement with exact |\n| --- | --- | --- |');
+    for (const r of fast) console.log(`| ${r.id} | ${r.vsExact!.deltaNll.toFixed(5)} | ${(100 * r.vsExact!.agreement).toFixed(2)}% |`);
+    console.log('');
+  }
   console.error(`wrote ${path.relative(process.cwd(), outDir) || '.'}/results.md, results.json, quality.svg`);
   if (doc) {
     updateEvaluationMd(json.model ?? 'stories260K', rows, command, header, json.notes, outDir);

@@ -1,10 +1,10 @@
 // Checks of the attention options shared by Sequence.attention and KVCache.attentionBatch.
 import { invalidArgument, shapeMismatch } from './errors';
-import { ATTENTION_FLAGS, SPARSE_OPTIONS } from './generated/schema';
+import { ATTENTION_FLAGS, PRECISION, SPARSE_OPTIONS } from './generated/schema';
 import type { SparseOptions } from './types';
-import { float32Array, integerOption, knownKeys, optionsObject } from './validate';
+import { enumOption, float32Array, integerOption, knownKeys, optionsObject } from './validate';
 
-const ATTENTION_OPTIONS = ['out', 'lse', 'recordQueries', 'accumulateScores', 'positions', 'sparse'] as const;
+const ATTENTION_OPTIONS = ['out', 'lse', 'recordQueries', 'accumulateScores', 'positions', 'sparse', 'precision'] as const;
 const BOOLEAN_FLAGS = ['accumulateScores', 'recordQueries'] as const;
 
 /** The `sparse` option resolved (defaults filled in), or null for dense attention. */
@@ -31,6 +31,10 @@ export function attentionFlags(o: Record<string, unknown>, rope: unknown = null)
   for (const name of BOOLEAN_FLAGS) {
     if (o[name] !== undefined && typeof o[name] !== 'boolean') throw invalidArgument(`options.${name}`, 'a boolean', o[name]);
     if (o[name] === true) flags |= ATTENTION_FLAGS[name];
+  }
+  if (o['precision'] !== undefined) {
+    const precision = enumOption('options.precision', o['precision'], PRECISION);
+    flags |= precision === 'fast' ? ATTENTION_FLAGS.precisionFast : ATTENTION_FLAGS.precisionExact;
   }
   const positions = o['positions'];
   if (positions !== undefined && positions !== 'stored' && positions !== 'rank') {

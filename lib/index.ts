@@ -29,6 +29,7 @@ export type {
   AttentionOptions,
   CacheStats,
   Device,
+  Precision,
   Devices,
   EvictionBudget,
   EvictionReport,

@@ -14,7 +14,7 @@ import { enumOption, float32Array, indexBelow, integerIn, integerOption, isUint8
 
 const OPTION_NAMES = [
   'layers', 'kvHeads', 'headDim', 'queryHeads', 'blockSize', 'keys', 'values', 'groupSize',
-  'rotate', 'rotationSeed', 'maxBytes', 'device', 'threads', 'queryReservoir', 'recentQueries', 'keySummaries', 'lowRank', 'rope',
+  'rotate', 'rotationSeed', 'maxBytes', 'device', 'precision', 'threads', 'queryReservoir', 'recentQueries', 'keySummaries', 'lowRank', 'rope',
 ] as const;
 
 function isPowerOfTwo(n: number): boolean {
@@ -65,6 +65,7 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   let maxBytes: number = L.maxBytes.default;
   if (o['maxBytes'] !== undefined && o['maxBytes'] !== Infinity) maxBytes = integerOption('options.maxBytes', o['maxBytes'], L.maxBytes);
   const device = o['device'] === undefined ? L.device.default : enumOption('options.device', o['device'], L.device.names);
+  const precision = o['precision'] === undefined ? L.precision.default : enumOption('options.precision', o['precision'], L.precision.names);
   const threads = o['threads'] === undefined ? Math.min(os.availableParallelism(), L.threads.max) : integerOption('options.threads', o['threads'], L.threads);
   const queryReservoir = o['queryReservoir'] === undefined ? L.queryReservoir.default : integerOption('options.queryReservoir', o['queryReservoir'], L.queryReservoir);
   const recentQueries = o['recentQueries'] === undefined ? L.recentQueries.default : integerOption('options.recentQueries', o['recentQueries'], L.recentQueries);
@@ -76,7 +77,7 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   if (lowRank && rope) throw new KVCacheError('UNSUPPORTED', 'options.lowRank: not available together with options.rope yet (the low-rank attention runs on coefficient rows, where RoPE by position cannot be applied)');
   return {
     layers, kvHeads, headDim, queryHeads, blockSize, keys, values, groupSize, rotateKeys, rotateValues,
-    rotationSeed, maxBytes, device, threads, queryReservoir, recentQueries, keySummaries, lowRank, rope,
+    rotationSeed, maxBytes, device, precision, threads, queryReservoir, recentQueries, keySummaries, lowRank, rope,
   };
 }
 

@@ -1,11 +1,13 @@
 // Public option, result and statistics types of kvcompact. Enum names, limits and defaults are
 // defined once in schema/options.json (lib/generated/schema.ts); the comments here repeat them.
-import type { DeviceName, RopeStyleName, StorageName } from './generated/schema';
+import type { DeviceName, PrecisionName, RopeStyleName, StorageName } from './generated/schema';
 
 /** Storage format of keys or values (ARCHITECTURE §3): 'f32' | 'f16' | 'bf16' | 'int8' | 'int4'. */
 export type Storage = StorageName;
 /** 'cpu' | 'cuda'. */
 export type Device = DeviceName;
+/** 'exact' | 'fast': decode arithmetic (docs/fast-precision.md). */
+export type Precision = PrecisionName;
 
 /** Options of `new KVCache(options)`; only layers, kvHeads and headDim are required. */
 export interface KVCacheOptions {
@@ -36,6 +38,13 @@ export interface KVCacheOptions {
   maxBytes?: number;
   /** 'cpu' (default) or 'cuda'. */
   device?: Device;
+  /**
+   * Default arithmetic of attention calls. 'fast' scores int8/int4 keys with integer dot
+   * products against the query quantized to int8 per group, on the CPU; other formats, and
+   * the CUDA backend, and caches with rope or lowRank compute exactly. Default 'exact'. See
+   * docs/fast-precision.md.
+   */
+  precision?: Precision;
   /** CPU threads for attention (the caller's thread included). Default: available parallelism. */
   threads?: number;
   /** Query vectors kept per stream by `recordQueries` (uniform reservoir sample). Default 512. */
@@ -120,6 +129,8 @@ export interface KVCacheConfig {
   readonly maxBytes: number;
   /** Where the rows live and the kernels run. */
   readonly device: Device;
+  /** Default arithmetic of attention calls (caches with rope or lowRank compute exactly either way: docs/fast-precision.md). */
+  readonly precision: Precision;
   /** CPU threads for attention. */
   readonly threads: number;
   /** Query vectors kept per stream by `recordQueries` (reservoir sample). */
@@ -148,6 +159,8 @@ export interface AttentionOptions {
   recordQueries?: boolean;
   /** Add each row's attention probability (summed over its GQA group and the Tq queries) to the stream's scores (H2O). */
   accumulateScores?: boolean;
+  /** This call's arithmetic; default: the cache's `precision`. */
+  precision?: Precision;
   /**
    * Positions RoPE uses (caches with `rope` only): 'stored' (default) rotates every row and
    * query by the position it was appended at; 'rank' re-indexes them by their row index in
@@ -244,6 +257,8 @@ export interface Devices {
     threads: number;
     /** The SIMD kernels in use: 'avx512', 'avx2' or 'portable' (capped by KVCOMPACT_SIMD). */
     simd: string;
+    /** The kernels of precision 'fast': 'avx512-vnni' (integer keys and int8 values) or 'portable' (integer keys). */
+    fastKernels: string;
   };
   /** The CUDA backend. */
   cuda: {

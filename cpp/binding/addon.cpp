@@ -42,6 +42,8 @@ Napi::Value devices(const Napi::CallbackInfo& info) {
   cpu.Set("threads", std::max(1u, std::thread::hardware_concurrency()));
   const cpu::CpuFeatures& f = cpu::cpuFeatures();
   cpu.Set("simd", f.avx512 ? "avx512" : f.avx2 ? "avx2" : "portable");
+  // The integer kernels of precision 'fast' (docs/fast-precision.md).
+  cpu.Set("fastKernels", f.avx512vnni ? "avx512-vnni" : "portable");
 
   const CudaInfo c = cudaDeviceInfo();
   Napi::Object cuda = Napi::Object::New(env);

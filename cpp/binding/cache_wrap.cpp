@@ -114,6 +114,7 @@ CacheWrap::CacheWrap(const Napi::CallbackInfo& info) try : Napi::ObjectWrap<Cach
   c.calibrationRows = optionU32(env, o, "calibrationRows", schema::lowRank::kCalibrationRowsMin, schema::lowRank::kCalibrationRowsMax,
                                 schema::lowRank::kCalibrationRowsDefault);
   c.device = schema::kDeviceNames[optionEnum(env, o, "device", schema::kDeviceNames, schema::kDeviceCount, limits::kDeviceDefault)];
+  c.fastPrecision = optionEnum(env, o, "precision", schema::kPrecisionNames, schema::kPrecisionCount, limits::kPrecisionDefault) == 1;
   // rope: { theta, dims, style } or null / undefined (keys arrive after RoPE).
   Napi::Value rope = o.Get("rope");
   if (!rope.IsUndefined() && !rope.IsNull()) {
@@ -198,6 +199,11 @@ Napi::Value CacheWrap::attentionBatch(const Napi::CallbackInfo& info) {
   const uint32_t flags = argFlags(info, 5, "flags", schema::kAttentionFlagMask);
   r.accumulateScores = flags & schema::kAttentionAccumulateScores;
   r.recordQueries = flags & schema::kAttentionRecordQueries;
+  if ((flags & schema::kAttentionPrecisionFast) && (flags & schema::kAttentionPrecisionExact)) {
+    throwError(env, StatusCode::kInvalidArgument, "flags: precision is either fast or exact");
+  }
+  if (flags & schema::kAttentionPrecisionFast) r.precision = 1;
+  if (flags & schema::kAttentionPrecisionExact) r.precision = 0;
   r.rankPositions = flags & schema::kAttentionRankPositions;
   r.queries = static_cast<const float*>(q.data);
   r.out = static_cast<float*>(out.data);

@@ -148,6 +148,11 @@ Napi::Value SequenceWrap::attention(const Napi::CallbackInfo& info) {
   const uint32_t flags = argFlags(info, 5, "flags", schema::kAttentionFlagMask);
   r.accumulateScores = flags & schema::kAttentionAccumulateScores;
   r.recordQueries = flags & schema::kAttentionRecordQueries;
+  if ((flags & schema::kAttentionPrecisionFast) && (flags & schema::kAttentionPrecisionExact)) {
+    throwError(env, StatusCode::kInvalidArgument, "flags: precision is either fast or exact");
+  }
+  if (flags & schema::kAttentionPrecisionFast) r.precision = 1;
+  if (flags & schema::kAttentionPrecisionExact) r.precision = 0;
   r.rankPositions = flags & schema::kAttentionRankPositions;
   r.sparse = sparseSpecArg(info, 6);
   throwIfError(env, cache.attention(&id_, 1, r));

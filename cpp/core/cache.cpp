@@ -398,6 +398,9 @@ Status Cache::attentionChunk(const uint64_t* ids, uint32_t count, const Attentio
   p.tokenStride = tokenStride;
   p.lseTokenStride = config_.queryHeads;
   p.scale = 1.0f / std::sqrt(static_cast<float>(D));
+  // Keys stored before RoPE are rotated into f32 rows, so there are no stored integers to
+  // score: precision 'fast' computes exactly with rope (docs/fast-precision.md).
+  p.fast = config_.ropeDims == 0 && (r.precision < 0 ? config_.fastPrecision : r.precision == 1);
   p.rope.spec = config_.rope();
   p.rope.spec.byRank = r.rankPositions;
   if (r.sparse.tokens == 0) return backend_->attention(p);

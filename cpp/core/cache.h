@@ -49,6 +49,7 @@ struct AttentionRequest {
   float* lse = nullptr;            // [sequences, tq, queryHeads] or nullptr
   bool accumulateScores = false;   // add attention mass per row into Stream::scores
   bool recordQueries = false;      // log the queries into Stream::queries
+  int precision = -1;              // -1: the cache's default; 0: exact; 1: fast
   bool rankPositions = false;      // with rope: RoPE by rank in the stream instead of stored positions
   SparseSpec sparse;               // dynamic sparse decode (sparse/sparse_plan.h); tokens 0 = dense
 };

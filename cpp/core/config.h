@@ -28,6 +28,7 @@ struct CacheConfig {
   uint32_t queryReservoir = schema::cache::kQueryReservoirDefault;  // recorded query vectors kept per stream (uniform sample)
   uint32_t recentQueries = schema::cache::kRecentQueriesDefault;    // newest query vectors kept per stream
   std::string device = "cpu";  // "cpu" or "cuda"
+  bool fastPrecision = false;  // precision 'fast': the default of every attention call
   bool keySummaries = false;   // per-block key summaries for sparse decode (formats.h)
   // Low-rank storage (cpp/core/lowrank.cpp): ranks of the key and value bases, 0 = off. Rows
   // are stored as storedDim() coefficients; the rest of the cache sees D = headDim.

@@ -45,9 +45,11 @@ void dotTile(const AttentionParams& p, const AttentionStream& s, uint32_t m0, co
   const uint32_t stride = KF == p.codec.keyStorage ? p.pool.layout.keyRowBytes : 4 * D;
   const float* q[MT];
   for (int j = 0; j < MT; ++j) q[j] = queryRow(p, s, m0 + j);
-  // Two rows per pass (when the accumulators fit in registers): each query chunk is loaded
-  // once for both rows, halving the loads that feed the FMAs.
-  constexpr int kRows = MT <= 4 ? 2 : 1;
+  // Several rows per pass (as many as the accumulators fit in registers): each query chunk
+  // is loaded once for all of them. With 32 vector registers, four rows of four queries: 16
+  // independent accumulators cover the FMA latency on both pipes and the 16 dot products
+  // reduce together (storeDots4x4, the same additions as storeLogits).
+  constexpr int kRows = MT <= 4 ? (S::W == 16 ? 4 : 2) : 1;
   uint32_t r = 0;
   for (; r + kRows <= rows; r += kRows) {
     for (int i = 0; i < kRows; ++i) prefetchRow(ahead, r + i, stride);
@@ -63,7 +65,11 @@ void dotTile(const AttentionParams& p, const AttentionStream& s, uint32_t m0, co
         for (int i = 0; i < kRows; ++i) acc[i][j] = S::fma(k[i], qv, acc[i][j]);
       }
     }
-    for (int i = 0; i < kRows; ++i) storeLogits<S, MT>(acc[i], m0, r + i, LS, p.scale, beta, logits);
+    if constexpr (MT == 4 && kRows == 4) {
+      S::storeDots4x4(acc, p.scale, beta + r, logits + m0 * LS + r, LS);
+    } else {
+      for (int i = 0; i < kRows; ++i) storeLogits<S, MT>(acc[i], m0, r + i, LS, p.scale, beta, logits);
+    }
   }
   for (; r < rows; ++r) {
     prefetchRow(ahead, r, stride);
@@ -185,6 +191,10 @@ float expAndSum(float* x, uint32_t rows, float mNew) {
 }
 
 #include "quantized_attention.inl"
+#include "fast_keys.inl"
+#ifdef KVC_FAST_VNNI
+#include "fast_values.inl"
+#endif
 #include "rope_kernel.inl"
 
 // Largest logit of x[0, rows).
@@ -211,7 +221,8 @@ bool fusedDecode(const AttentionParams& p) {
 
 // Partial attention of the M = tq * g query vectors of stream `s` over blocks [b0, b1).
 // scratch: attentionScratchFloats(M, codec, blockSize) floats. mOut/lOut: [M]; accOut: [M][D] (unnormalized).
-template <class S, Storage KF, Storage VF>
+// FAST: precision 'fast' for quantized keys with a fused group size (fast_keys.inl).
+template <class S, Storage KF, Storage VF, bool FAST = false>
 void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t b0, uint32_t b1, const int32_t* qpos,
                     float* scratch, float* mOut, float* lOut, float* accOut, float* logitsOut) {
   const BlockLayout& L = p.pool.layout;
@@ -234,9 +245,15 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
   float* weights = vMins + groups * LS;
   float* minSum = weights + 8 * groups * LS;
   float* queries = minSum + 8 * groups;
-  const bool fusedKeys = fusedDecode<KF>(p), fusedValues = fusedDecode<VF>(p);
+  // precision 'fast' scores quantized keys of any group size from the stored integers.
+  const bool fusedKeys = fusedDecode<KF>(p) || (FAST && isQuantized(KF)), fusedValues = fusedDecode<VF>(p);
   if (fusedKeys) {
     for (uint32_t m = 0; m < M; ++m) __builtin_memcpy(queries + m * D, queryRow(p, s, m), 4ull * D);
+  }
+  [[maybe_unused]] FastQuery fastQuery{};
+  if constexpr (FAST) {
+    fastQuery = fastQueryScratch(queries + static_cast<uint64_t>(M) * D, M, D, groups);
+    if (fusedKeys) quantizeQueries(queries, M, D, p.codec.groupSize, fastQuery);
   }
 
   for (uint32_t blk = b0; blk < b1; ++blk) {
@@ -261,7 +278,11 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
     } else if constexpr (isQuantized(KF)) {
       if (fusedKeys) {
         gatherParams<S, KF>(keys, rows, L.keyRowBytes, D, p.codec.groupSize, kScales, kMins);
-        dotAllQ<S, KF>(p, queries, M, keys, beta, rows, LS, kScales, kMins, scratch, next);
+        if constexpr (FAST) {
+          dotAllFast<KF>(p, fastQuery, M, keys, beta, rows, LS, kScales, kMins, scratch, next);
+        } else {
+          dotAllQ<S, KF>(p, queries, M, keys, beta, rows, LS, kScales, kMins, scratch, next);
+        }
       } else {
         RowDecoder<S, KF>::decode(keys, rows, L.keyRowBytes, D, p.codec.groupSize, keyRows, next);
         dotAll<S, Storage::kF32>(p, s, M, reinterpret_cast<const uint8_t*>(keyRows), beta, rows, scratch, nullptr);
@@ -311,6 +332,16 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
     }
 
     const uint8_t* nextValues = next ? next + L.valuesOffset : nullptr;
+#ifdef KVC_FAST_VNNI
+    if constexpr (FAST && VF == Storage::kInt8) {
+      if (fusedValues && fastValues(p)) {
+        gatherParams<S, VF>(values, rows, L.valueRowBytes, D, p.codec.groupSize, vScales, vMins);
+        valueAllFastVnni(p, M, values, rows, LS, scratch, vScales, reinterpret_cast<uint8_t*>(weights), minSum, accOut,
+                         nextValues);
+        continue;
+      }
+    }
+#endif
     if constexpr (isQuantized(VF)) {
       if (fusedValues) {
         gatherParams<S, VF>(values, rows, L.valueRowBytes, D, p.codec.groupSize, vScales, vMins);

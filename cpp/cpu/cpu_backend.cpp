@@ -46,6 +46,20 @@ const KernelTable& pickKernels(const RowCodec& codec) {
 
 namespace {
 
+// precision 'fast' applies to quantized keys (other formats compute exactly): with AVX-512
+// VNNI for the group sizes of the vector kernels, else the portable integer scorer of the
+// table (the same logits, see fast_keys.inl).
+AttentionRangeFn pickFast(const KernelTable& kt, const RowCodec& c) {
+  const bool quantizedKeys = c.keyStorage == Storage::kInt8 || c.keyStorage == Storage::kInt4;
+  const bool vectorGroup = c.groupSize == 32 || c.groupSize == 64 || c.groupSize == 128;
+  if (!quantizedKeys) return nullptr;
+  const KernelTable* table = &kt;
+  if (cpuFeatures().avx512vnni && kt.width == 16 && vectorGroup) {
+    if (const KernelTable* vnni = avx512VnniFastKernels()) table = vnni;
+  }
+  return table->attentionFast[static_cast<int>(c.keyStorage)][static_cast<int>(c.valueStorage)];
+}
+
 struct Task {
   uint32_t stream;
   uint32_t blockBegin, blockEnd;
@@ -73,7 +87,10 @@ class CpuBackend final : public Backend {
   Status attention(const AttentionParams& params) override {
     const RowCodec& c = params.codec;
     const KernelTable& kt = pickKernels(c);
-    const AttentionRangeFn fn = kt.attention[static_cast<int>(c.keyStorage)][static_cast<int>(c.valueStorage)];
+    AttentionRangeFn fn = kt.attention[static_cast<int>(c.keyStorage)][static_cast<int>(c.valueStorage)];
+    if (params.fast) {
+      if (const AttentionRangeFn fast = pickFast(kt, c)) fn = fast;
+    }
     const uint32_t D = c.headDim, B = params.pool.layout.blockSize;
     const uint32_t M = params.tq * params.queriesPerHead;
     AttentionParams p = params;

@@ -1,4 +1,4 @@
-// cpuid / xgetbv probing. KVCOMPACT_SIMD=portable|avx2|avx512 caps the choice (for tests
+// cpuid / xgetbv probing. KVCOMPACT_SIMD=portable|avx2|novnni|avx512 caps the choice (for tests
 // of the fallbacks and for benchmarks that compare them).
 #include "cpu_features.h"
 
@@ -29,10 +29,12 @@ CpuFeatures probe() {
   const bool avx512f = b & (1u << 16), avx512dq = b & (1u << 17), avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
   f.avx2 = ymm && avx2 && fma && f16c && bmi2;
   f.avx512 = f.avx2 && zmm && avx512f && avx512dq && avx512bw && avx512vl;
+  f.avx512vnni = f.avx512 && (c & (1u << 11)) && (c & (1u << 1));
 #endif
   const char* cap = std::getenv("KVCOMPACT_SIMD");
   if (cap && std::strcmp(cap, "portable") == 0) f = CpuFeatures();
   if (cap && std::strcmp(cap, "avx2") == 0) f.avx512 = false;
+  if (!f.avx512 || (cap && std::strcmp(cap, "novnni") == 0)) f.avx512vnni = false;
   return f;
 }
 

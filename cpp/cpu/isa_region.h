@@ -14,6 +14,7 @@
 // The instruction sets of the kernel tables, named once for every file that compiles them.
 #define KVC_ISA_AVX2 "avx2,fma,f16c,bmi2"
 #define KVC_ISA_AVX512 "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi2"
+#define KVC_ISA_AVX512_VNNI "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c,bmi2"
 
 #define KVC_PRAGMA(...) _Pragma(#__VA_ARGS__)
 

@@ -33,6 +33,15 @@ void fillValues(KernelTable& t) {
   t.attention[static_cast<int>(K)][4] = &attentionRange<S, K, Storage::kInt4>;
 }
 
+template <class S, Storage K>
+void fillFast(KernelTable& t) {
+  t.attentionFast[static_cast<int>(K)][0] = &attentionRange<S, K, Storage::kF32, true>;
+  t.attentionFast[static_cast<int>(K)][1] = &attentionRange<S, K, Storage::kF16, true>;
+  t.attentionFast[static_cast<int>(K)][2] = &attentionRange<S, K, Storage::kBF16, true>;
+  t.attentionFast[static_cast<int>(K)][3] = &attentionRange<S, K, Storage::kInt8, true>;
+  t.attentionFast[static_cast<int>(K)][4] = &attentionRange<S, K, Storage::kInt4, true>;
+}
+
 template <class S>
 KernelTable makeTable() {
   KernelTable t;
@@ -43,6 +52,8 @@ KernelTable makeTable() {
   fillValues<S, Storage::kBF16>(t);
   fillValues<S, Storage::kInt8>(t);
   fillValues<S, Storage::kInt4>(t);
+  fillFast<S, Storage::kInt8>(t);
+  fillFast<S, Storage::kInt4>(t);
   t.encode[0] = &encodeRows<S, Storage::kF32>;
   t.encode[1] = &encodeRows<S, Storage::kF16>;
   t.encode[2] = &encodeRows<S, Storage::kBF16>;

@@ -30,6 +30,8 @@ struct KernelTable {
   const char* name = nullptr;
   uint32_t width = 1;  // floats per vector: head_dim and groups must be multiples of it
   AttentionRangeFn attention[kStorageCount][kStorageCount] = {};  // [key storage][value storage]
+  // precision 'fast' (fast_keys.inl): int8 / int4 keys with a fused group size; else nullptr.
+  AttentionRangeFn attentionFast[kStorageCount][kStorageCount] = {};
   EncodeRowsFn encode[kStorageCount] = {};
   DecodeRowsFn decode[kStorageCount] = {};
   HalfToFloatFn halfToFloat = nullptr;
@@ -55,16 +57,21 @@ constexpr uint32_t kScratchRowAlign = 16;
 // Floats of scratch one AttentionRangeFn call needs: logits [M][blockSize padded], f32 rows
 // of a key and a value block (quantized formats with group sizes that have no fused
 // kernel), the group parameters (scale, min) of both and the value weights of up to 8
-// queries per group and row, and a contiguous copy of the M query vectors.
+// queries per group and row, a contiguous copy of the M query vectors, and their int8
+// quantization for precision 'fast' (two int8 terms [M][D] and three floats per query and group).
 inline size_t attentionScratchFloats(uint32_t M, const RowCodec& c, uint32_t blockSize) {
   const size_t padded = (blockSize + kScratchRowAlign - 1) / kScratchRowAlign * kScratchRowAlign;
   const size_t groups = c.groupSize ? c.headDim / c.groupSize : 0;
-  return static_cast<size_t>(M) * (padded + c.headDim) + 2ull * c.headDim * blockSize + (12 * padded + 8) * groups;
+  const size_t fastQuery = static_cast<size_t>(M) * (2 * (c.headDim / 4 + 1) + 3 * groups);
+  return static_cast<size_t>(M) * (padded + c.headDim) + 2ull * c.headDim * blockSize + (12 * padded + 8) * groups +
+         fastQuery;
 }
 
 const KernelTable& portableKernels();
 // nullptr when the CPU (or the compiler) lacks the instructions.
 const KernelTable* avx2Kernels();
 const KernelTable* avx512Kernels();
+// Only attentionFast filled (AVX-512 VNNI); nullptr when the compiler lacks it.
+const KernelTable* avx512VnniFastKernels();
 
 }  // namespace kvc::cpu

@@ -69,6 +69,24 @@ function storageMethod(dims: AttentionDims, id: string, family: string, settings
   };
 }
 
+/**
+ * precision 'fast' on a cache in `settings`: the story runs twice on the same settings, exact
+ * and fast, so the runner reports ΔNLL and top-1 agreement against exact as well as against f32.
+ */
+function fastMethod(dims: AttentionDims, id: string, settings: CacheSettings): Method {
+  const exact = storageMethod(dims, id, 'storage, precision fast', settings);
+  const fast = storageMethod(dims, id, 'storage, precision fast', { ...settings, precision: 'fast' });
+  return {
+    ...fast,
+    label: `${fast.label}, fast`,
+    async run(ctx: StoryContext): Promise<MethodRun> {
+      const reference = await exact.run(ctx);
+      const r = await fast.run(ctx);
+      return { ...r, exact: reference.logits };
+    },
+  };
+}
+
 /** Does seq.attention accept this option (true), or is it not available yet? */
 function attentionSupports(option: 'accumulateScores' | 'recordQueries'): boolean {
   const cache = new KVCache({ layers: 1, kvHeads: 1, headDim: 8, keys: 'f32', values: 'f32', threads: 1 });
@@ -291,6 +309,12 @@ export function buildMethods(lib: Lib, dims: AttentionDims, base: CacheSettings,
   if (groups.length > 0) {
     const g = groups[0]!;
     methods.push(storageMethod(dims, `k8v4-g${g}-rk`, 'storage, rotated keys', { keys: 'int8', values: 'int4', groupSize: g, rotate: pow2 }));
+  }
+  // precision 'fast' (integer dot products on int8 / int4 keys) at the widest group size.
+  if (groups.length > 0) {
+    const g = groups[0]!;
+    for (const q of ['int8', 'int4'] as Storage[]) methods.push(fastMethod(dims, `${q}-g${g}-fast`, { keys: q, values: q, groupSize: g }));
+    methods.push(fastMethod(dims, `k8v4-g${g}-rk-fast`, { keys: 'int8', values: 'int4', groupSize: g, rotate: pow2 }));
   }
 
   methods.push(...sparseMethods(dims));

@@ -18,6 +18,8 @@ export interface ResultRow {
   stories: number;
   seconds: number;
   error?: string;
+  /** precision 'fast' methods: NLL minus the exact NLL of the same cache, and top-1 agreement with it */
+  vsExact?: { deltaNll: number; agreement: number };
 }
 
 export function resultRows(methods: readonly Method[], scores: ReadonlyMap<string, Score>): ResultRow[] {
@@ -40,6 +42,9 @@ export function resultRows(methods: readonly Method[], scores: ReadonlyMap<strin
       seconds: (s?.ms ?? 0) / 1000,
     };
     if (m.param !== undefined) row.param = m.param;
+    if (s?.exactNllSum !== undefined && tokens > 0) {
+      row.vsExact = { deltaNll: (s.nllSum - s.exactNllSum) / tokens, agreement: (s.exactAgree ?? 0) / tokens };
+    }
     if (s?.error) row.error = s.error;
     return row;
   });

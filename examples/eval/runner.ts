@@ -47,6 +47,8 @@ export interface MethodRun {
   logits: Float32Array;
   /** rows held while scoring / rows an uncompressed cache would hold (1 for storage formats) */
   keptFraction: number;
+  /** precision 'fast' methods: the same cache's logits in exact precision (ΔNLL and top-1 vs exact) */
+  exact?: Float32Array;
 }
 
 export interface Method {
@@ -74,6 +76,9 @@ export interface Score {
   stories: number;
   ms: number;
   error?: string;
+  /** methods that return exact logits too: NLL of those, and argmax equal to theirs */
+  exactNllSum?: number;
+  exactAgree?: number;
 }
 
 export function emptyScore(): Score {
@@ -87,6 +92,10 @@ export function mergeScore(into: Score, s: Score): void {
   into.keptSum += s.keptSum;
   into.stories += s.stories;
   into.ms += s.ms;
+  if (s.exactNllSum !== undefined) {
+    into.exactNllSum = (into.exactNllSum ?? 0) + s.exactNllSum;
+    into.exactAgree = (into.exactAgree ?? 0) + (s.exactAgree ?? 0);
+  }
   if (s.error && !into.error) into.error = s.error;
 }
 
@@ -208,6 +217,10 @@ export class StoryEvaluator {
             const off = i * V;
             s.nllSum += logSumExp(r.logits, off, V) - r.logits[off + ids[p + 1 + i]!]!;
             if (argmax(r.logits, off, V) === refArgmax[i]) s.agree++;
+            if (r.exact) {
+              s.exactNllSum = (s.exactNllSum ?? 0) + logSumExp(r.exact, off, V) - r.exact[off + ids[p + 1 + i]!]!;
+              if (argmax(r.logits, off, V) === argmax(r.exact, off, V)) s.exactAgree = (s.exactAgree ?? 0) + 1;
+            }
           }
           s.tokens = count;
           s.keptSum = r.keptFraction * count;

@@ -10,6 +10,9 @@ export type StorageName = (typeof STORAGE)[number];
 /** Backend device. */
 export const DEVICE = ['cpu', 'cuda'] as const;
 export type DeviceName = (typeof DEVICE)[number];
+/** Decode arithmetic: exact f32, or fast (int8/int4 keys scored with integer dot products on a per-call int8 query); order = kvc::Precision. */
+export const PRECISION = ['exact', 'fast'] as const;
+export type PrecisionName = (typeof PRECISION)[number];
 /** Key selection of Attention Matching; order = kvc::compaction::Method. */
 export const COMPACTION_METHOD = ['highest-attention', 'omp'] as const;
 export type CompactionMethodName = (typeof COMPACTION_METHOD)[number];
@@ -37,8 +40,10 @@ export const ATTENTION_FLAGS = {
   accumulateScores: 1,
   recordQueries: 2,
   rankPositions: 4,
+  precisionFast: 8,
+  precisionExact: 16,
 } as const;
-export const ATTENTION_FLAG_MASK = 7;
+export const ATTENTION_FLAG_MASK = 31;
 
 export interface IntegerLimit { readonly type: 'integer'; readonly min: number; readonly max: number; readonly default?: number }
 export interface NumberLimit { readonly type: 'number'; readonly min: number; readonly max: number; readonly minExclusive?: boolean; readonly default?: number }
@@ -59,6 +64,8 @@ export const CACHE_OPTIONS = {
   /** 0 (or Infinity in TypeScript): no budget */
   maxBytes: { type: 'integer', min: 1, max: 9007199254740991, default: 0 },
   device: { type: 'enum', names: DEVICE, default: 'cpu' },
+  /** default of every attention call; 'fast' applies to int8/int4 keys on the CPU (the CUDA backend computes exactly) */
+  precision: { type: 'enum', names: PRECISION, default: 'exact' },
   /** default: available parallelism, capped at max */
   threads: { type: 'integer', min: 1, max: 256 },
   queryReservoir: { type: 'integer', min: 0, max: 1048576, default: 512 },

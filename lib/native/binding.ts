@@ -92,7 +92,7 @@ export interface NativeCache {
 }
 
 export interface NativeDevices {
-  cpu: { available: true; threads: number; simd: string };
+  cpu: { available: true; threads: number; simd: string; fastKernels: string };
   cuda: {
     available: boolean;
     compiled: boolean;

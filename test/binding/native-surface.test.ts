@@ -96,7 +96,8 @@ describe('native surface, malformed arguments', () => {
       ['append Float32 positions', () => s.append(0, k, v, bad(new Float32Array(1))), 'INVALID_ARGUMENT'],
       ['append positions too long', () => s.append(0, k, v, new Int32Array(2)), 'SHAPE_MISMATCH'],
       ['append half a token', () => s.append(0, k.subarray(1), v.subarray(1), null), 'SHAPE_MISMATCH'],
-      ['attention flags 4 (unknown bit)', () => s.attention(0, q, 1, out, null, 4), 'INVALID_ARGUMENT'],
+      ['attention flags 32 (unknown bit)', () => s.attention(0, q, 1, out, null, 32), 'INVALID_ARGUMENT'],
+      ['attention flags 24 (precision both fast and exact)', () => s.attention(0, q, 1, out, null, 24), 'INVALID_ARGUMENT'],
       ['attention flags 0x80000003', () => s.attention(0, q, 1, out, null, 0x80000003), 'INVALID_ARGUMENT'],
       ['attention flags 1.5', () => s.attention(0, q, 1, out, null, 1.5), 'INVALID_ARGUMENT'],
       ['attention flags "1"', () => s.attention(0, q, 1, out, null, bad('1')), 'INVALID_ARGUMENT'],
@@ -139,7 +140,8 @@ describe('native surface, malformed arguments', () => {
       ['a public Sequence instead of its native', [a, b.native], 0],
       ['a sequence of another cache', [foreign.native, b.native], 0],
       ['the same sequence twice', [a.native, a.native], 0],
-      ['unknown flag bits', [a.native, b.native], 8],
+      ['unknown flag bits', [a.native, b.native], 32],
+      ['precision both fast and exact', [a.native, b.native], 24],
     ];
     for (const [what, seqs, flags] of cases) {
       expectKVError(() => cache.native.attentionBatch(0, bad(seqs), q2, out2, null, flags), 'INVALID_ARGUMENT', what);

@@ -127,7 +127,7 @@ describe('package entry', () => {
   it('the Devices type names exactly what devices() returns', () => {
     // Records over keyof: the compiler rejects a missing or an extra key, so these lists are
     // the type's keys; the runtime object must use only them and have every required one.
-    const cpuKeys: Record<keyof Devices['cpu'], boolean> = { available: true, threads: true, simd: true };
+    const cpuKeys: Record<keyof Devices['cpu'], boolean> = { available: true, threads: true, simd: true, fastKernels: true };
     const cudaKeys: Record<keyof Devices['cuda'], boolean> = {
       available: true, compiled: true, emulationCompiled: true, emulated: true, reason: false, name: false,
       devices: false, totalMemory: false, computeCapability: false, runtimeVersion: false, driverVersion: false,

@@ -31,7 +31,8 @@ function run(script: string, args: string[], env: Record<string, string> = {}): 
 }
 
 const SCRIPTS = [
-  { script: 'bench/attention.bench.ts', command: 'npm run bench --', typo: ['--quik'], suggestion: '--quick' },
+  { script: 'bench/kernels.bench.ts', command: 'npm run bench --', typo: ['--quik'], suggestion: '--quick' },
+  { script: 'bench/attention.bench.ts', command: 'npm run bench:attention --', typo: ['--quik'], suggestion: '--quick' },
   { script: 'bench/quantization.bench.ts', command: 'npx tsx bench/quantization.bench.ts', typo: ['--prat', 'append'], suggestion: '--part' },
   { script: 'bench/eviction.bench.ts', command: 'npx tsx bench/eviction.bench.ts', typo: ['--stream', 'stories'], suggestion: '--streams' },
   { script: 'bench/compactor.bench.ts', command: 'npx tsx bench/compactor.bench.ts', typo: ['--run', '3'], suggestion: '--runs' },

@@ -93,6 +93,10 @@ struct AttentionParams {
   uint64_t tokenStride = 0;      // floats between query tokens (queryHeads * headDim)
   uint64_t lseTokenStride = 0;   // floats between query tokens in lse (queryHeads)
   float scale = 1.0f;            // usually 1 / sqrt(headDim)
+  // precision 'fast': int8 / int4 keys may be scored with integer dot products against the
+  // query quantized to int8 per group (docs/fast-precision.md). A backend without such a
+  // kernel computes exactly (the CUDA backend does).
+  bool fast = false;
   RopeView rope;                 // rope.spec.dims == 0: keys already hold RoPE
 };
 

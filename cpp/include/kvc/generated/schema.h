@@ -17,6 +17,9 @@ inline constexpr int kStorageCount = 5;
 // Backend device.
 inline constexpr const char* kDeviceNames[] = {"cpu", "cuda"};
 inline constexpr int kDeviceCount = 2;
+// Decode arithmetic: exact f32, or fast (int8/int4 keys scored with integer dot products on a per-call int8 query); order = kvc::Precision.
+inline constexpr const char* kPrecisionNames[] = {"exact", "fast"};
+inline constexpr int kPrecisionCount = 2;
 // Key selection of Attention Matching; order = kvc::compaction::Method.
 inline constexpr const char* kCompactionMethodNames[] = {"highest-attention", "omp"};
 inline constexpr int kCompactionMethodCount = 2;
@@ -51,7 +54,9 @@ inline int enumIndex(const char* const* names, int count, const char* value) {
 inline constexpr uint32_t kAttentionAccumulateScores = 1u;
 inline constexpr uint32_t kAttentionRecordQueries = 2u;
 inline constexpr uint32_t kAttentionRankPositions = 4u;
-inline constexpr uint32_t kAttentionFlagMask = 7u;
+inline constexpr uint32_t kAttentionPrecisionFast = 8u;
+inline constexpr uint32_t kAttentionPrecisionExact = 16u;
+inline constexpr uint32_t kAttentionFlagMask = 31u;
 
 // new KVCache(options).
 namespace cache {
@@ -80,6 +85,8 @@ inline constexpr uint64_t kMaxBytesMin = 1u;
 inline constexpr uint64_t kMaxBytesMax = 9007199254740991ull;
 inline constexpr uint64_t kMaxBytesDefault = 0u;
 inline constexpr int kDeviceDefault = 0;  // "cpu"
+// precision: default of every attention call; 'fast' applies to int8/int4 keys on the CPU (the CUDA backend computes exactly)
+inline constexpr int kPrecisionDefault = 0;  // "exact"
 // threads: default: available parallelism, capped at max
 inline constexpr uint32_t kThreadsMin = 1u;
 inline constexpr uint32_t kThreadsMax = 256u;
