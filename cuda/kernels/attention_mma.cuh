@@ -556,12 +556,12 @@ __global__ KVC_LAUNCH_BOUNDS(kThreads, 3) void attentionMmaKernel(AttentionArgs 
   }
   __syncwarp();
   if (V::kOffset && lg < 4 && lt == 0) {
-    for (uint32_t d = 0; d < D; ++d) {
-      float o = 0.0f;
-      KVC_UNROLL
-      for (uint32_t gg = 0; gg < kMaxGroups; ++gg)
-        if (gg == d / G) o = offAcc[gg];
-      mine[lg * P + 2 + d] += o;
+    // Group by group with a compile-time index: a run-time offAcc[d / G] would put the array
+    // in local memory (a stack frame) in every int4-value instance.
+    KVC_UNROLL
+    for (uint32_t gg = 0; gg < kMaxGroups; ++gg) {
+      const float o = offAcc[gg];
+      for (uint32_t d = gg * G; d < (gg + 1) * G && d < D; ++d) mine[lg * P + 2 + d] += o;
     }
   }
   __syncthreads();

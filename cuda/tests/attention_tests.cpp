@@ -39,7 +39,11 @@ namespace {
 
 using kvc::Storage;
 
-constexpr double kOutTol = 2e-5, kLseTol = 1e-5, kMassTol = 1e-5;
+// Outputs: the tensor-core decode kernel (attention_mma.cuh) takes q·k with the query split
+// into two f16 terms (22 significant bits instead of f32's 24), so its logits carry up to 4x
+// the rounding of the f32 kernel; 4e-5 relative admits that (worst seen 2.4e-5 at GQA 8) and
+// still fails any wrong row, scale or mask by orders of magnitude.
+constexpr double kOutTol = 4e-5, kLseTol = 1e-5, kMassTol = 1e-5;
 double worstOut = 0, worstLse = 0, worstMass = 0;  // reported, to keep the margins honest
 
 struct Config {
