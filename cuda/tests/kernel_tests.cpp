@@ -349,8 +349,11 @@ void testAttention(Fixture& f, const Config& c, std::vector<StreamModel*> stream
       EXPECT(worstMass <= 1e-5, "attention mass stream %u: max error %.3g", s, worstMass);
     }
   }
-  // f32 arithmetic on both sides of the same stored bytes: 1e-5 relative.
-  EXPECT(worst <= 1e-5, "attention output: max relative error %.3g (tq %u)", worst, tq);
+  // Both sides decode the same stored bytes. The f32 kernel agrees to 1e-5 relative; the
+  // tensor-core kernel (head_dim 64/128, f16/int8/int4) takes q·k with the query split into two
+  // f16 terms (22 significant bits instead of 24), up to 4x the rounding: 4e-5 (see
+  // attention_tests.cpp), far below what a wrong row, scale or mask gives.
+  EXPECT(worst <= 4e-5, "attention output: max relative error %.3g (tq %u)", worst, tq);
 }
 
 void testGather(Fixture& f, const Config& c, StreamModel& a, StreamModel& b) {
