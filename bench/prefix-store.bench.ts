@@ -17,6 +17,7 @@ import * as path from 'node:path';
 import { KVCache, PrefixStore, type Sequence } from '../lib/index';
 import { Redis } from 'ioredis';
 import { RedisBackend } from '../lib/prefix-store/redis-backend';
+import { native } from '../lib/native/binding';
 import { cacheOptions, compact, encode, forward, loadStoryModel, prefill } from '../examples/store/story-model';
 import { EVAL_TEXT_PATH } from '../examples/llama2c/paths';
 import { positiveInt } from '../examples/shared/cli';
@@ -158,7 +159,8 @@ async function matchLatency() {
     await store.close();
   }
   cache.dispose();
-  console.log(`\n## match on a ${tokens}-token prompt, chunks of 256 tokens (median)\n`);
+  out['match.loadavg'] = os.loadavg();
+  console.log(`\n## match on a ${tokens}-token prompt, chunks of 256 tokens (median; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')})\n`);
   console.log(markdownTable(['backend', 'hit (32768)', 'leaves at 16384', 'miss'], rows));
 }
 
@@ -195,7 +197,9 @@ async function throughput() {
     ['(floor) memory copy of the bytes', '-', fmt(gbps(copyMs)), '-'],
     ['(floor) KVCache.importSequence of the bytes', '-', fmt(gbps(importMs)), '-'],
   ];
+  out['throughput.crc32'] = native().crc32Implementation();
   const loadRuns = args.quick ? 3 : 3;
+  const stageRows: (string | number)[][] = [];
   for (const [name, open] of stores('throughput')) {
     const store = open();
     const putMs = await timeAsync(async () => {
@@ -213,21 +217,40 @@ async function throughput() {
     const loadMs = median(ts);
     let fetchCell = '-';
     if (name === 'redis') {
-      // The transfer alone: every part of every chunk entry from the server, no verification or import.
+      // The load's stages one by one, in this process: the transfer (every part of every chunk
+      // entry), the entries' checks, the join into export bytes and the import.
       const backend = new RedisBackend({ url: redisUrl!, prefix: `kvc-bench:throughput:${process.pid}:`, partBytes: 8 << 20, ttlSeconds: 600, timeoutMs: 60_000 });
-      const keys = await (async () => {
-        const { chainHashes, chunkKey, fingerprint } = await import('../lib/prefix-store/keys');
-        const chain = chainHashes(fingerprint('default', cache.config, 256), Uint32Array.from(ids), 256);
-        return Array.from({ length: chain.length - 1 }, (_, i) => chunkKey(chain, i + 1));
-      })();
-      const fetchMs = median(await (async () => {
-        const xs: number[] = [];
-        for (let r = 0; r < loadRuns; r++) xs.push(await timeAsync(async () => void (await backend.get(keys))));
-        return xs;
-      })());
+      const { chainHashes, chunkKey, fingerprint } = await import('../lib/prefix-store/keys');
+      const { decodeEntry } = await import('../lib/prefix-store/entry');
+      const { joinChunks } = await import('../lib/prefix-store/export-layout');
+      const chain = chainHashes(fingerprint('default', cache.config, 256), Uint32Array.from(ids), 256);
+      const keys = Array.from({ length: chain.length - 1 }, (_, i) => chunkKey(chain, i + 1));
+      const stage: Record<string, number[]> = { fetch: [], verify: [], join: [], import: [] };
+      const cpu: number[] = [];
+      for (let r = 0; r < loadRuns; r++) {
+        const c0 = process.cpuUsage();
+        let t0 = performance.now();
+        const values = await backend.get(keys);
+        stage['fetch']!.push(performance.now() - t0);
+        t0 = performance.now();
+        const entries = values.map((v) => decodeEntry(v!)!);
+        if (entries.some((e) => !e)) throw new Error('redis: damaged entry');
+        stage['verify']!.push(performance.now() - t0);
+        t0 = performance.now();
+        const bytes = joinChunks(entries.map((e) => e.payload), entries.map((e) => e.rows))!;
+        stage['join']!.push(performance.now() - t0);
+        t0 = performance.now();
+        cache.importSequence(bytes).free();
+        stage['import']!.push(performance.now() - t0);
+        const c = process.cpuUsage(c0);
+        cpu.push((c.user + c.system) / 1000);
+      }
       await backend.close();
-      out['throughput.redis.fetchGBps'] = gbps(fetchMs);
-      fetchCell = String(fmt(gbps(fetchMs)));
+      const ms = Object.fromEntries(Object.entries(stage).map(([k, v]) => [k, median(v)]));
+      out['throughput.redis.stagesMs'] = { ...ms, processCpuMs: median(cpu), loadavg: os.loadavg() };
+      stageRows.push(...Object.entries(ms).map(([k, v]) => [`redis load stage: ${k}`, fmt(v, 0), fmt(gbps(v))]));
+      stageRows.push(['redis load: CPU time of this process (all stages)', fmt(median(cpu), 0), fmt(gbps(median(cpu)))]);
+      fetchCell = String(fmt(gbps(ms['fetch']!)));
     }
     out[`throughput.${name}`] = { putGBps: gbps(putMs), loadGBps: gbps(loadMs), putMs, loadMs };
     rows.push([name, fmt(gbps(putMs)), fmt(gbps(loadMs)), fetchCell]);
@@ -235,8 +258,12 @@ async function throughput() {
     await store.close();
   }
   cache.dispose();
-  console.log(`\n## put / load, ${layers} layers × 8 kv heads × 128, int8, ${tokens} tokens: ${(exportBytes / 1e9).toFixed(2)} GB of export bytes (GB/s; load: median of ${loadRuns})\n`);
+  console.log(`\n## put / load, ${layers} layers × 8 kv heads × 128, int8, ${tokens} tokens: ${(exportBytes / 1e9).toFixed(2)} GB of export bytes (GB/s; load: median of ${loadRuns}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')})\n`);
   console.log(markdownTable(['backend', 'put GB/s', 'load GB/s (match + fetch + verify + import)', 'fetch only GB/s'], rows));
+  if (stageRows.length > 0) {
+    console.log(`\n### Stages of a Redis load (median of ${loadRuns}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')})\n`);
+    console.log(markdownTable(['stage', 'ms', 'GB/s of export bytes'], stageRows));
+  }
 }
 
 async function storeDown() {

@@ -12,6 +12,10 @@ import { KVCacheError } from '../errors';
 
 import type { BackendStats, StoreBackend } from './backend';
 import { Parts } from './parts';
+import { plainEndpoint, readBulk, type RedisEndpoint } from './redis-bulk-read';
+
+/** Values of at least this many bytes in all are read by readBulk (straight into their buffers). */
+const BULK_READ_MIN_BYTES = 4 << 20;
 
 export interface RedisBackendOptions {
   url: string;
@@ -48,11 +52,14 @@ export class RedisBackend implements StoreBackend {
   readonly name = 'redis';
   readonly #o: RedisBackendOptions;
   readonly #client: Redis;
+  /** Where readBulk connects (null: a URL it does not handle; every read goes through ioredis). */
+  readonly #endpoint: RedisEndpoint | null;
   /** The client's last connection error, for stats (ioredis reports them as events). */
   lastError: Error | undefined;
 
   constructor(options: RedisBackendOptions) {
     this.#o = options;
+    this.#endpoint = plainEndpoint(options.url);
     this.#client = new (loadIoredis().Redis)(options.url, {
       connectTimeout: Math.max(options.timeoutMs, 50),
       // No per-command timeout: a multi-gigabyte load is many pipelined commands whose last
@@ -84,9 +91,11 @@ export class RedisBackend implements StoreBackend {
     return values.map((v) => v !== null);
   }
 
-  async get(keys: readonly string[]): Promise<(Uint8Array | Parts | null)[]> {
+  async get(keys: readonly string[], allocate?: (bytes: number) => Uint8Array): Promise<(Uint8Array | Parts | null)[]> {
     if (keys.length === 0) return [];
     const manifests = (await this.#client.mget(keys.map((k) => this.#manifestKey(k)))).map(parseManifest);
+    const total = manifests.reduce((sum, m) => sum + (m ? m.total : 0), 0);
+    if (this.#endpoint && total >= BULK_READ_MIN_BYTES) return this.#getBulk(keys, manifests, allocate);
     // All parts of all entries in one pipeline: one round trip however many parts.
     const pipeline = this.#client.pipeline();
     manifests.forEach((m, j) => {
@@ -105,6 +114,28 @@ export class RedisBackend implements StoreBackend {
       const present = buffers.filter((b): b is Buffer => b !== null);
       return present.length === 1 ? present[0]! : new Parts(present);
     });
+  }
+
+  /** Large reads: every part of every entry, pipelined, straight into one buffer per entry. */
+  async #getBulk(
+    keys: readonly string[],
+    manifests: (ReturnType<typeof parseManifest>)[],
+    allocate?: (bytes: number) => Uint8Array,
+  ): Promise<(Uint8Array | null)[]> {
+    // A manifest that cannot describe a real entry (no parts, more parts than bytes, parts
+    // larger than any writer makes) is a damaged entry: an empty value, which fails verification.
+    const plausible = (m: NonNullable<ReturnType<typeof parseManifest>>) => m.parts > 0 && m.parts <= m.total && m.total <= m.parts * (512 << 20);
+    const present = manifests.flatMap((m, j) => (m && plausible(m) ? [{ m, j }] : []));
+    const requests = present.map(({ m, j }) => ({
+      keys: Array.from({ length: m.parts }, (_, i) => this.#o.prefix + this.#partKey(keys[j]!, m.nonce, i)),
+      bytes: m.total,
+    }));
+    // The connection is abandoned after this long without data (the store's own deadline
+    // usually answers first; this only bounds how long a dead read holds its socket).
+    const values = await readBulk(this.#endpoint!, requests, Math.max(this.#o.timeoutMs, 10_000), allocate);
+    const out: (Uint8Array | null)[] = manifests.map((m) => (m ? new Uint8Array(0) : null));
+    present.forEach(({ j }, i) => (out[j] = values[i]!));
+    return out;
   }
 
   async putIfAbsent(key: string, value: Uint8Array): Promise<boolean> {
@@ -149,6 +180,17 @@ export class RedisBackend implements StoreBackend {
     const pipeline = this.#client.pipeline().sadd(set, member);
     if (this.#o.ttlSeconds > 0) pipeline.expire(set, this.#o.ttlSeconds);
     await pipeline.exec();
+  }
+
+  /** MGET of the manifests and SUNION of the marker sets written together: one round trip. */
+  async lookup(keys: readonly string[], sets: readonly string[]): Promise<[boolean[], string[]]> {
+    if (keys.length === 0 || sets.length === 0) return Promise.all([this.has(keys), this.markers(sets)]);
+    const replies = (await this.#client.pipeline().mget(keys.map((k) => this.#manifestKey(k))).sunion(...sets).exec()) ?? [];
+    const [e1, values] = replies[0] ?? [new Error('missing reply'), null];
+    const [e2, members] = replies[1] ?? [new Error('missing reply'), null];
+    if (e1) throw e1;
+    if (e2) throw e2;
+    return [(values as (string | null)[]).map((v) => v !== null), members as string[]];
   }
 
   async markers(sets: readonly string[]): Promise<string[]> {
