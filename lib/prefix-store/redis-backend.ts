@@ -41,6 +41,27 @@ function loadIoredis(): typeof import('ioredis') {
   }
 }
 
+/**
+ * The lookup script: ARGV[1] the key prefix, ARGV[2] manifest keys and ARGV[3] marker sets,
+ * each newline-joined; returns "1"/"0" per manifest (exists) and the union of the sets.
+ */
+const LOOKUP_SCRIPT = `
+local p = ARGV[1]
+local present = {}
+for k in string.gmatch(ARGV[2], '[^\\n]+') do
+  present[#present + 1] = redis.call('EXISTS', p .. k) == 1 and '1' or '0'
+end
+local sets = {}
+for s in string.gmatch(ARGV[3], '[^\\n]+') do sets[#sets + 1] = p .. s end
+local members = {}
+if #sets > 0 then members = redis.call('SUNION', unpack(sets)) end
+return {table.concat(present), members}
+`;
+
+interface ScriptedClient {
+  kvcLookup(prefix: string, keys: string, sets: string): Promise<unknown>;
+}
+
 /** Manifest value: "<parts>:<total bytes>:<writer nonce>". */
 function parseManifest(v: string | null): { parts: number; total: number; nonce: string } | null {
   if (v === null) return null;
@@ -54,6 +75,8 @@ export class RedisBackend implements StoreBackend {
   readonly #client: Redis;
   /** Where readBulk connects (null: a URL it does not handle; every read goes through ioredis). */
   readonly #endpoint: RedisEndpoint | null;
+  /** Whether lookups go through LOOKUP_SCRIPT (until the server refuses scripts). */
+  #scripted = true;
   /** The client's last connection error, for stats (ioredis reports them as events). */
   lastError: Error | undefined;
 
@@ -72,6 +95,8 @@ export class RedisBackend implements StoreBackend {
       keyPrefix: options.prefix,
       lazyConnect: false,
     });
+    // EVALSHA, with EVAL once when the server does not know the script yet (ioredis does both).
+    this.#client.defineCommand('kvcLookup', { numberOfKeys: 0, lua: LOOKUP_SCRIPT });
     this.#client.on('error', (e: Error) => {
       this.lastError = e;
     });
@@ -182,9 +207,30 @@ export class RedisBackend implements StoreBackend {
     await pipeline.exec();
   }
 
-  /** MGET of the manifests and SUNION of the marker sets written together: one round trip. */
+  /**
+   * Which manifests exist and the union of the marker sets, in one round trip: a server-side
+   * script given the keys as two newline-joined arguments (a 32K-token prompt is 128
+   * manifests and 129 sets: as 257 separate arguments, building and parsing the command
+   * cost the client more than the round trip). Where scripting is unavailable, the same as
+   * MGET + SUNION in one pipeline.
+   */
   async lookup(keys: readonly string[], sets: readonly string[]): Promise<[boolean[], string[]]> {
     if (keys.length === 0 || sets.length === 0) return Promise.all([this.has(keys), this.markers(sets)]);
+    if (this.#scripted) {
+      try {
+        const [present, members] = (await (this.#client as unknown as ScriptedClient).kvcLookup(
+          this.#o.prefix,
+          keys.map((k) => this.#manifestKey(k)).join('\n'),
+          sets.join('\n'),
+        )) as [string, string[]];
+        if (typeof present !== 'string' || present.length !== keys.length) throw new Error('prefix store: malformed lookup reply');
+        return [Array.from(present, (c) => c === '1'), members];
+      } catch (e) {
+        // Scripts refused (disabled, or a proxy without EVAL): pipelined commands from now on.
+        if (!/unknown command|NOPERM|not allowed|disabled/i.test((e as Error).message)) throw e;
+        this.#scripted = false;
+      }
+    }
     const replies = (await this.#client.pipeline().mget(keys.map((k) => this.#manifestKey(k))).sunion(...sets).exec()) ?? [];
     const [e1, values] = replies[0] ?? [new Error('missing reply'), null];
     const [e2, members] = replies[1] ?? [new Error('missing reply'), null];
