@@ -1,6 +1,6 @@
-// CRC-32 by folding with carry-less multiplication (the method of Gopal et al., "Fast CRC
-// Computation for Generic Polynomials Using PCLMULQDQ Instruction", Intel, 2009), reduced
-// here without Barrett: the folded 128-bit remainder is finished by the table.
+// CRC-32 by folding with carry-less multiplication (the method of Intel's white paper "Fast
+// CRC Computation for Generic Polynomials Using PCLMULQDQ Instruction", 2009), reduced here
+// without Barrett: the folded 128-bit remainder is finished by the table.
 //
 // Why it works. The CRC register after a message M is M(x)·x^32 mod P(x) (with the initial
 // register XORed into M's first four bytes), so any 128-bit polynomial congruent to M mod P
