@@ -146,6 +146,8 @@ export class KVCache {
    * KV bytes per token (all layers and kv heads, block overhead included) for planning `maxBytes`.
    * With lowRank: the coefficient rows, plus the bases spread over `tokens` tokens when given
    * (bases are fixed per stream, so their share per token falls as streams grow).
+   * With tiers: the first tier's rate, an upper bound (a lower tier's blocks hold more rows;
+   * `stats().tiers` reports how a cache's rows are split).
    */
   static bytesPerToken(options: KVCacheOptions, tokens?: number): number {
     const c = resolveOptions(options);
