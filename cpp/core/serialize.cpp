@@ -133,10 +133,10 @@ bool plainRowsFinite(Storage s, const uint8_t* rows, uint64_t n, uint32_t D) {
 // Sanity of the rows an import would store, checked before anything is allocated: what
 // append and compaction can produce (positions in [0, 2^31 - 2], finite beta, finite
 // elements and quantization parameters). The reader is not advanced. Positions need not ascend: append
-// accepts any non-negative positions the engine gives. Each stream's bytes are also added to
-// the running checksum *crc just before they are checked, so one pass from memory serves
-// both (a stream's rows are a few MB at most: they are still in cache for the checks).
-Status validateRows(const CacheConfig& c, const std::vector<int32_t>& lengths, Reader r, uint32_t* crc) {
+// accepts any non-negative positions the engine gives. With crc, each stream's bytes are also
+// added to the running checksum *crc just before they are checked, so one pass from memory
+// serves both (a stream's rows are a few MB at most: they are still in cache for the checks).
+Status validateRows(const CacheConfig& c, const std::vector<int32_t>& lengths, Reader r, uint32_t* crc = nullptr) {
   const uint32_t kb = c.keyRowBytes(), vb = c.valueRowBytes();
   for (size_t i = 0; i < lengths.size(); ++i) {
     const uint32_t n = static_cast<uint32_t>(lengths[i]);
@@ -144,7 +144,7 @@ Status validateRows(const CacheConfig& c, const std::vector<int32_t>& lengths, R
     const uint8_t* v = r.take(static_cast<size_t>(n) * vb);
     const uint8_t* b = r.take(4ull * n);
     const uint8_t* p = r.take(4ull * n);
-    *crc = crc32Update(*crc, k, static_cast<size_t>(n) * (kb + vb + 8));
+    if (crc) *crc = crc32Update(*crc, k, static_cast<size_t>(n) * (kb + vb + 8));
     auto where = [i] { return " in stream " + std::to_string(i); };
     if (!plainRowsFinite(c.keys, k, n, c.storedDim()) || !plainRowsFinite(c.values, v, n, c.storedDim())) {
       return corruptData("non-finite key or value" + where());
@@ -279,7 +279,13 @@ Status Cache::importChecked(const uint8_t* bytes, size_t size, uint32_t stored, 
   uint32_t version = 0, headerBytes = 0;
   r.bytes(&version, 4);
   r.bytes(&headerBytes, 4);
-  if (version == kTieredFormatVersion) return importTiered(bytes, size, id);
+  if (version == kTieredFormatVersion) {
+    // The tiered layout is read by importTiered, which expects verified bytes: its checksum
+    // is a pass of its own.
+    *checksumChecked = true;
+    if (crc32(bytes, size - 4) != stored) return checksumMismatch();
+    return importTiered(bytes, size, id);
+  }
   if (version != 1 && version != kFormatVersion && version != kRopeFormatVersion) {
     return corruptData("unsupported sequence format version " + std::to_string(version));
   }
