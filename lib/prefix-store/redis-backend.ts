@@ -77,6 +77,11 @@ export class RedisBackend implements StoreBackend {
   readonly #endpoint: RedisEndpoint | null;
   /** Whether lookups go through LOOKUP_SCRIPT (until the server refuses scripts). */
   #scripted = true;
+
+  /** Whether lookups still run as one server-side script (false once the server refused scripts). */
+  get lookupByScript(): boolean {
+    return this.#scripted;
+  }
   /** The client's last connection error, for stats (ioredis reports them as events). */
   lastError: Error | undefined;
 
