@@ -246,6 +246,7 @@ class Cache {
   void projectLog(QueryLog& log, const LowRankBasis* from, const LowRankBasis& to) const;
   void recordQueriesLowRank(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride);
   std::vector<float> lowRankQueryScratch_, lowRankOutScratch_;
+  std::vector<float> hostRopeCos_, hostRopeSin_;  // kvc/rope.h level tables of the host low-rank path
   // Projection, lift, basis fit and calibration attention on host memory: the backend's own,
   // or the host implementation (a device backend attends over coefficient rows it holds).
   const LowRankKernels* lowRank_ = nullptr;
