@@ -22,10 +22,13 @@ export interface CurvePoint {
   keys: Format;
   valueRank: number;      // headDim: values unprojected
   values: Format;
+  groupSize?: number;     // default min(32, gcd(ranks, headDim)); one group size per cache
+  calibrationRows?: number;
 }
 
-export function curveSettings(D: number, p: CurvePoint, calibrationRows = CALIBRATION_ROWS): CacheSettings {
-  const groupSize = Math.min(32, gcd(gcd(p.keyRank, p.valueRank), D));
+export function curveSettings(D: number, p: CurvePoint): CacheSettings {
+  const groupSize = p.groupSize ?? Math.min(32, gcd(gcd(p.keyRank, p.valueRank), D));
+  const calibrationRows = p.calibrationRows ?? CALIBRATION_ROWS;
   return {
     keys: p.keys, values: p.values, groupSize,
     lowRank: { keys: p.keyRank, values: p.valueRank, calibrationRows },
@@ -35,7 +38,9 @@ export function curveSettings(D: number, p: CurvePoint, calibrationRows = CALIBR
 
 export function curveId(D: number, p: CurvePoint): string {
   const v = p.valueRank === D ? 'full' : String(p.valueRank);
-  return `lrc-${p.pre ? 'pre' : 'post'}-k${p.keyRank}${p.keys}-v${v}${p.values}`;
+  const g = p.groupSize ? `-g${p.groupSize}` : '';
+  const c = p.calibrationRows ? `-c${p.calibrationRows}` : '';
+  return `lrc-${p.pre ? 'pre' : 'post'}-k${p.keyRank}${p.keys}-v${v}${p.values}${g}${c}`;
 }
 
 /** Key ranks 48, 40, 32, 24, 16 of 64 (3/4 .. 1/4 of head_dim). */
@@ -57,9 +62,17 @@ export function lowRankCurveMethods(dims: AttentionDims): Method[] {
       }
     }
   }
+  // Around the 2x point (pre-RoPE rank 32, int8 coefficients, int8 values): bases fitted on
+  // the whole 256-row prefix instead of its first 128 rows, and groups of 16 (a key row of 32
+  // int8 coefficients is padded to 36 bytes either way; the values pay 4 bytes).
+  const half = D / 2;
+  points.push({ pre: true, keyRank: half, keys: 'int8', valueRank: D, values: 'int8', calibrationRows: 2 * CALIBRATION_ROWS });
+  points.push({ pre: true, keyRank: half, keys: 'int8', valueRank: D, values: 'int8', groupSize: 16 });
+  points.push({ pre: false, keyRank: half, keys: 'int8', valueRank: D, values: 'int8', calibrationRows: 2 * CALIBRATION_ROWS });
   return points.map((p) => {
     const settings = curveSettings(D, p);
-    const v = p.valueRank === D ? `values unprojected ${p.values}` : `values rank ${p.valueRank} ${p.values}`;
+    const v = (p.valueRank === D ? `values unprojected ${p.values}` : `values rank ${p.valueRank} ${p.values}`) +
+      (p.groupSize ? `, groups of ${p.groupSize}` : '') + (p.calibrationRows ? `, ${p.calibrationRows} calibration rows` : '');
     return {
       id: curveId(D, p),
       family: `low-rank curve, keys ${p.pre ? 'before' : 'after'} RoPE`,
