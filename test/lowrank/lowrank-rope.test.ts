@@ -38,6 +38,13 @@ function reference(
   seq: Sequence, layer: number, KVH: number, D: number, QH: number, r: RopeSpec, queries: Float32Array,
   ropePos: (t: number, rows: number) => number, rowPos: (row: number, stored: number) => number,
 ): Float64Array {
+  return referenceWithLse(seq, layer, KVH, D, QH, r, queries, ropePos, rowPos).out;
+}
+
+function referenceWithLse(
+  seq: Sequence, layer: number, KVH: number, D: number, QH: number, r: RopeSpec, queries: Float32Array,
+  ropePos: (t: number, rows: number) => number, rowPos: (row: number, stored: number) => number,
+): { out: Float64Array; lse: Float64Array } {
   const g = QH / KVH;
   const tq = queries.length / (QH * D);
   const streams: StreamRows[] = [];
@@ -56,7 +63,7 @@ function reference(
       }
     }
   }
-  return attentionReference({ headDim: D, queryHeads: QH, streams, queries: qAll }).out;
+  return attentionReference({ headDim: D, queryHeads: QH, streams, queries: qAll });
 }
 
 function gappedPositions(rng: Rng, start: number, n: number): Int32Array {
@@ -98,9 +105,11 @@ describe('lowRank + rope: attention over lifted pre-RoPE keys against a float64 
         expect(seq.bases(layer, 0) === null).toBe(layer === 0);
         for (const tq of [5, 1]) {
           const queries = randn(rng, tq * c.QH * c.D);
-          const out = seq.attention(layer, queries);
-          const want = reference(seq, layer, c.KVH, c.D, c.QH, c.rope, queries, STORED, AS_STORED);
-          expectClose(out, want, { rel: 2e-5, abs: 2e-5 }, `${c.name}, layer ${layer}, tq ${tq}`);
+          const lse = new Float32Array(tq * c.QH);
+          const out = seq.attention(layer, queries, { lse });
+          const want = referenceWithLse(seq, layer, c.KVH, c.D, c.QH, c.rope, queries, STORED, AS_STORED);
+          expectClose(out, want.out, { rel: 2e-5, abs: 2e-5 }, `${c.name}, layer ${layer}, tq ${tq}`);
+          expectClose(lse, want.lse, { rel: 2e-5, abs: 2e-5 }, `${c.name}, layer ${layer}, tq ${tq}, lse`);
         }
       }
       if (c.valueRank === c.D) expect(seq.bases(1, 0)!.values.length).toBe(0);
