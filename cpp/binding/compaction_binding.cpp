@@ -27,6 +27,7 @@
 #include "errors.h"
 #include "guard.h"
 #include "kvc/finite.h"
+#include "kvc/thread_locals.h"
 #include "kvc/generated/schema.h"
 #include "sequence_wrap.h"
 
@@ -205,6 +206,7 @@ class CompactWorker : public Napi::AsyncProgressWorker<double>, public PendingWo
   }
 
   void Execute(const ExecutionProgress& progress) override {
+    reserveThreadLocals();  // a libuv thread: see kvc/thread_locals.h
     try {
       status_ = compaction::computeCompaction(*cache_, request_, &plan_, [&](double f) { progress.Send(&f, 1); });
     } catch (const std::bad_alloc&) {
