@@ -18,6 +18,7 @@
 #include "build_info.h"
 #include "compaction_binding.h"
 #include "cache_wrap.h"
+#include "checksum_binding.h"
 #include "cuda_emulation.h"
 #include "cuda_probe_binding.h"
 #include "eviction_binding.h"
@@ -142,6 +143,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   registerEviction(env, exports);
   registerCompaction(env, exports);
   registerBench(env, exports);
+  registerChecksum(env, exports);
   registerBuildInfo(env, exports);
   registerCudaProbe(env, exports);
   registerCudaEmulation(env, exports);
