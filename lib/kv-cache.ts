@@ -79,7 +79,9 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   const lowRank = resolveLowRank(o['lowRank'], headDim, groupSize, rotateKeys || rotateValues);
   if (lowRank && keySummaries) throw invalidArgument('options.keySummaries', 'false with lowRank (summaries of coefficient rows are not implemented)', true);
   const rope = resolveRope(o['rope'], headDim, rotateKeys);
-  if (lowRank && rope) throw new KVCacheError('UNSUPPORTED', 'options.lowRank: not available together with options.rope yet (the low-rank attention runs on coefficient rows, where RoPE by position cannot be applied)');
+  if (lowRank && (rope || lowRank.keys !== lowRank.values) && device !== 'cpu') {
+    throw new KVCacheError('UNSUPPORTED', "options.lowRank: with rope or with unequal key and value ranks, only on device 'cpu' (attention runs on the host over lifted rows)");
+  }
   if (tiers && (lowRank || rope || keySummaries)) {
     throw new KVCacheError('UNSUPPORTED', `options.tiers: not available together with ${lowRank ? 'lowRank' : rope ? 'rope' : 'keySummaries'} yet`);
   }
@@ -152,10 +154,13 @@ export class KVCache {
   static bytesPerToken(options: KVCacheOptions, tokens?: number): number {
     const c = resolveOptions(options);
     const width = c.lowRank ? c.lowRank.keys : c.headDim;
-    const layout = native().blockLayout(c.keys, c.values, width, c.groupSize, c.blockSize, c.keySummaries);
+    const valueWidth = c.lowRank && c.lowRank.values !== width ? c.lowRank.values : undefined;
+    const layout = native().blockLayout(c.keys, c.values, width, c.groupSize, c.blockSize, c.keySummaries, valueWidth);
     const rows = (c.layers * c.kvHeads * layout.blockBytes) / c.blockSize;
     if (!c.lowRank || tokens === undefined) return rows;
-    const basisBytes = c.layers * c.kvHeads * 4 * c.headDim * (c.lowRank.keys + c.lowRank.values);
+    // Values kept unprojected (value rank = headDim) have no basis.
+    const valueBasis = c.lowRank.values === c.headDim ? 0 : c.lowRank.values;
+    const basisBytes = c.layers * c.kvHeads * 4 * c.headDim * (c.lowRank.keys + valueBasis);
     return rows + basisBytes / tokens;
   }
 

@@ -10,12 +10,14 @@ function gcd(a: number, b: number): number {
 }
 
 /**
- * The default groupSize: min(32, headDim), and with lowRank the largest divisor of both the
- * rank and headDim up to 32 (coefficient rows are quantized in groups along the rank).
+ * The default groupSize: min(32, headDim), and with lowRank the largest divisor of the ranks
+ * and headDim up to 32 (coefficient rows are quantized in groups along the rank).
  */
 export function defaultGroupSize(lowRank: unknown, headDim: number): number {
-  const keys = lowRank && typeof lowRank === 'object' ? (lowRank as Record<string, unknown>)['keys'] : undefined;
-  if (typeof keys === 'number' && Number.isInteger(keys) && keys >= 2 && keys % 2 === 0) return Math.min(32, gcd(keys, headDim));
+  const o = lowRank && typeof lowRank === 'object' ? (lowRank as Record<string, unknown>) : undefined;
+  const rank = (x: unknown) => typeof x === 'number' && Number.isInteger(x) && x >= 2 && x % 2 === 0;
+  const keys = o?.['keys'], values = o?.['values'] ?? keys;
+  if (rank(keys) && rank(values)) return Math.min(32, gcd(gcd(keys as number, values as number), headDim));
   return Math.min(32, headDim);
 }
 
@@ -30,9 +32,10 @@ export function resolveLowRank(value: unknown, headDim: number, groupSize: numbe
   for (const [name, rank] of [["keys", keys], ["values", values]] as const) {
     if (rank % 2 !== 0 || rank > headDim) throw invalidArgument(`options.lowRank.${name}`, `an even rank in [2, headDim (${headDim})]`, rank);
   }
-  // Rows hold one coefficient width per cache (the row kernels have one row width).
-  if (keys !== values) throw invalidArgument('options.lowRank.values', `equal to lowRank.keys (${keys})`, values);
-  if (keys % groupSize !== 0) throw invalidArgument('options.groupSize', `a divisor of the lowRank rank (${keys})`, groupSize);
+  // values === headDim keeps values unprojected, in the cache's value format.
+  for (const rank of [keys, values]) {
+    if (rank % groupSize !== 0) throw invalidArgument('options.groupSize', `a divisor of the lowRank ranks (${keys}, ${values})`, groupSize);
+  }
   if (rotated) throw invalidArgument('options.rotate', 'false with lowRank (coefficients are already decorrelated)', true);
   const calibrationRows = o['calibrationRows'] === undefined
     ? L.calibrationRows.default

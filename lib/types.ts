@@ -58,8 +58,11 @@ export interface KVCacheOptions {
   keySummaries?: boolean;
   /**
    * Low-rank storage: each (layer, kv head) stream stores rows as coefficients on its own
-   * orthonormal key and value bases (ranks `keys` and `values`, equal, even, at most headDim;
-   * groupSize must divide them). A stream holds its first `calibrationRows` rows (default 256)
+   * orthonormal key and value bases (ranks `keys` and `values`, even, at most headDim;
+   * groupSize must divide both; `values` defaults to `keys`). `values: headDim` keeps values
+   * unprojected in the cache's `values` format (e.g. low-rank keys + int8 values). Unequal
+   * ranks, and lowRank with `rope` (bases fitted on pre-RoPE keys), attend on the host over
+   * lifted rows, on device 'cpu' only; they cannot be compacted or (unequal ranks) exported yet. A stream holds its first `calibrationRows` rows (default 256)
    * at full precision, then fits its bases on them and projects every row; 0 keeps rows at
    * full precision until `seq.fitBases()` or `seq.setBases()`.
    */
@@ -67,7 +70,7 @@ export interface KVCacheOptions {
   /**
    * The model's RoPE: keys are appended *before* RoPE and queries are passed before RoPE too;
    * the cache rotates both by position inside attention. Needed for re-indexed positions
-   * (`attention(..., { positions: 'rank' })`). Not available together with `lowRank` yet.
+   * (`attention(..., { positions: 'rank' })`). With `lowRank`, the bases are fitted on pre-RoPE keys.
    * Default: none (keys and queries arrive after RoPE).
    */
   rope?: RopeOptions;
@@ -102,7 +105,7 @@ export interface TierConfig {
 export interface LowRankConfig {
   /** Rank of each stream's key basis (coefficients per stored key row). */
   readonly keys: number;
-  /** Rank of each stream's value basis (equal to keys). */
+  /** Rank of each stream's value basis (headDim: values are kept unprojected). */
   readonly values: number;
   /** Rows a stream holds at full precision before its bases are fitted (0: only by setBases/fitBases). */
   readonly calibrationRows: number;

@@ -69,8 +69,9 @@ Napi::Value devices(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// blockLayout(keys, values, headDim, groupSize, blockSize, keySummaries?): the byte sizes of kvc/formats.h,
-// so that TypeScript plans memory with the one definition of the formats.
+// blockLayout(keys, values, headDim, groupSize, blockSize, keySummaries?, valueDim?): the byte sizes of
+// kvc/formats.h, so that TypeScript plans memory with the one definition of the formats. valueDim:
+// floats per value row when it differs from headDim (low-rank values of another rank).
 Napi::Value blockLayout(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto storage = [&](size_t i, const char* name) {
@@ -97,7 +98,12 @@ Napi::Value blockLayout(const Napi::CallbackInfo& info) {
   c.values = values;
   c.keySummaries = info.Length() > 5 && info[5].IsBoolean() && info[5].As<Napi::Boolean>().Value();
   throwIfError(env, validateConfig(c));
-  const BlockLayout l = c.blockLayout();
+  BlockLayout l = c.blockLayout();
+  if (info.Length() > 6 && !info[6].IsUndefined()) {
+    const uint32_t valueDim = argU32(info, 6, "valueDim");
+    if (valueDim == 0 || valueDim % groupSize != 0) throwError(env, StatusCode::kInvalidArgument, "valueDim must be a positive multiple of groupSize");
+    l = makeBlockLayout(blockSize, l.keyRowBytes, rowBytes(values, valueDim, groupSize));
+  }
   Napi::Object out = Napi::Object::New(env);
   out.Set("keyRowBytes", l.keyRowBytes);
   out.Set("valueRowBytes", l.valueRowBytes);

@@ -24,9 +24,12 @@ Napi::Value SequenceWrap::setBases(const Napi::CallbackInfo& info) {
   const uint32_t head = argU32(info, 1, "kvHead");
   TypedView keys = argTypedOf(info, 2, "keys", napi_float32_array, "Float32Array");
   TypedView values = argTypedOf(info, 3, "values", napi_float32_array, "Float32Array");
+  // Values kept unprojected (value rank == headDim) take no value basis: an empty array.
   const size_t expected = static_cast<size_t>(c.headDim) * c.storedDim();
-  if (keys.length != expected || values.length != expected) {
-    throwError(env, StatusCode::kShapeMismatch, "bases must hold headDim x rank = " + std::to_string(expected) + " elements");
+  const size_t expectedValues = c.fullValues() ? 0 : static_cast<size_t>(c.headDim) * c.valueStoredDim();
+  if (keys.length != expected || values.length != expectedValues) {
+    throwError(env, StatusCode::kShapeMismatch, "bases must hold headDim x rank elements: keys " + std::to_string(expected) +
+                                                    ", values " + std::to_string(expectedValues));
   }
   throwIfError(env, cache.setBases(id_, layer, head, static_cast<const float*>(keys.data), static_cast<const float*>(values.data)));
   return env.Undefined();

@@ -77,6 +77,11 @@ Status createCache(const CacheConfig& config, std::unique_ptr<Cache>* out, Backe
 
 Status Cache::create(const CacheConfig& config, std::unique_ptr<Backend> backend, std::unique_ptr<Cache>* out) {
   KVC_RETURN_IF_ERROR(validateConfig(config));
+  if (config.hostLowRank() && config.device != "cpu") {
+    // The CUDA backend's append and read take one row width, and the host attention path
+    // would read every row back from the device on every call.
+    return unsupported("lowRank with rope or with unequal key and value ranks runs on the CPU device only");
+  }
   const BlockLayout layout = config.blockLayout();
   const uint64_t budget = config.maxBytes ? config.maxBytes : std::min(physicalMemoryBytes(), kDefaultPoolBytes);
   const uint64_t capacity = std::min<uint64_t>(budget / layout.blockBytes, INT32_MAX);
@@ -115,6 +120,7 @@ RowCodec Cache::codec() const {
   c.keyStorage = config_.keys;
   c.valueStorage = config_.values;
   c.headDim = config_.storedDim();
+  if (config_.valueStoredDim() != config_.storedDim()) c.valueDim = config_.valueStoredDim();
   c.groupSize = config_.groupSize;
   c.keySigns = keySigns_.empty() ? nullptr : keySigns_.data();
   c.valueSigns = valueSigns_.empty() ? nullptr : valueSigns_.data();

@@ -261,6 +261,13 @@ class Cache {
   Status writeStreams(std::vector<StreamWrite>& writes);
   Status appendLowRank(Sequence* seq, uint32_t layer, const AppendInput& input, const int32_t* positions);
   Status attentionChunkLowRank(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1);
+  Status attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1);
+  // Value rows onto / from a stream's value basis ([n][headDim] <-> [n][valueStoredDim]); a copy
+  // when values are kept unprojected.
+  void projectValueRows(const float* in, uint64_t inStride, uint32_t n, const LowRankBasis& b, float* out) const;
+  void liftValueRows(const float* coef, uint32_t n, const LowRankBasis& b, float* out) const;
+  // Fits a stream's bases on n rows [n][headDim] (no value basis when values stay unprojected).
+  Status fitStreamBases(const float* keys, const float* values, uint32_t n, LowRankBasis* out) const;
   Status readLowRank(const Stream& s, RowsOut* out);
   Status streamRowsFull(const Stream& s, std::vector<float>* keys, std::vector<float>* values, std::vector<float>* beta,
                         std::vector<int32_t>* positions);
@@ -269,6 +276,7 @@ class Cache {
   void projectLog(QueryLog& log, const LowRankBasis* from, const LowRankBasis& to) const;
   void recordQueriesLowRank(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride);
   std::vector<float> lowRankQueryScratch_, lowRankOutScratch_;
+  std::vector<float> hostRopeCos_, hostRopeSin_;  // kvc/rope.h level tables of the host low-rank path
   // Projection, lift, basis fit and calibration attention on host memory: the backend's own,
   // or the host implementation (a device backend attends over coefficient rows it holds).
   const LowRankKernels* lowRank_ = nullptr;

@@ -59,14 +59,15 @@ Status validateConfig(const CacheConfig& c) {
   if (schema::enumIndex(schema::kDeviceNames, schema::kDeviceCount, c.device.c_str()) < 0) return bad("device must be 'cpu' or 'cuda'");
   if (c.lowRankKeys != 0 || c.lowRankValues != 0) {
     namespace lr = schema::lowRank;
-    if (c.lowRankKeys != c.lowRankValues) {
-      return bad("lowRank.keys and lowRank.values must be equal (rows hold one coefficient width per cache)");
-    }
     if (c.lowRankKeys < lr::kKeysMin || c.lowRankKeys > c.headDim || c.lowRankKeys % 2 != 0) {
       return bad("lowRank.keys must be an even rank in [2, headDim (" + std::to_string(c.headDim) + ")]");
     }
-    if (c.lowRankKeys % c.groupSize != 0) {
-      return bad("groupSize (" + std::to_string(c.groupSize) + ") must divide the lowRank rank (" + std::to_string(c.lowRankKeys) + ")");
+    if (c.lowRankValues < lr::kValuesMin || c.lowRankValues > c.headDim || c.lowRankValues % 2 != 0) {
+      return bad("lowRank.values must be an even rank in [2, headDim (" + std::to_string(c.headDim) + ")]");
+    }
+    if (c.lowRankKeys % c.groupSize != 0 || c.lowRankValues % c.groupSize != 0) {
+      return bad("groupSize (" + std::to_string(c.groupSize) + ") must divide both lowRank ranks (" + std::to_string(c.lowRankKeys) +
+                 ", " + std::to_string(c.lowRankValues) + ")");
     }
     if (c.rotateKeys || c.rotateValues) return bad("rotate cannot be combined with lowRank (coefficients are already decorrelated)");
     if (c.keySummaries) return bad("keySummaries cannot be combined with lowRank (summaries of coefficient rows are not implemented)");

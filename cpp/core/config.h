@@ -39,8 +39,9 @@ struct CacheConfig {
   std::string device = "cpu";  // "cpu" or "cuda"
   bool fastPrecision = false;  // precision 'fast': the default of every attention call
   bool keySummaries = false;   // per-block key summaries for sparse decode (formats.h)
-  // Low-rank storage (cpp/core/lowrank.cpp): ranks of the key and value bases, 0 = off. Rows
-  // are stored as storedDim() coefficients; the rest of the cache sees D = headDim.
+  // Low-rank storage (cpp/core/lowrank.cpp): ranks of the key and value bases, 0 = off. Key
+  // rows are stored as storedDim() coefficients, value rows as valueStoredDim(); a value rank
+  // of headDim stores values unprojected (no value basis); the rest of the cache sees headDim.
   uint32_t lowRankKeys = 0;
   uint32_t lowRankValues = 0;
   uint32_t calibrationRows = schema::lowRank::kCalibrationRowsDefault;
@@ -63,8 +64,15 @@ struct CacheConfig {
   bool lowRank() const { return lowRankKeys != 0; }
   // Floats per stored row: the coefficients of a low-rank cache, else headDim.
   uint32_t storedDim() const { return lowRank() ? lowRankKeys : headDim; }
+  uint32_t valueStoredDim() const { return lowRank() ? lowRankValues : headDim; }
+  // Values kept in the original space (value rank == headDim): no value basis.
+  bool fullValues() const { return lowRank() && lowRankValues == headDim; }
+  // Low-rank attention computed on the host over lifted rows (cpp/core/lowrank_host.cpp):
+  // RoPE by position does not commute with the projection, and the block kernels read key
+  // and value rows of one width.
+  bool hostLowRank() const { return lowRank() && (ropeDims != 0 || lowRankValues != lowRankKeys); }
   uint32_t keyRowBytes() const { return rowBytes(keys, storedDim(), groupSize); }
-  uint32_t valueRowBytes() const { return rowBytes(values, storedDim(), groupSize); }
+  uint32_t valueRowBytes() const { return rowBytes(values, valueStoredDim(), groupSize); }
   BlockLayout blockLayout() const {
     return makeBlockLayout(blockSize, keyRowBytes(), valueRowBytes(), keySummaries ? keySummaryBytes(storedDim()) : 0);
   }

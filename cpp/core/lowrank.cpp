@@ -14,6 +14,10 @@
 //
 // Recorded queries of a stream with bases are logged projected and scaled by sqrt(r / D), so
 // that compaction and eviction, which scale by 1/sqrt(storedDim), see the true logits.
+//
+// Key and value ranks may differ (value rows are valueStoredDim() wide), and a value rank of
+// headDim keeps values unprojected in the cache's value format (no value basis). Such caches,
+// and caches with rope, attend on the host over lifted rows (lowrank_host.cpp).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -45,13 +49,40 @@ double orthonormalityError(const float* b, uint32_t D, uint32_t r) {
 
 }  // namespace
 
+void Cache::projectValueRows(const float* in, uint64_t inStride, uint32_t n, const LowRankBasis& b, float* out) const {
+  const uint32_t D = config_.headDim, RV = config_.valueStoredDim();
+  if (config_.fullValues()) {
+    for (uint32_t i = 0; i < n; ++i) std::memcpy(out + static_cast<uint64_t>(i) * D, in + i * inStride, 4ull * D);
+    return;
+  }
+  lowRank_->project(in, inStride, n, D, b.values.data(), RV, 1.0f, out, RV);
+}
+
+void Cache::liftValueRows(const float* coef, uint32_t n, const LowRankBasis& b, float* out) const {
+  const uint32_t D = config_.headDim, RV = config_.valueStoredDim();
+  if (config_.fullValues()) {
+    std::memcpy(out, coef, 4ull * n * D);
+    return;
+  }
+  lowRank_->lift(coef, RV, n, RV, b.values.data(), D, out, D);
+}
+
+Status Cache::fitStreamBases(const float* keys, const float* values, uint32_t n, LowRankBasis* out) const {
+  const uint32_t D = config_.headDim, R = config_.storedDim(), RV = config_.valueStoredDim();
+  out->keys.resize(static_cast<size_t>(D) * R);
+  KVC_RETURN_IF_ERROR(lowRank_->fitBasis(keys, n, D, R, out->keys.data(), nullptr));
+  if (config_.fullValues()) return Status::ok();
+  out->values.resize(static_cast<size_t>(D) * RV);
+  return lowRank_->fitBasis(values, n, D, RV, out->values.data(), nullptr);
+}
+
 // Rows to write into one stream, all or nothing with the other writes of a call.
 struct Cache::StreamWrite {
   Stream* stream = nullptr;
   bool replace = false;                // rebuild the stream from these rows, else append after its rows
   uint32_t rows = 0;
   const float* keys = nullptr;         // [rows][storedDim] coefficients
-  const float* values = nullptr;       // [rows][storedDim]
+  const float* values = nullptr;       // [rows][valueStoredDim]
   const int32_t* positions = nullptr;  // [rows]
   const float* beta = nullptr;         // [rows] or nullptr for 0
   // Planned by writeStreams.
@@ -143,7 +174,8 @@ Status Cache::writeStreams(std::vector<StreamWrite>& writes) {
 
 Status Cache::appendLowRank(Sequence* seq, uint32_t layer, const AppendInput& input, const int32_t* positions) {
   const LowRankKernels& lr = *lowRank_;
-  const uint32_t heads = config_.kvHeads, D = config_.headDim, r = config_.storedDim(), T = input.tokens;
+  const uint32_t heads = config_.kvHeads, D = config_.headDim, r = config_.storedDim(), rv = config_.valueStoredDim();
+  const uint32_t T = input.tokens;
   const uint64_t elems = static_cast<uint64_t>(T) * heads * D;
   // Projection needs f32; f16 input is widened once (the rows are rounded when stored anyway).
   std::vector<float> wideKeys, wideValues;
@@ -181,9 +213,9 @@ Status Cache::appendLowRank(Sequence* seq, uint32_t layer, const AppendInput& in
     HeadPlan& hp = plans[h];
     if (s.basis) {
       hp.coefKeys.resize(static_cast<size_t>(T) * r);
-      hp.coefValues.resize(static_cast<size_t>(T) * r);
+      hp.coefValues.resize(static_cast<size_t>(T) * rv);
       lr.project(keys + static_cast<uint64_t>(h) * D, inStride, T, D, s.basis->keys.data(), r, 1.0f, hp.coefKeys.data(), r);
-      lr.project(values + static_cast<uint64_t>(h) * D, inStride, T, D, s.basis->values.data(), r, 1.0f, hp.coefValues.data(), r);
+      projectValueRows(values + static_cast<uint64_t>(h) * D, inStride, T, *s.basis, hp.coefValues.data());
       StreamWrite w;
       w.stream = &s;
       w.rows = T;
@@ -211,14 +243,11 @@ Status Cache::appendLowRank(Sequence* seq, uint32_t layer, const AppendInput& in
     hp.rowPositions = s.pendingPositions;
     hp.rowPositions.insert(hp.rowPositions.end(), positions, positions + T);
     hp.fitted = std::make_shared<LowRankBasis>();
-    hp.fitted->keys.resize(static_cast<size_t>(D) * r);
-    hp.fitted->values.resize(static_cast<size_t>(D) * r);
-    KVC_RETURN_IF_ERROR(lr.fitBasis(hp.heldKeys.data(), config_.calibrationRows, D, r, hp.fitted->keys.data(), nullptr));
-    KVC_RETURN_IF_ERROR(lr.fitBasis(hp.heldValues.data(), config_.calibrationRows, D, r, hp.fitted->values.data(), nullptr));
+    KVC_RETURN_IF_ERROR(fitStreamBases(hp.heldKeys.data(), hp.heldValues.data(), config_.calibrationRows, hp.fitted.get()));
     hp.coefKeys.resize(n * r);
-    hp.coefValues.resize(n * r);
+    hp.coefValues.resize(n * rv);
     lr.project(hp.heldKeys.data(), D, static_cast<uint32_t>(n), D, hp.fitted->keys.data(), r, 1.0f, hp.coefKeys.data(), r);
-    lr.project(hp.heldValues.data(), D, static_cast<uint32_t>(n), D, hp.fitted->values.data(), r, 1.0f, hp.coefValues.data(), r);
+    projectValueRows(hp.heldValues.data(), D, static_cast<uint32_t>(n), *hp.fitted, hp.coefValues.data());
     StreamWrite w;
     w.stream = &s;
     w.replace = true;
@@ -258,6 +287,7 @@ Status Cache::appendLowRank(Sequence* seq, uint32_t layer, const AppendInput& in
 }
 
 Status Cache::attentionChunkLowRank(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1) {
+  if (config_.hostLowRank()) return attentionChunkLowRankHost(ids, count, r, t0, t1);
   const LowRankKernels& lr = *lowRank_;
   const uint32_t heads = config_.kvHeads, D = config_.headDim, R = config_.storedDim(), g = config_.queriesPerHead();
   const uint32_t tq = t1 - t0;
@@ -407,13 +437,13 @@ Status Cache::readLowRank(const Stream& s, RowsOut* out) {
     return Status::ok();
   }
   if (n == 0) return Status::ok();
-  std::vector<float> ck(n * R), cv(n * R);
+  std::vector<float> ck(n * R), cv(n * config_.valueStoredDim());
   StreamView view{s.blocks.data(), s.length};
   KVC_RETURN_IF_ERROR(backend_->readRows(pool(), codec(), view, 0, static_cast<uint32_t>(n), ck.data(), cv.data(),
                                          out->beta.data(), out->positions.data()));
   const LowRankKernels& lr = *lowRank_;
   lr.lift(ck.data(), R, static_cast<uint32_t>(n), R, s.basis->keys.data(), D, out->keys.data(), D);
-  lr.lift(cv.data(), R, static_cast<uint32_t>(n), R, s.basis->values.data(), D, out->values.data(), D);
+  liftValueRows(cv.data(), static_cast<uint32_t>(n), *s.basis, out->values.data());
   return Status::ok();
 }
 
@@ -441,17 +471,14 @@ Status Cache::rebase(Sequence* seq, const std::vector<uint32_t>& streams,
     } else {
       if (n == 0) continue;  // nothing to fit on: the stream stays as it is
       auto fitted = std::make_shared<LowRankBasis>();
-      fitted->keys.resize(static_cast<size_t>(D) * R);
-      fitted->values.resize(static_cast<size_t>(D) * R);
-      KVC_RETURN_IF_ERROR(lr.fitBasis(p.rows.keys.data(), n, D, R, fitted->keys.data(), nullptr));
-      KVC_RETURN_IF_ERROR(lr.fitBasis(p.rows.values.data(), n, D, R, fitted->values.data(), nullptr));
+      KVC_RETURN_IF_ERROR(fitStreamBases(p.rows.keys.data(), p.rows.values.data(), n, fitted.get()));
       p.basis = fitted;
     }
     p.coefKeys.resize(static_cast<size_t>(n) * R);
-    p.coefValues.resize(static_cast<size_t>(n) * R);
+    p.coefValues.resize(static_cast<size_t>(n) * config_.valueStoredDim());
     if (n > 0) {
       lr.project(p.rows.keys.data(), D, n, D, p.basis->keys.data(), R, 1.0f, p.coefKeys.data(), R);
-      lr.project(p.rows.values.data(), D, n, D, p.basis->values.data(), R, 1.0f, p.coefValues.data(), R);
+      projectValueRows(p.rows.values.data(), D, n, *p.basis, p.coefValues.data());
     }
     StreamWrite w;
     w.stream = &s;
@@ -511,18 +538,18 @@ Status Cache::setBases(uint64_t id, uint32_t layer, uint32_t head, const float* 
   KVC_RETURN_IF_ERROR(checkLayer(layer));
   if (head >= config_.kvHeads) return invalidArgument("kvHead " + std::to_string(head) + " is out of range");
   if (seq->busy) return busy("the sequence is being compacted");
-  const uint32_t D = config_.headDim, R = config_.storedDim();
-  const uint64_t n = static_cast<uint64_t>(D) * R;
-  if (!allFiniteF32(keys, n) || !allFiniteF32(values, n)) return invalidArgument("bases must be finite");
+  const uint32_t D = config_.headDim, R = config_.storedDim(), RV = config_.fullValues() ? 0 : config_.valueStoredDim();
+  const uint64_t n = static_cast<uint64_t>(D) * R, nv = static_cast<uint64_t>(D) * RV;
+  if (!allFiniteF32(keys, n) || !allFiniteF32(values, nv)) return invalidArgument("bases must be finite");
   // Orthonormal to f32 rounding: attention and the lift assume B^T B = I.
-  const double ek = orthonormalityError(keys, D, R), ev = orthonormalityError(values, D, R);
+  const double ek = orthonormalityError(keys, D, R), ev = orthonormalityError(values, D, RV);
   if (ek > 1e-4 || ev > 1e-4) {
     return invalidArgument("bases must have orthonormal columns (largest |B^T B - I| entry: keys " + std::to_string(ek) +
                            ", values " + std::to_string(ev) + ")");
   }
   auto basis = std::make_shared<LowRankBasis>();
   basis->keys.assign(keys, keys + n);
-  basis->values.assign(values, values + n);
+  basis->values.assign(values, values + nv);
   return rebase(seq, {layer * config_.kvHeads + head}, {basis}, false);
 }
 

@@ -200,6 +200,8 @@ Status validateEncodedRows(const CacheConfig& c, const std::vector<int32_t>& len
 }
 
 Status Cache::exportSequence(uint64_t id, std::vector<uint8_t>* out) {
+  // The low-rank section holds one rank for both bases.
+  if (config_.storedDim() != config_.valueStoredDim()) return unsupported("export of a lowRank cache with unequal key and value ranks is not supported yet");
   Sequence* seq;
   KVC_RETURN_IF_ERROR(find(id, &seq));
   if (seq->busy) return busy("the sequence is being compacted");
@@ -261,6 +263,7 @@ Status Cache::exportSequence(uint64_t id, std::vector<uint8_t>* out) {
 }
 
 Status Cache::importSequence(const uint8_t* bytes, size_t size, uint64_t* id) {
+  if (config_.storedDim() != config_.valueStoredDim()) return unsupported("import into a lowRank cache with unequal key and value ranks is not supported yet");
   if (size < kHeaderBytes + 4) return corruptData("sequence bytes are too short (" + std::to_string(size) + " bytes)");
   if (std::memcmp(bytes, kMagic, 8) != 0) return corruptData("not a kvcompact sequence (bad magic)");
   uint32_t stored;

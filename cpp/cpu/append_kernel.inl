@@ -46,8 +46,9 @@ struct TensorWriter {
   float norm = 0.0f;
 #endif
 
-  TensorWriter(const void* source, const float* s, Storage storage, const KernelTable& kt, const RowCodec& c, uint32_t bytes)
-      : src(source), signs(s), encode(kt.encode[static_cast<int>(storage)]), D(c.headDim), G(c.groupSize), rowBytes(bytes) {
+  TensorWriter(const void* source, const float* s, Storage storage, const KernelTable& kt, const RowCodec& c, uint32_t dim,
+               uint32_t bytes)
+      : src(source), signs(s), encode(kt.encode[static_cast<int>(storage)]), D(dim), G(c.groupSize), rowBytes(bytes) {
 #ifdef KVC_QUANT_VECTOR
     if constexpr (S::W > 1) fused = registerRowKernel<S>(storage, D, G);
     norm = 1.0f / std::sqrt(static_cast<float>(D));  // as rotateForward computes it
@@ -118,10 +119,10 @@ constexpr uint64_t kPrefetchFloats = 2048;
 template <class S, InputType In>
 int64_t appendRowsTyped(const AppendParams& p, const KernelTable& kt, float* buf) {
   const RowCodec& c = p.codec;
-  const uint32_t D = c.headDim;
+  const uint32_t D = c.headDim, VD = c.valueDim ? c.valueDim : D;
   const BlockLayout& L = p.pool.layout;
-  const TensorWriter<S, In> keys(p.keys, c.keySigns, c.keyStorage, kt, c, L.keyRowBytes);
-  const TensorWriter<S, In> values(p.values, c.valueSigns, c.valueStorage, kt, c, L.valueRowBytes);
+  const TensorWriter<S, In> keys(p.keys, c.keySigns, c.keyStorage, kt, c, D, L.keyRowBytes);
+  const TensorWriter<S, In> values(p.values, c.valueSigns, c.valueStorage, kt, c, VD, L.valueRowBytes);
   const uint64_t inputFloats = static_cast<uint64_t>(p.tokens) * p.streamCount * D;
   const uint32_t inputBytes = p.inputType == InputType::kF16 ? 2 : 4;
   const uint32_t lineStep = 64 / inputBytes;
@@ -131,6 +132,7 @@ int64_t appendRowsTyped(const AppendParams& p, const KernelTable& kt, float* buf
       uint8_t* block = p.pool.base + static_cast<uint64_t>(p.blockTables[s][r / L.blockSize]) * L.blockBytes;
       const uint32_t slot = r % L.blockSize;
       const uint64_t at = (static_cast<uint64_t>(t) * p.streamCount + s) * D;
+      const uint64_t vat = (static_cast<uint64_t>(t) * p.streamCount + s) * VD;
       // Keep enough input lines in flight that the quantization's long dependency chains
       // do not stall the stream (the hardware prefetcher alone falls behind).
       if (at + kPrefetchFloats < inputFloats) {
@@ -141,7 +143,7 @@ int64_t appendRowsTyped(const AppendParams& p, const KernelTable& kt, float* buf
         }
       }
       keys.write(at, buf, block + static_cast<uint64_t>(slot) * L.keyRowBytes);
-      values.write(at, buf, block + L.valuesOffset + static_cast<uint64_t>(slot) * L.valueRowBytes);
+      values.write(vat, buf, block + L.valuesOffset + static_cast<uint64_t>(slot) * L.valueRowBytes);
       reinterpret_cast<float*>(block + L.betaOffset)[slot] = p.beta ? p.beta[static_cast<uint64_t>(t) * p.streamCount + s] : 0.0f;
       reinterpret_cast<int32_t*>(block + L.positionsOffset)[slot] = p.positions[t];
     }
@@ -149,12 +151,12 @@ int64_t appendRowsTyped(const AppendParams& p, const KernelTable& kt, float* buf
     // check before would take the cache misses the encoding otherwise overlaps (+15% on
     // int8 per row, measured). A failing token's rows were written but are never made
     // visible; the slow search for the offending stream runs only then.
-    const uint64_t at0 = static_cast<uint64_t>(t) * p.streamCount * D;
+    const uint64_t at0 = static_cast<uint64_t>(t) * p.streamCount * D, vat0 = static_cast<uint64_t>(t) * p.streamCount * VD;
     if (!inputFinite<S, In>(p.keys, at0, static_cast<uint64_t>(p.streamCount) * D) ||
-        !inputFinite<S, In>(p.values, at0, static_cast<uint64_t>(p.streamCount) * D)) {
+        !inputFinite<S, In>(p.values, vat0, static_cast<uint64_t>(p.streamCount) * VD)) {
       for (uint32_t s = 0; s < p.streamCount; ++s) {
-        const uint64_t at = at0 + static_cast<uint64_t>(s) * D;
-        if (!inputFinite<S, In>(p.keys, at, D) || !inputFinite<S, In>(p.values, at, D)) {
+        const uint64_t at = at0 + static_cast<uint64_t>(s) * D, vat = vat0 + static_cast<uint64_t>(s) * VD;
+        if (!inputFinite<S, In>(p.keys, at, D) || !inputFinite<S, In>(p.values, vat, VD)) {
           return static_cast<int64_t>(t) * p.streamCount + s;
         }
       }

@@ -12,6 +12,7 @@
 #include <immintrin.h>
 #endif
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -62,7 +63,7 @@ namespace kvc::cpu {
 
 Status appendRows(const AppendParams& p, const KernelTable& kt, std::vector<float>* scratch) {
   // One row of scratch, 64-byte aligned for the vector stores of the rotation.
-  scratch->resize(static_cast<size_t>(p.codec.headDim) + 16);
+  scratch->resize(static_cast<size_t>(std::max(p.codec.headDim, p.codec.valueDim)) + 16);
   const uintptr_t raw = reinterpret_cast<uintptr_t>(scratch->data());
   float* buf = reinterpret_cast<float*>((raw + 63) & ~static_cast<uintptr_t>(63));
   int64_t bad;

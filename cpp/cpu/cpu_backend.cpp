@@ -207,9 +207,10 @@ class CpuBackend final : public Backend {
         }
       }
       if (values) {
-        float* v = values + static_cast<uint64_t>(i) * D;
+        const uint32_t VD = c.valueDim ? c.valueDim : D;
+        float* v = values + static_cast<uint64_t>(i) * VD;
         kt.decode[static_cast<int>(c.valueStorage)](block + L.valuesOffset + static_cast<uint64_t>(slot) * L.valueRowBytes, n,
-                                                    L.valueRowBytes, D, c.groupSize, v);
+                                                    L.valueRowBytes, VD, c.groupSize, v);
         if (c.valueSigns) {
           for (uint32_t j = 0; j < n; ++j) rotateInverse(v + static_cast<uint64_t>(j) * D, c.valueSigns, D);
         }

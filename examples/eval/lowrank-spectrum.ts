@@ -4,6 +4,7 @@
 // fitted (a) on its first 128 rows, as streaming calibration does, and (b) on all its rows,
 // for keys and values separately, at several ranks. Uses the cache's own basis fit
 // (setBases / fitBases on a lowRank cache), so it measures exactly what storage would do.
+// --pre: keys before RoPE (the cache applies RoPE: what lowRank with rope stores).
 import { parseArgs } from 'node:util';
 import { KVCache } from '../../lib/index';
 import { loadCheckpoint } from '../llama2c/checkpoint';
@@ -11,9 +12,10 @@ import { KVCacheAttention } from '../llama2c/kvcache-attention';
 import { Transformer, attentionDims } from '../llama2c/model';
 import { MODELS, sharedModel } from '../llama2c/paths';
 import { Tokenizer } from '../llama2c/tokenizer';
+import { MODEL_ROPE } from './rope-methods';
 import { loadStories } from './stories';
 
-const o = parseArgs({ options: { model: { type: 'string' }, stories: { type: 'string' }, calibration: { type: 'string' } } }).values;
+const o = parseArgs({ options: { model: { type: 'string' }, stories: { type: 'string' }, calibration: { type: 'string' }, pre: { type: 'boolean' } } }).values;
 const m = sharedModel(o.model ?? 'shakes64') ?? MODELS.shakes64;
 const checkpoint = loadCheckpoint(m.model);
 const tokenizer = Tokenizer.load(m.tokenizer, checkpoint.config.vocabSize);
@@ -36,7 +38,7 @@ function relErr(a: Float32Array, b: Float32Array): number {
 const sums: number[][][] = ranks.map(() => [[0, 0], [0, 0]]);
 let streams = 0;
 for (const ids of stories) {
-  const backend = new KVCacheAttention(dims, { keys: 'f32', values: 'f32' });
+  const backend = new KVCacheAttention(dims, { keys: 'f32', values: 'f32', ...(o.pre ? { rope: MODEL_ROPE } : {}) });
   const model = new Transformer(checkpoint, backend);
   model.prefill(ids, { chunkSize: 64, logits: 'none' });
   for (let l = 0; l < dims.layers; l++) {
@@ -61,7 +63,7 @@ for (const ids of stories) {
   }
   backend.cache.dispose();
 }
-console.log(`${m.name}: ${streams} streams of up to 512 rows, head_dim ${D}; mean relative error ||x - BB^T x|| / ||x||\n`);
+console.log(`${m.name}: ${streams} streams of up to 512 rows, head_dim ${D}, keys ${o.pre ? 'before' : 'after'} RoPE; mean relative error ||x - BB^T x|| / ||x||\n`);
 console.log(`| rank | keys, bases from first ${C} rows | keys, bases from all rows | values, first ${C} rows | values, all rows |`);
 console.log('|---:|---:|---:|---:|---:|');
 ranks.forEach((r, ri) => {

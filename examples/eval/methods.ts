@@ -11,6 +11,7 @@ import { ropeMethods } from './rope-methods';
 import type { AttentionCallOptions } from './sequence-attention';
 import { sparseMethods } from './sparse-methods';
 import { lowRankMethods } from './lowrank-methods';
+import { lowRankCurveMethods } from './lowrank-curve-methods';
 import { tierMethods } from './tier-methods';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- the eviction/compaction API is typed by the library once it exists */
@@ -323,6 +324,9 @@ export function buildMethods(lib: Lib, dims: AttentionDims, base: CacheSettings,
   const lowRank = lowRankMethods(lib, dims);
   methods.push(...lowRank);
   notes.push(`low-rank: ${lowRank.length} methods (ranks × coefficient formats, and with H2O / Attention Matching)`);
+  const curve = lowRankCurveMethods(dims);
+  methods.push(...curve);
+  if (curve.length) notes.push(`low-rank curve: ${curve.length} methods (key rank × format × keys before / after RoPE × values low-rank or unprojected)`);
 
   const baseLabel = fmt(base);
   const caps = (): { accumulateScores: boolean; recordQueries: boolean } =>

@@ -245,7 +245,7 @@ export interface NativeAddon {
   /** Benchmarks: one read pass over the buffer with `threads` threads (returns a checksum). */
   readPass(buffer: ArrayBufferView, threads: number): number;
   fmaProbe(iterations: number): { multiplyAdds: number; lanes: number; checksum: number };
-  blockLayout(keys: string, values: string, headDim: number, groupSize: number, blockSize: number, keySummaries?: boolean): {
+  blockLayout(keys: string, values: string, headDim: number, groupSize: number, blockSize: number, keySummaries?: boolean, valueDim?: number): {
     keyRowBytes: number;
     valueRowBytes: number;
     blockBytes: number;

@@ -332,7 +332,7 @@ describe('low-rank storage', () => {
 
   it('option errors are INVALID_ARGUMENT', () => {
     const base = { layers: 1, kvHeads: 1, headDim: D, groupSize: 8 };
-    for (const lowRank of [{ keys: 7 }, { keys: 64 }, { keys: 8, values: 16 }, { keys: 0 }, { keys: 8, calibrationRows: -1 }, { keys: 8, extra: 1 }]) {
+    for (const lowRank of [{ keys: 7 }, { keys: 64 }, { keys: 8, values: 12 }, { keys: 0 }, { keys: 8, calibrationRows: -1 }, { keys: 8, extra: 1 }]) {
       expect(() => new KVCache({ ...base, lowRank } as never)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
     }
     expect(() => new KVCache({ ...base, groupSize: 16, lowRank: { keys: 8 } })).toThrow(/groupSize/);

@@ -98,6 +98,8 @@ Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& r, Seque
   // Attention Matching fits logits q.k of reference queries; with pre-RoPE keys those need
   // RoPE by position in the fit, which is not implemented.
   if (c.ropeDims != 0) return unsupported("compaction of a cache with rope (pre-RoPE keys) is not supported yet");
+  // The value fit writes value rows of the key width.
+  if (c.storedDim() != c.valueStoredDim()) return unsupported("compaction of a lowRank cache with unequal key and value ranks is not supported yet");
   for (uint32_t l : r.layers)
     if (l >= c.layers) return invalidArgument("layers: " + std::to_string(l) + " is out of range [0, " + std::to_string(c.layers) + ")");
   for (uint32_t h : r.heads)
