@@ -16,6 +16,7 @@
 #include "bench_binding.h"
 #include "build_info.h"
 #include "compaction_binding.h"
+#include "maintain_binding.h"
 #include "cache_wrap.h"
 #include "cuda_emulation.h"
 #include "cuda_probe_binding.h"
@@ -134,6 +135,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("blockLayout", Napi::Function::New(env, guarded<blockLayout>));
   registerEviction(env, exports);
   registerCompaction(env, exports);
+  registerMaintain(env, exports);
   registerBench(env, exports);
   registerBuildInfo(env, exports);
   registerCudaProbe(env, exports);

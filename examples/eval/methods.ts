@@ -10,6 +10,7 @@ import type { Method, MethodRun, ModelHandle, StoryContext } from './runner';
 import { ropeMethods } from './rope-methods';
 import type { AttentionCallOptions } from './sequence-attention';
 import { sparseMethods } from './sparse-methods';
+import { profileMethods } from './profile-methods';
 import { lowRankMethods } from './lowrank-methods';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- the eviction/compaction API is typed by the library once it exists */
@@ -318,6 +319,7 @@ export function buildMethods(lib: Lib, dims: AttentionDims, base: CacheSettings,
   }
 
   methods.push(...sparseMethods(dims));
+  methods.push(...profileMethods(dims));
   const lowRank = lowRankMethods(lib, dims);
   methods.push(...lowRank);
   notes.push(`low-rank: ${lowRank.length} methods (ranks × coefficient formats, and with H2O / Attention Matching)`);
