@@ -77,42 +77,46 @@ async function decode(seq: Sequence, label: string, truncateEvery: boolean): Pro
   return times;
 }
 
-const baselineSeq = base.fork();
-const baseline = (await decode(baselineSeq, 'baseline (no maintenance)', true)).sort((a, b) => a - b);
-baselineSeq.free();
+async function main(): Promise<void> {
+  const baselineSeq = base.fork();
+  const baseline = (await decode(baselineSeq, 'baseline (no maintenance)', true)).sort((a, b) => a - b);
+  baselineSeq.free();
 
-const seq = base.fork();
-const stats = cache.stats();
-const maxBytes = KV_HEADS * Math.ceil(tokens / cache.config.blockSize) * stats.blockBytes;
-const maintainer = cache.maintain(seq, { maxBytes, headroom: every / tokens, policy: new Compactor({ ratio: 0.5 }), keepRecent: 64, sinks: 4 });
-const passes: MaintenancePass[] = [];
-const failures: unknown[] = [];
-maintainer.on('pass', (p: MaintenancePass) => passes.push(p));
-maintainer.on('error', (e) => failures.push(e));
-const maintained = (await decode(seq, 'maintained (compaction every ~' + every + ' tokens)', false)).sort((a, b) => a - b);
-await maintainer.idle();
-await maintainer.stop();
+  const seq = base.fork();
+  const stats = cache.stats();
+  const maxBytes = KV_HEADS * Math.ceil(tokens / cache.config.blockSize) * stats.blockBytes;
+  const maintainer = cache.maintain(seq, { maxBytes, headroom: every / tokens, policy: new Compactor({ ratio: 0.5 }), keepRecent: 64, sinks: 4 });
+  const passes: MaintenancePass[] = [];
+  const failures: unknown[] = [];
+  maintainer.on('pass', (p: MaintenancePass) => passes.push(p));
+  maintainer.on('error', (e) => failures.push(e));
+  const maintained = (await decode(seq, 'maintained (compaction every ~' + every + ' tokens)', false)).sort((a, b) => a - b);
+  await maintainer.idle();
+  await maintainer.stop();
 
-const median = (a: number[]) => percentile(a, 0.5);
-const row = (name: string, a: number[]) => [name, median(a).toFixed(2), percentile(a, 0.99).toFixed(2), a[a.length - 1]!.toFixed(2)];
-console.log(`\nDecode step = append 1 token + attention (recordQueries), 1 layer, 8 kv heads × 128, GQA 4, f16, ${threads} threads; ` +
-  `~${tokens} rows per stream, ${steps} steps (${WARMUP} warm-up steps dropped)\n`);
-console.log(markdownTable(['run', 'median ms', 'p99 ms', 'max ms'], [row('baseline', baseline), row('maintained', maintained)]));
-const ratio = percentile(maintained, 0.99) / median(baseline);
-console.log(`\np99(maintained) / median(baseline) = ${ratio.toFixed(3)} (target ≤ 1.5); p99(baseline) / median(baseline) = ${(percentile(baseline, 0.99) / median(baseline)).toFixed(3)}`);
-console.log(`passes: ${passes.length}, errors: ${failures.length}, skips: ${maintainer.skips}`);
-if (passes.length) {
-  console.log(markdownTable(['pass', 'rows before', 'rows after', 'appended during', 'work ms', 'swap ms', 'snapshot ms'], passes.map((p, i) => [
-    String(i + 1), String(p.rowsBefore), String(p.rowsAfter), String(p.rowsAppendedDuring),
-    p.milliseconds.work.toFixed(0), p.milliseconds.swap.toFixed(3), p.milliseconds.snapshot.toFixed(3),
-  ])));
+  const median = (a: number[]) => percentile(a, 0.5);
+  const row = (name: string, a: number[]) => [name, median(a).toFixed(2), percentile(a, 0.99).toFixed(2), a[a.length - 1]!.toFixed(2)];
+  console.log(`\nDecode step = append 1 token + attention (recordQueries), 1 layer, 8 kv heads × 128, GQA 4, f16, ${threads} threads; ` +
+    `~${tokens} rows per stream, ${steps} steps (${WARMUP} warm-up steps dropped)\n`);
+  console.log(markdownTable(['run', 'median ms', 'p99 ms', 'max ms'], [row('baseline', baseline), row('maintained', maintained)]));
+  const ratio = percentile(maintained, 0.99) / median(baseline);
+  console.log(`\np99(maintained) / median(baseline) = ${ratio.toFixed(3)} (target ≤ 1.5); p99(baseline) / median(baseline) = ${(percentile(baseline, 0.99) / median(baseline)).toFixed(3)}`);
+  console.log(`passes: ${passes.length}, errors: ${failures.length}, skips: ${maintainer.skips}`);
+  if (passes.length) {
+    console.log(markdownTable(['pass', 'rows before', 'rows after', 'appended during', 'work ms', 'swap ms', 'snapshot ms'], passes.map((p, i) => [
+      String(i + 1), String(p.rowsBefore), String(p.rowsAfter), String(p.rowsAppendedDuring),
+      p.milliseconds.work.toFixed(0), p.milliseconds.swap.toFixed(3), p.milliseconds.snapshot.toFixed(3),
+    ])));
+  }
+  writeJson(args.json, {
+    tokens, every, steps, threads,
+    baseline: { medianMs: median(baseline), p99Ms: percentile(baseline, 0.99) },
+    maintained: { medianMs: median(maintained), p99Ms: percentile(maintained, 0.99) },
+    ratio,
+    passes: passes.map((p) => ({ rowsBefore: p.rowsBefore, rowsAfter: p.rowsAfter, appendedDuring: p.rowsAppendedDuring, ...p.milliseconds })),
+    errors: failures.map(String),
+  });
+  cache.dispose();
 }
-writeJson(args.json, {
-  tokens, every, steps, threads,
-  baseline: { medianMs: median(baseline), p99Ms: percentile(baseline, 0.99) },
-  maintained: { medianMs: median(maintained), p99Ms: percentile(maintained, 0.99) },
-  ratio,
-  passes: passes.map((p) => ({ rowsBefore: p.rowsBefore, rowsAfter: p.rowsAfter, appendedDuring: p.rowsAppendedDuring, ...p.milliseconds })),
-  errors: failures.map(String),
-});
-cache.dispose();
+
+void main();

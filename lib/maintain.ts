@@ -163,8 +163,14 @@ export class Maintainer extends EventEmitter {
       return;
     }
     const target = this.targetBytes();
-    const before = this.usage();
+    const u = native().sequenceUsage(seq.native);
+    const before = { bytes: u.blocks * this.#blockBytes, rows: u.rows };
     if (before.bytes <= target || before.rows <= this.#quietUntilRows) return;
+    // Streams of equal length wait (up to one block per stream over the target) until they end
+    // on a whole block: the snapshot then ends on a block boundary, and the swap shares every
+    // block instead of copying the rows appended during the pass.
+    const aligned = u.minRows !== u.maxRows || u.minRows % this.#blockSize === 0;
+    if (!aligned && before.bytes <= target + this.#streams * this.#blockBytes) return;
     // #pass clears #running itself, synchronously when it finishes without waiting (an
     // eviction pass, a skip), so a decode loop that never yields still gets its next pass.
     this.#running = true;
@@ -213,8 +219,12 @@ export class Maintainer extends EventEmitter {
   #compactionPlan(keep: number, u: { minRows: number; maxRows: number }): { sinks: number; recent: number; targetTokens: number; done: number } {
     const policy = this.#policy as Compactor;
     const r = policy.options.ratio !== undefined && policy.options.ratio < 1 ? policy.options.ratio : 0.5;
-    const excess = u.maxRows - keep;
-    const W = Math.ceil(excess / (1 - r));
+    const B = this.#blockSize;
+    // Remove at least `excess` rows, a whole number of blocks, so that the compacted snapshot
+    // ends on a block boundary when the sequence did (the swap then copies nothing).
+    const excess = Math.ceil((u.maxRows - keep) / B) * B;
+    let W = Math.ceil(excess / (1 - r));
+    for (let i = 0; i < 4 * B && (W - Math.ceil(W * r)) % B !== 0; i++) W++;
     const start = this.#done > u.minRows ? this.#sinks : Math.max(this.#done, this.#sinks);
     if (start + W <= u.minRows - this.#keepRecent) {
       const kept = Math.ceil(W * r);
