@@ -166,11 +166,10 @@ export class Maintainer extends EventEmitter {
     const u = native().sequenceUsage(seq.native);
     const before = { bytes: u.blocks * this.#blockBytes, rows: u.rows };
     if (before.bytes <= target || before.rows <= this.#quietUntilRows) return;
-    // Streams of equal length wait (up to one block per stream over the target) until they end
-    // on a whole block: the snapshot then ends on a block boundary, and the swap shares every
-    // block instead of copying the rows appended during the pass.
-    const aligned = u.minRows !== u.maxRows || u.minRows % this.#blockSize === 0;
-    if (!aligned && before.bytes <= target + this.#streams * this.#blockBytes) return;
+    // Streams of equal length (the usual case) wait until they end on a whole block, at most
+    // blockSize − 1 tokens: the snapshot then ends on a block boundary, and the swap shares
+    // every block instead of copying the rows appended during the pass.
+    if (u.minRows === u.maxRows && u.minRows % this.#blockSize !== 0) return;
     // #pass clears #running itself, synchronously when it finishes without waiting (an
     // eviction pass, a skip), so a decode loop that never yields still gets its next pass.
     this.#running = true;
