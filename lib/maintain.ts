@@ -165,11 +165,16 @@ export class Maintainer extends EventEmitter {
     const target = this.targetBytes();
     const u = native().sequenceUsage(seq.native);
     const before = { bytes: u.blocks * this.#blockBytes, rows: u.rows };
-    if (before.bytes <= target || before.rows <= this.#quietUntilRows) return;
-    // Streams of equal length (the usual case) wait until they end on a whole block, at most
-    // blockSize − 1 tokens: the snapshot then ends on a block boundary, and the swap shares
-    // every block instead of copying the rows appended during the pass.
-    if (u.minRows === u.maxRows && u.minRows % this.#blockSize !== 0) return;
+    if (before.rows <= this.#quietUntilRows) return;
+    // Streams of equal length (the usual case) start a pass when they end on a whole block and
+    // the next append (a new block per stream) would cross the target: the sequence stays
+    // under it, the snapshot ends on a block boundary, and the swap shares every block instead
+    // of copying the rows appended during the pass. Otherwise: as soon as it is over.
+    if (u.minRows === u.maxRows) {
+      if (u.minRows % this.#blockSize !== 0 || before.bytes + this.#streams * this.#blockBytes <= target) return;
+    } else if (before.bytes <= target) {
+      return;
+    }
     // #pass clears #running itself, synchronously when it finishes without waiting (an
     // eviction pass, a skip), so a decode loop that never yields still gets its next pass.
     this.#running = true;
