@@ -249,7 +249,8 @@ export class Maintainer extends EventEmitter {
       const u = native().sequenceUsage(seq.native);
       // Shrinking every stream to `keep` rows must help at all.
       if (keep >= u.maxRows) {
-        this.#quietUntilRows = before.rows + this.#streams * this.#blockSize;
+        // Retried once the sequence has grown (at the next whole block, when the target has grown too).
+        this.#quietUntilRows = before.rows;
         this.skips++;
         this.emit('skip', {
           reason: 'unreachable',
