@@ -247,8 +247,8 @@ export class Maintainer extends EventEmitter {
     try {
       const keep = this.#keepRows(target);
       const u = native().sequenceUsage(seq.native);
-      // Shrinking every stream to `keep` rows must help at all.
-      if (keep >= u.maxRows) {
+      // Shrinking every stream to `keep` rows must free a block at all.
+      if (Math.ceil(keep / this.#blockSize) >= Math.ceil(u.maxRows / this.#blockSize)) {
         // Retried once the sequence has grown (at the next whole block, when the target has grown too).
         this.#quietUntilRows = before.rows;
         this.skips++;
