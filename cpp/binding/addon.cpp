@@ -9,6 +9,7 @@
 #include "../cpu/cpu_features.h"
 #include "../core/config.h"
 #include "addon_data.h"
+#include "kvc/thread_locals.h"
 #include "args.h"
 #include "errors.h"
 #include "guard.h"
@@ -148,6 +149,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
 }  // namespace kvc::binding
 
 static Napi::Object InitKvcompact(Napi::Env env, Napi::Object exports) {
+  kvc::reserveThreadLocals();  // the JS thread: see kvc/thread_locals.h
   return kvc::binding::guard(env, [&] { return kvc::binding::init(env, exports); });
 }
 

@@ -34,6 +34,7 @@
 #include "errors.h"
 #include "guard.h"
 #include "kvc/finite.h"
+#include "kvc/thread_locals.h"
 #include "kvc/generated/schema.h"
 #include "sequence_wrap.h"
 
@@ -224,6 +225,7 @@ class CompactWorker : public Napi::AsyncProgressWorker<double>, public PendingWo
   void setBackground(bool background) { background_ = background; }
 
   void Execute(const ExecutionProgress& progress) override {
+    reserveThreadLocals();  // a libuv thread: see kvc/thread_locals.h
     auto run = [&] {
       try {
         status_ = compaction::computeCompaction(*cache_, request_, &plan_, [&](double f) { progress.Send(&f, 1); });
@@ -239,6 +241,7 @@ class CompactWorker : public Napi::AsyncProgressWorker<double>, public PendingWo
     if (background_) {
       try {
         std::thread worker([&] {
+          reserveThreadLocals();  // a thread of its own: see kvc/thread_locals.h
           lowerThisThreadPriority();
           run();
         });

@@ -1,6 +1,8 @@
 // See thread_pool.h.
 #include "thread_pool.h"
 
+#include "kvc/thread_locals.h"
+
 #include <new>
 #include <string>
 #include <system_error>
@@ -74,6 +76,7 @@ void ThreadPool::run(uint32_t tasks, const std::function<void(uint32_t, uint32_t
 }
 
 void ThreadPool::workerLoop(uint32_t participant) {
+  reserveThreadLocals();
   uint64_t seen = 0;
   for (;;) {
     {

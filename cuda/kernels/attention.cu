@@ -97,6 +97,20 @@ SmemPlan planSmem(const AttentionArgs& a) {
   return p;
 }
 
+// Causal cutoff of query row `row` of a stream's M = tq × queriesPerHead rows: the position of
+// the query's token, given or read from stored row length - tq + t (INT_MIN if there is none).
+__device__ __forceinline__ int32_t queryCutoff(const AttentionArgs& a, const AttentionStreamArgs& st, uint32_t stream,
+                                               uint32_t row) {
+  const uint32_t t = row / a.queriesPerHead;
+  if (a.queryPositions) return a.queryPositions[static_cast<size_t>(stream) * a.tq + t];
+  if (st.length < static_cast<int32_t>(a.tq)) return INT_MIN;
+  const BlockLayout& L = a.pool.layout;
+  const int32_t bs = static_cast<int32_t>(L.blockSize);
+  const int32_t stored = st.length - static_cast<int32_t>(a.tq) + static_cast<int32_t>(t);
+  const uint8_t* block = a.pool.base + static_cast<uint64_t>(st.blockTable[stored / bs]) * L.blockBytes;
+  return reinterpret_cast<const int32_t*>(block + L.positionsOffset)[stored % bs];
+}
+
 #include "attention_mma.cuh"
 
 // Grid: W * qTiles blocks, block b serving split b / qTiles and query rows
@@ -135,19 +149,7 @@ __global__ KVC_LAUNCH_BOUNDS(kThreads, 4) void attentionSplitKernel(AttentionArg
     qS[i] = j < qRows && d < D ? a.queries[(static_cast<size_t>(work.stream) * M + n0 + j) * D + d] : 0.0f;
   }
   if (tid < QR) {
-    int32_t cutoff = INT_MIN;
-    if (tid < qRows) {
-      const uint32_t t = (n0 + tid) / a.queriesPerHead;
-      if (a.queryPositions) {
-        cutoff = a.queryPositions[static_cast<size_t>(work.stream) * a.tq + t];
-      } else if (st.length >= static_cast<int32_t>(a.tq)) {
-        // Query t sits at the position of row length - tq + t of its stream.
-        const int32_t row = st.length - static_cast<int32_t>(a.tq) + static_cast<int32_t>(t);
-        const uint8_t* block = a.pool.base + static_cast<uint64_t>(st.blockTable[row / bs]) * L.blockBytes;
-        cutoff = reinterpret_cast<const int32_t*>(block + L.positionsOffset)[row % bs];
-      }
-    }
-    cutS[tid] = cutoff;
+    cutS[tid] = tid < qRows ? queryCutoff(a, st, work.stream, n0 + tid) : INT_MIN;
     mS[tid] = kNegInf;
     lS[tid] = 0.0f;
   }

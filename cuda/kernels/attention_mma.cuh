@@ -234,20 +234,7 @@ __global__ KVC_LAUNCH_BOUNDS(kThreads, 3) void attentionMmaKernel(AttentionArgs 
     const uint32_t j = i / D, d = i % D;
     qS[i] = j < qRows ? a.queries[(static_cast<size_t>(work.stream) * M + n0 + j) * D + d] : 0.0f;
   }
-  if (tid < QR) {
-    int32_t cutoff = INT_MIN;
-    if (tid < qRows) {
-      const uint32_t t = (n0 + tid) / a.queriesPerHead;
-      if (a.queryPositions) {
-        cutoff = a.queryPositions[static_cast<size_t>(work.stream) * a.tq + t];
-      } else if (st.length >= static_cast<int32_t>(a.tq)) {
-        const int32_t row = st.length - static_cast<int32_t>(a.tq) + static_cast<int32_t>(t);
-        const uint8_t* block = a.pool.base + static_cast<uint64_t>(st.blockTable[row / bs]) * L.blockBytes;
-        cutoff = reinterpret_cast<const int32_t*>(block + L.positionsOffset)[row % bs];
-      }
-    }
-    cutS[tid] = cutoff;
-  }
+  if (tid < QR) cutS[tid] = tid < qRows ? queryCutoff(a, st, work.stream, n0 + tid) : INT_MIN;
   __syncthreads();
   if (a.codec.keySigns) {
     for (uint32_t j = warp; j < qRows; j += kWarps) rotateForward(qS + j * D, a.codec.keySigns, D, lane, 32, WarpSync());

@@ -8,6 +8,7 @@ import { type Attempt, describeHost, loadFailureMessage, loadFirst, packageRoot,
 import type {
   BudgetKindName, CompactionMethodName, DeviceName, PerHeadName, QuerySourceName, RopeStyleName, ScheduleName, ScoreSourceName, StorageName,
 } from '../generated/schema';
+import type { Devices } from '../types';
 
 // Enums cross the boundary as their names (schema/options.json), flags as the bits listed
 // there; the native side checks both against the same generated tables and rejects unknown
@@ -91,24 +92,8 @@ export interface NativeCache {
   dispose(): void;
 }
 
-export interface NativeDevices {
-  cpu: { available: true; threads: number; simd: string; fastKernels: string };
-  cuda: {
-    available: boolean;
-    compiled: boolean;
-    /** True only in the test addon, which contains the CUDA emulator. */
-    emulationCompiled: boolean;
-    /** True when device 'cuda' is the emulator (test addon with KVCOMPACT_CUDA_EMULATION=1). */
-    emulated: boolean;
-    reason?: string;
-    name?: string;
-    devices?: number;
-    totalMemory?: number;
-    computeCapability?: number;
-    runtimeVersion?: number;
-    driverVersion?: number;
-  };
-}
+/** What the native devices() returns: exactly the public `Devices` (lib/types.ts documents it). */
+export type NativeDevices = Devices;
 
 /** Eviction request as the native side reads it (built by lib/eviction-policy.ts). */
 export interface NativePolicySpec {

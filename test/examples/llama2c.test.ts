@@ -2,17 +2,15 @@
 // tokenizer ids, exact greedy text and windowed NLL, first over the plain-JS reference
 // attention, then over a kvcompact KVCache with f32 storage.
 import { readFileSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CheckpointError, loadCheckpoint, parseCheckpoint, type Checkpoint } from '../../examples/llama2c/checkpoint';
-import { generateGreedy, nll } from '../../examples/llama2c/generate';
-import { attentionDims, Transformer, type AttentionBackend } from '../../examples/llama2c/model';
+import { describe, expect, it } from 'vitest';
+import { CheckpointError, parseCheckpoint } from '../../examples/llama2c/checkpoint';
+import type { AttentionBackend } from '../../examples/llama2c/model';
 import { ReferenceAttention } from '../../examples/llama2c/reference-attention';
-import { BOS, Tokenizer } from '../../examples/llama2c/tokenizer';
-import { EVAL_TEXT_PATH, MODEL_PATH, TOKENIZER_PATH } from '../../examples/llama2c/paths';
+import { BOS } from '../../examples/llama2c/tokenizer';
+import { MODELS } from '../../examples/llama2c/paths';
+import { libReady, loadModelFixture, maxLogitDiffToReference, modelChecks, type ReadmeNumbers } from './model-checks';
 
-const MODEL = MODEL_PATH;
-const TOKENIZER = TOKENIZER_PATH;
-const EVAL_TEXT = EVAL_TEXT_PATH;
+const MODEL = MODELS.stories260K.model;
 
 const PROMPT = 'Once upon a time';
 const GREEDY_60 =
@@ -21,20 +19,9 @@ const GREEDY_60 =
 const NLL_2000 = 1.7522; // nats per token, first 2,000 characters of the eval text
 const N_2000 = 1006;
 
-const checkpoint: Checkpoint = loadCheckpoint(MODEL);
-const tokenizer = Tokenizer.load(TOKENIZER, checkpoint.config.vocabSize);
-const evalText = readFileSync(EVAL_TEXT, 'utf8').slice(0, 2000);
-const evalIds = tokenizer.encode(evalText, { bos: true });
-const dims = attentionDims(checkpoint.config);
-
-// The library may not be importable yet (not built, or still being written).
-let libReady = false;
-try {
-  const lib: Record<string, unknown> = await import('../../lib/index');
-  libReady = typeof lib.KVCache === 'function';
-} catch {
-  libReady = false;
-}
+const fixture = loadModelFixture(MODELS.stories260K);
+const { checkpoint, tokenizer, evalText, evalIds, dims } = fixture;
+const README: ReadmeNumbers = { prompt: PROMPT, greedyTokens: 60, greedyText: GREEDY_60, nll: NLL_2000, ids: N_2000, windows: 2 };
 
 describe('llama2c checkpoint', () => {
   it('reads the stories260K header', () => {
@@ -84,54 +71,35 @@ describe('llama2c tokenizer', () => {
   });
 });
 
-/** The README checks, over any backend. */
-function modelChecks(
+/** The README checks, plus chunked prefill against single steps and truncate, over any backend. */
+function storiesChecks(
   name: string,
   makeBackend: () => AttentionBackend | Promise<AttentionBackend>,
   release: (b: AttentionBackend) => void,
 ): void {
-  let backend: AttentionBackend;
-  let model: Transformer;
-  beforeAll(async () => {
-    backend = await makeBackend();
-    model = new Transformer(checkpoint, backend);
-  });
-  afterAll(() => release(backend));
-
-  it(`${name}: greedy 60 tokens after "${PROMPT}" reproduce the README text exactly`, () => {
-    const prompt = tokenizer.encode(PROMPT, { bos: true });
-    const out = generateGreedy(model, prompt, 60);
-    expect(out.length).toBe(60);
-    expect(tokenizer.decodeAll([...prompt, ...out])).toBe(GREEDY_60);
-  });
-
-  it(`${name}: NLL on the first 2,000 characters is ${NLL_2000}`, () => {
-    const r = nll(model, evalIds, 512);
-    expect(r.tokens).toBe(N_2000 - 1);
-    expect(r.windows).toBe(2);
-    expect(Math.abs(r.nll - NLL_2000)).toBeLessThan(1e-3);
-  });
-
-  it(`${name}: chunked prefill, single steps and truncate agree`, () => {
-    const ids = evalIds.slice(0, 40);
-    model.reset();
-    const chunked = model.prefill(ids, { chunkSize: 7, logits: 'all' });
-    model.reset();
-    const V = checkpoint.config.vocabSize;
-    for (let t = 0; t < ids.length; t++) {
-      const logits = model.step(ids[t]!);
-      for (let v = 0; v < V; v += 17) expect(Math.abs(logits[v]! - chunked[t * V + v]!)).toBeLessThan(1e-4);
-    }
-    if (backend.truncate) {
-      model.truncate(25);
-      const again = model.prefill(ids.slice(25), { chunkSize: 4, logits: 'all' });
-      for (let v = 0; v < V; v++) expect(Math.abs(again[v]! - chunked[25 * V + v]!)).toBeLessThan(1e-4);
-    }
+  modelChecks(fixture, README, name, makeBackend, release, (get) => {
+    it(`${name}: chunked prefill, single steps and truncate agree`, () => {
+      const { model, backend } = get();
+      const ids = evalIds.slice(0, 40);
+      model.reset();
+      const chunked = model.prefill(ids, { chunkSize: 7, logits: 'all' });
+      model.reset();
+      const V = checkpoint.config.vocabSize;
+      for (let t = 0; t < ids.length; t++) {
+        const logits = model.step(ids[t]!);
+        for (let v = 0; v < V; v += 17) expect(Math.abs(logits[v]! - chunked[t * V + v]!)).toBeLessThan(1e-4);
+      }
+      if (backend.truncate) {
+        model.truncate(25);
+        const again = model.prefill(ids.slice(25), { chunkSize: 4, logits: 'all' });
+        for (let v = 0; v < V; v++) expect(Math.abs(again[v]! - chunked[25 * V + v]!)).toBeLessThan(1e-4);
+      }
+    });
   });
 }
 
 describe('llama2c model over ReferenceAttention', () => {
-  modelChecks('reference', () => new ReferenceAttention(dims), () => {});
+  storiesChecks('reference', () => new ReferenceAttention(dims), () => {});
 });
 
 describe.skipIf(!libReady)('llama2c model over KVCacheAttention (f32 storage)', () => {
@@ -140,22 +108,16 @@ describe.skipIf(!libReady)('llama2c model over KVCacheAttention (f32 storage)', 
   const adapter = (): Promise<Adapter> => import('../../examples/llama2c/kvcache-attention');
   const settings = { keys: 'f32', values: 'f32', blockSize: 32 } as const;
 
-  modelChecks(
+  storiesChecks(
     'kvcache f32',
     async () => new (await adapter()).KVCacheAttention(dims, settings),
     (b) => (b as InstanceType<Adapter['KVCacheAttention']>).dispose(),
   );
 
   it('kvcache f32: logits match the reference attention', async () => {
-    const { KVCacheAttention } = await adapter();
-    const ids = evalIds.slice(0, 300);
-    const ref = new Transformer(checkpoint, new ReferenceAttention(dims)).prefill(ids, { chunkSize: 64, logits: 'all' });
-    const backend = new KVCacheAttention(dims, settings);
+    const backend = new (await adapter()).KVCacheAttention(dims, settings);
     try {
-      const got = new Transformer(checkpoint, backend).prefill(ids, { chunkSize: 64, logits: 'all' });
-      let maxDiff = 0;
-      for (let i = 0; i < ref.length; i++) maxDiff = Math.max(maxDiff, Math.abs(ref[i]! - got[i]!));
-      expect(maxDiff).toBeLessThan(1e-3);
+      expect(maxLogitDiffToReference(fixture, backend)).toBeLessThan(1e-3);
     } finally {
       backend.dispose();
     }

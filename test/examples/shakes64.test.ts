@@ -3,13 +3,12 @@
 // ids, exact greedy text and windowed NLL, over the plain-JS reference attention and over
 // a kvcompact KVCache with f32 storage.
 import { readFileSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadCheckpoint, type Checkpoint } from '../../examples/llama2c/checkpoint';
-import { generateGreedy, nll } from '../../examples/llama2c/generate';
-import { attentionDims, Transformer, type AttentionBackend } from '../../examples/llama2c/model';
+import { describe, expect, it } from 'vitest';
+import type { AttentionBackend } from '../../examples/llama2c/model';
 import { MODELS } from '../../examples/llama2c/paths';
 import { ReferenceAttention } from '../../examples/llama2c/reference-attention';
 import { BOS, Tokenizer, TokenizerError } from '../../examples/llama2c/tokenizer';
+import { libReady, loadModelFixture, maxLogitDiffToReference, modelChecks, type ReadmeNumbers } from './model-checks';
 
 const SHAKES = MODELS.shakes64;
 const PROMPT = 'ROMEO:';
@@ -23,19 +22,11 @@ const GREEDY_200 =
 const NLL_2000 = 1.2756; // nats per token, first 2,000 characters of shakespeare_val.txt
 const N_2000 = 2002; // BOS, dummy-prefix space, 2,000 characters
 
-const checkpoint: Checkpoint = loadCheckpoint(SHAKES.model);
-const tokenizer = Tokenizer.load(SHAKES.tokenizer, checkpoint.config.vocabSize);
-const evalText = readFileSync(SHAKES.evalText, 'utf8').slice(0, 2000);
-const evalIds = tokenizer.encode(evalText, { bos: true });
-const dims = attentionDims(checkpoint.config);
-
-let libReady = false;
-try {
-  const lib: Record<string, unknown> = await import('../../lib/index');
-  libReady = typeof lib.KVCache === 'function';
-} catch {
-  libReady = false;
-}
+const fixture = loadModelFixture(SHAKES);
+const { checkpoint, tokenizer, evalText, evalIds, dims } = fixture;
+const README: ReadmeNumbers = {
+  prompt: PROMPT, greedyTokens: 200, greedyText: GREEDY_200, nll: NLL_2000, ids: N_2000, windows: 4, nllTimeoutMs: 180_000,
+};
 
 describe('shakes64 checkpoint', () => {
   it('reads the header of the README table', () => {
@@ -97,36 +88,14 @@ describe('npm run eval --model shakes64: its own passages', () => {
   });
 });
 
-function modelChecks(
+const shakesChecks = (
   name: string,
   makeBackend: () => AttentionBackend | Promise<AttentionBackend>,
   release: (b: AttentionBackend) => void,
-): void {
-  let backend: AttentionBackend;
-  let model: Transformer;
-  beforeAll(async () => {
-    backend = await makeBackend();
-    model = new Transformer(checkpoint, backend);
-  });
-  afterAll(() => release(backend));
-
-  it(`${name}: greedy 200 characters after "${PROMPT}" reproduce the README text exactly`, () => {
-    const prompt = tokenizer.encode(PROMPT, { bos: true });
-    const out = generateGreedy(model, prompt, 200);
-    expect(out.length).toBe(200);
-    expect(tokenizer.decodeAll([...prompt, ...out])).toBe(GREEDY_200);
-  });
-
-  it(`${name}: NLL on the first 2,000 characters is ${NLL_2000}`, { timeout: 180_000 }, () => {
-    const r = nll(model, evalIds, 512);
-    expect(r.tokens).toBe(N_2000 - 1);
-    expect(r.windows).toBe(4);
-    expect(Math.abs(r.nll - NLL_2000)).toBeLessThan(1e-3);
-  });
-}
+): void => modelChecks(fixture, README, name, makeBackend, release);
 
 describe('shakes64 over ReferenceAttention', () => {
-  modelChecks('reference', () => new ReferenceAttention(dims), () => {});
+  shakesChecks('reference', () => new ReferenceAttention(dims), () => {});
 });
 
 describe.skipIf(!libReady)('shakes64 over KVCacheAttention (f32 storage)', () => {
@@ -134,7 +103,7 @@ describe.skipIf(!libReady)('shakes64 over KVCacheAttention (f32 storage)', () =>
   const adapter = (): Promise<Adapter> => import('../../examples/llama2c/kvcache-attention');
   const settings = { keys: 'f32', values: 'f32', blockSize: 32 } as const;
 
-  modelChecks(
+  shakesChecks(
     'kvcache f32',
     async () => new (await adapter()).KVCacheAttention(dims, settings),
     (b) => (b as InstanceType<Adapter['KVCacheAttention']>).dispose(),
@@ -142,7 +111,7 @@ describe.skipIf(!libReady)('shakes64 over KVCacheAttention (f32 storage)', () =>
 
   describe('keys before RoPE (cache option rope: the cache rotates queries and keys)', () => {
     const ropeSettings = { ...settings, rope: { theta: 10000, style: 'interleaved' } } as const;
-    modelChecks(
+    shakesChecks(
       'kvcache f32, rope',
       async () => {
         const backend = new (await adapter()).KVCacheAttention(dims, ropeSettings);
@@ -154,15 +123,9 @@ describe.skipIf(!libReady)('shakes64 over KVCacheAttention (f32 storage)', () =>
   });
 
   it('kvcache f32: logits match the reference attention at head_dim 64', async () => {
-    const { KVCacheAttention } = await adapter();
-    const ids = evalIds.slice(0, 300);
-    const ref = new Transformer(checkpoint, new ReferenceAttention(dims)).prefill(ids, { chunkSize: 64, logits: 'all' });
-    const backend = new KVCacheAttention(dims, settings);
+    const backend = new (await adapter()).KVCacheAttention(dims, settings);
     try {
-      const got = new Transformer(checkpoint, backend).prefill(ids, { chunkSize: 64, logits: 'all' });
-      let maxDiff = 0;
-      for (let i = 0; i < ref.length; i++) maxDiff = Math.max(maxDiff, Math.abs(ref[i]! - got[i]!));
-      expect(maxDiff).toBeLessThan(1e-3);
+      expect(maxLogitDiffToReference(fixture, backend)).toBeLessThan(1e-3);
     } finally {
       backend.dispose();
     }

@@ -5,23 +5,14 @@
 // dims with and without compile-time kernels, partial blocks, Tq > 1, GQA ratios, mixed
 // formats; and results identical for 1, 2 and 3 threads.
 import { describe, expect, it } from 'vitest';
-import { KVCache, type Storage } from '../../lib/index';
+import type { Storage } from '../../lib/index';
 import { LSE_TOL, outputTol } from '../foundation/attention-tolerance';
 import { attentionReference } from '../reference/attention-reference';
 import { expectClose } from '../reference/compare';
-import { randn, testRng } from '../reference/random';
+import { caseInputs, caseName, makeCaseCache, type AttentionCase } from './attention-cases';
+import { testRng } from '../reference/random';
 
-interface Case {
-  keys: Storage;
-  values: Storage;
-  headDim: number;
-  groupSize: number;
-  blockSize: number;
-  T: number;
-  tq: number;
-  kvHeads: number;
-  ratio: number;
-}
+type Case = AttentionCase;
 
 const shapes: Omit<Case, 'keys' | 'values'>[] = [
   { headDim: 128, groupSize: 32, blockSize: 32, T: 2100, tq: 1, kvHeads: 2, ratio: 4 },
@@ -38,18 +29,13 @@ describe('quantized attention vs float64 reference on the stored rows', () => {
   for (const [keys, values] of formats) {
     for (const s of shapes) {
       const c: Case = { keys, values, ...s };
-      const name = `${keys}/${values}, D ${c.headDim}, group ${c.groupSize}, blocks of ${c.blockSize}, T ${c.T}, Tq ${c.tq}, ratio ${c.ratio}`;
+      const name = caseName(c);
       it(name, () => {
-        const rng = testRng();
         const queryHeads = c.kvHeads * c.ratio;
-        const rowsIn = randn(rng, c.T * c.kvHeads * c.headDim, 2);
-        for (let i = 0; i < rowsIn.length; i++) rowsIn[i]! += 0.5; // a common offset: int4 minimums matter
-        const valuesIn = randn(rng, c.T * c.kvHeads * c.headDim);
-        const queries = randn(rng, c.tq * queryHeads * c.headDim);
+        const { keys: rowsIn, values: valuesIn, queries } = caseInputs(c, testRng());
         const outs: Float32Array[] = [];
         for (const threads of [1, 2, 3]) {
-          const cache = new KVCache({ layers: 1, kvHeads: c.kvHeads, headDim: c.headDim, queryHeads, keys: c.keys,
-            values: c.values, groupSize: c.groupSize, blockSize: c.blockSize, threads });
+          const cache = makeCaseCache(c, threads);
           const seq = cache.createSequence();
           seq.append(0, rowsIn, valuesIn);
           const lse = new Float32Array(c.tq * queryHeads);

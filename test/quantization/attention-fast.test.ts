@@ -21,19 +21,10 @@ import { KVCache, KVCacheError, type Storage } from '../../lib/index';
 import { LSE_TOL, outputTol } from '../foundation/attention-tolerance';
 import { attentionReference } from '../reference/attention-reference';
 import { expectClose } from '../reference/compare';
+import { caseInputs, caseName, makeCaseCache, type AttentionCase } from './attention-cases';
 import { randn, testRng } from '../reference/random';
 
-interface Case {
-  keys: Storage;
-  values: Storage;
-  headDim: number;
-  groupSize: number;
-  blockSize: number;
-  T: number;
-  tq: number;
-  kvHeads: number;
-  ratio: number;
-}
+type Case = AttentionCase;
 
 const shapes: Omit<Case, 'keys' | 'values'>[] = [
   { headDim: 128, groupSize: 32, blockSize: 32, T: 2100, tq: 1, kvHeads: 2, ratio: 4 },
@@ -183,23 +174,16 @@ function integerValues(c: Case): boolean {
     [32, 64, 128].includes(c.groupSize);
 }
 
-function makeCache(c: Case, threads: number, precision?: 'exact' | 'fast'): KVCache {
-  return new KVCache({ layers: 1, kvHeads: c.kvHeads, headDim: c.headDim, queryHeads: c.kvHeads * c.ratio, keys: c.keys,
-    values: c.values, groupSize: c.groupSize, blockSize: c.blockSize, threads, ...(precision ? { precision } : {}) });
-}
+const makeCache = makeCaseCache;
 
 describe("precision 'fast' vs float64 references (quantized query; error model)", () => {
   for (const [keys, values] of formats) {
     for (const s of shapes) {
       const c: Case = { keys, values, ...s };
-      const name = `${keys}/${values}, D ${c.headDim}, group ${c.groupSize}, blocks of ${c.blockSize}, T ${c.T}, Tq ${c.tq}, ratio ${c.ratio}`;
+      const name = caseName(c);
       it(name, () => {
-        const rng = testRng();
         const QH = c.kvHeads * c.ratio;
-        const rowsIn = randn(rng, c.T * c.kvHeads * c.headDim, 2);
-        for (let i = 0; i < rowsIn.length; i++) rowsIn[i]! += 0.5; // a common offset: int4 minimums matter
-        const valuesIn = randn(rng, c.T * c.kvHeads * c.headDim);
-        const queries = randn(rng, c.tq * QH * c.headDim);
+        const { keys: rowsIn, values: valuesIn, queries } = caseInputs(c, testRng());
         const outs: Float32Array[] = [];
         for (const threads of [1, 2, 3]) {
           const cache = makeCache(c, threads, 'fast');
