@@ -44,11 +44,13 @@ export interface MaintenancePass {
   kind: 'compact' | 'evict';
   /** The target in bytes when the pass started. */
   targetBytes: number;
-  /** The sequence's bytes and rows (over every stream) when the pass started. */
+  /** The sequence's bytes (blocks × blockBytes) when the pass started. */
   bytesBefore: number;
+  /** The sequence's rows (over every stream) when the pass started. */
   rowsBefore: number;
-  /** The same right after the swap (rows appended during the pass included). */
+  /** Bytes right after the swap (rows appended during the pass included). */
   bytesAfter: number;
+  /** Rows right after the swap (rows appended during the pass included). */
   rowsAfter: number;
   /** Rows the sequence gained while the pass ran (over every stream); all of them are kept. */
   rowsAppendedDuring: number;
@@ -60,7 +62,9 @@ export interface MaintenancePass {
 
 /** A pass whose result was dropped ('skip' event): the sequence changed below the snapshot, or the target cannot be reached. */
 export interface MaintenanceSkip {
+  /** 'changed': the sequence changed below the snapshot (nothing applied); 'unreachable': no block can be freed within the target. */
   reason: 'changed' | 'unreachable';
+  /** What happened, for people. */
   message: string;
 }
 
@@ -73,9 +77,11 @@ export interface MaintenanceSkip {
 export class Maintainer extends EventEmitter {
   /** The maintained sequence. */
   readonly sequence: Sequence;
-  /** Passes applied, results dropped, and failures so far. */
+  /** Passes applied so far. */
   passes = 0;
+  /** Passes whose result was dropped or that had nothing to do ('skip' events) so far. */
   skips = 0;
+  /** Failed passes ('error' events) so far. */
   errors = 0;
   /** The last failure (also emitted as 'error' when someone listens). */
   lastError: unknown = undefined;

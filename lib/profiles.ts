@@ -9,22 +9,32 @@ import type { MaintainOptions } from './maintain';
 import type { AttentionOptions, KVCacheOptions, Storage } from './types';
 import { knownKeys, optionsObject } from './validate';
 
+/** The presets: 'quality' (every row, int8), 'balanced' (1/6 of f16's bytes per token), 'tiny' (1/16). */
 export type ProfileName = 'quality' | 'balanced' | 'tiny';
 
 /** The model shape a profile is made for (the cache options a profile does not choose). */
 export interface ProfileShape {
+  /** Model layers. */
   layers: number;
+  /** Key/value heads per layer. */
   kvHeads: number;
+  /** Head dimension. */
   headDim: number;
+  /** Query heads (a multiple of kvHeads); default kvHeads. */
   queryHeads?: number;
+  /** Rows per block (cache option). */
   blockSize?: number;
+  /** Pool budget (cache option). */
   maxBytes?: number;
+  /** 'cpu' or 'cuda' (cache option). */
   device?: 'cpu' | 'cuda';
+  /** Attention threads (cache option). */
   threads?: number;
 }
 
 /** What `KVCache.profile(name, shape)` returns: use `options` for the cache, `maintain` (when not null) for each sequence, `attention` for decode steps. */
 export interface Profile {
+  /** The preset's name. */
   name: ProfileName;
   /** Options of `new KVCache(options)`: the shape and the profile's storage. */
   options: KVCacheOptions;
