@@ -158,8 +158,9 @@ export class Maintainer extends EventEmitter {
   }
 
   /**
-   * Starts a pass when the sequence is over its target and none is running; returns at once.
-   * Called after every append to the last layer; call it yourself after other changes.
+   * Starts a pass when none is running and the sequence's next block per stream would cross
+   * its target (streams of different lengths: once it is over); returns at once. Called after
+   * every append to the last layer; call it yourself after other changes.
    */
   check(): void {
     if (this.#stopped || this.#running) return;
