@@ -10,7 +10,9 @@
 //
 // Figures: exact decode f16/int8/int4 (1 thread, × max(floors)); precision 'fast' int8/int4
 // (× read floor); exact f16 with 2 threads (× the 2-thread max floor); causal prefill, Tq = 256
-// over 16K rows (fraction of peak FMA). Decode is cold: each call goes to the next of enough
+// over 16K rows (fraction of peak FMA); a serving batch (attentionBatch over 64 sequences of
+// 512–8K tokens, one decode query each, 2 threads: × the 2-thread max floor, and token·heads/s).
+// Decode is cold: each call goes to the next of enough
 // sequences that the working set exceeds 256 MiB.
 // Flags: --json FILE (adds package version, commit and CPU model), --rounds N, --quick.
 import { execFileSync } from 'node:child_process';
@@ -28,11 +30,17 @@ const GROUP = 32;
 const TOKENS = 16384;
 const PREFILL_TQ = 256;
 const COLD_BYTES = 256 * 2 ** 20;
+const BATCH_SEQUENCES = 64;
+// Sequence i of the batch holds 512 + i × 7680 / 63 tokens (512 … 8192, 278K in all).
+const batchLength = (i: number) => 512 + Math.round((i * (8192 - 512)) / (BATCH_SEQUENCES - 1));
 
 const args = parseBenchArgs({
   command: 'npm run bench --',
   summary: 'CPU attention kernels (exact and fast decode, causal prefill) as ratios to the read-bandwidth and peak multiply-add floors measured in the same run.',
-  options: { rounds: { type: 'string', value: 'N', description: 'rounds of floors and kernels; the median ratio is reported (default 3)' } },
+  options: {
+    rounds: { type: 'string', value: 'N', description: 'rounds of floors and kernels; the median ratio is reported (default 3)' },
+    only: { type: 'string', value: 'TEXT', description: 'run only the figures whose id contains TEXT (e.g. prefill, batch)' },
+  },
 });
 const rounds = checkedArgs(() => positiveInt('rounds', args.values.rounds, 3));
 const timeMs = args.quick ? 300 : 600;
@@ -42,13 +50,14 @@ interface Figure {
   storage: Storage;
   precision: Precision;
   threads: number;
-  kind: 'decode' | 'prefill';
+  kind: 'decode' | 'prefill' | 'batch';
   /** which floor the target is stated against */
   against: 'max' | 'read' | 'fma';
-  target: number;
+  /** none: reported only */
+  target?: number;
 }
 
-const FIGURES: Figure[] = [
+const ALL_FIGURES: Figure[] = [
   { id: 'decode f16 exact', storage: 'f16', precision: 'exact', threads: 1, kind: 'decode', against: 'max', target: 1.5 },
   { id: 'decode int8 exact', storage: 'int8', precision: 'exact', threads: 1, kind: 'decode', against: 'max', target: 1.5 },
   { id: 'decode int4 exact', storage: 'int4', precision: 'exact', threads: 1, kind: 'decode', against: 'max', target: 1.5 },
@@ -56,9 +65,12 @@ const FIGURES: Figure[] = [
   { id: 'decode int4 fast', storage: 'int4', precision: 'fast', threads: 1, kind: 'decode', against: 'read', target: 1.6 },
   { id: 'decode f16 exact, 2 threads', storage: 'f16', precision: 'exact', threads: 2, kind: 'decode', against: 'max', target: 1.3 },
   { id: 'prefill f16 Tq 256', storage: 'f16', precision: 'exact', threads: 1, kind: 'prefill', against: 'fma', target: 0.5 },
+  { id: 'batch f16 exact, 64 seqs 512–8K, 2 threads', storage: 'f16', precision: 'exact', threads: 2, kind: 'batch', against: 'max' },
 ];
 
-interface Setup { cache: KVCache; seqs: Sequence[]; bytesPerCall: number; multiplyAdds: number }
+const FIGURES = ALL_FIGURES.filter((f) => args.values.only === undefined || f.id.includes(args.values.only));
+
+interface Setup { cache: KVCache; seqs: Sequence[]; bytesPerCall: number; multiplyAdds: number; tokens: number }
 
 function fillSequences(storage: Storage, threads: number, count: number): Setup {
   const cache = new KVCache({ layers: 1, kvHeads: KV_HEADS, headDim: HEAD_DIM, queryHeads: QUERY_HEADS, keys: storage,
@@ -72,10 +84,29 @@ function fillSequences(storage: Storage, threads: number, count: number): Setup 
     seqs.push(seq);
   }
   // Bytes a call reads: the whole pool of one sequence (rows, scales, beta, positions).
-  return { cache, seqs, bytesPerCall: cache.stats().bytesUsed / count, multiplyAdds: TOKENS * 2 * QUERY_HEADS * HEAD_DIM };
+  return { cache, seqs, bytesPerCall: cache.stats().bytesUsed / count, multiplyAdds: TOKENS * 2 * QUERY_HEADS * HEAD_DIM, tokens: TOKENS };
+}
+
+// One cache holding the batch's sequences (each a different length); a call reads them all.
+function fillBatch(storage: Storage, threads: number): Setup {
+  const cache = new KVCache({ layers: 1, kvHeads: KV_HEADS, headDim: HEAD_DIM, queryHeads: QUERY_HEADS, keys: storage,
+    values: storage, groupSize: GROUP, threads });
+  const chunk = randomFloats(8192 * KV_HEADS * HEAD_DIM, 7);
+  const seqs: Sequence[] = [];
+  let tokens = 0;
+  for (let i = 0; i < BATCH_SEQUENCES; i++) {
+    const seq = cache.createSequence();
+    const n = batchLength(i);
+    const rows = chunk.subarray(0, n * KV_HEADS * HEAD_DIM);
+    seq.append(0, rows, rows);
+    seqs.push(seq);
+    tokens += n;
+  }
+  return { cache, seqs, bytesPerCall: cache.stats().bytesUsed, multiplyAdds: tokens * 2 * QUERY_HEADS * HEAD_DIM, tokens };
 }
 
 function setupFor(f: Figure): Setup {
+  if (f.kind === 'batch') return fillBatch(f.storage, f.threads);
   if (f.kind === 'prefill') {
     const s = fillSequences(f.storage, f.threads, 1);
     // Query t of the chunk sees TOKENS - Tq + t + 1 rows (causal).
@@ -88,6 +119,11 @@ function setupFor(f: Figure): Setup {
 }
 
 async function timeFigure(f: Figure, s: Setup): Promise<number> {
+  if (f.kind === 'batch') {
+    const queries = randomFloats(s.seqs.length * QUERY_HEADS * HEAD_DIM, 11);
+    const out = new Float32Array(queries.length);
+    return tinybenchMedianMs(f.id, () => s.cache.attentionBatch(0, s.seqs, queries, { out, precision: f.precision }), timeMs);
+  }
   const tq = f.kind === 'prefill' ? PREFILL_TQ : 1;
   const query = randomFloats(tq * QUERY_HEADS * HEAD_DIM, 11);
   const out = new Float32Array(query.length);
@@ -155,10 +191,12 @@ async function main(): Promise<void> {
       return { ms: t * 1e3, readFloorMs: readFloor * 1e3, fmaFloorMs: fmaFloor * 1e3, ratio };
     });
     const ratio = median(perRound.map((p) => p.ratio));
-    const met = f.against === 'fma' ? ratio >= f.target : ratio <= f.target;
+    const met = f.target === undefined ? undefined : f.against === 'fma' ? ratio >= f.target : ratio <= f.target;
+    // token·kv-head rows attended per second (× the GQA group for token·query-heads)
+    const tokenHeadsPerSecond = (s.tokens * KV_HEADS) / (median(perRound.map((p) => p.ms)) / 1e3);
     return { ...f, mibPerCall: s.bytesPerCall / 2 ** 20, medianMs: median(perRound.map((p) => p.ms)),
       readFloorMs: median(perRound.map((p) => p.readFloorMs)), fmaFloorMs: median(perRound.map((p) => p.fmaFloorMs)),
-      ratios: perRound.map((p) => p.ratio), ratio, met };
+      ratios: perRound.map((p) => p.ratio), ratio, met, tokenHeadsPerSecond };
   });
 
   const fmt = (x: number, d = 3) => x.toFixed(d);
@@ -169,8 +207,12 @@ async function main(): Promise<void> {
     rows.map((r) => [r.id, r.threads, fmt(r.mibPerCall, 1), fmt(r.medianMs), fmt(r.readFloorMs), fmt(r.fmaFloorMs),
       `**${fmt(r.ratio, 2)}** (${r.ratios.map((x) => fmt(x, 2)).join(', ')})`,
       r.against === 'fma' ? 'fraction of peak FMA' : r.against === 'read' ? '× read floor' : '× max(floors)',
-      `${r.against === 'fma' ? '≥' : '≤'} ${r.target}`, r.met ? 'yes' : 'no']),
+      r.target === undefined ? '—' : `${r.against === 'fma' ? '≥' : '≤'} ${r.target}`, r.met === undefined ? '—' : r.met ? 'yes' : 'no']),
   ));
+  for (const r of rows.filter((x) => x.kind === 'batch')) {
+    console.log(`\n${r.id}: ${fmt(r.tokenHeadsPerSecond / 1e6, 1)} M token·kv-heads/s ` +
+      `(${fmt((r.tokenHeadsPerSecond * QUERY_HEADS) / KV_HEADS / 1e6, 1)} M token·query-heads/s), ${fmt(r.ratio, 2)}× the 2-thread max floor`);
+  }
   writeJson(args.json, { machine: m, rounds: results, figures: rows });
 }
 

@@ -10,13 +10,14 @@ import { makeProfile, type Profile, type ProfileName, type ProfileShape } from '
 import type { AttentionOptions, CacheStats, Devices, KVCacheConfig, KVCacheOptions } from './types';
 import { lseArray, outputArray, attentionFlags, sparseOption } from './attention-options';
 import { CACHE_OPTIONS, ROPE_OPTIONS } from './generated/schema';
+import { resolveTiers } from './tiers';
 import { defaultGroupSize, nativeLowRank, resolveLowRank } from './low-rank';
 import { asyncDisposeSymbol, disposeSymbol, guardAgainstClone } from './lifecycle';
 import { enumOption, float32Array, indexBelow, integerIn, integerOption, isUint8Array, knownKeys, numberOption, optionsObject } from './validate';
 
 const OPTION_NAMES = [
   'layers', 'kvHeads', 'headDim', 'queryHeads', 'blockSize', 'keys', 'values', 'groupSize',
-  'rotate', 'rotationSeed', 'maxBytes', 'device', 'precision', 'threads', 'queryReservoir', 'recentQueries', 'keySummaries', 'lowRank', 'rope',
+  'rotate', 'rotationSeed', 'maxBytes', 'device', 'precision', 'threads', 'queryReservoir', 'recentQueries', 'keySummaries', 'lowRank', 'rope', 'tiers',
 ] as const;
 
 function isPowerOfTwo(n: number): boolean {
@@ -41,8 +42,12 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   const queryHeads = o['queryHeads'] === undefined ? kvHeads : integerOption('options.queryHeads', o['queryHeads'], L.queryHeads);
   if (queryHeads % kvHeads !== 0) throw invalidArgument('options.queryHeads', `a multiple of kvHeads (${kvHeads})`, queryHeads);
   const blockSize = o['blockSize'] === undefined ? L.blockSize.default : integerOption('options.blockSize', o['blockSize'], L.blockSize);
-  const keys = o['keys'] === undefined ? L.keys.default : enumOption('options.keys', o['keys'], L.keys.names);
-  const values = o['values'] === undefined ? L.values.default : enumOption('options.values', o['values'], L.values.names);
+  const tiers = resolveTiers(o['tiers']);
+  const keys = o['keys'] === undefined ? (tiers?.[0]!.keys ?? L.keys.default) : enumOption('options.keys', o['keys'], L.keys.names);
+  const values = o['values'] === undefined ? (tiers?.[0]!.values ?? L.values.default) : enumOption('options.values', o['values'], L.values.names);
+  if (tiers && (keys !== tiers[0]!.keys || values !== tiers[0]!.values)) {
+    throw invalidArgument('options.keys/values', `the first tier's formats (${tiers[0]!.keys}/${tiers[0]!.values}) or omitted`, `${keys}/${values}`);
+  }
   const groupSize = o['groupSize'] === undefined ? defaultGroupSize(o['lowRank'], headDim) : integerIn('options.groupSize', o['groupSize'], L.groupSize.min, headDim);
   if (headDim % groupSize !== 0 || groupSize % L.groupSize.multipleOf !== 0) {
     throw invalidArgument('options.groupSize', `an even divisor of headDim (${headDim})`, groupSize);
@@ -77,9 +82,12 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   if (lowRank && keySummaries) throw invalidArgument('options.keySummaries', 'false with lowRank (summaries of coefficient rows are not implemented)', true);
   const rope = resolveRope(o['rope'], headDim, rotateKeys);
   if (lowRank && rope) throw new KVCacheError('UNSUPPORTED', 'options.lowRank: not available together with options.rope yet (the low-rank attention runs on coefficient rows, where RoPE by position cannot be applied)');
+  if (tiers && (lowRank || rope || keySummaries)) {
+    throw new KVCacheError('UNSUPPORTED', `options.tiers: not available together with ${lowRank ? 'lowRank' : rope ? 'rope' : 'keySummaries'} yet`);
+  }
   return {
     layers, kvHeads, headDim, queryHeads, blockSize, keys, values, groupSize, rotateKeys, rotateValues,
-    rotationSeed, maxBytes, device, precision, threads, queryReservoir, recentQueries, keySummaries, lowRank, rope,
+    rotationSeed, maxBytes, device, precision, threads, queryReservoir, recentQueries, keySummaries, lowRank, rope, tiers,
   };
 }
 
@@ -124,8 +132,11 @@ export class KVCache {
       const cuda = addon.devices().cuda;
       if (!cuda.available) throw new KVCacheError('CUDA_UNAVAILABLE', `cuda unavailable: ${cuda.reason ?? 'unknown reason'}`);
     }
-    const { lowRank, ...flat } = this.config;
-    this.native = new addon.NativeCache({ ...flat, ...nativeLowRank(lowRank), maxBytes: this.config.maxBytes });
+    const { lowRank, tiers, ...flat } = this.config;
+    this.native = new addon.NativeCache({
+      ...flat, ...nativeLowRank(lowRank), maxBytes: this.config.maxBytes,
+      ...(tiers ? { tiers: tiers.map((t) => ({ rows: t.rows ?? 0, keys: t.keys, values: t.values })) } : {}),
+    });
   }
 
   /**
@@ -146,6 +157,8 @@ export class KVCache {
    * KV bytes per token (all layers and kv heads, block overhead included) for planning `maxBytes`.
    * With lowRank: the coefficient rows, plus the bases spread over `tokens` tokens when given
    * (bases are fixed per stream, so their share per token falls as streams grow).
+   * With tiers: the first tier's rate, an upper bound (a lower tier's blocks hold more rows;
+   * `stats().tiers` reports how a cache's rows are split).
    */
   static bytesPerToken(options: KVCacheOptions, tokens?: number): number {
     const c = resolveOptions(options);
@@ -244,6 +257,12 @@ export class KVCache {
       maxBytes: s.maxBytes,
       workspaceBytes: s.workspaceBytes,
       lowRankBytes: s.lowRankBytes,
+      ...(s.tiers && this.config.tiers ? {
+        tiers: s.tiers.map((t, k) => ({
+          keys: this.config.tiers![k]!.keys, values: this.config.tiers![k]!.values, rowsPerBlock: t.rowsPerBlock,
+          blocks: t.blocks, rows: t.rows, bytes: t.blocks * s.blockBytes,
+        })),
+      } : {}),
     };
   }
 

@@ -132,6 +132,7 @@ export class Maintainer extends EventEmitter {
     this.#headroom = headroom;
     const c = seq.cache.config;
     if (c.lowRank) throw new KVCacheError('UNSUPPORTED', 'maintain: background maintenance of a lowRank cache is not implemented');
+    if (c.tiers) throw new KVCacheError('UNSUPPORTED', 'maintain: background maintenance of a cache with tiers is not implemented yet');
     this.#blockBytes = seq.cache.stats().blockBytes;
     this.#blockSize = c.blockSize;
     this.#streams = c.layers * c.kvHeads;

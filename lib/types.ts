@@ -71,6 +71,31 @@ export interface KVCacheOptions {
    * Default: none (keys and queries arrive after RoPE).
    */
   rope?: RopeOptions;
+  /**
+   * Precision tiers, newest rows first: `[{ rows: 128, keys: 'f16', values: 'f16' }, { keys:
+   * 'int8', values: 'int4' }]` keeps each stream's newest 128 rows (at least) in f16 and
+   * requantizes older whole blocks once, at append time, into int8 keys and int4 values.
+   * 2 to 4 tiers; every tier but the last has `rows`; no tier uses more bytes per row than
+   * the one above. `keys` / `values`, when given, must equal the first tier's. Eviction,
+   * compaction, sparse decode, lowRank and rope are not available with tiers yet
+   * (docs/tiers.md).
+   */
+  tiers?: TierOptions[];
+}
+
+/** One precision tier (KVCacheOptions.tiers). */
+export interface TierOptions {
+  /** Rows the tier keeps before its oldest whole blocks age into the next tier; omitted on the last tier. */
+  rows?: number;
+  keys: Storage;
+  values: Storage;
+}
+
+/** A resolved tier: rows is null on the last tier. */
+export interface TierConfig {
+  readonly rows: number | null;
+  readonly keys: Storage;
+  readonly values: Storage;
 }
 
 /** A resolved lowRank option. */
@@ -143,6 +168,8 @@ export interface KVCacheConfig {
   readonly lowRank: LowRankConfig | null;
   /** RoPE the cache applies (keys stored before RoPE), or null (keys stored after RoPE). */
   readonly rope: Readonly<Required<RopeOptions>> | null;
+  /** Precision tiers, newest first, or null (one format for every block). */
+  readonly tiers: readonly TierConfig[] | null;
 }
 
 /** Options of `Sequence.attention` and `KVCache.attentionBatch`. */
@@ -246,6 +273,12 @@ export interface CacheStats {
    * the full-precision rows of streams still calibrating. Included in bytesUsed.
    */
   lowRankBytes: number;
+  /**
+   * With tiers: per tier (newest first) its blocks (a block shared by forks counts once),
+   * rows (of every sequence) and bytes (blocks × blockBytes). Every block of any tier takes
+   * blockBytes of the pool; a lower tier's block holds more rows.
+   */
+  tiers?: { keys: Storage; values: Storage; rowsPerBlock: number; blocks: number; rows: number; bytes: number }[];
 }
 
 /** What `KVCache.devices()` reports: the backends this binary has and this machine can run. */

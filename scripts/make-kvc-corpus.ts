@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Compactor, KVCache, type KVCacheOptions, type Sequence } from '../lib/index';
-import { EXPORT_VERSION, ROPE_EXPORT_VERSION } from '../lib/prefix-store/export-layout';
+import { EXPORT_VERSION, ROPE_EXPORT_VERSION, TIERED_EXPORT_VERSION } from '../lib/prefix-store/export-layout';
 
 interface Case {
   name: string;
@@ -31,6 +31,8 @@ const cases: Case[] = [
   { name: 'lowrank-f16', options: { ...base, keys: 'f16', values: 'f16', lowRank: { keys: 8, values: 8, calibrationRows: 8 } }, tokens: [12, 5] },
   { name: 'lowrank-int8', options: { ...base, keys: 'int8', values: 'int8', groupSize: 8, lowRank: { keys: 8, values: 8, calibrationRows: 4 } }, tokens: [10, 10] },
   { name: 'rope-f16', options: { ...base, keys: 'f16', values: 'f16', rope: { theta: 10000 } }, tokens: [6, 6], gapped: true },
+  { name: 'tiers-f16-int8-int4', options: { ...base, groupSize: 8, rotate: true, tiers: [{ rows: 8, keys: 'f16', values: 'f16' }, { keys: 'int8', values: 'int4' }] }, tokens: [37, 20], gapped: true },
+  { name: 'tiers-three', options: { ...base, groupSize: 8, tiers: [{ rows: 4, keys: 'f32', values: 'f32' }, { rows: 16, keys: 'bf16', values: 'f16' }, { keys: 'int4', values: 'int4' }] }, tokens: [50, 3] },
 ];
 
 /** Deterministic inputs: a linear congruential generator per case. */
@@ -51,8 +53,11 @@ export function decodedDigest(seq: Sequence, layers: number, kvHeads: number): s
   return h.digest('hex');
 }
 
+// Arguments: the versions to write (default: every current one), e.g. `4` when version 4 was
+// introduced, so that the files of the other versions are not rewritten.
 async function main(): Promise<void> {
-  const manifests = new Map<number, Record<string, unknown>[]>([[EXPORT_VERSION, []], [ROPE_EXPORT_VERSION, []]]);
+  const only = process.argv.slice(2).map(Number);
+  const manifests = new Map<number, Record<string, unknown>[]>([[EXPORT_VERSION, []], [ROPE_EXPORT_VERSION, []], [TIERED_EXPORT_VERSION, []]]);
   const dirOf = (v: number) => path.join(__dirname, '..', 'test', 'kvc-corpus', `v${v}`);
   for (const [i, c] of cases.entries()) {
     const cache = new KVCache(c.options);
@@ -68,6 +73,10 @@ async function main(): Promise<void> {
     const version = new DataView(bytes.buffer, bytes.byteOffset).getUint32(8, true);
     const manifest = manifests.get(version);
     if (!manifest) throw new Error(`${c.name}: exported as version ${version}, not a current version`);
+    if (only.length > 0 && !only.includes(version)) {
+      cache.dispose();
+      continue;
+    }
     const dir = dirOf(version);
     mkdirSync(dir, { recursive: true });
     writeFileSync(path.join(dir, `${c.name}.kvc`), bytes);
@@ -77,6 +86,7 @@ async function main(): Promise<void> {
     cache.dispose();
   }
   for (const [version, files] of manifests) {
+    if (only.length > 0 && !only.includes(version)) continue;
     writeFileSync(path.join(dirOf(version), 'manifest.json'), JSON.stringify({ version, files }, null, 2) + '\n');
     console.log(`wrote ${files.length} files to ${dirOf(version)}`);
   }

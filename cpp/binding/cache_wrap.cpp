@@ -126,6 +126,24 @@ CacheWrap::CacheWrap(const Napi::CallbackInfo& info) try : Napi::ObjectWrap<Cach
     c.ropeDims = optionU32(env, r, "dims", schema::rope::kDimsMin, schema::rope::kDimsMax, c.headDim);
     c.ropeStyle = static_cast<uint32_t>(optionEnum(env, r, "style", schema::kRopeStyleNames, schema::kRopeStyleCount, schema::rope::kStyleDefault));
   }
+  // tiers: [{ rows, keys, values }, ...] or undefined (lib/kv-cache.ts resolved and checked
+  // it; the core checks again). The last tier's rows is 0.
+  Napi::Value tiers = o.Get("tiers");
+  if (!tiers.IsUndefined() && !tiers.IsNull()) {
+    if (!tiers.IsArray()) throwError(env, StatusCode::kInvalidArgument, "options.tiers must be an array of { rows, keys, values }");
+    Napi::Array list = tiers.As<Napi::Array>();
+    if (list.Length() > schema::tiers::kCountMax) throwError(env, StatusCode::kInvalidArgument, "options.tiers lists too many tiers");
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      Napi::Value item = list.Get(i);
+      if (!item.IsObject()) throwError(env, StatusCode::kInvalidArgument, "options.tiers[" + std::to_string(i) + "] must be an object");
+      Napi::Object t = item.As<Napi::Object>();
+      TierSpec spec;
+      spec.rows = optionU32(env, t, "rows", 0, schema::tiers::kRowsMax, 0u);
+      spec.keys = static_cast<Storage>(optionEnum(env, t, "keys", schema::kStorageNames, schema::kStorageCount, limits::kKeysDefault));
+      spec.values = static_cast<Storage>(optionEnum(env, t, "values", schema::kStorageNames, schema::kStorageCount, limits::kValuesDefault));
+      c.tiers.push_back(spec);
+    }
+  }
   handle_ = std::make_shared<CacheHandle>();
   handle_->env = env;
   std::unique_ptr<Cache> cache;
@@ -225,6 +243,17 @@ Napi::Value CacheWrap::stats(const Napi::CallbackInfo& info) {
   o.Set("maxBytes", static_cast<double>(s.maxBytes));
   o.Set("workspaceBytes", static_cast<double>(s.workspaceBytes));
   o.Set("lowRankBytes", static_cast<double>(s.lowRankBytes));
+  if (!s.tierBlocks.empty()) {
+    Napi::Array tiers = Napi::Array::New(env, s.tierBlocks.size());
+    for (uint32_t k = 0; k < s.tierBlocks.size(); ++k) {
+      Napi::Object t = Napi::Object::New(env);
+      t.Set("blocks", static_cast<double>(s.tierBlocks[k]));
+      t.Set("rows", static_cast<double>(s.tierRows[k]));
+      t.Set("rowsPerBlock", static_cast<double>(live(env).tiers()[k].rowsPerBlock));
+      tiers.Set(k, t);
+    }
+    o.Set("tiers", tiers);
+  }
   return o;
 }
 

@@ -185,10 +185,7 @@ Napi::Value streamPositions(const Napi::CallbackInfo& info) {
   }
   Napi::Int32Array out = Napi::Int32Array::New(env, s.length);
   if (s.length > 0) {
-    StreamView view{s.blocks.data(), s.length};
-    throwIfError(env, t.cache->mutableBackend().readRows(t.cache->pool(), t.cache->codec(), view, 0,
-                                                          static_cast<uint32_t>(s.length), nullptr, nullptr, nullptr,
-                                                          out.Data()));
+    throwIfError(env, t.cache->readStreamRows(s, 0, static_cast<uint32_t>(s.length), nullptr, nullptr, nullptr, out.Data()));
   }
   return out;
 }

@@ -90,6 +90,7 @@ Cache::Cache(const CacheConfig& config, std::unique_ptr<Backend> backend, uint64
   lowRank_ = backend_->lowRank() ? backend_->lowRank() : &hostLowRankKernels();
   if (config_.rotateKeys) keySigns_ = rotationSigns(config_.rotationSeed, 0, config_.headDim);
   if (config_.rotateValues) valueSigns_ = rotationSigns(config_.rotationSeed, 1, config_.headDim);
+  if (config_.tiered()) tiers_ = tierFormats(config_);
 }
 
 Cache::~Cache() {
@@ -252,8 +253,10 @@ Status Cache::append(uint64_t id, uint32_t layer, const AppendInput& input) {
     }
     const uint32_t add = blocksFor(s.length + static_cast<int64_t>(input.tokens), B) - blocksFor(s.length, B);
     for (uint32_t i = 0; i < add; ++i) s.blocks.push_back(fresh[next++]);
-    tables[h] = s.blocks.data();
-    startRows[h] = s.length;
+    // Rows are appended to the tier-0 run; aged runs hold whole multiples of blockSize rows,
+    // so the arithmetic above on the whole stream holds for the run too.
+    tables[h] = s.blocks.data() + agedBlocks(s);
+    startRows[h] = s.length - agedRows(s);
   }
   auto rollback = [&](const Status& status) {
     for (uint32_t h = 0; h < heads; ++h) {
@@ -292,6 +295,7 @@ Status Cache::append(uint64_t id, uint32_t layer, const AppendInput& input) {
     if (!s.scores.empty()) s.scores.resize(s.length, 0.0f);
   }
   seq->nextPosition[layer] = positions[input.tokens - 1] + 1;
+  if (config_.tiered()) ageStreams(seq, layer);
   return Status::ok();
 }
 
@@ -356,6 +360,7 @@ Status Cache::attention(const uint64_t* ids, uint32_t count, const AttentionRequ
 // cutoffs itself, otherwise they are the positions of rows length - tq + t.
 Status Cache::attentionChunk(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1) {
   if (config_.lowRank()) return attentionChunkLowRank(ids, count, r, t0, t1);
+  if (config_.tiered()) return attentionChunkTiered(ids, count, r, t0, t1);
   const uint32_t heads = config_.kvHeads;
   const uint32_t D = config_.headDim;
   const uint32_t g = config_.queriesPerHead();
@@ -464,8 +469,7 @@ Sequence* Cache::mutableSequence(uint64_t id) {
 }
 
 Status Cache::readPositions(const Stream& stream, uint32_t start, uint32_t count, int32_t* out) const {
-  StreamView view{stream.blocks.data(), stream.length};
-  return backend_->readRows(pool(), codec(), view, start, count, nullptr, nullptr, nullptr, out);
+  return readStreamRows(stream, start, count, nullptr, nullptr, nullptr, out);
 }
 
 Status Cache::truncate(uint64_t id, int32_t position) {
@@ -491,9 +495,16 @@ Status Cache::truncate(uint64_t id, int32_t position) {
     }
     newLengths[i] = len;
   }
+  // Tiered streams: plan every cut first (a cut inside an aged block is refused).
+  std::vector<uint32_t> tierKeep(config_.tiered() ? seq->streams.size() : 0);
+  std::vector<std::vector<uint32_t>> tierTables(tierKeep.size());
+  for (size_t i = 0; i < tierKeep.size(); ++i) {
+    KVC_RETURN_IF_ERROR(planTierTruncate(seq->streams[i], newLengths[i], &tierKeep[i], &tierTables[i]));
+  }
   for (size_t i = 0; i < seq->streams.size(); ++i) {
     Stream& s = seq->streams[i];
-    const uint32_t keep = blocksFor(newLengths[i], B);
+    const uint32_t keep = config_.tiered() ? tierKeep[i] : blocksFor(newLengths[i], B);
+    if (config_.tiered()) s.tierBlocks = tierTables[i];
     const bool cut = newLengths[i] < s.length;
     for (size_t b = keep; b < s.blocks.size(); ++b) pool_.release(s.blocks[b]);
     s.blocks.resize(keep);
@@ -531,9 +542,8 @@ Status Cache::read(uint64_t id, uint32_t layer, uint32_t head, RowsOut* out) {
   out->beta.resize(n);
   out->positions.resize(n);
   if (n == 0) return Status::ok();
-  StreamView view{s.blocks.data(), s.length};
-  return backend_->readRows(pool(), codec(), view, 0, static_cast<uint32_t>(n), out->keys.data(), out->values.data(),
-                            out->beta.data(), out->positions.data());
+  return readStreamRows(s, 0, static_cast<uint32_t>(n), out->keys.data(), out->values.data(), out->beta.data(),
+                        out->positions.data());
 }
 
 Status Cache::lengths(uint64_t id, uint32_t layer, int32_t* out) const {
@@ -572,6 +582,25 @@ CacheStats Cache::stats() const {
   st.committedBytes = backend_->committedBytes();
   st.maxBytes = pool_.capacity() * layout_.blockBytes;
   st.workspaceBytes = backend_->workspaceBytes();
+  if (config_.tiered()) {
+    // Per tier: distinct blocks (forks share them) and rows (of every sequence).
+    std::vector<std::vector<int32_t>> ids(tiers_.size());
+    st.tierRows.assign(tiers_.size(), 0);
+    std::vector<TierRun> runs;
+    for (const auto& [id, seq] : sequences_) {
+      for (const Stream& s : seq->streams) {
+        tierRuns(s, &runs);
+        for (const TierRun& run : runs) {
+          st.tierRows[run.tier] += static_cast<uint64_t>(run.rows);
+          ids[run.tier].insert(ids[run.tier].end(), s.blocks.begin() + run.firstBlock, s.blocks.begin() + run.firstBlock + run.blocks);
+        }
+      }
+    }
+    for (auto& v : ids) {
+      std::sort(v.begin(), v.end());
+      st.tierBlocks.push_back(static_cast<uint64_t>(std::unique(v.begin(), v.end()) - v.begin()));
+    }
+  }
   return st;
 }
 

@@ -30,6 +30,7 @@
 #include "kvc/backend.h"
 #include "sequence.h"
 #include "sparse/sparse_plan.h"
+#include "tiers/tier_layout.h"
 
 namespace kvc {
 
@@ -131,6 +132,8 @@ struct CacheStats {
   uint64_t maxBytes = 0;
   uint64_t workspaceBytes = 0;  // scratch memory the backend holds for compaction (and eviction)
   uint64_t lowRankBytes = 0;    // bases (each counted once however many forks share it) and calibration rows
+  // Precision tiers: per tier, blocks (each counted once however many forks share it) and rows.
+  std::vector<uint64_t> tierBlocks, tierRows;
 };
 
 class Cache {
@@ -198,6 +201,18 @@ class Cache {
   Status bases(uint64_t id, uint32_t layer, uint32_t head, std::vector<float>* keys, std::vector<float>* values,
                bool* has) const;
   CacheStats stats() const;
+  // ---- precision tiers (tiers/tier_cache.cpp) ----
+  const std::vector<TierFormat>& tiers() const { return tiers_; }
+  PoolView tierPool(uint32_t tier) const { return PoolView{backend_->poolBase(), tiers_[tier].layout}; }
+  RowCodec tierCodec(uint32_t tier) const;
+  // A stream's runs of same-format blocks, oldest rows first (one run for an untiered stream).
+  void tierRuns(const Stream& s, std::vector<TierRun>* runs) const;
+  // Rows of the stream's aged tiers (the rows before its tier-0 run) and their blocks.
+  int32_t agedRows(const Stream& s) const;
+  uint32_t agedBlocks(const Stream& s) const;
+  // Decodes rows [start, start + count) of a stream whatever tiers they are in (readRows).
+  Status readStreamRows(const Stream& s, uint32_t start, uint32_t count, float* keys, float* values, float* beta,
+                        int32_t* positions) const;
   // The blocks sparse attention would read for these queries ([tq, queryHeads, headDim]) and
   // the logit bounds it picked them by, per kv head of the layer (sparse/sparse_plan.cpp).
   Status sparseSelection(uint64_t id, uint32_t layer, const float* queries, uint32_t tq, const SparseSpec& spec,
@@ -237,6 +252,18 @@ class Cache {
   // Folds `tokens` rows appended at startRows[h] of each table into the summaries.
   Status summarizeAppended(const int32_t* const* tables, const int32_t* startRows, uint32_t streams, uint32_t tokens);
   Status checkSparse(const SparseSpec& spec) const;
+  // Precision tiers (tiers/tier_cache.cpp). Ages the whole blocks of the layer's streams that
+  // left their tier's window into the next tier (requantized from their stored form); best
+  // effort: a failure (a full pool) leaves the rows where they are, still correct.
+  void ageStreams(Sequence* seq, uint32_t layer);
+  Status exportTiered(const Sequence& seq, std::vector<uint8_t>* out);
+  Status importTiered(const uint8_t* bytes, size_t size, uint64_t* id);
+  Status attentionChunkTiered(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1);
+  // Truncation of a tiered stream to newLength rows: the blocks it keeps and their tiers.
+  Status planTierTruncate(const Stream& s, int32_t newLength, uint32_t* keepBlocks, std::vector<uint32_t>* tierBlocks) const;
+  std::vector<TierFormat> tiers_;
+  std::vector<float> tierQueries_, tierOut_, tierLse_, tierScores_, tierRows_;
+  std::vector<int32_t> tierPositions_;
   // Low-rank counterparts (lowrank.cpp).
   struct StreamWrite;
   Status writeStreams(std::vector<StreamWrite>& writes);

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include "kvc/generated/schema.h"
+#include "tiers/tier_layout.h"
 
 namespace kvc {
 
@@ -71,6 +72,7 @@ Status validateConfig(const CacheConfig& c) {
     if (c.keySummaries) return bad("keySummaries cannot be combined with lowRank (summaries of coefficient rows are not implemented)");
     if (c.calibrationRows > lr::kCalibrationRowsMax) return bad("lowRank.calibrationRows must be in " + range(lr::kCalibrationRowsMin, lr::kCalibrationRowsMax));
   }
+  if (c.tiered()) KVC_RETURN_IF_ERROR(validateTiers(c));
   const uint64_t blockBytes = c.blockLayout().blockBytes;
   if (c.maxBytes != 0 && c.maxBytes < blockBytes) {
     return bad("maxBytes (" + std::to_string(c.maxBytes) + ") is smaller than one block (" + std::to_string(blockBytes) + " bytes)");

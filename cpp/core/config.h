@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "kvc/formats.h"
 #include "kvc/generated/schema.h"
@@ -10,6 +11,14 @@
 #include "kvc/views.h"
 
 namespace kvc {
+
+// One precision tier (cache option tiers, cpp/core/tiers): the newest `rows` rows of a stream
+// stay in tier 0; older whole blocks age into tier 1, and so on. The last tier has rows 0.
+struct TierSpec {
+  uint32_t rows = 0;
+  Storage keys = Storage::kF16;
+  Storage values = Storage::kF16;
+};
 
 struct CacheConfig {
   uint32_t layers = 0;
@@ -41,6 +50,11 @@ struct CacheConfig {
   uint32_t ropeDims = 0;
   double ropeTheta = 0.0;
   uint32_t ropeStyle = 0;  // index in schema::kRopeStyleNames
+
+  // Precision tiers (empty: every block has the format keys/values). With tiers, keys and
+  // values equal tiers[0]'s formats (the top tier, where rows are appended).
+  std::vector<TierSpec> tiers;
+  bool tiered() const { return !tiers.empty(); }
 
   RopeSpec rope() const { return RopeSpec{ropeTheta, ropeDims, ropeStyle, false}; }
 

@@ -68,6 +68,7 @@ Status Cache::keepRows(uint64_t id, const KeepSet* sets, uint32_t count) {
 
 Status Cache::prepareKeepRows(uint64_t id, const KeepSet* sets, uint32_t count, KeepRowsMode mode, KeepRowsTxn* txn) {
   KVC_RETURN_IF_ERROR(txn->abort());
+  if (config_.tiered()) return unsupported("keepRows (eviction, compaction) on a cache with tiers is not supported yet");
   Sequence* seq;
   KVC_RETURN_IF_ERROR(find(id, &seq));
   if (seq->busy) return busy("the sequence is being compacted");

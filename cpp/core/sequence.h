@@ -40,6 +40,10 @@ struct Stream {
   std::vector<float> pendingKeys, pendingValues;
   std::vector<int32_t> pendingPositions;
 
+  // Precision tiers (cpp/core/tiers): blocks per aged tier, [tier] for tiers 1.. (index 0
+  // unused); empty until a block ages. The block table runs from the lowest tier to tier 0.
+  std::vector<uint32_t> tierBlocks;
+
   int32_t pendingRows() const { return static_cast<int32_t>(pendingPositions.size()); }
   // Rows the stream holds, wherever they are.
   int32_t rows() const { return length + pendingRows(); }

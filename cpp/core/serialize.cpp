@@ -21,6 +21,7 @@
 #include "cache.h"
 #include "kvc/finite.h"
 #include "crc32.h"
+#include "tiers/tier_serialize.h"
 
 namespace kvc {
 
@@ -161,10 +162,42 @@ Status validateRows(const CacheConfig& c, const std::vector<int32_t>& lengths, R
 
 }  // namespace
 
+// Shared with version 4, the format of caches with tiers (tiers/tier_serialize.cpp).
+void writeSequenceHeader(const CacheConfig& c, uint32_t version, uint32_t headerBytes, std::vector<uint8_t>* out) {
+  Writer w(out);
+  w.bytes(kMagic, 8);
+  w.value(version);
+  w.value(headerBytes);
+  const HeaderFields fields = fieldsOf(c);
+  w.bytes(&fields, sizeof fields);
+}
+
+uint32_t sequenceHeaderBytes() { return kHeaderBytes; }
+
+Status checkSequenceFields(const CacheConfig& c, const uint8_t* fields) {
+  HeaderFields f;
+  std::memcpy(&f, fields, sizeof f);
+  const HeaderFields mine = fieldsOf(c);
+  if (f.layers != mine.layers || f.kvHeads != mine.kvHeads || f.headDim != mine.headDim) {
+    return shapeMismatch("the sequence has " + std::to_string(f.layers) + " layers x " + std::to_string(f.kvHeads) +
+                         " kv heads x headDim " + std::to_string(f.headDim) + "; this cache has " +
+                         std::to_string(mine.layers) + " x " + std::to_string(mine.kvHeads) + " x " + std::to_string(mine.headDim));
+  }
+  if (std::memcmp(&f, &mine, sizeof f) != 0) {
+    return invalidArgument("the sequence was exported with other storage formats, groupSize or rotation than this cache uses");
+  }
+  return Status::ok();
+}
+
+Status validateEncodedRows(const CacheConfig& c, const std::vector<int32_t>& lengths, const uint8_t* bytes, size_t size) {
+  return validateRows(c, lengths, Reader(bytes, size));
+}
+
 Status Cache::exportSequence(uint64_t id, std::vector<uint8_t>* out) {
   Sequence* seq;
   KVC_RETURN_IF_ERROR(find(id, &seq));
   if (seq->busy) return busy("the sequence is being compacted");
+  if (config_.tiered()) return exportTiered(*seq, out);
   uint64_t total = kHeaderBytes + 4ull * (config_.layers + seq->streams.size()) + 4;
   const uint64_t perRow = config_.keyRowBytes() + config_.valueRowBytes() + 8ull;
   for (const Stream& s : seq->streams) total += perRow * static_cast<uint64_t>(s.length);
@@ -232,6 +265,7 @@ Status Cache::importSequence(const uint8_t* bytes, size_t size, uint64_t* id) {
   uint32_t version = 0, headerBytes = 0;
   r.bytes(&version, 4);
   r.bytes(&headerBytes, 4);
+  if (version == kTieredFormatVersion) return importTiered(bytes, size, id);
   if (version != 1 && version != kFormatVersion && version != kRopeFormatVersion) {
     return corruptData("unsupported sequence format version " + std::to_string(version));
   }
@@ -384,6 +418,8 @@ Status Cache::importSequence(const uint8_t* bytes, size_t size, uint64_t* id) {
       std::memcpy(s.pendingPositions.data(), part.heldRows + 8 * D * part.held, 4ull * part.held);
     }
   }
+  // A cache with tiers imports the rows of versions 1-3 into its top tier and ages them now.
+  for (uint32_t layer = 0; config_.tiered() && layer < config_.layers; ++layer) ageStreams(seq.get(), layer);
   seq->id = nextSequenceId_++;
   *id = seq->id;
   sequences_.emplace(seq->id, std::move(seq));

@@ -211,6 +211,8 @@ float blockMax(const float* x, uint32_t rows) {
   return best;
 }
 
+#include "prefill_kernel.inl"
+
 // Quantized formats with a fused kernel for their group size decode in registers
 // (quantized_attention.inl); other group sizes decode a block at a time into f32 scratch
 // rows and run the f32 loops over them.
@@ -228,6 +230,10 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
   const BlockLayout& L = p.pool.layout;
   const uint32_t D = p.codec.headDim, B = L.blockSize, g = p.queriesPerHead, LS = logitStride(p);
   const uint32_t M = p.tq * g;
+  if constexpr (!FAST) {
+    // Many queries (prefill): blocks decoded once and reused by all of them (prefill_kernel.inl).
+    if (prefillApplies(p, M)) return prefillRange<S, KF, VF>(p, s, b0, b1, qpos, scratch, mOut, lOut, accOut, logitsOut);
+  }
   const uint32_t groups = p.codec.groupSize ? D / p.codec.groupSize : 0;
   constexpr float kNegInf = -__builtin_inff();
   for (uint32_t m = 0; m < M; ++m) { mOut[m] = kNegInf; lOut[m] = 0.0f; }

@@ -12,6 +12,7 @@ import type { AttentionCallOptions } from './sequence-attention';
 import { sparseMethods } from './sparse-methods';
 import { profileMethods } from './profile-methods';
 import { lowRankMethods } from './lowrank-methods';
+import { tierMethods } from './tier-methods';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- the eviction/compaction API is typed by the library once it exists */
 type Lib = Record<string, any>;
@@ -320,6 +321,7 @@ export function buildMethods(lib: Lib, dims: AttentionDims, base: CacheSettings,
 
   methods.push(...sparseMethods(dims));
   methods.push(...profileMethods(dims));
+  if (groups.length > 0) methods.push(...tierMethods(dims, groups[0]!, pow2));
   const lowRank = lowRankMethods(lib, dims);
   methods.push(...lowRank);
   notes.push(`low-rank: ${lowRank.length} methods (ranks × coefficient formats, and with H2O / Attention Matching)`);

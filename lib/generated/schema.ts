@@ -109,6 +109,18 @@ export const COMPACTION_OPTIONS = {
   maxRows: { type: 'integer', min: 1, max: 2147483647 },
 } as const;
 
+/** KVCache option tiers: [{ rows, keys, values }, ..., { keys, values }]: the newest rows in the first tier, whole blocks requantized into the next tier as they age. */
+export const TIERS_OPTIONS = {
+  /** rows the tier keeps before its oldest blocks age into the next one; required on every tier but the last, which has none */
+  rows: { type: 'integer', min: 1, max: 2147483647 },
+  /** required; a tier never uses more bytes per row than the tier above it */
+  keys: { type: 'enum', names: STORAGE },
+  /** required */
+  values: { type: 'enum', names: STORAGE },
+  /** tiers in the list */
+  count: { type: 'integer', min: 2, max: 4 },
+} as const;
+
 /** attention(..., { sparse }): dynamic sparse decode over the blocks with the highest logit bounds (caches with keySummaries). */
 export const SPARSE_OPTIONS = {
   /** rows read per stream, rounded up to whole blocks */

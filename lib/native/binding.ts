@@ -45,6 +45,7 @@ export interface NativeStats {
   workspaceBytes: number;
   maxBytes: number;
   lowRankBytes: number;
+  tiers?: { blocks: number; rows: number; rowsPerBlock: number }[];
 }
 
 export interface NativeRows {

@@ -12,6 +12,8 @@ export const EXPORT_MAGIC = 'KVCSEQ01';
 export const EXPORT_VERSION = 2;
 /** The version a cache with `rope` writes (3: version 2 with the rope fields in the header). */
 export const ROPE_EXPORT_VERSION = 3;
+/** The version a cache with `tiers` writes (4: rows per tier, each tier's rows in its formats); kept whole. */
+export const TIERED_EXPORT_VERSION = 4;
 const ROPE_FIELDS_BYTES = 16;
 
 /**

@@ -7,7 +7,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { KVCache, KVCacheError, type KVCacheOptions } from '../../lib/index';
-import { EXPORT_VERSION, ROPE_EXPORT_VERSION, readExportLayout } from '../../lib/prefix-store/export-layout';
+import { EXPORT_VERSION, ROPE_EXPORT_VERSION, TIERED_EXPORT_VERSION, readExportLayout } from '../../lib/prefix-store/export-layout';
 import { decodedDigest } from '../../scripts/make-kvc-corpus';
 
 const corpus = path.resolve(__dirname, '../kvc-corpus');
@@ -18,6 +18,7 @@ describe('.kvc corpus', () => {
     expect(versions).toContain(`v${EXPORT_VERSION}`);
     expect(versions).toContain(`v${ROPE_EXPORT_VERSION}`);
     expect(versions).toContain('v1');
+    expect(versions).toContain(`v${TIERED_EXPORT_VERSION}`);
   });
   for (const v of versions) {
     const manifest = JSON.parse(readFileSync(path.join(corpus, v, 'manifest.json'), 'utf8')) as {
@@ -40,6 +41,10 @@ describe('.kvc corpus', () => {
           // Low-rank exports carry their bases before the tables: stored whole, never split.
           if (f.options.lowRank) expect(layout).toBeNull();
           else expect(Array.from(layout!.lengths)).toEqual(f.lengths.flat());
+        }
+        if (manifest.version === TIERED_EXPORT_VERSION) {
+          expect(Buffer.from(seq.export()).equals(Buffer.from(bytes)), 'exports back to the same bytes').toBe(true);
+          expect(readExportLayout(bytes), 'tiered exports are kept whole').toBeNull();
         }
         // one flipped bit anywhere: rejected as CORRUPT_DATA
         for (const at of [0, 9, 20, bytes.length >> 1, bytes.length - 1]) {

@@ -80,6 +80,10 @@ void chooseQueries(const CacheConfig& c, const SequenceRequest& r, const Stream&
 }  // namespace
 
 Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& r, SequencePlan* plan) {
+  if (cache.config().tiered()) {
+    // The compaction numerics read a stream as one run of one format (cpp/core/tiers).
+    return unsupported("compaction on a cache with tiers is not supported yet");
+  }
   // Low-rank streams still calibrating are fitted first: compaction works on coefficient rows
   // (keys and values fitted in coefficient space, see lowrank.cpp).
   if (cache.sequence(id) && !cache.sequence(id)->busy) KVC_RETURN_IF_ERROR(cache.finishCalibration(id));

@@ -64,6 +64,11 @@ void selectAdaptive(const CacheConfig& c, uint32_t l, const std::vector<int32_t>
 }  // namespace
 
 Status evictSequence(Cache& cache, uint64_t id, const PolicySpec& policy, const BudgetSpec& budget, EvictionReport* report) {
+  if (cache.config().tiered()) {
+    // Eviction gathers rows bit-exactly between blocks, which a row cannot do across tiers of
+    // different formats without requantizing it (cpp/core/tiers).
+    return unsupported("eviction on a cache with tiers is not supported yet");
+  }
   // Low-rank streams still calibrating are fitted first: eviction gathers coefficient rows.
   KVC_RETURN_IF_ERROR(cache.finishCalibration(id));
   Sequence* seq = cache.mutableSequence(id);

@@ -141,6 +141,7 @@ Status scoreInputs(const Cache& cache, const Sequence& seq, const PolicySpec& p,
 
 Status scoreStream(Cache& cache, const Sequence& seq, uint32_t layer, uint32_t head, const PolicySpec& p,
                    uint64_t givenOffset, std::vector<float>* out) {
+  if (cache.config().tiered()) return unsupported("eviction scores on a cache with tiers are not supported yet");
   const CacheConfig& c = cache.config();
   const Stream& s = seq.stream(layer, c.kvHeads, head);
   KVC_RETURN_IF_ERROR(precheck(cache, s, layer, head, p, givenOffset));
@@ -158,6 +159,7 @@ Status scoreStream(Cache& cache, const Sequence& seq, uint32_t layer, uint32_t h
 }
 
 Status scoreSequence(Cache& cache, const Sequence& seq, const PolicySpec& p, std::vector<std::vector<float>>* out) {
+  if (cache.config().tiered()) return unsupported("eviction scores on a cache with tiers are not supported yet");
   ScoreInputs inputs;
   KVC_RETURN_IF_ERROR(scoreInputs(cache, seq, p, &inputs));
   const size_t streams = inputs.streams.size();

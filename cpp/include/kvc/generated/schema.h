@@ -157,6 +157,18 @@ inline constexpr uint32_t kMaxRowsMin = 1u;
 inline constexpr uint32_t kMaxRowsMax = 2147483647u;
 }  // namespace compaction
 
+// KVCache option tiers: [{ rows, keys, values }, ..., { keys, values }]: the newest rows in the first tier, whole blocks requantized into the next tier as they age.
+namespace tiers {
+// rows: rows the tier keeps before its oldest blocks age into the next one; required on every tier but the last, which has none
+inline constexpr uint32_t kRowsMin = 1u;
+inline constexpr uint32_t kRowsMax = 2147483647u;
+// keys: required; a tier never uses more bytes per row than the tier above it
+// values: required
+// count: tiers in the list
+inline constexpr uint32_t kCountMin = 2u;
+inline constexpr uint32_t kCountMax = 4u;
+}  // namespace tiers
+
 // attention(..., { sparse }): dynamic sparse decode over the blocks with the highest logit bounds (caches with keySummaries).
 namespace sparse {
 // tokens: rows read per stream, rounded up to whole blocks
