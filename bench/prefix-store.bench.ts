@@ -1,5 +1,5 @@
 // PrefixStore benchmarks (README "Prefix store", BENCHMARKS.md "Prefix store").
-//   npx tsx bench/prefix-store.bench.ts [--quick] [--runs 7] [--redis redis://127.0.0.1:6390] [--part P] [--json out.json]
+//   npx tsx bench/prefix-store.bench.ts [--quick] [--runs 7] [--redis redis://127.0.0.1:6390] [--part P] [--backend B] [--json out.json]
 // 1. Time to first token on stories260K: prefill a long document + a question from scratch,
 //    against load of the stored document (plain and compacted, each backend) + prefill of
 //    the question only.
@@ -17,6 +17,7 @@ import * as path from 'node:path';
 import { KVCache, PrefixStore, type Sequence } from '../lib/index';
 import { Redis } from 'ioredis';
 import { RedisBackend } from '../lib/prefix-store/redis-backend';
+import { native } from '../lib/native/binding';
 import { cacheOptions, compact, encode, forward, loadStoryModel, prefill } from '../examples/store/story-model';
 import { EVAL_TEXT_PATH } from '../examples/llama2c/paths';
 import { positiveInt } from '../examples/shared/cli';
@@ -29,6 +30,7 @@ const args = parseBenchArgs({
     runs: { type: 'string', value: 'N', description: 'timed runs (default 7; --quick 3)' },
     redis: { type: 'string', value: 'URL', description: 'a local redis-server (default $KVCOMPACT_REDIS_URL; skipped without)' },
     part: { type: 'string', choices: ['ttft', 'match', 'down', 'throughput'], description: 'one part only (default all)' },
+    backend: { type: 'string', choices: ['memory', 'directory', 'redis'], description: 'one backend only (default all)' },
   },
 });
 const runs = checkedArgs(() => positiveInt('runs', args.values.runs, args.quick ? 3 : 7));
@@ -45,7 +47,7 @@ function stores(label: string, extra: { chunkTokens?: number; model?: string } =
     ['directory', () => PrefixStore.directory(fs.mkdtempSync(path.join(os.tmpdir(), `kvc-bench-${label}-`)), options)],
   ];
   if (redisUrl) list.push(['redis', () => PrefixStore.redis({ url: redisUrl, keyPrefix: `kvc-bench:${label}:${process.pid}:`, ttlSeconds: 600, ...options })]);
-  return list;
+  return args.values.backend ? list.filter(([name]) => name === args.values.backend) : list;
 }
 
 async function timeAsync(fn: () => Promise<void>): Promise<number> {
@@ -140,6 +142,7 @@ async function matchLatency() {
       const prepared = Uint32Array.from(prompt);
       for (let w = 0; w < 20; w++) await store.match(prepared, cache);
       const ts: number[] = [];
+      const c0 = process.cpuUsage();
       for (let r = 0; r < Math.max(runs, 201); r++) {
         let got = -1;
         ts.push(await timeAsync(async () => {
@@ -147,18 +150,22 @@ async function matchLatency() {
         }));
         if (got !== want) throw new Error(`${name} ${label}: matched ${got}, expected ${want}`);
       }
+      // CPU time of this process per match (mean): the work itself, without the waits.
+      const c = process.cpuUsage(c0);
+      const cpuMs = (c.user + c.system) / 1000 / ts.length;
       const t = median(ts);
       // The fastest tenth as well: on a machine shared with other work, the median also
       // measures how long the process waits to be scheduled again after each reply.
       const p10 = [...ts].sort((a, b) => a - b)[Math.floor(ts.length / 10)]!;
-      out[`match.${name}.${label}Ms`] = { median: t, p10 };
-      row.push(`${fmt(t, 3)} ms (${Math.round(1000 / t)}/s; p10 ${fmt(p10, 3)})`);
+      out[`match.${name}.${label}Ms`] = { median: t, p10, cpuMs };
+      row.push(`${fmt(t, 3)} ms (${Math.round(1000 / t)}/s; p10 ${fmt(p10, 3)}; cpu ${fmt(cpuMs, 3)})`);
     }
     rows.push(row);
     await store.close();
   }
   cache.dispose();
-  console.log(`\n## match on a ${tokens}-token prompt, chunks of 256 tokens (median)\n`);
+  out['match.loadavg'] = os.loadavg();
+  console.log(`\n## match on a ${tokens}-token prompt, chunks of 256 tokens (median; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')})\n`);
   console.log(markdownTable(['backend', 'hit (32768)', 'leaves at 16384', 'miss'], rows));
 }
 
@@ -195,7 +202,9 @@ async function throughput() {
     ['(floor) memory copy of the bytes', '-', fmt(gbps(copyMs)), '-'],
     ['(floor) KVCache.importSequence of the bytes', '-', fmt(gbps(importMs)), '-'],
   ];
+  out['throughput.crc32'] = native().crc32Implementation();
   const loadRuns = args.quick ? 3 : 3;
+  const stageRows: (string | number)[][] = [];
   for (const [name, open] of stores('throughput')) {
     const store = open();
     const putMs = await timeAsync(async () => {
@@ -213,21 +222,70 @@ async function throughput() {
     const loadMs = median(ts);
     let fetchCell = '-';
     if (name === 'redis') {
-      // The transfer alone: every part of every chunk entry from the server, no verification or import.
+      // The load's stages one by one, in this process: the transfer (every part of every chunk
+      // entry), the entries' checks, the join into export bytes and the import.
       const backend = new RedisBackend({ url: redisUrl!, prefix: `kvc-bench:throughput:${process.pid}:`, partBytes: 8 << 20, ttlSeconds: 600, timeoutMs: 60_000 });
-      const keys = await (async () => {
-        const { chainHashes, chunkKey, fingerprint } = await import('../lib/prefix-store/keys');
-        const chain = chainHashes(fingerprint('default', cache.config, 256), Uint32Array.from(ids), 256);
-        return Array.from({ length: chain.length - 1 }, (_, i) => chunkKey(chain, i + 1));
-      })();
-      const fetchMs = median(await (async () => {
-        const xs: number[] = [];
-        for (let r = 0; r < loadRuns; r++) xs.push(await timeAsync(async () => void (await backend.get(keys))));
-        return xs;
-      })());
+      const { chainHashes, chunkKey, fingerprint } = await import('../lib/prefix-store/keys');
+      const { decodeEntry } = await import('../lib/prefix-store/entry');
+      const { joinChunks } = await import('../lib/prefix-store/export-layout');
+      const chain = chainHashes(fingerprint('default', cache.config, 256), Uint32Array.from(ids), 256);
+      const keys = Array.from({ length: chain.length - 1 }, (_, i) => chunkKey(chain, i + 1));
+      const { Scratch } = await import('../lib/prefix-store/scratch');
+      const received = new Scratch(60_000);
+      const joined = new Scratch(60_000);
+      const stage: Record<string, number[]> = { fetch: [], verify: [], join: [], import: [] };
+      const cpu: number[] = [];
+      const serverCpu: number[] = [];
+      const admin = new Redis(redisUrl!);
+      const redisCpuMs = async () => {
+        const info = await admin.info('cpu');
+        const field = (name: string) => Number(new RegExp(`${name}:([0-9.]+)`).exec(info)?.[1] ?? NaN);
+        return 1000 * (field('used_cpu_sys') + field('used_cpu_user'));
+      };
+      // As load() does: the buffers of the last load are reused (the first run pays the page faults).
+      for (let r = 0; r < loadRuns + 1; r++) {
+        const c0 = process.cpuUsage();
+        const s0 = await redisCpuMs();
+        let t0 = performance.now();
+        const loans: (() => void)[] = [];
+        const borrow = (scratch: InstanceType<typeof Scratch>) => (bytes: number) => {
+          const loan = scratch.take(bytes);
+          loans.push(loan.done);
+          return loan.buffer;
+        };
+        const values = await backend.get(keys, borrow(received));
+        const fetchMs = performance.now() - t0;
+        const serverMs = (await redisCpuMs()) - s0;
+        t0 = performance.now();
+        const entries = values.map((v) => decodeEntry(v!)!);
+        if (entries.some((e) => !e)) throw new Error('redis: damaged entry');
+        const verifyMs = performance.now() - t0;
+        t0 = performance.now();
+        const bytes = joinChunks(entries.map((e) => e.payload), entries.map((e) => e.rows), borrow(joined))!;
+        const joinMs = performance.now() - t0;
+        t0 = performance.now();
+        cache.importSequence(bytes).free();
+        const importMs = performance.now() - t0;
+        loans.forEach((done) => done());
+        const c = process.cpuUsage(c0);
+        if (r === 0) continue; // the first run touches fresh memory
+        stage['fetch']!.push(fetchMs);
+        stage['verify']!.push(verifyMs);
+        stage['join']!.push(joinMs);
+        stage['import']!.push(importMs);
+        cpu.push((c.user + c.system) / 1000);
+        serverCpu.push(serverMs);
+      }
+      admin.disconnect();
+      received.clear();
+      joined.clear();
       await backend.close();
-      out['throughput.redis.fetchGBps'] = gbps(fetchMs);
-      fetchCell = String(fmt(gbps(fetchMs)));
+      const ms = Object.fromEntries(Object.entries(stage).map(([k, v]) => [k, median(v)]));
+      out['throughput.redis.stagesMs'] = { ...ms, processCpuMs: median(cpu), serverCpuMs: median(serverCpu), loadavg: os.loadavg() };
+      stageRows.push(...Object.entries(ms).map(([k, v]) => [`redis load stage: ${k}`, fmt(v, 0), fmt(gbps(v))]));
+      stageRows.push(['CPU time of this process (all four stages)', fmt(median(cpu), 0), fmt(gbps(median(cpu)))]);
+      stageRows.push(['CPU time of redis-server during the fetch (INFO cpu)', fmt(median(serverCpu), 0), fmt(gbps(median(serverCpu)))]);
+      fetchCell = String(fmt(gbps(ms['fetch']!)));
     }
     out[`throughput.${name}`] = { putGBps: gbps(putMs), loadGBps: gbps(loadMs), putMs, loadMs };
     rows.push([name, fmt(gbps(putMs)), fmt(gbps(loadMs)), fetchCell]);
@@ -235,8 +293,12 @@ async function throughput() {
     await store.close();
   }
   cache.dispose();
-  console.log(`\n## put / load, ${layers} layers × 8 kv heads × 128, int8, ${tokens} tokens: ${(exportBytes / 1e9).toFixed(2)} GB of export bytes (GB/s; load: median of ${loadRuns})\n`);
+  console.log(`\n## put / load, ${layers} layers × 8 kv heads × 128, int8, ${tokens} tokens: ${(exportBytes / 1e9).toFixed(2)} GB of export bytes (GB/s; load: median of ${loadRuns}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')})\n`);
   console.log(markdownTable(['backend', 'put GB/s', 'load GB/s (match + fetch + verify + import)', 'fetch only GB/s'], rows));
+  if (stageRows.length > 0) {
+    console.log(`\n### Stages of a Redis load (median of ${loadRuns}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')})\n`);
+    console.log(markdownTable(['stage', 'ms', 'GB/s of export bytes'], stageRows));
+  }
 }
 
 async function storeDown() {

@@ -19,6 +19,7 @@
 #include "compaction_binding.h"
 #include "maintain_binding.h"
 #include "cache_wrap.h"
+#include "checksum_binding.h"
 #include "cuda_emulation.h"
 #include "cuda_probe_binding.h"
 #include "eviction_binding.h"
@@ -138,6 +139,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   registerCompaction(env, exports);
   registerMaintain(env, exports);
   registerBench(env, exports);
+  registerChecksum(env, exports);
   registerBuildInfo(env, exports);
   registerCudaProbe(env, exports);
   registerCudaEmulation(env, exports);

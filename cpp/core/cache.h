@@ -231,6 +231,9 @@ class Cache {
   const std::atomic<bool>* cancelFlag() const { return &cancelBackground_; }
 
  private:
+  // importSequence after the magic: the checksum is verified together with the rows
+  // (*checksumChecked once it was compared), not in a pass of its own.
+  Status importChecked(const uint8_t* bytes, size_t size, uint32_t storedCrc, bool* checksumChecked, uint64_t* id);
   Cache(const CacheConfig& config, std::unique_ptr<Backend> backend, uint64_t capacityBlocks);
   Status find(uint64_t id, Sequence** out);
   Status findConst(uint64_t id, const Sequence** out) const;

@@ -48,6 +48,8 @@ struct RopeFields {
 static_assert(sizeof(RopeFields) == 16, "rope fields: u32, u32, f64");
 constexpr uint32_t kRopeHeaderBytes = kHeaderBytes + sizeof(RopeFields);
 
+Status checksumMismatch() { return corruptData("checksum mismatch: the sequence bytes are damaged"); }
+
 RopeFields ropeFieldsOf(const CacheConfig& c) { return RopeFields{c.ropeDims, c.ropeStyle, c.ropeTheta}; }
 
 class Writer {
@@ -79,6 +81,7 @@ class Reader {
     return p;
   }
   size_t remaining() const { return n_ - at_; }
+  size_t offset() const { return at_; }
  private:
   const uint8_t* p_;
   size_t n_;
@@ -130,8 +133,10 @@ bool plainRowsFinite(Storage s, const uint8_t* rows, uint64_t n, uint32_t D) {
 // Sanity of the rows an import would store, checked before anything is allocated: what
 // append and compaction can produce (positions in [0, 2^31 - 2], finite beta, finite
 // elements and quantization parameters). The reader is not advanced. Positions need not ascend: append
-// accepts any non-negative positions the engine gives.
-Status validateRows(const CacheConfig& c, const std::vector<int32_t>& lengths, Reader r) {
+// accepts any non-negative positions the engine gives. With crc, each stream's bytes are also
+// added to the running checksum *crc just before they are checked, so one pass from memory
+// serves both (a stream's rows are a few MB at most: they are still in cache for the checks).
+Status validateRows(const CacheConfig& c, const std::vector<int32_t>& lengths, Reader r, uint32_t* crc = nullptr) {
   const uint32_t kb = c.keyRowBytes(), vb = c.valueRowBytes();
   for (size_t i = 0; i < lengths.size(); ++i) {
     const uint32_t n = static_cast<uint32_t>(lengths[i]);
@@ -139,6 +144,7 @@ Status validateRows(const CacheConfig& c, const std::vector<int32_t>& lengths, R
     const uint8_t* v = r.take(static_cast<size_t>(n) * vb);
     const uint8_t* b = r.take(4ull * n);
     const uint8_t* p = r.take(4ull * n);
+    if (crc) *crc = crc32Update(*crc, k, static_cast<size_t>(n) * (kb + vb + 8));
     auto where = [i] { return " in stream " + std::to_string(i); };
     if (!plainRowsFinite(c.keys, k, n, c.storedDim()) || !plainRowsFinite(c.values, v, n, c.storedDim())) {
       return corruptData("non-finite key or value" + where());
@@ -259,13 +265,27 @@ Status Cache::importSequence(const uint8_t* bytes, size_t size, uint64_t* id) {
   if (std::memcmp(bytes, kMagic, 8) != 0) return corruptData("not a kvcompact sequence (bad magic)");
   uint32_t stored;
   std::memcpy(&stored, bytes + size - 4, 4);
-  if (crc32(bytes, size - 4) != stored) return corruptData("checksum mismatch: the sequence bytes are damaged");
+  // The checksum is computed in the pass that checks the rows; a failure before it was
+  // compared checks the whole checksum first, so damaged bytes are always reported as damaged.
+  bool checksumChecked = false;
+  const Status status = importChecked(bytes, size, stored, &checksumChecked, id);
+  if (!status.isOk() && !checksumChecked && crc32(bytes, size - 4) != stored) return checksumMismatch();
+  return status;
+}
+
+Status Cache::importChecked(const uint8_t* bytes, size_t size, uint32_t stored, bool* checksumChecked, uint64_t* id) {
   Reader r(bytes, size - 4);
   r.take(8);
   uint32_t version = 0, headerBytes = 0;
   r.bytes(&version, 4);
   r.bytes(&headerBytes, 4);
-  if (version == kTieredFormatVersion) return importTiered(bytes, size, id);
+  if (version == kTieredFormatVersion) {
+    // The tiered layout is read by importTiered, which expects verified bytes: its checksum
+    // is a pass of its own.
+    *checksumChecked = true;
+    if (crc32(bytes, size - 4) != stored) return checksumMismatch();
+    return importTiered(bytes, size, id);
+  }
   if (version != 1 && version != kFormatVersion && version != kRopeFormatVersion) {
     return corruptData("unsupported sequence format version " + std::to_string(version));
   }
@@ -367,7 +387,11 @@ Status Cache::importSequence(const uint8_t* bytes, size_t size, uint64_t* id) {
   for (size_t i = 0; i < lowRank.size(); ++i) {
     if (!lowRank[i].bases && lengths[i] > 0) return corruptData("a low-rank stream with rows in blocks has no bases");
   }
-  KVC_RETURN_IF_ERROR(validateRows(config_, lengths, r));
+  // Header and tables, then every stream's rows as they are checked: all size - 4 bytes.
+  uint32_t crc = crc32(bytes, r.offset());
+  KVC_RETURN_IF_ERROR(validateRows(config_, lengths, r, &crc));
+  *checksumChecked = true;
+  if (crc != stored) return checksumMismatch();
   auto seq = std::make_unique<Sequence>();
   seq->streams.resize(lengths.size());
   for (size_t i = 0; i < lengths.size(); ++i) seq->streams[i].length = lengths[i];

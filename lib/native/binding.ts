@@ -238,6 +238,18 @@ export interface NativeAddon {
   replacePrefix(sequence: NativeSequence, snapshot: NativeSequence): void;
   /** Block-table entries and rows over every stream of a sequence, and the shortest and longest stream's rows. */
   sequenceUsage(sequence: NativeSequence): { blocks: number; rows: number; minRows: number; maxRows: number };
+  /**
+   * CRC-32 of the export format (zlib's) of `bytes`, continuing from `crc` (0 to start), by the
+   * implementation the process chose or the one named (tests; UNSUPPORTED where unavailable).
+   */
+  crc32(bytes: Uint8Array, crc: number, implementation?: 'table' | 'pclmul' | 'vpclmul'): number;
+  /** Which implementation crc32 uses: 'vpclmul', 'pclmul' or 'table'. */
+  crc32Implementation(): string;
+  /**
+   * Copies the pieces (triples [source index, offset, length]) one after another into `out`
+   * from offset 0 and returns the CRC-32 of the bytes written.
+   */
+  gatherCrc32(sources: readonly Uint8Array[], pieces: Float64Array, out: Uint8Array): number;
   /** Benchmarks: one read pass over the buffer with `threads` threads (returns a checksum). */
   readPass(buffer: ArrayBufferView, threads: number): number;
   fmaProbe(iterations: number): { multiplyAdds: number; lanes: number; checksum: number };

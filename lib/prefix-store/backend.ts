@@ -14,8 +14,12 @@ export interface StoreBackend {
   readonly name: 'memory' | 'directory' | 'redis';
   /** Whether each key holds an entry (one round trip). */
   has(keys: readonly string[]): Promise<boolean[]>;
-  /** The values under the keys (null where absent), fetched together; a value may come as several parts. */
-  get(keys: readonly string[]): Promise<(Uint8Array | Parts | null)[]>;
+  /**
+   * The values under the keys (null where absent), fetched together; a value may come as
+   * several parts. A backend that reads into memory it allocates may take it from
+   * `allocate` (which the caller reuses after the values were used).
+   */
+  get(keys: readonly string[], allocate?: (bytes: number) => Uint8Array): Promise<(Uint8Array | Parts | null)[]>;
   /**
    * Stores the value unless the key exists; true when this call stored it. Never leaves a
    * partial value visible. The value is handed over: the caller does not change it afterwards.
@@ -26,6 +30,8 @@ export interface StoreBackend {
   addMarker(set: string, member: string): Promise<void>;
   /** The union of the members of the marker sets. */
   markers(sets: readonly string[]): Promise<string[]>;
+  /** has(keys) and markers(sets) together, where the backend can send both as one request. */
+  lookup?(keys: readonly string[], sets: readonly string[]): Promise<[boolean[], string[]]>;
   stats(): Promise<BackendStats>;
   close(): Promise<void>;
 }

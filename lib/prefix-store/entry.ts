@@ -1,8 +1,7 @@
 // The framing of one stored entry: a small header naming what the entry holds, the user's
 // metadata and the payload (export bytes or a chunk of rows), then a CRC-32 over all of it.
 // A backend's bytes are checked here before anything else looks at them.
-import { crc32 } from 'node:zlib';
-
+import { native } from '../native/binding';
 import { Parts } from './parts';
 
 const MAGIC = 'KVCSTORE';
@@ -45,7 +44,7 @@ export function encodeEntry(entry: Entry): Uint8Array {
   out.writeUInt32LE(entry.payload.length, 28);
   meta.copy(out, HEADER_BYTES);
   out.set(entry.payload, HEADER_BYTES + meta.length);
-  out.writeUInt32LE(crc32(out.subarray(0, size - 4)), size - 4);
+  out.writeUInt32LE(native().crc32(out.subarray(0, size - 4), 0), size - 4);
   return out;
 }
 

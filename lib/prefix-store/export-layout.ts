@@ -1,8 +1,7 @@
-// Reads the byte layout of Sequence.export() (docs/kvc-format.md) without native code, splits
+// Reads the byte layout of Sequence.export() (docs/kvc-format.md) in TypeScript, splits
 // a plain sequence's export into per-chunk row ranges and joins such ranges back into an
 // export that KVCache.importSequence accepts. Never interprets row contents beyond positions.
-import { crc32 } from 'node:zlib';
-
+import { native } from '../native/binding';
 import { Parts } from './parts';
 
 /** Bytes of the fixed header: magic (8), version, header size, 11 config fields (u32 each). */
@@ -140,7 +139,12 @@ export function chunkPayload(bytes: Uint8Array, layout: ExportLayout, start: num
  * bytes with a fresh checksum. Returns null when the payloads do not fit together (different
  * headers or sizes that disagree with `rows`).
  */
-export function joinChunks(chunks: readonly (Uint8Array | Parts)[], rows: readonly number[]): Uint8Array | null {
+export function joinChunks(
+  chunks: readonly (Uint8Array | Parts)[],
+  rows: readonly number[],
+  /** Where the joined bytes go (default: a new buffer), given their size. */
+  allocate: (bytes: number) => Uint8Array = (bytes) => Buffer.allocUnsafeSlow(bytes),
+): Uint8Array | null {
   const payloads = chunks.map(Parts.of);
   const first = payloads[0];
   if (!first || first.length < EXPORT_HEADER_BYTES) return null;
@@ -162,26 +166,35 @@ export function joinChunks(chunks: readonly (Uint8Array | Parts)[], rows: readon
     total += rows[j]!;
   }
   const tables = prelude + 4 * (layers + streams);
-  // Every byte is written below: no need to zero the buffer first.
-  const out = Buffer.allocUnsafeSlow(tables + streams * total * perRow + 4);
-  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
-  out.set(head, 0);
+  const front = new Uint8Array(tables);
+  front.set(head, 0);
+  const view = new DataView(front.buffer);
   for (let i = 0; i < layers + streams; i++) view.setInt32(prelude + 4 * i, total, true);
-  let at = tables;
+  // The copy is one native pass that checksums each piece while it is in cache: the header
+  // and tables, then keys, values, beta and positions of every stream, each the
+  // concatenation over the chunks (pieces of a payload that spans parts are split).
+  const sources: Uint8Array[] = [front];
+  const index = new Map<Uint8Array, number>([[front, 0]]);
+  const plan: number[] = [0, 0, tables];
   const widths = [kb, vb, 4, 4];
   for (let s = 0; s < streams; s++) {
-    // keys, values, beta, positions of stream s: each the concatenation over the chunks.
     for (let part = 0; part < 4; part++) {
       for (let j = 0; j < payloads.length; j++) {
         const r = rows[j]!;
         let from = prelude + s * r * perRow;
         for (let q = 0; q < part; q++) from += r * widths[q]!;
-        const size = r * widths[part]!;
-        payloads[j]!.copy(from, size, out, at);
-        at += size;
+        payloads[j]!.pieces(from, r * widths[part]!, (source, start, size) => {
+          let i = index.get(source);
+          if (i === undefined) index.set(source, (i = sources.push(source) - 1));
+          plan.push(i, start, size);
+        });
       }
     }
   }
-  view.setUint32(at, crc32(out.subarray(0, at)), true);
+  const size = tables + streams * total * perRow;
+  // Every byte is written: no need to zero the buffer first.
+  const out = allocate(size + 4);
+  const crc = native().gatherCrc32(sources, Float64Array.from(plan), out);
+  new DataView(out.buffer, out.byteOffset, out.byteLength).setUint32(size, crc, true);
   return out;
 }

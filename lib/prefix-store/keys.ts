@@ -4,15 +4,23 @@
 // chain over fixed chunks, so that every chunk boundary of a prefix has its own key and a
 // prefix of a stored prefix is found too. An incompatible cache computes other keys: it can
 // never be handed bytes it cannot use.
-import { createHash } from 'node:crypto';
+import * as crypto from 'node:crypto';
 
 import type { KVCacheConfig } from '../types';
 import { EXPORT_VERSION } from './export-layout';
 
 const DIGEST_HEX = 32; // 128 bits of SHA-256: no accidental collision among any number of entries a store can hold
 
+/** crypto.hash (Node 20.12+): a one-shot digest without a Hash object, a few microseconds less per chunk. */
+const oneShot = (crypto as { hash?: (algorithm: string, data: Uint8Array, encoding: 'hex') => string }).hash;
+
 function digest(...parts: (string | Uint8Array)[]): string {
-  const h = createHash('sha256');
+  if (oneShot) {
+    // The same bytes as the updates below, joined: the same digest.
+    const buffers = parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : p));
+    return oneShot('sha256', buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers), 'hex').slice(0, DIGEST_HEX);
+  }
+  const h = crypto.createHash('sha256');
   for (const p of parts) h.update(p);
   return h.digest('hex').slice(0, DIGEST_HEX);
 }

@@ -1,7 +1,7 @@
 // Bytes held as a list of buffers (a value read in bounded parts), read and checked in place:
 // a multi-part entry is verified and its rows copied to their final place without first
 // being joined into one buffer.
-import { crc32 } from 'node:zlib';
+import { native } from '../native/binding';
 
 export class Parts {
   readonly length: number;
@@ -32,8 +32,8 @@ export class Parts {
     return new Parts(this.parts, this.offset + start, end - start);
   }
 
-  /** Calls fn with the pieces of bytes [from, from + size) in order. */
-  #each(from: number, size: number, fn: (piece: Uint8Array) => void): void {
+  /** Calls fn with where bytes [from, from + size) lie, part by part in order: (part, start in it, length). */
+  pieces(from: number, size: number, fn: (part: Uint8Array, start: number, size: number) => void): void {
     let at = this.offset + from;
     let left = size;
     let i = this.#find(at);
@@ -41,11 +41,15 @@ export class Parts {
       const p = this.parts[i]!;
       const start = at - this.#starts[i]!;
       const n = Math.min(left, p.length - start);
-      fn(p.subarray(start, start + n));
+      fn(p, start, n);
       at += n;
       left -= n;
       i++;
     }
+  }
+
+  #each(from: number, size: number, fn: (piece: Uint8Array) => void): void {
+    this.pieces(from, size, (p, start, n) => fn(p.subarray(start, start + n)));
   }
 
   #find(at: number): number {
@@ -71,7 +75,7 @@ export class Parts {
   crc32(from: number, size: number): number {
     let crc = 0;
     this.#each(from, size, (piece) => {
-      crc = crc32(piece, crc);
+      crc = native().crc32(piece, crc);
     });
     return crc;
   }

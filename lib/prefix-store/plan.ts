@@ -30,7 +30,9 @@ export async function findPrefix(
   const chunks = chain.length - 1;
   const chunkKeys = Array.from({ length: chunks }, (_, i) => chunkKey(chain, i + 1));
   const sets = chain.map((_, k) => markerKey(chain, k));
-  const [present, members] = await Promise.all([backend.has(chunkKeys), backend.markers(sets)]);
+  const [present, members] = backend.lookup
+    ? await backend.lookup(chunkKeys, sets)
+    : await Promise.all([backend.has(chunkKeys), backend.markers(sets)]);
   let stored = 0;
   while (stored < chunks && present[stored]) stored++;
   const full = (k: number) => Array.from({ length: k }, () => chunkTokens);

@@ -17,6 +17,7 @@ import { MemoryBackend } from './memory-backend';
 import type { Parts } from './parts';
 import { findPrefix, type Plan } from './plan';
 import { RedisBackend } from './redis-backend';
+import { Scratch } from './scratch';
 import type {
   LoadedPrefix, MemoryStoreOptions, PrefixKind, PrefixMatch, PrefixStoreOptions, PrefixStoreStats, PutResult, RedisStoreOptions,
 } from './types';
@@ -24,6 +25,9 @@ import type {
 const DEFAULT_TIMEOUT_MS = 250;
 /** Data transfers get timeoutMs plus their size at this rate: a slow disk or link is not a dead one. */
 const DEFAULT_MIN_BYTES_PER_SECOND = 25e6;
+
+/** Kept load buffers go back to the system after this long without a load. */
+const SCRATCH_IDLE_MS = 10_000;
 
 class Timeout extends Error {}
 
@@ -71,6 +75,9 @@ export class PrefixStore {
   readonly #prefer: PrefixKind;
   readonly #defaultConfig: KVCacheConfig | undefined;
   #closed = false;
+  /** Buffers of the last load kept for the next (entries as read, and the joined export). */
+  readonly #received = new Scratch(SCRATCH_IDLE_MS);
+  readonly #joined = new Scratch(SCRATCH_IDLE_MS);
   readonly #counters = { matches: 0, hits: 0, misses: 0, puts: 0, loads: 0, bytesWritten: 0, bytesRead: 0, corrupt: 0, timeouts: 0, errors: 0 };
 
   private constructor(backend: StoreBackend, options: PrefixStoreOptions) {
@@ -196,12 +203,26 @@ export class PrefixStore {
     const plan = await this.#guard('match', this.#timeoutMs, () => this.#plan(ids, config), null);
     if (!plan) return this.#count(false);
     const deadline = this.#timeoutMs + (1000 * plan.length * exportBytesPerToken(config)) / this.#minRate;
-    const values = await this.#guard('load', deadline, () => this.#backend.get(plan.keys), null);
-    if (!values) return this.#count(false);
-    const loaded = await this.#import(plan, values, cache);
-    if (!loaded) return this.#count(false);
-    this.#count(true);
-    return loaded;
+    // The read and the join borrow the kept buffers; a loan ends once the import is done and
+    // the read has settled (a read abandoned at its deadline may still be writing).
+    const loans: (() => void)[] = [];
+    const borrow = (scratch: Scratch) => (bytes: number) => {
+      const loan = scratch.take(bytes);
+      loans.push(loan.done);
+      return loan.buffer;
+    };
+    let reading: Promise<unknown> = Promise.resolve();
+    try {
+      const values = await this.#guard('load', deadline, () => (reading = this.#backend.get(plan.keys, borrow(this.#received))), null);
+      if (!values) return this.#count(false);
+      const loaded = await this.#import(plan, values, cache, borrow(this.#joined));
+      if (!loaded) return this.#count(false);
+      this.#count(true);
+      return loaded;
+    } finally {
+      const release = () => loans.forEach((done) => done());
+      reading.then(release, release);
+    }
   }
 
   /** Deletes what is stored for exactly `tokens` (its chunks, tail and whole entries) for caches like `cache`. */
@@ -226,6 +247,8 @@ export class PrefixStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#received.clear();
+    this.#joined.clear();
     await this.#withTimeout(this.#backend.close(), this.#timeoutMs).catch(() => undefined);
   }
 
@@ -260,7 +283,7 @@ export class PrefixStore {
     return null;
   }
 
-  async #import(plan: Plan, values: (Uint8Array | Parts | null)[], cache: KVCache): Promise<LoadedPrefix | null> {
+  async #import(plan: Plan, values: (Uint8Array | Parts | null)[], cache: KVCache, allocate: (bytes: number) => Uint8Array): Promise<LoadedPrefix | null> {
     // An entry gone since the lookup (expired, evicted, deleted) is a plain miss.
     if (values.some((v) => v === null)) return null;
     const entries = values.map((v) => decodeEntry(v!));
@@ -271,7 +294,7 @@ export class PrefixStore {
       return e.rows !== plan.rows[i] || e.kind !== (i === plan.keys.length - 1 && plan.length % this.#chunk !== 0 ? 'tail' : 'chunk');
     });
     if (damaged.length > 0) return this.#discard(damaged, `${damaged.length} damaged entr${damaged.length === 1 ? 'y' : 'ies'}`);
-    const bytes = plan.kind === 'compacted' ? entries[0]!.payload.contiguous() : joinChunks(entries.map((e) => e!.payload), plan.rows);
+    const bytes = plan.kind === 'compacted' ? entries[0]!.payload.contiguous() : joinChunks(entries.map((e) => e!.payload), plan.rows, allocate);
     if (!bytes) return this.#discard(plan.keys, 'chunks that do not fit together');
     let sequence: Sequence;
     try {

@@ -12,6 +12,10 @@ import { KVCacheError } from '../errors';
 
 import type { BackendStats, StoreBackend } from './backend';
 import { Parts } from './parts';
+import { plainEndpoint, readBulk, type RedisEndpoint } from './redis-bulk-read';
+
+/** Values of at least this many bytes in all are read by readBulk (straight into their buffers). */
+const BULK_READ_MIN_BYTES = 4 << 20;
 
 export interface RedisBackendOptions {
   url: string;
@@ -37,6 +41,27 @@ function loadIoredis(): typeof import('ioredis') {
   }
 }
 
+/**
+ * The lookup script: ARGV[1] the key prefix, ARGV[2] manifest keys and ARGV[3] marker sets,
+ * each newline-joined; returns "1"/"0" per manifest (exists) and the union of the sets.
+ */
+const LOOKUP_SCRIPT = `
+local p = ARGV[1]
+local present = {}
+for k in string.gmatch(ARGV[2], '[^\\n]+') do
+  present[#present + 1] = redis.call('EXISTS', p .. k) == 1 and '1' or '0'
+end
+local sets = {}
+for s in string.gmatch(ARGV[3], '[^\\n]+') do sets[#sets + 1] = p .. s end
+local members = {}
+if #sets > 0 then members = redis.call('SUNION', unpack(sets)) end
+return {table.concat(present), members}
+`;
+
+interface ScriptedClient {
+  kvcLookup(prefix: string, keys: string, sets: string): Promise<unknown>;
+}
+
 /** Manifest value: "<parts>:<total bytes>:<writer nonce>". */
 function parseManifest(v: string | null): { parts: number; total: number; nonce: string } | null {
   if (v === null) return null;
@@ -48,11 +73,21 @@ export class RedisBackend implements StoreBackend {
   readonly name = 'redis';
   readonly #o: RedisBackendOptions;
   readonly #client: Redis;
+  /** Where readBulk connects (null: a URL it does not handle; every read goes through ioredis). */
+  readonly #endpoint: RedisEndpoint | null;
+  /** Whether lookups go through LOOKUP_SCRIPT (until the server refuses scripts). */
+  #scripted = true;
+
+  /** Whether lookups still run as one server-side script (false once the server refused scripts). */
+  get lookupByScript(): boolean {
+    return this.#scripted;
+  }
   /** The client's last connection error, for stats (ioredis reports them as events). */
   lastError: Error | undefined;
 
   constructor(options: RedisBackendOptions) {
     this.#o = options;
+    this.#endpoint = plainEndpoint(options.url);
     this.#client = new (loadIoredis().Redis)(options.url, {
       connectTimeout: Math.max(options.timeoutMs, 50),
       // No per-command timeout: a multi-gigabyte load is many pipelined commands whose last
@@ -65,6 +100,8 @@ export class RedisBackend implements StoreBackend {
       keyPrefix: options.prefix,
       lazyConnect: false,
     });
+    // EVALSHA, with EVAL once when the server does not know the script yet (ioredis does both).
+    this.#client.defineCommand('kvcLookup', { numberOfKeys: 0, lua: LOOKUP_SCRIPT });
     this.#client.on('error', (e: Error) => {
       this.lastError = e;
     });
@@ -84,9 +121,11 @@ export class RedisBackend implements StoreBackend {
     return values.map((v) => v !== null);
   }
 
-  async get(keys: readonly string[]): Promise<(Uint8Array | Parts | null)[]> {
+  async get(keys: readonly string[], allocate?: (bytes: number) => Uint8Array): Promise<(Uint8Array | Parts | null)[]> {
     if (keys.length === 0) return [];
     const manifests = (await this.#client.mget(keys.map((k) => this.#manifestKey(k)))).map(parseManifest);
+    const total = manifests.reduce((sum, m) => sum + (m ? m.total : 0), 0);
+    if (this.#endpoint && total >= BULK_READ_MIN_BYTES) return this.#getBulk(keys, manifests, allocate);
     // All parts of all entries in one pipeline: one round trip however many parts.
     const pipeline = this.#client.pipeline();
     manifests.forEach((m, j) => {
@@ -105,6 +144,28 @@ export class RedisBackend implements StoreBackend {
       const present = buffers.filter((b): b is Buffer => b !== null);
       return present.length === 1 ? present[0]! : new Parts(present);
     });
+  }
+
+  /** Large reads: every part of every entry, pipelined, straight into one buffer per entry. */
+  async #getBulk(
+    keys: readonly string[],
+    manifests: (ReturnType<typeof parseManifest>)[],
+    allocate?: (bytes: number) => Uint8Array,
+  ): Promise<(Uint8Array | null)[]> {
+    // A manifest that cannot describe a real entry (no parts, more parts than bytes, parts
+    // larger than any writer makes) is a damaged entry: an empty value, which fails verification.
+    const plausible = (m: NonNullable<ReturnType<typeof parseManifest>>) => m.parts > 0 && m.parts <= m.total && m.total <= m.parts * (512 << 20);
+    const present = manifests.flatMap((m, j) => (m && plausible(m) ? [{ m, j }] : []));
+    const requests = present.map(({ m, j }) => ({
+      keys: Array.from({ length: m.parts }, (_, i) => this.#o.prefix + this.#partKey(keys[j]!, m.nonce, i)),
+      bytes: m.total,
+    }));
+    // The connection is abandoned after this long without data (the store's own deadline
+    // usually answers first; this only bounds how long a dead read holds its socket).
+    const values = await readBulk(this.#endpoint!, requests, Math.max(this.#o.timeoutMs, 10_000), allocate);
+    const out: (Uint8Array | null)[] = manifests.map((m) => (m ? new Uint8Array(0) : null));
+    present.forEach(({ j }, i) => (out[j] = values[i]!));
+    return out;
   }
 
   async putIfAbsent(key: string, value: Uint8Array): Promise<boolean> {
@@ -149,6 +210,38 @@ export class RedisBackend implements StoreBackend {
     const pipeline = this.#client.pipeline().sadd(set, member);
     if (this.#o.ttlSeconds > 0) pipeline.expire(set, this.#o.ttlSeconds);
     await pipeline.exec();
+  }
+
+  /**
+   * Which manifests exist and the union of the marker sets, in one round trip: a server-side
+   * script given the keys as two newline-joined arguments (a 32K-token prompt is 128
+   * manifests and 129 sets: as 257 separate arguments, building and parsing the command
+   * cost the client more than the round trip). Where scripting is unavailable, the same as
+   * MGET + SUNION in one pipeline.
+   */
+  async lookup(keys: readonly string[], sets: readonly string[]): Promise<[boolean[], string[]]> {
+    if (keys.length === 0 || sets.length === 0) return Promise.all([this.has(keys), this.markers(sets)]);
+    if (this.#scripted) {
+      try {
+        const [present, members] = (await (this.#client as unknown as ScriptedClient).kvcLookup(
+          this.#o.prefix,
+          keys.map((k) => this.#manifestKey(k)).join('\n'),
+          sets.join('\n'),
+        )) as [string, string[]];
+        if (typeof present !== 'string' || present.length !== keys.length) throw new Error('prefix store: malformed lookup reply');
+        return [Array.from(present, (c) => c === '1'), members];
+      } catch (e) {
+        // Scripts refused (disabled, or a proxy without EVAL): pipelined commands from now on.
+        if (!/unknown command|NOPERM|not allowed|disabled/i.test((e as Error).message)) throw e;
+        this.#scripted = false;
+      }
+    }
+    const replies = (await this.#client.pipeline().mget(keys.map((k) => this.#manifestKey(k))).sunion(...sets).exec()) ?? [];
+    const [e1, values] = replies[0] ?? [new Error('missing reply'), null];
+    const [e2, members] = replies[1] ?? [new Error('missing reply'), null];
+    if (e1) throw e1;
+    if (e2) throw e2;
+    return [(values as (string | null)[]).map((v) => v !== null), members as string[]];
   }
 
   async markers(sets: readonly string[]): Promise<string[]> {
