@@ -277,11 +277,21 @@ export class Compactor {
    * With `signal`, aborting rejects with code 'ABORTED' and leaves the sequence unchanged.
    */
   compact(seq: Sequence, options?: CompactOptions): Promise<CompactionReport> {
+    return this.#start(seq, options, false);
+  }
+
+  /** @internal Background maintenance (lib/maintain.ts): compact() at the lowest thread priority. */
+  compactInBackground(seq: Sequence, options?: CompactOptions): Promise<CompactionReport> {
+    return this.#start(seq, options, true);
+  }
+
+  #start(seq: Sequence, options: CompactOptions | undefined, background: boolean): Promise<CompactionReport> {
     try {
       const r = merge(this.#base, resolve('options', options));
       const signal = r.signal;
       if (signal?.aborted) throw abortedError('the compaction', signal);
       const spec = this.#spec(seq, r, false);
+      if (background) spec.background = true;
       const onProgress = r.onProgress;
       const progress = onProgress
         ? (f: number) => {

@@ -5,6 +5,8 @@ import * as os from 'node:os';
 import { KVCacheError, invalidArgument, shapeMismatch } from './errors';
 import { native, type NativeCache } from './native/binding';
 import { Sequence } from './sequence';
+import { Maintainer, type MaintainOptions } from './maintain';
+import { makeProfile, type Profile, type ProfileName, type ProfileShape } from './profiles';
 import type { AttentionOptions, CacheStats, Devices, KVCacheConfig, KVCacheOptions } from './types';
 import { lseArray, outputArray, attentionFlags, sparseOption } from './attention-options';
 import { CACHE_OPTIONS, ROPE_OPTIONS } from './generated/schema';
@@ -139,6 +141,15 @@ export class KVCache {
     });
   }
 
+  /**
+   * A named preset ('quality', 'balanced', 'tiny') for a model shape: cache options, the
+   * maintain() options of its memory target (null for 'quality') and decode attention options
+   * (lib/profiles.ts; measured bytes per token and quality in EVALUATION.md).
+   */
+  static profile(name: ProfileName, shape: ProfileShape): Profile {
+    return makeProfile(name, shape, (o) => KVCache.bytesPerToken(o));
+  }
+
   /** Devices this build can use, and why CUDA cannot be used when it cannot. */
   static devices(): Devices {
     return native().devices();
@@ -218,6 +229,18 @@ export class KVCache {
     const sparse = sparseOption(o['sparse'], c.keySummaries);
     this.native.attentionBatch(layer, natives, queries, out, lse, flags, sparse);
     return out;
+  }
+
+  /**
+   * Keeps `seq` under a memory target in the background (lib/maintain.ts): whenever an append
+   * to the last layer leaves it over the target, a pass shrinks a snapshot of its older rows
+   * with `options.policy` and swaps the result in, keeping the rows appended meanwhile.
+   * Returns the Maintainer (an EventEmitter of 'pass', 'skip' and 'error'); stop() ends it.
+   */
+  maintain(seq: Sequence, options: MaintainOptions): Maintainer {
+    this.checkAlive();
+    if (Sequence.isSequence(seq) && seq.cache !== this) throw invalidArgument('seq', 'a Sequence of this cache', 'a sequence of another cache');
+    return new Maintainer(seq, options);
   }
 
   /** Sequences, rows and pool memory of this cache now. */

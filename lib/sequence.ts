@@ -25,6 +25,8 @@ export class Sequence {
   readonly native: NativeSequence;
   /** Brand: only real sequences have it (Object.create(Sequence.prototype) does not). */
   readonly #brand = true;
+  /** @internal Background maintenance (lib/maintain.ts): called after each append to the last layer. */
+  afterAppend: (() => void) | undefined;
   /** The compaction in flight, if any (set by Compactor.compact). */
   #compaction: { abort: () => void; settled: Promise<void> } | undefined;
 
@@ -108,6 +110,7 @@ export class Sequence {
       if (o['positions'] !== undefined) positions = positionArray(o['positions'], tokens);
     }
     this.native.append(layer, keys, values, positions);
+    if (layer === c.layers - 1) this.afterAppend?.();
   }
 
   /**

@@ -17,6 +17,7 @@
 #include "bench_binding.h"
 #include "build_info.h"
 #include "compaction_binding.h"
+#include "maintain_binding.h"
 #include "cache_wrap.h"
 #include "checksum_binding.h"
 #include "cuda_emulation.h"
@@ -142,6 +143,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("blockLayout", Napi::Function::New(env, guarded<blockLayout>));
   registerEviction(env, exports);
   registerCompaction(env, exports);
+  registerMaintain(env, exports);
   registerBench(env, exports);
   registerChecksum(env, exports);
   registerBuildInfo(env, exports);

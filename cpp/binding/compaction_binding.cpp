@@ -20,6 +20,13 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
+
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "../core/compaction/sequence_compactor.h"
 #include "addon_data.h"
@@ -173,6 +180,13 @@ Napi::Object reportOf(Napi::Env env, const Cache& cache, const SequencePlan& pla
   return out;
 }
 
+// Lowest priority for the calling thread (Linux: nice 19 for this thread only; elsewhere a no-op).
+void lowerThisThreadPriority() {
+#ifdef __linux__
+  (void)setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 19);
+#endif
+}
+
 double secondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -205,17 +219,39 @@ class CompactWorker : public Napi::AsyncProgressWorker<double>, public PendingWo
     tracked_ = true;
   }
 
+  // Background maintenance: the compaction runs on a thread of its own at the lowest
+  // scheduling priority, so the threads that decode meanwhile win every contested core
+  // (a libuv thread is shared and its priority could not be raised back).
+  void setBackground(bool background) { background_ = background; }
+
   void Execute(const ExecutionProgress& progress) override {
     reserveThreadLocals();  // a libuv thread: see kvc/thread_locals.h
-    try {
-      status_ = compaction::computeCompaction(*cache_, request_, &plan_, [&](double f) { progress.Send(&f, 1); });
-    } catch (const std::bad_alloc&) {
-      status_ = outOfMemory("compaction ran out of host memory");
-    } catch (const std::exception& e) {
-      status_ = internalError(std::string("compaction failed: ") + e.what());
-    } catch (...) {
-      status_ = internalError("compaction failed with an unknown exception");
+    auto run = [&] {
+      try {
+        status_ = compaction::computeCompaction(*cache_, request_, &plan_, [&](double f) { progress.Send(&f, 1); });
+      } catch (const std::bad_alloc&) {
+        status_ = outOfMemory("compaction ran out of host memory");
+      } catch (const std::exception& e) {
+        status_ = internalError(std::string("compaction failed: ") + e.what());
+      } catch (...) {
+        status_ = internalError("compaction failed with an unknown exception");
+      }
+    };
+    bool ranInThread = false;
+    if (background_) {
+      try {
+        std::thread worker([&] {
+          reserveThreadLocals();  // a thread of its own: see kvc/thread_locals.h
+          lowerThisThreadPriority();
+          run();
+        });
+        worker.join();
+        ranInThread = true;
+      } catch (...) {
+        // No thread could be started: compute here, at the normal priority.
+      }
     }
+    if (!ranInThread) run();
     // The last touch of the cache from this thread: a waiting ~Cache may proceed.
     cache_->leaveBackground();
     {
@@ -337,6 +373,7 @@ class CompactWorker : public Napi::AsyncProgressWorker<double>, public PendingWo
   bool executed_ = false;   // Execute has returned (guarded by executedMutex_)
   bool abandoned_ = false;  // JS thread only
   bool tracked_ = false;    // listed in AddonData::pending
+  bool background_ = false; // compute on a thread of its own at the lowest priority
 };
 
 // compact(sequence, spec, onProgress | null) -> { promise: Promise<report>, abort(): void }.
@@ -361,8 +398,11 @@ Napi::Value compact(const Napi::CallbackInfo& info) {
   }, "abort");
   Napi::Object out = Napi::Object::New(env);
   out.Set("abort", abortFunction);
+  // spec.background (lib/maintain.ts): lowest thread priority; requestOf checked that spec is an object.
+  const bool background = info[1].As<Napi::Object>().Get("background").ToBoolean().Value();
   auto* worker = new CompactWorker(env, info[0].As<Napi::Object>(), info.Length() > 2 ? info[2] : env.Undefined(),
                                    wrap->sharedHandle(), wrap->handle()->cache, std::move(request), std::move(plan), abort);
+  worker->setBackground(background);
   Sequence* seq = cache.mutableSequence(wrap->id());
   try {
     out.Set("promise", worker->promise());

@@ -165,6 +165,10 @@ Status Cache::fork(uint64_t parentId, uint64_t* child) {
   auto seq = std::make_unique<Sequence>(*parent);
   seq->id = nextSequenceId_++;
   seq->busy = false;
+  // Snapshot bookkeeping belongs to the parent (replace_prefix.cpp), not to its forks.
+  seq->intact.clear();
+  seq->snapshotOf = 0;
+  seq->snapshotRows.clear();
   for (const Stream& s : seq->streams) {
     for (int32_t b : s.blocks) pool_.retain(b);
   }
@@ -518,6 +522,7 @@ Status Cache::truncate(uint64_t id, int32_t position) {
     s.pendingKeys.resize(pending * config_.headDim);
     s.pendingValues.resize(pending * config_.headDim);
     if (!s.scores.empty()) s.scores.resize(s.rows());
+    if (!seq->intact.empty()) seq->intact[i] = std::min(seq->intact[i], s.length);
     // A cut block's summary still bounds its remaining rows; recomputing tightens it, but only
     // when no fork still reads the rows beyond the cut (best effort: the old one stays valid).
     if (cut && s.length % B != 0 && pool_.refCount(s.blocks.back()) == 1) {

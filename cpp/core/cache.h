@@ -163,6 +163,17 @@ class Cache {
   // place after their overwritten rows were saved to host memory (abort writes them back).
   Status prepareKeepRows(uint64_t id, const KeepSet* sets, uint32_t count, KeepRowsMode mode, KeepRowsTxn* txn);
   Status resetScores(uint64_t id);
+  // Background maintenance (replace_prefix.cpp). snapshot: a fork of `id` (copy-on-write, no
+  // row copied) that remembers every stream's length; from now on `id` tracks which leading
+  // rows stay unchanged. The snapshot may then be evicted or compacted like any sequence
+  // (also off the main thread) while `id` keeps appending. replacePrefix: stream by stream,
+  // the first snapshotRows rows of `id` are replaced by every row of the snapshot, keeping
+  // the rows `id` gained since (bit-exact, with their positions, beta and scores); blocks
+  // are shared where the boundaries fall on whole blocks, the rest is copied. All or
+  // nothing; ABORTED when `id` changed below the snapshot (truncated, evicted, compacted)
+  // or already took a snapshot's rows. The snapshot itself is left as it is.
+  Status snapshot(uint64_t id, uint64_t* child);
+  Status replacePrefix(uint64_t id, uint64_t snapshotId);
   // Read-only access for policies and compaction (nullptr when freed).
   const Sequence* sequence(uint64_t id) const;
   Sequence* mutableSequence(uint64_t id);

@@ -206,8 +206,11 @@ Status Cache::prepareKeepRows(uint64_t id, const KeepSet* sets, uint32_t count, 
 }
 
 void Cache::commitKeep(KeepRowsTxn* txn) {
+  Sequence* seq = txn->sequence_;
   for (KeepRowsTxn::Change& c : txn->changes_) {
     Stream& s = *c.stream;
+    // A rebuilt stream no longer matches an outstanding snapshot (replace_prefix.cpp).
+    if (!seq->intact.empty()) seq->intact[static_cast<size_t>(&s - seq->streams.data())] = 0;
     if (c.inPlace) {
       for (size_t b = c.blocks.size(); b < s.blocks.size(); ++b) pool_.release(s.blocks[b]);
     } else {

@@ -54,6 +54,13 @@ struct Sequence {
   std::vector<Stream> streams;         // [layer * kvHeads + kvHead]
   std::vector<int32_t> nextPosition;   // [layer]
   bool busy = false;                   // an asynchronous operation holds it
+  // Background maintenance (replace_prefix.cpp). On a sequence that has a snapshot: rows
+  // [0, intact[s]) of stream s are unchanged since the snapshot was taken (truncate lowers
+  // it, a rebuild by keepRows zeroes it); empty when no snapshot is outstanding.
+  std::vector<int32_t> intact;
+  // On a snapshot: the sequence it was taken of and that sequence's rows per stream then.
+  uint64_t snapshotOf = 0;
+  std::vector<int32_t> snapshotRows;
 
   Stream& stream(uint32_t layer, uint32_t kvHeads, uint32_t head) { return streams[layer * kvHeads + head]; }
   const Stream& stream(uint32_t layer, uint32_t kvHeads, uint32_t head) const { return streams[layer * kvHeads + head]; }

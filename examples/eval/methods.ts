@@ -10,6 +10,7 @@ import type { Method, MethodRun, ModelHandle, StoryContext } from './runner';
 import { ropeMethods } from './rope-methods';
 import type { AttentionCallOptions } from './sequence-attention';
 import { sparseMethods } from './sparse-methods';
+import { profileMethods } from './profile-methods';
 import { lowRankMethods } from './lowrank-methods';
 import { lowRankCurveMethods } from './lowrank-curve-methods';
 import { tierMethods } from './tier-methods';
@@ -320,6 +321,7 @@ export function buildMethods(lib: Lib, dims: AttentionDims, base: CacheSettings,
   }
 
   methods.push(...sparseMethods(dims));
+  methods.push(...profileMethods(dims));
   if (groups.length > 0) methods.push(...tierMethods(dims, groups[0]!, pow2));
   const lowRank = lowRankMethods(lib, dims);
   methods.push(...lowRank);

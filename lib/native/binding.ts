@@ -156,6 +156,8 @@ export interface NativeCompactionSpec {
   heldOut: Array<Float32Array | null> | null;
   online: boolean;
   maxRows: number;
+  /** compact() only: compute on a thread of its own at the lowest priority (lib/maintain.ts). */
+  background?: boolean;
 }
 
 export interface NativeStreamCompaction {
@@ -230,6 +232,12 @@ export interface NativeAddon {
     onProgress: ((fraction: number) => void) | null,
   ): { promise: Promise<NativeCompactionReport>; abort: () => void };
   compactSync(sequence: NativeSequence, spec: NativeCompactionSpec): NativeCompactionReport;
+  /** Background maintenance (cpp/core/replace_prefix.cpp): a copy-on-write fork that remembers every stream's length. */
+  snapshot(sequence: NativeSequence): NativeSequence;
+  /** Replaces the rows the snapshot was taken of by the snapshot's rows, keeping the rows appended since (ABORTED: changed below the snapshot). */
+  replacePrefix(sequence: NativeSequence, snapshot: NativeSequence): void;
+  /** Block-table entries and rows over every stream of a sequence, and the shortest and longest stream's rows. */
+  sequenceUsage(sequence: NativeSequence): { blocks: number; rows: number; minRows: number; maxRows: number };
   /**
    * CRC-32 of the export format (zlib's) of `bytes`, continuing from `crc` (0 to start), by the
    * implementation the process chose or the one named (tests; UNSUPPORTED where unavailable).

@@ -349,6 +349,21 @@ std::vector<Scenario> scenarios(const CacheConfig& base, const std::string& tag)
   // 40 + 43 rows per head = 5 + 6 blocks per head, 22 in all.
   add("compaction on a full pool (rebuilt in place)", withBlocks(base, 22), [](World& w) { w.sequence(40); },
       [](World& w) { return compactOp(w, w.ids[0], 0.5); });
+  // Background maintenance (replace_prefix.cpp): a compacted snapshot replaces the rows it was
+  // taken of while the rows appended since are copied behind it into fresh blocks.
+  add("replacePrefix after a compacted snapshot", base,
+      [](World& w) {
+        const uint64_t id = w.sequence(37);
+        uint64_t snap = 0;
+        const Status st = w.cache->snapshot(id, &snap);
+        CHECK(st.isOk(), "setup snapshot: %s", st.message().c_str());
+        w.ids.push_back(snap);
+        const Status compacted = compactOp(w, snap, 0.5);
+        CHECK(compacted.isOk(), "setup compaction: %s", compacted.message().c_str());
+        w.append(id, 0, 5);
+        w.append(id, 1, 11);
+      },
+      [](World& w) { return w.cache->replacePrefix(w.ids[0], w.ids[1]); });
   add("importSequence", base,
       [](World& w) {
         const uint64_t id = w.sequence(21);

@@ -1,0 +1,63 @@
+// Profile methods of the evaluation (`profile-quality`, `profile-balanced`, `profile-tiny`):
+// the story runs on a cache made from KVCache.profile(name, dims), its sequence maintained
+// with the profile's memory target (cache.maintain) while the model decodes: the prefix is a
+// prefill, then every scored token is a decode step (Tq = 1) with recorded queries, and each
+// step waits for a pass in flight before the next (so the run is deterministic). Bytes per
+// token are measured on the sequence at the end of the story, block rounding included:
+// keptFraction = those bytes / (the profile storage's bytes per token × tokens), so that the
+// report's bytes per token (rowBytesPerToken × keptFraction) is the measured figure.
+import { KVCache, type ProfileName } from '../../lib/index';
+import type { CacheSettings } from '../llama2c/kvcache-attention';
+import type { AttentionDims } from '../llama2c/model';
+import type { Method } from './runner';
+
+export const PROFILE_NAMES: readonly ProfileName[] = ['quality', 'balanced', 'tiny'];
+
+export function profileMethods(dims: AttentionDims): Method[] {
+  return PROFILE_NAMES.map((name): Method => {
+    const profile = KVCache.profile(name, dims);
+    const { layers: _l, kvHeads: _k, headDim: _h, queryHeads: _q, ...settings } = profile.options;
+    const rowBytes = KVCache.bytesPerToken(profile.options);
+    const target = profile.targetFractionOfF16;
+    return {
+      id: `profile-${name}`,
+      family: 'profiles',
+      label: `profile ${name}: K ${settings.keys} / V ${settings.values}${target ? `, target 1/${Math.round(1 / target)} of f16` : ''}`,
+      param: target ?? 1,
+      rowBytesPerToken: rowBytes,
+      async run(ctx) {
+        const h = ctx.fresh(settings as CacheSettings, { recordQueries: true });
+        const seq = h.backend.sequence;
+        const p = KVCache.profile(name, dims);
+        const maintainer = p.maintain ? seq.cache.maintain(seq, p.maintain) : null;
+        const { ids, prefix } = ctx;
+        const n = ids.length;
+        const V = ctx.checkpoint.config.vocabSize;
+        try {
+          if (prefix > 0) h.model.prefill(ids.slice(0, prefix), { chunkSize: ctx.chunk, logits: 'none' });
+          await maintainer?.idle();
+          const logits = new Float32Array((n - 1 - prefix) * V);
+          for (let t = prefix; t < n - 1; t++) {
+            logits.set(h.model.forward([ids[t]!], 'all'), (t - prefix) * V);
+            await maintainer?.idle();
+          }
+          if (maintainer && maintainer.errors > 0) throw maintainer.lastError;
+          const blocks = seq.lengths(0).length > 0 ? measuredBytes(seq, dims) : 0;
+          return { logits, keptFraction: blocks / (rowBytes * (n - 1)) };
+        } finally {
+          await maintainer?.stop();
+          h.release();
+        }
+      },
+    };
+  });
+}
+
+/** Bytes of the blocks the sequence holds (every layer and kv head, partial blocks counted whole). */
+function measuredBytes(seq: import('../../lib/index').Sequence, dims: AttentionDims): number {
+  const { blockSize } = seq.cache.config;
+  const blockBytes = seq.cache.stats().blockBytes;
+  let blocks = 0;
+  for (let l = 0; l < dims.layers; l++) for (const len of seq.lengths(l)) blocks += Math.ceil(len / blockSize);
+  return blocks * blockBytes;
+}
