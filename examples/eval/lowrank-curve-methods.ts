@@ -9,6 +9,7 @@ import type { AttentionDims } from '../llama2c/model';
 import { CALIBRATION_ROWS, WINDOW_TOKENS } from './lowrank-methods';
 import { MODEL_ROPE } from './rope-methods';
 import type { Method } from './runner';
+import { wholeStoryRun } from './whole-story';
 
 type Format = 'f16' | 'int8' | 'int4';
 
@@ -79,15 +80,7 @@ export function lowRankCurveMethods(dims: AttentionDims): Method[] {
       label: `keys ${p.pre ? 'pre' : 'post'}-RoPE rank ${p.keyRank}/${D} ${p.keys}, ${v}`,
       param: p.keyRank,
       rowBytesPerToken: KVCache.bytesPerToken({ ...settings, ...dims } as never, WINDOW_TOKENS),
-      async run(ctx) {
-        const h = ctx.fresh(settings);
-        try {
-          if (ctx.prefix > 0) h.model.prefill(ctx.ids.slice(0, ctx.prefix), { chunkSize: ctx.chunk, logits: 'none' });
-          return { logits: ctx.scoreRest(h.model), keptFraction: 1 };
-        } finally {
-          h.release();
-        }
-      },
+      run: wholeStoryRun(settings),
     } satisfies Method;
   });
 }

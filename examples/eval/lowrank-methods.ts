@@ -6,6 +6,7 @@ import { KVCache } from '../../lib/index';
 import type { CacheSettings } from '../llama2c/kvcache-attention';
 import type { AttentionDims } from '../llama2c/model';
 import type { Method, StoryContext } from './runner';
+import { wholeStoryRun } from './whole-story';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- the library namespace, as in methods.ts */
 type Lib = Record<string, any>;
@@ -58,15 +59,7 @@ export function lowRankMethods(lib: Lib, dims: AttentionDims): Method[] {
         label: `rank ${rank}/${D}, ${storage} coefficients, ${calibration} calibration rows`,
         param: rank,
         rowBytesPerToken: bytesPerToken(dims, settings),
-        async run(ctx) {
-          const h = ctx.fresh(settings);
-          try {
-            if (ctx.prefix > 0) h.model.prefill(ctx.ids.slice(0, ctx.prefix), { chunkSize: ctx.chunk, logits: 'none' });
-            return { logits: ctx.scoreRest(h.model), keptFraction: 1 };
-          } finally {
-            h.release();
-          }
-        },
+        run: wholeStoryRun(settings),
       });
     }
   }

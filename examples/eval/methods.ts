@@ -14,6 +14,7 @@ import { profileMethods } from './profile-methods';
 import { lowRankMethods } from './lowrank-methods';
 import { lowRankCurveMethods } from './lowrank-curve-methods';
 import { tierMethods } from './tier-methods';
+import { wholeStoryRun } from './whole-story';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- the eviction/compaction API is typed by the library once it exists */
 type Lib = Record<string, any>;
@@ -60,15 +61,7 @@ function storageMethod(dims: AttentionDims, id: string, family: string, settings
     family,
     label: fmt(settings),
     rowBytesPerToken: bytesPerToken(dims, settings),
-    async run(ctx: StoryContext): Promise<MethodRun> {
-      const h = ctx.fresh(settings);
-      try {
-        if (ctx.prefix > 0) h.model.prefill(ctx.ids.slice(0, ctx.prefix), { chunkSize: ctx.chunk, logits: 'none' });
-        return { logits: ctx.scoreRest(h.model), keptFraction: 1 };
-      } finally {
-        h.release();
-      }
-    },
+    run: wholeStoryRun(settings),
   };
 }
 

@@ -7,6 +7,7 @@ import { KVCache, type EvictionPolicy as EvictionPolicyType } from '../../lib/in
 import type { CacheSettings } from '../llama2c/kvcache-attention';
 import type { AttentionDims } from '../llama2c/model';
 import type { Method } from './runner';
+import { wholeStoryRun } from './whole-story';
 
 export const MODEL_ROPE = { theta: 10000, style: 'interleaved' } as const;
 
@@ -21,15 +22,7 @@ export function ropeMethods(lib: Lib, dims: AttentionDims, base: CacheSettings, 
       family: 'storage, pre-RoPE keys',
       label: `${base.keys} keys before RoPE (cache applies RoPE)`,
       rowBytesPerToken: bytes,
-      async run(ctx) {
-        const h = ctx.fresh(settings);
-        try {
-          if (ctx.prefix > 0) h.model.prefill(ctx.ids.slice(0, ctx.prefix), { chunkSize: ctx.chunk, logits: 'none' });
-          return { logits: ctx.scoreRest(h.model), keptFraction: 1 };
-        } finally {
-          h.release();
-        }
-      },
+      run: wholeStoryRun(settings),
     },
   ];
   const EP = lib.EvictionPolicy;

@@ -9,6 +9,7 @@ import type { Storage } from '../../lib/index';
 import type { CacheSettings } from '../llama2c/kvcache-attention';
 import type { AttentionDims } from '../llama2c/model';
 import type { Method } from './runner';
+import { wholeStoryRun } from './whole-story';
 
 interface TierMethod {
   rows: number;
@@ -47,15 +48,7 @@ export function tierMethods(dims: AttentionDims, groupSize: number, rotateKeys: 
       family: 'precision tiers (f16 window, then lower tier)',
       label: `f16 newest ${m.rows} rows, then K ${m.keys} / V ${m.values} g${groupSize}${rotateKeys ? ', rotated K' : ''}`,
       rowBytesPerToken: lowerTierBytesPerToken(dims, settings),
-      async run(ctx) {
-        const h = ctx.fresh(settings);
-        try {
-          if (ctx.prefix > 0) h.model.prefill(ctx.ids.slice(0, ctx.prefix), { chunkSize: ctx.chunk, logits: 'none' });
-          return { logits: ctx.scoreRest(h.model), keptFraction: 1 };
-        } finally {
-          h.release();
-        }
-      },
+      run: wholeStoryRun(settings),
     };
   });
 }

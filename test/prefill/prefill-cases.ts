@@ -5,40 +5,15 @@
 // partial last block, and optionally beta from a compaction and the attention mass.
 import { Compactor, KVCache, type Storage } from '../../lib/index';
 // No vitest imports here: the child process runs outside the test runner.
+import { type AttentionCase, caseName as attentionCaseName, type Normals } from '../quantization/attention-cases';
 import { type StreamRows, attentionReference } from '../reference/attention-reference';
+import { maxAbsError as worstError, relError } from '../reference/errors';
 
-/** n N(0, scale²) samples. */
-export type Normals = (n: number, scale?: number) => Float32Array;
+const maxAbsError = (a: ArrayLike<number>, b: ArrayLike<number>): number => worstError(a, b).value;
 
-function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Number.isNaN(num) || a.length !== b.length ? Infinity : Math.sqrt(num / den);
-}
+export type { Normals };
 
-function maxAbsError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let worst = a.length === b.length ? 0 : Infinity;
-  for (let i = 0; i < b.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    worst = d > worst || Number.isNaN(d) ? (Number.isNaN(d) ? Infinity : d) : worst;
-  }
-  return worst;
-}
-
-export interface PrefillCase {
-  keys: Storage;
-  values: Storage;
-  headDim: number;
-  groupSize: number;
-  blockSize: number;
-  T: number;
-  tq: number;
-  kvHeads: number;
-  ratio: number;
+export interface PrefillCase extends AttentionCase {
   /** compact (OMP, ratio 0.5) the first T rows, then append tq more: beta != 0, gaps in positions */
   beta?: boolean;
   /** also check the attention mass (accumulateScores) */
@@ -46,8 +21,7 @@ export interface PrefillCase {
 }
 
 export function caseName(c: PrefillCase): string {
-  return `${c.keys}/${c.values}, D ${c.headDim}, group ${c.groupSize}, blocks of ${c.blockSize}, T ${c.T}, Tq ${c.tq}, ratio ${c.ratio}` +
-    `${c.beta ? ', beta' : ''}${c.mass ? ', mass' : ''}`;
+  return attentionCaseName(c) + `${c.beta ? ', beta' : ''}${c.mass ? ', mass' : ''}`;
 }
 
 export const PREFILL_CASES: PrefillCase[] = [

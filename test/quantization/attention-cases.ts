@@ -1,7 +1,7 @@
-// One quantized-attention test case (formats, shape, GQA ratio) and what every test over it
-// needs: its name, its cache, and fresh random inputs with an offset so int4 minimums matter.
+// One attention test case (formats, shape, GQA ratio) and what every test over it needs: its
+// name, its cache, and fresh random inputs with an offset so int4 minimums matter. No
+// test-runner imports: the prefill kernel's per-SIMD-level child process uses these too.
 import { KVCache, type Storage } from '../../lib/index';
-import { randn, Rng } from '../reference/random';
 
 export interface AttentionCase {
   keys: Storage;
@@ -24,11 +24,14 @@ export function makeCaseCache(c: AttentionCase, threads: number, precision?: 'ex
     values: c.values, groupSize: c.groupSize, blockSize: c.blockSize, threads, ...(precision ? { precision } : {}) });
 }
 
-/** Keys (scaled by 2, offset by 0.5), values and queries for one case, fresh from `rng`. */
-export function caseInputs(c: AttentionCase, rng: Rng): { keys: Float32Array; values: Float32Array; queries: Float32Array } {
-  const keys = randn(rng, c.T * c.kvHeads * c.headDim, 2);
+/** n N(0, scale²) samples (no test-runner import here: child processes use these cases too). */
+export type Normals = (n: number, scale?: number) => Float32Array;
+
+/** Keys (scaled by 2, offset by 0.5), values and queries for one case, fresh from `normals`. */
+export function caseInputs(c: AttentionCase, normals: Normals): { keys: Float32Array; values: Float32Array; queries: Float32Array } {
+  const keys = normals(c.T * c.kvHeads * c.headDim, 2);
   for (let i = 0; i < keys.length; i++) keys[i]! += 0.5; // a common offset: int4 minimums matter
-  const values = randn(rng, c.T * c.kvHeads * c.headDim);
-  const queries = randn(rng, c.tq * c.kvHeads * c.ratio * c.headDim);
+  const values = normals(c.T * c.kvHeads * c.headDim);
+  const queries = normals(c.tq * c.kvHeads * c.ratio * c.headDim);
   return { keys, values, queries };
 }

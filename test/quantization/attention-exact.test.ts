@@ -10,6 +10,7 @@ import { LSE_TOL, outputTol } from '../foundation/attention-tolerance';
 import { attentionReference } from '../reference/attention-reference';
 import { expectClose } from '../reference/compare';
 import { caseInputs, caseName, makeCaseCache, type AttentionCase } from './attention-cases';
+import { normalsFrom } from '../reference/random';
 import { testRng } from '../reference/random';
 
 type Case = AttentionCase;
@@ -32,7 +33,7 @@ describe('quantized attention vs float64 reference on the stored rows', () => {
       const name = caseName(c);
       it(name, () => {
         const queryHeads = c.kvHeads * c.ratio;
-        const { keys: rowsIn, values: valuesIn, queries } = caseInputs(c, testRng());
+        const { keys: rowsIn, values: valuesIn, queries } = caseInputs(c, normalsFrom(testRng()));
         const outs: Float32Array[] = [];
         for (const threads of [1, 2, 3]) {
           const cache = makeCaseCache(c, threads);

@@ -22,6 +22,7 @@ import { LSE_TOL, outputTol } from '../foundation/attention-tolerance';
 import { attentionReference } from '../reference/attention-reference';
 import { expectClose } from '../reference/compare';
 import { caseInputs, caseName, makeCaseCache, type AttentionCase } from './attention-cases';
+import { normalsFrom } from '../reference/random';
 import { randn, testRng } from '../reference/random';
 
 type Case = AttentionCase;
@@ -183,7 +184,7 @@ describe("precision 'fast' vs float64 references (quantized query; error model)"
       const name = caseName(c);
       it(name, () => {
         const QH = c.kvHeads * c.ratio;
-        const { keys: rowsIn, values: valuesIn, queries } = caseInputs(c, testRng());
+        const { keys: rowsIn, values: valuesIn, queries } = caseInputs(c, normalsFrom(testRng()));
         const outs: Float32Array[] = [];
         for (const threads of [1, 2, 3]) {
           const cache = makeCache(c, threads, 'fast');

@@ -19,6 +19,7 @@ import { ReferenceAttention } from '../../examples/llama2c/reference-attention';
 import { Tokenizer } from '../../examples/llama2c/tokenizer';
 import { attentionReference } from '../reference/attention-reference';
 import { MODEL_PATH, SAMPLE_TEXT_PATH, TOKENIZER_PATH } from '../../examples/llama2c/paths';
+import { relError } from '../reference/errors';
 
 /** One layer's worth of attention inputs, token-major. */
 export interface LayerData {
@@ -107,17 +108,6 @@ export function measure(d: Dataset, c: QualityConfig): number {
   } finally {
     cache.dispose();
   }
-}
-
-/** ‖a − b‖₂ / ‖b‖₂ (as test/reference/compare.ts, which needs vitest; this file also runs as a script). */
-function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Number.isNaN(num) ? Infinity : Math.sqrt(num / den);
 }
 
 function concatF64(parts: Float64Array[]): Float64Array {

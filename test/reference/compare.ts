@@ -1,36 +1,11 @@
 // Comparison helpers: max abs error, normwise relative error ‖a−b‖/‖b‖, tolerance checks that
 // name the worst element, and bit-exact comparison for data movement (stored rows, export/import).
 import { expect } from 'vitest';
+import { maxAbsError, relError } from './errors';
+
+export { maxAbsError, relError };
 
 type Num = ArrayLike<number>;
-
-export function maxAbsError(a: Num, b: Num): { value: number; index: number } {
-  let value = 0;
-  let index = -1;
-  for (let i = 0; i < Math.min(a.length, b.length); i++) {
-    const e = Math.abs(a[i]! - b[i]!);
-    if (!(e <= value)) { // NaN counts as the worst
-      value = Number.isNaN(e) ? Infinity : e;
-      index = i;
-      if (Number.isNaN(e)) break;
-    }
-  }
-  return { value, index };
-}
-
-/** ‖a − b‖₂ / ‖b‖₂ (b is the reference); NaN anywhere gives Infinity. */
-export function relError(a: Num, b: Num): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < Math.min(a.length, b.length); i++) {
-    const d = a[i]! - b[i]!;
-    num += d * d;
-    den += b[i]! * b[i]!;
-  }
-  if (Number.isNaN(num)) return Infinity;
-  if (den === 0) return num === 0 ? 0 : Infinity;
-  return Math.sqrt(num / den);
-}
 
 export interface Tolerance {
   abs?: number; // max |a_i - b_i|

@@ -70,6 +70,11 @@ export function randn(rng: Rng, n: number, scale = 1): Float32Array {
   return a;
 }
 
+/** randn over `rng` as a plain function of (n, scale), for helpers that take no Rng. */
+export function normalsFrom(rng: Rng): (n: number, scale?: number) => Float32Array {
+  return (n, scale = 1) => randn(rng, n, scale);
+}
+
 /** Float32Array of n uniform samples in [lo, hi). */
 export function uniform(rng: Rng, n: number, lo = -1, hi = 1): Float32Array {
   const a = new Float32Array(n);
