@@ -10,28 +10,9 @@ import { describe, expect, it } from 'vitest';
 import { Compactor, EvictionPolicy, KVCache, KVCacheError, type Sequence } from '../../lib/index';
 import { attentionReference, type StreamRows } from '../reference/attention-reference';
 import { expectClose } from '../reference/compare';
-import { randn, testRng, type Rng } from '../reference/random';
+import { randn, testRng } from '../reference/random';
+import { gappedPositions, ropeF64, type RopeSpec } from '../reference/rope-reference';
 import { orthonormal } from './lowrank-reference';
-
-interface RopeSpec {
-  theta: number;
-  dims: number;
-  style: 'interleaved' | 'half';
-}
-
-/** RoPE of one head vector at `position`, in float64 (the model's definition, written out). */
-function ropeF64(x: ArrayLike<number>, off: number, D: number, r: RopeSpec, position: number): Float64Array {
-  const y = Float64Array.from({ length: D }, (_, d) => x[off + d]!);
-  const h = r.dims / 2;
-  for (let i = 0; i < h; i++) {
-    const a = position * Math.pow(r.theta, (-2 * i) / r.dims);
-    const [j, k] = r.style === 'interleaved' ? [2 * i, 2 * i + 1] : [i, i + h];
-    const x0 = x[off + j]!, x1 = x[off + k]!;
-    y[j] = x0 * Math.cos(a) - x1 * Math.sin(a);
-    y[k] = x0 * Math.sin(a) + x1 * Math.cos(a);
-  }
-  return y;
-}
 
 /** Attention of the stored (pre-RoPE) rows of one layer: RoPE by the given positions, then plain attention. */
 function reference(
@@ -64,16 +45,6 @@ function referenceWithLse(
     }
   }
   return attentionReference({ headDim: D, queryHeads: QH, streams, queries: qAll });
-}
-
-function gappedPositions(rng: Rng, start: number, n: number): Int32Array {
-  const p = new Int32Array(n);
-  let at = start;
-  for (let i = 0; i < n; i++) {
-    p[i] = at;
-    at += 1 + rng.int(0, 6);
-  }
-  return p;
 }
 
 const STORED = (_t: number, _n: number) => -1;

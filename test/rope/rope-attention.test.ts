@@ -9,27 +9,8 @@ import { describe, expect, it } from 'vitest';
 import { Compactor, EvictionPolicy, KVCache, KVCacheError, type KVCacheOptions, type Sequence } from '../../lib/index';
 import { attentionReference, type StreamRows } from '../reference/attention-reference';
 import { expectClose } from '../reference/compare';
-import { randn, testRng, type Rng } from '../reference/random';
-
-interface RopeSpec {
-  theta: number;
-  dims: number;
-  style: 'interleaved' | 'half';
-}
-
-/** RoPE of one head vector at `position`, in float64 (the model's definition, written out). */
-function ropeF64(x: ArrayLike<number>, off: number, D: number, r: RopeSpec, position: number): Float64Array {
-  const y = Float64Array.from({ length: D }, (_, d) => x[off + d]!);
-  const h = r.dims / 2;
-  for (let i = 0; i < h; i++) {
-    const a = position * Math.pow(r.theta, (-2 * i) / r.dims);
-    const [j, k] = r.style === 'interleaved' ? [2 * i, 2 * i + 1] : [i, i + h];
-    const x0 = x[off + j]!, x1 = x[off + k]!;
-    y[j] = x0 * Math.cos(a) - x1 * Math.sin(a);
-    y[k] = x0 * Math.sin(a) + x1 * Math.cos(a);
-  }
-  return y;
-}
+import { randn, testRng } from '../reference/random';
+import { gappedPositions, ropeF64, type RopeSpec } from '../reference/rope-reference';
 
 /** Reference attention of pre-RoPE rows and queries: RoPE by the given positions, then plain attention. */
 function ropeReference(
@@ -53,17 +34,6 @@ function ropeReference(
     }
   }
   return attentionReference({ headDim: D, queryHeads: QH, streams, queries: q }).out;
-}
-
-/** Positions with gaps (1..7) starting at `start`. */
-function gappedPositions(rng: Rng, start: number, n: number): Int32Array {
-  const p = new Int32Array(n);
-  let at = start;
-  for (let i = 0; i < n; i++) {
-    p[i] = at;
-    at += 1 + rng.int(0, 6);
-  }
-  return p;
 }
 
 function readAll(seq: Sequence, layer: number, kvHeads: number) {
