@@ -63,7 +63,8 @@ void ropeVector(float* x, const RopeSpec& spec, const float* c, const float* s) 
 
 // Exact attention of one stream over lifted keys [n][D] (post-RoPE) and value rows [n][RV]
 // (coefficients, lifted once per output by the caller, or unprojected values), with the
-// contract of the block attention (causal cutoff by position, log-sum-exp, attention mass).
+// contract of the block attention (causal cutoff by position, logit bias beta of compacted
+// rows or nullptr for none, log-sum-exp, attention mass).
 // Both products run through the backend's projection kernel (register tiles, no horizontal
 // sums): logits [n][M] = K Q^T with the M = tq x g query vectors as the columns of a [D][M]
 // "basis" (padded to 16 columns, the widest vector), and outputs [M][RV] = P V with P the
@@ -73,7 +74,7 @@ struct LiftedScratch {
 };
 
 static void attendLifted(const LowRankKernels& lr, const float* keys, const float* values, uint32_t RV, const int32_t* positions,
-                         uint32_t n, uint32_t D, const float* queries, uint32_t g, uint32_t tq, const int32_t* cutoff, float scale,
+                         const float* beta, uint32_t n, uint32_t D, const float* queries, uint32_t g, uint32_t tq, const int32_t* cutoff, float scale,
                          float* out, float* lse, uint64_t lseTokenStride, float* scores, LiftedScratch& w) {
   const uint32_t M = tq * g, Mp = (M + 15) / 16 * 16;
   w.qt.assign(static_cast<size_t>(D) * Mp, 0.0f);
@@ -82,6 +83,11 @@ static void attendLifted(const LowRankKernels& lr, const float* keys, const floa
   }
   w.logits.resize(static_cast<size_t>(n) * Mp);
   lr.project(keys, D, n, D, w.qt.data(), Mp, scale, w.logits.data(), Mp);
+  for (uint32_t i = 0; beta && i < n; ++i) {
+    if (beta[i] == 0.0f) continue;
+    float* row = w.logits.data() + static_cast<size_t>(i) * Mp;
+    for (uint32_t m = 0; m < M; ++m) row[m] += beta[i];
+  }
   w.weights.resize(static_cast<size_t>(M) * n);
   std::vector<double> sums(M);
   for (uint32_t m = 0; m < M; ++m) {
@@ -124,6 +130,7 @@ Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, con
 
   std::vector<float> keys, coefKeys, basisT, values, queries(static_cast<size_t>(tq) * g * D), out(queries.size());
   LiftedScratch scratch;
+  std::vector<float> beta;
   std::vector<int32_t> positions, cutoff(tq);
   for (uint32_t i = 0; i < count; ++i) {
     Sequence* seq = sequences_.at(ids[i]).get();
@@ -137,6 +144,7 @@ Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, con
       keys.resize(static_cast<size_t>(n) * D);
       positions.resize(n);
       const float* valueRows;
+      const float* rowBeta = nullptr;  // calibrating rows are never compacted
       if (!s.basis) {
         std::memcpy(keys.data(), s.pendingKeys.data(), 4ull * keys.size());
         std::memcpy(positions.data(), s.pendingPositions.data(), 4ull * n);
@@ -144,9 +152,11 @@ Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, con
       } else {
         coefKeys.resize(static_cast<size_t>(n) * R);
         values.resize(static_cast<size_t>(n) * RV);
+        beta.resize(n);
         StreamView view{s.blocks.data(), s.length};
-        KVC_RETURN_IF_ERROR(backend_->readRows(pool(), codec(), view, 0, n, coefKeys.data(), values.data(), nullptr,
+        KVC_RETURN_IF_ERROR(backend_->readRows(pool(), codec(), view, 0, n, coefKeys.data(), values.data(), beta.data(),
                                                positions.data()));
+        rowBeta = beta.data();
         // The lift of many rows as a projection onto the transposed basis ([r][D]): the
         // projection's register tiles sum over r with no horizontal reduction per element.
         basisT.resize(static_cast<size_t>(R) * D);
@@ -181,7 +191,7 @@ Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, con
       }
       float* lse = r.lse ? r.lse + (static_cast<uint64_t>(i) * r.tq + t0) * config_.queryHeads + static_cast<uint64_t>(h) * g : nullptr;
       out.resize(static_cast<size_t>(tq) * g * RV);
-      attendLifted(lr, keys.data(), valueRows, RV, positions.data(), n, D, queries.data(), g, tq, cutoff.data(), scale, out.data(), lse,
+      attendLifted(lr, keys.data(), valueRows, RV, positions.data(), rowBeta, n, D, queries.data(), g, tq, cutoff.data(), scale, out.data(), lse,
                    config_.queryHeads, scores, scratch);
       float* o = r.out + i * seqStride + t0 * tokenStride + static_cast<uint64_t>(h) * g * D;
       for (uint32_t t = 0; t < tq; ++t) {

@@ -212,7 +212,7 @@ describe('lowRank: separate key and value settings', () => {
     }
   });
 
-  it('refusals: device cuda, compaction, export with unequal ranks are UNSUPPORTED; bad ranks INVALID_ARGUMENT', async () => {
+  it('refusals: device cuda with unequal ranks or rope is UNSUPPORTED; bad ranks INVALID_ARGUMENT', async () => {
     const base = { layers: 1, kvHeads: 1, headDim: 32, groupSize: 8 } as const;
     const code = (f: () => unknown) => {
       try {
@@ -231,8 +231,9 @@ describe('lowRank: separate key and value settings', () => {
     const seq = cache.createSequence();
     seq.append(0, randn(rng, 12 * 32), randn(rng, 12 * 32));
     seq.attention(0, randn(rng, 32), { recordQueries: true });
-    expect(code(() => seq.export())).toBe('UNSUPPORTED');
-    await expect(new Compactor({ ratio: 0.5 }).compact(seq)).rejects.toMatchObject({ code: 'UNSUPPORTED' });
+    // export, import and compaction of such caches: lowrank-ranks.test.ts
+    expect(cache.importSequence(seq.export()).lengths(0)).toEqual(seq.lengths(0));
+    await expect(new Compactor({ ratio: 0.5 }).compact(seq)).resolves.toBeDefined();
   });
 
   it('lowRank + rope with equal ranks exports and imports (bases, rope fields, rows) and attends the same', () => {

@@ -11,17 +11,18 @@ using cpu::compaction::CompactionKernels;
 using cpu::compaction::packedSize;
 
 void packRows(const CompactionKernels& k, const float* keys, const float* values, uint32_t rows, uint32_t D,
-              Scratch keySlot, Scratch valueSlot, PackedRows* out) {
+              uint32_t DV, Scratch keySlot, Scratch valueSlot, PackedRows* out) {
   out->rows = rows;
   out->D = D;
+  out->DV = DV;
   out->keys = scratch<float>(keySlot, packedSize(D, rows, k.nr));
-  out->values = scratch<float>(valueSlot, packedSize(rows, D, k.nr));
+  out->values = scratch<float>(valueSlot, packedSize(rows, DV, k.nr));
   k.packTransposed(keys, D, rows, D, out->keys);
-  k.packRows(values, D, rows, D, out->values);
+  k.packRows(values, DV, rows, DV, out->values);
 }
 
 void attend(const CompactionKernels& k, Parallel& par, const AttendArgs& a) {
-  const uint32_t rows = a.rows->rows, D = a.rows->D;
+  const uint32_t rows = a.rows->rows, D = a.rows->D, DV = a.rows->DV;
   const uint32_t blocks = (a.nq + kQueryBlock - 1) / kQueryBlock;
   const uint32_t participants = par.participants();
   // Per participant: a block of exps (unless the caller keeps them all), row scales, and
@@ -42,13 +43,13 @@ void attend(const CompactionKernels& k, Parallel& par, const AttendArgs& a) {
     float* acc = stat ? colScratch + p * colFloats : nullptr;
     k.gemm(m, rows, D, a.queries + static_cast<size_t>(i0) * D, D, a.rows->keys, e, ld, false);
     k.softmaxRows(e, ld, m, rows, a.bias, a.rowMax + i0, a.rowSum + i0);
-    float* y = a.out + static_cast<size_t>(i0) * D;
-    k.gemm(m, D, rows, e, ld, a.rows->values, y, D, false);
+    float* y = a.out + static_cast<size_t>(i0) * DV;
+    k.gemm(m, DV, rows, e, ld, a.rows->values, y, DV, false);
     float inv[kQueryBlock];
     for (uint32_t r = 0; r < m; ++r) {
       const float z = a.rowSum[i0 + r];
       inv[r] = z > 0.0f ? 1.0f / z : 0.0f;
-      for (uint32_t d = 0; d < D; ++d) y[static_cast<size_t>(r) * D + d] *= inv[r];
+      for (uint32_t d = 0; d < DV; ++d) y[static_cast<size_t>(r) * DV + d] *= inv[r];
     }
     if (a.columnStat == ColumnStat::kExpSquares) std::fill(inv, inv + m, 1.0f);
     if (a.columnStat == ColumnStat::kAttention) {
