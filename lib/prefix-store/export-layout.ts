@@ -13,6 +13,8 @@ export const EXPORT_VERSION = 2;
 export const ROPE_EXPORT_VERSION = 3;
 /** The version a cache with `tiers` writes (4: rows per tier, each tier's rows in its formats); kept whole. */
 export const TIERED_EXPORT_VERSION = 4;
+/** The version a lowRank cache with unequal key and value ranks writes (5: both ranks, rope fields always); kept whole. */
+export const LOW_RANK_RANKS_EXPORT_VERSION = 5;
 const ROPE_FIELDS_BYTES = 16;
 
 /**
