@@ -62,7 +62,7 @@ export interface KVCacheOptions {
    * groupSize must divide both; `values` defaults to `keys`). `values: headDim` keeps values
    * unprojected in the cache's `values` format (e.g. low-rank keys + int8 values). Unequal
    * ranks, and lowRank with `rope` (bases fitted on pre-RoPE keys), attend on the host over
-   * lifted rows, on device 'cpu' only; they cannot be compacted or (unequal ranks) exported yet. A stream holds its first `calibrationRows` rows (default 256)
+   * lifted rows, on device 'cpu' only (with `rope` they cannot be compacted yet; unequal ranks export as format version 5). A stream holds its first `calibrationRows` rows (default 256)
    * at full precision, then fits its bases on them and projects every row; 0 keeps rows at
    * full precision until `seq.fitBases()` or `seq.setBases()`.
    */

@@ -325,9 +325,22 @@ describe('low-rank storage', () => {
     const scale = maxAbs(rb.values, new Float32Array(rb.values.length));
     // the full-space fit lies in span(B_v) ...
     expect(maxAbs(lift(project(rb.values, bases.values, D, R), bases.values, D, R), rb.values) / scale).toBeLessThan(1e-5);
-    // ... and equals the coefficient-space fit
-    expect(maxAbs(ra.values, rb.values) / scale).toBeLessThan(2e-4);  // measured 1e-6 to 2.2e-5 over seeds
-    expect(maxAbs(ra.beta, rb.beta)).toBeLessThan(1e-4);
+    // ... and equals the coefficient-space fit: compared as the kept rows' weights w = e^beta
+    // and weighted values w v, what the attention output depends on. Both fits solve the same
+    // problems in f32 from logits that differ by rounding (r- against D-dimensional dot
+    // products), so w differs by an absolute amount (about cond · 1e-7 · max w); beta = log w
+    // amplifies that by 1/w on rows whose weight is near minWeight (beta -4.5: 100x), and
+    // their values are as weakly determined, so beta and v themselves are no measure of the
+    // fit (that made this comparison fail on about 1 seed in 30). Measured over 40 seeds:
+    // weights 4.9e-6, weighted values 4.6e-6 (relative to max w and max |v|).
+    const wa = Array.from(ra.beta, Math.exp), wb = Array.from(rb.beta, Math.exp);
+    const wMax = Math.max(...wb);
+    expect(maxAbs(wa, wb) / wMax).toBeLessThan(5e-5);
+    let weighted = 0;
+    for (let j = 0; j < wb.length; j++) {
+      for (let d = 0; d < D; d++) weighted = Math.max(weighted, wb[j]! * Math.abs(ra.values[j * D + d]! - rb.values[j * D + d]!));
+    }
+    expect(weighted / (wMax * scale)).toBeLessThan(5e-5);
   });
 
   it('option errors are INVALID_ARGUMENT', () => {
