@@ -128,7 +128,7 @@ Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, con
   if (spec.dims != 0 && hostRopeCos_.empty()) buildRopeTables(spec, &hostRopeCos_, &hostRopeSin_);
   std::vector<float> cBuf(spec.dims), sBuf(spec.dims);
 
-  std::vector<float> keys, coefKeys, basisT, values, queries(static_cast<size_t>(tq) * g * D), out(queries.size());
+  std::vector<float> keys, coefKeys, basisT, values, heldValues, queries(static_cast<size_t>(tq) * g * D), out(queries.size());
   LiftedScratch scratch;
   std::vector<float> beta;
   std::vector<int32_t> positions, cutoff(tq);
@@ -146,9 +146,10 @@ Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, con
       const float* valueRows;
       const float* rowBeta = nullptr;  // calibrating rows are never compacted
       if (!s.basis) {
-        std::memcpy(keys.data(), s.pendingKeys.data(), 4ull * keys.size());
+        heldValues.resize(static_cast<size_t>(n) * D);
+        s.held.read(n, D, keys.data(), heldValues.data());
         std::memcpy(positions.data(), s.pendingPositions.data(), 4ull * n);
-        valueRows = s.pendingValues.data();
+        valueRows = heldValues.data();
       } else {
         coefKeys.resize(static_cast<size_t>(n) * R);
         values.resize(static_cast<size_t>(n) * RV);

@@ -232,15 +232,21 @@ Status Cache::exportSequence(uint64_t id, std::vector<uint8_t>* out) {
   w.value(rank);
   if (ranks) w.value(config_.valueStoredDim());
   if (rank > 0) {
+    std::vector<float> heldKeys, heldValues;
     for (const Stream& s : seq->streams) {
       w.value(s.basis ? 1u : 0u);
       if (s.basis) {
         w.bytes(s.basis->keys.data(), 4 * s.basis->keys.size());
         w.bytes(s.basis->values.data(), 4 * s.basis->values.size());  // empty for unprojected values
       }
-      w.value(static_cast<uint32_t>(s.pendingRows()));
-      w.bytes(s.pendingKeys.data(), 4 * s.pendingKeys.size());
-      w.bytes(s.pendingValues.data(), 4 * s.pendingValues.size());
+      // Held rows are written as f32 (binary16 rows widen exactly).
+      const uint32_t held = static_cast<uint32_t>(s.pendingRows());
+      w.value(held);
+      heldKeys.resize(static_cast<size_t>(held) * config_.headDim);
+      heldValues.resize(heldKeys.size());
+      s.held.read(held, config_.headDim, heldKeys.data(), heldValues.data());
+      w.bytes(heldKeys.data(), 4 * heldKeys.size());
+      w.bytes(heldValues.data(), 4 * heldValues.size());
       w.bytes(s.pendingPositions.data(), 4 * s.pendingPositions.size());
     }
   }
@@ -450,12 +456,17 @@ Status Cache::importChecked(const uint8_t* bytes, size_t size, uint32_t stored, 
       std::memcpy(basis->values.data(), part.bases + 4 * D * rank, 4 * D * valueCols);
       s.basis = std::move(basis);
     }
-    s.pendingKeys.resize(part.held * D);
-    s.pendingValues.resize(part.held * D);
     s.pendingPositions.resize(part.held);
     if (part.held) {
-      std::memcpy(s.pendingKeys.data(), part.heldRows, 4 * D * part.held);
-      std::memcpy(s.pendingValues.data(), part.heldRows + 4 * D * part.held, 4 * D * part.held);
+      // Held rows that are all binary16 values (what a cache holds) are held as binary16;
+      // others (exports of caches that held f32 rows) stay f32, exactly as exported.
+      std::vector<float> k(D * part.held), v(D * part.held);
+      std::memcpy(k.data(), part.heldRows, 4 * D * part.held);
+      std::memcpy(v.data(), part.heldRows + 4 * D * part.held, 4 * D * part.held);
+      bool half = !heldF32();
+      for (size_t e = 0; half && e < k.size(); ++e) half = halfToFloat(floatToHalf(k[e])) == k[e] && halfToFloat(floatToHalf(v[e])) == v[e];
+      if (!half) s.held.widen(static_cast<uint32_t>(D));
+      for (uint32_t j = 0; j < part.held; ++j) s.held.append(k.data() + j * D, v.data() + j * D, static_cast<uint32_t>(D));
       std::memcpy(s.pendingPositions.data(), part.heldRows + 8 * D * part.held, 4ull * part.held);
     }
   }

@@ -11,6 +11,7 @@ import { Compactor, EvictionPolicy, KVCache, KVCacheError, type Sequence } from 
 import { attentionReference, type StreamRows } from '../reference/attention-reference';
 import { expectClose } from '../reference/compare';
 import { randn, testRng } from '../reference/random';
+import { roundToF16 } from '../reference/formats-reference';
 import { gappedPositions, ropeF64, type RopeSpec } from '../reference/rope-reference';
 import { orthonormal } from './lowrank-reference';
 
@@ -190,7 +191,8 @@ describe('lowRank: separate key and value settings', () => {
     using a = new KVCache({ ...opts, lowRank: { keys: 16, values: 32, calibrationRows: 10 } });
     using b = new KVCache(opts);
     const sa = a.createSequence(), sb = b.createSequence();
-    const k = randn(rng, 40 * 2 * 32), v = randn(rng, 40 * 2 * 32);
+    // binary16 inputs: the calibration rows are held as binary16 before they are stored
+    const k = randn(rng, 40 * 2 * 32), v = randn(rng, 40 * 2 * 32).map(roundToF16);
     sa.append(0, k, v);
     sb.append(0, k, v);
     expect(sa.read(0, 1).values).toEqual(sb.read(0, 1).values);

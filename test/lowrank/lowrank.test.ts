@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { Compactor, EvictionPolicy, KVCache, KVCacheError } from '../../lib/index';
 import { attentionReference, type StreamRows } from '../reference/attention-reference';
 import { randn, testRng, type Rng } from '../reference/random';
+import { roundToF16 } from '../reference/formats-reference';
 import { orthonormal, project, lift, lowRankPlusNoise, crc32, maxAbs, symmetricEigenvalues } from './lowrank-reference';
 
 const D = 32;
@@ -135,7 +136,7 @@ describe('low-rank storage', () => {
     });
   }
 
-  it('calibration boundary: exact full-precision rows before the fit, bases from exactly the first calibrationRows rows', () => {
+  it('calibration boundary: rows before the fit are the input rounded to binary16, bases from exactly the first calibrationRows rows', () => {
     const rng = testRng();
     const opts = { layers: 1, kvHeads: 2, queryHeads: 4, headDim: D, keys: 'f16', values: 'f16', groupSize: 8, lowRank: { keys: R, values: R, calibrationRows: 16 }, threads: 1 } as const;
     using cache = new KVCache(opts);
@@ -149,9 +150,9 @@ describe('low-rank storage', () => {
       oneByOne.append(0, k.subarray(t * 2 * D, (t + 1) * 2 * D), v.subarray(t * 2 * D, (t + 1) * 2 * D));
       if (t + 1 < 16) {
         expect(oneByOne.bases(0, 0)).toBeNull();
-        // rows before the fit are the input, exactly (f32, not even rounded to f16)
+        // rows before the fit are held as binary16 (an f16 cache: HeldRows in sequence.h)
         const r = oneByOne.read(0, 1);
-        for (let d = 0; d < D; d++) expect(r.keys[t * D + d]).toBe(k[(t * 2 + 1) * D + d]);
+        for (let d = 0; d < D; d++) expect(r.keys[t * D + d]).toBe(roundToF16(k[(t * 2 + 1) * D + d]!));
         expectAttentionMatches(cache, oneByOne, rng, 1, 2e-5);
       } else {
         expect(oneByOne.bases(0, 0)).not.toBeNull();
