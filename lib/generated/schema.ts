@@ -74,11 +74,11 @@ export const CACHE_OPTIONS = {
 
 /** new KVCache({ lowRank: { keys, values, calibrationRows } }): ranks of the per-stream bases of low-rank storage. */
 export const LOW_RANK_OPTIONS = {
-  /** an even rank <= headDim; equal to values (one coefficient width per cache) */
+  /** an even rank <= headDim */
   keys: { type: 'integer', min: 2, max: 1024, multipleOf: 2 },
-  /** an even rank <= headDim; equal to keys */
+  /** an even rank <= headDim; default keys; headDim keeps values unprojected */
   values: { type: 'integer', min: 2, max: 1024, multipleOf: 2 },
-  /** rows a stream holds at full precision before its bases are fitted; 0: bases only from setBases/fitBases */
+  /** rows a stream holds (binary16, f32 in a cache storing f32 rows) before its bases are fitted; 0: bases only from setBases/fitBases */
   calibrationRows: { type: 'integer', min: 0, max: 65536, default: 256 },
 } as const;
 
