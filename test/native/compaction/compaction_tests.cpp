@@ -334,6 +334,48 @@ void testExactness(Rng& rng) {
   CHECK(std::equal(r.values.begin(), r.values.end(), s.values.begin()), "target > T: values changed");
 }
 
+// Values of another width than the keys (Problem::DV, low-rank values): selection and beta
+// depend on keys and queries only, and the value fit is a least-squares problem per value
+// dimension, so fitting values A | B (one row = the row of A, then the row of B) gives the
+// fits of A and of B side by side. DV = D is the default DV = 0, bit for bit.
+void testValueWidth(Rng& rng) {
+  const uint32_t T = 160, D = 32, wa = 24, wb = 40;
+  Stream s = randomStream(rng, T, D, 256, 0, 1.5);
+  const std::vector<float> a = rng.normals(static_cast<size_t>(T) * wa), b = rng.normals(static_cast<size_t>(T) * wb);
+  std::vector<float> ab(static_cast<size_t>(T) * (wa + wb));
+  for (uint32_t j = 0; j < T; ++j) {
+    std::copy(a.begin() + j * wa, a.begin() + (j + 1) * wa, ab.begin() + j * (wa + wb));
+    std::copy(b.begin() + j * wb, b.begin() + (j + 1) * wb, ab.begin() + j * (wa + wb) + wa);
+  }
+  Options o;
+  auto run = [&](const std::vector<float>& values, uint32_t DV, Result* r) {
+    Problem p = s.problem(40);
+    p.values = values.data();
+    p.DV = DV;
+    const Status st = compact(p, o, nullptr, r);
+    CHECK(st.isOk(), "value width %u: %s", DV, st.message().c_str());
+  };
+  Result ra, rb, rab, rd, r0;
+  run(a, wa, &ra);
+  run(b, wb, &rb);
+  run(ab, wa + wb, &rab);
+  CHECK(ra.keep == rab.keep && rb.keep == rab.keep && ra.beta == rab.beta && rb.beta == rab.beta,
+        "value width: keep sets or beta depend on the values");
+  CHECK(rab.values.size() == rab.keep.size() * (wa + wb), "value width: %zu fitted values", rab.values.size());
+  std::vector<float> joined(rab.values.size());
+  for (size_t c = 0; c < rab.keep.size(); ++c) {
+    std::copy(ra.values.begin() + c * wa, ra.values.begin() + (c + 1) * wa, joined.begin() + c * (wa + wb));
+    std::copy(rb.values.begin() + c * wb, rb.values.begin() + (c + 1) * wb, joined.begin() + c * (wa + wb) + wa);
+  }
+  std::vector<double> want(joined.begin(), joined.end());
+  // The same solves; only the GEMM blocking over the value columns differs (f32 sums).
+  close(rab.values.data(), want.data(), want.size(), 1e-4, 1e-4, "value width: A | B fit", "portable");
+  run(s.values, D, &rd);
+  run(s.values, 0, &r0);
+  CHECK(rd.keep == r0.keep && rd.beta == r0.beta && rd.values == r0.values && rd.outputError == r0.outputError,
+        "DV = D differs from DV = 0");
+}
+
 void testDuplicateRowsMerge(Rng& rng) {
   // Rows 3j, 3j+1, 3j+2 are copies of one (key, value, bias). Keeping one copy of each, the
   // mass fit must give it weight 3 (beta = b + log 3) and the attention is reproduced exactly.
@@ -629,6 +671,7 @@ int main(int argc, char** argv) {
   testTopKAndPool(rng);
   std::printf("core: using kernels [%s]\n", ck::compactionKernels().name);
   testExactness(rng);
+  testValueWidth(rng);
   testDuplicateRowsMerge(rng);
   testProtectedAndSelection(rng);
   testThreadsChunksBatch(rng);
