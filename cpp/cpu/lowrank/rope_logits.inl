@@ -1,0 +1,97 @@
+// Logits over low-rank keys stored before RoPE (kvc/lowrank_ops.h, RopeLogitsArgs), the row
+// dots they end with and the softmax exponentials of the host low-rank path, for one vector
+// width S and a lift tile of RT rows (included inside an ISA namespace by lowrank_<isa>.cpp,
+// after project.inl and rope_angles.inl).
+
+// out[m * outStride + i] = scale * rows[i] . q[m]: each row vector is loaded once per four
+// queries; a tail of L that is not a whole vector is summed in scalar.
+template <class S>
+void rowDotsImpl(const float* rows, uint64_t rowStride, uint32_t n, uint32_t L, const float* q, uint32_t M, float scale,
+                 float* out, uint64_t outStride) {
+  const uint32_t whole = L / S::W * S::W;
+  for (uint32_t i = 0; i < n; ++i) {
+    const float* x = rows + i * rowStride;
+    uint32_t m = 0;
+    for (; m + 4 <= M; m += 4) {
+      const float* q0 = q + static_cast<uint64_t>(m) * L;
+      typename S::V a0 = S::zero(), a1 = S::zero(), a2 = S::zero(), a3 = S::zero();
+      for (uint32_t d = 0; d < whole; d += S::W) {
+        const typename S::V v = S::load(x + d);
+        a0 = S::fma(v, S::load(q0 + d), a0);
+        a1 = S::fma(v, S::load(q0 + L + d), a1);
+        a2 = S::fma(v, S::load(q0 + 2 * L + d), a2);
+        a3 = S::fma(v, S::load(q0 + 3 * L + d), a3);
+      }
+      float sums[4];
+      S::reduce4(a0, a1, a2, a3, sums);
+      for (uint32_t d = whole; d < L; ++d) {
+        for (uint32_t k = 0; k < 4; ++k) sums[k] += x[d] * q0[k * L + d];
+      }
+      for (uint32_t k = 0; k < 4; ++k) out[(m + k) * outStride + i] = sums[k] * scale;
+    }
+    for (; m < M; ++m) {
+      const float* qm = q + static_cast<uint64_t>(m) * L;
+      typename S::V a = S::zero();
+      for (uint32_t d = 0; d < whole; d += S::W) a = S::fma(S::load(x + d), S::load(qm + d), a);
+      float sum = S::reduce(a);
+      for (uint32_t d = whole; d < L; ++d) sum += x[d] * qm[d];
+      out[m * outStride + i] = sum * scale;
+    }
+  }
+}
+
+// Rotates x[0, dims) by the half-style pairs (i, i + dims/2) with cos c and signed sin s.
+template <class S>
+inline void rotateHalves(float* __restrict x, uint32_t dims, const float* __restrict c, const float* __restrict s) {
+  const uint32_t h = dims / 2, whole = h / S::W * S::W;
+  uint32_t i = 0;
+  for (; i < whole; i += S::W) {
+    const typename S::V x0 = S::load(x + i), x1 = S::load(x + h + i);
+    S::store(x + i, S::fma(x1, S::load(s + i), S::mul(x0, S::load(c + i))));
+    S::store(x + h + i, S::fma(x0, S::load(s + h + i), S::mul(x1, S::load(c + h + i))));
+  }
+  for (; i < h; ++i) {
+    const float x0 = x[i], x1 = x[i + h];
+    x[i] = x0 * c[i] + x1 * s[i];
+    x[i + h] = x1 * c[i + h] + x0 * s[i + h];
+  }
+}
+
+template <class S, int RT>
+void ropeLogitsImpl(const RopeLogitsArgs& a) {
+  const uint32_t D = a.headDim, dims = a.rope.spec.dims;
+  float* tile = a.scratch;
+  float* cBuf = tile + static_cast<uint64_t>(kRopeLogitsTileRows) * D;
+  float* sBuf = cBuf + dims;
+  for (uint32_t i0 = 0; i0 < a.rows; i0 += kRopeLogitsTileRows) {
+    const uint32_t rows = a.rows - i0 < kRopeLogitsTileRows ? a.rows - i0 : kRopeLogitsTileRows;
+    // The lift k = B c of the tile as a projection onto the transposed basis: register tiles
+    // of RT rows sum over r with no horizontal reduction.
+    projectImpl<S, RT>(a.coef + i0 * a.coefStride, a.coefStride, rows, a.rank, a.basisT, D, 1.0f, tile, D);
+    for (uint32_t i = 0; i < rows; ++i) {
+      const float* c;
+      const float* s;
+      ropeAngles<S>(a.rope, a.positions[i0 + i], cBuf, sBuf, &c, &s);
+      rotateHalves<S>(tile + static_cast<uint64_t>(i) * D, dims, c, s);
+    }
+    rowDotsImpl<S>(tile, D, rows, D, a.queries, a.M, a.scale, a.logits + i0, a.logitStride);
+  }
+}
+
+template <class S>
+double expShiftImpl(float* x, uint32_t n, float shift) {
+  const typename S::V m = S::set1(-shift);
+  typename S::V sum = S::zero();
+  uint32_t i = 0;
+  for (; i + S::W <= n; i += S::W) {
+    const typename S::V e = S::exp(S::add(S::load(x + i), m));
+    S::store(x + i, e);
+    sum = S::add(sum, e);
+  }
+  double total = S::reduce(sum);
+  for (; i < n; ++i) {
+    x[i] = SimdScalar::exp(x[i] - shift);
+    total += x[i];
+  }
+  return total;
+}
