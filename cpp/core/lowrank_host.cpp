@@ -196,7 +196,7 @@ Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, con
             basisT[static_cast<size_t>(j) * D + d] = s.basis ? s.basis->keys[static_cast<size_t>(source(d)) * R + j] : (source(d) == j ? 1.0f : 0.0f);
           }
         }
-        ropeScratch.resize(static_cast<size_t>(kRopeLogitsTileRows) * D + 2 * spec.dims);
+        ropeScratch.resize(ropeLogitsScratchFloats(D, spec.dims, M));
         RopeLogitsArgs a;
         a.rows = n, a.headDim = D, a.rank = KW;
         a.coef = keyRows, a.coefStride = KW;

@@ -57,24 +57,58 @@ inline void rotateHalves(float* __restrict x, uint32_t dims, const float* __rest
   }
 }
 
+// R(p) = R(hi) R(lo) for p = hi + lo, lo = p mod 256 (rotations of one pair commute), so
+// q . R(p) k = (R(hi)^T q) . R(lo) k: a tile whose rows share hi (runs of 256 consecutive
+// positions do) rotates each row by the level-0 table row of lo, with no angle addition per
+// row, against queries rotated back by hi once per run. Tiles that straddle a run (gapped
+// positions) take each row's full angle against the queries as given.
 template <class S, int RT>
 void ropeLogitsImpl(const RopeLogitsArgs& a) {
-  const uint32_t D = a.headDim, dims = a.rope.spec.dims;
+  const uint32_t D = a.headDim, dims = a.rope.spec.dims, lowMask = kRopeLevelSize - 1;
   float* tile = a.scratch;
   float* cBuf = tile + static_cast<uint64_t>(kRopeLogitsTileRows) * D;
   float* sBuf = cBuf + dims;
+  float* sBack = sBuf + dims;
+  float* qBack = sBack + dims;  // [M][D]: the queries rotated back by `backHi`
+  uint32_t backHi = 0;
+  bool haveBack = false;
   for (uint32_t i0 = 0; i0 < a.rows; i0 += kRopeLogitsTileRows) {
     const uint32_t rows = a.rows - i0 < kRopeLogitsTileRows ? a.rows - i0 : kRopeLogitsTileRows;
     // The lift k = B c of the tile as a projection onto the transposed basis: register tiles
     // of RT rows sum over r with no horizontal reduction.
     projectImpl<S, RT>(a.coef + i0 * a.coefStride, a.coefStride, rows, a.rank, a.basisT, D, 1.0f, tile, D);
+    const uint32_t hi = a.positions[i0] & ~lowMask;
+    bool shared = true;
+    for (uint32_t i = 1; i < rows; ++i) shared = shared && (a.positions[i0 + i] & ~lowMask) == hi;
+    const float* q = a.queries;
+    if (shared && hi != 0) {
+      if (!haveBack || backHi != hi) {
+        const float* c;
+        const float* s;
+        ropeAngles<S>(a.rope, hi, cBuf, sBuf, &c, &s);
+        for (uint32_t d = 0; d < dims; ++d) sBack[d] = -s[d];  // R(hi)^T: the signed sines negated
+        for (uint32_t m = 0; m < a.M; ++m) {
+          float* x = qBack + static_cast<uint64_t>(m) * D;
+          __builtin_memcpy(x, a.queries + static_cast<uint64_t>(m) * D, 4ull * D);
+          rotateHalves<S>(x, dims, c, sBack);
+        }
+        backHi = hi, haveBack = true;
+      }
+      q = qBack;
+    }
     for (uint32_t i = 0; i < rows; ++i) {
+      const uint32_t position = a.positions[i0 + i];
       const float* c;
       const float* s;
-      ropeAngles<S>(a.rope, a.positions[i0 + i], cBuf, sBuf, &c, &s);
+      if (shared) {
+        c = a.rope.cosTable + static_cast<uint64_t>(position & lowMask) * dims;
+        s = a.rope.sinTable + static_cast<uint64_t>(position & lowMask) * dims;
+      } else {
+        ropeAngles<S>(a.rope, position, cBuf, sBuf, &c, &s);
+      }
       rotateHalves<S>(tile + static_cast<uint64_t>(i) * D, dims, c, s);
     }
-    rowDotsImpl<S>(tile, D, rows, D, a.queries, a.M, a.scale, a.logits + i0, a.logitStride);
+    rowDotsImpl<S>(tile, D, rows, D, q, a.M, a.scale, a.logits + i0, a.logitStride);
   }
 }
 

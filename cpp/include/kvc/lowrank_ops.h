@@ -54,8 +54,12 @@ struct RopeLogitsArgs {
   float scale = 1.0f;
   float* logits = nullptr;           // logits[m * logitStride + i]
   uint64_t logitStride = 0;
-  float* scratch = nullptr;          // kRopeLogitsTileRows * D + 2 * dims floats
+  float* scratch = nullptr;          // ropeLogitsScratchFloats(D, dims, M) floats
 };
+
+inline uint64_t ropeLogitsScratchFloats(uint32_t D, uint32_t dims, uint32_t M) {
+  return static_cast<uint64_t>(kRopeLogitsTileRows) * D + 3ull * dims + static_cast<uint64_t>(M) * D;
+}
 
 struct LowRankKernels {
   const char* name = nullptr;
