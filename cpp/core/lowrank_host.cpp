@@ -1,17 +1,15 @@
-// Low-rank attention on the host over lifted rows, for the low-rank caches the block kernels
-// cannot serve (CacheConfig::hostLowRank):
+// Low-rank attention on the host, for the low-rank caches the block kernels cannot serve
+// (CacheConfig::hostLowRank):
 // - with rope, keys are stored as coefficients of pre-RoPE keys (the projection is fitted
-//   where keys are low-rank and do not depend on the position). RoPE rotates each channel pair
-//   by an angle of the row's position, which is not diagonal in the basis, so q . R_p B c has
-//   no r-dimensional form for all p at once: each row is lifted (k = B c, r x D), rotated at
-//   its position and dotted with the query rotated at its own position. Lifting each row once
-//   per call serves all tq x GQA query vectors of the call (rotating the query per row instead
-//   would cost as much per query vector);
+//   where keys are low-rank and do not depend on the position). RoPE is not diagonal in the
+//   basis, so q . R_p B c has no r-dimensional form for all p at once; any exact form costs
+//   D x r per row, and lifting each row once (k = B c) shares that cost by all tq x GQA query
+//   vectors of the call. The backend's fused kernel (RopeLogitsArgs, kvc/lowrank_ops.h) lifts
+//   a tile of rows into cache-resident scratch, rotates it and dots it with the queries;
 // - with unequal key and value ranks (or unprojected values), key and value rows differ in
-//   width, which the block kernels (one row width) do not read.
-// Cost per call and stream: n x D x r_k for the key lift plus the RoPE of n rows (cos / sin
-// from the angle-addition tables of kvc/rope.h), against n x r_k for the block kernels; values
-// are summed as stored (coefficients) and lifted once per output. Attention is exact f32.
+//   width, which the block kernels (one row width) do not read; without rope the logits are
+//   r-dimensional (coefficients against q' = B^T q).
+// Values are summed as stored (coefficients) and lifted once per output. Attention is exact f32.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -64,8 +62,7 @@ void ropeVector(float* x, const RopeSpec& spec, const float* c, const float* s) 
 // Softmax and value sum of one stream from its logits [M][n] (M = tq x g query vectors, scaled),
 // with the contract of the block attention (causal cutoff by position, log-sum-exp, attention
 // mass): the weights overwrite the logits, and outputs [M][RV] = P V run through the
-// backend's projection kernel (P as M rows, the value rows [n][RV] as the "basis": register
-// tiles, no horizontal sums). Values are coefficients (lifted once per output by the caller)
+// backend's weighted-sum kernel (each value row loaded once per four query vectors). Values are coefficients (lifted once per output by the caller)
 // or unprojected rows.
 static void softmaxValues(const LowRankKernels& lr, float* logits, const float* values, uint32_t RV, const int32_t* positions,
                           uint32_t n, uint32_t g, uint32_t tq, const int32_t* cutoff, float* out, float* lse, uint64_t lseTokenStride,
@@ -93,7 +90,7 @@ static void softmaxValues(const LowRankKernels& lr, float* logits, const float* 
       for (uint32_t i = 0; i < n; ++i) scores[i] += p[i] * inv;
     }
   }
-  lr.project(logits, n, M, n, values, RV, 1.0f, out, RV);
+  lr.weightedSum(logits, n, M, n, values, RV, out);
   for (uint32_t m = 0; m < M; ++m) {
     const float inv = sums[m] > 0 ? static_cast<float>(1.0 / sums[m]) : 0.0f;
     for (uint32_t d = 0; d < RV; ++d) out[static_cast<size_t>(m) * RV + d] *= inv;

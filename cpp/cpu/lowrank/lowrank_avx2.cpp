@@ -35,6 +35,7 @@ bool lowRankAvx2(LowRankIsa* out) {
   out->ropeLogits = &lowrank_avx2::ropeLogitsImpl<SimdAvx2, 4>;
   out->rowDots = &lowrank_avx2::rowDotsImpl<SimdAvx2>;
   out->expShift = &lowrank_avx2::expShiftImpl<SimdAvx2>;
+  out->weightedSum = &lowrank_avx2::weightedSumImpl<SimdAvx2>;
   return true;
 #else
   (void)out;

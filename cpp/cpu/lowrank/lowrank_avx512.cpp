@@ -35,6 +35,7 @@ bool lowRankAvx512(LowRankIsa* out) {
   out->ropeLogits = &lowrank_avx512::ropeLogitsImpl<SimdAvx512, 8>;
   out->rowDots = &lowrank_avx512::rowDotsImpl<SimdAvx512>;
   out->expShift = &lowrank_avx512::expShiftImpl<SimdAvx512>;
+  out->weightedSum = &lowrank_avx512::weightedSumImpl<SimdAvx512>;
   return true;
 #else
   (void)out;

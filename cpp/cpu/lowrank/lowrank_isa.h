@@ -16,6 +16,7 @@ struct LowRankIsa {
   void (*ropeLogits)(const RopeLogitsArgs& a) = nullptr;
   void (*rowDots)(const float* rows, uint64_t rowStride, uint32_t n, uint32_t L, const float* queries, uint32_t M, float scale,
                   float* out, uint64_t outStride) = nullptr;
+  void (*weightedSum)(const float* w, uint64_t wStride, uint32_t M, uint32_t n, const float* values, uint32_t RV, float* out) = nullptr;
   double (*expShift)(float* x, uint32_t n, float shift) = nullptr;
 };
 

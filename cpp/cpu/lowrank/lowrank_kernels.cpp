@@ -32,6 +32,7 @@ LowRankKernels build() {
   k.ropeLogits = &lowrank_portable::ropeLogitsImpl<SimdScalar, 1>;
   k.rowDots = &lowrank_portable::rowDotsImpl<SimdScalar>;
   k.expShift = &lowrank_portable::expShiftImpl<SimdScalar>;
+  k.weightedSum = &lowrank_portable::weightedSumImpl<SimdScalar>;
   LowRankIsa isa;
   const CpuFeatures& f = cpuFeatures();
   if ((f.avx512 && lowRankAvx512(&isa)) || (f.avx2 && lowRankAvx2(&isa))) {
@@ -41,6 +42,7 @@ LowRankKernels build() {
     k.ropeLogits = isa.ropeLogits;
     k.rowDots = isa.rowDots;
     k.expShift = isa.expShift;
+    k.weightedSum = isa.weightedSum;
   }
   return k;
 }

@@ -112,6 +112,55 @@ void ropeLogitsImpl(const RopeLogitsArgs& a) {
   }
 }
 
+// out[m][j] = sum_i w[m][i] v[i][j] for M weight rows [M][n] (wStride apart) over n value
+// rows [n][RV]: four weight rows at a time, so each value vector is loaded once per four
+// outputs however few rows M has (decode: M = g); pairs of vectors, then single vectors,
+// then scalar columns.
+template <class S, int MT>
+inline void weightedSumTile(const float* w, uint64_t wStride, uint32_t n, const float* v, uint32_t RV, float* out) {
+  const uint32_t whole = RV / S::W * S::W;
+  uint32_t j = 0;
+  for (; j + 2 * S::W <= whole; j += 2 * S::W) {
+    typename S::V acc[MT][2];
+    for (int m = 0; m < MT; ++m) acc[m][0] = acc[m][1] = S::zero();
+    for (uint32_t i = 0; i < n; ++i) {
+      const typename S::V v0 = S::load(v + static_cast<uint64_t>(i) * RV + j), v1 = S::load(v + static_cast<uint64_t>(i) * RV + j + S::W);
+      for (int m = 0; m < MT; ++m) {
+        const typename S::V p = S::set1(w[m * wStride + i]);
+        acc[m][0] = S::fma(p, v0, acc[m][0]);
+        acc[m][1] = S::fma(p, v1, acc[m][1]);
+      }
+    }
+    for (int m = 0; m < MT; ++m) {
+      S::store(out + static_cast<uint64_t>(m) * RV + j, acc[m][0]);
+      S::store(out + static_cast<uint64_t>(m) * RV + j + S::W, acc[m][1]);
+    }
+  }
+  for (; j < whole; j += S::W) {
+    typename S::V acc[MT];
+    for (int m = 0; m < MT; ++m) acc[m] = S::zero();
+    for (uint32_t i = 0; i < n; ++i) {
+      const typename S::V v0 = S::load(v + static_cast<uint64_t>(i) * RV + j);
+      for (int m = 0; m < MT; ++m) acc[m] = S::fma(S::set1(w[m * wStride + i]), v0, acc[m]);
+    }
+    for (int m = 0; m < MT; ++m) S::store(out + static_cast<uint64_t>(m) * RV + j, acc[m]);
+  }
+  for (; j < RV; ++j) {
+    for (int m = 0; m < MT; ++m) {
+      float a = 0.0f;
+      for (uint32_t i = 0; i < n; ++i) a += w[m * wStride + i] * v[static_cast<uint64_t>(i) * RV + j];
+      out[static_cast<uint64_t>(m) * RV + j] = a;
+    }
+  }
+}
+
+template <class S>
+void weightedSumImpl(const float* w, uint64_t wStride, uint32_t M, uint32_t n, const float* v, uint32_t RV, float* out) {
+  uint32_t m = 0;
+  for (; m + 4 <= M; m += 4) weightedSumTile<S, 4>(w + m * wStride, wStride, n, v, RV, out + static_cast<uint64_t>(m) * RV);
+  for (; m < M; ++m) weightedSumTile<S, 1>(w + m * wStride, wStride, n, v, RV, out + static_cast<uint64_t>(m) * RV);
+}
+
 template <class S>
 double expShiftImpl(float* x, uint32_t n, float shift) {
   const typename S::V m = S::set1(-shift);

@@ -79,6 +79,8 @@ struct LowRankKernels {
   // ([M][L]): the logits of coefficient rows against projected queries.
   void (*rowDots)(const float* rows, uint64_t rowStride, uint32_t n, uint32_t L, const float* queries, uint32_t M, float scale,
                   float* out, uint64_t outStride) = nullptr;
+  // out[m][j] = sum_i w[m * wStride + i] * values[i][j]: M weight rows over n value rows [n][RV].
+  void (*weightedSum)(const float* w, uint64_t wStride, uint32_t M, uint32_t n, const float* values, uint32_t RV, float* out) = nullptr;
   // x[i] = exp(x[i] - shift) for i < n (exactly 0 for -inf); returns the sum.
   double (*expShift)(float* x, uint32_t n, float shift) = nullptr;
 };
