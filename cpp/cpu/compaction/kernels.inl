@@ -90,6 +90,45 @@ inline void gemmTileRows(int rows, uint32_t K, const float* a, uint32_t lda, con
   if constexpr (M > 1) gemmTileRows<S, NV, M - 1>(rows, K, a, lda, b, c, ldc, acc, nValid);
 }
 
+// One multiply-add of one lane, fused exactly when the vector multiply-add is (every vector
+// instruction set here has FMA; the portable table multiplies and adds).
+template <class S>
+inline float fmaLane(float a, float b, float c) {
+  if constexpr (S::W == 1) {
+    return S::fma(a, b, c);
+  } else {
+    return std::fma(a, b, c);
+  }
+}
+
+// gemm() with N = 1 (a matrix-vector product, e.g. the right-hand side of the beta fit): the
+// tile would spend a whole panel of multiply-adds on one column. Each element gets the same
+// operations in the same order as in the tile (per K slice: a chain from 0, then added to c),
+// so the results are bit-identical; eight rows at a time keep eight chains in flight.
+template <class S, uint32_t NR, uint32_t KC>
+void gemmColumn(uint32_t M, uint32_t K, const float* a, uint32_t lda, const float* b, float* c, uint32_t ldc,
+                bool accumulate) {
+  constexpr uint32_t R = 8;
+  for (uint32_t i0 = 0; i0 < M; i0 += R) {
+    const uint32_t rows = std::min(R, M - i0);
+    for (uint32_t k0 = 0; k0 < K; k0 += KC) {
+      const uint32_t k1 = std::min(K, k0 + KC);
+      float r[R] = {};
+      const float* ar[R];
+      for (uint32_t i = 0; i < R; ++i) ar[i] = a + static_cast<uint64_t>(i0 + std::min(i, rows - 1)) * lda;
+      for (uint32_t k = k0; k < k1; ++k) {
+        const float bk = b[static_cast<uint64_t>(k) * NR];  // column 0 of the packed panel
+#pragma GCC unroll 8
+        for (uint32_t i = 0; i < R; ++i) r[i] = fmaLane<S>(ar[i][k], bk, r[i]);
+      }
+      for (uint32_t i = 0; i < rows; ++i) {
+        float* p = c + static_cast<uint64_t>(i0 + i) * ldc;
+        *p = accumulate || k0 > 0 ? *p + r[i] : r[i];
+      }
+    }
+  }
+}
+
 template <class S, int MR, int NV>
 void gemmT(uint32_t M, uint32_t N, uint32_t K, const float* a, uint32_t lda, const float* packedB, float* c,
            uint32_t ldc, bool accumulate) {
@@ -102,6 +141,7 @@ void gemmT(uint32_t M, uint32_t N, uint32_t K, const float* a, uint32_t lda, con
       for (uint32_t i = 0; i < M; ++i) std::fill(c + static_cast<uint64_t>(i) * ldc, c + static_cast<uint64_t>(i) * ldc + N, 0.0f);
     return;
   }
+  if (N == 1) return gemmColumn<S, NR, KC>(M, K, a, lda, packedB, c, ldc, accumulate);
   const uint32_t panels = (N + NR - 1) / NR;
   for (uint32_t k0 = 0; k0 < K; k0 += KC) {
     const uint32_t kc = std::min(KC, K - k0);
