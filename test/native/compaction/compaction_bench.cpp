@@ -147,6 +147,30 @@ int batch(int argc, char** argv) {
   std::printf("  thread time per stream (ms): scores %.1f, select %.1f, nnls %.1f, values %.1f, diagnostics %.1f\n",
               1e3 * scores / streams, 1e3 * select / streams, 1e3 * nnls / streams, 1e3 * values / streams,
               1e3 * diag / streams);
+  // The arithmetic floor of one stream (highest-attention, every chunk fitted, no protected
+  // rows): the multiply-adds of the f32 products and of the f64 factorizations and solves at
+  // the peak rates measured now (f64: the probe's f32 rate halved, as every vector FMA unit
+  // here does half as many f64 lanes).
+  {
+    const double span = chunk ? chunk : T, chunks = std::ceil(T / span), tc = std::round(t / chunks);
+    const double scoresFma = chunks * 2.0 * n * span * D;
+    // lt, the value fit's right-hand side and the diagnostics; the two Gram lower triangles.
+    const double otherFma = chunks * (3.0 * tc * n * D + 2.0 * (tc * tc / 2.0) * n);
+    const double f64Fma = chunks * (2.0 * tc * tc * tc / 3.0 + tc * tc * D);
+    kvc::cpu::FmaProbe probe;
+    double best = 1e30;
+    for (int r = 0; r < 15; ++r) {
+      const auto p0 = std::chrono::steady_clock::now();
+      probe = kvc::cpu::fmaProbe(1000000);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - p0).count());
+    }
+    const double peak = probe.multiplyAdds / best;
+    std::printf("  floor per stream (peak %.1f GFMA/s f32 on one thread): score products %.1f ms, other f32 products "
+                "%.1f ms, f64 factorizations and solves %.1f ms, sum %.1f ms; cpu per stream / floor %.2f\n",
+                peak / 1e9, 1e3 * scoresFma / peak, 1e3 * otherFma / peak, 2e3 * f64Fma / peak,
+                1e3 * (scoresFma + otherFma + 2.0 * f64Fma) / peak,
+                cpu / streams / ((scoresFma + otherFma + 2.0 * f64Fma) / peak));
+  }
   // A checksum of the fit, to compare two builds' results.
   double sumBeta = 0.0, sumValues = 0.0;
   for (const Result& r : results) {
