@@ -205,16 +205,14 @@ void compactedFromFit(const CompactionKernels& k, Parallel& par, const float* xt
     const float* row = xt + static_cast<size_t>(c) * n;
     for (uint32_t i = 0; i < n; ++i) x[static_cast<size_t>(i) * t + c] = row[i];
   }
-  float* packedValues = scratch<float>(Scratch::kPackedKeptValues, packedSize(t, D, k.nr));
-  k.packRows(fitted, D, t, D, packedValues);
+  const OperandB values = operandB(k, fitted, t, D, Scratch::kPackedKeptValues);
   out->m = std::move(m);
   out->z = std::move(z);
   out->y.resize(static_cast<size_t>(n) * D);
   const uint32_t blocks = (n + kQueryBlock - 1) / kQueryBlock;
   par.forEach(blocks, [&](uint32_t b, uint32_t) {
     const uint32_t i0 = b * kQueryBlock, rows = std::min(kQueryBlock, n - i0);
-    k.gemm(rows, D, t, x + static_cast<size_t>(i0) * t, t, packedValues, out->y.data() + static_cast<size_t>(i0) * D, D,
-           false);
+    gemmB(k, rows, D, t, x + static_cast<size_t>(i0) * t, t, values, out->y.data() + static_cast<size_t>(i0) * D, D);
   });
 }
 
@@ -435,13 +433,12 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
                 xtFree + static_cast<size_t>(c) * n);
     const double* g = gramF64(k, par, xtFree, f, n);
     double* l = scratch<double>(Scratch::kFactor, static_cast<size_t>(f) * f);
-    float* packedRhs = scratch<float>(Scratch::kPackedRhs, packedSize(n, D, k.nr));
     float* r = scratch<float>(Scratch::kFitRhs, static_cast<size_t>(f) * D);
-    k.packRows(rhs, D, n, D, packedRhs);
+    const OperandB rhsB = operandB(k, rhs, n, D, Scratch::kPackedRhs);
     const uint32_t blocks = (f + kQueryBlock - 1) / kQueryBlock;
     par.forEach(blocks, [&](uint32_t b, uint32_t) {
       const uint32_t i0 = b * kQueryBlock, m = std::min(kQueryBlock, f - i0);
-      k.gemm(m, D, n, xtFree + static_cast<size_t>(i0) * n, n, packedRhs, r + static_cast<size_t>(i0) * D, D, false);
+      gemmB(k, m, D, n, xtFree + static_cast<size_t>(i0) * n, n, rhsB, r + static_cast<size_t>(i0) * D, D);
     });
     const double lambda = factorWithRidge(k, g, f, o.ridge, l, &out->ridgeRaises);
     if (lambda < 0.0)

@@ -97,6 +97,22 @@ void testGemm(const ck::CompactionKernels& k, Rng& rng) {
       }
     close(got.data(), want2.data(), got.size(), tol, 1e-5, "gemm accumulate", k.name);
   }
+  // gemmRowMajor reads B in place (N a multiple of nr, any row stride): bit-identical to gemm
+  // on the packed copy, with and without accumulate, K within one slice and across several.
+  for (uint32_t K : {5u, 300u, 600u}) {
+    const uint32_t M = 29, N = 2 * k.nr, lda = K + 2, ldb = N + 8, ldc = N + 3;
+    const std::vector<float> a = rng.normals(static_cast<size_t>(M) * lda), b = rng.normals(static_cast<size_t>(K) * ldb);
+    std::vector<float> packed(ck::packedSize(K, N, k.nr));
+    k.packRows(b.data(), ldb, K, N, packed.data());
+    for (bool acc : {false, true}) {
+      const std::vector<float> base = rng.normals(static_cast<size_t>(M) * ldc);
+      std::vector<float> c1(base), c2(base);
+      k.gemm(M, N, K, a.data(), lda, packed.data(), c1.data(), ldc, acc);
+      k.gemmRowMajor(M, N, K, a.data(), lda, b.data(), ldb, c2.data(), ldc, acc);
+      CHECK(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0,
+            "[%s] gemmRowMajor differs from gemm on the packed copy (K = %u, accumulate %d)", k.name, K, acc ? 1 : 0);
+    }
+  }
   // N = 1 takes its own path (no panel of padding): every element must equal, bit for bit,
   // column 0 of the same product through the tile (N = 2), also with accumulate and K past
   // one slice.
