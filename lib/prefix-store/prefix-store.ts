@@ -343,9 +343,11 @@ export class PrefixStore {
       return await this.#withTimeout(work(), ms);
     } catch (e) {
       if (e instanceof KVCacheError && e.code !== 'CORRUPT_DATA') throw e; // misuse, not a store failure
-      if (e instanceof Timeout) this.#counters.timeouts++;
+      const timedOut = e instanceof Timeout;
+      if (timedOut) this.#counters.timeouts++;
       else this.#counters.errors++;
-      const error = new KVCacheError('INTERNAL', `prefix store (${this.#backend.name}) ${what} failed: ${(e as Error).message}`, { cause: e });
+      const code = timedOut ? 'STORE_TIMEOUT' : 'STORE_UNAVAILABLE';
+      const error = new KVCacheError(code, `prefix store (${this.#backend.name}) ${what} failed: ${(e as Error).message}`, { cause: e });
       this.#report(error, true);
       return fallback;
     }
