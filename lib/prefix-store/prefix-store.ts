@@ -10,12 +10,12 @@ import { Sequence } from '../sequence';
 import type { KVCacheConfig, Storage } from '../types';
 import type { StoreBackend } from './backend';
 import { DirectoryBackend } from './directory-backend';
-import { decodeEntry, encodeEntry, type EntryKind } from './entry';
-import { chunkPayload, isPlainPrefix, joinChunks, readExportLayout } from './export-layout';
+import { encodeEntry, type EntryKind } from './entry';
+import { chunkPayload, isPlainPrefix, readExportLayout } from './export-layout';
 import { chainHashes, chunkKey, fingerprint, markerKey, prefixKey } from './keys';
 import { MemoryBackend } from './memory-backend';
-import type { Parts } from './parts';
 import { findPrefix, type Plan } from './plan';
+import { EntryReceiver, type Received } from './receive';
 import { RedisBackend } from './redis-backend';
 import { Scratch } from './scratch';
 import type {
@@ -114,6 +114,7 @@ export class PrefixStore {
       partBytes: positiveInteger('options.partBytes', options.partBytes, 8 << 20, 512 << 20),
       ttlSeconds: options.ttlSeconds === 0 ? 0 : positiveInteger('options.ttlSeconds', options.ttlSeconds, 86_400),
       timeoutMs,
+      readConnections: positiveInteger('options.loadConnections', options.loadConnections, 2, 64),
     });
     return new PrefixStore(backend, options);
   }
@@ -213,9 +214,13 @@ export class PrefixStore {
     };
     let reading: Promise<unknown> = Promise.resolve();
     try {
-      const values = await this.#guard('load', deadline, () => (reading = this.#backend.get(plan.keys, borrow(this.#received))), null);
+      // Entries are checked and placed as they arrive (backends that read them one by one
+      // hand each over at once); the rest when all are in.
+      const receiver = new EntryReceiver(plan, this.#chunk, borrow(this.#joined));
+      const values = await this.#guard('load', deadline, () => (reading = this.#backend.get(plan.keys, borrow(this.#received), (i, v) => receiver.take(i, v))), null);
       if (!values) return this.#count(false);
-      const loaded = await this.#import(plan, values, cache, borrow(this.#joined));
+      values.forEach((v, i) => receiver.take(i, v));
+      const loaded = await this.#import(plan, receiver.finish(), cache);
       if (!loaded) return this.#count(false);
       this.#count(true);
       return loaded;
@@ -283,19 +288,10 @@ export class PrefixStore {
     return null;
   }
 
-  async #import(plan: Plan, values: (Uint8Array | Parts | null)[], cache: KVCache, allocate: (bytes: number) => Uint8Array): Promise<LoadedPrefix | null> {
-    // An entry gone since the lookup (expired, evicted, deleted) is a plain miss.
-    if (values.some((v) => v === null)) return null;
-    const entries = values.map((v) => decodeEntry(v!));
-    const damaged = plan.keys.filter((_, i) => {
-      const e = entries[i];
-      if (!e) return true;
-      if (plan.kind === 'compacted') return e.kind !== 'whole' || e.tokens !== plan.length;
-      return e.rows !== plan.rows[i] || e.kind !== (i === plan.keys.length - 1 && plan.length % this.#chunk !== 0 ? 'tail' : 'chunk');
-    });
-    if (damaged.length > 0) return this.#discard(damaged, `${damaged.length} damaged entr${damaged.length === 1 ? 'y' : 'ies'}`);
-    const bytes = plan.kind === 'compacted' ? entries[0]!.payload.contiguous() : joinChunks(entries.map((e) => e!.payload), plan.rows, allocate);
-    if (!bytes) return this.#discard(plan.keys, 'chunks that do not fit together');
+  async #import(plan: Plan, received: Received, cache: KVCache): Promise<LoadedPrefix | null> {
+    if ('gone' in received) return null;
+    if ('damaged' in received) return this.#discard(received.damaged, received.why);
+    const { bytes, meta } = received;
     let sequence: Sequence;
     try {
       sequence = cache.importSequence(bytes);
@@ -312,7 +308,7 @@ export class PrefixStore {
       return this.#discard(plan.keys, `an entry for ${plan.length} tokens continues at ${sequence.nextPosition(0)}`);
     }
     this.#counters.bytesRead += bytes.length;
-    return { sequence, length: plan.length, kind: plan.kind, meta: entries[entries.length - 1]!.meta, bytes: bytes.length };
+    return { sequence, length: plan.length, kind: plan.kind, meta, bytes: bytes.length };
   }
 
   async #discard(keys: string[], why: string): Promise<null> {

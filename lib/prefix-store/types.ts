@@ -52,6 +52,12 @@ export interface RedisStoreOptions extends PrefixStoreOptions {
   partBytes?: number;
   /** TTL of every key in seconds (0: none). Default 86400. */
   ttlSeconds?: number;
+  /**
+   * Connections a load of several megabytes is read over (entries spread over them in turn).
+   * Default 2: each connection's socket buffers what the server sends while this process
+   * checks and places the entries already in.
+   */
+  loadConnections?: number;
 }
 
 /** What PrefixStore.match() found. */
