@@ -33,10 +33,15 @@ export interface StoreBackend {
    */
   putIfAbsent(key: string, value: Uint8Array): Promise<boolean>;
   delete(keys: readonly string[]): Promise<void>;
-  /** Adds a member to a marker set (kept as long as entries are kept). */
-  addMarker(set: string, member: string): Promise<void>;
+  /**
+   * Adds a member to a marker set: it announces the entry under `entry`, and goes when the
+   * backend drops that entry (where it can tell; readers confirm every marker anyway).
+   */
+  addMarker(set: string, member: string, entry: string): Promise<void>;
   /** The union of the members of the marker sets. */
   markers(sets: readonly string[]): Promise<string[]>;
+  /** Removes a member whose entry a reader found gone (markers may outlive entries). */
+  removeMarker?(set: string, member: string): Promise<void>;
   /** has(keys) and markers(sets) together, where the backend can send both as one request. */
   lookup?(keys: readonly string[], sets: readonly string[]): Promise<[boolean[], string[]]>;
   stats(): Promise<BackendStats>;

@@ -19,7 +19,7 @@ import { EntryReceiver, type Received } from './receive';
 import { RedisBackend } from './redis-backend';
 import { Scratch } from './scratch';
 import type {
-  LoadedPrefix, MemoryStoreOptions, PrefixKind, PrefixMatch, PrefixStoreOptions, PrefixStoreStats, PutResult, RedisStoreOptions,
+  DirectoryStoreOptions, LoadedPrefix, MemoryStoreOptions, PrefixKind, PrefixMatch, PrefixStoreOptions, PrefixStoreStats, PutResult, RedisStoreOptions,
 } from './types';
 
 const DEFAULT_TIMEOUT_MS = 250;
@@ -99,10 +99,15 @@ export class PrefixStore {
     return new PrefixStore(new MemoryBackend(positiveInteger('options.maxBytes', options.maxBytes, 2 ** 30, Number.MAX_SAFE_INTEGER)), options);
   }
 
-  /** A store in a directory, shared by the processes of one machine (created if missing). */
-  static directory(dir: string, options: PrefixStoreOptions = {}): PrefixStore {
+  /**
+   * A store in a directory, shared by the processes of one machine (created if missing), with
+   * an optional byte budget (least recently used entries go first) and time to live.
+   */
+  static directory(dir: string, options: DirectoryStoreOptions = {}): PrefixStore {
     if (typeof dir !== 'string' || dir === '') throw invalidArgument('dir', 'a directory path', dir);
-    return new PrefixStore(new DirectoryBackend(dir), options);
+    const maxBytes = options.maxBytes === undefined ? Infinity : positiveInteger('options.maxBytes', options.maxBytes, 0, Number.MAX_SAFE_INTEGER);
+    const ttlSeconds = options.ttlSeconds === 0 ? 0 : positiveInteger('options.ttlSeconds', options.ttlSeconds, 0, 2 ** 31 - 1);
+    return new PrefixStore(new DirectoryBackend(dir, { maxBytes, ttlSeconds }), options);
   }
 
   /** A store in Redis, shared across processes and machines. Connects in the background. */
@@ -180,13 +185,15 @@ export class PrefixStore {
           if (!present[k - 1]) await write(keys[k - 1]!, 'chunk', k * this.#chunk, this.#chunk, chunkPayload(bytes, layout, (k - 1) * this.#chunk, this.#chunk));
         }
         if (tail > 0) {
-          await write(prefixKey('t', chain, ids, ids.length, this.#chunk), 'tail', ids.length, tail, chunkPayload(bytes, layout, chunks * this.#chunk, tail));
-          await this.#withTimeout(this.#backend.addMarker(markerKey(chain, chunks), `${ids.length}:t`), this.#timeoutMs);
+          const key = prefixKey('t', chain, ids, ids.length, this.#chunk);
+          await write(key, 'tail', ids.length, tail, chunkPayload(bytes, layout, chunks * this.#chunk, tail));
+          await this.#withTimeout(this.#backend.addMarker(markerKey(chain, chunks), `${ids.length}:t`, key), this.#timeoutMs);
         }
       } else {
         kind = 'compacted';
-        await write(prefixKey('w', chain, ids, ids.length, this.#chunk), 'whole', ids.length, 0, bytes);
-        await this.#withTimeout(this.#backend.addMarker(markerKey(chain, chunks), `${ids.length}:w`), this.#timeoutMs);
+        const key = prefixKey('w', chain, ids, ids.length, this.#chunk);
+        await write(key, 'whole', ids.length, 0, bytes);
+        await this.#withTimeout(this.#backend.addMarker(markerKey(chain, chunks), `${ids.length}:w`, key), this.#timeoutMs);
       }
       this.#counters.bytesWritten += written.bytes;
       return { kind, length: ids.length, entriesWritten: written.entries, bytesWritten: written.bytes };

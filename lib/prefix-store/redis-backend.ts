@@ -213,7 +213,9 @@ export class RedisBackend implements StoreBackend {
     await this.#client.unlink(doomed); // UNLINK: large values are freed off the server's main thread
   }
 
-  async addMarker(set: string, member: string): Promise<void> {
+  // The entry is not needed: a marker carries the TTL of its entry, and one left by an entry
+  // the server evicted early is removed by the first lookup that finds it stale.
+  async addMarker(set: string, member: string, _entry?: string): Promise<void> {
     const pipeline = this.#client.pipeline().sadd(set, member);
     if (this.#o.ttlSeconds > 0) pipeline.expire(set, this.#o.ttlSeconds);
     await pipeline.exec();
@@ -254,6 +256,10 @@ export class RedisBackend implements StoreBackend {
   async markers(sets: readonly string[]): Promise<string[]> {
     if (sets.length === 0) return [];
     return this.#client.sunion(...sets);
+  }
+
+  async removeMarker(set: string, member: string): Promise<void> {
+    await this.#client.srem(set, member);
   }
 
   async stats(): Promise<BackendStats> {

@@ -42,6 +42,17 @@ export interface MemoryStoreOptions extends PrefixStoreOptions {
   maxBytes?: number;
 }
 
+/** Options of PrefixStore.directory(). */
+export interface DirectoryStoreOptions extends PrefixStoreOptions {
+  /**
+   * Byte budget of the entries; least recently used (read or written) entries are removed
+   * first, down to 90% of it, by the writing processes in turn. Default: none.
+   */
+  maxBytes?: number;
+  /** Entries not used for this many seconds are gone (0: none). Default 0. */
+  ttlSeconds?: number;
+}
+
 /** Options of PrefixStore.redis(). */
 export interface RedisStoreOptions extends PrefixStoreOptions {
   /** redis://[user:password@]host:port[/db]. Default redis://127.0.0.1:6379. */
