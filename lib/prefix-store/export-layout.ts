@@ -2,6 +2,7 @@
 // a plain sequence's export into per-chunk row ranges and joins such ranges back into an
 // export that KVCache.importSequence accepts. Never interprets row contents beyond positions.
 import { native } from '../native/binding';
+import { Crc32Combiner } from './crc32-combine';
 import { Parts } from './parts';
 
 /** Bytes of the fixed header: magic (8), version, header size, 11 config fields (u32 each). */
@@ -136,9 +137,9 @@ export function chunkPayload(bytes: Uint8Array, layout: ExportLayout, start: num
 
 /**
  * Joins chunk payloads (consecutive row ranges of one plain sequence) into export bytes, one
- * chunk at a time in any order: each is copied to its final place as soon as it is added (so
- * a load places the chunks that arrived while later ones are still on the way), and the
- * checksum is computed once all are in.
+ * chunk at a time in any order: each is copied to its final place and checksummed piece by
+ * piece as soon as it is added (so a load places the chunks that arrived while later ones
+ * are still on the way), and the export's checksum is combined from the pieces' at the end.
  */
 export class ChunkJoin {
   readonly #rows: readonly number[];
@@ -150,6 +151,8 @@ export class ChunkJoin {
   #head: Uint8Array | null = null;
   #shape = { layers: 0, streams: 0, kb: 0, vb: 0, tables: 0 };
   #out: Uint8Array | null = null;
+  /** CRC-32 of each piece placed: (stream, keys | values | beta | positions, chunk), in output order. */
+  #crcs = new Uint32Array(0);
   #misfit = false;
 
   constructor(
@@ -176,18 +179,25 @@ export class ChunkJoin {
     const h = p.bytes(0, head.length);
     for (let i = 0; i < head.length; i++) if (h[i] !== head[i]) return this.#reject();
     // Per stream: keys, values, beta and positions of the chunk's rows, each to its place in
-    // the joined stream (which holds all chunks' keys, then all values, ...).
+    // the joined stream (which holds all chunks' keys, then all values, ...), copied and
+    // checksummed in one native pass; finish() combines the pieces' CRCs in output order.
     const out = this.#out!;
     const total = this.#total;
     const start = this.#starts[j]!;
+    const chunks = this.#rows.length;
     const widths = [kb, vb, 4, 4];
+    const plan: number[] = [];
     let from = head.length;
     for (let s = 0; s < streams; s++) {
       let region = tables + s * total * (kb + vb + 8);
-      for (const w of widths) {
-        p.copy(from, r * w, out, region + start * w);
-        from += r * w;
-        region += total * w;
+      for (let q = 0; q < 4; q++) {
+        const size = r * widths[q]!;
+        plan.length = 0;
+        p.pieces(from, size, (part, at, n) => plan.push(p.parts.indexOf(part), at, n));
+        const to = region + start * widths[q]!;
+        this.#crcs[(4 * s + q) * chunks + j] = native().gatherCrc32(p.parts, Float64Array.from(plan), out.subarray(to, to + size));
+        from += size;
+        region += total * widths[q]!;
       }
     }
     this.#added[j] = true;
@@ -199,7 +209,17 @@ export class ChunkJoin {
     if (this.#misfit || !this.#out || this.#added.some((a) => !a)) return null;
     const out = this.#out;
     const size = out.length - 4;
-    new DataView(out.buffer, out.byteOffset, out.byteLength).setUint32(size, native().crc32(out.subarray(0, size), 0), true);
+    const { streams, kb, vb, tables } = this.#shape;
+    const crc = new Crc32Combiner();
+    crc.append(native().crc32(out.subarray(0, tables), 0), tables);
+    const widths = [kb, vb, 4, 4];
+    const chunks = this.#rows.length;
+    for (let s = 0; s < streams; s++) {
+      for (let q = 0; q < 4; q++) {
+        for (let j = 0; j < chunks; j++) crc.append(this.#crcs[(4 * s + q) * chunks + j]!, this.#rows[j]! * widths[q]!);
+      }
+    }
+    new DataView(out.buffer, out.byteOffset, out.byteLength).setUint32(size, crc.crc, true);
     return out;
   }
 
@@ -230,6 +250,7 @@ export class ChunkJoin {
     for (let i = 0; i < layers + streams; i++) view.setInt32(prelude + 4 * i, this.#total, true);
     this.#head = head;
     this.#shape = { layers, streams, kb, vb, tables };
+    this.#crcs = new Uint32Array(4 * streams * this.#rows.length);
     this.#out = out;
     return true;
   }
