@@ -32,16 +32,27 @@ function shiftFor(bytes: number): number {
   return p;
 }
 
-/** Combines CRCs of consecutive pieces; the shift of each piece length is computed once. */
+/**
+ * Multiplication by a fixed factor, as four tables of 256 (the product is linear in the
+ * other operand, so it is the XOR of the products of its four bytes): four lookups instead
+ * of a 32-step loop, for the many pieces of the same length a join combines.
+ */
+function multiplierBy(factor: number): (c: number) => number {
+  const t = new Uint32Array(1024);
+  for (let k = 0; k < 4; k++) for (let v = 0; v < 256; v++) t[256 * k + v] = multiply(factor, (v << (8 * k)) >>> 0);
+  return (c) => t[c & 255]! ^ t[256 + ((c >>> 8) & 255)]! ^ t[512 + ((c >>> 16) & 255)]! ^ t[768 + (c >>> 24)]!;
+}
+
+/** Combines CRCs of consecutive pieces; the shift of each piece length is built once. */
 export class Crc32Combiner {
-  readonly #shifts = new Map<number, number>();
+  readonly #shifts = new Map<number, (c: number) => number>();
   crc = 0;
 
   /** Appends a piece of `bytes` bytes whose own CRC-32 is `crc`. */
   append(crc: number, bytes: number): void {
     if (bytes === 0) return;
     let shift = this.#shifts.get(bytes);
-    if (shift === undefined) this.#shifts.set(bytes, (shift = shiftFor(bytes)));
-    this.crc = (multiply(shift, this.crc) ^ crc) >>> 0;
+    if (shift === undefined) this.#shifts.set(bytes, (shift = multiplierBy(shiftFor(bytes))));
+    this.crc = (shift(this.crc) ^ crc) >>> 0;
   }
 }
