@@ -1,5 +1,5 @@
 // PrefixStore benchmarks (README "Prefix store", BENCHMARKS.md "Prefix store").
-//   npx tsx bench/prefix-store.bench.ts [--quick] [--runs 7] [--redis redis://127.0.0.1:6390] [--part P] [--backend B] [--json out.json]
+//   npx tsx bench/prefix-store.bench.ts [--quick] [--runs 7] [--redis redis://127.0.0.1:6390] [--part P] [--backend B] [--connections N] [--json out.json]
 // 1. Time to first token on stories260K: prefill a long document + a question from scratch,
 //    against load of the stored document (plain and compacted, each backend) + prefill of
 //    the question only.
@@ -10,7 +10,10 @@
 //    copy of the same bytes measured in the same run (the floor any load must pay once).
 // 4. match with the store down: nothing listening, and a paused Redis server.
 // --part ttft|match|down|throughput runs one part.
-// Redis: --redis URL or KVCOMPACT_REDIS_URL (a local redis-server); skipped with a note otherwise.
+// Redis: --redis URL or KVCOMPACT_REDIS_URL (a local redis-server, or its unix socket path);
+// skipped with a note otherwise. The Redis load is also timed stage by stage, with the CPU
+// time of this process and of redis-server per load (the server's config is the caller's:
+// BENCHMARKS.md records it).
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
