@@ -151,6 +151,20 @@ describe('directory store: byte budget and time to live', () => {
   });
 });
 
+describe('option checks', () => {
+  it('maxBytes, ttlSeconds and loadConnections outside their ranges are INVALID_ARGUMENT', () => {
+    const dir = tempDir('dir-options');
+    for (const bad of [0, -1, 1.5, Number.NaN, '10']) {
+      expect(() => PrefixStore.directory(dir, { maxBytes: bad as number }), `maxBytes ${String(bad)}`).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+      expect(() => PrefixStore.redis({ loadConnections: bad as number }), `loadConnections ${String(bad)}`).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    }
+    for (const bad of [-1, 1.5, '60']) {
+      expect(() => PrefixStore.directory(dir, { ttlSeconds: bad as number }), `ttlSeconds ${String(bad)}`).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    }
+    expect(() => PrefixStore.redis({ loadConnections: 65 })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+  });
+});
+
 describe('markers of entries that are gone', () => {
   it('memory: markers leave with the entries the budget evicts', async () => {
     const cache = makeCache();
