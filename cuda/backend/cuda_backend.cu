@@ -22,6 +22,15 @@ namespace {
 
 constexpr uint32_t kMaxHeadDim = 1024;
 
+// cudaMalloc of `bytes` for `what`; OUT_OF_MEMORY with *out null when the device refuses.
+Status allocateDevice(uint64_t bytes, const char* what, uint8_t** out) {
+  const cudaError_t e = cudaMalloc(reinterpret_cast<void**>(out), bytes);
+  if (e == cudaSuccess) return Status::ok();
+  *out = nullptr;
+  cudaGetLastError();
+  return outOfMemory("cudaMalloc of " + std::to_string(bytes) + " bytes for " + what + ": " + cudaGetErrorString(e));
+}
+
 Status cudaFailure(const std::string& what, cudaError_t error) {
   cudaGetLastError();  // clear the sticky per-thread error so the next call starts clean
   return Status(StatusCode::kCudaError, what + ": " + cudaGetErrorString(error));
@@ -74,12 +83,7 @@ class CudaBackend final : public Backend {
     if (capacityBlocks == 0) return invalidArgument("reservePool: capacityBlocks must be positive");
     const uint64_t bytes = capacityBlocks * blockBytes;
     if (bytes / blockBytes != capacityBlocks) return outOfMemory("reservePool: size overflows");
-    const cudaError_t e = cudaMalloc(reinterpret_cast<void**>(&pool_), bytes);
-    if (e != cudaSuccess) {
-      pool_ = nullptr;
-      cudaGetLastError();
-      return outOfMemory("cudaMalloc of " + std::to_string(bytes) + " bytes for the block pool: " + cudaGetErrorString(e));
-    }
+    KVC_RETURN_IF_ERROR(allocateDevice(bytes, "the block pool", &pool_));
     capacity_ = capacityBlocks;
     blockBytes_ = blockBytes;
     return Status::ok();
@@ -106,13 +110,7 @@ class CudaBackend final : public Backend {
     if (!pool_) return invalidArgument("reserveSummaries: the pool is not reserved");
     if (summaries_) return invalidArgument("reserveSummaries: the summaries are already reserved");
     if (entryBytes == 0 || entryBytes % 16 != 0) return invalidArgument("reserveSummaries: entryBytes must be a multiple of 16");
-    const uint64_t bytes = capacity_ * entryBytes;
-    const cudaError_t e = cudaMalloc(reinterpret_cast<void**>(&summaries_), bytes);
-    if (e != cudaSuccess) {
-      summaries_ = nullptr;
-      cudaGetLastError();
-      return outOfMemory("cudaMalloc of " + std::to_string(bytes) + " bytes for the key summaries: " + cudaGetErrorString(e));
-    }
+    KVC_RETURN_IF_ERROR(allocateDevice(capacity_ * entryBytes, "the key summaries", &summaries_));
     summaryBytes_ = entryBytes;
     return Status::ok();
   }
