@@ -3,6 +3,8 @@
 // crosses the boundary), flag bits and error codes. The native side reads the same tables.
 
 export const ERROR_CODES = ['INVALID_ARGUMENT', 'SHAPE_MISMATCH', 'OUT_OF_MEMORY', 'DISPOSED', 'BUSY', 'CORRUPT_DATA', 'CUDA_UNAVAILABLE', 'CUDA_ERROR', 'UNSUPPORTED', 'INTERNAL', 'ABORTED'] as const;
+/** Codes only the TypeScript PrefixStore raises (never a native status): STORE_UNAVAILABLE, the store failed (refused, closed, an error reply, a disk error); STORE_TIMEOUT, it gave no answer within its deadline. */
+export const STORE_ERROR_CODES = ['STORE_UNAVAILABLE', 'STORE_TIMEOUT'] as const;
 
 /** Storage format of keys or values; order = kvc::Storage. */
 export const STORAGE = ['f32', 'f16', 'bf16', 'int8', 'int4'] as const;

@@ -15,9 +15,31 @@ void packRows(const CompactionKernels& k, const float* keys, const float* values
   out->rows = rows;
   out->D = D;
   out->keys = scratch<float>(keySlot, packedSize(D, rows, k.nr));
-  out->values = scratch<float>(valueSlot, packedSize(rows, D, k.nr));
   k.packTransposed(keys, D, rows, D, out->keys);
-  k.packRows(values, D, rows, D, out->values);
+  out->values = operandB(k, values, rows, D, valueSlot);
+}
+
+OperandB operandB(const CompactionKernels& k, const float* b, uint32_t K, uint32_t N, Scratch slot) {
+  OperandB o;
+  if (N % k.nr == 0) {
+    // The packed panels would be column ranges of b as it is: no copy.
+    o.data = b;
+    o.ld = N;
+    return o;
+  }
+  float* packed = scratch<float>(slot, packedSize(K, N, k.nr));
+  k.packRows(b, N, K, N, packed);
+  o.data = packed;
+  return o;
+}
+
+void gemmB(const CompactionKernels& k, uint32_t M, uint32_t N, uint32_t K, const float* a, uint32_t lda,
+           const OperandB& b, float* c, uint32_t ldc) {
+  if (b.ld) {
+    k.gemmRowMajor(M, N, K, a, lda, b.data, b.ld, c, ldc, false);
+  } else {
+    k.gemm(M, N, K, a, lda, b.data, c, ldc, false);
+  }
 }
 
 void attend(const CompactionKernels& k, Parallel& par, const AttendArgs& a) {
@@ -43,7 +65,7 @@ void attend(const CompactionKernels& k, Parallel& par, const AttendArgs& a) {
     k.gemm(m, rows, D, a.queries + static_cast<size_t>(i0) * D, D, a.rows->keys, e, ld, false);
     k.softmaxRows(e, ld, m, rows, a.bias, a.rowMax + i0, a.rowSum + i0);
     float* y = a.out + static_cast<size_t>(i0) * D;
-    k.gemm(m, D, rows, e, ld, a.rows->values, y, D, false);
+    gemmB(k, m, D, rows, e, ld, a.rows->values, y, D);
     float inv[kQueryBlock];
     for (uint32_t r = 0; r < m; ++r) {
       const float z = a.rowSum[i0 + r];

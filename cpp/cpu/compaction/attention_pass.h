@@ -11,13 +11,26 @@
 
 namespace kvc::compaction {
 
+// A row-major B operand b [K, N] of a product: packed (ld 0, for gemm) or, when N is a
+// multiple of the kernels' panel width, used in place (ld = its row stride, for
+// gemmRowMajor; same results bit for bit, no packing pass).
+struct OperandB {
+  const float* data = nullptr;
+  uint32_t ld = 0;
+};
+// b [K, N] (row stride N) as a B operand; a packed copy goes to this thread's scratch `slot`.
+OperandB operandB(const cpu::compaction::CompactionKernels& k, const float* b, uint32_t K, uint32_t N, Scratch slot);
+// c [M, N] (row stride ldc) = a [M, K] (row stride lda) · b.
+void gemmB(const cpu::compaction::CompactionKernels& k, uint32_t M, uint32_t N, uint32_t K, const float* a, uint32_t lda,
+           const OperandB& b, float* c, uint32_t ldc);
+
 // Keys packed as the B operand of S = Q Kᵀ (K = D, N = rows) and values as the B operand of
 // Y = E V (K = rows, N = D).
 // The buffers are this thread's scratch slots given to packRows.
 struct PackedRows {
   uint32_t rows = 0, D = 0;
   float* keys = nullptr;
-  float* values = nullptr;
+  OperandB values;
 };
 // keys, values [rows, D] row-major.
 void packRows(const cpu::compaction::CompactionKernels& k, const float* keys, const float* values, uint32_t rows,

@@ -192,6 +192,30 @@ void selectOmp(const CompactionKernels& k, Parallel& par, const float* e, uint32
   }
 }
 
+// The compacted rows' statistics for the reference queries from the value fit: xt [t, n]
+// the softmax over the kept rows (normalized per query), m and z its max logit and sum of
+// exps. y [n, D] = xtᵀ · fitted. The same quantities as an attention pass over the
+// compacted rows, up to f32 rounding (normalized before the product instead of after; z
+// summed in another order), without its Q·Kᵀ product and softmax.
+void compactedFromFit(const CompactionKernels& k, Parallel& par, const float* xt, uint32_t t, uint32_t n,
+                      const float* fitted, uint32_t D, std::vector<float>&& m, std::vector<float>&& z,
+                      QueryStats* out) {
+  float* x = scratch<float>(Scratch::kProtSoftmax, static_cast<size_t>(n) * t);  // xtᵀ [n, t]
+  for (uint32_t c = 0; c < t; ++c) {
+    const float* row = xt + static_cast<size_t>(c) * n;
+    for (uint32_t i = 0; i < n; ++i) x[static_cast<size_t>(i) * t + c] = row[i];
+  }
+  const OperandB values = operandB(k, fitted, t, D, Scratch::kPackedKeptValues);
+  out->m = std::move(m);
+  out->z = std::move(z);
+  out->y.resize(static_cast<size_t>(n) * D);
+  const uint32_t blocks = (n + kQueryBlock - 1) / kQueryBlock;
+  par.forEach(blocks, [&](uint32_t b, uint32_t) {
+    const uint32_t i0 = b * kQueryBlock, rows = std::min(kQueryBlock, n - i0);
+    gemmB(k, rows, D, t, x + static_cast<size_t>(i0) * t, t, values, out->y.data() + static_cast<size_t>(i0) * D, D);
+  });
+}
+
 }  // namespace
 
 Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput& in, const Options& o,
@@ -353,6 +377,10 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
   t0 = std::chrono::steady_clock::now();
   std::vector<float> fitted(static_cast<size_t>(t) * D);
   gatherRows(values, D, keep.data(), t, fitted.data());
+  // The value fit's softmax over the kept rows is the compacted rows' attention to the
+  // reference queries: step 5 reuses it (fitStatsValid) instead of a second attention pass.
+  std::vector<float> fitMax, fitSum;
+  bool fitStatsValid = false;
   if (fitValues) {
     // xt [t, n] = softmax over the kept rows (per query), with the new bias.
     float* xt = lt;  // the logits are not needed after this
@@ -366,6 +394,14 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
     for (uint32_t c = 0; c < t; ++c) {
       const float* row = xt + static_cast<size_t>(c) * n;
       for (uint32_t i = 0; i < n; ++i) colSum[i] += row[i];
+    }
+    fitMax.resize(n);
+    fitSum.assign(colSum.begin(), colSum.end());
+    fitStatsValid = true;
+    for (uint32_t i = 0; i < n; ++i) {
+      fitMax[i] = -colMax[i];
+      // An empty or non-finite softmax: step 5 takes the attention path, which handles it.
+      if (!std::isfinite(fitMax[i]) || !(colSum[i] > 0.0f) || !std::isfinite(colSum[i])) fitStatsValid = false;
     }
     for (uint32_t i = 0; i < n; ++i) colSum[i] = colSum[i] > 0.0f ? 1.0f / colSum[i] : 0.0f;
     for (uint32_t c = 0; c < t; ++c) {
@@ -397,13 +433,12 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
                 xtFree + static_cast<size_t>(c) * n);
     const double* g = gramF64(k, par, xtFree, f, n);
     double* l = scratch<double>(Scratch::kFactor, static_cast<size_t>(f) * f);
-    float* packedRhs = scratch<float>(Scratch::kPackedRhs, packedSize(n, D, k.nr));
     float* r = scratch<float>(Scratch::kFitRhs, static_cast<size_t>(f) * D);
-    k.packRows(rhs, D, n, D, packedRhs);
+    const OperandB rhsB = operandB(k, rhs, n, D, Scratch::kPackedRhs);
     const uint32_t blocks = (f + kQueryBlock - 1) / kQueryBlock;
     par.forEach(blocks, [&](uint32_t b, uint32_t) {
       const uint32_t i0 = b * kQueryBlock, m = std::min(kQueryBlock, f - i0);
-      k.gemm(m, D, n, xtFree + static_cast<size_t>(i0) * n, n, packedRhs, r + static_cast<size_t>(i0) * D, D, false);
+      gemmB(k, m, D, n, xtFree + static_cast<size_t>(i0) * n, n, rhsB, r + static_cast<size_t>(i0) * D, D);
     });
     const double lambda = factorWithRidge(k, g, f, o.ridge, l, &out->ridgeRaises);
     if (lambda < 0.0)
@@ -425,8 +460,10 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
 
   // ---- 5. diagnostics: the compacted rows as attention will see them ----
   t0 = std::chrono::steady_clock::now();
+  const bool heldOut = in.scaledHeldOut && p.nHeldOut > 0;
   PackedRows compact;
-  packRows(k, keptKeys, fitted.data(), t, D, Scratch::kPackedKeptKeys, Scratch::kPackedKeptValues, &compact);
+  if (!fitStatsValid || heldOut)
+    packRows(k, keptKeys, fitted.data(), t, D, Scratch::kPackedKeptKeys, Scratch::kPackedKeptValues, &compact);
   auto run = [&](const float* q, uint32_t nq, const PackedRows& rows, const float* b, QueryStats* s) {
     s->m.resize(nq);
     s->z.resize(nq);
@@ -441,8 +478,12 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
     x.out = s->y.data();
     attend(k, par, x);
   };
-  run(in.scaledQueries, n, compact, beta.data(), &out->compacted);
-  if (in.scaledHeldOut && p.nHeldOut > 0) {
+  if (fitStatsValid) {
+    compactedFromFit(k, par, lt, t, n, fitted.data(), D, std::move(fitMax), std::move(fitSum), &out->compacted);
+  } else {
+    run(in.scaledQueries, n, compact, beta.data(), &out->compacted);
+  }
+  if (heldOut) {
     run(in.scaledHeldOut, p.nHeldOut, packed, bias.data(), &out->heldOutOriginal);
     run(in.scaledHeldOut, p.nHeldOut, compact, beta.data(), &out->heldOutCompacted);
   }
