@@ -52,8 +52,9 @@ export interface KVCacheOptions {
   /** Newest query vectors kept per stream by `recordQueries`. Default 64. */
   recentQueries?: number;
   /**
-   * Keep a key summary per block (per-channel min/max of the stored keys, 4 × headDim bytes per
-   * block), which `attention(..., { sparse })` needs. Default false.
+   * Keep a key summary per block (per-channel min/max of the stored keys and the largest beta,
+   * 16 + 4 × headDim bytes per block, in a dense side array), which `attention(..., { sparse })`
+   * needs. Default false.
    */
   keySummaries?: boolean;
   /**

@@ -108,7 +108,7 @@ Napi::Value blockLayout(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(env);
   out.Set("keyRowBytes", l.keyRowBytes);
   out.Set("valueRowBytes", l.valueRowBytes);
-  out.Set("blockBytes", l.blockBytes);
+  out.Set("blockBytes", static_cast<double>(blockFootprint(l)));  // with the key-summary entry
   return out;
 }
 

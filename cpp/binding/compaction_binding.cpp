@@ -168,7 +168,7 @@ Napi::Object reportOf(Napi::Env env, const Cache& cache, const SequencePlan& pla
   out.Set("streams", streams);
   out.Set("rowsBefore", before);
   out.Set("rowsAfter", after);
-  const double blockBytes = static_cast<double>(cache.pool().layout.blockBytes);
+  const double blockBytes = static_cast<double>(blockFootprint(cache.pool().layout));
   out.Set("blockBytes", blockBytes);
   out.Set("blocksBefore", static_cast<double>(plan.blocksBefore));
   out.Set("blocksAfter", static_cast<double>(plan.blocksAfter));

@@ -84,8 +84,9 @@ Status Cache::create(const CacheConfig& config, std::unique_ptr<Backend> backend
   }
   const BlockLayout layout = config.blockLayout();
   const uint64_t budget = config.maxBytes ? config.maxBytes : std::min(physicalMemoryBytes(), kDefaultPoolBytes);
-  const uint64_t capacity = std::min<uint64_t>(budget / layout.blockBytes, INT32_MAX);
+  const uint64_t capacity = std::min<uint64_t>(budget / blockFootprint(layout), INT32_MAX);
   KVC_RETURN_IF_ERROR(backend->reservePool(capacity, layout.blockBytes));
+  if (layout.summaryBytes) KVC_RETURN_IF_ERROR(backend->reserveSummaries(layout.summaryBytes));
   out->reset(new Cache(config, std::move(backend), capacity));
   return Status::ok();
 }
@@ -199,8 +200,8 @@ Status Cache::freeSequence(uint64_t id) {
 Status Cache::allocateBlocks(uint32_t count, std::vector<int32_t>* out) {
   if (count > pool_.available()) {
     return outOfMemory("maxBytes exhausted: " + std::to_string(count) + " more blocks of " +
-                       std::to_string(layout_.blockBytes) + " bytes needed, " + std::to_string(pool_.available()) +
-                       " free (maxBytes " + std::to_string(pool_.capacity() * layout_.blockBytes) + ")");
+                       std::to_string(blockFootprint(layout_)) + " bytes needed, " + std::to_string(pool_.available()) +
+                       " free (maxBytes " + std::to_string(pool_.capacity() * blockFootprint(layout_)) + ")");
   }
   KVC_RETURN_IF_ERROR(backend_->commitPool(pool_.highWaterAfter(count)));
   return pool_.allocate(count, out);
@@ -582,9 +583,9 @@ CacheStats Cache::stats() const {
   for (const LowRankBasis* b : counted) st.lowRankBytes += 4ull * (b->keys.size() + b->values.size());
   st.blocksUsed = pool_.used();
   st.blocksFree = pool_.available();
-  st.blockBytes = layout_.blockBytes;
+  st.blockBytes = blockFootprint(layout_);  // with the block's key-summary entry
   st.committedBytes = backend_->committedBytes();
-  st.maxBytes = pool_.capacity() * layout_.blockBytes;
+  st.maxBytes = pool_.capacity() * blockFootprint(layout_);
   st.workspaceBytes = backend_->workspaceBytes();
   if (config_.tiered()) {
     // Per tier: distinct blocks (forks share them) and rows (of every sequence).

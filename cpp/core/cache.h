@@ -91,6 +91,9 @@ class KeepRowsTxn {
   bool pending() const { return cache_ != nullptr; }
   uint32_t size() const { return static_cast<uint32_t>(changes_.size()); }
   StreamView stream(uint32_t i) const;
+  // After the caller rewrote rows (a new beta): recomputes the key summaries of the rebuilt
+  // blocks, whose maxBeta the bounds read (kvc/key_summary.h). A failure aborts the transaction.
+  Status refreshSummaries();
   void commit();
   Status abort();
   // Aborts and returns `cause` (with a note when the rollback itself failed).
@@ -143,7 +146,7 @@ class Cache {
 
   const CacheConfig& config() const { return config_; }
   const Backend& backend() const { return *backend_; }
-  PoolView pool() const { return PoolView{backend_->poolBase(), layout_}; }
+  PoolView pool() const { return PoolView{backend_->poolBase(), layout_, backend_->summaryBase()}; }
   RowCodec codec() const;
 
   uint64_t createSequence();

@@ -74,7 +74,7 @@ Status validateConfig(const CacheConfig& c) {
     if (c.calibrationRows > lr::kCalibrationRowsMax) return bad("lowRank.calibrationRows must be in " + range(lr::kCalibrationRowsMin, lr::kCalibrationRowsMax));
   }
   if (c.tiered()) KVC_RETURN_IF_ERROR(validateTiers(c));
-  const uint64_t blockBytes = c.blockLayout().blockBytes;
+  const uint64_t blockBytes = blockFootprint(c.blockLayout());
   if (c.maxBytes != 0 && c.maxBytes < blockBytes) {
     return bad("maxBytes (" + std::to_string(c.maxBytes) + ") is smaller than one block (" + std::to_string(blockBytes) + " bytes)");
   }

@@ -193,13 +193,18 @@ Status Cache::prepareKeepRows(uint64_t id, const KeepSet* sets, uint32_t count, 
       b = e;
     }
   }
-  // Key summaries of every rebuilt block that is not an old block kept as it is.
-  for (KeepRowsTxn::Change& c : txn->changes_) {
+  return txn->refreshSummaries();
+}
+
+// Key summaries of every rebuilt block that is not an old block kept as it is.
+Status KeepRowsTxn::refreshSummaries() {
+  if (!pending()) return Status::ok();
+  for (Change& c : changes_) {
     const int64_t n = static_cast<int64_t>(c.rows.size());
     for (uint32_t b = 0; b < c.blocks.size(); ++b) {
       if (c.reused[b]) continue;
-      const Status status = refreshSummaries(c.blocks.data(), n, b, b + 1);
-      if (!status.isOk()) return txn->abortWith(status);
+      const Status status = cache_->refreshSummaries(c.blocks.data(), n, b, b + 1);
+      if (!status.isOk()) return abortWith(status);
     }
   }
   return Status::ok();

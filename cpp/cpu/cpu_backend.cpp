@@ -16,6 +16,7 @@
 #include "kernel_table.h"
 #include "lowrank/lowrank_cpu.h"
 #include "kvc/backend.h"
+#include "kvc/key_summary.h"
 #include "append_rows.h"
 #include "pool_memory.h"
 #include "row_codec_reference.h"
@@ -76,11 +77,25 @@ class CpuBackend final : public Backend {
 
   Status reservePool(uint64_t capacityBlocks, uint32_t blockBytes) override {
     blockBytes_ = blockBytes;
+    capacityBlocks_ = capacityBlocks;
     return memory_.reserve(capacityBlocks * blockBytes);
   }
-  Status commitPool(uint64_t blocks) override { return memory_.commit(blocks * blockBytes_); }
+  Status reserveSummaries(uint32_t entryBytes) override {
+    if (summaryBytes_ != 0) return invalidArgument("reserveSummaries: the summaries are already reserved");
+    if (entryBytes == 0) return invalidArgument("reserveSummaries: entryBytes must be positive");
+    KVC_RETURN_IF_ERROR(summaries_.reserve(capacityBlocks_ * entryBytes));
+    summaryBytes_ = entryBytes;
+    return summaries_.commit(committedBlocks_ * summaryBytes_);
+  }
+  Status commitPool(uint64_t blocks) override {
+    KVC_RETURN_IF_ERROR(memory_.commit(blocks * blockBytes_));
+    if (summaryBytes_) KVC_RETURN_IF_ERROR(summaries_.commit(blocks * summaryBytes_));
+    committedBlocks_ = std::max(committedBlocks_, blocks);
+    return Status::ok();
+  }
   uint8_t* poolBase() override { return memory_.base(); }
-  uint64_t committedBytes() const override { return memory_.committed(); }
+  uint8_t* summaryBase() override { return summaries_.base(); }
+  uint64_t committedBytes() const override { return memory_.committed() + summaries_.committed(); }
 
   Status append(const AppendParams& p) override { return appendRows(p, pickKernels(p.codec), &rowScratch_); }
 
@@ -185,6 +200,11 @@ class CpuBackend final : public Backend {
   Status copyBlocks(const PoolView& pool, const int32_t* src, const int32_t* dst, uint32_t count) override {
     const uint64_t bytes = pool.layout.blockBytes;
     for (uint32_t i = 0; i < count; ++i) std::memcpy(pool.base + dst[i] * bytes, pool.base + src[i] * bytes, bytes);
+    if (pool.summaries && pool.layout.summaryBytes) {
+      for (uint32_t i = 0; i < count; ++i) {
+        std::memcpy(summaryEntry(pool, dst[i]), summaryEntry(pool, src[i]), pool.layout.summaryBytes);
+      }
+    }
     return Status::ok();
   }
 
@@ -372,6 +392,10 @@ class CpuBackend final : public Backend {
 
   PoolMemory memory_;
   uint32_t blockBytes_ = 0;
+  uint64_t capacityBlocks_ = 0;
+  uint64_t committedBlocks_ = 0;
+  PoolMemory summaries_;  // key-summary side array (reserveSummaries)
+  uint32_t summaryBytes_ = 0;
   ThreadPool pool_;
   CompactionWorkspace compaction_;  // the cache's one compaction workspace
   std::vector<float> rowScratch_, rotatedQueries_, partials_, scratch_, mergeAcc_, logits_, lse_;

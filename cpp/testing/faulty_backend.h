@@ -57,6 +57,8 @@ class FaultyBackend final : public Backend {
   Status reservePool(uint64_t capacityBlocks, uint32_t blockBytes) override;
   Status commitPool(uint64_t blocks) override;
   uint8_t* poolBase() override { return inner_->poolBase(); }
+  Status reserveSummaries(uint32_t entryBytes) override { return inner_->reserveSummaries(entryBytes); }
+  uint8_t* summaryBase() override { return inner_->summaryBase(); }
   uint64_t committedBytes() const override { return inner_->committedBytes(); }
   Status append(const AppendParams& params) override;
   Status attention(const AttentionParams& params) override;

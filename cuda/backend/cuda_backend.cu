@@ -22,6 +22,15 @@ namespace {
 
 constexpr uint32_t kMaxHeadDim = 1024;
 
+// cudaMalloc of `bytes` for `what`; OUT_OF_MEMORY with *out null when the device refuses.
+Status allocateDevice(uint64_t bytes, const char* what, uint8_t** out) {
+  const cudaError_t e = cudaMalloc(reinterpret_cast<void**>(out), bytes);
+  if (e == cudaSuccess) return Status::ok();
+  *out = nullptr;
+  cudaGetLastError();
+  return outOfMemory("cudaMalloc of " + std::to_string(bytes) + " bytes for " + what + ": " + cudaGetErrorString(e));
+}
+
 Status cudaFailure(const std::string& what, cudaError_t error) {
   cudaGetLastError();  // clear the sticky per-thread error so the next call starts clean
   return Status(StatusCode::kCudaError, what + ": " + cudaGetErrorString(error));
@@ -60,7 +69,10 @@ uint32_t blocksFor(uint64_t rows, uint32_t blockSize) { return static_cast<uint3
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const char* name) : name_(name) {}
-  ~CudaBackend() override { cudaFree(pool_); }
+  ~CudaBackend() override {
+    cudaFree(pool_);
+    cudaFree(summaries_);
+  }
 
   const char* name() const override { return name_; }
 
@@ -71,12 +83,7 @@ class CudaBackend final : public Backend {
     if (capacityBlocks == 0) return invalidArgument("reservePool: capacityBlocks must be positive");
     const uint64_t bytes = capacityBlocks * blockBytes;
     if (bytes / blockBytes != capacityBlocks) return outOfMemory("reservePool: size overflows");
-    const cudaError_t e = cudaMalloc(reinterpret_cast<void**>(&pool_), bytes);
-    if (e != cudaSuccess) {
-      pool_ = nullptr;
-      cudaGetLastError();
-      return outOfMemory("cudaMalloc of " + std::to_string(bytes) + " bytes for the block pool: " + cudaGetErrorString(e));
-    }
+    KVC_RETURN_IF_ERROR(allocateDevice(bytes, "the block pool", &pool_));
     capacity_ = capacityBlocks;
     blockBytes_ = blockBytes;
     return Status::ok();
@@ -95,7 +102,19 @@ class CudaBackend final : public Backend {
 
   // A device pointer: the core must never dereference it (use readRows / gatherRows).
   uint8_t* poolBase() override { return pool_; }
-  uint64_t committedBytes() const override { return capacity_ * blockBytes_; }
+  uint64_t committedBytes() const override { return capacity_ * (uint64_t{blockBytes_} + summaryBytes_); }
+
+  // The side array is device memory for the whole capacity, like the pool.
+  Status reserveSummaries(uint32_t entryBytes) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!pool_) return invalidArgument("reserveSummaries: the pool is not reserved");
+    if (summaries_) return invalidArgument("reserveSummaries: the summaries are already reserved");
+    if (entryBytes == 0 || entryBytes % 16 != 0) return invalidArgument("reserveSummaries: entryBytes must be a multiple of 16");
+    KVC_RETURN_IF_ERROR(allocateDevice(capacity_ * entryBytes, "the key summaries", &summaries_));
+    summaryBytes_ = entryBytes;
+    return Status::ok();
+  }
+  uint8_t* summaryBase() override { return summaries_; }
 
   Status append(const AppendParams& p) override;
   Status attention(const AttentionParams& p) override;
@@ -213,7 +232,8 @@ class CudaBackend final : public Backend {
   DeviceContext context() const { return DeviceContext{committed_, stream_, 0}; }
   Status checkPool(const PoolView& pool) const {
     if (!pool_) return invalidArgument("the pool is not reserved");
-    if (pool.base != pool_ || pool.layout.blockBytes != blockBytes_) {
+    if (pool.base != pool_ || pool.layout.blockBytes != blockBytes_ ||
+        (pool.summaries && (pool.summaries != summaries_ || pool.layout.summaryBytes != summaryBytes_))) {
       return invalidArgument("pool view does not describe this backend's pool");
     }
     return Status::ok();
@@ -277,6 +297,8 @@ class CudaBackend final : public Backend {
   uint64_t capacity_ = 0;
   uint64_t committed_ = 0;
   uint32_t blockBytes_ = 0;
+  uint8_t* summaries_ = nullptr;  // key-summary side array (reserveSummaries)
+  uint32_t summaryBytes_ = 0;
   cudaStream_t stream_ = 0;
   StagingBuffer staging_;
   DeviceBuffer device_;
@@ -527,8 +549,11 @@ Status CudaBackend::copyBlocks(const PoolView& pool, const int32_t* src, const i
   KVC_RETURN_IF_ERROR(stageTable(dst, 0, count, &oDst));
   KVC_RETURN_IF_ERROR(reserveDevice());
   KVC_RETURN_IF_ERROR(upload(staging_.size()));
-  return finish("copyBlocks", launchCopyBlocks(pool_, blockBytes_, device_.at<const int32_t>(oSrc),
-                                               device_.at<const int32_t>(oDst), count, stream_));
+  KVC_RETURN_IF_ERROR(finish("copyBlocks", launchCopyBlocks(pool_, blockBytes_, device_.at<const int32_t>(oSrc),
+                                                            device_.at<const int32_t>(oDst), count, stream_)));
+  if (!pool.summaries) return Status::ok();
+  return finish("copyBlocks (summaries)", launchCopyBlocks(summaries_, summaryBytes_, device_.at<const int32_t>(oSrc),
+                                                           device_.at<const int32_t>(oDst), count, stream_));
 }
 
 Status CudaBackend::readRows(const PoolView& pool, const RowCodec& codec, const StreamView& stream, uint32_t start,

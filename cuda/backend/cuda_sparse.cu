@@ -32,7 +32,7 @@ Status finishLaunch(const DeviceContext& ctx, const char* kernel, cudaError_t la
 Status summarizeBlocksOnDevice(const DeviceContext& ctx, const PoolView& pool, const RowCodec& codec,
                                const SummaryJob* jobs, uint32_t count) {
   const BlockLayout& L = pool.layout;
-  if (L.summaryOffset == 0) return invalidArgument("summarizeBlocks: the block layout has no key summaries");
+  if (!pool.summaries || L.summaryBytes == 0) return invalidArgument("summarizeBlocks: the pool has no key summaries");
   if (count == 0) return Status::ok();
   if (!jobs) return invalidArgument("summarizeBlocks: jobs are required");
   for (uint32_t j = 0; j < count; ++j) {
@@ -55,7 +55,7 @@ Status summarizeBlocksOnDevice(const DeviceContext& ctx, const PoolView& pool, c
 
 Status blockBoundsOnDevice(const DeviceContext& ctx, const BlockBoundsParams& p) {
   const BlockLayout& L = p.pool.layout;
-  if (L.summaryOffset == 0) return invalidArgument("blockBounds: the block layout has no key summaries");
+  if (!p.pool.summaries || L.summaryBytes == 0) return invalidArgument("blockBounds: the pool has no key summaries");
   const uint32_t D = p.codec.headDim, G = p.queriesPerHead, M = p.tq * G, S = p.streamCount;
   if (S == 0) return Status::ok();
   if (!p.streams || G == 0) return invalidArgument("blockBounds: streams and queriesPerHead are required");

@@ -39,6 +39,7 @@ const SCRIPTS = [
   { script: 'bench/lowrank.bench.ts', command: 'npx tsx bench/lowrank.bench.ts', typo: ['--quikc'], suggestion: '--quick' },
   { script: 'bench/prefix-store.bench.ts', command: 'npx tsx bench/prefix-store.bench.ts', typo: ['--runz', '3'], suggestion: '--runs' },
   { script: 'bench/sparse.bench.ts', command: 'npx tsx bench/sparse.bench.ts', typo: ['--token', '4096'], suggestion: '--tokens' },
+  { script: 'bench/sparse-recall.bench.ts', command: 'npx tsx bench/sparse-recall.bench.ts', typo: ['--window', '2'], suggestion: '--windows' },
   { script: 'examples/demo.ts', command: 'npm run demo --', typo: ['--tokns', '100'], suggestion: '--tokens' },
   { script: 'examples/eval.ts', command: 'npm run eval --', typo: ['--storys', '2'], suggestion: '--stories' },
   { script: 'examples/eval/chart-cli.ts', command: 'npm run eval:chart --', typo: ['--outt', 'x.svg'], suggestion: '--out' },

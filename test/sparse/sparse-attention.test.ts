@@ -204,8 +204,8 @@ describe('sparse decode: bounds, selection, exact attention over the picked bloc
       expect(() => s2.attention(0, q, { sparse: bad as never }), JSON.stringify(bad)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
     }
     expect(() => new KVCache({ ...BASE, keySummaries: 'yes' as never })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
-    // Summaries cost 4 × headDim bytes per block and are counted.
-    expect(good.stats().blockBytes - cache.stats().blockBytes).toBeGreaterThanOrEqual(4 * D);
+    // A summary entry (maxBeta + bf16 lo/hi: 16 + 4 × headDim bytes) per block, counted with it.
+    expect(good.stats().blockBytes - cache.stats().blockBytes).toBe(16 + 4 * D);
     expect(KVCache.bytesPerToken(BASE)).toBeGreaterThan(KVCache.bytesPerToken({ ...BASE, keySummaries: false }));
     cache.dispose();
     good.dispose();

@@ -2,10 +2,10 @@
 // through the SIMT emulator: test/support/cuda-target.ts): the same key summaries (compared
 // through the block bounds, which they determine), the same picked blocks, and the same sparse
 // attention output, lse and attention mass, after appends in pieces, a fork with copy-on-write,
-// eviction and import.
+// eviction, truncate and import (of a compacted sequence too: beta enters the summaries).
 import { describe, expect, it } from 'vitest';
 
-import { EvictionPolicy, KVCache, type KVCacheOptions, type Sequence, type Storage } from '../../lib/index';
+import { Compactor, EvictionPolicy, KVCache, type KVCacheOptions, type Sequence, type Storage } from '../../lib/index';
 import { relError } from '../reference/compare';
 import { randn, testRng } from '../reference/random';
 import { cudaTarget } from '../support/cuda-target';
@@ -46,7 +46,7 @@ describe(`sparse decode, device cuda (${target.kind}) matches device cpu`, () =>
     { keys: 'int4', headDim: 16, rotate: false },
   ];
   for (const c of cases) {
-    it(`${c.keys} keys, head_dim ${c.headDim}${c.rotate ? ', rotated' : ''}, GQA 4`, () => {
+    it(`${c.keys} keys, head_dim ${c.headDim}${c.rotate ? ', rotated' : ''}, GQA 4`, async () => {
       const rng = testRng(`${c.keys}-${c.headDim}`);
       const kvHeads = 2;
       const D = c.headDim;
@@ -80,9 +80,19 @@ describe(`sparse decode, device cuda (${target.kind}) matches device cpu`, () =>
       a.evict(EvictionPolicy.random(5), { ratio: 0.5 });
       b.evict(EvictionPolicy.random(5), { ratio: 0.5 });
       compare(b, a, 0, q(), rule, 'after eviction');
+      fa.free();
+      fb.free();
+      a.truncate(70);
+      b.truncate(70);
+      compare(b, a, 0, q(), rule, 'after truncate');
       const ia = cpuCache.importSequence(a.export());
       const ib = gpuCache.importSequence(a.export());
       compare(ib, ia, 1, q(), rule, 'after import');
+      // A compacted sequence (fitted beta) imported on both devices: the summaries' maxBeta.
+      for (let i = 0; i < 8; i++) a.attention(1, q(), { recordQueries: true });
+      await new Compactor({ ratio: 0.5, protect: { sinks: 2, recent: 4 } }).compact(a, { layers: [1] });
+      expect([0, 1].some((h) => a.read(1, h).beta.some((x) => x !== 0)), 'compaction fitted beta').toBe(true);
+      compare(gpuCache.importSequence(a.export()), cpuCache.importSequence(a.export()), 1, q(), rule, 'after import of a compacted sequence');
       cpuCache.dispose();
       gpuCache.dispose();
     });

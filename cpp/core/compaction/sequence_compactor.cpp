@@ -255,6 +255,7 @@ Status applyCompaction(Cache& cache, SequencePlan* plan) {
         cache.mutableBackend().applyCompactionFit(cache.pool(), cache.codec(), *plan->fits[sp.fit], sp.fitIndex, txn.stream(i));
     if (!status.isOk()) return txn.abortWith(status);
   }
+  KVC_RETURN_IF_ERROR(txn.refreshSummaries());  // the fitted beta enters the summaries' maxBeta
   txn.commit();
   plan->blocksAfter = cache.stats().blocksUsed;
   plan->secondsApply = secondsSince(t0);

@@ -94,7 +94,7 @@ void SparsePlanner::finish() {
 }
 
 Status Cache::refreshSummaries(const int32_t* blocks, int64_t length, uint32_t firstBlock, uint32_t endBlock) {
-  if (layout_.summaryOffset == 0) return Status::ok();
+  if (layout_.summaryBytes == 0) return Status::ok();
   const uint32_t B = config_.blockSize;
   summaryJobs_.clear();
   for (uint32_t b = firstBlock; b < endBlock; ++b) {
@@ -107,7 +107,7 @@ Status Cache::refreshSummaries(const int32_t* blocks, int64_t length, uint32_t f
 }
 
 Status Cache::summarizeAppended(const int32_t* const* tables, const int32_t* startRows, uint32_t streams, uint32_t tokens) {
-  if (layout_.summaryOffset == 0) return Status::ok();
+  if (layout_.summaryBytes == 0) return Status::ok();
   const uint32_t B = config_.blockSize;
   summaryJobs_.clear();
   for (uint32_t h = 0; h < streams; ++h) {
@@ -151,7 +151,7 @@ Status Cache::sparseSelection(uint64_t id, uint32_t layer, const float* queries,
 
 Status Cache::checkSparse(const SparseSpec& spec) const {
   if (spec.tokens == 0) return Status::ok();
-  if (layout_.summaryOffset == 0) {
+  if (layout_.summaryBytes == 0) {
     return invalidArgument("sparse attention needs key summaries: create the cache with keySummaries: true");
   }
   return Status::ok();

@@ -2,31 +2,26 @@
 // inside its ISA region (needs a Simd type S with W, V, zero, load, loadBf16, mul, max, add,
 // reduce). Per block: four queries at a time share each load of lo / hi.
 //
-// The summaries sit at the end of blocks a whole block apart (16.6 KB for f16 at head_dim 128),
-// one page each, so the hardware prefetcher never runs ahead: the tail of the block
-// kPrefetchAhead blocks on (beta, positions, summary) is prefetched by hand, which turns a
-// chain of memory latencies into a stream.
+// The summaries sit in the pool's side array (kvc/key_summary.h), one entry per block id, so a
+// stream's entries are a few hundred bytes to a few KB apart instead of a whole block: the next
+// kPrefetchAhead entries of the block table are prefetched by hand (the table is in block-id
+// order only roughly, which the hardware prefetcher cannot follow).
 constexpr uint32_t kPrefetchAhead = 8;
 
-inline void prefetchTail(const uint8_t* block, const BlockLayout& L, uint32_t D) {
-  const uint32_t end = L.summaryOffset + 4 * D;
-  for (uint32_t o = L.betaOffset; o < end; o += 64) __builtin_prefetch(block + o);
+inline void prefetchEntry(const uint8_t* entry, uint32_t bytes) {
+  for (uint32_t o = 0; o < bytes; o += 64) __builtin_prefetch(entry + o);
 }
 
 template <class S>
 void boundsRange(const PoolView& pool, const StreamView& s, uint32_t b0, uint32_t b1, const float* q, uint32_t M,
                  uint32_t D, float scale, float* bounds) {
   using V = typename S::V;
-  const BlockLayout& L = pool.layout;
-  for (uint32_t b = b0; b < std::min(b1, b0 + kPrefetchAhead); ++b) {
-    prefetchTail(pool.base + static_cast<uint64_t>(s.blockTable[b]) * L.blockBytes, L, D);
-  }
+  const uint32_t entryBytes = pool.layout.summaryBytes;
+  for (uint32_t b = b0; b < std::min(b1, b0 + kPrefetchAhead); ++b) prefetchEntry(summaryEntry(pool, s.blockTable[b]), entryBytes);
   for (uint32_t b = b0; b < b1; ++b) {
-    if (b + kPrefetchAhead < b1) {
-      prefetchTail(pool.base + static_cast<uint64_t>(s.blockTable[b + kPrefetchAhead]) * L.blockBytes, L, D);
-    }
-    const uint8_t* block = pool.base + static_cast<uint64_t>(s.blockTable[b]) * L.blockBytes;
-    const uint16_t* lo = blockSummary(block, L);
+    if (b + kPrefetchAhead < b1) prefetchEntry(summaryEntry(pool, s.blockTable[b + kPrefetchAhead]), entryBytes);
+    const uint8_t* entry = summaryEntry(pool, s.blockTable[b]);
+    const uint16_t* lo = summaryBounds(entry);
     const uint16_t* hi = lo + D;
     float best = -INFINITY;
     uint32_t m = 0;
@@ -49,6 +44,6 @@ void boundsRange(const PoolView& pool, const StreamView& s, uint32_t b0, uint32_
       }
       best = std::max(best, S::reduce(acc));
     }
-    bounds[b] = finishBound(block, L, s.length, b, best, scale);
+    bounds[b] = finishBound(entry, best, scale);
   }
 }

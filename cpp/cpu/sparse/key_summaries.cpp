@@ -26,7 +26,7 @@ constexpr uint32_t kBlocksPerTask = 1024;
 
 Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const SummaryJob* jobs, uint32_t count) {
   const BlockLayout& L = pool.layout;
-  if (L.summaryOffset == 0) return invalidArgument("summarizeBlocks: the block layout has no key summaries");
+  if (!hasSummaries(pool)) return invalidArgument("summarizeBlocks: the pool has no key summaries");
   const KernelTable& kt = pickKernels(codec);
   const uint32_t D = codec.headDim;
   std::vector<float> keys(static_cast<size_t>(L.blockSize) * D), lo(D), hi(D);
@@ -35,8 +35,13 @@ Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const Summar
     if (job.block < 0 || job.begin >= job.end || job.end > L.blockSize) {
       return invalidArgument("summarizeBlocks: job " + std::to_string(j) + " names no rows of a block");
     }
-    uint8_t* block = pool.base + static_cast<uint64_t>(job.block) * L.blockBytes;
-    uint16_t* summary = blockSummary(block, L);
+    const uint8_t* block = pool.base + static_cast<uint64_t>(job.block) * L.blockBytes;
+    uint8_t* entry = summaryEntry(pool, job.block);
+    uint16_t* summary = summaryBounds(entry);
+    const float* beta = reinterpret_cast<const float*>(block + L.betaOffset);
+    float maxBeta = job.begin == 0 ? -INFINITY : *summaryMaxBeta(entry);
+    for (uint32_t r = job.begin; r < job.end; ++r) maxBeta = std::max(maxBeta, beta[r]);
+    *summaryMaxBeta(entry) = maxBeta;
     const uint32_t n = job.end - job.begin;
     kt.decode[static_cast<int>(codec.keyStorage)](block + static_cast<uint64_t>(job.begin) * L.keyRowBytes, n,
                                                   L.keyRowBytes, D, codec.groupSize, keys.data());
@@ -61,17 +66,16 @@ Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const Summar
 
 void blockBoundsReference(const PoolView& pool, const StreamView& s, uint32_t b0, uint32_t b1, const float* q,
                           uint32_t M, uint32_t D, float scale, float* bounds) {
-  const BlockLayout& L = pool.layout;
   for (uint32_t b = b0; b < b1; ++b) {
-    const uint8_t* block = pool.base + static_cast<uint64_t>(s.blockTable[b]) * L.blockBytes;
-    const uint16_t* sm = blockSummary(block, L);
+    const uint8_t* entry = summaryEntry(pool, s.blockTable[b]);
+    const uint16_t* sm = summaryBounds(entry);
     float best = -INFINITY;
     for (uint32_t m = 0; m < M; ++m) {
       float acc = 0.0f;
       for (uint32_t d = 0; d < D; ++d) acc += boundTerm(q[static_cast<size_t>(m) * D + d], bf16ToFloat(sm[d]), bf16ToFloat(sm[D + d]));
       best = std::max(best, acc);
     }
-    bounds[b] = finishBound(block, L, s.length, b, best, scale);
+    bounds[b] = finishBound(entry, best, scale);
   }
 }
 
@@ -88,7 +92,7 @@ BoundsRangeFn pickBoundsKernel(uint32_t D, const char** name) {
 
 Status blockBounds(ThreadPool& threads, const BlockBoundsParams& p) {
   const BlockLayout& L = p.pool.layout;
-  if (L.summaryOffset == 0) return invalidArgument("blockBounds: the block layout has no key summaries");
+  if (!hasSummaries(p.pool)) return invalidArgument("blockBounds: the pool has no key summaries");
   const uint32_t D = p.codec.headDim, G = p.queriesPerHead, M = p.tq * G;
   // Queries of every stream, contiguous [M][D] and rotated like the keys.
   std::vector<float> q(static_cast<size_t>(p.streamCount) * M * D);

@@ -28,12 +28,21 @@ class Backend {
   // Makes blocks [0, blocks) usable; never shrinks. Fails with OUT_OF_MEMORY and no change.
   virtual Status commitPool(uint64_t blocks) = 0;
   virtual uint8_t* poolBase() = 0;
+  // Reserves the key-summary side array next to the pool: one entry of `entryBytes` per block
+  // id (kvc/key_summary.h), committed and counted with the pool. Called once, after reservePool.
+  virtual Status reserveSummaries(uint32_t entryBytes) {
+    (void)entryBytes;
+    return unsupported(std::string("key summaries are not implemented by the ") + name() + " backend");
+  }
+  // The side array (nullptr when not reserved); a device pointer on a GPU backend.
+  virtual uint8_t* summaryBase() { return nullptr; }
   // Bytes of pool memory committed (resident or device-allocated).
   virtual uint64_t committedBytes() const = 0;
 
   virtual Status append(const AppendParams& params) = 0;
   virtual Status attention(const AttentionParams& params) = 0;
-  // Copies whole blocks src[i] -> dst[i] (copy-on-write of a shared partial block).
+  // Copies whole blocks src[i] -> dst[i] (copy-on-write of a shared partial block), with their
+  // key-summary entries when pool.summaries is set.
   virtual Status copyBlocks(const PoolView& pool, const int32_t* src, const int32_t* dst, uint32_t count) = 0;
   // Decodes rows [start, start + count) of one stream into host f32 / i32 arrays
   // (keys and values [count][headDim], beta and positions [count]); any may be nullptr.

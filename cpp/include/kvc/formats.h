@@ -72,11 +72,15 @@ KVC_HDC uint32_t rowBytes(Storage s, uint32_t headDim, uint32_t groupSize) {
 //   values     [blockSize][valueRowBytes]       starts 64-byte aligned
 //   beta       float32[blockSize]                logit bias, 0 unless compacted
 //   positions  int32[blockSize]                  original token positions
-//   summary    bfloat16[2][headDim]              only with key summaries (keySummaryBytes):
-//              per channel the minimum (row 0, rounded down) and maximum (row 1, rounded
-//              up) of the block's keys as stored (dequantized, rotated), so q·k of any row
-//              is at most sum_d max(q_d lo_d, q_d hi_d) (sparse decode, ARCHITECTURE §9)
 // Blocks are 64-byte aligned within the pool (blockBytes is a multiple of 64).
+// With key summaries (sparse decode, ARCHITECTURE §9) every block id also owns one entry of
+// summaryBytes in a side array next to the pool (kvc/key_summary.h):
+//   maxBeta    float32, then 12 bytes of padding  the largest beta of the summarized rows
+//   lo, hi     bfloat16[2][headDim]               per channel the minimum (rounded down) and
+//              maximum (rounded up) of the block's keys as stored (dequantized, rotated), so
+//              q·k of any row is at most sum_d max(q_d lo_d, q_d hi_d)
+// The entries sit together, not at the end of their blocks, so bounding a stream's blocks reads
+// one dense array instead of one cache line per 17 KB of pool.
 struct BlockLayout {
   uint32_t blockSize = 0;
   uint32_t keyRowBytes = 0;
@@ -85,12 +89,15 @@ struct BlockLayout {
   uint32_t betaOffset = 0;
   uint32_t positionsOffset = 0;
   uint32_t blockBytes = 0;
-  uint32_t summaryOffset = 0;  // 0: the blocks carry no key summary
+  uint32_t summaryBytes = 0;  // bytes of a block's key-summary entry; 0: no key summaries
 };
 
-// bf16 lo[headDim] and hi[headDim]: 4 bytes per channel (bf16 keeps f32's range, so a bound
-// never overflows to Inf the way an f16 one could).
-KVC_HDC uint32_t keySummaryBytes(uint32_t headDim) { return 4 * headDim; }
+// Pool bytes one block costs, its key-summary entry included.
+KVC_HDC uint64_t blockFootprint(const BlockLayout& l) { return uint64_t{l.blockBytes} + l.summaryBytes; }
+
+// A 16-byte head (maxBeta) and bf16 lo[headDim], hi[headDim]: 4 bytes per channel (bf16 keeps
+// f32's range, so a bound never overflows to Inf the way an f16 one could).
+KVC_HDC uint32_t keySummaryBytes(uint32_t headDim) { return alignUp(16 + 4 * headDim, 16); }
 
 KVC_HDC BlockLayout makeBlockLayout(uint32_t blockSize, uint32_t keyRowBytes, uint32_t valueRowBytes,
                                     uint32_t summaryBytes = 0) {
@@ -102,8 +109,8 @@ KVC_HDC BlockLayout makeBlockLayout(uint32_t blockSize, uint32_t keyRowBytes, ui
   l.betaOffset = alignUp(l.valuesOffset + blockSize * valueRowBytes, 64);
   l.positionsOffset = l.betaOffset + 4 * blockSize;
   const uint32_t end = l.positionsOffset + 4 * blockSize;
-  l.summaryOffset = summaryBytes ? alignUp(end, 16) : 0;
-  l.blockBytes = alignUp(summaryBytes ? l.summaryOffset + summaryBytes : end, 64);
+  l.summaryBytes = summaryBytes;
+  l.blockBytes = alignUp(end, 64);
   return l;
 }
 
@@ -114,7 +121,7 @@ static_assert(rowBytes(Storage::kInt8, 128, 32) == 136, "int8 row: 128 + 4 f16 s
 static_assert(rowBytes(Storage::kInt4, 128, 32) == 80, "int4 row: 64 + 4 (scale, min) pairs");
 static_assert(rowBytes(Storage::kInt4, 8, 8) == 8, "int4 row, head_dim 8: 4 + 4");
 static_assert(makeBlockLayout(32, 256, 256).blockBytes == 16640, "f16 block, D=128, 32 rows");
-static_assert(makeBlockLayout(32, 256, 256, keySummaryBytes(128)).blockBytes == 16640 + 512,
-              "f16 block with key summaries, D=128, 32 rows");
+static_assert(blockFootprint(makeBlockLayout(32, 256, 256, keySummaryBytes(128))) == 16640 + 528,
+              "f16 block with its key-summary entry, D=128, 32 rows");
 
 }  // namespace kvc

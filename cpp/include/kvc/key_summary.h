@@ -7,6 +7,7 @@
 
 #include "kvc/formats.h"
 #include "kvc/half.h"
+#include "kvc/views.h"
 
 namespace kvc {
 
@@ -25,13 +26,15 @@ KVC_HD uint16_t bf16Up(float x) {
   return (u >> 31) ? t : static_cast<uint16_t>(t + 1);
 }
 
-// Where the summary of a block lives: lo = summary[0..D), hi = summary[D..2D).
-KVC_HD uint16_t* blockSummary(uint8_t* block, const BlockLayout& L) {
-  return reinterpret_cast<uint16_t*>(block + L.summaryOffset);
+// Where the summary of block `block` lives (formats.h): its entry in the pool's side array,
+// maxBeta at the head, lo = bounds[0..D) and hi = bounds[D..2D) after it.
+KVC_HD uint8_t* summaryEntry(const PoolView& pool, int32_t block) {
+  return pool.summaries + static_cast<uint64_t>(block) * pool.layout.summaryBytes;
 }
-KVC_HD const uint16_t* blockSummary(const uint8_t* block, const BlockLayout& L) {
-  return reinterpret_cast<const uint16_t*>(block + L.summaryOffset);
-}
+KVC_HD float* summaryMaxBeta(uint8_t* entry) { return reinterpret_cast<float*>(entry); }
+KVC_HD const float* summaryMaxBeta(const uint8_t* entry) { return reinterpret_cast<const float*>(entry); }
+KVC_HD uint16_t* summaryBounds(uint8_t* entry) { return reinterpret_cast<uint16_t*>(entry + 16); }
+KVC_HD const uint16_t* summaryBounds(const uint8_t* entry) { return reinterpret_cast<const uint16_t*>(entry + 16); }
 
 // One term of the logit bound: the largest q_d * k_d over k_d in [lo, hi].
 KVC_HD float boundTerm(float q, float lo, float hi) {

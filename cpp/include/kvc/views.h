@@ -8,10 +8,12 @@
 
 namespace kvc {
 
-// The block pool: block b starts at base + b * layout.blockBytes.
+// The block pool: block b starts at base + b * layout.blockBytes; with key summaries, its
+// summary entry at summaries + b * layout.summaryBytes (kvc/key_summary.h).
 struct PoolView {
   uint8_t* base = nullptr;
   BlockLayout layout;
+  uint8_t* summaries = nullptr;
 };
 
 // How rows are encoded: shared by append, attention, read and gather.
@@ -114,7 +116,7 @@ struct SummaryJob {
 
 // Upper bounds of the attention logits per block of a stream, from the key summaries:
 // bounds[b] = max over the stream's tq * queriesPerHead queries q of
-//   scale * sum_d max(q_d lo_d, q_d hi_d) + max(beta of the block's rows below length),
+//   scale * sum_d max(q_d lo_d, q_d hi_d) + the largest beta of the block's summarized rows,
 // q in the rotated space when keys are rotated (the backend rotates, as attention does).
 // A block whose summary holds a NaN bound gets +Inf (always worth reading).
 struct BoundsStream {

@@ -18,8 +18,15 @@ __global__ KVC_LAUNCH_BOUNDS(128, 4) void summarizeKernel(SummarizeArgs a) {
   const SummaryJob job = a.jobs[blockIdx.x];
   const BlockLayout& L = a.pool.layout;
   const uint32_t D = a.codec.headDim;
-  uint8_t* block = a.pool.base + static_cast<uint64_t>(job.block) * L.blockBytes;
-  uint16_t* summary = blockSummary(block, L);
+  const uint8_t* block = a.pool.base + static_cast<uint64_t>(job.block) * L.blockBytes;
+  uint8_t* entry = summaryEntry(a.pool, job.block);
+  uint16_t* summary = summaryBounds(entry);
+  if (threadIdx.x == 0) {
+    const float* beta = reinterpret_cast<const float*>(block + L.betaOffset);
+    float maxBeta = job.begin == 0 ? -kInf : *summaryMaxBeta(entry);
+    for (uint32_t r = job.begin; r < job.end; ++r) maxBeta = fmaxf(maxBeta, beta[r]);
+    *summaryMaxBeta(entry) = maxBeta;
+  }
   for (uint32_t d = threadIdx.x; d < D; d += kThreads) {
     float lo = job.begin == 0 ? kInf : bf16ToFloat(summary[d]);
     float hi = job.begin == 0 ? -kInf : bf16ToFloat(summary[D + d]);
@@ -47,22 +54,17 @@ __device__ __forceinline__ float warpSum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
-__device__ __forceinline__ float warpMax(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
 
 // Grid: one block per BoundsWork; warp w bounds blocks blockBegin + w, + 4, ...: lanes stride
-// over the channels for each query, then over the rows for the largest beta.
+// over the channels of the block's summary entry for each query.
 __global__ KVC_LAUNCH_BOUNDS(128, 4) void boundsKernel(BoundsArgs a) {
   const BoundsWork w = a.work[blockIdx.x];
   const BoundsStreamArgs s = a.streams[w.stream];
-  const BlockLayout& L = a.pool.layout;
   const uint32_t D = a.headDim;
   const unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (uint32_t b = w.blockBegin + warp; b < w.blockEnd; b += kThreads / 32) {
-    const uint8_t* block = a.pool.base + static_cast<uint64_t>(s.blockTable[b]) * L.blockBytes;
-    const uint16_t* lo = blockSummary(block, L);
+    const uint8_t* entry = summaryEntry(a.pool, s.blockTable[b]);
+    const uint16_t* lo = summaryBounds(entry);
     const uint16_t* hi = lo + D;
     float best = -kInf;
     for (uint32_t m = 0; m < a.queries; ++m) {
@@ -71,14 +73,8 @@ __global__ KVC_LAUNCH_BOUNDS(128, 4) void boundsKernel(BoundsArgs a) {
       for (uint32_t d = lane; d < D; d += 32) acc += boundTerm(q[d], bf16ToFloat(lo[d]), bf16ToFloat(hi[d]));
       best = fmaxf(best, warpSum(acc));
     }
-    const int64_t rows64 = static_cast<int64_t>(s.length) - static_cast<int64_t>(b) * L.blockSize;
-    const uint32_t rows = rows64 < L.blockSize ? static_cast<uint32_t>(rows64) : L.blockSize;
-    const float* beta = reinterpret_cast<const float*>(block + L.betaOffset);
-    float maxBeta = -kInf;
-    for (uint32_t r = lane; r < rows; r += 32) maxBeta = fmaxf(maxBeta, beta[r]);
-    maxBeta = warpMax(maxBeta);
     if (lane == 0) {
-      const float bound = a.scale * best + maxBeta;
+      const float bound = a.scale * best + *summaryMaxBeta(entry);
       s.bounds[b] = bound != bound ? kInf : bound;  // NaN: always read
     }
   }

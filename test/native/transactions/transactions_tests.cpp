@@ -107,7 +107,7 @@ struct World {
     ids.push_back(child);
     return child;
   }
-  uint64_t blockBytes() const { return config().blockLayout().blockBytes; }
+  uint64_t blockBytes() const { return blockFootprint(config().blockLayout()); }
 };
 
 // Everything the operation must leave as it was.
