@@ -57,18 +57,22 @@ interface ProfileEntry {
   compactionRatio: number;
   keepRecent: number;
   sinks: number;
-  // Precision tiers, when the cache has them, become one more field here (e.g. `tiers`),
-  // passed through to the cache options in profile().
+  /**
+   * Precision tiers: the newest `recentRows` rows of every stream stay in f16 (the top tier),
+   * older rows age into keys/values above (the lowest tier, which compaction writes); null:
+   * every row in keys/values.
+   */
+  tiers: { recentRows: number } | null;
 }
 
 /** The presets. Measured bytes per token and quality on both real models: EVALUATION.md, "Profiles". */
 export const PROFILES: Readonly<Record<ProfileName, Readonly<ProfileEntry>>> = Object.freeze({
   // Every row kept; int8 keys and values (rotated keys) cost about half of f16 at near-f16 quality.
-  quality: Object.freeze({ keys: 'int8', values: 'int8', rotate: true, targetFractionOfF16: null, compactionRatio: 0.5, keepRecent: 64, sinks: 4 }),
+  quality: Object.freeze({ keys: 'int8', values: 'int8', rotate: true, targetFractionOfF16: null, compactionRatio: 0.5, keepRecent: 64, sinks: 4, tiers: null }),
   // A sixth of f16: int8 keys, int4 values, and background compaction of the oldest rows.
-  balanced: Object.freeze({ keys: 'int8', values: 'int4', rotate: true, targetFractionOfF16: 1 / 6, compactionRatio: 0.5, keepRecent: 64, sinks: 4 }),
+  balanced: Object.freeze({ keys: 'int8', values: 'int4', rotate: true, targetFractionOfF16: 1 / 6, compactionRatio: 0.5, keepRecent: 64, sinks: 4, tiers: { recentRows: 32 } }),
   // A sixteenth of f16: int4 keys and values and a tighter background compaction.
-  tiny: Object.freeze({ keys: 'int4', values: 'int4', rotate: true, targetFractionOfF16: 1 / 16, compactionRatio: 0.25, keepRecent: 32, sinks: 4 }),
+  tiny: Object.freeze({ keys: 'int4', values: 'int4', rotate: true, targetFractionOfF16: 1 / 16, compactionRatio: 0.25, keepRecent: 32, sinks: 4, tiers: { recentRows: 16 } }),
 });
 
 const SHAPE_KEYS = ['layers', 'kvHeads', 'headDim', 'queryHeads', 'blockSize', 'maxBytes', 'device', 'threads'] as const;
@@ -93,6 +97,12 @@ export function makeProfile(name: ProfileName, shape: ProfileShape, f16BytesPerT
     values: entry.values,
     rotate: entry.rotate && powerOfTwo,
   };
+  if (entry.tiers) {
+    // The recent rows in f16, the older ones (and everything compaction writes) in keys/values.
+    options.keys = 'f16';
+    options.values = 'f16';
+    options.tiers = [{ rows: entry.tiers.recentRows, keys: 'f16', values: 'f16' }, { keys: entry.keys, values: entry.values }];
+  }
   let maintain: MaintainOptions | null = null;
   if (entry.targetFractionOfF16 !== null) {
     const f16 = f16BytesPerToken({ ...(shape as KVCacheOptions), keys: 'f16', values: 'f16' });

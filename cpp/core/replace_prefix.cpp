@@ -31,8 +31,6 @@ Status Cache::snapshot(uint64_t id, uint64_t* child) {
   Sequence* seq;
   KVC_RETURN_IF_ERROR(find(id, &seq));
   if (config_.lowRank()) return unsupported("background maintenance of a lowRank cache is not implemented");
-  // Tiered streams hold blocks of several formats in tier order; splicing them is not implemented.
-  if (config_.tiered()) return unsupported("background maintenance of a cache with tiers is not implemented");
   KVC_RETURN_IF_ERROR(fork(id, child));
   Sequence* snap = sequences_.at(*child).get();
   seq = sequences_.at(id).get();  // fork may have rehashed the map (the objects stay put)
@@ -61,6 +59,8 @@ Status Cache::replacePrefix(uint64_t id, uint64_t snapshotId) {
                      "; nothing was replaced");
     }
   }
+  // Tiered streams hold blocks of several formats in tier order (tiers/tier_splice.cpp).
+  if (config_.tiered()) return replacePrefixTiered(seq, snap);
   const uint32_t B = config_.blockSize;
 
   // Plan every stream: the snapshot's whole blocks are shared; the snapshot's last partial

@@ -7,6 +7,7 @@
 // keptFraction = those bytes / (the profile storage's bytes per token × tokens), so that the
 // report's bytes per token (rowBytesPerToken × keptFraction) is the measured figure.
 import { KVCache, type ProfileName } from '../../lib/index';
+import { native } from '../../lib/native/binding';
 import type { CacheSettings } from '../llama2c/kvcache-attention';
 import type { AttentionDims } from '../llama2c/model';
 import type { Method } from './runner';
@@ -22,7 +23,7 @@ export function profileMethods(dims: AttentionDims): Method[] {
     return {
       id: `profile-${name}`,
       family: 'profiles',
-      label: `profile ${name}: K ${settings.keys} / V ${settings.values}${target ? `, target 1/${Math.round(1 / target)} of f16` : ''}`,
+      label: `profile ${name}: ${settings.tiers ? `f16 recent ${settings.tiers[0]!.rows} rows -> ` : ''}K ${settings.tiers?.[1]?.keys ?? settings.keys} / V ${settings.tiers?.[1]?.values ?? settings.values}${target ? `, target 1/${Math.round(1 / target)} of f16` : ''}`,
       param: target ?? 1,
       rowBytesPerToken: rowBytes,
       async run(ctx) {
@@ -42,7 +43,7 @@ export function profileMethods(dims: AttentionDims): Method[] {
             await maintainer?.idle();
           }
           if (maintainer && maintainer.errors > 0) throw maintainer.lastError;
-          const blocks = seq.lengths(0).length > 0 ? measuredBytes(seq, dims) : 0;
+          const blocks = seq.lengths(0).length > 0 ? measuredBytes(seq) : 0;
           return { logits, keptFraction: blocks / (rowBytes * (n - 1)) };
         } finally {
           await maintainer?.stop();
@@ -53,11 +54,11 @@ export function profileMethods(dims: AttentionDims): Method[] {
   });
 }
 
-/** Bytes of the blocks the sequence holds (every layer and kv head, partial blocks counted whole). */
-function measuredBytes(seq: import('../../lib/index').Sequence, dims: AttentionDims): number {
-  const { blockSize } = seq.cache.config;
-  const blockBytes = seq.cache.stats().blockBytes;
-  let blocks = 0;
-  for (let l = 0; l < dims.layers; l++) for (const len of seq.lengths(l)) blocks += Math.ceil(len / blockSize);
-  return blocks * blockBytes;
+/**
+ * Bytes of the blocks the sequence holds (every layer and kv head, partial blocks counted
+ * whole; with tiers, an aged block holds more rows than a top-tier one, so the blocks are
+ * counted from the block tables).
+ */
+function measuredBytes(seq: import('../../lib/index').Sequence): number {
+  return native().sequenceUsage(seq.native).blocks * seq.cache.stats().blockBytes;
 }

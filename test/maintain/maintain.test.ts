@@ -188,10 +188,6 @@ describe('cache.maintain', () => {
     const m = cache.maintain(seq, { maxBytes: 1e6, policy });
     expectKVError(() => cache.maintain(seq, { maxBytes: 1e6, policy }), 'BUSY');
     void m.stop();
-    // Not (yet) for tiered caches.
-    const tiered = new KVCache({ ...shape, threads: 1, tiers: [{ rows: 32, keys: 'f16', values: 'f16' }, { keys: 'int8', values: 'int8' }] });
-    expectKVError(() => tiered.maintain(tiered.createSequence(), { maxBytes: 1e6, policy }), 'UNSUPPORTED');
-    tiered.dispose();
     const other = new KVCache({ ...shape, threads: 1 });
     expectKVError(() => other.maintain(seq, { maxBytes: 1e6, policy }), 'INVALID_ARGUMENT');
     other.dispose();

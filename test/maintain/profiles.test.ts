@@ -13,15 +13,24 @@ describe('KVCache.profile', () => {
       const p = KVCache.profile(name, shape);
       const entry = PROFILES[name];
       expect(p.name).toBe(name);
-      expect(p.options).toMatchObject({ ...shape, keys: entry.keys, values: entry.values, rotate: true });
+      if (entry.tiers === null) {
+        expect(p.options).toMatchObject({ ...shape, keys: entry.keys, values: entry.values, rotate: true });
+        expect(p.options.tiers).toBeUndefined();
+      } else {
+        // Recent rows in f16, older ones in the profile's formats.
+        expect(p.options).toMatchObject({ ...shape, keys: 'f16', values: 'f16', rotate: true });
+        expect(p.options.tiers).toEqual([
+          { rows: entry.tiers.recentRows, keys: 'f16', values: 'f16' }, { keys: entry.keys, values: entry.values },
+        ]);
+      }
       if (entry.targetFractionOfF16 === null) {
         expect(p.maintain).toBeNull();
       } else {
         expect(p.maintain!.bytesPerToken).toBeCloseTo(entry.targetFractionOfF16 * f16, 9);
         expect(p.maintain!.policy).toBeInstanceOf(Compactor);
       }
-      // Storage alone is already below f16.
-      expect(KVCache.bytesPerToken(p.options)).toBeLessThan(f16);
+      // Storage alone (of the older rows, with tiers) is already below f16.
+      expect(KVCache.bytesPerToken({ ...shape, keys: entry.keys, values: entry.values })).toBeLessThan(f16);
     }
     // No rotation for a headDim that is not a power of two.
     expect(KVCache.profile('tiny', { ...shape, headDim: 24, queryHeads: 4 }).options.rotate).toBe(false);
