@@ -60,7 +60,8 @@ interface ProfileEntry {
   /**
    * Precision tiers: the newest `recentRows` rows of every stream stay in f16 (the top tier),
    * older rows age into keys/values above (the lowest tier, which compaction writes); null:
-   * every row in keys/values.
+   * every row in keys/values. Used only where keys/values take at most half of f16's bytes
+   * per row (makeProfile).
    */
   tiers: { recentRows: number } | null;
 }
@@ -97,7 +98,12 @@ export function makeProfile(name: ProfileName, shape: ProfileShape, f16BytesPerT
     values: entry.values,
     rotate: entry.rotate && powerOfTwo,
   };
-  if (entry.tiers) {
+  // Tiers share one block size (a top-tier block): an aged block holds a whole multiple of the
+  // top tier's rows, so tiers save bytes only when the older rows' format is at most half of
+  // f16's bytes per row (not so for tiny heads, e.g. head_dim 8, where per-row costs dominate).
+  const f16Rate = f16BytesPerToken({ ...(shape as KVCacheOptions), keys: 'f16', values: 'f16' });
+  const lowerRate = f16BytesPerToken({ ...(shape as KVCacheOptions), keys: entry.keys, values: entry.values });
+  if (entry.tiers && 2 * lowerRate <= f16Rate) {
     // The recent rows in f16, the older ones (and everything compaction writes) in keys/values.
     options.keys = 'f16';
     options.values = 'f16';
@@ -105,7 +111,7 @@ export function makeProfile(name: ProfileName, shape: ProfileShape, f16BytesPerT
   }
   let maintain: MaintainOptions | null = null;
   if (entry.targetFractionOfF16 !== null) {
-    const f16 = f16BytesPerToken({ ...(shape as KVCacheOptions), keys: 'f16', values: 'f16' });
+    const f16 = f16Rate;
     if (!(f16 > 0)) throw new KVCacheError('INTERNAL', 'profile: f16 bytes per token could not be computed');
     maintain = {
       bytesPerToken: entry.targetFractionOfF16 * f16,

@@ -13,14 +13,16 @@ describe('KVCache.profile', () => {
       const p = KVCache.profile(name, shape);
       const entry = PROFILES[name];
       expect(p.name).toBe(name);
-      if (entry.tiers === null) {
+      // Tiers only where the older rows' format takes at most half of f16's bytes per row.
+      const tiered = entry.tiers !== null && 2 * KVCache.bytesPerToken({ ...shape, keys: entry.keys, values: entry.values }) <= f16;
+      if (!tiered) {
         expect(p.options).toMatchObject({ ...shape, keys: entry.keys, values: entry.values, rotate: true });
         expect(p.options.tiers).toBeUndefined();
       } else {
         // Recent rows in f16, older ones in the profile's formats.
         expect(p.options).toMatchObject({ ...shape, keys: 'f16', values: 'f16', rotate: true });
         expect(p.options.tiers).toEqual([
-          { rows: entry.tiers.recentRows, keys: 'f16', values: 'f16' }, { keys: entry.keys, values: entry.values },
+          { rows: entry.tiers!.recentRows, keys: 'f16', values: 'f16' }, { keys: entry.keys, values: entry.values },
         ]);
       }
       if (entry.targetFractionOfF16 === null) {
@@ -32,6 +34,11 @@ describe('KVCache.profile', () => {
       // Storage alone (of the older rows, with tiers) is already below f16.
       expect(KVCache.bytesPerToken({ ...shape, keys: entry.keys, values: entry.values })).toBeLessThan(f16);
     }
+    // head_dim 64 (shakes64): balanced and tiny keep the recent rows in f16; head_dim 8
+    // (stories260K): int4 rows are more than half of f16's, so no tiers.
+    expect(KVCache.profile('tiny', { ...shape, headDim: 64 }).options.tiers).toHaveLength(2);
+    expect(KVCache.profile('balanced', { ...shape, headDim: 64 }).options.tiers).toHaveLength(2);
+    expect(KVCache.profile('tiny', { ...shape, headDim: 8 }).options.tiers).toBeUndefined();
     // No rotation for a headDim that is not a power of two.
     expect(KVCache.profile('tiny', { ...shape, headDim: 24, queryHeads: 4 }).options.rotate).toBe(false);
     expectKVError(() => KVCache.profile('huge' as never, shape), 'INVALID_ARGUMENT');
