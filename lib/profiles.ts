@@ -46,7 +46,7 @@ export interface Profile {
   targetFractionOfF16: number | null;
 }
 
-interface ProfileEntry {
+export interface ProfileEntry {
   keys: Storage;
   values: Storage;
   /** Hadamard rotation of the keys before quantization (only for a power-of-two headDim). */
@@ -66,14 +66,20 @@ interface ProfileEntry {
   tiers: { recentRows: number } | null;
 }
 
-/** The presets. Measured bytes per token and quality on both real models: EVALUATION.md, "Profiles". */
+/**
+ * The presets. Measured bytes per token and quality on both real models: EVALUATION.md,
+ * "Profiles". No preset uses tiers: at the evaluated contexts (≤ 512 tokens) an f16 top tier
+ * holds its window plus up to a lower-tier block of rows (96 at head_dim 64, int4), which is
+ * most of a 1/16 or 1/6 target; measured with tiers, balanced and tiny were larger and worse
+ * (EVALUATION.md, "Profiles with precision tiers").
+ */
 export const PROFILES: Readonly<Record<ProfileName, Readonly<ProfileEntry>>> = Object.freeze({
   // Every row kept; int8 keys and values (rotated keys) cost about half of f16 at near-f16 quality.
   quality: Object.freeze({ keys: 'int8', values: 'int8', rotate: true, targetFractionOfF16: null, compactionRatio: 0.5, keepRecent: 64, sinks: 4, tiers: null }),
   // A sixth of f16: int8 keys, int4 values, and background compaction of the oldest rows.
-  balanced: Object.freeze({ keys: 'int8', values: 'int4', rotate: true, targetFractionOfF16: 1 / 6, compactionRatio: 0.5, keepRecent: 64, sinks: 4, tiers: { recentRows: 32 } }),
+  balanced: Object.freeze({ keys: 'int8', values: 'int4', rotate: true, targetFractionOfF16: 1 / 6, compactionRatio: 0.5, keepRecent: 64, sinks: 4, tiers: null }),
   // A sixteenth of f16: int4 keys and values and a tighter background compaction.
-  tiny: Object.freeze({ keys: 'int4', values: 'int4', rotate: true, targetFractionOfF16: 1 / 16, compactionRatio: 0.25, keepRecent: 32, sinks: 4, tiers: { recentRows: 16 } }),
+  tiny: Object.freeze({ keys: 'int4', values: 'int4', rotate: true, targetFractionOfF16: 1 / 16, compactionRatio: 0.25, keepRecent: 32, sinks: 4, tiers: null }),
 });
 
 const SHAPE_KEYS = ['layers', 'kvHeads', 'headDim', 'queryHeads', 'blockSize', 'maxBytes', 'device', 'threads'] as const;
@@ -88,6 +94,12 @@ export function makeProfile(name: ProfileName, shape: ProfileShape, f16BytesPerT
   if (entry === undefined || !Object.prototype.hasOwnProperty.call(PROFILES, name)) {
     throw invalidArgument('name', `one of ${Object.keys(PROFILES).map((n) => `'${n}'`).join(', ')}`, name);
   }
+  return profileOf(name, entry, shape, f16BytesPerToken);
+}
+
+/** @internal makeProfile for a table entry (tests pass entries of their own, e.g. with tiers). */
+export function profileOf(name: ProfileName, entry: Readonly<ProfileEntry>, shape: ProfileShape,
+  f16BytesPerToken: (options: KVCacheOptions) => number): Profile {
   const s = optionsObject('shape', shape);
   knownKeys('shape', s, SHAPE_KEYS);
   const headDim = s['headDim'];

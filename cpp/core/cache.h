@@ -279,6 +279,8 @@ class Cache {
   // Rows [start, start + count) of `src` (tier `from`) decoded and encoded in tier `to` into
   // the table `dst` from its row 0 (block-aligned chunks, bounded host memory).
   Status recodeRows(uint32_t from, const StreamView& src, uint32_t start, uint32_t count, uint32_t to, const int32_t* dst);
+  // replacePrefix's scores: the snapshot's M rows' scores, then the stream's from row P on.
+  static void spliceScores(Stream* dst, const Stream& src, int32_t P, int32_t M, int32_t length);
   // replacePrefix of a tiered sequence, after replacePrefix's checks (tiers/tier_splice.cpp).
   Status replacePrefixTiered(Sequence* seq, const Sequence* snap);
   // prepareKeepRows on a sequence that need not be in the map (a TierStage's).

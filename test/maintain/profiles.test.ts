@@ -1,6 +1,7 @@
 // KVCache.profile(): the presets' options, and a profile's memory target kept while decoding.
 import { describe, expect, it } from 'vitest';
-import { Compactor, KVCache, PROFILES } from '../../lib/index';
+import { Compactor, KVCache, type KVCacheOptions, PROFILES } from '../../lib/index';
+import { profileOf } from '../../lib/profiles';
 import { randn, testRng } from '../reference/random';
 import { expectKVError } from '../foundation/helpers';
 
@@ -34,11 +35,18 @@ describe('KVCache.profile', () => {
       // Storage alone (of the older rows, with tiers) is already below f16.
       expect(KVCache.bytesPerToken({ ...shape, keys: entry.keys, values: entry.values })).toBeLessThan(f16);
     }
-    // head_dim 64 (shakes64): balanced and tiny keep the recent rows in f16; head_dim 8
-    // (stories260K): int4 rows are more than half of f16's, so no tiers.
-    expect(KVCache.profile('tiny', { ...shape, headDim: 64 }).options.tiers).toHaveLength(2);
-    expect(KVCache.profile('balanced', { ...shape, headDim: 64 }).options.tiers).toHaveLength(2);
-    expect(KVCache.profile('tiny', { ...shape, headDim: 8 }).options.tiers).toBeUndefined();
+    // An entry with tiers: head_dim 64 keeps the recent rows in f16; at head_dim 8 int4 rows are
+    // more than half of f16's (an aged block would hold no more rows), so no tiers.
+    const withTiers = { ...PROFILES.tiny, tiers: { recentRows: 16 } };
+    const rate = (o: KVCacheOptions) => KVCache.bytesPerToken(o);
+    const wide = profileOf('tiny', withTiers, { ...shape, headDim: 64 }, rate);
+    expect(wide.options.tiers).toEqual([{ rows: 16, keys: 'f16', values: 'f16' }, { keys: 'int4', values: 'int4' }]);
+    expect(wide.options).toMatchObject({ keys: 'f16', values: 'f16' });
+    expect(wide.maintain!.bytesPerToken).toBeCloseTo(KVCache.bytesPerToken({ ...shape, headDim: 64, keys: 'f16', values: 'f16' }) / 16, 9);
+    expect(profileOf('tiny', withTiers, { ...shape, headDim: 8, queryHeads: 4 }, rate).options.tiers).toBeUndefined();
+    const cache = new KVCache(wide.options);  // a valid tiered cache
+    expect(cache.stats().tiers).toHaveLength(2);
+    cache.dispose();
     // No rotation for a headDim that is not a power of two.
     expect(KVCache.profile('tiny', { ...shape, headDim: 24, queryHeads: 4 }).options.rotate).toBe(false);
     expectKVError(() => KVCache.profile('huge' as never, shape), 'INVALID_ARGUMENT');

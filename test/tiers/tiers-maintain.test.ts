@@ -9,6 +9,7 @@ import { attentionReference } from '../reference/attention-reference';
 import { expectBitExact, expectClose, expectIntsEqual } from '../reference/compare';
 import { randn, testRng, type Rng } from '../reference/random';
 import { outputTol } from '../foundation/attention-tolerance';
+import { decodeStep, tick } from '../support/decode-step';
 
 const shape = { layers: 2, kvHeads: 2, headDim: 32, queryHeads: 4, blockSize: 8, threads: 1, queryReservoir: 64 } as const;
 const ROW = shape.kvHeads * shape.headDim;
@@ -16,18 +17,7 @@ const Q = shape.queryHeads * shape.headDim;
 // f32 on top: the rows appended during a pass read back exactly as appended.
 const TIERS = [{ rows: 24, keys: 'f32', values: 'f32' }, { keys: 'int8', values: 'int4' }] as const;
 
-function step(rng: Rng, seq: Sequence): Float32Array[] {
-  const keys: Float32Array[] = [];
-  for (let l = 0; l < shape.layers; l++) {
-    const k = randn(rng, ROW);
-    seq.append(l, k, randn(rng, ROW));
-    seq.attention(l, randn(rng, Q), { recordQueries: true });
-    keys.push(k);
-  }
-  return keys;
-}
-
-const tick = () => new Promise<void>((r) => setImmediate(r));
+const step = decodeStep;
 
 describe('precision tiers: maintenance', () => {
   it('replacePrefix: the compacted snapshot\'s rows, then the rows appended meanwhile, bit-exact', async () => {

@@ -82,13 +82,7 @@ Status Cache::replacePrefixTiered(Sequence* seq, const Sequence* snap) {
     Splice& p = plan[i];
     for (uint32_t b = 0; b < p.shared; ++b) pool_.retain(p.table[b]);
     for (int32_t b : dst.blocks) pool_.release(b);
-    const int32_t P = snap->snapshotRows[i], M = src.length;
-    if (!dst.scores.empty() || !src.scores.empty()) {
-      std::vector<float> scores(static_cast<size_t>(p.length), 0.0f);
-      if (!src.scores.empty()) std::copy(src.scores.begin(), src.scores.begin() + M, scores.begin());
-      if (!dst.scores.empty()) std::copy(dst.scores.begin() + P, dst.scores.begin() + dst.length, scores.begin() + M);
-      dst.scores = std::move(scores);
-    }
+    spliceScores(&dst, src, snap->snapshotRows[i], src.length, p.length);
     dst.blocks = std::move(p.table);
     dst.length = p.length;
     dst.tierBlocks = src.tierBlocks;
