@@ -129,7 +129,8 @@ function checkRetiered(seq: Sequence, twin: Sequence, tiers: Tier[], oldAged: nu
       const start = new Array<number>(tiers.length).fill(0);
       start[0] = n - q;
       start[L] = q;
-      const per = aged(start, tiers.map((t) => t.rows ?? 0), rpb);
+      // Tier 0 ages at the next append, not during the rebuild.
+      const per = start;
       tierTotals = tierTotals.map((v, k) => v + per[k]!);
       let at = 0;
       for (let k = L; k >= 0; k--) {

@@ -151,8 +151,8 @@ Status Cache::keepRowsTiered(uint64_t id, TierStage& stage, const KeepSet* sets,
     if (status.isOk()) status = recodeRows(0, StreamView{c.blocks.data(), c.length}, 0, q * rpb, L, low[i].data());
     if (!status.isOk()) return fail(status);
   }
-  // Commit (cannot fail).
-  std::vector<uint8_t> layers(config_.layers, 0);
+  // Commit (cannot fail). Tier 0 may now hold more than its window: it ages at the next
+  // append, as always (aging here could fail and is not part of the transaction).
   for (uint32_t i = 0; i < count; ++i) {
     Stream& s = seq->stream(sets[i].layer, H, sets[i].head);
     Stream& c = staged.stream(sets[i].layer, H, sets[i].head);
@@ -170,11 +170,6 @@ Status Cache::keepRowsTiered(uint64_t id, TierStage& stage, const KeepSet* sets,
     c.blocks.clear();
     c.length = 0;
     if (!seq->intact.empty()) seq->intact[static_cast<size_t>(&s - seq->streams.data())] = 0;
-    layers[sets[i].layer] = 1;
-  }
-  // Tier 0 may now hold more than its window: age it as an append would.
-  for (uint32_t l = 0; l < config_.layers; ++l) {
-    if (layers[l]) ageStreams(seq, l);
   }
   return Status::ok();
 }

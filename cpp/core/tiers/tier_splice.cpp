@@ -2,7 +2,7 @@
 // rows (evicted or compacted meanwhile) in place of the rows it was taken from, for streams
 // whose blocks run from the lowest tier to tier 0. The snapshot's aged blocks are shared as
 // they are; its tier-0 rows and the rows the sequence gained since (still in its tier 0) are
-// copied bit-exactly into fresh tier-0 blocks; then the layer ages as after an append.
+// copied bit-exactly into fresh tier-0 blocks, where they age at the next append.
 // All or nothing, like replacePrefix.
 #include <numeric>
 #include <string>
@@ -74,8 +74,7 @@ Status Cache::replacePrefixTiered(Sequence* seq, const Sequence* snap) {
       if (!st.isOk()) return fail(st);
     }
   }
-  // Commit (cannot fail).
-  std::vector<uint8_t> layers(config_.layers, 0);
+  // Commit (cannot fail). Tier 0 ages at the next append.
   for (size_t i = 0; i < S; ++i) {
     Stream& dst = seq->streams[i];
     const Stream& src = snap->streams[i];
@@ -87,12 +86,8 @@ Status Cache::replacePrefixTiered(Sequence* seq, const Sequence* snap) {
     dst.length = p.length;
     dst.tierBlocks = src.tierBlocks;
     dst.tierBlocks.resize(tiers_.size(), 0);
-    layers[i / config_.kvHeads] = 1;
   }
   seq->intact.clear();
-  for (uint32_t l = 0; l < config_.layers; ++l) {
-    if (layers[l]) ageStreams(seq, l);
-  }
   return Status::ok();
 }
 
