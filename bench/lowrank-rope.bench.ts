@@ -1,11 +1,14 @@
 // `npx tsx bench/lowrank-rope.bench.ts`: the cost of the host low-rank path (lowRank with rope,
 // or unequal key / value ranks: every row lifted and rotated per call, cpp/core/lowrank_host.cpp)
 // against the same layer as plain f16 and int8 rows and as low-rank post-RoPE rows attended by
-// the block kernels, same process, same data. One Llama-3-8B-shaped layer (8 kv heads × 128,
+// the block kernels, same process, same data. Pre-RoPE rows are scored by the fused lift of
+// cpp/cpu/lowrank/rope_logits.inl; its arithmetic floor (the D x r multiply-adds of the lift
+// per row and kv head, at the peak FMA rate measured in the same run) is printed beside it. One Llama-3-8B-shaped layer (8 kv heads × 128,
 // 32 query heads), 1 thread, decode (tq = 1); medians of CPU time per call (process.cpuUsage:
 // attention runs on the calling thread with threads: 1).
 // Flags: --json FILE, --quick (4K tokens only, fewer runs).
 import { KVCache, type KVCacheOptions } from '../lib/index';
+import { native } from '../lib/native/binding';
 import { markdownTable, parseBenchArgs, randomFloats, writeJson } from './support/bench-utils';
 
 const KV_HEADS = 8, HEAD_DIM = 128, QUERY_HEADS = 32;
@@ -35,7 +38,16 @@ const variants: [string, Partial<KVCacheOptions>][] = [
   ['low-rank r32/r32 int8, post-RoPE (block kernels)', { keys: 'int8', values: 'int8', lowRank: { keys: 32, values: 32, calibrationRows: 256 } }],
   ['low-rank K r32 int8 + V int8 unprojected, post-RoPE (host)', { keys: 'int8', values: 'int8', lowRank: { keys: 32, values: 128, calibrationRows: 256 } }],
   ['low-rank K r32 int8 + V int8 unprojected, pre-RoPE (host)', { keys: 'int8', values: 'int8', rope, lowRank: { keys: 32, values: 128, calibrationRows: 256 } }],
+  ['low-rank r32/r32 int8, pre-RoPE (host)', { keys: 'int8', values: 'int8', rope, lowRank: { keys: 32, values: 32, calibrationRows: 256 } }],
+  ['low-rank r32/r32 f16, pre-RoPE (host)', { keys: 'f16', values: 'f16', rope, lowRank: { keys: 32, values: 32, calibrationRows: 256 } }],
 ];
+// Peak FMA rate in CPU time, like the decode times (the machine is shared: wall time would
+// count other processes): independent vector FMA chains of the addon's probe.
+const peak = (() => {
+  const iterations = 20_000_000;
+  const probe = native().fmaProbe(iterations / 10);
+  return (probe.multiplyAdds * 10) / (medianCpuMs(() => native().fmaProbe(iterations), 7) / 1e3);
+})();
 const rows: (string | number)[][] = [];
 const json: unknown[] = [];
 for (const tokens of tokenCounts) {
@@ -48,9 +60,12 @@ for (const tokens of tokenCounts) {
     seq.append(0, k, v);
     const ms = medianCpuMs(() => seq.attention(0, q), runs);
     if (!base) base = ms;
-    rows.push([tokens, name, ms.toFixed(2), (ms / base).toFixed(2)]);
-    json.push({ tokens, name, ms });
+    // lift floor: tokens x kv heads x D x r multiply-adds at the measured peak
+    const liftFloorMs = o.rope ? (tokens * KV_HEADS * HEAD_DIM * 32) / peak * 1e3 : NaN;
+    rows.push([tokens, name, ms.toFixed(2), (ms / base).toFixed(2), o.rope ? liftFloorMs.toFixed(2) : '']);
+    json.push({ tokens, name, ms, liftFloorMs: o.rope ? liftFloorMs : undefined });
   }
 }
-console.log(markdownTable(['tokens', 'cache', 'decode CPU ms (median)', 'ratio to f16'], rows));
+console.log(`peak FMA ${(peak / 1e9).toFixed(1)} G/s (1 thread)`);
+console.log(markdownTable(['tokens', 'cache', 'decode CPU ms (median)', 'ratio to f16', 'lift FMA floor ms'], rows));
 if (args.json) writeJson(args.json, json);

@@ -6,6 +6,8 @@
 #include <cstdint>
 
 #include "../isa_region.h"
+#include "../simd_scalar.h"
+#include "kvc/rope.h"
 #include "lowrank_isa.h"
 
 #ifdef KVC_ISA_REGIONS
@@ -16,6 +18,8 @@ KVC_ISA_REGION_BEGIN(KVC_ISA_AVX2)
 namespace kvc::cpu {
 namespace lowrank_avx2 {
 #include "project.inl"
+#include "../rope_angles.inl"
+#include "rope_logits.inl"
 }  // namespace lowrank_avx2
 }  // namespace kvc::cpu
 KVC_ISA_REGION_END
@@ -28,6 +32,10 @@ bool lowRankAvx2(LowRankIsa* out) {
   out->name = "avx2";
   out->project = &lowrank_avx2::projectImpl<SimdAvx2, 4>;
   out->lift = &lowrank_avx2::liftImpl<SimdAvx2>;
+  out->ropeLogits = &lowrank_avx2::ropeLogitsImpl<SimdAvx2, 4>;
+  out->rowDots = &lowrank_avx2::rowDotsImpl<SimdAvx2>;
+  out->expShift = &lowrank_avx2::expShiftImpl<SimdAvx2>;
+  out->weightedSum = &lowrank_avx2::weightedSumImpl<SimdAvx2>;
   return true;
 #else
   (void)out;

@@ -5,11 +5,14 @@
 #include "../simd_scalar.h"
 #include "lowrank_cpu.h"
 #include "lowrank_isa.h"
+#include "kvc/rope.h"
 
 namespace kvc::cpu {
 
 namespace lowrank_portable {
 #include "project.inl"
+#include "../rope_angles.inl"
+#include "rope_logits.inl"
 }  // namespace lowrank_portable
 
 void projectScalar(const float* in, uint64_t inStride, uint32_t n, uint32_t D, const float* basis, uint32_t r, float scale,
@@ -26,12 +29,20 @@ LowRankKernels build() {
   k.lift = &lowrank_portable::liftImpl<SimdScalar>;
   k.fitBasis = &fitBasisSymmetric;
   k.denseAttention = &denseAttention;
+  k.ropeLogits = &lowrank_portable::ropeLogitsImpl<SimdScalar, 1>;
+  k.rowDots = &lowrank_portable::rowDotsImpl<SimdScalar>;
+  k.expShift = &lowrank_portable::expShiftImpl<SimdScalar>;
+  k.weightedSum = &lowrank_portable::weightedSumImpl<SimdScalar>;
   LowRankIsa isa;
   const CpuFeatures& f = cpuFeatures();
   if ((f.avx512 && lowRankAvx512(&isa)) || (f.avx2 && lowRankAvx2(&isa))) {
     k.name = isa.name;
     k.project = isa.project;
     k.lift = isa.lift;
+    k.ropeLogits = isa.ropeLogits;
+    k.rowDots = isa.rowDots;
+    k.expShift = isa.expShift;
+    k.weightedSum = isa.weightedSum;
   }
   return k;
 }

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "kvc/status.h"
+#include "kvc/views.h"
 
 namespace kvc {
 
@@ -30,6 +31,36 @@ struct DenseAttentionArgs {
   float scale = 1.0f;
 };
 
+// Logits of M query vectors over n low-rank keys stored before RoPE (cache option `rope`).
+// R(p) B c has no r-dimensional form for all positions p (RoPE is not diagonal in the basis),
+// and any exact form costs D x r per row (q . R(p) B c is a bilinear form of rank r in c and
+// the D cos / sin of p): the cheapest is to lift each row once, k = B c, and share it by all
+// M query vectors. Rows run in tiles: lift (one small GEMM into L1 scratch), rotate at each
+// row's position, dot with the M rotated queries. Channels are in "half" order (pairs
+// (i, i + dims/2)): an interleaved model is served by permuting the basis columns, the
+// queries and the tables once (a dot product does not depend on the channel order).
+constexpr uint32_t kRopeLogitsTileRows = 16;
+struct RopeLogitsArgs {
+  uint32_t rows = 0;
+  uint32_t headDim = 0;              // D
+  uint32_t rank = 0;                 // r
+  const float* coef = nullptr;       // [rows][coefStride], r used
+  uint64_t coefStride = 0;
+  const float* basisT = nullptr;     // [r][D]: the key basis transposed, channels in half order
+  const uint32_t* positions = nullptr;  // [rows] RoPE position of each row
+  RopeView rope;                     // style 1 (half) tables, dims <= D
+  const float* queries = nullptr;    // [M][D], rotated at their own positions, half order
+  uint32_t M = 0;
+  float scale = 1.0f;
+  float* logits = nullptr;           // logits[m * logitStride + i]
+  uint64_t logitStride = 0;
+  float* scratch = nullptr;          // ropeLogitsScratchFloats(D, dims, M) floats
+};
+
+inline uint64_t ropeLogitsScratchFloats(uint32_t D, uint32_t dims, uint32_t M) {
+  return static_cast<uint64_t>(kRopeLogitsTileRows) * D + 3ull * dims + static_cast<uint64_t>(M) * D;
+}
+
 struct LowRankKernels {
   const char* name = nullptr;
   // out[i][j] = scale * sum_d in[i][d] * basis[d][j]: n rows of D floats (inStride floats
@@ -43,6 +74,15 @@ struct LowRankKernels {
   // as the columns of basis [D][r] (eigenvalues descending into eigenvalues[r] when given).
   Status (*fitBasis)(const float* rows, uint32_t n, uint32_t D, uint32_t r, float* basis, double* eigenvalues) = nullptr;
   void (*denseAttention)(const DenseAttentionArgs& a) = nullptr;
+  void (*ropeLogits)(const RopeLogitsArgs& a) = nullptr;
+  // out[m * outStride + i] = scale * rows[i] . queries[m] for n rows of L floats and M queries
+  // ([M][L]): the logits of coefficient rows against projected queries.
+  void (*rowDots)(const float* rows, uint64_t rowStride, uint32_t n, uint32_t L, const float* queries, uint32_t M, float scale,
+                  float* out, uint64_t outStride) = nullptr;
+  // out[m][j] = sum_i w[m * wStride + i] * values[i][j]: M weight rows over n value rows [n][RV].
+  void (*weightedSum)(const float* w, uint64_t wStride, uint32_t M, uint32_t n, const float* values, uint32_t RV, float* out) = nullptr;
+  // x[i] = exp(x[i] - shift) for i < n (exactly 0 for -inf); returns the sum.
+  double (*expShift)(float* x, uint32_t n, float shift) = nullptr;
 };
 
 // The host implementation (cpp/cpu/lowrank/): the CPU backend's table, and the one the core
