@@ -357,37 +357,25 @@ std::vector<Scenario> scenarios(const CacheConfig& base, const std::string& tag)
   add("compaction on a full pool (rebuilt in place)", withBlocks(base, 22), [](World& w) { w.sequence(40); },
       [](World& w) { return compactOp(w, w.ids[0], 0.5); });
   // Background maintenance (replace_prefix.cpp): a compacted snapshot replaces the rows it was
-  // taken of while the rows appended since are copied behind it into fresh blocks.
-  add("replacePrefix after a compacted snapshot", base,
-      [](World& w) {
-        const uint64_t id = w.sequence(37);
-        uint64_t snap = 0;
-        const Status st = w.cache->snapshot(id, &snap);
-        CHECK(st.isOk(), "setup snapshot: %s", st.message().c_str());
-        w.ids.push_back(snap);
-        const Status compacted = compactOp(w, snap, 0.5);
-        CHECK(compacted.isOk(), "setup compaction: %s", compacted.message().c_str());
-        w.append(id, 0, 5);
-        w.append(id, 1, 11);
-      },
-      [](World& w) { return w.cache->replacePrefix(w.ids[0], w.ids[1]); });
-  // Tiered: 37 rows = one aged int4 block of 16 + 21 in f16; 2 rows appended after the
-  // snapshot stay in f16 (aging needs 16 past the 8-row window), so the swap applies.
-  if (!base.tiers.empty()) {
-    add("replacePrefix of a tiered sequence after a compacted snapshot", base,
-        [](World& w) {
-          const uint64_t id = w.sequence(37);
-          uint64_t snap = 0;
-          const Status st = w.cache->snapshot(id, &snap);
-          CHECK(st.isOk(), "setup snapshot: %s", st.message().c_str());
-          w.ids.push_back(snap);
-          const Status compacted = compactOp(w, snap, 0.5);
-          CHECK(compacted.isOk(), "setup compaction: %s", compacted.message().c_str());
-          w.append(id, 0, 2);
-          w.append(id, 1, 2);
-        },
-        [](World& w) { return w.cache->replacePrefix(w.ids[0], w.ids[1]); });
-  }
+  // taken of while the rows appended since are copied behind it into fresh blocks (tiered: the
+  // 2 rows stay in f16, as aging needs 16 past the 8-row window; 37 rows = one aged block of 16
+  // + 21).
+  const auto swap = [](uint32_t rows0, uint32_t rows1) {
+    return [rows0, rows1](World& w) {
+      const uint64_t id = w.sequence(37);
+      uint64_t snap = 0;
+      const Status st = w.cache->snapshot(id, &snap);
+      CHECK(st.isOk(), "setup snapshot: %s", st.message().c_str());
+      w.ids.push_back(snap);
+      const Status compacted = compactOp(w, snap, 0.5);
+      CHECK(compacted.isOk(), "setup compaction: %s", compacted.message().c_str());
+      w.append(id, 0, rows0);
+      w.append(id, 1, rows1);
+    };
+  };
+  const auto replace = [](World& w) { return w.cache->replacePrefix(w.ids[0], w.ids[1]); };
+  add("replacePrefix after a compacted snapshot", base, swap(5, 11), replace);
+  if (!base.tiers.empty()) add("replacePrefix of a tiered sequence after a compacted snapshot", base, swap(2, 2), replace);
   add("importSequence", base,
       [](World& w) {
         const uint64_t id = w.sequence(21);
