@@ -92,6 +92,7 @@ export class Maintainer extends EventEmitter {
   readonly #sinks: number;
   readonly #headroom: number;
   readonly #blockBytes: number;
+  readonly #tiered: { topBlocks: number; lowestRowsPerBlock: number } | undefined;
   readonly #blockSize: number;
   readonly #streams: number;
   #inFlight: Promise<void> | undefined;
@@ -132,8 +133,17 @@ export class Maintainer extends EventEmitter {
     this.#headroom = headroom;
     const c = seq.cache.config;
     if (c.lowRank) throw new KVCacheError('UNSUPPORTED', 'maintain: background maintenance of a lowRank cache is not implemented');
-    if (c.tiers) throw new KVCacheError('UNSUPPORTED', 'maintain: background maintenance of a cache with tiers is not implemented yet');
-    this.#blockBytes = seq.cache.stats().blockBytes;
+    const stats = seq.cache.stats();
+    this.#blockBytes = stats.blockBytes;
+    // Tiers: rows per block of the top tier's window and of the lowest tier (which takes every
+    // row a pass keeps beyond the window), for #keepRows.
+    if (c.tiers && stats.tiers) {
+      const rpb = stats.tiers.map((t) => t.rowsPerBlock);
+      // The aged tiers above the lowest hold at most their window plus a block of the tier below.
+      let topBlocks = 0;
+      for (let k = 0; k + 1 < rpb.length; k++) topBlocks += Math.ceil(((c.tiers[k]!.rows ?? 0) + rpb[k + 1]! - 1) / rpb[k]!);
+      this.#tiered = { topBlocks, lowestRowsPerBlock: rpb[rpb.length - 1]! };
+    }
     this.#blockSize = c.blockSize;
     this.#streams = c.layers * c.kvHeads;
     this.sequence = seq;
@@ -218,7 +228,10 @@ export class Maintainer extends EventEmitter {
   #keepRows(target: number): number {
     const B = this.#blockSize;
     const blocks = Math.floor(((1 - this.#headroom) * target) / (this.#streams * this.#blockBytes));
-    return Math.max(blocks * B, this.#sinks + this.#keepRecent);
+    const t = this.#tiered;
+    // Tiers: the upper tiers' blocks hold their windows; every other block is the lowest tier's.
+    const rows = t ? Math.min(blocks, t.topBlocks) * B + Math.max(0, blocks - t.topBlocks) * t.lowestRowsPerBlock : blocks * B;
+    return Math.max(rows, this.#sinks + this.#keepRecent);
   }
 
   /**
@@ -256,7 +269,8 @@ export class Maintainer extends EventEmitter {
       const keep = this.#keepRows(target);
       const u = native().sequenceUsage(seq.native);
       // Shrinking every stream to `keep` rows must free a block at all.
-      if (Math.ceil(keep / this.#blockSize) >= Math.ceil(u.maxRows / this.#blockSize)) {
+      const unreachable = this.#tiered ? keep >= u.maxRows : Math.ceil(keep / this.#blockSize) >= Math.ceil(u.maxRows / this.#blockSize);
+      if (unreachable) {
         // Retried once the sequence has grown (at the next whole block, when the target has grown too).
         this.#quietUntilRows = before.rows;
         this.skips++;

@@ -46,7 +46,7 @@ export interface Profile {
   targetFractionOfF16: number | null;
 }
 
-interface ProfileEntry {
+export interface ProfileEntry {
   keys: Storage;
   values: Storage;
   /** Hadamard rotation of the keys before quantization (only for a power-of-two headDim). */
@@ -57,18 +57,29 @@ interface ProfileEntry {
   compactionRatio: number;
   keepRecent: number;
   sinks: number;
-  // Precision tiers, when the cache has them, become one more field here (e.g. `tiers`),
-  // passed through to the cache options in profile().
+  /**
+   * Precision tiers: the newest `recentRows` rows of every stream stay in f16 (the top tier),
+   * older rows age into keys/values above (the lowest tier, which compaction writes); null:
+   * every row in keys/values. Used only where keys/values take at most half of f16's bytes
+   * per row (makeProfile).
+   */
+  tiers: { recentRows: number } | null;
 }
 
-/** The presets. Measured bytes per token and quality on both real models: EVALUATION.md, "Profiles". */
+/**
+ * The presets. Measured bytes per token and quality on both real models: EVALUATION.md,
+ * "Profiles". No preset uses tiers: at the evaluated contexts (≤ 512 tokens) an f16 top tier
+ * holds its window plus up to a lower-tier block of rows (96 at head_dim 64, int4), which is
+ * most of a 1/16 or 1/6 target; measured with tiers, balanced and tiny were larger and worse
+ * (EVALUATION.md, "Profiles with precision tiers").
+ */
 export const PROFILES: Readonly<Record<ProfileName, Readonly<ProfileEntry>>> = Object.freeze({
   // Every row kept; int8 keys and values (rotated keys) cost about half of f16 at near-f16 quality.
-  quality: Object.freeze({ keys: 'int8', values: 'int8', rotate: true, targetFractionOfF16: null, compactionRatio: 0.5, keepRecent: 64, sinks: 4 }),
+  quality: Object.freeze({ keys: 'int8', values: 'int8', rotate: true, targetFractionOfF16: null, compactionRatio: 0.5, keepRecent: 64, sinks: 4, tiers: null }),
   // A sixth of f16: int8 keys, int4 values, and background compaction of the oldest rows.
-  balanced: Object.freeze({ keys: 'int8', values: 'int4', rotate: true, targetFractionOfF16: 1 / 6, compactionRatio: 0.5, keepRecent: 64, sinks: 4 }),
+  balanced: Object.freeze({ keys: 'int8', values: 'int4', rotate: true, targetFractionOfF16: 1 / 6, compactionRatio: 0.5, keepRecent: 64, sinks: 4, tiers: null }),
   // A sixteenth of f16: int4 keys and values and a tighter background compaction.
-  tiny: Object.freeze({ keys: 'int4', values: 'int4', rotate: true, targetFractionOfF16: 1 / 16, compactionRatio: 0.25, keepRecent: 32, sinks: 4 }),
+  tiny: Object.freeze({ keys: 'int4', values: 'int4', rotate: true, targetFractionOfF16: 1 / 16, compactionRatio: 0.25, keepRecent: 32, sinks: 4, tiers: null }),
 });
 
 const SHAPE_KEYS = ['layers', 'kvHeads', 'headDim', 'queryHeads', 'blockSize', 'maxBytes', 'device', 'threads'] as const;
@@ -83,6 +94,12 @@ export function makeProfile(name: ProfileName, shape: ProfileShape, f16BytesPerT
   if (entry === undefined || !Object.prototype.hasOwnProperty.call(PROFILES, name)) {
     throw invalidArgument('name', `one of ${Object.keys(PROFILES).map((n) => `'${n}'`).join(', ')}`, name);
   }
+  return profileOf(name, entry, shape, f16BytesPerToken);
+}
+
+/** @internal makeProfile for a table entry (tests pass entries of their own, e.g. with tiers). */
+export function profileOf(name: ProfileName, entry: Readonly<ProfileEntry>, shape: ProfileShape,
+  f16BytesPerToken: (options: KVCacheOptions) => number): Profile {
   const s = optionsObject('shape', shape);
   knownKeys('shape', s, SHAPE_KEYS);
   const headDim = s['headDim'];
@@ -93,9 +110,20 @@ export function makeProfile(name: ProfileName, shape: ProfileShape, f16BytesPerT
     values: entry.values,
     rotate: entry.rotate && powerOfTwo,
   };
+  // Tiers share one block size (a top-tier block): an aged block holds a whole multiple of the
+  // top tier's rows, so tiers save bytes only when the older rows' format is at most half of
+  // f16's bytes per row (not so for tiny heads, e.g. head_dim 8, where per-row costs dominate).
+  const f16Rate = f16BytesPerToken({ ...(shape as KVCacheOptions), keys: 'f16', values: 'f16' });
+  const lowerRate = f16BytesPerToken({ ...(shape as KVCacheOptions), keys: entry.keys, values: entry.values });
+  if (entry.tiers && 2 * lowerRate <= f16Rate) {
+    // The recent rows in f16, the older ones (and everything compaction writes) in keys/values.
+    options.keys = 'f16';
+    options.values = 'f16';
+    options.tiers = [{ rows: entry.tiers.recentRows, keys: 'f16', values: 'f16' }, { keys: entry.keys, values: entry.values }];
+  }
   let maintain: MaintainOptions | null = null;
   if (entry.targetFractionOfF16 !== null) {
-    const f16 = f16BytesPerToken({ ...(shape as KVCacheOptions), keys: 'f16', values: 'f16' });
+    const f16 = f16Rate;
     if (!(f16 > 0)) throw new KVCacheError('INTERNAL', 'profile: f16 bytes per token could not be computed');
     maintain = {
       bytesPerToken: entry.targetFractionOfF16 * f16,

@@ -18,6 +18,7 @@
 #pragma once
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -64,6 +65,7 @@ struct KeepSet {
 };
 
 class Cache;
+class TierStage;
 
 // What the caller of prepareKeepRows does with the rebuilt streams before commit.
 enum class KeepRowsMode {
@@ -213,6 +215,17 @@ class Cache {
   // Rows of the stream's aged tiers (the rows before its tier-0 run) and their blocks.
   int32_t agedRows(const Stream& s) const;
   uint32_t agedBlocks(const Stream& s) const;
+  // Eviction and compaction of tiered sequences (tiers/tier_rebuild.cpp, tier_stage.h).
+  // stageStream: `s` as one run of tier 0's format (aged rows re-encoded into fresh blocks,
+  // tier 0's blocks shared); releaseStaged gives a staged stream's blocks back.
+  Status stageStream(const Stream& s, Stream* out);
+  void releaseStaged(Stream* s);
+  // keepRows on the staged copy (then `rewrite` on the rebuilt staged streams, e.g. the
+  // compaction fit), then every rebuilt stream replaces its stream of `id` as tiers: the
+  // lowest tier takes the older rows in whole blocks, requantized once from the staged rows;
+  // tier 0 keeps the rest (the kept rows of its old run bit-exact). All or nothing.
+  Status keepRowsTiered(uint64_t id, TierStage& stage, const KeepSet* sets, uint32_t count, KeepRowsMode mode,
+                        const std::function<Status(const KeepRowsTxn&)>& rewrite);
   // Decodes rows [start, start + count) of a stream whatever tiers they are in (readRows).
   Status readStreamRows(const Stream& s, uint32_t start, uint32_t count, float* keys, float* values, float* beta,
                         int32_t* positions) const;
@@ -266,6 +279,15 @@ class Cache {
   Status importTiered(const uint8_t* bytes, size_t size, uint64_t* id);
   Status attentionChunkTiered(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1);
   // Truncation of a tiered stream to newLength rows: the blocks it keeps and their tiers.
+  // Rows [start, start + count) of `src` (tier `from`) decoded and encoded in tier `to` into
+  // the table `dst` from its row 0 (block-aligned chunks, bounded host memory).
+  Status recodeRows(uint32_t from, const StreamView& src, uint32_t start, uint32_t count, uint32_t to, const int32_t* dst);
+  // replacePrefix's scores: the snapshot's M rows' scores, then the stream's from row P on.
+  static void spliceScores(Stream* dst, const Stream& src, int32_t P, int32_t M, int32_t length);
+  // replacePrefix of a tiered sequence, after replacePrefix's checks (tiers/tier_splice.cpp).
+  Status replacePrefixTiered(Sequence* seq, const Sequence* snap);
+  // prepareKeepRows on a sequence that need not be in the map (a TierStage's).
+  Status prepareKeepRowsOn(Sequence* seq, const KeepSet* sets, uint32_t count, KeepRowsMode mode, KeepRowsTxn* txn);
   Status planTierTruncate(const Stream& s, int32_t newLength, uint32_t* keepBlocks, std::vector<uint32_t>* tierBlocks) const;
   std::vector<TierFormat> tiers_;
   std::vector<float> tierQueries_, tierOut_, tierLse_, tierScores_, tierRows_;

@@ -68,9 +68,15 @@ Status Cache::keepRows(uint64_t id, const KeepSet* sets, uint32_t count) {
 
 Status Cache::prepareKeepRows(uint64_t id, const KeepSet* sets, uint32_t count, KeepRowsMode mode, KeepRowsTxn* txn) {
   KVC_RETURN_IF_ERROR(txn->abort());
-  if (config_.tiered()) return unsupported("keepRows (eviction, compaction) on a cache with tiers is not supported yet");
+  // Tiered streams are rebuilt through a staged copy (keepRowsTiered, tiers/tier_rebuild.cpp).
+  if (config_.tiered()) return unsupported("keepRows on a cache with tiers goes through keepRowsTiered");
   Sequence* seq;
   KVC_RETURN_IF_ERROR(find(id, &seq));
+  return prepareKeepRowsOn(seq, sets, count, mode, txn);
+}
+
+Status Cache::prepareKeepRowsOn(Sequence* seq, const KeepSet* sets, uint32_t count, KeepRowsMode mode, KeepRowsTxn* txn) {
+  KVC_RETURN_IF_ERROR(txn->abort());
   if (seq->busy) return busy("the sequence is being compacted");
   const uint32_t B = config_.blockSize, H = config_.kvHeads;
   const bool move = mode == KeepRowsMode::kMove;

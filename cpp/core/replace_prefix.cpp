@@ -27,12 +27,20 @@ struct Splice {
 
 }  // namespace
 
+void Cache::spliceScores(Stream* dst, const Stream& src, int32_t P, int32_t M, int32_t length) {
+  if (dst->scores.empty() && src.scores.empty()) return;
+  // The snapshot's rows bring the scores they had (mass accumulated by the sequence on them
+  // after the snapshot is not carried over); the kept rows keep theirs.
+  std::vector<float> scores(static_cast<size_t>(length), 0.0f);
+  if (!src.scores.empty()) std::copy(src.scores.begin(), src.scores.begin() + M, scores.begin());
+  if (!dst->scores.empty()) std::copy(dst->scores.begin() + P, dst->scores.begin() + dst->length, scores.begin() + M);
+  dst->scores = std::move(scores);
+}
+
 Status Cache::snapshot(uint64_t id, uint64_t* child) {
   Sequence* seq;
   KVC_RETURN_IF_ERROR(find(id, &seq));
   if (config_.lowRank()) return unsupported("background maintenance of a lowRank cache is not implemented");
-  // Tiered streams hold blocks of several formats in tier order; splicing them is not implemented.
-  if (config_.tiered()) return unsupported("background maintenance of a cache with tiers is not implemented");
   KVC_RETURN_IF_ERROR(fork(id, child));
   Sequence* snap = sequences_.at(*child).get();
   seq = sequences_.at(id).get();  // fork may have rehashed the map (the objects stay put)
@@ -61,6 +69,8 @@ Status Cache::replacePrefix(uint64_t id, uint64_t snapshotId) {
                      "; nothing was replaced");
     }
   }
+  // Tiered streams hold blocks of several formats in tier order (tiers/tier_splice.cpp).
+  if (config_.tiered()) return replacePrefixTiered(seq, snap);
   const uint32_t B = config_.blockSize;
 
   // Plan every stream: the snapshot's whole blocks are shared; the snapshot's last partial
@@ -136,14 +146,7 @@ Status Cache::replacePrefix(uint64_t id, uint64_t snapshotId) {
     }
     for (int32_t b : dst.blocks) pool_.release(b);
     const int32_t P = snap->snapshotRows[i], M = src.length;
-    if (!dst.scores.empty() || !src.scores.empty()) {
-      // The snapshot's rows bring the scores they had (mass accumulated by the sequence on
-      // them after the snapshot is not carried over); the kept rows keep theirs.
-      std::vector<float> scores(static_cast<size_t>(p.length), 0.0f);
-      if (!src.scores.empty()) std::copy(src.scores.begin(), src.scores.begin() + M, scores.begin());
-      if (!dst.scores.empty()) std::copy(dst.scores.begin() + P, dst.scores.begin() + dst.length, scores.begin() + M);
-      dst.scores = std::move(scores);
-    }
+    spliceScores(&dst, src, P, M, p.length);
     dst.blocks = std::move(p.table);
     dst.length = p.length;
   }

@@ -6,6 +6,7 @@ import { Compactor, EvictionPolicy, KVCache, KVCacheError, type MaintenancePass,
 import { expectBitExact, expectIntsEqual } from '../reference/compare';
 import { randn, testRng, type Rng } from '../reference/random';
 import { expectKVError } from '../foundation/helpers';
+import { decodeStep, tick } from '../support/decode-step';
 
 const shape = { layers: 2, kvHeads: 2, headDim: 32, queryHeads: 4 } as const;
 const ROW = shape.kvHeads * shape.headDim;
@@ -18,19 +19,7 @@ function makeCache(): KVCache {
   return new KVCache(OPTIONS);
 }
 
-/** One decode step on every layer: append one token, attend with recorded queries. Returns the appended keys per layer. */
-function step(rng: Rng, seq: Sequence): Float32Array[] {
-  const keys: Float32Array[] = [];
-  for (let l = 0; l < shape.layers; l++) {
-    const k = randn(rng, ROW);
-    seq.append(l, k, randn(rng, ROW));
-    seq.attention(l, randn(rng, Q), { recordQueries: true });
-    keys.push(k);
-  }
-  return keys;
-}
-
-const tick = () => new Promise<void>((r) => setImmediate(r));
+const step = decodeStep;
 
 describe('cache.maintain', () => {
   it('keeps a sequence under maxBytes with a Compactor while it decodes, keeping every row appended during a pass', async () => {
@@ -188,10 +177,6 @@ describe('cache.maintain', () => {
     const m = cache.maintain(seq, { maxBytes: 1e6, policy });
     expectKVError(() => cache.maintain(seq, { maxBytes: 1e6, policy }), 'BUSY');
     void m.stop();
-    // Not (yet) for tiered caches.
-    const tiered = new KVCache({ ...shape, threads: 1, tiers: [{ rows: 32, keys: 'f16', values: 'f16' }, { keys: 'int8', values: 'int8' }] });
-    expectKVError(() => tiered.maintain(tiered.createSequence(), { maxBytes: 1e6, policy }), 'UNSUPPORTED');
-    tiered.dispose();
     const other = new KVCache({ ...shape, threads: 1 });
     expectKVError(() => other.maintain(seq, { maxBytes: 1e6, policy }), 'INVALID_ARGUMENT');
     other.dispose();

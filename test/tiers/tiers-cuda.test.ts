@@ -7,7 +7,7 @@
 // target's tolerances, after appends in pieces, fork with copy-on-write, truncate and import.
 import { describe, expect, it } from 'vitest';
 
-import { KVCache, type KVCacheOptions, type Sequence, type Storage } from '../../lib/index';
+import { Compactor, EvictionPolicy, KVCache, type KVCacheOptions, type Sequence, type Storage } from '../../lib/index';
 import { expectBitExact, relError } from '../reference/compare';
 import { randn, testRng } from '../reference/random';
 import { cudaTarget } from '../support/cuda-target';
@@ -85,6 +85,15 @@ describe(`precision tiers, device cuda (${target.kind}) matches device cpu`, () 
       const ia = cpuCache.importSequence(a.export());
       const ib = gpuCache.importSequence(a.export());
       compare(ib, ia, 1, q(), 'after import');
+      // Eviction and compaction (staged in the top tier's format, re-tiered: tier_rebuild.cpp).
+      for (const s of [ia, ib]) s.evict(EvictionPolicy.streamingLLM({ sinks: 4, window: 40 }));
+      compare(ib, ia, 0, q(), 'after eviction');
+      for (const s of [fa, fb]) {
+        for (const layer of [0, 1]) s.attention(layer, randn(testRng('tiers-cuda-queries'), 2 * 8 * D, 2), { recordQueries: true });
+      }
+      new Compactor({ ratio: 0.4, protect: { sinks: 2, recent: 8 }, threads: 1 }).compactSync(fa);
+      new Compactor({ ratio: 0.4, protect: { sinks: 2, recent: 8 }, threads: 1 }).compactSync(fb);
+      compare(fb, fa, 1, q(), 'after compaction');
       cpuCache.dispose();
       gpuCache.dispose();
     });

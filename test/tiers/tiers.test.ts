@@ -5,10 +5,11 @@
 // - attention over a stream whose blocks differ in format equals the float64 reference over the
 //   stored (dequantized) rows, with lse, and attention mass per row;
 // - fork, truncate, export/import (version 4; versions 1-3 import into the top tier) round trip;
-// - bad tier configurations and the operations tiers do not support give typed KVCacheErrors.
+// - bad tier configurations and the operations tiers do not support give typed KVCacheErrors
+//   (eviction and compaction: tiers-evict.test.ts).
 import { describe, expect, it } from 'vitest';
 
-import { Compactor, EvictionPolicy, KVCache, KVCacheError, type KVCacheOptions, type Sequence, type Storage } from '../../lib/index';
+import { KVCache, KVCacheError, type KVCacheOptions, type Sequence, type Storage } from '../../lib/index';
 import { type StreamRows, attentionReference } from '../reference/attention-reference';
 import { expectBitExact, expectClose, expectIntsEqual } from '../reference/compare';
 import { randn, testRng } from '../reference/random';
@@ -421,17 +422,6 @@ describe('precision tiers: errors', () => {
     expect(() => new NativeCache({ ...base, tiers: [{ rows: 8, keys: 'int8', values: 'int8' }, { keys: 'int8', values: 'int8' }] }))
       .toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
     expect(() => new NativeCache({ ...base, tiers: 'f16' })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
-    cache.dispose();
-  });
-
-  it('eviction and compaction of a tiered cache are UNSUPPORTED and change nothing', async () => {
-    const cache = tiered([{ rows: 8, keys: 'f16', values: 'f16' }, { keys: 'int8', values: 'int8' }]);
-    const seq = cache.createSequence();
-    appendChunks([seq], [60], 'tiers-evict');
-    const before = seq.export();
-    expect(() => seq.evict(EvictionPolicy.h2o({ recent: 8 }), { ratio: 0.5 })).toThrow(expect.objectContaining({ code: 'UNSUPPORTED' }));
-    await expect(new Compactor({ ratio: 0.5 }).compact(seq)).rejects.toMatchObject({ code: 'UNSUPPORTED' });
-    expect(seq.export()).toEqual(before);
     cache.dispose();
   });
 });

@@ -80,10 +80,6 @@ void chooseQueries(const CacheConfig& c, const SequenceRequest& r, const Stream&
 }  // namespace
 
 Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& r, SequencePlan* plan) {
-  if (cache.config().tiered()) {
-    // The compaction numerics read a stream as one run of one format (cpp/core/tiers).
-    return unsupported("compaction on a cache with tiers is not supported yet");
-  }
   // Low-rank streams still calibrating are fitted first: compaction works on stored rows
   // (keys and values fitted in coefficient space, see lowrank.cpp; values kept unprojected,
   // value rank = headDim, are fitted in their own space; the value fit's width is the value
@@ -152,6 +148,15 @@ Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& r, Seque
       sp.target = std::min(target, T);
       plan->streams.push_back(std::move(sp));
     }
+  }
+  if (c.tiered() && !plan->streams.empty()) {
+    // The numerics read a stream as one run of one format: they run on a staged copy of the
+    // planned streams (aged rows in tier 0's format), and apply re-tiers the result.
+    std::vector<uint8_t> planned(seq->streams.size(), 0);
+    for (const StreamPlan& sp : plan->streams) planned[sp.layer * c.kvHeads + sp.head] = 1;
+    plan->stage = std::make_unique<TierStage>();
+    KVC_RETURN_IF_ERROR(plan->stage->build(cache, *seq, planned));
+    plan->sequence = &plan->stage->sequence();
   }
   return Status::ok();
 }
@@ -228,6 +233,15 @@ Status computeCompaction(Cache& cache, const SequenceRequest& r, SequencePlan* p
 Status applyCompaction(Cache& cache, SequencePlan* plan) {
   const auto t0 = std::chrono::steady_clock::now();
   plan->blocksBefore = cache.stats().blocksUsed;
+  // The stage's own blocks (aged rows in tier 0's format) are not the sequence's.
+  if (plan->stage) {
+    uint64_t own = plan->stage->blocks();
+    const Sequence* real = cache.sequence(plan->id);
+    for (size_t i = 0; real && i < real->streams.size(); ++i) {
+      if (plan->stage->sequence().streams[i].length != 0) own -= real->streams[i].blocks.size() - cache.agedBlocks(real->streams[i]);
+    }
+    plan->blocksBefore -= std::min<uint64_t>(own, plan->blocksBefore);
+  }
   if (plan->streams.empty()) {
     plan->blocksAfter = plan->blocksBefore;
     return Status::ok();
@@ -246,15 +260,30 @@ Status applyCompaction(Cache& cache, SequencePlan* plan) {
   // Gather the kept rows into blocks no visible stream reads, re-encode the fitted rows
   // there (where the backend computed them), and only then swap the block tables: a failure
   // at any step leaves the sequence exactly as it was (the transaction's destructor aborts).
+  auto fit = [&](const KeepRowsTxn& txn) -> Status {
+    for (uint32_t i = 0; i < txn.size(); ++i) {
+      const StreamPlan& sp = plan->streams[i];
+      KVC_RETURN_IF_ERROR(
+          cache.mutableBackend().applyCompactionFit(cache.pool(), cache.codec(), *plan->fits[sp.fit], sp.fitIndex, txn.stream(i)));
+    }
+    return Status::ok();
+  };
+  if (plan->stage) {
+    // Tiered: the fitted rows are written into the staged streams (tier 0's format), then
+    // the lowest tier takes the older rows (cache.h, keepRowsTiered).
+    KVC_RETURN_IF_ERROR(cache.keepRowsTiered(plan->id, *plan->stage, sets.data(), static_cast<uint32_t>(sets.size()),
+                                             KeepRowsMode::kRewrite, fit));
+    plan->stage.reset();
+    plan->sequence = nullptr;
+    plan->blocksAfter = cache.stats().blocksUsed;
+    plan->secondsApply = secondsSince(t0);
+    return Status::ok();
+  }
   KeepRowsTxn txn;
   KVC_RETURN_IF_ERROR(cache.prepareKeepRows(plan->id, sets.data(), static_cast<uint32_t>(sets.size()),
                                             KeepRowsMode::kRewrite, &txn));
-  for (uint32_t i = 0; i < txn.size(); ++i) {
-    const StreamPlan& sp = plan->streams[i];
-    const Status status =
-        cache.mutableBackend().applyCompactionFit(cache.pool(), cache.codec(), *plan->fits[sp.fit], sp.fitIndex, txn.stream(i));
-    if (!status.isOk()) return txn.abortWith(status);
-  }
+  const Status status = fit(txn);
+  if (!status.isOk()) return txn.abortWith(status);
   KVC_RETURN_IF_ERROR(txn.refreshSummaries());  // the fitted beta enters the summaries' maxBeta
   txn.commit();
   plan->blocksAfter = cache.stats().blocksUsed;

@@ -16,6 +16,7 @@
 #include <memory>
 
 #include "../cache.h"
+#include "../tiers/tier_stage.h"
 #include "kvc/compaction_ops.h"
 
 namespace kvc::compaction {
@@ -64,6 +65,9 @@ struct SequencePlan {
   // Taken by plan on the main thread: compute must not look the id up in the cache's map,
   // which the main thread may change meanwhile (other sequences).
   const Sequence* sequence = nullptr;
+  // Tiered caches: the planned streams staged as one run of tier 0's format (tier_stage.h);
+  // `sequence` then points at the stage, and apply rebuilds the tiers from it.
+  std::unique_ptr<TierStage> stage;
   std::vector<StreamPlan> streams;
   std::vector<std::unique_ptr<CompactionFit>> fits;  // one per compactStreams batch, until apply
   double secondsRead = 0;   // reading the rows (backend) and gathering queries

@@ -8,6 +8,7 @@
 #include "budget.h"
 #include "kvc/row_select.h"
 #include "scores.h"
+#include "../tiers/tier_stage.h"
 
 namespace kvc {
 
@@ -64,11 +65,6 @@ void selectAdaptive(const CacheConfig& c, uint32_t l, const std::vector<int32_t>
 }  // namespace
 
 Status evictSequence(Cache& cache, uint64_t id, const PolicySpec& policy, const BudgetSpec& budget, EvictionReport* report) {
-  if (cache.config().tiered()) {
-    // Eviction gathers rows bit-exactly between blocks, which a row cannot do across tiers of
-    // different formats without requantizing it (cpp/core/tiers).
-    return unsupported("eviction on a cache with tiers is not supported yet");
-  }
   // Low-rank streams still calibrating are fitted first: eviction gathers coefficient rows.
   KVC_RETURN_IF_ERROR(cache.finishCalibration(id));
   Sequence* seq = cache.mutableSequence(id);
@@ -78,6 +74,12 @@ Status evictSequence(Cache& cache, uint64_t id, const PolicySpec& policy, const 
   const CacheConfig& c = cache.config();
   KVC_RETURN_IF_ERROR(validateBudget(budget, c.layers));
   const uint32_t H = c.kvHeads, L = c.layers, streams = c.streamsPerSequence();
+  // A tiered sequence is scored and selected on its staged copy (one run of tier 0's format
+  // per stream, tiers/tier_stage.h), which then takes the gather too.
+  const CacheStats before = cache.stats();
+  TierStage stage;
+  if (c.tiered()) KVC_RETURN_IF_ERROR(stage.build(cache, *seq, {}));
+  const Sequence& rows = c.tiered() ? stage.sequence() : *seq;
 
   std::vector<int32_t> lengths(streams);
   for (uint32_t i = 0; i < streams; ++i) lengths[i] = seq->streams[i].length;
@@ -87,12 +89,12 @@ Status evictSequence(Cache& cache, uint64_t id, const PolicySpec& policy, const 
   if (budget.adaptive) {
     // The cross-head planner needs every score on the host (4 bytes per row).
     std::vector<std::vector<float>> scores;
-    KVC_RETURN_IF_ERROR(scoreSequence(cache, *seq, policy, &scores));
+    KVC_RETURN_IF_ERROR(scoreSequence(cache, rows, policy, &scores));
     for (uint32_t l = 0; l < L; ++l) selectAdaptive(c, l, lengths, shares, scores, policy, budget, &keep);
   } else {
     // Per-stream budgets: the backend scores and selects where the rows live.
     ScoreInputs inputs;
-    KVC_RETURN_IF_ERROR(scoreInputs(cache, *seq, policy, &inputs));
+    KVC_RETURN_IF_ERROR(scoreInputs(cache, rows, policy, &inputs));
     std::vector<RowSelectInput> select(streams);
     for (uint32_t i = 0; i < streams; ++i) {
       select[i].score = inputs.streams[i];
@@ -119,8 +121,12 @@ Status evictSequence(Cache& cache, uint64_t id, const PolicySpec& policy, const 
     k.count = static_cast<uint32_t>(keep[i].size());
     sets.push_back(k);
   }
-  const CacheStats before = cache.stats();
-  if (!sets.empty()) KVC_RETURN_IF_ERROR(cache.keepRows(id, sets.data(), static_cast<uint32_t>(sets.size())));
+  if (!sets.empty() && c.tiered()) {
+    KVC_RETURN_IF_ERROR(cache.keepRowsTiered(id, stage, sets.data(), static_cast<uint32_t>(sets.size()), KeepRowsMode::kMove, nullptr));
+  } else if (!sets.empty()) {
+    KVC_RETURN_IF_ERROR(cache.keepRows(id, sets.data(), static_cast<uint32_t>(sets.size())));
+  }
+  stage.reset();
   const CacheStats after = cache.stats();
   report->blocksFreed = static_cast<int64_t>(before.blocksUsed) - static_cast<int64_t>(after.blocksUsed);
   report->bytesFreed = report->blocksFreed * static_cast<int64_t>(before.blockBytes);

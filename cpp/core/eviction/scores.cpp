@@ -5,6 +5,7 @@
 #include <string>
 
 #include "../cache.h"
+#include "../tiers/tier_stage.h"
 
 namespace kvc {
 
@@ -139,9 +140,10 @@ Status scoreInputs(const Cache& cache, const Sequence& seq, const PolicySpec& p,
   return Status::ok();
 }
 
-Status scoreStream(Cache& cache, const Sequence& seq, uint32_t layer, uint32_t head, const PolicySpec& p,
-                   uint64_t givenOffset, std::vector<float>* out) {
-  if (cache.config().tiered()) return unsupported("eviction scores on a cache with tiers are not supported yet");
+namespace {
+
+Status scoreStaged(Cache& cache, const Sequence& seq, uint32_t layer, uint32_t head, const PolicySpec& p, uint64_t givenOffset,
+                   std::vector<float>* out) {
   const CacheConfig& c = cache.config();
   const Stream& s = seq.stream(layer, c.kvHeads, head);
   KVC_RETURN_IF_ERROR(precheck(cache, s, layer, head, p, givenOffset));
@@ -158,8 +160,23 @@ Status scoreStream(Cache& cache, const Sequence& seq, uint32_t layer, uint32_t h
   return cache.mutableBackend().rowScores(cache.pool(), cache.codec(), &in, 1, &scores);
 }
 
+}  // namespace
+
+Status scoreStream(Cache& cache, const Sequence& seq, uint32_t layer, uint32_t head, const PolicySpec& p,
+                   uint64_t givenOffset, std::vector<float>* out) {
+  const CacheConfig& c = cache.config();
+  if (c.tiered()) {
+    // Scored on a staged copy of this stream (one run of tier 0's format, tiers/tier_stage.h).
+    TierStage stage;
+    std::vector<uint8_t> only(seq.streams.size(), 0);
+    only[layer * c.kvHeads + head] = 1;
+    KVC_RETURN_IF_ERROR(stage.build(cache, seq, only));
+    return scoreStaged(cache, stage.sequence(), layer, head, p, givenOffset, out);
+  }
+  return scoreStaged(cache, seq, layer, head, p, givenOffset, out);
+}
+
 Status scoreSequence(Cache& cache, const Sequence& seq, const PolicySpec& p, std::vector<std::vector<float>>* out) {
-  if (cache.config().tiered()) return unsupported("eviction scores on a cache with tiers are not supported yet");
   ScoreInputs inputs;
   KVC_RETURN_IF_ERROR(scoreInputs(cache, seq, p, &inputs));
   const size_t streams = inputs.streams.size();
