@@ -1,12 +1,14 @@
 // The one error type of kvcompact and the one factory every check uses, so that each
 // failure carries a stable `code` and a message naming the argument and what it expected.
-import { ERROR_CODES } from './generated/schema';
+import { ERROR_CODES, STORE_ERROR_CODES } from './generated/schema';
 
 /**
- * Stable error codes (schema/options.json, shared with the native status codes).
+ * Stable error codes (schema/options.json: the native status codes, and the PrefixStore's own).
  * 'ABORTED': an operation was cancelled by its AbortSignal; nothing was changed.
+ * 'STORE_UNAVAILABLE' / 'STORE_TIMEOUT': a PrefixStore's backend failed / did not answer in time
+ * (thrown only with `throwOnError`; otherwise a miss).
  */
-export type ErrorCode = (typeof ERROR_CODES)[number];
+export type ErrorCode = (typeof ERROR_CODES)[number] | (typeof STORE_ERROR_CODES)[number];
 
 /** Every failure of kvcompact, from TypeScript checks or from native code. */
 export class KVCacheError extends Error {

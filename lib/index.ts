@@ -26,7 +26,7 @@ export type { CustomPolicyOptions, EvictionPolicyKind, ProtectOptions, ScoreFunc
 export type { ErrorCode } from './errors';
 export { PrefixStore } from './prefix-store/index';
 export type {
-  LoadedPrefix, MemoryStoreOptions, PrefixKind, PrefixMatch, PrefixStoreOptions, PrefixStoreStats, PutResult, RedisStoreOptions,
+  DirectoryStoreOptions, LoadedPrefix, MemoryStoreOptions, PrefixKind, PrefixMatch, PrefixStoreOptions, PrefixStoreStats, PutResult, RedisStoreOptions,
 } from './prefix-store/index';
 export type {
   AppendOptions,

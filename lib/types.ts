@@ -62,9 +62,9 @@ export interface KVCacheOptions {
    * groupSize must divide both; `values` defaults to `keys`). `values: headDim` keeps values
    * unprojected in the cache's `values` format (e.g. low-rank keys + int8 values). Unequal
    * ranks, and lowRank with `rope` (bases fitted on pre-RoPE keys), attend on the host over
-   * lifted rows, on device 'cpu' only; they cannot be compacted or (unequal ranks) exported yet. A stream holds its first `calibrationRows` rows (default 256)
-   * at full precision, then fits its bases on them and projects every row; 0 keeps rows at
-   * full precision until `seq.fitBases()` or `seq.setBases()`.
+   * lifted rows, on device 'cpu' only (with `rope` they cannot be compacted yet; unequal ranks export as format version 5). A stream holds its first `calibrationRows` rows (default 256)
+   * as binary16 (f32 when keys or values are stored as f32), then fits its bases on them and
+   * projects every row; 0 holds rows until `seq.fitBases()` or `seq.setBases()`.
    */
   lowRank?: { keys: number; values?: number; calibrationRows?: number };
   /**
@@ -107,7 +107,7 @@ export interface LowRankConfig {
   readonly keys: number;
   /** Rank of each stream's value basis (headDim: values are kept unprojected). */
   readonly values: number;
-  /** Rows a stream holds at full precision before its bases are fitted (0: only by setBases/fitBases). */
+  /** Rows a stream holds (binary16, or f32 in a cache storing f32 rows) before its bases are fitted (0: only by setBases/fitBases). */
   readonly calibrationRows: number;
 }
 

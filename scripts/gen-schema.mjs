@@ -116,6 +116,8 @@ function generateTs() {
   out.push('// crosses the boundary), flag bits and error codes. The native side reads the same tables.');
   out.push('');
   out.push(`export const ERROR_CODES = [${schema.errorCodes.filter((c) => c !== 'OK').map(tsValue).join(', ')}] as const;`);
+  out.push(`/** ${schema.storeErrorCodes.doc}. */`);
+  out.push(`export const STORE_ERROR_CODES = [${schema.storeErrorCodes.names.map(tsValue).join(', ')}] as const;`);
   out.push('');
   for (const [name, e] of Object.entries(schema.enums)) {
     out.push(`/** ${e.doc}. */`);

@@ -1,5 +1,6 @@
 // Writes the .kvc test corpus of the current export format versions (test/kvc-corpus/v<N>/,
-// N = the version each file is written with: 2 without rope, 3 with rope): small sequences of
+// N = the version each file is written with: 2 without rope, 3 with rope, 4 with tiers, 5 for
+// low-rank caches with unequal key and value ranks): small sequences of
 // every storage format, with rotation, gapped positions, a compacted one (non-zero beta), an
 // empty one, low-rank ones (one stream still calibrating) and one with RoPE applied by the
 // cache, from seeded inputs, plus manifest.json with each file's
@@ -10,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Compactor, KVCache, type KVCacheOptions, type Sequence } from '../lib/index';
-import { EXPORT_VERSION, ROPE_EXPORT_VERSION, TIERED_EXPORT_VERSION } from '../lib/prefix-store/export-layout';
+import { EXPORT_VERSION, LOW_RANK_RANKS_EXPORT_VERSION, ROPE_EXPORT_VERSION, TIERED_EXPORT_VERSION } from '../lib/prefix-store/export-layout';
 
 interface Case {
   name: string;
@@ -32,6 +33,8 @@ const cases: Case[] = [
   { name: 'lowrank-int8', options: { ...base, keys: 'int8', values: 'int8', groupSize: 8, lowRank: { keys: 8, values: 8, calibrationRows: 4 } }, tokens: [10, 10] },
   { name: 'rope-f16', options: { ...base, keys: 'f16', values: 'f16', rope: { theta: 10000 } }, tokens: [6, 6], gapped: true },
   { name: 'tiers-f16-int8-int4', options: { ...base, groupSize: 8, rotate: true, tiers: [{ rows: 8, keys: 'f16', values: 'f16' }, { keys: 'int8', values: 'int4' }] }, tokens: [37, 20], gapped: true },
+  { name: 'lowrank-ranks-int8-int4', options: { ...base, keys: 'int8', values: 'int4', groupSize: 4, lowRank: { keys: 4, values: 8, calibrationRows: 6 } }, tokens: [11, 4] },
+  { name: 'lowrank-full-values-rope', options: { ...base, keys: 'f16', values: 'int4', groupSize: 8, rope: { theta: 10000 }, lowRank: { keys: 8, values: 16, calibrationRows: 5 } }, tokens: [9, 9], gapped: true },
   { name: 'tiers-three', options: { ...base, groupSize: 8, tiers: [{ rows: 4, keys: 'f32', values: 'f32' }, { rows: 16, keys: 'bf16', values: 'f16' }, { keys: 'int4', values: 'int4' }] }, tokens: [50, 3] },
 ];
 
@@ -57,7 +60,7 @@ export function decodedDigest(seq: Sequence, layers: number, kvHeads: number): s
 // introduced, so that the files of the other versions are not rewritten.
 async function main(): Promise<void> {
   const only = process.argv.slice(2).map(Number);
-  const manifests = new Map<number, Record<string, unknown>[]>([[EXPORT_VERSION, []], [ROPE_EXPORT_VERSION, []], [TIERED_EXPORT_VERSION, []]]);
+  const manifests = new Map<number, Record<string, unknown>[]>([[EXPORT_VERSION, []], [ROPE_EXPORT_VERSION, []], [TIERED_EXPORT_VERSION, []], [LOW_RANK_RANKS_EXPORT_VERSION, []]]);
   const dirOf = (v: number) => path.join(__dirname, '..', 'test', 'kvc-corpus', `v${v}`);
   for (const [i, c] of cases.entries()) {
     const cache = new KVCache(c.options);

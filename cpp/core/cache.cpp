@@ -181,8 +181,7 @@ void Cache::releaseStream(Stream& stream) {
   for (int32_t b : stream.blocks) pool_.release(b);
   stream.blocks.clear();
   stream.length = 0;
-  stream.pendingKeys.clear();
-  stream.pendingValues.clear();
+  stream.held.clear();
   stream.pendingPositions.clear();
   stream.basis.reset();
   stream.scores.clear();
@@ -519,8 +518,7 @@ Status Cache::truncate(uint64_t id, int32_t position) {
     size_t pending = s.pendingPositions.size();
     while (pending > 0 && s.pendingPositions[pending - 1] >= position) --pending;
     s.pendingPositions.resize(pending);
-    s.pendingKeys.resize(pending * config_.headDim);
-    s.pendingValues.resize(pending * config_.headDim);
+    s.held.truncate(pending, config_.headDim);
     if (!s.scores.empty()) s.scores.resize(s.rows());
     if (!seq->intact.empty()) seq->intact[i] = std::min(seq->intact[i], s.length);
     // A cut block's summary still bounds its remaining rows; recomputing tightens it, but only
@@ -575,7 +573,7 @@ CacheStats Cache::stats() const {
   for (const auto& [id, seq] : sequences_) {
     for (const Stream& s : seq->streams) {
       st.rows += static_cast<uint64_t>(s.rows());
-      st.lowRankBytes += 4ull * (s.pendingKeys.size() + s.pendingValues.size()) + 4ull * s.pendingPositions.size();
+      st.lowRankBytes += s.held.bytes() + 4ull * s.pendingPositions.size();
       if (s.basis) counted.push_back(s.basis.get());
     }
   }

@@ -276,6 +276,9 @@ class Cache {
   // Value rows onto / from a stream's value basis ([n][headDim] <-> [n][valueStoredDim]); a copy
   // when values are kept unprojected.
   void projectValueRows(const float* in, uint64_t inStride, uint32_t n, const LowRankBasis& b, float* out) const;
+  // Calibration rows are held as f32 in a cache that stores keys or values as f32, else as
+  // binary16 (HeldRows, sequence.h).
+  bool heldF32() const { return config_.keys == Storage::kF32 || config_.values == Storage::kF32; }
   void liftValueRows(const float* coef, uint32_t n, const LowRankBasis& b, float* out) const;
   // Fits a stream's bases on n rows [n][headDim] (no value basis when values stay unprojected).
   Status fitStreamBases(const float* keys, const float* values, uint32_t n, LowRankBasis* out) const;

@@ -6,11 +6,15 @@
 // rows (CacheConfig::storedDim); this file does the projections around them.
 //
 // Streaming bases (the EigenKV property): a stream without bases is calibrating: it holds
-// its rows at full precision off the pool (Stream::pending*) and attends over them exactly.
-// The append that brings it to calibrationRows rows fits both bases on exactly the first
-// calibrationRows rows (so the bases do not depend on how the rows were chunked), projects
-// every held row and writes it to blocks; from then on each append projects its rows. The
-// cost of that step is one eigensolve per basis plus projecting calibrationRows rows.
+// its rows off the pool (Stream::held, HeldRows in sequence.h) and attends over them exactly
+// as held: as binary16, half the bytes of f32 rows (the fitted bases and the model's quality
+// are unchanged within measurement, EVALUATION.md), or as f32 in a cache that stores keys or
+// values as f32 (never less precise than the cache's own rows). The append that brings it to
+// calibrationRows rows fits both bases on exactly the first calibrationRows rows, each
+// rounded to binary16 as if it had been held (so the bases do not depend on how the rows
+// were chunked), projects every held row and writes it to blocks; from then on each append
+// projects its rows. The cost of that step is one eigensolve per basis plus projecting
+// calibrationRows rows.
 //
 // Recorded queries of a stream with bases are logged projected and scaled by sqrt(r / D), so
 // that compaction and eviction, which scale by 1/sqrt(storedDim), see the true logits.
@@ -235,11 +239,18 @@ Status Cache::appendLowRank(Sequence* seq, uint32_t layer, const AppendInput& in
     const uint64_t n = held + T;
     hp.heldKeys.resize(n * D);
     hp.heldValues.resize(n * D);
-    std::copy(s.pendingKeys.begin(), s.pendingKeys.end(), hp.heldKeys.begin());
-    std::copy(s.pendingValues.begin(), s.pendingValues.end(), hp.heldValues.begin());
+    s.held.read(held, D, hp.heldKeys.data(), hp.heldValues.data());
+    // Rows below calibrationRows as HeldRows::append would have held them (binary16, unless
+    // a row beyond its range made the rows f32), the rest as given.
+    bool wide = s.held.wide() || heldF32();
     for (uint32_t t = 0; t < T; ++t) {
-      std::memcpy(hp.heldKeys.data() + (held + t) * D, keys + t * inStride + static_cast<uint64_t>(h) * D, 4ull * D);
-      std::memcpy(hp.heldValues.data() + (held + t) * D, values + t * inStride + static_cast<uint64_t>(h) * D, 4ull * D);
+      float* k = hp.heldKeys.data() + (held + t) * D;
+      float* v = hp.heldValues.data() + (held + t) * D;
+      std::memcpy(k, keys + t * inStride + static_cast<uint64_t>(h) * D, 4ull * D);
+      std::memcpy(v, values + t * inStride + static_cast<uint64_t>(h) * D, 4ull * D);
+      if (held + t >= config_.calibrationRows) continue;
+      if (!wide && !(HeldRows::fitsHalf(k, D) && HeldRows::fitsHalf(v, D))) wide = true;
+      for (uint32_t d = 0; !wide && d < D; ++d) k[d] = halfToFloat(floatToHalf(k[d])), v[d] = halfToFloat(floatToHalf(v[d]));
     }
     hp.rowPositions = s.pendingPositions;
     hp.rowPositions.insert(hp.rowPositions.end(), positions, positions + T);
@@ -265,19 +276,14 @@ Status Cache::appendLowRank(Sequence* seq, uint32_t layer, const AppendInput& in
     Stream& s = seq->stream(layer, heads, h);
     HeadPlan& hp = plans[h];
     if (hp.hold) {
+      if (heldF32()) s.held.widen(D);
       for (uint32_t t = 0; t < T; ++t) {
-        const float* k = keys + t * inStride + static_cast<uint64_t>(h) * D;
-        const float* v = values + t * inStride + static_cast<uint64_t>(h) * D;
-        s.pendingKeys.insert(s.pendingKeys.end(), k, k + D);
-        s.pendingValues.insert(s.pendingValues.end(), v, v + D);
+        s.held.append(keys + t * inStride + static_cast<uint64_t>(h) * D, values + t * inStride + static_cast<uint64_t>(h) * D, D);
       }
       s.pendingPositions.insert(s.pendingPositions.end(), positions, positions + T);
     } else if (hp.fitted) {
       s.basis = hp.fitted;
-      s.pendingKeys.clear();
-      s.pendingKeys.shrink_to_fit();
-      s.pendingValues.clear();
-      s.pendingValues.shrink_to_fit();
+      s.held.clear();
       s.pendingPositions.clear();
       projectLog(s.queries, nullptr, *s.basis);
     }
@@ -311,6 +317,7 @@ Status Cache::attentionChunkLowRank(const uint64_t* ids, uint32_t count, const A
     float* out;
   };
   std::vector<Lift> lifts;
+  std::vector<float> heldKeys, heldValues;  // a calibrating stream's rows as f32
   for (uint32_t i = 0; i < count; ++i) {
     Sequence* seq = sequences_.at(ids[i]).get();
     for (uint32_t h = 0; h < heads; ++h) {
@@ -330,11 +337,14 @@ Status Cache::attentionChunkLowRank(const uint64_t* ids, uint32_t count, const A
         for (uint32_t t = 0; t < tq; ++t) cutoff[t] = s.pendingPositions[first + t];
         DenseAttentionArgs a;
         a.rows = static_cast<uint32_t>(s.pendingRows());
+        heldKeys.resize(static_cast<size_t>(a.rows) * D);
+        heldValues.resize(static_cast<size_t>(a.rows) * D);
+        s.held.read(a.rows, D, heldKeys.data(), heldValues.data());
         a.headDim = D;
         a.queriesPerHead = g;
         a.tq = tq;
-        a.keys = s.pendingKeys.data();
-        a.values = s.pendingValues.data();
+        a.keys = heldKeys.data();
+        a.values = heldValues.data();
         a.positions = s.pendingPositions.data();
         a.cutoff = cutoff;
         a.queries = q;
@@ -441,8 +451,7 @@ Status Cache::readLowRank(const Stream& s, RowsOut* out) {
   out->beta.assign(n, 0.0f);
   out->positions.resize(n);
   if (!s.basis) {
-    std::copy(s.pendingKeys.begin(), s.pendingKeys.end(), out->keys.begin());
-    std::copy(s.pendingValues.begin(), s.pendingValues.end(), out->values.begin());
+    s.held.read(n, D, out->keys.data(), out->values.data());
     std::copy(s.pendingPositions.begin(), s.pendingPositions.end(), out->positions.begin());
     return Status::ok();
   }
@@ -507,10 +516,7 @@ Status Cache::rebase(Sequence* seq, const std::vector<uint32_t>& streams,
     Stream& s = seq->streams[streams[i]];
     projectLog(s.queries, s.basis.get(), *p.basis);
     s.basis = p.basis;
-    s.pendingKeys.clear();
-    s.pendingKeys.shrink_to_fit();
-    s.pendingValues.clear();
-    s.pendingValues.shrink_to_fit();
+    s.held.clear();
     s.pendingPositions.clear();
   }
   return Status::ok();

@@ -61,13 +61,13 @@ void ropeVector(float* x, const RopeSpec& spec, const float* c, const float* s) 
 }  // namespace
 
 // Softmax and value sum of one stream from its logits [M][n] (M = tq x g query vectors, scaled),
-// with the contract of the block attention (causal cutoff by position, log-sum-exp, attention
-// mass): the weights overwrite the logits, and outputs [M][RV] = P V run through the
-// backend's weighted-sum kernel (each value row loaded once per four query vectors). Values are coefficients (lifted once per output by the caller)
+// with the contract of the block attention (causal cutoff by position, logit bias beta of
+// compacted rows or nullptr for none, log-sum-exp, attention mass): the weights overwrite the
+// logits, and outputs [M][RV] = P V run through the backend's weighted-sum kernel (each value row loaded once per four query vectors). Values are coefficients (lifted once per output by the caller)
 // or unprojected rows.
 static void softmaxValues(const LowRankKernels& lr, float* logits, const float* values, uint32_t RV, const int32_t* positions,
-                          uint32_t n, uint32_t g, uint32_t tq, const int32_t* cutoff, float* out, float* lse, uint64_t lseTokenStride,
-                          float* scores) {
+                          const float* beta, uint32_t n, uint32_t g, uint32_t tq, const int32_t* cutoff, float* out, float* lse,
+                          uint64_t lseTokenStride, float* scores) {
   const uint32_t M = tq * g;
   std::vector<double> sums(M);
   for (uint32_t m = 0; m < M; ++m) {
@@ -75,7 +75,11 @@ static void softmaxValues(const LowRankKernels& lr, float* logits, const float* 
     float* p = logits + static_cast<size_t>(m) * n;
     float mx = -std::numeric_limits<float>::infinity();
     for (uint32_t i = 0; i < n; ++i) {
-      if (positions[i] > cutoff[t]) p[i] = -std::numeric_limits<float>::infinity();
+      if (positions[i] > cutoff[t]) {
+        p[i] = -std::numeric_limits<float>::infinity();
+      } else if (beta) {
+        p[i] += beta[i];
+      }
       mx = std::max(mx, p[i]);
     }
     double l = 0.0;
@@ -137,7 +141,7 @@ Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, con
   auto source = [&](uint32_t d) { return spec.dims != 0 && spec.style == 0 ? halfOrderSource(d, spec.dims) : d; };
   std::vector<float> cBuf(spec.dims), sBuf(spec.dims);
 
-  std::vector<float> coefKeys, basisT, values, logits, projected, ropeScratch;
+  std::vector<float> coefKeys, basisT, values, beta, logits, projected, ropeScratch;
   std::vector<float> queries(static_cast<size_t>(M) * D), rotated(queries.size()), out(queries.size());
   std::vector<int32_t> positions, cutoff(tq);
   std::vector<uint32_t> ropePositions;
@@ -153,18 +157,24 @@ Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, con
       positions.resize(n);
       const float* keyRows;  // [n][KW]: full rows of a calibrating stream, else coefficients
       const float* valueRows;
+      const float* rowBeta = nullptr;  // calibrating rows are never compacted
       if (!s.basis) {
         std::memcpy(positions.data(), s.pendingPositions.data(), 4ull * n);
-        keyRows = s.pendingKeys.data();
-        valueRows = s.pendingValues.data();
+        coefKeys.resize(static_cast<size_t>(n) * D);
+        values.resize(static_cast<size_t>(n) * D);
+        s.held.read(n, D, coefKeys.data(), values.data());
+        keyRows = coefKeys.data();
+        valueRows = values.data();
       } else {
         coefKeys.resize(static_cast<size_t>(n) * R);
         values.resize(static_cast<size_t>(n) * RV);
+        beta.resize(n);
         StreamView view{s.blocks.data(), s.length};
-        KVC_RETURN_IF_ERROR(backend_->readRows(pool(), codec(), view, 0, n, coefKeys.data(), values.data(), nullptr,
+        KVC_RETURN_IF_ERROR(backend_->readRows(pool(), codec(), view, 0, n, coefKeys.data(), values.data(), beta.data(),
                                                positions.data()));
         keyRows = coefKeys.data();
         valueRows = values.data();
+        rowBeta = beta.data();
       }
       for (uint32_t t = 0; t < tq; ++t) cutoff[t] = positions[first + t];
       const float* q = r.queries + i * seqStride + t0 * tokenStride + static_cast<uint64_t>(h) * g * D;
@@ -220,7 +230,7 @@ Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, con
       }
       float* lse = r.lse ? r.lse + (static_cast<uint64_t>(i) * r.tq + t0) * config_.queryHeads + static_cast<uint64_t>(h) * g : nullptr;
       out.resize(static_cast<size_t>(M) * RV);
-      softmaxValues(lr, logits.data(), valueRows, RV, positions.data(), n, g, tq, cutoff.data(), out.data(), lse, config_.queryHeads,
+      softmaxValues(lr, logits.data(), valueRows, RV, positions.data(), rowBeta, n, g, tq, cutoff.data(), out.data(), lse, config_.queryHeads,
                     scores);
       float* o = r.out + i * seqStride + t0 * tokenStride + static_cast<uint64_t>(h) * g * D;
       for (uint32_t t = 0; t < tq; ++t) {

@@ -5,6 +5,10 @@
 //     f32 heldValues[held][D] | i32 heldPositions[held]   (bases, or the rows still calibrating)
 //   version 3: as version 2, with the rope fields (u32 dims, u32 style, f64 theta) right after
 //     the config fields, for a cache with rope (keys stored before RoPE)
+//   version 5: a low-rank cache whose key and value ranks differ: the rope fields always (dims 0:
+//     keys after RoPE), then u32 keyRank | u32 valueRank, per stream: u32 hasBases |
+//     [f32 keyBasis[D][keyRank] | f32 valueBasis[D][valueRank], absent when valueRank = D
+//     (values stored unprojected)] | held rows as in version 2
 //   i32 nextPosition[layers] | i32 length[layers * kvHeads]
 //   per stream: keyRows[len][keyRowBytes] | valueRows[len][valueRowBytes] | f32 beta[len] | i32 positions[len]
 //   u32 crc32 of everything before it
@@ -32,6 +36,8 @@ constexpr char kMagic[8] = {'K', 'V', 'C', 'S', 'E', 'Q', '0', '1'};
 // other cache 2). Version 1 bytes (neither) still import.
 constexpr uint32_t kFormatVersion = 2;
 constexpr uint32_t kRopeFormatVersion = 3;
+// 4 is the tiered layout (tiers/tier_serialize.cpp); 5 carries a value rank of its own.
+constexpr uint32_t kRanksFormatVersion = 5;
 
 struct HeaderFields {
   uint32_t layers, kvHeads, headDim, groupSize;
@@ -146,7 +152,7 @@ Status validateRows(const CacheConfig& c, const std::vector<int32_t>& lengths, R
     const uint8_t* p = r.take(4ull * n);
     if (crc) *crc = crc32Update(*crc, k, static_cast<size_t>(n) * (kb + vb + 8));
     auto where = [i] { return " in stream " + std::to_string(i); };
-    if (!plainRowsFinite(c.keys, k, n, c.storedDim()) || !plainRowsFinite(c.values, v, n, c.storedDim())) {
+    if (!plainRowsFinite(c.keys, k, n, c.storedDim()) || !plainRowsFinite(c.values, v, n, c.valueStoredDim())) {
       return corruptData("non-finite key or value" + where());
     }
     for (uint32_t j = 0; j < n; ++j) {
@@ -158,7 +164,7 @@ Status validateRows(const CacheConfig& c, const std::vector<int32_t>& lengths, R
       if (position < 0 || position == INT32_MAX) return corruptData("position out of range [0, 2^31 - 2]" + where());
       const uint8_t* key = k + static_cast<size_t>(j) * kb;
       const uint8_t* value = v + static_cast<size_t>(j) * vb;
-      if (!rowParamsFinite(c.keys, key, c.storedDim(), c.groupSize) || !rowParamsFinite(c.values, value, c.storedDim(), c.groupSize)) {
+      if (!rowParamsFinite(c.keys, key, c.storedDim(), c.groupSize) || !rowParamsFinite(c.values, value, c.valueStoredDim(), c.groupSize)) {
         return corruptData("non-finite quantization scale" + where());
       }
     }
@@ -200,41 +206,47 @@ Status validateEncodedRows(const CacheConfig& c, const std::vector<int32_t>& len
 }
 
 Status Cache::exportSequence(uint64_t id, std::vector<uint8_t>* out) {
-  // The low-rank section holds one rank for both bases.
-  if (config_.storedDim() != config_.valueStoredDim()) return unsupported("export of a lowRank cache with unequal key and value ranks is not supported yet");
   Sequence* seq;
   KVC_RETURN_IF_ERROR(find(id, &seq));
   if (seq->busy) return busy("the sequence is being compacted");
   if (config_.tiered()) return exportTiered(*seq, out);
+  const bool ranks = config_.storedDim() != config_.valueStoredDim();  // version 5
+  const bool rope = config_.ropeDims != 0;
   uint64_t total = kHeaderBytes + 4ull * (config_.layers + seq->streams.size()) + 4;
   const uint64_t perRow = config_.keyRowBytes() + config_.valueRowBytes() + 8ull;
   for (const Stream& s : seq->streams) total += perRow * static_cast<uint64_t>(s.length);
+  if (rope || ranks) total += sizeof(RopeFields);
   out->clear();
   out->reserve(total);
   Writer w(out);
-  const bool rope = config_.ropeDims != 0;
-  if (rope) total += sizeof(RopeFields);
   w.bytes(kMagic, 8);
-  w.value(rope ? kRopeFormatVersion : kFormatVersion);
-  w.value(rope ? kRopeHeaderBytes : kHeaderBytes);
+  w.value(ranks ? kRanksFormatVersion : rope ? kRopeFormatVersion : kFormatVersion);
+  w.value(rope || ranks ? kRopeHeaderBytes : kHeaderBytes);
   const HeaderFields fields = fieldsOf(config_);
   w.bytes(&fields, sizeof fields);
-  if (rope) {
+  if (rope || ranks) {
     const RopeFields rf = ropeFieldsOf(config_);
     w.bytes(&rf, sizeof rf);
   }
   const uint32_t rank = config_.lowRank() ? config_.storedDim() : 0;
   w.value(rank);
+  if (ranks) w.value(config_.valueStoredDim());
   if (rank > 0) {
+    std::vector<float> heldKeys, heldValues;
     for (const Stream& s : seq->streams) {
       w.value(s.basis ? 1u : 0u);
       if (s.basis) {
         w.bytes(s.basis->keys.data(), 4 * s.basis->keys.size());
-        w.bytes(s.basis->values.data(), 4 * s.basis->values.size());
+        w.bytes(s.basis->values.data(), 4 * s.basis->values.size());  // empty for unprojected values
       }
-      w.value(static_cast<uint32_t>(s.pendingRows()));
-      w.bytes(s.pendingKeys.data(), 4 * s.pendingKeys.size());
-      w.bytes(s.pendingValues.data(), 4 * s.pendingValues.size());
+      // Held rows are written as f32 (binary16 rows widen exactly).
+      const uint32_t held = static_cast<uint32_t>(s.pendingRows());
+      w.value(held);
+      heldKeys.resize(static_cast<size_t>(held) * config_.headDim);
+      heldValues.resize(heldKeys.size());
+      s.held.read(held, config_.headDim, heldKeys.data(), heldValues.data());
+      w.bytes(heldKeys.data(), 4 * heldKeys.size());
+      w.bytes(heldValues.data(), 4 * heldValues.size());
       w.bytes(s.pendingPositions.data(), 4 * s.pendingPositions.size());
     }
   }
@@ -263,7 +275,6 @@ Status Cache::exportSequence(uint64_t id, std::vector<uint8_t>* out) {
 }
 
 Status Cache::importSequence(const uint8_t* bytes, size_t size, uint64_t* id) {
-  if (config_.storedDim() != config_.valueStoredDim()) return unsupported("import into a lowRank cache with unequal key and value ranks is not supported yet");
   if (size < kHeaderBytes + 4) return corruptData("sequence bytes are too short (" + std::to_string(size) + " bytes)");
   if (std::memcmp(bytes, kMagic, 8) != 0) return corruptData("not a kvcompact sequence (bad magic)");
   uint32_t stored;
@@ -289,14 +300,15 @@ Status Cache::importChecked(const uint8_t* bytes, size_t size, uint32_t stored, 
     if (crc32(bytes, size - 4) != stored) return checksumMismatch();
     return importTiered(bytes, size, id);
   }
-  if (version != 1 && version != kFormatVersion && version != kRopeFormatVersion) {
+  if (version != 1 && version != kFormatVersion && version != kRopeFormatVersion && version != kRanksFormatVersion) {
     return corruptData("unsupported sequence format version " + std::to_string(version));
   }
-  if (headerBytes != (version == kRopeFormatVersion ? kRopeHeaderBytes : kHeaderBytes)) return corruptData("bad header size");
+  const bool hasRopeFields = version == kRopeFormatVersion || version == kRanksFormatVersion;
+  if (headerBytes != (hasRopeFields ? kRopeHeaderBytes : kHeaderBytes)) return corruptData("bad header size");
   HeaderFields f;
   r.bytes(&f, sizeof f);
-  RopeFields rf{0, 0, 0.0};  // version 1: keys after RoPE
-  if (version == kRopeFormatVersion && !r.bytes(&rf, sizeof rf)) return corruptData("truncated sequence bytes");
+  RopeFields rf{0, 0, 0.0};  // versions 1 and 2: keys after RoPE
+  if (hasRopeFields && !r.bytes(&rf, sizeof rf)) return corruptData("truncated sequence bytes");
   const HeaderFields mine = fieldsOf(config_);
   if (f.layers != mine.layers || f.kvHeads != mine.kvHeads || f.headDim != mine.headDim) {
     return shapeMismatch("the sequence has " + std::to_string(f.layers) + " layers x " + std::to_string(f.kvHeads) +
@@ -313,17 +325,24 @@ Status Cache::importChecked(const uint8_t* bytes, size_t size, uint32_t stored, 
                                     : "with keys after RoPE") +
                            "; this cache " + (myRope.dims ? "has other rope options" : "expects keys after RoPE (no rope option)"));
   }
-  // The low-rank section (version 2): bounded by the bytes present, bases finite and
-  // orthonormal, held rows finite with valid positions.
+  // The low-rank section (versions 2, 3 and 5): bounded by the bytes present, bases finite and
+  // orthonormal, held rows finite with valid positions. Before version 5 one rank serves both.
   const uint32_t myRank = config_.lowRank() ? config_.storedDim() : 0;
+  const uint32_t myValueRank = config_.lowRank() ? config_.valueStoredDim() : 0;
   uint32_t rank = 0;
   if (version >= 2 && !r.bytes(&rank, 4)) return corruptData("truncated sequence bytes");
-  if (rank != myRank) {
-    return invalidArgument("the sequence was exported with lowRank rank " + std::to_string(rank) + "; this cache uses " +
-                           std::to_string(myRank));
+  uint32_t valueRank = rank;
+  if (version == kRanksFormatVersion && !r.bytes(&valueRank, 4)) return corruptData("truncated sequence bytes");
+  if (version == kRanksFormatVersion && (rank == 0 || rank == valueRank)) return corruptData("bad low-rank section");
+  if (rank != myRank || valueRank != myValueRank) {
+    return invalidArgument("the sequence was exported with lowRank ranks " + std::to_string(rank) + " (keys), " +
+                           std::to_string(valueRank) + " (values); this cache uses " + std::to_string(myRank) + ", " +
+                           std::to_string(myValueRank));
   }
+  // Columns of the stored value basis: none when values are kept unprojected.
+  const uint32_t valueCols = config_.fullValues() ? 0 : valueRank;
   struct LowRankPart {
-    const uint8_t* bases = nullptr;  // keys then values, [D][rank] f32 each
+    const uint8_t* bases = nullptr;  // keys [D][rank] then values [D][valueCols], f32
     uint32_t held = 0;
     const uint8_t* heldRows = nullptr;  // keys [held][D], values [held][D], positions [held]
   };
@@ -333,17 +352,18 @@ Status Cache::importChecked(const uint8_t* bytes, size_t size, uint32_t stored, 
     uint32_t has = 0;
     if (!r.bytes(&has, 4) || has > 1) return corruptData("bad low-rank section");
     if (has) {
-      lowRank[i].bases = r.take(8ull * D * rank);
+      lowRank[i].bases = r.take(4ull * D * (rank + valueCols));
       if (!lowRank[i].bases) return corruptData("truncated sequence bytes");
-      std::vector<float> b(2ull * D * rank);
+      std::vector<float> b(D * (rank + valueCols));
       std::memcpy(b.data(), lowRank[i].bases, 4 * b.size());
       if (!allFiniteF32(b.data(), b.size())) return corruptData("non-finite low-rank basis in stream " + std::to_string(i));
       for (int part = 0; part < 2; ++part) {
+        const uint32_t cols = part == 0 ? rank : valueCols;
         const float* m = b.data() + part * D * rank;
-        for (uint32_t x = 0; x < rank; ++x) {
-          for (uint32_t y = x; y < rank; ++y) {
+        for (uint32_t x = 0; x < cols; ++x) {
+          for (uint32_t y = x; y < cols; ++y) {
             double dot = 0.0;
-            for (uint64_t d = 0; d < D; ++d) dot += static_cast<double>(m[d * rank + x]) * m[d * rank + y];
+            for (uint64_t d = 0; d < D; ++d) dot += static_cast<double>(m[d * cols + x]) * m[d * cols + y];
             if (std::fabs(dot - (x == y ? 1.0 : 0.0)) > 1e-3) return corruptData("low-rank basis not orthonormal in stream " + std::to_string(i));
           }
         }
@@ -431,17 +451,22 @@ Status Cache::importChecked(const uint8_t* bytes, size_t size, uint32_t stored, 
     if (part.bases) {
       auto basis = std::make_shared<LowRankBasis>();
       basis->keys.resize(D * rank);
-      basis->values.resize(D * rank);
+      basis->values.resize(D * valueCols);
       std::memcpy(basis->keys.data(), part.bases, 4 * D * rank);
-      std::memcpy(basis->values.data(), part.bases + 4 * D * rank, 4 * D * rank);
+      std::memcpy(basis->values.data(), part.bases + 4 * D * rank, 4 * D * valueCols);
       s.basis = std::move(basis);
     }
-    s.pendingKeys.resize(part.held * D);
-    s.pendingValues.resize(part.held * D);
     s.pendingPositions.resize(part.held);
     if (part.held) {
-      std::memcpy(s.pendingKeys.data(), part.heldRows, 4 * D * part.held);
-      std::memcpy(s.pendingValues.data(), part.heldRows + 4 * D * part.held, 4 * D * part.held);
+      // Held rows that are all binary16 values (what a cache holds) are held as binary16;
+      // others (exports of caches that held f32 rows) stay f32, exactly as exported.
+      std::vector<float> k(D * part.held), v(D * part.held);
+      std::memcpy(k.data(), part.heldRows, 4 * D * part.held);
+      std::memcpy(v.data(), part.heldRows + 4 * D * part.held, 4 * D * part.held);
+      bool half = !heldF32();
+      for (size_t e = 0; half && e < k.size(); ++e) half = halfToFloat(floatToHalf(k[e])) == k[e] && halfToFloat(floatToHalf(v[e])) == v[e];
+      if (!half) s.held.widen(static_cast<uint32_t>(D));
+      for (uint32_t j = 0; j < part.held; ++j) s.held.append(k.data() + j * D, v.data() + j * D, static_cast<uint32_t>(D));
       std::memcpy(s.pendingPositions.data(), part.heldRows + 8 * D * part.held, 4ull * part.held);
     }
   }

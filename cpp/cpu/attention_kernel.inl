@@ -131,7 +131,7 @@ template <class S, Storage KF, uint32_t DC>
 void dotAllFixed(const AttentionParams& p, const AttentionStream& s, uint32_t M, const uint8_t* keys, const float* beta,
                  uint32_t rows, float* logits, const uint8_t* ahead) {
   uint32_t m0 = 0;
-  // Only the first tile prefetches: the later ones find the next block's rows requested.
+  // Only the first tile prefetches: the later ones find the block ahead's rows requested.
   auto next = [&]() { const uint8_t* a = m0 == 0 ? ahead : nullptr; return a; };
   for (; m0 + 8 <= M; m0 += 8) dotTile<S, KF, 8, DC>(p, s, m0, keys, beta, rows, logits, next());
   if (m0 + 4 <= M) { dotTile<S, KF, 4, DC>(p, s, m0, keys, beta, rows, logits, next()); m0 += 4; }
@@ -265,13 +265,22 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
   for (uint32_t blk = b0; blk < b1; ++blk) {
     const uint8_t* base = p.pool.base + static_cast<uint64_t>(s.kv.blockTable[blk]) * L.blockBytes;
     const uint32_t rows = minU32(B, static_cast<uint32_t>(s.kv.length) - blk * B);
-    // The next block is elsewhere in the pool: its rows are prefetched while this block's
-    // rows are processed (see prefetchRow).
+    // The next blocks are elsewhere in the pool: the rows of block blk + kPrefetchBlocks are
+    // prefetched while this block's rows are processed (see prefetchRow); at the start of a
+    // range, the blocks before it at once.
     const uint8_t* next = blk + 1 < b1 ? p.pool.base + static_cast<uint64_t>(s.kv.blockTable[blk + 1]) * L.blockBytes : nullptr;
     if (next) {
       __builtin_prefetch(next + L.betaOffset);
       __builtin_prefetch(next + L.positionsOffset);
     }
+    if (blk == b0) {
+      for (uint32_t a = blk + 1; a < blk + kPrefetchBlocks && a < b1; ++a) {
+        prefetchRow(p.pool.base + static_cast<uint64_t>(s.kv.blockTable[a]) * L.blockBytes, 0, L.blockBytes);
+      }
+    }
+    const uint8_t* ahead = blk + kPrefetchBlocks < b1
+                               ? p.pool.base + static_cast<uint64_t>(s.kv.blockTable[blk + kPrefetchBlocks]) * L.blockBytes
+                               : nullptr;
     const uint8_t* keys = base;
     const uint8_t* values = base + L.valuesOffset;
     const float* beta = reinterpret_cast<const float*>(base + L.betaOffset);
@@ -285,16 +294,16 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
       if (fusedKeys) {
         gatherParams<S, KF>(keys, rows, L.keyRowBytes, D, p.codec.groupSize, kScales, kMins);
         if constexpr (FAST) {
-          dotAllFast<KF>(p, fastQuery, M, keys, beta, rows, LS, kScales, kMins, scratch, next);
+          dotAllFast<KF>(p, fastQuery, M, keys, beta, rows, LS, kScales, kMins, scratch, ahead);
         } else {
-          dotAllQ<S, KF>(p, queries, M, keys, beta, rows, LS, kScales, kMins, scratch, next);
+          dotAllQ<S, KF>(p, queries, M, keys, beta, rows, LS, kScales, kMins, scratch, ahead);
         }
       } else {
-        RowDecoder<S, KF>::decode(keys, rows, L.keyRowBytes, D, p.codec.groupSize, keyRows, next);
+        RowDecoder<S, KF>::decode(keys, rows, L.keyRowBytes, D, p.codec.groupSize, keyRows, ahead);
         dotAll<S, Storage::kF32>(p, s, M, reinterpret_cast<const uint8_t*>(keyRows), beta, rows, scratch, nullptr);
       }
     } else {
-      dotAll<S, KF>(p, s, M, keys, beta, rows, scratch, next);
+      dotAll<S, KF>(p, s, M, keys, beta, rows, scratch, ahead);
     }
 
     int32_t maxPos = pos[0];
@@ -337,13 +346,13 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
       lOut[m] += expAndSum<S>(lg, rows, mNew);
     }
 
-    const uint8_t* nextValues = next ? next + L.valuesOffset : nullptr;
+    const uint8_t* aheadValues = ahead ? ahead + L.valuesOffset : nullptr;
 #ifdef KVC_FAST_VNNI
     if constexpr (FAST && VF == Storage::kInt8) {
       if (fusedValues && fastValues(p)) {
         gatherParams<S, VF>(values, rows, L.valueRowBytes, D, p.codec.groupSize, vScales, vMins);
         valueAllFastVnni(p, M, values, rows, LS, scratch, vScales, reinterpret_cast<uint8_t*>(weights), minSum, accOut,
-                         nextValues);
+                         aheadValues);
         continue;
       }
     }
@@ -351,13 +360,13 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
     if constexpr (isQuantized(VF)) {
       if (fusedValues) {
         gatherParams<S, VF>(values, rows, L.valueRowBytes, D, p.codec.groupSize, vScales, vMins);
-        valueAllQ<S, VF>(p, M, values, rows, LS, scratch, vScales, vMins, weights, minSum, accOut, nextValues);
+        valueAllQ<S, VF>(p, M, values, rows, LS, scratch, vScales, vMins, weights, minSum, accOut, aheadValues);
       } else {
-        RowDecoder<S, VF>::decode(values, rows, L.valueRowBytes, D, p.codec.groupSize, valueRows, nextValues);
+        RowDecoder<S, VF>::decode(values, rows, L.valueRowBytes, D, p.codec.groupSize, valueRows, aheadValues);
         valueAll<S, Storage::kF32>(p, M, reinterpret_cast<const uint8_t*>(valueRows), rows, scratch, accOut, nullptr);
       }
     } else {
-      valueAll<S, VF>(p, M, values, rows, scratch, accOut, nextValues);
+      valueAll<S, VF>(p, M, values, rows, scratch, accOut, aheadValues);
     }
   }
 }

@@ -238,7 +238,9 @@ class CpuBackend final : public Backend {
                      const float* values, const float* beta) override {
     const BlockLayout& L = pool.layout;
     const KernelTable& kt = pickKernels(c);
-    const uint32_t D = c.headDim;
+    // Value rows of valueDim floats (low-rank values; RowCodec::valueDim, here also read by
+    // compaction); rotation implies valueDim == 0.
+    const uint32_t D = c.valueDim ? c.valueDim : c.headDim;
     rowScratch_.resize(D);
     for (uint32_t i = 0; i < count; ++i) {
       const uint32_t r = start + i, slot = r % L.blockSize;

@@ -138,7 +138,7 @@ void dotAllQFixed(const AttentionParams& p, const float* queries, uint32_t M, co
                   uint32_t rows, uint32_t LS, const float* kScales, const float* kMins, float* logits,
                   const uint8_t* ahead) {
   uint32_t m0 = 0;
-  // Only the first tile prefetches: the later ones find the next block's rows requested.
+  // Only the first tile prefetches: the later ones find the block ahead's rows requested.
   auto next = [&]() { const uint8_t* a = m0 == 0 ? ahead : nullptr; return a; };
   for (; m0 + 8 <= M; m0 += 8) dotTileQ<S, KF, 8, DC, GC>(p, queries, m0, keys, beta, rows, LS, kScales, kMins, logits, next());
   if (m0 + 4 <= M) { dotTileQ<S, KF, 4, DC, GC>(p, queries, m0, keys, beta, rows, LS, kScales, kMins, logits, next()); m0 += 4; }

@@ -3,6 +3,8 @@
 // crosses the boundary), flag bits and error codes. The native side reads the same tables.
 
 export const ERROR_CODES = ['INVALID_ARGUMENT', 'SHAPE_MISMATCH', 'OUT_OF_MEMORY', 'DISPOSED', 'BUSY', 'CORRUPT_DATA', 'CUDA_UNAVAILABLE', 'CUDA_ERROR', 'UNSUPPORTED', 'INTERNAL', 'ABORTED'] as const;
+/** Codes only the TypeScript PrefixStore raises (never a native status): STORE_UNAVAILABLE, the store failed (refused, closed, an error reply, a disk error); STORE_TIMEOUT, it gave no answer within its deadline. */
+export const STORE_ERROR_CODES = ['STORE_UNAVAILABLE', 'STORE_TIMEOUT'] as const;
 
 /** Storage format of keys or values; order = kvc::Storage. */
 export const STORAGE = ['f32', 'f16', 'bf16', 'int8', 'int4'] as const;
@@ -74,11 +76,11 @@ export const CACHE_OPTIONS = {
 
 /** new KVCache({ lowRank: { keys, values, calibrationRows } }): ranks of the per-stream bases of low-rank storage. */
 export const LOW_RANK_OPTIONS = {
-  /** an even rank <= headDim; equal to values (one coefficient width per cache) */
+  /** an even rank <= headDim */
   keys: { type: 'integer', min: 2, max: 1024, multipleOf: 2 },
-  /** an even rank <= headDim; equal to keys */
+  /** an even rank <= headDim; default keys; headDim keeps values unprojected */
   values: { type: 'integer', min: 2, max: 1024, multipleOf: 2 },
-  /** rows a stream holds at full precision before its bases are fitted; 0: bases only from setBases/fitBases */
+  /** rows a stream holds (binary16, f32 in a cache storing f32 rows) before its bases are fitted; 0: bases only from setBases/fitBases */
   calibrationRows: { type: 'integer', min: 0, max: 65536, default: 256 },
 } as const;
 

@@ -2,6 +2,7 @@
 // a plain sequence's export into per-chunk row ranges and joins such ranges back into an
 // export that KVCache.importSequence accepts. Never interprets row contents beyond positions.
 import { native } from '../native/binding';
+import { Crc32Combiner } from './crc32-combine';
 import { Parts } from './parts';
 
 /** Bytes of the fixed header: magic (8), version, header size, 11 config fields (u32 each). */
@@ -13,6 +14,8 @@ export const EXPORT_VERSION = 2;
 export const ROPE_EXPORT_VERSION = 3;
 /** The version a cache with `tiers` writes (4: rows per tier, each tier's rows in its formats); kept whole. */
 export const TIERED_EXPORT_VERSION = 4;
+/** The version a lowRank cache with unequal key and value ranks writes (5: both ranks, rope fields always); kept whole. */
+export const LOW_RANK_RANKS_EXPORT_VERSION = 5;
 const ROPE_FIELDS_BYTES = 16;
 
 /**
@@ -135,6 +138,127 @@ export function chunkPayload(bytes: Uint8Array, layout: ExportLayout, start: num
 }
 
 /**
+ * Joins chunk payloads (consecutive row ranges of one plain sequence) into export bytes, one
+ * chunk at a time in any order: each is copied to its final place and checksummed piece by
+ * piece as soon as it is added (so a load places the chunks that arrived while later ones
+ * are still on the way), and the export's checksum is combined from the pieces' at the end.
+ */
+export class ChunkJoin {
+  readonly #rows: readonly number[];
+  /** First row of each chunk in the joined streams. */
+  readonly #starts: number[];
+  readonly #total: number;
+  readonly #allocate: (bytes: number) => Uint8Array;
+  readonly #added: boolean[];
+  #head: Uint8Array | null = null;
+  #shape = { layers: 0, streams: 0, kb: 0, vb: 0, tables: 0 };
+  #out: Uint8Array | null = null;
+  /** CRC-32 of each piece placed: (stream, keys | values | beta | positions, chunk), in output order. */
+  #crcs = new Uint32Array(0);
+  #misfit = false;
+
+  constructor(
+    rows: readonly number[],
+    /** Where the joined bytes go (default: a new buffer), given their size. */
+    allocate: (bytes: number) => Uint8Array = (bytes) => Buffer.allocUnsafeSlow(bytes),
+  ) {
+    this.#rows = rows;
+    let at = 0;
+    this.#starts = rows.map((r) => ((at += r), at - r));
+    this.#total = at;
+    this.#allocate = allocate;
+    this.#added = rows.map(() => false);
+  }
+
+  /** Places chunk j; false (and finish() gives null) when it does not fit the others. */
+  add(j: number, chunk: Uint8Array | Parts): boolean {
+    const p = Parts.of(chunk);
+    if (this.#misfit || this.#added[j] !== false || !this.#begin(p, j)) return this.#reject();
+    const head = this.#head!;
+    const { streams, kb, vb, tables } = this.#shape;
+    const r = this.#rows[j]!;
+    if (p.length !== head.length + streams * r * (kb + vb + 8)) return this.#reject();
+    const h = p.bytes(0, head.length);
+    for (let i = 0; i < head.length; i++) if (h[i] !== head[i]) return this.#reject();
+    // Per stream: keys, values, beta and positions of the chunk's rows, each to its place in
+    // the joined stream (which holds all chunks' keys, then all values, ...), copied and
+    // checksummed in one native pass; finish() combines the pieces' CRCs in output order.
+    const out = this.#out!;
+    const total = this.#total;
+    const start = this.#starts[j]!;
+    const chunks = this.#rows.length;
+    const widths = [kb, vb, 4, 4];
+    const plan: number[] = [];
+    let from = head.length;
+    for (let s = 0; s < streams; s++) {
+      let region = tables + s * total * (kb + vb + 8);
+      for (let q = 0; q < 4; q++) {
+        const size = r * widths[q]!;
+        plan.length = 0;
+        p.pieces(from, size, (part, at, n) => plan.push(p.parts.indexOf(part), at, n));
+        const to = region + start * widths[q]!;
+        this.#crcs[(4 * s + q) * chunks + j] = native().gatherCrc32(p.parts, Float64Array.from(plan), out.subarray(to, to + size));
+        from += size;
+        region += total * widths[q]!;
+      }
+    }
+    this.#added[j] = true;
+    return true;
+  }
+
+  /** The export bytes (checksum included), or null when a chunk is missing or did not fit. */
+  finish(): Uint8Array | null {
+    if (this.#misfit || !this.#out || this.#added.some((a) => !a)) return null;
+    const out = this.#out;
+    const size = out.length - 4;
+    const { streams, kb, vb, tables } = this.#shape;
+    const crc = new Crc32Combiner();
+    crc.append(native().crc32(out.subarray(0, tables), 0), tables);
+    const widths = [kb, vb, 4, 4];
+    const chunks = this.#rows.length;
+    for (let s = 0; s < streams; s++) {
+      for (let q = 0; q < 4; q++) {
+        for (let j = 0; j < chunks; j++) crc.append(this.#crcs[(4 * s + q) * chunks + j]!, this.#rows[j]! * widths[q]!);
+      }
+    }
+    new DataView(out.buffer, out.byteOffset, out.byteLength).setUint32(size, crc.crc, true);
+    return out;
+  }
+
+  #reject(): false {
+    this.#misfit = true;
+    return false;
+  }
+
+  /** Reads the prelude of the first chunk added (j) and lays out the joined bytes. */
+  #begin(p: Parts, j: number): boolean {
+    if (this.#head) return true;
+    if (p.length < EXPORT_HEADER_BYTES) return false;
+    const prelude = preludeBytes(p.bytes(0, Math.min(p.length, EXPORT_HEADER_BYTES + ROPE_FIELDS_BYTES + 4)));
+    if (prelude < 0) return false;
+    const head = Uint8Array.from(p.bytes(0, prelude));
+    const layers = u32(head, 16);
+    const streams = layers * u32(head, 20);
+    const kb = u32(head, 52);
+    const vb = u32(head, 56);
+    const tables = prelude + 4 * (layers + streams);
+    const size = tables + streams * this.#total * (kb + vb + 8);
+    // Nothing is allocated for a header its own chunk's size contradicts.
+    if (p.length !== prelude + streams * this.#rows[j]! * (kb + vb + 8)) return false;
+    // Every byte is written (the tables here, the rows by add): no need to zero the buffer.
+    const out = this.#allocate(size + 4);
+    out.set(head, 0);
+    const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+    for (let i = 0; i < layers + streams; i++) view.setInt32(prelude + 4 * i, this.#total, true);
+    this.#head = head;
+    this.#shape = { layers, streams, kb, vb, tables };
+    this.#crcs = new Uint32Array(4 * streams * this.#rows.length);
+    this.#out = out;
+    return true;
+  }
+}
+
+/**
  * Joins chunk payloads (consecutive row ranges of one plain sequence, in order) into export
  * bytes with a fresh checksum. Returns null when the payloads do not fit together (different
  * headers or sizes that disagree with `rows`).
@@ -142,59 +266,9 @@ export function chunkPayload(bytes: Uint8Array, layout: ExportLayout, start: num
 export function joinChunks(
   chunks: readonly (Uint8Array | Parts)[],
   rows: readonly number[],
-  /** Where the joined bytes go (default: a new buffer), given their size. */
-  allocate: (bytes: number) => Uint8Array = (bytes) => Buffer.allocUnsafeSlow(bytes),
+  allocate?: (bytes: number) => Uint8Array,
 ): Uint8Array | null {
-  const payloads = chunks.map(Parts.of);
-  const first = payloads[0];
-  if (!first || first.length < EXPORT_HEADER_BYTES) return null;
-  const prelude = preludeBytes(first.bytes(0, Math.min(first.length, EXPORT_HEADER_BYTES + ROPE_FIELDS_BYTES + 4)));
-  if (prelude < 0) return null;
-  const head = first.bytes(0, prelude);
-  const layers = u32(head, 16);
-  const kvHeads = u32(head, 20);
-  const kb = u32(head, 52);
-  const vb = u32(head, 56);
-  const streams = layers * kvHeads;
-  const perRow = kb + vb + 8;
-  let total = 0;
-  for (let j = 0; j < payloads.length; j++) {
-    const p = payloads[j]!;
-    if (p.length !== prelude + streams * rows[j]! * perRow) return null;
-    const h = p.bytes(0, prelude);
-    for (let i = 0; i < prelude; i++) if (h[i] !== head[i]) return null;
-    total += rows[j]!;
-  }
-  const tables = prelude + 4 * (layers + streams);
-  const front = new Uint8Array(tables);
-  front.set(head, 0);
-  const view = new DataView(front.buffer);
-  for (let i = 0; i < layers + streams; i++) view.setInt32(prelude + 4 * i, total, true);
-  // The copy is one native pass that checksums each piece while it is in cache: the header
-  // and tables, then keys, values, beta and positions of every stream, each the
-  // concatenation over the chunks (pieces of a payload that spans parts are split).
-  const sources: Uint8Array[] = [front];
-  const index = new Map<Uint8Array, number>([[front, 0]]);
-  const plan: number[] = [0, 0, tables];
-  const widths = [kb, vb, 4, 4];
-  for (let s = 0; s < streams; s++) {
-    for (let part = 0; part < 4; part++) {
-      for (let j = 0; j < payloads.length; j++) {
-        const r = rows[j]!;
-        let from = prelude + s * r * perRow;
-        for (let q = 0; q < part; q++) from += r * widths[q]!;
-        payloads[j]!.pieces(from, r * widths[part]!, (source, start, size) => {
-          let i = index.get(source);
-          if (i === undefined) index.set(source, (i = sources.push(source) - 1));
-          plan.push(i, start, size);
-        });
-      }
-    }
-  }
-  const size = tables + streams * total * perRow;
-  // Every byte is written: no need to zero the buffer first.
-  const out = allocate(size + 4);
-  const crc = native().gatherCrc32(sources, Float64Array.from(plan), out);
-  new DataView(out.buffer, out.byteOffset, out.byteLength).setUint32(size, crc, true);
-  return out;
+  if (chunks.length !== rows.length) return null;
+  const join = new ChunkJoin(rows, allocate);
+  return chunks.every((c, j) => join.add(j, c)) ? join.finish() : null;
 }

@@ -1,5 +1,5 @@
 // PrefixStore and its types (lib/prefix-store/): reuse of exported sequences by token prefix.
 export { PrefixStore } from './prefix-store';
 export type {
-  LoadedPrefix, MemoryStoreOptions, PrefixKind, PrefixMatch, PrefixStoreOptions, PrefixStoreStats, PutResult, RedisStoreOptions,
+  DirectoryStoreOptions, LoadedPrefix, MemoryStoreOptions, PrefixKind, PrefixMatch, PrefixStoreOptions, PrefixStoreStats, PutResult, RedisStoreOptions,
 } from './types';

@@ -42,9 +42,13 @@ export function fingerprint(model: string, c: KVCacheConfig, chunkTokens: number
       rotateKeys: c.rotateKeys,
       rotateValues: c.rotateValues,
       rotationSeed: c.rotationSeed,
-      // Keys stored before RoPE, and low-rank coefficient rows, are other bytes for the same tokens.
+      // Keys stored before RoPE, and low-rank coefficient rows (key and value ranks), are other
+      // bytes for the same tokens.
       rope: c.rope,
       lowRank: c.lowRank,
+      // Tiered exports (version 4) import only into a cache of the same tier list; absent for
+      // other caches, so that their keys stay what they were.
+      tiers: c.tiers ?? undefined,
     }),
   );
 }

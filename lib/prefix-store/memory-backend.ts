@@ -9,6 +9,8 @@ export class MemoryBackend implements StoreBackend {
   /** Insertion order is recency order: a hit moves its key to the end. */
   readonly #entries = new Map<string, Uint8Array>();
   readonly #markers = new Map<string, Set<string>>();
+  /** The markers announcing each entry, dropped with it: markers never outgrow the budget's entries. */
+  readonly #announcedBy = new Map<string, [set: string, member: string][]>();
 
   constructor(maxBytes: number) {
     this.#maxBytes = maxBytes;
@@ -32,8 +34,7 @@ export class MemoryBackend implements StoreBackend {
     if (this.#entries.has(key) || value.length > this.#maxBytes) return false;
     for (const [old, v] of this.#entries) {
       if (this.#bytes + value.length <= this.#maxBytes) break;
-      this.#entries.delete(old);
-      this.#bytes -= v.length;
+      this.#drop(old, v);
     }
     // Kept as given: the store hands over a freshly encoded frame it never touches again.
     this.#entries.set(key, value);
@@ -44,16 +45,34 @@ export class MemoryBackend implements StoreBackend {
   async delete(keys: readonly string[]): Promise<void> {
     for (const k of keys) {
       const v = this.#entries.get(k);
-      if (v === undefined) continue;
-      this.#entries.delete(k);
-      this.#bytes -= v.length;
+      if (v !== undefined) this.#drop(k, v);
     }
   }
 
-  async addMarker(set: string, member: string): Promise<void> {
+  #drop(key: string, value: Uint8Array): void {
+    this.#entries.delete(key);
+    this.#bytes -= value.length;
+    for (const [set, member] of this.#announcedBy.get(key) ?? []) this.#removeMarker(set, member);
+    this.#announcedBy.delete(key);
+  }
+
+  async addMarker(set: string, member: string, entry: string): Promise<void> {
+    // A marker for an entry that is not held (refused as too large, or already evicted) would only be a stale one.
+    if (!this.#entries.has(entry)) return;
     let s = this.#markers.get(set);
     if (!s) this.#markers.set(set, (s = new Set()));
+    if (s.has(member)) return;
     s.add(member);
+    let list = this.#announcedBy.get(entry);
+    if (!list) this.#announcedBy.set(entry, (list = []));
+    list.push([set, member]);
+  }
+
+  #removeMarker(set: string, member: string): void {
+    const s = this.#markers.get(set);
+    if (!s) return;
+    s.delete(member);
+    if (s.size === 0) this.#markers.delete(set);
   }
 
   async markers(sets: readonly string[]): Promise<string[]> {
@@ -69,9 +88,15 @@ export class MemoryBackend implements StoreBackend {
     return { entries: this.#entries.size, bytes: this.#bytes };
   }
 
+  /** @internal Marker sets held (tests: none outlive their entries). */
+  get markerSets(): number {
+    return this.#markers.size;
+  }
+
   async close(): Promise<void> {
     this.#entries.clear();
     this.#markers.clear();
+    this.#announcedBy.clear();
     this.#bytes = 0;
   }
 }

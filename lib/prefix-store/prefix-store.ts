@@ -10,16 +10,16 @@ import { Sequence } from '../sequence';
 import type { KVCacheConfig, Storage } from '../types';
 import type { StoreBackend } from './backend';
 import { DirectoryBackend } from './directory-backend';
-import { decodeEntry, encodeEntry, type EntryKind } from './entry';
-import { chunkPayload, isPlainPrefix, joinChunks, readExportLayout } from './export-layout';
+import { encodeEntry, type EntryKind } from './entry';
+import { chunkPayload, isPlainPrefix, readExportLayout } from './export-layout';
 import { chainHashes, chunkKey, fingerprint, markerKey, prefixKey } from './keys';
 import { MemoryBackend } from './memory-backend';
-import type { Parts } from './parts';
 import { findPrefix, type Plan } from './plan';
+import { EntryReceiver, type Received } from './receive';
 import { RedisBackend } from './redis-backend';
 import { Scratch } from './scratch';
 import type {
-  LoadedPrefix, MemoryStoreOptions, PrefixKind, PrefixMatch, PrefixStoreOptions, PrefixStoreStats, PutResult, RedisStoreOptions,
+  DirectoryStoreOptions, LoadedPrefix, MemoryStoreOptions, PrefixKind, PrefixMatch, PrefixStoreOptions, PrefixStoreStats, PutResult, RedisStoreOptions,
 } from './types';
 
 const DEFAULT_TIMEOUT_MS = 250;
@@ -99,10 +99,15 @@ export class PrefixStore {
     return new PrefixStore(new MemoryBackend(positiveInteger('options.maxBytes', options.maxBytes, 2 ** 30, Number.MAX_SAFE_INTEGER)), options);
   }
 
-  /** A store in a directory, shared by the processes of one machine (created if missing). */
-  static directory(dir: string, options: PrefixStoreOptions = {}): PrefixStore {
+  /**
+   * A store in a directory, shared by the processes of one machine (created if missing), with
+   * an optional byte budget (least recently used entries go first) and time to live.
+   */
+  static directory(dir: string, options: DirectoryStoreOptions = {}): PrefixStore {
     if (typeof dir !== 'string' || dir === '') throw invalidArgument('dir', 'a directory path', dir);
-    return new PrefixStore(new DirectoryBackend(dir), options);
+    const maxBytes = options.maxBytes === undefined ? Infinity : positiveInteger('options.maxBytes', options.maxBytes, 0, Number.MAX_SAFE_INTEGER);
+    const ttlSeconds = options.ttlSeconds === 0 ? 0 : positiveInteger('options.ttlSeconds', options.ttlSeconds, 0, 2 ** 31 - 1);
+    return new PrefixStore(new DirectoryBackend(dir, { maxBytes, ttlSeconds }), options);
   }
 
   /** A store in Redis, shared across processes and machines. Connects in the background. */
@@ -114,6 +119,7 @@ export class PrefixStore {
       partBytes: positiveInteger('options.partBytes', options.partBytes, 8 << 20, 512 << 20),
       ttlSeconds: options.ttlSeconds === 0 ? 0 : positiveInteger('options.ttlSeconds', options.ttlSeconds, 86_400),
       timeoutMs,
+      readConnections: positiveInteger('options.loadConnections', options.loadConnections, 2, 64),
     });
     return new PrefixStore(backend, options);
   }
@@ -179,13 +185,15 @@ export class PrefixStore {
           if (!present[k - 1]) await write(keys[k - 1]!, 'chunk', k * this.#chunk, this.#chunk, chunkPayload(bytes, layout, (k - 1) * this.#chunk, this.#chunk));
         }
         if (tail > 0) {
-          await write(prefixKey('t', chain, ids, ids.length, this.#chunk), 'tail', ids.length, tail, chunkPayload(bytes, layout, chunks * this.#chunk, tail));
-          await this.#withTimeout(this.#backend.addMarker(markerKey(chain, chunks), `${ids.length}:t`), this.#timeoutMs);
+          const key = prefixKey('t', chain, ids, ids.length, this.#chunk);
+          await write(key, 'tail', ids.length, tail, chunkPayload(bytes, layout, chunks * this.#chunk, tail));
+          await this.#withTimeout(this.#backend.addMarker(markerKey(chain, chunks), `${ids.length}:t`, key), this.#timeoutMs);
         }
       } else {
         kind = 'compacted';
-        await write(prefixKey('w', chain, ids, ids.length, this.#chunk), 'whole', ids.length, 0, bytes);
-        await this.#withTimeout(this.#backend.addMarker(markerKey(chain, chunks), `${ids.length}:w`), this.#timeoutMs);
+        const key = prefixKey('w', chain, ids, ids.length, this.#chunk);
+        await write(key, 'whole', ids.length, 0, bytes);
+        await this.#withTimeout(this.#backend.addMarker(markerKey(chain, chunks), `${ids.length}:w`, key), this.#timeoutMs);
       }
       this.#counters.bytesWritten += written.bytes;
       return { kind, length: ids.length, entriesWritten: written.entries, bytesWritten: written.bytes };
@@ -213,9 +221,13 @@ export class PrefixStore {
     };
     let reading: Promise<unknown> = Promise.resolve();
     try {
-      const values = await this.#guard('load', deadline, () => (reading = this.#backend.get(plan.keys, borrow(this.#received))), null);
+      // Entries are checked and placed as they arrive (backends that read them one by one
+      // hand each over at once); the rest when all are in.
+      const receiver = new EntryReceiver(plan, this.#chunk, borrow(this.#joined));
+      const values = await this.#guard('load', deadline, () => (reading = this.#backend.get(plan.keys, borrow(this.#received), (i, v) => receiver.take(i, v))), null);
       if (!values) return this.#count(false);
-      const loaded = await this.#import(plan, values, cache, borrow(this.#joined));
+      values.forEach((v, i) => receiver.take(i, v));
+      const loaded = await this.#import(plan, receiver.finish(), cache);
       if (!loaded) return this.#count(false);
       this.#count(true);
       return loaded;
@@ -283,19 +295,10 @@ export class PrefixStore {
     return null;
   }
 
-  async #import(plan: Plan, values: (Uint8Array | Parts | null)[], cache: KVCache, allocate: (bytes: number) => Uint8Array): Promise<LoadedPrefix | null> {
-    // An entry gone since the lookup (expired, evicted, deleted) is a plain miss.
-    if (values.some((v) => v === null)) return null;
-    const entries = values.map((v) => decodeEntry(v!));
-    const damaged = plan.keys.filter((_, i) => {
-      const e = entries[i];
-      if (!e) return true;
-      if (plan.kind === 'compacted') return e.kind !== 'whole' || e.tokens !== plan.length;
-      return e.rows !== plan.rows[i] || e.kind !== (i === plan.keys.length - 1 && plan.length % this.#chunk !== 0 ? 'tail' : 'chunk');
-    });
-    if (damaged.length > 0) return this.#discard(damaged, `${damaged.length} damaged entr${damaged.length === 1 ? 'y' : 'ies'}`);
-    const bytes = plan.kind === 'compacted' ? entries[0]!.payload.contiguous() : joinChunks(entries.map((e) => e!.payload), plan.rows, allocate);
-    if (!bytes) return this.#discard(plan.keys, 'chunks that do not fit together');
+  async #import(plan: Plan, received: Received, cache: KVCache): Promise<LoadedPrefix | null> {
+    if ('gone' in received) return null;
+    if ('damaged' in received) return this.#discard(received.damaged, received.why);
+    const { bytes, meta } = received;
     let sequence: Sequence;
     try {
       sequence = cache.importSequence(bytes);
@@ -312,7 +315,7 @@ export class PrefixStore {
       return this.#discard(plan.keys, `an entry for ${plan.length} tokens continues at ${sequence.nextPosition(0)}`);
     }
     this.#counters.bytesRead += bytes.length;
-    return { sequence, length: plan.length, kind: plan.kind, meta: entries[entries.length - 1]!.meta, bytes: bytes.length };
+    return { sequence, length: plan.length, kind: plan.kind, meta, bytes: bytes.length };
   }
 
   async #discard(keys: string[], why: string): Promise<null> {
@@ -343,9 +346,11 @@ export class PrefixStore {
       return await this.#withTimeout(work(), ms);
     } catch (e) {
       if (e instanceof KVCacheError && e.code !== 'CORRUPT_DATA') throw e; // misuse, not a store failure
-      if (e instanceof Timeout) this.#counters.timeouts++;
+      const timedOut = e instanceof Timeout;
+      if (timedOut) this.#counters.timeouts++;
       else this.#counters.errors++;
-      const error = new KVCacheError('INTERNAL', `prefix store (${this.#backend.name}) ${what} failed: ${(e as Error).message}`, { cause: e });
+      const code = timedOut ? 'STORE_TIMEOUT' : 'STORE_UNAVAILABLE';
+      const error = new KVCacheError(code, `prefix store (${this.#backend.name}) ${what} failed: ${(e as Error).message}`, { cause: e });
       this.#report(error, true);
       return fallback;
     }

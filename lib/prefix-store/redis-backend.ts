@@ -10,7 +10,7 @@ import type { Redis } from 'ioredis';
 
 import { KVCacheError } from '../errors';
 
-import type { BackendStats, StoreBackend } from './backend';
+import type { BackendStats, OnValue, StoreBackend } from './backend';
 import { Parts } from './parts';
 import { plainEndpoint, readBulk, type RedisEndpoint } from './redis-bulk-read';
 
@@ -27,6 +27,8 @@ export interface RedisBackendOptions {
   ttlSeconds: number;
   /** Connection timeout in milliseconds. */
   timeoutMs: number;
+  /** Connections a large read is spread over (default 2). */
+  readConnections?: number;
 }
 
 /**
@@ -121,11 +123,11 @@ export class RedisBackend implements StoreBackend {
     return values.map((v) => v !== null);
   }
 
-  async get(keys: readonly string[], allocate?: (bytes: number) => Uint8Array): Promise<(Uint8Array | Parts | null)[]> {
+  async get(keys: readonly string[], allocate?: (bytes: number) => Uint8Array, onValue?: OnValue): Promise<(Uint8Array | Parts | null)[]> {
     if (keys.length === 0) return [];
     const manifests = (await this.#client.mget(keys.map((k) => this.#manifestKey(k)))).map(parseManifest);
     const total = manifests.reduce((sum, m) => sum + (m ? m.total : 0), 0);
-    if (this.#endpoint && total >= BULK_READ_MIN_BYTES) return this.#getBulk(keys, manifests, allocate);
+    if (this.#endpoint && total >= BULK_READ_MIN_BYTES) return this.#getBulk(keys, manifests, allocate, onValue);
     // All parts of all entries in one pipeline: one round trip however many parts.
     const pipeline = this.#client.pipeline();
     manifests.forEach((m, j) => {
@@ -151,6 +153,7 @@ export class RedisBackend implements StoreBackend {
     keys: readonly string[],
     manifests: (ReturnType<typeof parseManifest>)[],
     allocate?: (bytes: number) => Uint8Array,
+    onValue?: OnValue,
   ): Promise<(Uint8Array | null)[]> {
     // A manifest that cannot describe a real entry (no parts, more parts than bytes, parts
     // larger than any writer makes) is a damaged entry: an empty value, which fails verification.
@@ -162,7 +165,11 @@ export class RedisBackend implements StoreBackend {
     }));
     // The connection is abandoned after this long without data (the store's own deadline
     // usually answers first; this only bounds how long a dead read holds its socket).
-    const values = await readBulk(this.#endpoint!, requests, Math.max(this.#o.timeoutMs, 10_000), allocate);
+    const values = await readBulk(this.#endpoint!, requests, Math.max(this.#o.timeoutMs, 10_000), {
+      allocate,
+      connections: this.#o.readConnections ?? 2,
+      onValue: onValue && ((i, value) => onValue(present[i]!.j, value)),
+    });
     const out: (Uint8Array | null)[] = manifests.map((m) => (m ? new Uint8Array(0) : null));
     present.forEach(({ j }, i) => (out[j] = values[i]!));
     return out;
@@ -206,7 +213,9 @@ export class RedisBackend implements StoreBackend {
     await this.#client.unlink(doomed); // UNLINK: large values are freed off the server's main thread
   }
 
-  async addMarker(set: string, member: string): Promise<void> {
+  // The entry is not needed: a marker carries the TTL of its entry, and one left by an entry
+  // the server evicted early is removed by the first lookup that finds it stale.
+  async addMarker(set: string, member: string, _entry?: string): Promise<void> {
     const pipeline = this.#client.pipeline().sadd(set, member);
     if (this.#o.ttlSeconds > 0) pipeline.expire(set, this.#o.ttlSeconds);
     await pipeline.exec();
@@ -247,6 +256,10 @@ export class RedisBackend implements StoreBackend {
   async markers(sets: readonly string[]): Promise<string[]> {
     if (sets.length === 0) return [];
     return this.#client.sunion(...sets);
+  }
+
+  async removeMarker(set: string, member: string): Promise<void> {
+    await this.#client.srem(set, member);
   }
 
   async stats(): Promise<BackendStats> {

@@ -6,10 +6,12 @@
 // state outlives a read that was abandoned half-way.
 import * as net from 'node:net';
 
-/** Where a redis:// URL points and how to log in (rediss:// and unix sockets are not handled here). */
+/** Where a redis:// URL or a unix socket path points and how to log in (rediss:// is not handled here). */
 export interface RedisEndpoint {
   host: string;
   port: number;
+  /** A unix socket (instead of host and port). */
+  path?: string;
   username?: string;
   password?: string;
   db: number;
@@ -17,6 +19,8 @@ export interface RedisEndpoint {
 
 /** The endpoint of a redis:// URL, or null when this reader cannot serve it. */
 export function plainEndpoint(url: string): RedisEndpoint | null {
+  // A unix socket path, as ioredis takes it: a local server without the TCP stack's cost.
+  if (url.startsWith('/') && !url.startsWith('//')) return url.includes('?') ? null : { host: '', port: 0, path: url, db: 0 };
   let u: URL;
   try {
     u = new URL(url);
@@ -51,23 +55,61 @@ export interface BulkRequest {
 /** Below this many bytes still to come, a value's bytes go through the scratch buffer. */
 const DIRECT_MIN = 16 * 1024;
 
+/** How readBulk reads. */
+export interface BulkOptions {
+  /** Memory for all the values together (default: a new buffer). */
+  allocate?: (bytes: number) => Uint8Array;
+  /**
+   * Connections to read over (default 1): request i goes over connection i mod n, so values
+   * still arrive about in order, while each connection's socket buffers what the server sends
+   * while this process is busy with the values already here.
+   */
+  connections?: number;
+  /**
+   * Called with each value as soon as its last byte is in (a zero-length one when damaged),
+   * while later values are still arriving; may take a while, and may throw (the read fails).
+   */
+  onValue?: (index: number, value: Uint8Array) => void;
+}
+
 /**
  * Reads every request's parts (MGET, all pipelined) into one buffer per request. A request
  * whose parts are missing or do not add up to `bytes` resolves to a zero-length buffer (the
  * entry check rejects it). Rejects on a connection failure, an error reply or `idleMs`
  * without data.
  */
-export function readBulk(
+export async function readBulk(endpoint: RedisEndpoint, requests: readonly BulkRequest[], idleMs: number, options: BulkOptions = {}): Promise<Uint8Array[]> {
+  const allocate = options.allocate ?? ((bytes: number) => Buffer.allocUnsafeSlow(bytes));
+  const whole = allocate(requests.reduce((sum, r) => sum + r.bytes, 0));
+  let next = 0;
+  const targets = requests.map((r) => whole.subarray(next, (next += r.bytes)));
+  const n = Math.max(1, Math.min(options.connections ?? 1, requests.length));
+  const groups = Array.from({ length: n }, (_, c) => requests.flatMap((_, i) => (i % n === c ? [i] : [])));
+  const results: Uint8Array[] = targets.map(() => new Uint8Array(0));
+  const readers = groups.map((indices) => readConnection(endpoint, indices.map((i) => ({ ...requests[i]!, target: targets[i]! })), idleMs, (j, value) => {
+    results[indices[j]!] = value;
+    options.onValue?.(indices[j]!, value);
+  }));
+  // One connection failing ends the others: their sockets are closed now, not at their idle timeout.
+  try {
+    await Promise.all(readers.map((r) => r.done));
+  } catch (e) {
+    readers.forEach((r) => r.abort());
+    throw e;
+  }
+  return results;
+}
+
+/** One connection's requests, each read into its target; onValue as each completes. */
+function readConnection(
   endpoint: RedisEndpoint,
-  requests: readonly BulkRequest[],
+  requests: readonly (BulkRequest & { target: Uint8Array })[],
   idleMs: number,
-  /** Memory for all the values together (default: a new buffer). */
-  allocate: (bytes: number) => Uint8Array = (bytes) => Buffer.allocUnsafeSlow(bytes),
-): Promise<Uint8Array[]> {
-  return new Promise((resolve, reject) => {
-    const whole = allocate(requests.reduce((sum, r) => sum + r.bytes, 0));
-    let next = 0;
-    const results = requests.map((r) => whole.subarray(next, (next += r.bytes)));
+  onValue: (index: number, value: Uint8Array) => void,
+): { done: Promise<void>; abort: () => void } {
+  let abort = () => {};
+  const done = new Promise<void>((resolve, reject) => {
+    const results = requests.map((r) => r.target);
     const damaged = requests.map(() => false);
     const filled = requests.map(() => 0);
     // Replies still to come: 'ok' for AUTH / SELECT, a request index for an MGET.
@@ -100,10 +142,19 @@ export function readBulk(
       settled = true;
       socket.destroy();
       if (error) reject(error);
-      else resolve(results.map((b, i) => (damaged[i] || filled[i] !== b.length ? new Uint8Array(0) : b)));
+      else resolve();
     };
+    abort = () => finish(new Error('redis: read abandoned'));
     const request = () => queue[head] as number;
     const endReply = () => {
+      const i = queue[head];
+      if (typeof i === 'number') {
+        try {
+          onValue(i, damaged[i] || filled[i] !== results[i]!.length ? new Uint8Array(0) : results[i]!);
+        } catch (e) {
+          return finish(e as Error);
+        }
+      }
       if (++head === queue.length) finish();
     };
     const endBulk = () => {
@@ -170,9 +221,7 @@ export function readBulk(
     };
 
     const socket = net.connect({
-      host: endpoint.host,
-      port: endpoint.port,
-      noDelay: true,
+      ...(endpoint.path !== undefined ? { path: endpoint.path } : { host: endpoint.host, port: endpoint.port, noDelay: true }),
       onread: {
         buffer: () => {
           if (bulkLeft >= DIRECT_MIN && !skip) {
@@ -202,4 +251,5 @@ export function readBulk(
     socket.on('connect', () => socket.write(Buffer.concat(out)));
     if (queue.length === 0) finish();
   });
+  return { done, abort };
 }

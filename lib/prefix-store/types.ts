@@ -42,6 +42,17 @@ export interface MemoryStoreOptions extends PrefixStoreOptions {
   maxBytes?: number;
 }
 
+/** Options of PrefixStore.directory(). */
+export interface DirectoryStoreOptions extends PrefixStoreOptions {
+  /**
+   * Byte budget of the entries; least recently used (read or written) entries are removed
+   * first, down to 90% of it, by the writing processes in turn. Default: none.
+   */
+  maxBytes?: number;
+  /** Entries not used for this many seconds are gone (0: none). Default 0. */
+  ttlSeconds?: number;
+}
+
 /** Options of PrefixStore.redis(). */
 export interface RedisStoreOptions extends PrefixStoreOptions {
   /** redis://[user:password@]host:port[/db]. Default redis://127.0.0.1:6379. */
@@ -52,6 +63,12 @@ export interface RedisStoreOptions extends PrefixStoreOptions {
   partBytes?: number;
   /** TTL of every key in seconds (0: none). Default 86400. */
   ttlSeconds?: number;
+  /**
+   * Connections a load of several megabytes is read over (entries spread over them in turn).
+   * Default 2: each connection's socket buffers what the server sends while this process
+   * checks and places the entries already in.
+   */
+  loadConnections?: number;
 }
 
 /** What PrefixStore.match() found. */

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 
 import '../../lib/index';
 import { native } from '../../lib/native/binding';
+import { Crc32Combiner } from '../../lib/prefix-store/crc32-combine';
 import { testRng } from '../reference/random';
 import { expectKVError } from '../foundation/helpers';
 
@@ -134,6 +135,21 @@ describe('gatherCrc32', () => {
     for (const [what, plan, o] of bad) {
       expectKVError(() => native().gatherCrc32([src], Float64Array.from(plan), o), 'INVALID_ARGUMENT', what);
       expect(o.every((b) => b === 7), `${what}: output untouched`).toBe(true);
+    }
+  });
+});
+
+describe('Crc32Combiner (the join checksums pieces as they arrive)', () => {
+  it('the CRCs of consecutive pieces combine into the CRC of their concatenation', () => {
+    const rng = testRng();
+    for (let t = 0; t < 60; t++) {
+      // Piece lengths from 0 to 100,000, the same length repeated (its shift is cached) and not.
+      const lengths = Array.from({ length: rng.int(1, 12) }, () => (rng.int(0, 3) === 0 ? 4096 : rng.int(0, 100_000)));
+      const pieces = lengths.map((n) => Uint8Array.from({ length: n }, () => rng.int(0, 255)));
+      const combined = new Crc32Combiner();
+      for (const p of pieces) combined.append(referenceCrc32(p), p.length);
+      const whole = Buffer.concat(pieces);
+      expect(combined.crc, `pieces ${lengths.join(',')}`).toBe(zlibCrc32(whole));
     }
   });
 });

@@ -56,11 +56,16 @@ describe('Redis down, slow or stopped mid-run', () => {
     const stats = await store.stats();
     expect(stats.errors + stats.timeouts).toBeGreaterThanOrEqual(5);
     expect(errors.length).toBeGreaterThanOrEqual(5);
-    expect(errors.every((e) => e instanceof KVCacheError && e.code === 'INTERNAL')).toBe(true);
+    // a refused connection is STORE_UNAVAILABLE, one that does not answer in time STORE_TIMEOUT
+    expect(errors.every((e) => e instanceof KVCacheError && (e.code === 'STORE_UNAVAILABLE' || e.code === 'STORE_TIMEOUT'))).toBe(true);
+    expect(errors.filter((e) => (e as KVCacheError).code === 'STORE_TIMEOUT').length).toBe(stats.timeouts);
 
-    // asked to throw: the same failure rejects
+    // asked to throw: the same failure rejects, with the store's error as the cause
     const strict = PrefixStore.redis({ url: server.url, chunkTokens: CHUNK, timeoutMs: TIMEOUT, throwOnError: true });
-    await expect(strict.match(ids, cache)).rejects.toMatchObject({ name: 'KVCacheError', code: 'INTERNAL' });
+    const thrown = await strict.match(ids, cache).then(() => null, (e: unknown) => e);
+    expect(thrown).toBeInstanceOf(KVCacheError);
+    expect(['STORE_UNAVAILABLE', 'STORE_TIMEOUT']).toContain((thrown as KVCacheError).code);
+    expect((thrown as KVCacheError).cause).toBeInstanceOf(Error);
     await strict.close();
 
     // back up (empty: the server kept nothing); the client reconnects by itself
@@ -89,6 +94,9 @@ describe('Redis down, slow or stopped mid-run', () => {
       expect(m).toEqual({ length: 0, kind: null });
       expect(ms).toBeLessThan(WITHIN);
       expect((await store.stats()).timeouts).toBe(1);
+      const strict = PrefixStore.redis({ url: server.url, chunkTokens: CHUNK, timeoutMs: TIMEOUT, throwOnError: true });
+      await expect(strict.match(ids, cache)).rejects.toMatchObject({ name: 'KVCacheError', code: 'STORE_TIMEOUT' });
+      strict.close().catch(() => undefined);
     } finally {
       await admin.call('CLIENT', 'UNPAUSE');
       admin.disconnect();
@@ -102,6 +110,9 @@ describe('Redis down, slow or stopped mid-run', () => {
     expect(ms2).toBeLessThan(WITHIN);
     expect(await nowhere.load(ids, cache)).toBeNull();
     await nowhere.close();
+    const refused = PrefixStore.redis({ url: 'redis://127.0.0.1:1', chunkTokens: CHUNK, timeoutMs: 2000, throwOnError: true });
+    await expect(refused.match(ids, cache)).rejects.toMatchObject({ name: 'KVCacheError', code: 'STORE_UNAVAILABLE' });
+    await refused.close();
     seq.free();
     await store.close();
   });

@@ -7,7 +7,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { KVCache, KVCacheError, type KVCacheOptions } from '../../lib/index';
-import { EXPORT_VERSION, ROPE_EXPORT_VERSION, TIERED_EXPORT_VERSION, readExportLayout } from '../../lib/prefix-store/export-layout';
+import { EXPORT_VERSION, LOW_RANK_RANKS_EXPORT_VERSION, ROPE_EXPORT_VERSION, TIERED_EXPORT_VERSION, readExportLayout } from '../../lib/prefix-store/export-layout';
 import { decodedDigest } from '../../scripts/make-kvc-corpus';
 
 const corpus = path.resolve(__dirname, '../kvc-corpus');
@@ -19,6 +19,7 @@ describe('.kvc corpus', () => {
     expect(versions).toContain(`v${ROPE_EXPORT_VERSION}`);
     expect(versions).toContain('v1');
     expect(versions).toContain(`v${TIERED_EXPORT_VERSION}`);
+    expect(versions).toContain(`v${LOW_RANK_RANKS_EXPORT_VERSION}`);
   });
   for (const v of versions) {
     const manifest = JSON.parse(readFileSync(path.join(corpus, v, 'manifest.json'), 'utf8')) as {
@@ -42,9 +43,9 @@ describe('.kvc corpus', () => {
           if (f.options.lowRank) expect(layout).toBeNull();
           else expect(Array.from(layout!.lengths)).toEqual(f.lengths.flat());
         }
-        if (manifest.version === TIERED_EXPORT_VERSION) {
+        if (manifest.version === TIERED_EXPORT_VERSION || manifest.version === LOW_RANK_RANKS_EXPORT_VERSION) {
           expect(Buffer.from(seq.export()).equals(Buffer.from(bytes)), 'exports back to the same bytes').toBe(true);
-          expect(readExportLayout(bytes), 'tiered exports are kept whole').toBeNull();
+          expect(readExportLayout(bytes), 'tiered and version 5 (low-rank) exports are kept whole').toBeNull();
         }
         // one flipped bit anywhere: rejected as CORRUPT_DATA
         for (const at of [0, 9, 20, bytes.length >> 1, bytes.length - 1]) {

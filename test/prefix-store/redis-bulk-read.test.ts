@@ -51,7 +51,7 @@ describe('readBulk against Redis', () => {
     const requests = values.map((parts, i) => ({ keys: parts.map((_, j) => `${prefix}${i}:${j}`), bytes: parts.reduce((s, p) => s + p.length, 0) }));
     for (let round = 0; round < 2; round++) {
       const kept = Buffer.alloc(requests.reduce((s, r) => s + r.bytes, 0) + 5, 0xee);
-      const got = await readBulk(plainEndpoint(url)!, requests, 10_000, round === 0 ? undefined : (n) => kept.subarray(0, n));
+      const got = await readBulk(plainEndpoint(url)!, requests, 10_000, round === 0 ? {} : { allocate: (n) => kept.subarray(0, n) });
       got.forEach((g, i) => expect(Buffer.from(g).equals(Buffer.concat(values[i]!)), `value ${i} (round ${round})`).toBe(true));
       if (round === 1) expect(got[5]!.buffer).toBe(kept.buffer); // read into the memory given
     }

@@ -84,8 +84,10 @@ Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& r, Seque
     // The compaction numerics read a stream as one run of one format (cpp/core/tiers).
     return unsupported("compaction on a cache with tiers is not supported yet");
   }
-  // Low-rank streams still calibrating are fitted first: compaction works on coefficient rows
-  // (keys and values fitted in coefficient space, see lowrank.cpp).
+  // Low-rank streams still calibrating are fitted first: compaction works on stored rows
+  // (keys and values fitted in coefficient space, see lowrank.cpp; values kept unprojected,
+  // value rank = headDim, are fitted in their own space; the value fit's width is the value
+  // rows' own, cpu/compaction/compaction.h).
   if (cache.sequence(id) && !cache.sequence(id)->busy) KVC_RETURN_IF_ERROR(cache.finishCalibration(id));
   const CacheConfig& c = cache.config();
   const Sequence* seq = cache.sequence(id);
@@ -98,8 +100,6 @@ Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& r, Seque
   // Attention Matching fits logits q.k of reference queries; with pre-RoPE keys those need
   // RoPE by position in the fit, which is not implemented.
   if (c.ropeDims != 0) return unsupported("compaction of a cache with rope (pre-RoPE keys) is not supported yet");
-  // The value fit writes value rows of the key width.
-  if (c.storedDim() != c.valueStoredDim()) return unsupported("compaction of a lowRank cache with unequal key and value ranks is not supported yet");
   for (uint32_t l : r.layers)
     if (l >= c.layers) return invalidArgument("layers: " + std::to_string(l) + " is out of range [0, " + std::to_string(c.layers) + ")");
   for (uint32_t h : r.heads)

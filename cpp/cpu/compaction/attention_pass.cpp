@@ -11,17 +11,40 @@ using cpu::compaction::CompactionKernels;
 using cpu::compaction::packedSize;
 
 void packRows(const CompactionKernels& k, const float* keys, const float* values, uint32_t rows, uint32_t D,
-              Scratch keySlot, Scratch valueSlot, PackedRows* out) {
+              uint32_t DV, Scratch keySlot, Scratch valueSlot, PackedRows* out) {
   out->rows = rows;
   out->D = D;
+  out->DV = DV;
   out->keys = scratch<float>(keySlot, packedSize(D, rows, k.nr));
-  out->values = scratch<float>(valueSlot, packedSize(rows, D, k.nr));
   k.packTransposed(keys, D, rows, D, out->keys);
-  k.packRows(values, D, rows, D, out->values);
+  out->values = operandB(k, values, rows, DV, valueSlot);
+}
+
+OperandB operandB(const CompactionKernels& k, const float* b, uint32_t K, uint32_t N, Scratch slot) {
+  OperandB o;
+  if (N % k.nr == 0) {
+    // The packed panels would be column ranges of b as it is: no copy.
+    o.data = b;
+    o.ld = N;
+    return o;
+  }
+  float* packed = scratch<float>(slot, packedSize(K, N, k.nr));
+  k.packRows(b, N, K, N, packed);
+  o.data = packed;
+  return o;
+}
+
+void gemmB(const CompactionKernels& k, uint32_t M, uint32_t N, uint32_t K, const float* a, uint32_t lda,
+           const OperandB& b, float* c, uint32_t ldc) {
+  if (b.ld) {
+    k.gemmRowMajor(M, N, K, a, lda, b.data, b.ld, c, ldc, false);
+  } else {
+    k.gemm(M, N, K, a, lda, b.data, c, ldc, false);
+  }
 }
 
 void attend(const CompactionKernels& k, Parallel& par, const AttendArgs& a) {
-  const uint32_t rows = a.rows->rows, D = a.rows->D;
+  const uint32_t rows = a.rows->rows, D = a.rows->D, DV = a.rows->DV;
   const uint32_t blocks = (a.nq + kQueryBlock - 1) / kQueryBlock;
   const uint32_t participants = par.participants();
   // Per participant: a block of exps (unless the caller keeps them all), row scales, and
@@ -42,13 +65,13 @@ void attend(const CompactionKernels& k, Parallel& par, const AttendArgs& a) {
     float* acc = stat ? colScratch + p * colFloats : nullptr;
     k.gemm(m, rows, D, a.queries + static_cast<size_t>(i0) * D, D, a.rows->keys, e, ld, false);
     k.softmaxRows(e, ld, m, rows, a.bias, a.rowMax + i0, a.rowSum + i0);
-    float* y = a.out + static_cast<size_t>(i0) * D;
-    k.gemm(m, D, rows, e, ld, a.rows->values, y, D, false);
+    float* y = a.out + static_cast<size_t>(i0) * DV;
+    gemmB(k, m, DV, rows, e, ld, a.rows->values, y, DV);
     float inv[kQueryBlock];
     for (uint32_t r = 0; r < m; ++r) {
       const float z = a.rowSum[i0 + r];
       inv[r] = z > 0.0f ? 1.0f / z : 0.0f;
-      for (uint32_t d = 0; d < D; ++d) y[static_cast<size_t>(r) * D + d] *= inv[r];
+      for (uint32_t d = 0; d < DV; ++d) y[static_cast<size_t>(r) * DV + d] *= inv[r];
     }
     if (a.columnStat == ColumnStat::kExpSquares) std::fill(inv, inv + m, 1.0f);
     if (a.columnStat == ColumnStat::kAttention) {

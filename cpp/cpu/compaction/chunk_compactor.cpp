@@ -192,14 +192,38 @@ void selectOmp(const CompactionKernels& k, Parallel& par, const float* e, uint32
   }
 }
 
+// The compacted rows' statistics for the reference queries from the value fit: xt [t, n]
+// the softmax over the kept rows (normalized per query), m and z its max logit and sum of
+// exps. y [n, DV] = xtᵀ · fitted (DV: the value width). The same quantities as an attention
+// pass over the compacted rows, up to f32 rounding (normalized before the product instead of after; z
+// summed in another order), without its Q·Kᵀ product and softmax.
+void compactedFromFit(const CompactionKernels& k, Parallel& par, const float* xt, uint32_t t, uint32_t n,
+                      const float* fitted, uint32_t DV, std::vector<float>&& m, std::vector<float>&& z,
+                      QueryStats* out) {
+  float* x = scratch<float>(Scratch::kProtSoftmax, static_cast<size_t>(n) * t);  // xtᵀ [n, t]
+  for (uint32_t c = 0; c < t; ++c) {
+    const float* row = xt + static_cast<size_t>(c) * n;
+    for (uint32_t i = 0; i < n; ++i) x[static_cast<size_t>(i) * t + c] = row[i];
+  }
+  const OperandB values = operandB(k, fitted, t, DV, Scratch::kPackedKeptValues);
+  out->m = std::move(m);
+  out->z = std::move(z);
+  out->y.resize(static_cast<size_t>(n) * DV);
+  const uint32_t blocks = (n + kQueryBlock - 1) / kQueryBlock;
+  par.forEach(blocks, [&](uint32_t b, uint32_t) {
+    const uint32_t i0 = b * kQueryBlock, rows = std::min(kQueryBlock, n - i0);
+    gemmB(k, rows, DV, t, x + static_cast<size_t>(i0) * t, t, values, out->y.data() + static_cast<size_t>(i0) * DV, DV);
+  });
+}
+
 }  // namespace
 
 Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput& in, const Options& o,
                     ChunkOutput* out) {
   const Problem& p = *in.problem;
-  const uint32_t D = p.D, n = p.n, r0 = in.rowBegin, Tk = in.rowEnd - in.rowBegin;
+  const uint32_t D = p.D, DV = p.valueDim(), n = p.n, r0 = in.rowBegin, Tk = in.rowEnd - in.rowBegin;
   const float* keys = p.keys + static_cast<size_t>(r0) * D;
-  const float* values = p.values + static_cast<size_t>(r0) * D;
+  const float* values = p.values + static_cast<size_t>(r0) * DV;
   std::vector<float> bias(Tk, 0.0f);
   if (p.bias) std::copy(p.bias + r0, p.bias + r0 + Tk, bias.begin());
   std::vector<uint8_t> prot(Tk, 0);
@@ -219,10 +243,10 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
   // held-out error above 1 at t = 0.8 n); below that it selects like highest-attention.
   const bool omp = !fixed && !keepAll && n >= 2ull * in.target && o.method == Method::kOmp && protCount < in.target;
   PackedRows packed;
-  packRows(k, keys, values, Tk, D, Scratch::kPackedKeys, Scratch::kPackedValues, &packed);
+  packRows(k, keys, values, Tk, D, DV, Scratch::kPackedKeys, Scratch::kPackedValues, &packed);
   out->original.m.resize(n);
   out->original.z.resize(n);
-  out->original.y.resize(static_cast<size_t>(n) * D);
+  out->original.y.resize(static_cast<size_t>(n) * DV);
   std::vector<double> colAcc(Tk, 0.0);
   float* exps = omp ? scratch<float>(Scratch::kExps, static_cast<size_t>(n) * Tk) : nullptr;
   AttendArgs a;
@@ -351,8 +375,12 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
 
   // ---- 4. values: least squares against the original attention output ----
   t0 = std::chrono::steady_clock::now();
-  std::vector<float> fitted(static_cast<size_t>(t) * D);
-  gatherRows(values, D, keep.data(), t, fitted.data());
+  std::vector<float> fitted(static_cast<size_t>(t) * DV);
+  gatherRows(values, DV, keep.data(), t, fitted.data());
+  // The value fit's softmax over the kept rows is the compacted rows' attention to the
+  // reference queries: step 5 reuses it (fitStatsValid) instead of a second attention pass.
+  std::vector<float> fitMax, fitSum;
+  bool fitStatsValid = false;
   if (fitValues) {
     // xt [t, n] = softmax over the kept rows (per query), with the new bias.
     float* xt = lt;  // the logits are not needed after this
@@ -367,29 +395,37 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
       const float* row = xt + static_cast<size_t>(c) * n;
       for (uint32_t i = 0; i < n; ++i) colSum[i] += row[i];
     }
+    fitMax.resize(n);
+    fitSum.assign(colSum.begin(), colSum.end());
+    fitStatsValid = true;
+    for (uint32_t i = 0; i < n; ++i) {
+      fitMax[i] = -colMax[i];
+      // An empty or non-finite softmax: step 5 takes the attention path, which handles it.
+      if (!std::isfinite(fitMax[i]) || !(colSum[i] > 0.0f) || !std::isfinite(colSum[i])) fitStatsValid = false;
+    }
     for (uint32_t i = 0; i < n; ++i) colSum[i] = colSum[i] > 0.0f ? 1.0f / colSum[i] : 0.0f;
     for (uint32_t c = 0; c < t; ++c) {
       float* row = xt + static_cast<size_t>(c) * n;
       for (uint32_t i = 0; i < n; ++i) row[i] *= colSum[i];
     }
     // Right-hand side: Y minus what the protected rows (values fixed) already contribute.
-    float* rhs = scratch<float>(Scratch::kRhs, static_cast<size_t>(n) * D);
+    float* rhs = scratch<float>(Scratch::kRhs, static_cast<size_t>(n) * DV);
     std::copy(out->original.y.begin(), out->original.y.end(), rhs);
     if (!protIdx.empty()) {
       const uint32_t np = static_cast<uint32_t>(protIdx.size());
       float* xp = scratch<float>(Scratch::kProtSoftmax, static_cast<size_t>(n) * np);
-      float* vp = scratch<float>(Scratch::kProtValues, static_cast<size_t>(np) * D);
-      float* contrib = scratch<float>(Scratch::kProtContrib, static_cast<size_t>(n) * D);
+      float* vp = scratch<float>(Scratch::kProtValues, static_cast<size_t>(np) * DV);
+      float* contrib = scratch<float>(Scratch::kProtContrib, static_cast<size_t>(n) * DV);
       for (uint32_t c = 0; c < np; ++c) {
         const float* row = xt + static_cast<size_t>(protIdx[c]) * n;
         for (uint32_t i = 0; i < n; ++i) xp[static_cast<size_t>(i) * np + c] = row[i];
-        std::copy(fitted.data() + static_cast<size_t>(protIdx[c]) * D, fitted.data() + static_cast<size_t>(protIdx[c] + 1) * D,
-                  vp + static_cast<size_t>(c) * D);
+        std::copy(fitted.data() + static_cast<size_t>(protIdx[c]) * DV, fitted.data() + static_cast<size_t>(protIdx[c] + 1) * DV,
+                  vp + static_cast<size_t>(c) * DV);
       }
-      std::vector<float> packedVp(packedSize(np, D, k.nr));
-      k.packRows(vp, D, np, D, packedVp.data());
-      k.gemm(n, D, np, xp, np, packedVp.data(), contrib, D, false);
-      for (size_t i = 0; i < static_cast<size_t>(n) * D; ++i) rhs[i] -= contrib[i];
+      std::vector<float> packedVp(packedSize(np, DV, k.nr));
+      k.packRows(vp, DV, np, DV, packedVp.data());
+      k.gemm(n, DV, np, xp, np, packedVp.data(), contrib, DV, false);
+      for (size_t i = 0; i < static_cast<size_t>(n) * DV; ++i) rhs[i] -= contrib[i];
     }
     float* xtFree = scratch<float>(Scratch::kSoftmaxFree, static_cast<size_t>(f) * n);
     for (uint32_t c = 0; c < f; ++c)
@@ -397,13 +433,12 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
                 xtFree + static_cast<size_t>(c) * n);
     const double* g = gramF64(k, par, xtFree, f, n);
     double* l = scratch<double>(Scratch::kFactor, static_cast<size_t>(f) * f);
-    float* packedRhs = scratch<float>(Scratch::kPackedRhs, packedSize(n, D, k.nr));
-    float* r = scratch<float>(Scratch::kFitRhs, static_cast<size_t>(f) * D);
-    k.packRows(rhs, D, n, D, packedRhs);
+    float* r = scratch<float>(Scratch::kFitRhs, static_cast<size_t>(f) * DV);
+    const OperandB rhsB = operandB(k, rhs, n, DV, Scratch::kPackedRhs);
     const uint32_t blocks = (f + kQueryBlock - 1) / kQueryBlock;
     par.forEach(blocks, [&](uint32_t b, uint32_t) {
       const uint32_t i0 = b * kQueryBlock, m = std::min(kQueryBlock, f - i0);
-      k.gemm(m, D, n, xtFree + static_cast<size_t>(i0) * n, n, packedRhs, r + static_cast<size_t>(i0) * D, D, false);
+      gemmB(k, m, DV, n, xtFree + static_cast<size_t>(i0) * n, n, rhsB, r + static_cast<size_t>(i0) * DV, DV);
     });
     const double lambda = factorWithRidge(k, g, f, o.ridge, l, &out->ridgeRaises);
     if (lambda < 0.0)
@@ -411,26 +446,28 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
                            std::to_string(o.ridge) + "·1e10 (non-finite keys, values or queries?)");
     // The ridge pulls the fitted values toward the rows' original values (not toward 0), so
     // that a row the reference queries barely see keeps its value instead of being overfit.
-    double* c = scratch<double>(Scratch::kFitSolution, static_cast<size_t>(f) * D);
+    double* c = scratch<double>(Scratch::kFitSolution, static_cast<size_t>(f) * DV);
     for (uint32_t cc = 0; cc < f; ++cc)
-      for (uint32_t d = 0; d < D; ++d)
-        c[static_cast<size_t>(cc) * D + d] =
-            static_cast<double>(r[static_cast<size_t>(cc) * D + d]) + lambda * fitted[static_cast<size_t>(freeIdx[cc]) * D + d];
-    k.choleskySolve(l, f, f, c, D, D);
+      for (uint32_t d = 0; d < DV; ++d)
+        c[static_cast<size_t>(cc) * DV + d] =
+            static_cast<double>(r[static_cast<size_t>(cc) * DV + d]) + lambda * fitted[static_cast<size_t>(freeIdx[cc]) * DV + d];
+    k.choleskySolve(l, f, f, c, DV, DV);
     for (uint32_t cc = 0; cc < f; ++cc)
-      for (uint32_t d = 0; d < D; ++d)
-        fitted[static_cast<size_t>(freeIdx[cc]) * D + d] = static_cast<float>(c[static_cast<size_t>(cc) * D + d]);
+      for (uint32_t d = 0; d < DV; ++d)
+        fitted[static_cast<size_t>(freeIdx[cc]) * DV + d] = static_cast<float>(c[static_cast<size_t>(cc) * DV + d]);
   }
   out->secondsValues += secondsSince(t0);
 
   // ---- 5. diagnostics: the compacted rows as attention will see them ----
   t0 = std::chrono::steady_clock::now();
+  const bool heldOut = in.scaledHeldOut && p.nHeldOut > 0;
   PackedRows compact;
-  packRows(k, keptKeys, fitted.data(), t, D, Scratch::kPackedKeptKeys, Scratch::kPackedKeptValues, &compact);
+  if (!fitStatsValid || heldOut)
+    packRows(k, keptKeys, fitted.data(), t, D, DV, Scratch::kPackedKeptKeys, Scratch::kPackedKeptValues, &compact);
   auto run = [&](const float* q, uint32_t nq, const PackedRows& rows, const float* b, QueryStats* s) {
     s->m.resize(nq);
     s->z.resize(nq);
-    s->y.resize(static_cast<size_t>(nq) * D);
+    s->y.resize(static_cast<size_t>(nq) * DV);
     AttendArgs x;
     x.queries = q;
     x.nq = nq;
@@ -441,8 +478,12 @@ Status compactChunk(const CompactionKernels& k, Parallel& par, const ChunkInput&
     x.out = s->y.data();
     attend(k, par, x);
   };
-  run(in.scaledQueries, n, compact, beta.data(), &out->compacted);
-  if (in.scaledHeldOut && p.nHeldOut > 0) {
+  if (fitStatsValid) {
+    compactedFromFit(k, par, lt, t, n, fitted.data(), DV, std::move(fitMax), std::move(fitSum), &out->compacted);
+  } else {
+    run(in.scaledQueries, n, compact, beta.data(), &out->compacted);
+  }
+  if (heldOut) {
     run(in.scaledHeldOut, p.nHeldOut, packed, bias.data(), &out->heldOutOriginal);
     run(in.scaledHeldOut, p.nHeldOut, compact, beta.data(), &out->heldOutCompacted);
   }

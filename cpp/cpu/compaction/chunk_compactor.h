@@ -11,7 +11,7 @@
 
 namespace kvc::compaction {
 
-// Per query: max logit, Σ exp(logit − max), normalized attention output [nq, D].
+// Per query: max logit, Σ exp(logit − max), normalized attention output [nq, DV].
 struct QueryStats {
   std::vector<float> m, z, y;
 };
@@ -30,7 +30,7 @@ struct ChunkInput {
 struct ChunkOutput {
   std::vector<int32_t> keep;  // stream indices, ascending
   std::vector<float> beta;    // [keep]
-  std::vector<float> values;  // [keep, D]
+  std::vector<float> values;  // [keep, DV]
   QueryStats original, compacted, heldOutOriginal, heldOutCompacted;
   uint32_t ridgeRaises = 0;
   double secondsScores = 0, secondsSelect = 0, secondsNnls = 0, secondsValues = 0, secondsDiagnostics = 0;

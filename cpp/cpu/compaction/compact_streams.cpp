@@ -18,6 +18,9 @@ double secondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Floats per value row (low-rank values may be narrower or wider than the key coefficients).
+uint32_t valueDimOf(const RowCodec& codec) { return codec.valueDim ? codec.valueDim : codec.headDim; }
+
 bool cancelled(const CompactionControl& control) {
   return control.cancel && control.cancel->load(std::memory_order_acquire);
 }
@@ -38,7 +41,7 @@ Status prepare(Backend& rows, const PoolView& pool, const RowCodec& codec, const
                StreamInput* in, compaction::Problem* p, CompactionStreamReport* report) {
   const uint32_t T = static_cast<uint32_t>(s.stream.length), D = codec.headDim;
   in->keys.resize(static_cast<size_t>(T) * D);
-  in->values.resize(static_cast<size_t>(T) * D);
+  in->values.resize(static_cast<size_t>(T) * valueDimOf(codec));
   in->beta.resize(T);
   KVC_RETURN_IF_ERROR(rows.readRows(pool, codec, s.stream, 0, T, in->keys.data(), in->values.data(), in->beta.data(), nullptr));
   in->protectedRows.assign(T, 0);
@@ -69,6 +72,7 @@ Status prepare(Backend& rows, const PoolView& pool, const RowCodec& codec, const
   p->protectedRows = in->protectedRows.data();
   p->T = T;
   p->D = D;
+  p->DV = codec.valueDim;
   p->heldOutQueries = s.nHeldOut ? s.heldOut : nullptr;
   p->nHeldOut = s.nHeldOut;
   p->target = s.target;
@@ -76,7 +80,7 @@ Status prepare(Backend& rows, const PoolView& pool, const RowCodec& codec, const
 }
 
 // Fills the report and the fit of one stream from its result; `changed` marks the kept rows
-// whose beta or value differ bit-wise from the row they were kept from.
+// whose beta or value differ bit-wise from the row they were kept from (value rows of D floats).
 void finish(const StreamInput& in, uint32_t D, compaction::Result&& res, CompactionStreamReport* report,
             CpuCompactionFit::Stream* fit) {
   const size_t t = res.keep.size();
@@ -141,7 +145,7 @@ Status compactStreamsOrThrow(Backend& rows, CompactionWorkspace& ws, const PoolV
   KVC_RETURN_IF_ERROR(ThreadPool::create(control.threads, &threads));
   KVC_RETURN_IF_ERROR(compaction::compactBatch(problems.data(), count, options, *threads, results.data(), &ws.scratch()));
   for (uint32_t i = 0; i < count; ++i)
-    finish(inputs.inputs()[i], codec.headDim, std::move(results[i]), &reports[i], &out->streams[i]);
+    finish(inputs.inputs()[i], valueDimOf(codec), std::move(results[i]), &reports[i], &out->streams[i]);
   *fit = std::move(out);
   return Status::ok();
 }
@@ -225,7 +229,7 @@ Status applyCompactionFit(Backend& rows, const PoolView& pool, const RowCodec& c
     return invalidArgument("applyCompactionFit: stream " + std::to_string(index) + " is not in the fit (" +
                            std::to_string(cpuFit->streams.size()) + " streams)");
   const CpuCompactionFit::Stream& s = cpuFit->streams[index];
-  const uint32_t t = static_cast<uint32_t>(s.changed.size()), D = codec.headDim;
+  const uint32_t t = static_cast<uint32_t>(s.changed.size()), D = valueDimOf(codec);
   if (rebuilt.length < 0 || static_cast<uint64_t>(rebuilt.length) < t)
     return invalidArgument("applyCompactionFit: the rebuilt stream holds " + std::to_string(rebuilt.length) +
                            " rows, the fit " + std::to_string(t));

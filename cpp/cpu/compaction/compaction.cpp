@@ -99,7 +99,7 @@ Status run(const Problem& p, const Options& o, cpu::ThreadPool* pool, const int3
            Result* r) {
   KVC_RETURN_IF_ERROR(validate(p, o));
   KVC_RETURN_IF_ERROR(checkFinite(p.keys, static_cast<size_t>(p.T) * p.D, "keys"));
-  KVC_RETURN_IF_ERROR(checkFinite(p.values, static_cast<size_t>(p.T) * p.D, "values"));
+  KVC_RETURN_IF_ERROR(checkFinite(p.values, static_cast<size_t>(p.T) * p.valueDim(), "values"));
   KVC_RETURN_IF_ERROR(checkFinite(p.queries, static_cast<size_t>(p.n) * p.D, "queries"));
   if (p.bias) KVC_RETURN_IF_ERROR(checkFinite(p.bias, p.T, "bias"));
   if (p.heldOutQueries) KVC_RETURN_IF_ERROR(checkFinite(p.heldOutQueries, static_cast<size_t>(p.nHeldOut) * p.D, "heldOutQueries"));
@@ -167,16 +167,16 @@ Status run(const Problem& p, const Options& o, cpu::ThreadPool* pool, const int3
     r->secondsSelect += out.secondsSelect;
     r->secondsNnls += out.secondsNnls;
     r->secondsValues += out.secondsValues;
-    mergeStats(&original, std::move(out.original), p.D);
-    mergeStats(&compacted, std::move(out.compacted), p.D);
+    mergeStats(&original, std::move(out.original), p.valueDim());
+    mergeStats(&compacted, std::move(out.compacted), p.valueDim());
     if (p.heldOutQueries && p.nHeldOut > 0) {
-      mergeStats(&heldOriginal, std::move(out.heldOutOriginal), p.D);
-      mergeStats(&heldCompacted, std::move(out.heldOutCompacted), p.D);
+      mergeStats(&heldOriginal, std::move(out.heldOutOriginal), p.valueDim());
+      mergeStats(&heldCompacted, std::move(out.heldOutCompacted), p.valueDim());
     }
     r->secondsDiagnostics += out.secondsDiagnostics;
   }
-  errors(original, compacted, p.D, &r->outputError, &r->massError);
-  errors(heldOriginal, heldCompacted, p.D, &r->heldOutOutputError, &r->heldOutMassError);
+  errors(original, compacted, p.valueDim(), &r->outputError, &r->massError);
+  errors(heldOriginal, heldCompacted, p.valueDim(), &r->heldOutOutputError, &r->heldOutMassError);
   return Status::ok();
 }
 
@@ -223,6 +223,8 @@ Status validate(const Problem& p, const Options& o) {
     return invalidArgument("compaction: T must be below 2^31, got " + std::to_string(p.T));
   if (p.D == 0 || p.D > kMaxHeadDim)
     return invalidArgument("compaction: D must be in [1, " + std::to_string(kMaxHeadDim) + "], got " + std::to_string(p.D));
+  if (p.DV > kMaxHeadDim)
+    return invalidArgument("compaction: DV must be in [0, " + std::to_string(kMaxHeadDim) + "], got " + std::to_string(p.DV));
   if (p.n == 0) return invalidArgument("compaction: n (reference queries) must be >= 1");
   if (p.nHeldOut > 0 && !p.heldOutQueries)
     return invalidArgument("compaction: heldOutQueries must be a [nHeldOut, D] array when nHeldOut > 0");

@@ -33,22 +33,27 @@ namespace kvc::compaction {
 
 struct Problem {
   const float* keys = nullptr;             // [T, D] as attention uses them (after RoPE / rotation)
-  const float* values = nullptr;           // [T, D]
+  const float* values = nullptr;           // [T, valueDim()]
   const float* bias = nullptr;             // [T] current logit bias, or nullptr for all zeros
   const uint8_t* protectedRows = nullptr;  // [T] nonzero: always kept, bias and value unchanged; or nullptr
   uint32_t T = 0;                          // rows of the stream
-  uint32_t D = 0;                          // head dim
+  uint32_t D = 0;                          // head dim (of keys and queries)
+  uint32_t DV = 0;                         // floats per value row when it differs from D (low-rank values), else 0
   const float* queries = nullptr;          // [n, D] reference queries (unscaled; 1/√D is applied here)
   uint32_t n = 0;
   const float* heldOutQueries = nullptr;   // [nHeldOut, D] only for diagnostics, or nullptr
   uint32_t nHeldOut = 0;
   uint32_t target = 0;                     // rows to keep, protected ones included (>= 1)
+
+  // The value fit is a least-squares problem per value dimension: its width is independent
+  // of the key width.
+  uint32_t valueDim() const { return DV ? DV : D; }
 };
 
 struct Result {
   std::vector<int32_t> keep;   // [t] kept row indices, ascending
   std::vector<float> beta;     // [t] new bias of each kept row (replaces b)
-  std::vector<float> values;   // [t, D] value of each kept row
+  std::vector<float> values;   // [t, valueDim] value of each kept row
   // Relative attention-output error ‖softmax(S_compact) V_compact − A V‖_F / ‖A V‖_F and mean
   // |exp(lse_compact − lse) − 1| over the reference queries, and the same over the held-out
   // queries (NaN when there are none).

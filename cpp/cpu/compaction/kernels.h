@@ -26,6 +26,11 @@ struct CompactionKernels {
   // c [M, N] (row stride ldc) = (accumulate ? c : 0) + a [M, K] (row stride lda) · B (packed).
   void (*gemm)(uint32_t M, uint32_t N, uint32_t K, const float* a, uint32_t lda, const float* packedB, float* c,
                uint32_t ldc, bool accumulate) = nullptr;
+  // The same product with B used in place, row-major b [K, N] (row stride ldb), when N is a
+  // multiple of nr (a packed B's panels are then just column ranges of b): no packing pass,
+  // and the same results as gemm() on packRows(b) bit for bit.
+  void (*gemmRowMajor)(uint32_t M, uint32_t N, uint32_t K, const float* a, uint32_t lda, const float* b, uint32_t ldb,
+                       float* c, uint32_t ldc, bool accumulate) = nullptr;
 
   // For each of `rows` rows of s [rows, cols] (row stride ld): s += bias (bias [cols] or
   // nullptr), rowMax[r] = max, s = exp(s − rowMax[r]), rowSum[r] = Σ s. Rows of −inf stay 0

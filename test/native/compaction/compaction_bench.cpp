@@ -2,6 +2,7 @@
 //   kvc_compaction_bench perf    [--T 4096] [--n 2048] [--ratio 0.1] [--runs 7]    one stream, 1 thread
 //   kvc_compaction_bench batch   [--streams 16] [--T 16384] [--threads 2] [--chunk 0] [--n 2048]
 //   kvc_compaction_bench quality [--ridge 1e-6]                                     error table
+//   kvc_compaction_bench gemm    [--T 4096] [--reps 20]     the two score products, ratio to peak
 // Times are medians; wall time and the process's CPU time are both printed because a shared
 // machine inflates the first.
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include "cpu/compaction/kernels.h"
 #include "cpu/compaction/topk.h"
 #include "cpu/compaction/workspace.h"
+#include "cpu/fma_probe.h"
 #include "cpu/thread_pool.h"
 #include "synthetic_stream.h"
 
@@ -145,13 +147,49 @@ int batch(int argc, char** argv) {
   std::printf("  thread time per stream (ms): scores %.1f, select %.1f, nnls %.1f, values %.1f, diagnostics %.1f\n",
               1e3 * scores / streams, 1e3 * select / streams, 1e3 * nnls / streams, 1e3 * values / streams,
               1e3 * diag / streams);
+  // The arithmetic floor of one stream (highest-attention, every chunk fitted, no protected
+  // rows): the multiply-adds of the f32 products and of the f64 factorizations and solves at
+  // the peak rates measured now (f64: the probe's f32 rate halved, as every vector FMA unit
+  // here does half as many f64 lanes).
+  {
+    const double span = chunk ? chunk : T, chunks = std::ceil(T / span), tc = std::round(t / chunks);
+    const double scoresFma = chunks * 2.0 * n * span * D;
+    // lt, the value fit's right-hand side and the diagnostics; the two Gram lower triangles.
+    const double otherFma = chunks * (3.0 * tc * n * D + 2.0 * (tc * tc / 2.0) * n);
+    const double f64Fma = chunks * (2.0 * tc * tc * tc / 3.0 + tc * tc * D);
+    kvc::cpu::FmaProbe probe;
+    double best = 1e30;
+    for (int r = 0; r < 15; ++r) {
+      const auto p0 = std::chrono::steady_clock::now();
+      probe = kvc::cpu::fmaProbe(1000000);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - p0).count());
+    }
+    const double peak = probe.multiplyAdds / best;
+    std::printf("  floor per stream (peak %.1f GFMA/s f32 on one thread): score products %.1f ms, other f32 products "
+                "%.1f ms, f64 factorizations and solves %.1f ms, sum %.1f ms; cpu per stream / floor %.2f\n",
+                peak / 1e9, 1e3 * scoresFma / peak, 1e3 * otherFma / peak, 2e3 * f64Fma / peak,
+                1e3 * (scoresFma + otherFma + 2.0 * f64Fma) / peak,
+                cpu / streams / ((scoresFma + otherFma + 2.0 * f64Fma) / peak));
+  }
   // A checksum of the fit, to compare two builds' results.
   double sumBeta = 0.0, sumValues = 0.0;
   for (const Result& r : results) {
     for (float b : r.beta) sumBeta += b;
     for (float v : r.values) sumValues += std::fabs(v);
   }
-  std::printf("  checksum: sum beta %.6e, sum |values| %.6e, ref error %.7f\n", sumBeta, sumValues, err / streams);
+  // And a hash of every bit of the fit (FNV-1a over beta, values and kept rows): equal hashes
+  // mean bit-identical results.
+  uint64_t hash = 1469598103934665603ull;
+  auto mix = [&](const void* p, size_t bytes) {
+    for (size_t i = 0; i < bytes; ++i) hash = (hash ^ static_cast<const uint8_t*>(p)[i]) * 1099511628211ull;
+  };
+  for (const Result& r : results) {
+    mix(r.beta.data(), r.beta.size() * sizeof(float));
+    mix(r.values.data(), r.values.size() * sizeof(float));
+    mix(r.keep.data(), r.keep.size() * sizeof(r.keep[0]));
+  }
+  std::printf("  checksum: sum beta %.6e, sum |values| %.6e, ref error %.7f, fit hash %016llx\n", sumBeta, sumValues,
+              err / streams, static_cast<unsigned long long>(hash));
   return 0;
 }
 
@@ -182,6 +220,49 @@ int quality(int argc, char** argv) {
   return 0;
 }
 
+// The two products of the score pass for one block of kQueryBlock (48) queries over a chunk of
+// T rows (S = Q Kᵀ, then Y = E V), each the best of `reps` runs, against the peak multiply-add
+// rate measured in the same run (best of `reps` probes): fractions of peak, robust to a shared
+// machine because both are best-of.
+int gemmBench(int argc, char** argv) {
+  const uint32_t T = static_cast<uint32_t>(arg(argc, argv, "--T", 4096)), D = 128, M = 48;
+  const int reps = static_cast<int>(arg(argc, argv, "--reps", 20));
+  const auto& k = kvc::cpu::compaction::compactionKernels();
+  const uint32_t ld = T + 16;
+  std::vector<float> q(static_cast<size_t>(M) * D), keys(static_cast<size_t>(T) * D), e(static_cast<size_t>(M) * ld),
+      y(static_cast<size_t>(M) * D);
+  uint32_t seed = 1;
+  auto rnd = [&] { seed = seed * 1664525u + 1013904223u; return static_cast<float>(seed >> 8) / 16777216.0f - 0.5f; };
+  for (float& x : q) x = rnd();
+  for (float& x : keys) x = rnd();
+  std::vector<float> pk(kvc::cpu::compaction::packedSize(D, T, k.nr)), pv(kvc::cpu::compaction::packedSize(T, D, k.nr));
+  k.packTransposed(keys.data(), D, T, D, pk.data());
+  k.packRows(keys.data(), D, T, D, pv.data());
+  auto best = [&](auto fn) {
+    double b = 1e30;
+    for (int r = 0; r < reps; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      fn();
+      b = std::min(b, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return b;
+  };
+  const double fmas = static_cast<double>(M) * T * D;
+  // The probe before and after the products (the better of the two): a run of the machine's
+  // other work over one of them does not set the peak.
+  kvc::cpu::FmaProbe probe;
+  const double p0 = best([&] { probe = kvc::cpu::fmaProbe(1000000); });
+  const double s1 = best([&] { k.gemm(M, T, D, q.data(), D, pk.data(), e.data(), ld, false); });
+  const double s2 = best([&] { k.gemm(M, D, T, e.data(), ld, pv.data(), y.data(), D, false); });
+  const double sp = std::min(p0, best([&] { probe = kvc::cpu::fmaProbe(1000000); }));
+  const double peak = probe.multiplyAdds / sp;
+  std::printf("gemm (%s, tile %u x %u): peak %.1f GFMA/s; Q K^T [%u x %u x %u] %.1f GFMA/s (%.0f%% of peak); "
+              "E V [%u x %u x %u] %.1f GFMA/s (%.0f%%)  [checksum %g]\n",
+              k.name, k.mr, k.nr, peak / 1e9, M, T, D, fmas / s1 / 1e9, 100 * fmas / s1 / peak, M, D, T,
+              fmas / s2 / 1e9, 100 * fmas / s2 / peak, static_cast<double>(y[7]) + probe.checksum);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -189,6 +270,7 @@ int main(int argc, char** argv) {
   if (mode == "perf") return perf(argc, argv);
   if (mode == "batch") return batch(argc, argv);
   if (mode == "quality") return quality(argc, argv);
-  std::printf("usage: kvc_compaction_bench perf|batch|quality [options]\n");
+  if (mode == "gemm") return gemmBench(argc, argv);
+  std::printf("usage: kvc_compaction_bench perf|batch|quality|gemm [options]\n");
   return 2;
 }

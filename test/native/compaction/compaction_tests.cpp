@@ -97,6 +97,44 @@ void testGemm(const ck::CompactionKernels& k, Rng& rng) {
       }
     close(got.data(), want2.data(), got.size(), tol, 1e-5, "gemm accumulate", k.name);
   }
+  // gemmRowMajor reads B in place (N a multiple of nr, any row stride): bit-identical to gemm
+  // on the packed copy, with and without accumulate, K within one slice and across several.
+  for (uint32_t K : {5u, 300u, 600u}) {
+    const uint32_t M = 29, N = 2 * k.nr, lda = K + 2, ldb = N + 8, ldc = N + 3;
+    const std::vector<float> a = rng.normals(static_cast<size_t>(M) * lda), b = rng.normals(static_cast<size_t>(K) * ldb);
+    std::vector<float> packed(ck::packedSize(K, N, k.nr));
+    k.packRows(b.data(), ldb, K, N, packed.data());
+    for (bool acc : {false, true}) {
+      const std::vector<float> base = rng.normals(static_cast<size_t>(M) * ldc);
+      std::vector<float> c1(base), c2(base);
+      k.gemm(M, N, K, a.data(), lda, packed.data(), c1.data(), ldc, acc);
+      k.gemmRowMajor(M, N, K, a.data(), lda, b.data(), ldb, c2.data(), ldc, acc);
+      CHECK(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0,
+            "[%s] gemmRowMajor differs from gemm on the packed copy (K = %u, accumulate %d)", k.name, K, acc ? 1 : 0);
+    }
+  }
+  // N = 1 takes its own path (no panel of padding): every element must equal, bit for bit,
+  // column 0 of the same product through the tile (N = 2), also with accumulate and K past
+  // one slice.
+  for (uint32_t K : {1u, 17u, 256u, 300u, 513u}) {
+    const uint32_t M = 53, lda = K + 1;
+    const std::vector<float> a = rng.normals(static_cast<size_t>(M) * lda), b = rng.normals(static_cast<size_t>(K) * 2);
+    std::vector<float> b1(K);
+    for (uint32_t kk = 0; kk < K; ++kk) b1[kk] = b[static_cast<size_t>(kk) * 2];
+    std::vector<float> p2(ck::packedSize(K, 2, k.nr)), p1(ck::packedSize(K, 1, k.nr));
+    k.packRows(b.data(), 2, K, 2, p2.data());
+    k.packRows(b1.data(), 1, K, 1, p1.data());
+    for (bool acc : {false, true}) {
+      const std::vector<float> base = rng.normals(static_cast<size_t>(M) * 2);
+      std::vector<float> c2(base), c1(M);
+      for (uint32_t i = 0; i < M; ++i) c1[i] = base[static_cast<size_t>(i) * 2];
+      k.gemm(M, 2, K, a.data(), lda, p2.data(), c2.data(), 2, acc);
+      k.gemm(M, 1, K, a.data(), lda, p1.data(), c1.data(), 1, acc);
+      bool same = true;
+      for (uint32_t i = 0; i < M; ++i) same &= std::memcmp(&c1[i], &c2[static_cast<size_t>(i) * 2], sizeof(float)) == 0;
+      CHECK(same, "[%s] gemm N = 1 differs from column 0 of N = 2 (K = %u, accumulate %d)", k.name, K, acc ? 1 : 0);
+    }
+  }
 }
 
 void testSoftmaxAndStats(const ck::CompactionKernels& k, Rng& rng) {
@@ -332,6 +370,127 @@ void testExactness(Rng& rng) {
   CHECK(st.isOk() && r.keep.size() == s.T, "target > T: %s, %zu rows", st.message().c_str(), r.keep.size());
   CHECK(r.outputError < 1e-6f && r.massError < 1e-6f, "target > T: errors %.3g %.3g", r.outputError, r.massError);
   CHECK(std::equal(r.values.begin(), r.values.end(), s.values.begin()), "target > T: values changed");
+}
+
+// Values of another width than the keys (Problem::DV, low-rank values): selection and beta
+// depend on keys and queries only, and the value fit is a least-squares problem per value
+// dimension, so fitting values A | B (one row = the row of A, then the row of B) gives the
+// fits of A and of B side by side. DV = D is the default DV = 0, bit for bit.
+void testValueWidth(Rng& rng) {
+  const uint32_t T = 160, D = 32, wa = 24, wb = 40;
+  Stream s = randomStream(rng, T, D, 256, 0, 1.5);
+  const std::vector<float> a = rng.normals(static_cast<size_t>(T) * wa), b = rng.normals(static_cast<size_t>(T) * wb);
+  std::vector<float> ab(static_cast<size_t>(T) * (wa + wb));
+  for (uint32_t j = 0; j < T; ++j) {
+    std::copy(a.begin() + j * wa, a.begin() + (j + 1) * wa, ab.begin() + j * (wa + wb));
+    std::copy(b.begin() + j * wb, b.begin() + (j + 1) * wb, ab.begin() + j * (wa + wb) + wa);
+  }
+  Options o;
+  auto run = [&](const std::vector<float>& values, uint32_t DV, Result* r) {
+    Problem p = s.problem(40);
+    p.values = values.data();
+    p.DV = DV;
+    const Status st = compact(p, o, nullptr, r);
+    CHECK(st.isOk(), "value width %u: %s", DV, st.message().c_str());
+  };
+  Result ra, rb, rab, rd, r0;
+  run(a, wa, &ra);
+  run(b, wb, &rb);
+  run(ab, wa + wb, &rab);
+  CHECK(ra.keep == rab.keep && rb.keep == rab.keep && ra.beta == rab.beta && rb.beta == rab.beta,
+        "value width: keep sets or beta depend on the values");
+  CHECK(rab.values.size() == rab.keep.size() * (wa + wb), "value width: %zu fitted values", rab.values.size());
+  std::vector<float> joined(rab.values.size());
+  for (size_t c = 0; c < rab.keep.size(); ++c) {
+    std::copy(ra.values.begin() + c * wa, ra.values.begin() + (c + 1) * wa, joined.begin() + c * (wa + wb));
+    std::copy(rb.values.begin() + c * wb, rb.values.begin() + (c + 1) * wb, joined.begin() + c * (wa + wb) + wa);
+  }
+  std::vector<double> want(joined.begin(), joined.end());
+  // The same solves; only the GEMM blocking over the value columns differs (f32 sums).
+  close(rab.values.data(), want.data(), want.size(), 1e-4, 1e-4, "value width: A | B fit", "portable");
+  run(s.values, D, &rd);
+  run(s.values, 0, &r0);
+  CHECK(rd.keep == r0.keep && rd.beta == r0.beta && rd.values == r0.values && rd.outputError == r0.outputError,
+        "DV = D differs from DV = 0");
+}
+
+// The reference errors of a compaction (outputError, massError: the compacted rows' attention
+// to the reference queries, taken from the value fit's softmax) against a float64 attention
+// pass over the rows the result returns; one chunk and several, with protected rows.
+void testReferenceErrors(Rng& rng) {
+  for (uint32_t chunk : {0u, 96u}) {
+    Stream s = randomStream(rng, 300, 32, 256, 0, 1.2);
+    s.prot.assign(s.T, 0);
+    for (uint32_t j = 0; j < 4; ++j) s.prot[j] = s.prot[s.T - 1 - j] = 1;
+    Options o;
+    o.chunkSize = chunk;
+    Result r;
+    const Status st = compact(s.problem(60), o, nullptr, &r);
+    CHECK(st.isOk(), "reference errors: %s", st.message().c_str());
+    if (!st.isOk()) continue;
+    // Per query: softmax over the original rows (bias b) and over the kept ones (beta, fitted
+    // values), within each chunk, merged over chunks as log-sum-exp and mass-weighted outputs.
+    const uint32_t T = s.T, D = s.D, span = chunk ? chunk : T, t = static_cast<uint32_t>(r.keep.size());
+    const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+    double num = 0.0, den = 0.0, mass = 0.0;
+    for (uint32_t i = 0; i < s.n; ++i) {
+      const float* q = s.queries.data() + static_cast<size_t>(i) * D;
+      auto attend = [&](auto rowOf, uint32_t count, auto biasOf, auto valueOf, std::vector<double>* y) {
+        std::vector<double> l(count);
+        double m = -1e300;
+        for (uint32_t c = 0; c < count; ++c) {
+          const float* key = s.keys.data() + static_cast<size_t>(rowOf(c)) * D;
+          double dot = 0.0;
+          for (uint32_t d = 0; d < D; ++d) dot += static_cast<double>(q[d]) * key[d];
+          l[c] = dot * scale + biasOf(c);
+          m = std::max(m, l[c]);
+        }
+        double z = 0.0;
+        y->assign(D, 0.0);
+        for (uint32_t c = 0; c < count; ++c) {
+          const double e = std::exp(l[c] - m);
+          z += e;
+          const float* v = valueOf(c);
+          for (uint32_t d = 0; d < D; ++d) (*y)[d] += e * v[d];
+        }
+        for (double& x : *y) x /= z;
+        return m + std::log(z);
+      };
+      std::vector<double> yo(D, 0.0), yc(D, 0.0), part;
+      double lseO = -1e300, lseC = -1e300;
+      auto merge = [&](double lse, const std::vector<double>& y, double* total, std::vector<double>* acc) {
+        const double next = std::max(*total, lse) + std::log1p(std::exp(-std::fabs(*total - lse)));
+        const double wa = std::exp(*total - next), wb = std::exp(lse - next);
+        for (uint32_t d = 0; d < D; ++d) (*acc)[d] = wa * (*acc)[d] + wb * y[d];
+        *total = next;
+      };
+      for (uint32_t r0 = 0; r0 < T; r0 += span) {
+        const uint32_t r1 = std::min(T, r0 + span);
+        double lse = attend([&](uint32_t c) { return r0 + c; }, r1 - r0, [&](uint32_t c) { return s.bias[r0 + c]; },
+                            [&](uint32_t c) { return s.values.data() + static_cast<size_t>(r0 + c) * D; }, &part);
+        merge(lse, part, &lseO, &yo);
+        std::vector<uint32_t> kept;
+        for (uint32_t c = 0; c < t; ++c)
+          if (static_cast<uint32_t>(r.keep[c]) >= r0 && static_cast<uint32_t>(r.keep[c]) < r1) kept.push_back(c);
+        lse = attend([&](uint32_t c) { return r.keep[kept[c]]; }, static_cast<uint32_t>(kept.size()),
+                     [&](uint32_t c) { return static_cast<double>(r.beta[kept[c]]); },
+                     [&](uint32_t c) { return r.values.data() + static_cast<size_t>(kept[c]) * D; }, &part);
+        merge(lse, part, &lseC, &yc);
+      }
+      for (uint32_t d = 0; d < D; ++d) {
+        num += (yc[d] - yo[d]) * (yc[d] - yo[d]);
+        den += yo[d] * yo[d];
+      }
+      mass += std::fabs(std::exp(lseC - lseO) - 1.0);
+    }
+    const double wantOut = std::sqrt(num / den), wantMass = mass / s.n;
+    CHECK(std::fabs(r.outputError - wantOut) <= 1e-4 * wantOut + 1e-6, "chunk %u: output error %.7g, f64 %.7g", chunk,
+          r.outputError, wantOut);
+    CHECK(std::fabs(r.massError - wantMass) <= 1e-4 * wantMass + 1e-6, "chunk %u: mass error %.7g, f64 %.7g", chunk,
+          r.massError, wantMass);
+    CHECK(wantOut > 1e-3, "chunk %u: the compaction is not exact (output error %.3g), so the check can fail", chunk,
+          wantOut);
+  }
 }
 
 void testDuplicateRowsMerge(Rng& rng) {
@@ -629,6 +788,8 @@ int main(int argc, char** argv) {
   testTopKAndPool(rng);
   std::printf("core: using kernels [%s]\n", ck::compactionKernels().name);
   testExactness(rng);
+  testValueWidth(rng);
+  testReferenceErrors(rng);
   testDuplicateRowsMerge(rng);
   testProtectedAndSelection(rng);
   testThreadsChunksBatch(rng);

@@ -100,13 +100,13 @@ inline constexpr uint32_t kRecentQueriesDefault = 64u;
 
 // new KVCache({ lowRank: { keys, values, calibrationRows } }): ranks of the per-stream bases of low-rank storage.
 namespace lowRank {
-// keys: an even rank <= headDim; equal to values (one coefficient width per cache)
+// keys: an even rank <= headDim
 inline constexpr uint32_t kKeysMin = 2u;
 inline constexpr uint32_t kKeysMax = 1024u;
-// values: an even rank <= headDim; equal to keys
+// values: an even rank <= headDim; default keys; headDim keeps values unprojected
 inline constexpr uint32_t kValuesMin = 2u;
 inline constexpr uint32_t kValuesMax = 1024u;
-// calibrationRows: rows a stream holds at full precision before its bases are fitted; 0: bases only from setBases/fitBases
+// calibrationRows: rows a stream holds (binary16, f32 in a cache storing f32 rows) before its bases are fitted; 0: bases only from setBases/fitBases
 inline constexpr uint32_t kCalibrationRowsMin = 0u;
 inline constexpr uint32_t kCalibrationRowsMax = 65536u;
 inline constexpr uint32_t kCalibrationRowsDefault = 256u;
