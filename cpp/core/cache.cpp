@@ -77,10 +77,10 @@ Status createCache(const CacheConfig& config, std::unique_ptr<Cache>* out, Backe
 
 Status Cache::create(const CacheConfig& config, std::unique_ptr<Backend> backend, std::unique_ptr<Cache>* out) {
   KVC_RETURN_IF_ERROR(validateConfig(config));
-  if (config.hostLowRank() && config.device != "cpu") {
-    // The CUDA backend's append and read take one row width, and the host attention path
-    // would read every row back from the device on every call.
-    return unsupported("lowRank with rope or with unequal key and value ranks runs on the CPU device only");
+  if (config.hostLowRank(backend->attendsValueDim()) && config.device != "cpu") {
+    // The host attention path would read every row back from the device on every call.
+    return unsupported(config.ropeDims != 0 ? "lowRank with rope runs on the CPU device only"
+                                            : "lowRank with unequal key and value ranks needs a backend that attends value rows of their own width");
   }
   const BlockLayout layout = config.blockLayout();
   const uint64_t budget = config.maxBytes ? config.maxBytes : std::min(physicalMemoryBytes(), kDefaultPoolBytes);

@@ -20,8 +20,9 @@
 // that compaction and eviction, which scale by 1/sqrt(storedDim), see the true logits.
 //
 // Key and value ranks may differ (value rows are valueStoredDim() wide), and a value rank of
-// headDim keeps values unprojected in the cache's value format (no value basis). Such caches,
-// and caches with rope, attend on the host over lifted rows (lowrank_host.cpp).
+// headDim keeps values unprojected in the cache's value format (no value basis). Caches with
+// rope, and such caches on a backend whose attention reads one row width
+// (Backend::attendsValueDim), attend on the host over lifted rows (lowrank_host.cpp).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -293,14 +294,17 @@ Status Cache::appendLowRank(Sequence* seq, uint32_t layer, const AppendInput& in
 }
 
 Status Cache::attentionChunkLowRank(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1) {
-  if (config_.hostLowRank()) return attentionChunkLowRankHost(ids, count, r, t0, t1);
+  if (config_.hostLowRank(backend_->attendsValueDim())) return attentionChunkLowRankHost(ids, count, r, t0, t1);
   const LowRankKernels& lr = *lowRank_;
   const uint32_t heads = config_.kvHeads, D = config_.headDim, R = config_.storedDim(), g = config_.queriesPerHead();
+  // Value rows are RV wide (RV != R only on a backend that attends such rows); projected
+  // queries and value outputs share one token stride of g * W floats.
+  const uint32_t RV = config_.valueStoredDim(), W = std::max(R, RV);
   const uint32_t tq = t1 - t0;
   const bool whole = t0 == 0 && t1 == r.tq;
   const uint64_t tokenStride = static_cast<uint64_t>(config_.queryHeads) * D;
   const uint64_t seqStride = tokenStride * r.tq;
-  const size_t perStream = static_cast<size_t>(tq) * g * R;
+  const size_t perStream = static_cast<size_t>(tq) * g * W;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   lowRankQueryScratch_.resize(static_cast<size_t>(count) * heads * perStream);
   lowRankOutScratch_.resize(static_cast<size_t>(count) * heads * perStream);
@@ -356,7 +360,7 @@ Status Cache::attentionChunkLowRank(const uint64_t* ids, uint32_t count, const A
       float* qp = lowRankQueryScratch_.data() + k * perStream;
       float* op = lowRankOutScratch_.data() + k * perStream;
       for (uint32_t t = 0; t < tq; ++t) {
-        lr.project(q + t * tokenStride, D, g, D, s.basis->keys.data(), R, 1.0f, qp + static_cast<size_t>(t) * g * R, R);
+        lr.project(q + t * tokenStride, D, g, D, s.basis->keys.data(), R, 1.0f, qp + static_cast<size_t>(t) * g * W, R);
       }
       AttentionStream a;
       a.kv.blockTable = s.blocks.data();
@@ -371,7 +375,7 @@ Status Cache::attentionChunkLowRank(const uint64_t* ids, uint32_t count, const A
       }
       attentionScratch_.push_back(a);
       for (uint32_t t = 0; t < tq; ++t) {
-        lifts.push_back(Lift{s.basis.get(), op + static_cast<size_t>(t) * g * R, out + t * tokenStride});
+        lifts.push_back(Lift{s.basis.get(), op + static_cast<size_t>(t) * g * W, out + t * tokenStride});
       }
     }
   }
@@ -383,11 +387,17 @@ Status Cache::attentionChunkLowRank(const uint64_t* ids, uint32_t count, const A
   p.streams = attentionScratch_.data();
   p.queriesPerHead = g;
   p.tq = tq;
-  p.tokenStride = static_cast<uint64_t>(g) * R;
+  p.tokenStride = static_cast<uint64_t>(g) * W;
   p.lseTokenStride = config_.queryHeads;
   p.scale = scale;  // logits of the original space: q . (B c) / sqrt(D) = (B^T q) . c / sqrt(D)
   KVC_RETURN_IF_ERROR(backend_->attention(p));
-  for (const Lift& l : lifts) lr.lift(l.coef, R, g, R, l.basis->values.data(), D, l.out, D);
+  for (const Lift& l : lifts) {
+    if (config_.fullValues()) {
+      std::memcpy(l.out, l.coef, 4ull * g * D);  // values stored unprojected: outputs are final
+    } else {
+      lr.lift(l.coef, RV, g, RV, l.basis->values.data(), D, l.out, D);
+    }
+  }
   return Status::ok();
 }
 

@@ -7,7 +7,8 @@
 //   vectors of the call. The backend's fused kernel (RopeLogitsArgs, kvc/lowrank_ops.h) lifts
 //   a tile of rows into cache-resident scratch, rotates it and dots it with the queries;
 // - with unequal key and value ranks (or unprojected values), key and value rows differ in
-//   width, which the block kernels (one row width) do not read; without rope the logits are
+//   width, which the CPU block kernels (one row width) do not read (the CUDA kernel does:
+//   Backend::attendsValueDim); without rope the logits are
 //   r-dimensional (coefficients against q' = B^T q).
 // Values are summed as stored (coefficients) and lifted once per output. Attention is exact f32.
 #include <algorithm>

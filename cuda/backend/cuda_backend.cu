@@ -45,12 +45,14 @@ Status cudaFailure(const std::string& what, cudaError_t error) {
 bool isPowerOfTwo(uint32_t x) { return x && (x & (x - 1)) == 0; }
 
 Status validateCodec(const RowCodec& c, const BlockLayout& L) {
-  const uint32_t D = c.headDim;
+  const uint32_t D = c.headDim, VD = valueWidth(c);
   if (D == 0 || D > kMaxHeadDim) return invalidArgument("headDim must be in [1, 1024], got " + std::to_string(D));
+  if (VD > kMaxHeadDim) return invalidArgument("valueDim must be in [1, 1024], got " + std::to_string(VD));
   const bool quantized = isQuantized(c.keyStorage) || isQuantized(c.valueStorage);
-  if (quantized && (c.groupSize == 0 || D % c.groupSize != 0)) {
-    return invalidArgument("groupSize must divide headDim for quantized storage");
+  if (quantized && (c.groupSize == 0 || D % c.groupSize != 0 || VD % c.groupSize != 0)) {
+    return invalidArgument("groupSize must divide headDim (and valueDim) for quantized storage");
   }
+  if (c.valueSigns && VD != D) return invalidArgument("value rotation needs value rows of headDim floats");
   if ((c.keyStorage == Storage::kInt4 || c.valueStorage == Storage::kInt4) && c.groupSize % 2 != 0) {
     return invalidArgument("int4 storage needs an even groupSize");
   }
@@ -58,7 +60,7 @@ Status validateCodec(const RowCodec& c, const BlockLayout& L) {
     return invalidArgument("Hadamard rotation needs a power-of-two headDim, got " + std::to_string(D));
   }
   if (L.blockSize == 0 || L.keyRowBytes != rowBytes(c.keyStorage, D, c.groupSize) ||
-      L.valueRowBytes != rowBytes(c.valueStorage, D, c.groupSize)) {
+      L.valueRowBytes != rowBytes(c.valueStorage, VD, c.groupSize)) {
     return shapeMismatch("block layout does not match the row codec");
   }
   return Status::ok();
@@ -75,6 +77,7 @@ class CudaBackend final : public Backend {
   }
 
   const char* name() const override { return name_; }
+  bool attendsValueDim() const override { return true; }
 
   Status reservePool(uint64_t capacityBlocks, uint32_t blockBytes) override {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -332,7 +335,7 @@ Status CudaBackend::append(const AppendParams& p) {
   std::lock_guard<std::mutex> lock(mutex_);
   KVC_RETURN_IF_ERROR(checkPool(p.pool));
   KVC_RETURN_IF_ERROR(validateCodec(p.codec, p.pool.layout));
-  const uint32_t S = p.streamCount, T = p.tokens, D = p.codec.headDim, bs = p.pool.layout.blockSize;
+  const uint32_t S = p.streamCount, T = p.tokens, D = p.codec.headDim, VD = valueWidth(p.codec), bs = p.pool.layout.blockSize;
   if (S == 0 || T == 0) return Status::ok();
   if (!p.blockTables || !p.startRow || !p.keys || !p.values || !p.positions) {
     return invalidArgument("append: blockTables, startRow, keys, values and positions are required");
@@ -342,7 +345,7 @@ Status CudaBackend::append(const AppendParams& p) {
     // which is read from host memory for the upload anyway.
     const uint64_t rows = static_cast<uint64_t>(T) * S;
     const int64_t badKey = firstNonFiniteRow(p.inputType, p.keys, rows, D);
-    const int64_t badValue = firstNonFiniteRow(p.inputType, p.values, rows, D);
+    const int64_t badValue = firstNonFiniteRow(p.inputType, p.values, rows, VD);
     const int64_t bad = badKey < 0 ? badValue : badValue < 0 ? badKey : std::min(badKey, badValue);
     if (bad >= 0) return nonFiniteInput(bad, S);
   }
@@ -366,7 +369,7 @@ Status CudaBackend::append(const AppendParams& p) {
   const size_t oSlices = staging_.addArray(slices.data(), S);
   const size_t oStart = staging_.addArray(p.startRow, S);
   const size_t oKeys = staging_.add(p.keys, rowElements * elementBytes);
-  const size_t oValues = staging_.add(p.values, rowElements * elementBytes);
+  const size_t oValues = staging_.add(p.values, static_cast<size_t>(T) * S * VD * elementBytes);
   const size_t oPositions = staging_.addArray(p.positions, T);
   const size_t oBeta = p.beta ? staging_.addArray(p.beta, static_cast<size_t>(T) * S) : SIZE_MAX;
   const size_t oKeySigns = stageSigns(p.codec.keySigns, D), oValueSigns = stageSigns(p.codec.valueSigns, D);
@@ -395,7 +398,9 @@ Status CudaBackend::attention(const AttentionParams& p) {
   std::lock_guard<std::mutex> lock(mutex_);
   KVC_RETURN_IF_ERROR(checkPool(p.pool));
   KVC_RETURN_IF_ERROR(validateCodec(p.codec, p.pool.layout));
-  const uint32_t S = p.streamCount, G = p.queriesPerHead, tq = p.tq, D = p.codec.headDim;
+  // Outputs are value rows: valueWidth floats per query head (headDim unless the codec's value
+  // rows have their own width); queries and outputs share tokenStride.
+  const uint32_t S = p.streamCount, G = p.queriesPerHead, tq = p.tq, D = p.codec.headDim, VD = valueWidth(p.codec);
   const uint32_t bs = p.pool.layout.blockSize;
   if (S == 0 || tq == 0) return Status::ok();
   const RopeSpec& rope = p.rope.spec;
@@ -409,10 +414,11 @@ Status CudaBackend::attention(const AttentionParams& p) {
   }
   if (tq > 65535 || S > 0x7FFFFFFFu) return invalidArgument("attention: tq must be <= 65535");
   const uint64_t M = static_cast<uint64_t>(tq) * G;
-  if (p.tokenStride < static_cast<uint64_t>(G) * D && tq > 1) return invalidArgument("attention: tokenStride too small");
+  if (p.tokenStride < static_cast<uint64_t>(G) * std::max(D, VD) && tq > 1) return invalidArgument("attention: tokenStride too small");
+  if (VD != D && rope.dims != 0) return unsupported("cuda attention: rope with value rows of another width than key rows");
 
   staging_.clear();
-  const size_t headFloats = static_cast<size_t>(G) * D;
+  const size_t headFloats = static_cast<size_t>(G) * D, outFloats = static_cast<size_t>(G) * VD;
   std::vector<size_t> tableOffsets(S);
   // Splits of kAttentionSplitRows rows, stream by stream (one empty split for an empty stream).
   work_.clear();
@@ -473,7 +479,7 @@ Status CudaBackend::attention(const AttentionParams& p) {
   const size_t oStreams = staging_.add(nullptr, S * sizeof(AttentionStreamArgs));
   const size_t oWork = staging_.addArray(work_.data(), work_.size());
   // Outputs last, so one copy brings them all back.
-  const size_t oOut = staging_.add(nullptr, static_cast<size_t>(S) * tq * headFloats * sizeof(float));
+  const size_t oOut = staging_.add(nullptr, static_cast<size_t>(S) * tq * outFloats * sizeof(float));
   const size_t oLse = staging_.add(nullptr, static_cast<size_t>(S) * tq * G * sizeof(float));
   std::vector<size_t> scoreOffsets(S, SIZE_MAX);
   for (uint32_t s = 0; s < S; ++s) {
@@ -482,7 +488,7 @@ Status CudaBackend::attention(const AttentionParams& p) {
   KVC_RETURN_IF_ERROR(reserveDevice());
   // Scratch the kernels write and read back themselves: partial softmax states of every
   // split, and the logits of scored streams (attention mass needs the final lse).
-  const uint64_t partialFloats = static_cast<uint64_t>(work_.size()) * M * (D + 2);
+  const uint64_t partialFloats = static_cast<uint64_t>(work_.size()) * M * (VD + 2);
   KVC_CUDA_TRY("cudaMalloc of the attention workspace", workspace_.reserve((partialFloats + logitFloats) * sizeof(float)));
   auto* streams = reinterpret_cast<AttentionStreamArgs*>(staging_.hostAt(oStreams));
   for (uint32_t s = 0; s < S; ++s) {
@@ -527,8 +533,8 @@ Status CudaBackend::attention(const AttentionParams& p) {
     const AttentionStream& st = p.streams[s];
     for (uint32_t t = 0; t < tq; ++t) {
       const size_t head = static_cast<size_t>(s) * tq + t;
-      std::memcpy(st.out + t * p.tokenStride, staging_.hostAt(oOut) + head * headFloats * sizeof(float),
-                  headFloats * sizeof(float));
+      std::memcpy(st.out + t * p.tokenStride, staging_.hostAt(oOut) + head * outFloats * sizeof(float),
+                  outFloats * sizeof(float));
       if (st.lse) {
         std::memcpy(st.lse + t * p.lseTokenStride, staging_.hostAt(oLse) + head * G * sizeof(float), G * sizeof(float));
       }
@@ -562,14 +568,14 @@ Status CudaBackend::readRows(const PoolView& pool, const RowCodec& codec, const 
   KVC_RETURN_IF_ERROR(checkPool(pool));
   KVC_RETURN_IF_ERROR(validateCodec(codec, pool.layout));
   if (count == 0) return Status::ok();
-  const uint32_t D = codec.headDim;
+  const uint32_t D = codec.headDim, VD = valueWidth(codec);
   uint32_t first = 0;
   size_t oTable = 0;
   KVC_RETURN_IF_ERROR(stageRowRange("readRows", stream, start, count, pool.layout.blockSize, &first, &oTable));
   const size_t oKeySigns = stageSigns(codec.keySigns, D), oValueSigns = stageSigns(codec.valueSigns, D);
   const size_t uploadBytes = staging_.size();
   const size_t oKeys = staging_.add(nullptr, static_cast<size_t>(count) * D * sizeof(float));
-  const size_t oValues = staging_.add(nullptr, static_cast<size_t>(count) * D * sizeof(float));
+  const size_t oValues = staging_.add(nullptr, static_cast<size_t>(count) * VD * sizeof(float));
   const size_t oBeta = staging_.add(nullptr, count * sizeof(float));
   const size_t oPositions = staging_.add(nullptr, count * sizeof(int32_t));
   KVC_RETURN_IF_ERROR(reserveDevice());
@@ -591,7 +597,7 @@ Status CudaBackend::readRows(const PoolView& pool, const RowCodec& codec, const 
   KVC_RETURN_IF_ERROR(finish("readRows", launchReadRows(a, stream_)));
   KVC_RETURN_IF_ERROR(download(oKeys, staging_.size() - oKeys));
   if (keys) std::memcpy(keys, staging_.hostAt(oKeys), static_cast<size_t>(count) * D * sizeof(float));
-  if (values) std::memcpy(values, staging_.hostAt(oValues), static_cast<size_t>(count) * D * sizeof(float));
+  if (values) std::memcpy(values, staging_.hostAt(oValues), static_cast<size_t>(count) * VD * sizeof(float));
   if (beta) std::memcpy(beta, staging_.hostAt(oBeta), count * sizeof(float));
   if (positions) std::memcpy(positions, staging_.hostAt(oPositions), count * sizeof(int32_t));
   return Status::ok();
@@ -641,7 +647,7 @@ Status CudaBackend::rewriteRows(const PoolView& pool, const RowCodec& codec, con
   KVC_RETURN_IF_ERROR(checkPool(pool));
   KVC_RETURN_IF_ERROR(validateCodec(codec, pool.layout));
   if (count == 0 || (!values && !beta)) return Status::ok();
-  const uint32_t D = codec.headDim;
+  const uint32_t D = valueWidth(codec);  // only value rows are rewritten
   uint32_t first = 0;
   size_t oTable = 0;
   KVC_RETURN_IF_ERROR(stageRowRange("rewriteRows", stream, start, count, pool.layout.blockSize, &first, &oTable));

@@ -328,6 +328,11 @@ Status compactStreamsOnDevice(const DeviceContext& ctx, const PoolView& pool, co
                               const CompactionControl& control, CompactionStreamReport* reports,
                               std::unique_ptr<CompactionFit>* fitOut) {
   if (!reports || !fitOut) return invalidArgument("compactStreams: reports and fit are required");
+  // The device fit writes value rows of the key width (low-rank caches with unequal key and
+  // value ranks compact on the CPU device only).
+  if (codec.valueDim != 0 && codec.valueDim != codec.headDim) {
+    return unsupported("compaction of value rows of another width than key rows (lowRank with unequal ranks) on the cuda device is not supported yet");
+  }
   KVC_RETURN_IF_ERROR(validateInputs(streams, count, o, codec, ctx.committedBlocks));
   auto fit = std::make_unique<CudaCompactionFit>();
   fit->headDim = codec.headDim;

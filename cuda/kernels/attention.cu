@@ -66,7 +66,7 @@ int headDimClass(uint32_t headDim) { return headDim == 64 || headDim == 128 ? st
 //   s       float[queryRows][32]         logits of the current tile, then their exp
 //   stats   float m, l, corr [queryRows]; int32 cutoff [queryRows]
 //   region  two pipeline stages (keys | values | beta[32] | positions[32]), later reused as
-//           float[warps][queryRows][headDim] for the cross-warp sum of acc
+//           float[warps][queryRows][value width] for the cross-warp sum of acc
 struct SmemPlan {
   uint32_t tileRows = 0;
   uint32_t qStride = 0;
@@ -78,13 +78,13 @@ template <int DC>
 SmemPlan planSmem(const AttentionArgs& a) {
   constexpr uint32_t QR = Geometry<DC>::kQueryRows;
   const BlockLayout& L = a.pool.layout;
-  const uint32_t D = a.codec.headDim;
+  const uint32_t VD = valueWidth(a.codec);
   SmemPlan p;
   const uint32_t rowPair = L.keyRowBytes + L.valueRowBytes;
   p.tileRows = kStageBudget / rowPair;
   p.tileRows = p.tileRows < 1 ? 1 : (p.tileRows > kMaxTileRows ? kMaxTileRows : p.tileRows);
   if (p.tileRows > L.blockSize) p.tileRows = L.blockSize;  // a tile never leaves its block
-  p.qStride = alignUp(D, 4);
+  p.qStride = alignUp(a.codec.headDim, 4);
   // +32: the copy starts at the 16-byte boundary below the first row and ends at the one above.
   p.keyBuf = alignUp(p.tileRows * L.keyRowBytes + 32, 16);
   p.valueBuf = alignUp(p.tileRows * L.valueRowBytes + 32, 16);
@@ -92,7 +92,7 @@ SmemPlan planSmem(const AttentionArgs& a) {
   p.oS = alignUp(QR * p.qStride * 4, 16);
   p.oStats = p.oS + QR * kMaxTileRows * 4;
   p.oRegion = p.oStats + alignUp(4 * QR * 4, 16);
-  const uint32_t pipeline = 2 * p.stageBytes, scratch = kWarps * QR * D * 4;
+  const uint32_t pipeline = 2 * p.stageBytes, scratch = kWarps * QR * VD * 4;
   p.total = p.oRegion + (pipeline > scratch ? pipeline : scratch);
   return p;
 }
@@ -135,6 +135,9 @@ __global__ KVC_LAUNCH_BOUNDS(kThreads, 4) void attentionSplitKernel(AttentionArg
 
   const BlockLayout& L = a.pool.layout;
   const uint32_t D = Geo::headDim(a.codec.headDim), GS = a.codec.groupSize;
+  // Value rows may be narrower or wider than key rows (low-rank values of their own rank);
+  // launchAttention sends such codecs to the generic class, so VD == D in the others.
+  const uint32_t VD = Geo::kGeneric ? valueWidth(a.codec) : D;
   const uint32_t M = a.tq * a.queriesPerHead, qTiles = (M + QR - 1) / QR;
   const uint32_t workIndex = blockIdx.x / qTiles, n0 = (blockIdx.x % qTiles) * QR;
   const uint32_t qRows = M - n0 < QR ? M - n0 : QR;
@@ -329,9 +332,9 @@ __global__ KVC_LAUNCH_BOUNDS(kThreads, 4) void attentionSplitKernel(AttentionArg
       KVC_UNROLL
       for (uint32_t c = 0; c < ValueRuns::kCount; ++c) {
         const uint32_t d0 = (c * 32 + lane) * ValueRuns::kSize;
-        if (Geo::kGeneric && d0 >= D) continue;
+        if (Geo::kGeneric && d0 >= VD) continue;
         float v[ValueRuns::kSize];
-        ChunkCodec<VS>::template decode<ValueRuns::kSize>(vrow, D, GS, d0, v);
+        ChunkCodec<VS>::template decode<ValueRuns::kSize>(vrow, VD, GS, d0, v);
         KVC_UNROLL
         for (uint32_t j = 0; j < QR; ++j) {
           if (j >= qRows) break;
@@ -355,17 +358,17 @@ __global__ KVC_LAUNCH_BOUNDS(kThreads, 4) void attentionSplitKernel(AttentionArg
       KVC_UNROLL
       for (uint32_t e = 0; e < ValueRuns::kSize; ++e) {
         const uint32_t d = (c * 32 + lane) * ValueRuns::kSize + e;
-        if (d < D) scratch[(warp * QR + j) * D + d] = acc[j][c * ValueRuns::kSize + e];
+        if (d < VD) scratch[(warp * QR + j) * VD + d] = acc[j][c * ValueRuns::kSize + e];
       }
     }
   }
   __syncthreads();
-  const size_t P = D + 2;
+  const size_t P = VD + 2;
   float* part = a.partials + (static_cast<size_t>(workIndex) * M + n0) * P;
-  for (uint32_t i = tid; i < qRows * D; i += kThreads) {
-    const uint32_t j = i / D, d = i % D;
+  for (uint32_t i = tid; i < qRows * VD; i += kThreads) {
+    const uint32_t j = i / VD, d = i % VD;
     float sum = 0.0f;
-    for (uint32_t w = 0; w < kWarps; ++w) sum += scratch[(w * QR + j) * D + d];
+    for (uint32_t w = 0; w < kWarps; ++w) sum += scratch[(w * QR + j) * VD + d];
     part[j * P + 2 + d] = sum;
   }
   if (tid < qRows) {
@@ -378,8 +381,8 @@ __global__ KVC_LAUNCH_BOUNDS(kThreads, 4) void attentionSplitKernel(AttentionArg
 // splits in order, divides by l, rotates back, writes out and lse. Warps sync only among
 // themselves, so a warp past the last row may leave early.
 __global__ KVC_LAUNCH_BOUNDS(kThreads, 4) void attentionMergeKernel(AttentionArgs a) {
-  KVC_DYNAMIC_SHARED(float, rows);  // [warps][headDim]
-  const uint32_t D = a.codec.headDim, M = a.tq * a.queriesPerHead;
+  KVC_DYNAMIC_SHARED(float, rows);  // [warps][value width]
+  const uint32_t D = valueWidth(a.codec), M = a.tq * a.queriesPerHead;
   const uint32_t tilesPerStream = (M + kWarps - 1) / kWarps;
   const unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const uint32_t s = blockIdx.x / tilesPerStream, n = (blockIdx.x % tilesPerStream) * kWarps + warp;
@@ -516,9 +519,11 @@ cudaError_t launchAttention(const AttentionArgs& a, cudaStream_t stream) {
   const size_t pair = static_cast<size_t>(a.codec.keyStorage) * kStorageCount + static_cast<size_t>(a.codec.valueStorage);
   if (pair >= kFormatPairs) return cudaErrorInvalidValue;
   SplitLauncher split = nullptr;
-  if (mmaEligible(a)) split = kMma[a.codec.headDim == 128][a.codec.groupSize == 64][pair];
+  const bool equalWidths = valueWidth(a.codec) == a.codec.headDim;
+  if (!equalWidths && (valueWidth(a.codec) > Geometry<0>::kValueElems * 32 || a.codec.valueSigns)) return cudaErrorInvalidValue;
+  if (equalWidths && mmaEligible(a)) split = kMma[a.codec.headDim == 128][a.codec.groupSize == 64][pair];
   if (!split) {
-    switch (headDimClass(a.codec.headDim)) {
+    switch (equalWidths ? headDimClass(a.codec.headDim) : 0) {
       case 64: split = kSplit64[pair]; break;
       case 128: split = kSplit128[pair]; break;
       default: split = kSplitGeneric[pair]; break;
@@ -529,7 +534,7 @@ cudaError_t launchAttention(const AttentionArgs& a, cudaStream_t stream) {
   const uint32_t M = a.tq * a.queriesPerHead;
   auto merge = attentionMergeKernel;
   KVC_LAUNCH(merge, dim3(a.streamCount * ((M + kWarps - 1) / kWarps)), dim3(kThreads),
-             kWarps * a.codec.headDim * sizeof(float), stream)(a);
+             kWarps * valueWidth(a.codec) * sizeof(float), stream)(a);
   e = cudaGetLastError();
   if (e != cudaSuccess || !a.anyScores) return e;
   auto mass = attentionMassKernel;

@@ -9,6 +9,13 @@
 
 KVC_CUDA_NAMESPACE_BEGIN
 
+// Floats per value row: RowCodec::valueDim when value rows are narrower or wider than key rows
+// (low-rank values of another rank than the keys), else headDim.
+#ifdef __CUDACC__
+__host__ __device__
+#endif
+inline uint32_t valueWidth(const RowCodec& c) { return c.valueDim ? c.valueDim : c.headDim; }
+
 // The part of one stream's block table that a launch touches: entry for row r is
 // tables[offset + r / blockSize - firstBlock].
 struct TableSlice {
@@ -26,7 +33,7 @@ struct AppendArgs {
   const int32_t* startRow = nullptr;  // [S]
   InputType inputType = InputType::kF32;
   const void* keys = nullptr;         // [T][S][headDim] f32 or f16 bits
-  const void* values = nullptr;       // [T][S][headDim] f32 or f16 bits
+  const void* values = nullptr;       // [T][S][valueWidth] f32 or f16 bits
   const int32_t* positions = nullptr; // [T]
   const float* beta = nullptr;        // [T][S] or nullptr for 0
 };
@@ -71,11 +78,11 @@ struct AttentionArgs {
   const AttentionStreamArgs* streams = nullptr;  // [S]
   const int32_t* queryPositions = nullptr;       // [S][tq], or nullptr: positions of each stream's last tq rows
   const float* queries = nullptr;                // [S][tq][G][headDim]
-  float* out = nullptr;                          // [S][tq][G][headDim]
+  float* out = nullptr;                          // [S][tq][G][valueWidth]
   float* lse = nullptr;                          // [S][tq][G]
   const AttentionWork* work = nullptr;           // [W] splits, stream by stream
   uint32_t workCount = 0;                        // W
-  float* partials = nullptr;                     // [W][tq * G][headDim + 2]: m, l, acc[headDim]
+  float* partials = nullptr;                     // [W][tq * G][valueWidth + 2]: m, l, acc[valueWidth]
   bool anyScores = false;                        // some stream has scores (launch the mass pass)
   // Keys stored before RoPE (ropeDims > 0): the queries arrive rotated by their own positions
   // and the kernel rotates each back by a row's position before the dot (rope.cuh).
@@ -94,7 +101,7 @@ struct ReadRowsArgs {
   uint32_t start = 0;
   uint32_t count = 0;
   float* keys = nullptr;                // [count][headDim]
-  float* values = nullptr;              // [count][headDim]
+  float* values = nullptr;              // [count][valueWidth]
   float* beta = nullptr;                // [count]
   int32_t* positions = nullptr;         // [count]
 };
@@ -121,7 +128,7 @@ struct RewriteRowsArgs {
   int32_t firstBlock = 0;               // block index (in the stream) of blockTable[0]
   uint32_t start = 0;
   uint32_t count = 0;
-  const float* values = nullptr;        // [count][headDim] f32, original space, or nullptr
+  const float* values = nullptr;        // [count][valueWidth] f32, original space, or nullptr
   const float* beta = nullptr;          // [count], or nullptr
 };
 

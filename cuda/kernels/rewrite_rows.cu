@@ -18,7 +18,7 @@ __global__ KVC_LAUNCH_BOUNDS(128, 4) void rewriteRowsKernel(RewriteRowsArgs a) {
   const unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const uint32_t i = blockIdx.x * kWarpsPerBlock + warp;
   if (i >= a.count) return;  // whole warp leaves together
-  const uint32_t D = a.codec.headDim;
+  const uint32_t D = valueWidth(a.codec);  // only value rows are rewritten
   const BlockLayout& L = a.pool.layout;
   const uint32_t r = a.start + i;
   const int32_t block = a.blockTable[static_cast<int32_t>(r / L.blockSize) - a.firstBlock];
@@ -37,7 +37,7 @@ __global__ KVC_LAUNCH_BOUNDS(128, 4) void rewriteRowsKernel(RewriteRowsArgs a) {
 cudaError_t launchRewriteRows(const RewriteRowsArgs& args, cudaStream_t stream) {
   if (args.count == 0 || (!args.values && !args.beta)) return cudaSuccess;
   const unsigned blocks = (args.count + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  const size_t smem = args.values ? kWarpsPerBlock * 2 * args.codec.headDim * sizeof(float) : 0;
+  const size_t smem = args.values ? kWarpsPerBlock * 2 * valueWidth(args.codec) * sizeof(float) : 0;
   KVC_LAUNCH(rewriteRowsKernel, dim3(blocks), dim3(32 * kWarpsPerBlock), smem, stream)(args);
   return cudaGetLastError();
 }

@@ -25,23 +25,23 @@ __device__ __forceinline__ void decodeRow(const uint8_t* row, Storage storage, c
   __syncwarp();
 }
 
-// One warp per row; dynamic shared memory 4 * headDim floats.
+// One warp per row; dynamic shared memory 4 * max(headDim, value width) floats.
 __global__ KVC_LAUNCH_BOUNDS(128, 4) void readRowsKernel(ReadRowsArgs a) {
   KVC_DYNAMIC_SHARED(float, smem);
   const unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const uint32_t i = blockIdx.x * kWarpsPerBlock + warp;
   if (i >= a.count) return;
-  const uint32_t D = a.codec.headDim;
+  const uint32_t D = a.codec.headDim, VD = valueWidth(a.codec);
   const BlockLayout& L = a.pool.layout;
   const uint32_t r = a.start + i;
   const int32_t block = a.blockTable[static_cast<int32_t>(r / L.blockSize) - a.firstBlock];
   const uint32_t slot = r % L.blockSize;
   const uint8_t* base = a.pool.base + static_cast<uint64_t>(block) * L.blockBytes;
-  float* x = smem + warp * D;
+  float* x = smem + warp * (D > VD ? D : VD);
   decodeRow(base + slot * L.keyRowBytes, a.codec.keyStorage, a.codec.keySigns, D, a.codec.groupSize, x,
             a.keys ? a.keys + static_cast<size_t>(i) * D : nullptr, lane);
-  decodeRow(base + L.valuesOffset + slot * L.valueRowBytes, a.codec.valueStorage, a.codec.valueSigns, D,
-            a.codec.groupSize, x, a.values ? a.values + static_cast<size_t>(i) * D : nullptr, lane);
+  decodeRow(base + L.valuesOffset + slot * L.valueRowBytes, a.codec.valueStorage, a.codec.valueSigns, VD,
+            a.codec.groupSize, x, a.values ? a.values + static_cast<size_t>(i) * VD : nullptr, lane);
   if (lane == 0) {
     if (a.beta) a.beta[i] = reinterpret_cast<const float*>(base + L.betaOffset)[slot];
     if (a.positions) a.positions[i] = reinterpret_cast<const int32_t*>(base + L.positionsOffset)[slot];
@@ -109,7 +109,8 @@ __global__ KVC_LAUNCH_BOUNDS(256, 4) void copyBlocksKernel(uint8_t* pool, uint32
 cudaError_t launchReadRows(const ReadRowsArgs& args, cudaStream_t stream) {
   if (args.count == 0) return cudaSuccess;
   const unsigned blocks = (args.count + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  const size_t smem = kWarpsPerBlock * args.codec.headDim * sizeof(float);
+  const uint32_t VD = valueWidth(args.codec);
+  const size_t smem = kWarpsPerBlock * (args.codec.headDim > VD ? args.codec.headDim : VD) * sizeof(float);
   KVC_LAUNCH(readRowsKernel, dim3(blocks), dim3(32 * kWarpsPerBlock), smem, stream)(args);
   return cudaGetLastError();
 }

@@ -112,6 +112,11 @@ class Backend {
   // has none (the core then uses hostLowRankKernels(): these run on host data either way).
   virtual const LowRankKernels* lowRank() const { return nullptr; }
 
+  // Whether attention() reads value rows of RowCodec::valueDim floats (writing outputs of that
+  // width per query head, at the queries' tokenStride), as append and readRows do. Without
+  // it, low-rank caches with unequal key and value ranks attend on the host.
+  virtual bool attendsValueDim() const { return false; }
+
   // Scratch memory the backend holds for the numerics above (its workspace: one per cache,
   // kept between calls, freed with the backend); reported by Cache::stats().workspaceBytes.
   virtual uint64_t workspaceBytes() const { return 0; }

@@ -23,7 +23,7 @@ struct RowCodec {
   uint32_t headDim = 0;
   uint32_t groupSize = 0;  // quantization group along headDim (divides headDim)
   // Floats per value row when it differs from headDim (low-rank values of another rank than
-  // the keys; only append and readRows of the CPU backend read rows of such a codec), else 0.
+  // the keys; read by append and readRows of both backends and CUDA attention), else 0.
   uint32_t valueDim = 0;
   // Hadamard rotation (normalized Walsh-Hadamard with sign flips) of keys / values:
   // rotateSigns is float[headDim] of +-1, nullptr when not rotated.
