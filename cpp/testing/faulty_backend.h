@@ -70,6 +70,7 @@ class FaultyBackend final : public Backend {
   Status rewriteRows(const PoolView& pool, const RowCodec& codec, const StreamView& stream, uint32_t start,
                      uint32_t count, const float* values, const float* beta) override;
   uint32_t compactionBatchSize(uint32_t threads) const override { return inner_->compactionBatchSize(threads); }
+  bool attendsValueDim() const override { return inner_->attendsValueDim(); }
   Status compactStreams(const PoolView& pool, const RowCodec& codec, const CompactionStreamInput* streams,
                         uint32_t count, const compaction::Options& options, const CompactionControl& control,
                         CompactionStreamReport* reports, std::unique_ptr<CompactionFit>* fit) override;
