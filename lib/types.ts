@@ -54,7 +54,7 @@ export interface KVCacheOptions {
   /**
    * Keep a key summary per block (per-channel min/max of the stored keys and the largest beta,
    * 16 + 4 × headDim bytes per block, in a dense side array), which `attention(..., { sparse })`
-   * needs. Default false.
+   * needs. With `rope`, a key is summarized after RoPE at its stored position. Default false.
    */
   keySummaries?: boolean;
   /**
@@ -203,7 +203,8 @@ export interface AttentionOptions {
    * blocks whose logit upper bound (from the key summaries, max over the GQA group's queries)
    * is highest, about `tokens` rows, plus the blocks of the first `sinks` rows (default 4) and
    * of the newest `recent` rows (default 64); attention is exact over the blocks read, and
-   * `accumulateScores` adds mass to those rows only.
+   * `accumulateScores` adds mass to those rows only. With the cache option `rope`, queries are
+   * rotated at their positions before the bounds; `positions: 'rank'` is refused (UNSUPPORTED).
    */
   sparse?: SparseOptions;
 }

@@ -309,9 +309,10 @@ Status Cache::attention(const uint64_t* ids, uint32_t count, const AttentionRequ
   KVC_RETURN_IF_ERROR(checkLayer(r.layer));
   KVC_RETURN_IF_ERROR(checkSparse(r.sparse));
   if (r.tq == 0) return shapeMismatch("attention needs at least one query token");
-  if (r.sparse.tokens != 0 && config_.ropeDims != 0) {
-    // The block bounds come from summaries of the stored (pre-RoPE) keys, which RoPE moves.
-    return unsupported("sparse decode on a cache with rope (pre-RoPE keys) is not supported yet");
+  if (r.sparse.tokens != 0 && r.rankPositions) {
+    // The key summaries hold keys after RoPE at their stored positions; re-indexed positions
+    // would move every key, so their bounds would not hold.
+    return unsupported("sparse decode with positions: 'rank' is not supported: use positions as stored");
   }
   if (r.rankPositions && config_.ropeDims == 0) {
     return invalidArgument("positions: 'rank' re-indexes RoPE positions and needs the cache option rope");
@@ -420,7 +421,7 @@ Status Cache::attentionChunk(const uint64_t* ids, uint32_t count, const Attentio
   p.rope.spec.byRank = r.rankPositions;
   if (r.sparse.tokens == 0) return backend_->attention(p);
   KVC_RETURN_IF_ERROR(sparse_.plan(*backend_, p.pool, p.codec, attentionScratch_.data(), p.streamCount, g, tq, tokenStride,
-                                   p.scale, r.sparse));
+                                   p.scale, r.sparse, p.rope.spec));
   KVC_RETURN_IF_ERROR(backend_->attention(p));
   sparse_.finish();
   return Status::ok();

@@ -282,8 +282,16 @@ class CpuBackend final : public Backend {
   }
 
   // ---- sparse decode: sparse/key_summaries.cpp ----
-  Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const SummaryJob* jobs, uint32_t count) override {
-    return cpu::summarizeBlocks(pool, codec, jobs, count);
+  Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const RopeSpec& rope, const SummaryJob* jobs,
+                         uint32_t count) override {
+    RopeView view;
+    view.spec = rope;
+    if (rope.dims != 0) {
+      prepareRopeTables(rope);
+      view.cosTable = ropeCos_.data();
+      view.sinTable = ropeSin_.data();
+    }
+    return cpu::summarizeBlocks(pool, codec, view, jobs, count);
   }
   Status blockBounds(const BlockBoundsParams& params) override { return cpu::blockBounds(pool_, params); }
 

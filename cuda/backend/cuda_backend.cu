@@ -129,11 +129,20 @@ class CudaBackend final : public Backend {
   Status rewriteRows(const PoolView& pool, const RowCodec& codec, const StreamView& stream, uint32_t start,
                      uint32_t count, const float* values, const float* beta) override;
   // Sparse decode: cuda_sparse.cu, under this backend's lock.
-  Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const SummaryJob* jobs, uint32_t count) override {
+  Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const RopeSpec& rope, const SummaryJob* jobs,
+                         uint32_t count) override {
     std::lock_guard<std::mutex> lock(mutex_);
     KVC_RETURN_IF_ERROR(checkPool(pool));
     KVC_RETURN_IF_ERROR(validateCodec(codec, pool.layout));
-    return summarizeBlocksOnDevice(context(), pool, codec, jobs, count);
+    RopeView view;
+    view.spec = rope;
+    if (rope.dims != 0) {
+      if (rope.dims > codec.headDim || rope.dims % 2 != 0) return invalidArgument("summarizeBlocks: rope.dims must be even and <= headDim");
+      KVC_RETURN_IF_ERROR(uploadRopeTables(rope));
+      view.cosTable = ropeTables_.at<const float>(0);
+      view.sinTable = ropeTables_.at<const float>(ropeTableBytes(rope));
+    }
+    return summarizeBlocksOnDevice(context(), pool, codec, view, jobs, count);
   }
   Status blockBounds(const BlockBoundsParams& params) override {
     std::lock_guard<std::mutex> lock(mutex_);

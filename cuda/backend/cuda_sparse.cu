@@ -29,7 +29,7 @@ Status finishLaunch(const DeviceContext& ctx, const char* kernel, cudaError_t la
 
 }  // namespace
 
-Status summarizeBlocksOnDevice(const DeviceContext& ctx, const PoolView& pool, const RowCodec& codec,
+Status summarizeBlocksOnDevice(const DeviceContext& ctx, const PoolView& pool, const RowCodec& codec, const RopeView& rope,
                                const SummaryJob* jobs, uint32_t count) {
   const BlockLayout& L = pool.layout;
   if (!pool.summaries || L.summaryBytes == 0) return invalidArgument("summarizeBlocks: the pool has no key summaries");
@@ -48,6 +48,7 @@ Status summarizeBlocksOnDevice(const DeviceContext& ctx, const PoolView& pool, c
   a.pool = pool;
   a.codec = codec;
   a.codec.keySigns = a.codec.valueSigns = nullptr;  // summaries live in the stored (rotated) space
+  a.rope = rope;  // device tables, or dims 0
   a.jobs = mem.at<const SummaryJob>(0);
   a.count = count;
   return finishLaunch(ctx, "summarizeBlocks", launchSummarizeBlocks(a, ctx.stream));

@@ -9,7 +9,7 @@
 
 KVC_CUDA_NAMESPACE_BEGIN
 
-Status summarizeBlocksOnDevice(const DeviceContext& ctx, const PoolView& pool, const RowCodec& codec,
+Status summarizeBlocksOnDevice(const DeviceContext& ctx, const PoolView& pool, const RowCodec& codec, const RopeView& rope,
                                const SummaryJob* jobs, uint32_t count);
 Status blockBoundsOnDevice(const DeviceContext& ctx, const BlockBoundsParams& params);
 

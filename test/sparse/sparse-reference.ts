@@ -97,3 +97,47 @@ export function pickedRows(s: Required<StreamRows>, D: number, blockSize: number
   });
   return { keys, values, positions, beta };
 }
+
+/**
+ * The range a block's bound may take when the backend computes the keys it summarizes in
+ * float32 (RoPE applied by the cache) with an error of at most eps · (1 + |k|) per element:
+ * [lower, upper] of boundsReference with every key nudged by that error in the direction that
+ * lowers (or raises) the bound. bf16 outward rounding is monotone, so any key within the error
+ * lands its bound inside the range; a wrong rotation (another position, another pairing, none)
+ * moves it far outside.
+ */
+export function boundsEnvelope(keys: ArrayLike<number>, beta: ArrayLike<number>, T: number, D: number, blockSize: number,
+  queries: ArrayLike<number>[], eps: number): { lower: Float64Array; upper: Float64Array } {
+  const nudged = (sign: number) => {
+    // Per block the bound grows with hi and falls with lo: raise hi / lower lo for the upper end.
+    const blocks = Math.ceil(T / blockSize);
+    const out = new Float64Array(blocks);
+    const scale = 1 / Math.sqrt(D);
+    for (let b = 0; b < blocks; b++) {
+      const lo = new Float64Array(D).fill(Infinity);
+      const hi = new Float64Array(D).fill(-Infinity);
+      let maxBeta = -Infinity;
+      for (let r = b * blockSize; r < Math.min(T, (b + 1) * blockSize); r++) {
+        for (let d = 0; d < D; d++) {
+          const k = keys[r * D + d]!;
+          lo[d] = Math.min(lo[d]!, k);
+          hi[d] = Math.max(hi[d]!, k);
+        }
+        maxBeta = Math.max(maxBeta, beta[r]!);
+      }
+      for (let d = 0; d < D; d++) {
+        lo[d] = bf16Outward(lo[d]! - sign * eps * (1 + Math.abs(lo[d]!)), false);
+        hi[d] = bf16Outward(hi[d]! + sign * eps * (1 + Math.abs(hi[d]!)), true);
+      }
+      let best = -Infinity;
+      for (const q of queries) {
+        let acc = 0;
+        for (let d = 0; d < D; d++) acc += Math.max(q[d]! * lo[d]!, q[d]! * hi[d]!);
+        best = Math.max(best, acc);
+      }
+      out[b] = scale * best + maxBeta;
+    }
+    return out;
+  };
+  return { lower: nudged(-1), upper: nudged(1) };
+}

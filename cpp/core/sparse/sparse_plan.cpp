@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "../cache.h"
+#include "kvc/rope.h"
 
 namespace kvc {
 
@@ -39,7 +41,7 @@ void selectSparseBlocks(const float* bounds, uint32_t blocks, int32_t length, ui
 
 Status SparsePlanner::plan(Backend& backend, const PoolView& pool, const RowCodec& codec, AttentionStream* streams,
                            uint32_t count, uint32_t G, uint32_t tq, uint64_t tokenStride, float scale,
-                           const SparseSpec& spec) {
+                           const SparseSpec& spec, const RopeSpec& rope) {
   const uint32_t B = pool.layout.blockSize;
   blockSize_ = B;
   plans_.resize(count);
@@ -48,6 +50,24 @@ Status SparsePlanner::plan(Backend& backend, const PoolView& pool, const RowCode
     const uint32_t blocks = (static_cast<uint32_t>(streams[i].kv.length) + B - 1) / B;
     plans_[i].bounds.resize(blocks);
     boundsStreams_[i] = BoundsStream{streams[i].kv, streams[i].queries, plans_[i].bounds.data()};
+  }
+  if (rope.dims != 0) {
+    // The summaries hold keys after RoPE at their stored positions (Backend::summarizeBlocks),
+    // so each query is rotated at its own position first: q_rot . k_rot is the logit.
+    if (rope.byRank) return unsupported("sparse decode re-indexes no positions: use positions as stored with rope");
+    const uint32_t D = codec.headDim, M = tq * G;
+    rotatedQueries_.resize(static_cast<size_t>(count) * M * D);
+    for (uint32_t i = 0; i < count; ++i) {
+      if (!streams[i].queryPositions) return internalError("sparse decode with rope needs the query positions");
+      float* dst = rotatedQueries_.data() + static_cast<size_t>(i) * M * D;
+      for (uint32_t m = 0; m < M; ++m) {
+        float* q = dst + static_cast<size_t>(m) * D;
+        std::memcpy(q, streams[i].queries + (m / G) * tokenStride + (m % G) * D, 4ull * D);
+        ropeRotate(q, rope, streams[i].queryPositions[m / G]);
+      }
+      boundsStreams_[i].queries = dst;
+    }
+    tokenStride = static_cast<uint64_t>(G) * D;
   }
   BlockBoundsParams bp;
   bp.pool = pool;
@@ -103,7 +123,7 @@ Status Cache::refreshSummaries(const int32_t* blocks, int64_t length, uint32_t f
     summaryJobs_.push_back(SummaryJob{blocks[b], 0, static_cast<uint32_t>(rows)});
   }
   if (summaryJobs_.empty()) return Status::ok();
-  return backend_->summarizeBlocks(pool(), codec(), summaryJobs_.data(), static_cast<uint32_t>(summaryJobs_.size()));
+  return backend_->summarizeBlocks(pool(), codec(), config_.rope(), summaryJobs_.data(), static_cast<uint32_t>(summaryJobs_.size()));
 }
 
 Status Cache::summarizeAppended(const int32_t* const* tables, const int32_t* startRows, uint32_t streams, uint32_t tokens) {
@@ -118,7 +138,7 @@ Status Cache::summarizeAppended(const int32_t* const* tables, const int32_t* sta
       r = blockEnd;
     }
   }
-  return backend_->summarizeBlocks(pool(), codec(), summaryJobs_.data(), static_cast<uint32_t>(summaryJobs_.size()));
+  return backend_->summarizeBlocks(pool(), codec(), config_.rope(), summaryJobs_.data(), static_cast<uint32_t>(summaryJobs_.size()));
 }
 
 Status Cache::sparseSelection(uint64_t id, uint32_t layer, const float* queries, uint32_t tq, const SparseSpec& spec,
@@ -126,20 +146,30 @@ Status Cache::sparseSelection(uint64_t id, uint32_t layer, const float* queries,
   Sequence* seq;
   KVC_RETURN_IF_ERROR(find(id, &seq));
   KVC_RETURN_IF_ERROR(checkLayer(layer));
-  if (config_.ropeDims != 0) return unsupported("sparse decode on a cache with rope (pre-RoPE keys) is not supported yet");
   KVC_RETURN_IF_ERROR(checkSparse(spec));
   if (seq->busy) return busy("the sequence is being compacted");
   if (tq == 0) return shapeMismatch("sparse selection needs at least one query token");
   const uint32_t H = config_.kvHeads, D = config_.headDim, G = config_.queriesPerHead();
   std::vector<AttentionStream> streams(H);
+  std::vector<int32_t> queryPositions(config_.ropeDims != 0 ? static_cast<size_t>(H) * tq : 0);
   for (uint32_t h = 0; h < H; ++h) {
     const Stream& s = seq->stream(layer, H, h);
+    if (s.length < static_cast<int32_t>(tq)) {
+      return shapeMismatch("sparse selection with " + std::to_string(tq) + " query tokens needs at least that many rows");
+    }
     streams[h].kv = StreamView{s.blocks.data(), s.length};
     streams[h].queries = queries + static_cast<uint64_t>(h) * G * D;
+    if (config_.ropeDims != 0) {
+      // The queries are those of the stream's last tq rows, at those rows' positions (as attention).
+      int32_t* qp = queryPositions.data() + static_cast<size_t>(h) * tq;
+      KVC_RETURN_IF_ERROR(readPositions(s, static_cast<uint32_t>(s.length) - tq, tq, qp));
+      streams[h].queryPositions = qp;
+    }
   }
   SparsePlanner planner;
   KVC_RETURN_IF_ERROR(planner.plan(*backend_, pool(), codec(), streams.data(), H, G, tq,
-                                   static_cast<uint64_t>(config_.queryHeads) * D, 1.0f / std::sqrt(static_cast<float>(D)), spec));
+                                   static_cast<uint64_t>(config_.queryHeads) * D, 1.0f / std::sqrt(static_cast<float>(D)), spec,
+                                   config_.rope()));
   picked->resize(H);
   bounds->resize(H);
   for (uint32_t h = 0; h < H; ++h) {

@@ -28,9 +28,11 @@ void selectSparseBlocks(const float* bounds, uint32_t blocks, int32_t length, ui
 class SparsePlanner {
  public:
   // Bounds every stream (one backend call), picks its blocks, and rewrites streams[i].kv and
-  // streams[i].scores to the picked blocks and a scratch score array.
+  // streams[i].scores to the picked blocks and a scratch score array. With rope (keys stored
+  // before RoPE, positions as stored) the streams' queryPositions are required.
   Status plan(Backend& backend, const PoolView& pool, const RowCodec& codec, AttentionStream* streams, uint32_t count,
-              uint32_t queriesPerHead, uint32_t tq, uint64_t tokenStride, float scale, const SparseSpec& spec);
+              uint32_t queriesPerHead, uint32_t tq, uint64_t tokenStride, float scale, const SparseSpec& spec,
+              const RopeSpec& rope);
   // After the attention call: adds the scratch attention mass to the streams' own rows.
   void finish();
 
@@ -49,6 +51,7 @@ class SparsePlanner {
   };
   std::vector<Plan> plans_;
   std::vector<BoundsStream> boundsStreams_;
+  std::vector<float> rotatedQueries_;  // with rope: [streams][tq * queriesPerHead][headDim] at their positions
   uint32_t blockSize_ = 0;
 };
 

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "kvc/rope.h"
+
 #include "../append_rows.h"
 #include "../cpu_features.h"
 #include "../hadamard.h"
@@ -24,12 +26,13 @@ namespace {
 constexpr uint32_t kBlocksPerTask = 1024;
 }  // namespace
 
-Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const SummaryJob* jobs, uint32_t count) {
+Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const RopeView& rope, const SummaryJob* jobs,
+                       uint32_t count) {
   const BlockLayout& L = pool.layout;
   if (!hasSummaries(pool)) return invalidArgument("summarizeBlocks: the pool has no key summaries");
   const KernelTable& kt = pickKernels(codec);
   const uint32_t D = codec.headDim;
-  std::vector<float> keys(static_cast<size_t>(L.blockSize) * D), lo(D), hi(D);
+  std::vector<float> keys(static_cast<size_t>(L.blockSize) * D), lo(D), hi(D), cBuf(rope.spec.dims), sBuf(rope.spec.dims);
   for (uint32_t j = 0; j < count; ++j) {
     const SummaryJob& job = jobs[j];
     if (job.block < 0 || job.begin >= job.end || job.end > L.blockSize) {
@@ -48,6 +51,16 @@ Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const Summar
     for (uint32_t d = 0; d < D; ++d) {
       lo[d] = job.begin == 0 ? INFINITY : bf16ToFloat(summary[d]);
       hi[d] = job.begin == 0 ? -INFINITY : bf16ToFloat(summary[D + d]);
+    }
+    if (rope.spec.dims != 0) {
+      // Keys stored before RoPE are summarized after RoPE at their stored positions.
+      const int32_t* positions = reinterpret_cast<const int32_t*>(block + L.positionsOffset) + job.begin;
+      for (uint32_t r = 0; r < n; ++r) {
+        const float *c, *s;
+        ropeAnglesFromTables(rope.cosTable, rope.sinTable, rope.spec.dims, static_cast<uint32_t>(positions[r]), cBuf.data(),
+                             sBuf.data(), &c, &s);
+        ropeApplyAngles(keys.data() + static_cast<size_t>(r) * D, rope.spec, c, s);
+      }
     }
     for (uint32_t r = 0; r < n; ++r) {
       const float* k = keys.data() + static_cast<size_t>(r) * D;

@@ -13,7 +13,9 @@ namespace kvc::cpu {
 
 class ThreadPool;
 
-Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const SummaryJob* jobs, uint32_t count);
+// With rope.spec.dims != 0 (host tables), keys are summarized after RoPE at their stored positions.
+Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const RopeView& rope, const SummaryJob* jobs,
+                       uint32_t count);
 Status blockBounds(ThreadPool& threads, const BlockBoundsParams& params);
 
 // Bounds of blocks [b0, b1) of one stream for M query vectors q [M][headDim], already in the

@@ -62,8 +62,11 @@ class Backend {
                              uint32_t count, const float* values, const float* beta) = 0;
   // ---- key summaries and sparse decode (kvc/views.h; used only when the layout has summaries) ----
   // Folds rows of blocks into their key summaries (SummaryJob). Jobs name distinct blocks.
-  virtual Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const SummaryJob* jobs, uint32_t count) {
-    (void)pool, (void)codec, (void)jobs, (void)count;
+  // With rope.dims != 0 (keys stored before RoPE) a key enters its summary after RoPE at the
+  // row's stored position, so the bounds hold for queries rotated at their own positions.
+  virtual Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const RopeSpec& rope, const SummaryJob* jobs,
+                                 uint32_t count) {
+    (void)pool, (void)codec, (void)rope, (void)jobs, (void)count;
     return unsupported(std::string("summarizeBlocks is not implemented by the ") + name() + " backend");
   }
   // Upper bounds of the logits of every block of every stream (BlockBoundsParams).

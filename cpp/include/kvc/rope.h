@@ -66,4 +66,39 @@ inline void buildRopeTables(const RopeSpec& spec, std::vector<float>* cosTable, 
   }
 }
 
+// cos and signed sin of `position` for channels [0, dims) from the level tables above (the
+// position's base-256 digits combined by angle addition, in f32 as the CPU kernels do): the
+// results come back through cOut / sOut, pointing into the tables when position < 256, else
+// into c and s (scratch of dims floats). Host code that rotates rows one at a time uses it.
+inline void ropeAnglesFromTables(const float* cosT, const float* sinT, uint32_t dims, uint32_t position, float* c, float* s,
+                                 const float** cOut, const float** sOut) {
+  const float* ca = cosT + static_cast<size_t>(position & (kRopeLevelSize - 1)) * dims;
+  const float* sa = sinT + static_cast<size_t>(position & (kRopeLevelSize - 1)) * dims;
+  for (uint32_t level = 1; level < kRopeLevels; ++level) {
+    const uint32_t j = (position >> (level * kRopeLevelBits)) & (kRopeLevelSize - 1);
+    if (j == 0) continue;
+    const size_t row = (static_cast<size_t>(level) * kRopeLevelSize + j) * dims;
+    const float* cb = cosT + row;
+    const float* sb = sinT + row;
+    for (uint32_t d = 0; d < dims; ++d) {
+      const float c0 = ca[d], s0 = sa[d];
+      c[d] = c0 * cb[d] - s0 * sb[d];
+      s[d] = s0 * cb[d] + c0 * sb[d];
+    }
+    ca = c, sa = s;
+  }
+  *cOut = ca, *sOut = sa;
+}
+
+// Rotates x[0, spec.dims) in place with the cos / signed sin of one position (per channel).
+inline void ropeApplyAngles(float* x, const RopeSpec& spec, const float* c, const float* s) {
+  const uint32_t half = spec.dims / 2;
+  for (uint32_t j = 0; j < half; ++j) {
+    const uint32_t d0 = spec.style == 0 ? 2 * j : j, d1 = spec.style == 0 ? 2 * j + 1 : j + half;
+    const float x0 = x[d0], x1 = x[d1];
+    x[d0] = x0 * c[d0] + x1 * s[d0];
+    x[d1] = x1 * c[d1] + x0 * s[d1];
+  }
+}
+
 }  // namespace kvc

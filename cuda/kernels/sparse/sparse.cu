@@ -2,6 +2,7 @@
 // bf16 rounded outward) and the per-block upper bounds of the logits that pick the blocks
 // attention reads (kvc/key_summary.h holds the formulas; cpp/cpu/sparse is the CPU twin).
 #include "../hadamard.cuh"
+#include "../rope.cuh"
 #include "../row_codec.cuh"
 #include "kvc/key_summary.h"
 #include "sparse_args.h"
@@ -13,7 +14,8 @@ namespace {
 constexpr unsigned kThreads = 128;
 constexpr float kInf = __builtin_huge_valf();
 
-// Grid: one block per job; threads stride over the channels, each folding every row of the job.
+// Grid: one block per job; threads stride over the channels, each folding every row of the job
+// (with rope, each row's channel after RoPE at the row's position: it reads its partner too).
 __global__ KVC_LAUNCH_BOUNDS(128, 4) void summarizeKernel(SummarizeArgs a) {
   const SummaryJob job = a.jobs[blockIdx.x];
   const BlockLayout& L = a.pool.layout;
@@ -30,9 +32,18 @@ __global__ KVC_LAUNCH_BOUNDS(128, 4) void summarizeKernel(SummarizeArgs a) {
   for (uint32_t d = threadIdx.x; d < D; d += kThreads) {
     float lo = job.begin == 0 ? kInf : bf16ToFloat(summary[d]);
     float hi = job.begin == 0 ? -kInf : bf16ToFloat(summary[D + d]);
+    const int32_t* positions = reinterpret_cast<const int32_t*>(block + L.positionsOffset);
+    const uint32_t dims = a.rope.spec.dims, partner = d < dims ? ropePartnerOf(d, dims, a.rope.spec.style) : d;
     for (uint32_t r = job.begin; r < job.end; ++r) {
-      const float k = decodeElement(block + static_cast<uint64_t>(r) * L.keyRowBytes, a.codec.keyStorage, D,
-                                    a.codec.groupSize, d);
+      const uint8_t* row = block + static_cast<uint64_t>(r) * L.keyRowBytes;
+      float k = decodeElement(row, a.codec.keyStorage, D, a.codec.groupSize, d);
+      if (d < dims) {
+        // RoPE at the row's stored position, rounded as the CPU twin rounds it (no contraction).
+        float c, sn;
+        ropeAngle(a.rope.cosTable, a.rope.sinTable, dims, static_cast<uint32_t>(positions[r]), d, c, sn);
+        const float x1 = decodeElement(row, a.codec.keyStorage, D, a.codec.groupSize, partner);
+        k = __fadd_rn(__fmul_rn(k, c), __fmul_rn(x1, sn));
+      }
       lo = fminf(lo, k);
       hi = fmaxf(hi, k);
     }

@@ -12,6 +12,7 @@ KVC_CUDA_NAMESPACE_BEGIN
 struct SummarizeArgs {
   PoolView pool;
   RowCodec codec;                      // key storage, headDim and groupSize only
+  RopeView rope;                       // keys stored before RoPE: device tables; else dims 0
   const SummaryJob* jobs = nullptr;    // [count]
   uint32_t count = 0;
 };
