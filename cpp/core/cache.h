@@ -259,6 +259,7 @@ class Cache {
   void releaseStream(Stream& stream);
   Status readPositions(const Stream& stream, uint32_t start, uint32_t count, int32_t* out) const;
   friend class KeepRowsTxn;
+  friend class ChunkImport;  // chunk_import.cpp: takes blocks, writes rows, adds the sequence at the end
   void commitKeep(KeepRowsTxn* txn);
   Status abortKeep(KeepRowsTxn* txn);
   // D: floats per logged query vector (headDim, or the rank of a low-rank stream's log).

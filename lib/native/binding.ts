@@ -83,9 +83,16 @@ export interface NativeSequence {
   bases(layer: number, kvHead: number): { keys: Float32Array; values: Float32Array } | null;
 }
 
+/** An incremental import in progress (opaque; cpp/binding/chunk_import_binding.cpp). */
+export type NativeChunkImport = { readonly __brand: 'NativeChunkImport' };
+
 export interface NativeCache {
   createSequence(): NativeSequence;
   importSequence(bytes: Uint8Array): NativeSequence;
+  beginChunkImport(prelude: Uint8Array, rows: Uint32Array): NativeChunkImport;
+  chunkImportAdd(handle: NativeChunkImport, chunk: number, frame: Uint8Array, payloadAt: number): void;
+  chunkImportFinish(handle: NativeChunkImport): NativeSequence;
+  chunkImportAbort(handle: NativeChunkImport): void;
   attentionBatch(layer: number, sequences: NativeSequence[], queries: Float32Array, out: Float32Array, lse: Float32Array | null, flags: number,
     sparse?: NativeSparse | null): void;
   stats(): NativeStats;
