@@ -40,8 +40,15 @@ export class ChunkImporter {
   /** The imported sequence (every chunk was added). */
   finish(): Sequence {
     if (this.#closed || !this.#handle) throw new Error('chunk import: nothing to finish');
+    let sequence: Sequence;
+    try {
+      sequence = new Sequence(this.#cache, this.#cache.native.chunkImportFinish(this.#handle));
+    } catch (e) {
+      this.abort();
+      throw e;
+    }
     this.#closed = true;
-    return new Sequence(this.#cache, this.#cache.native.chunkImportFinish(this.#handle));
+    return sequence;
   }
 
   /** Gives the blocks back (nothing once finished or already aborted). */
