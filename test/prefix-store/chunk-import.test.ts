@@ -4,6 +4,8 @@
 // importSequence of the export; a damaged entry (a flipped bit anywhere, or rows that fail the
 // import's checks under a valid checksum) fails with a typed error and leaves the cache as it
 // was; abort, dispose and misuse are typed and leak no blocks.
+import * as v8 from 'node:v8';
+import * as vm from 'node:vm';
 import { describe, expect, it } from 'vitest';
 
 import { KVCacheError, PrefixStore, type KVCache } from '../../lib/index';
@@ -239,6 +241,31 @@ describe('ChunkImporter', () => {
     cache.dispose();
     expectCode(() => add(orphan, 1, frames[1]!), 'DISPOSED');
     expect(() => orphan.abort()).not.toThrow();
+  });
+
+  it('an import dropped without finish or abort gives its blocks back when collected; one of a disposed cache is harmless', async () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const rng = testRng();
+    const cache = makeCache();
+    const source = plainSequence(cache, rng, 64);
+    const frames = chunkFrames(source.export(), [32, 32]);
+    const before = held(cache);
+    (() => add(new ChunkImporter(cache, [32, 32]), 0, frames[0]!))();
+    expect(held(cache).blocksUsed).toBeGreaterThan(before.blocksUsed);
+    for (let i = 0; i < 5 && held(cache).blocksUsed !== before.blocksUsed; i++) {
+      gc();
+      await new Promise((r) => setTimeout(r, 10)); // finalizers run after the collection
+    }
+    expect(held(cache)).toEqual(before);
+    const other = makeCache();
+    (() => add(new ChunkImporter(other, [32, 32]), 0, frames[0]!))();
+    other.dispose();
+    gc();
+    await new Promise((r) => setTimeout(r, 10));
+    gc();
+    source.free();
+    cache.dispose();
   });
 
   it('a store load with a damaged entry is a miss that leaves the cache as it was', async () => {
