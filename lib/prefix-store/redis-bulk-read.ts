@@ -81,8 +81,9 @@ export interface BulkOptions {
    * while this process is busy with the values already here.
    */
   connections?: number;
-  /** Bytes per GETRANGE (default RANGE_BYTES) and requests in flight per connection (default RANGE_WINDOW). */
+  /** Bytes per GETRANGE (default RANGE_BYTES). */
   rangeBytes?: number;
+  /** GETRANGE requests in flight per connection (default RANGE_WINDOW). */
   window?: number;
   /**
    * Called with each value as soon as its last byte is in (a zero-length one when damaged),
