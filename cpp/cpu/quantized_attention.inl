@@ -194,13 +194,22 @@ void dotAllQGroup(const AttentionParams& p, const float* queries, uint32_t M, co
                   uint32_t rows, uint32_t LS, const float* kScales, const float* kMins, float* logits,
                   const uint8_t* ahead) {
 #ifdef KVC_SIMD_AVX512
-  // int8 keys with rows in the lanes (transposed_keys.inl) where whole 64-byte chunks fit.
+  // int8 / int4 keys with rows in the lanes (transposed_keys.inl) where whole 64-byte chunks fit.
   if constexpr (KF == Storage::kInt8 && S::W == 16) {
     switch (p.codec.headDim) {
       case 128: return dotAllInt8T<128, GC>(p, queries, M, keys, beta, rows, LS, kScales, logits, ahead);
       case 64: return dotAllInt8T<64, GC>(p, queries, M, keys, beta, rows, LS, kScales, logits, ahead);
       default:
         if (p.codec.headDim % 64 == 0) return dotAllInt8T<0, GC>(p, queries, M, keys, beta, rows, LS, kScales, logits, ahead);
+    }
+  }
+  if constexpr (KF == Storage::kInt4 && S::W == 16) {
+    if (p.codec.headDim / GC <= kMaxTransposedGroups) {
+      switch (p.codec.headDim) {
+        case 128: return dotAllInt4T<128, GC>(p, queries, M, keys, beta, rows, LS, kScales, kMins, logits, ahead);
+        default:
+          if (p.codec.headDim % 128 == 0) return dotAllInt4T<0, GC>(p, queries, M, keys, beta, rows, LS, kScales, kMins, logits, ahead);
+      }
     }
   }
 #endif
