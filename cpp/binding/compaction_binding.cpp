@@ -89,6 +89,28 @@ std::vector<std::vector<float>> layerArrays(Napi::Env env, Napi::Object o, const
   return out;
 }
 
+// Per-layer token positions (Int32Array or null) of queries / heldOut on a cache with rope.
+std::vector<std::vector<int32_t>> layerPositions(Napi::Env env, Napi::Object o, const char* name) {
+  Napi::Value v = o.Get(name);
+  std::vector<std::vector<int32_t>> out;
+  if (v.IsUndefined() || v.IsNull()) return out;
+  if (!v.IsArray()) throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + " must be an array");
+  Napi::Array a = v.As<Napi::Array>();
+  if (a.Length() > schema::cache::kLayersMax) throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + " has more entries than layers");
+  out.resize(a.Length());
+  for (uint32_t l = 0; l < a.Length(); ++l) {
+    Napi::Value e = a.Get(l);
+    if (e.IsUndefined() || e.IsNull()) continue;
+    TypedView f;
+    if (!typedView(env, e, &f) || f.type != napi_int32_array) {
+      throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + "[" + std::to_string(l) + "] must be an Int32Array or null");
+    }
+    const int32_t* d = static_cast<const int32_t*>(f.data);
+    out[l].assign(d, d + f.length);
+  }
+  return out;
+}
+
 namespace limits = schema::compaction;
 
 static_assert(static_cast<int>(compaction::Method::kOmp) + 1 == schema::kCompactionMethodCount, "compactionMethod names and Method differ");
@@ -97,6 +119,7 @@ static_assert(static_cast<int>(QuerySource::kGiven) + 1 == schema::kQuerySourceC
 // spec: { method: 'highest-attention' | 'omp', ratio, targetTokens, sinks, recent, chunkSize,
 //         ridge, nnlsIterations, threads, layers, heads: Int32Array | null,
 //         querySource: 'recorded' | 'keys' | 'given', queries, heldOut: (Float32Array | null)[] | null,
+//         queryPositions, heldOutPositions: (Int32Array | null)[] | null (caches with rope),
 //         maxKeyQueries, online: boolean, maxRows }: names, limits and defaults from schema/options.json.
 SequenceRequest requestOf(Napi::Env env, Napi::Value value) {
   Napi::Object o = specArg(env, value, "compaction spec");
@@ -120,6 +143,8 @@ SequenceRequest requestOf(Napi::Env env, Napi::Value value) {
       enumField(env, o, "querySource", schema::kQuerySourceNames, schema::kQuerySourceCount, limits::kQuerySourceDefault));
   r.queries = layerArrays(env, o, "queries");
   r.heldOut = layerArrays(env, o, "heldOut");
+  r.queryPositions = layerPositions(env, o, "queryPositions");
+  r.heldOutPositions = layerPositions(env, o, "heldOutPositions");
   r.maxKeyQueries = u32Field(env, o, "maxKeyQueries", limits::kMaxKeyQueriesDefault, limits::kMaxKeyQueriesMin, limits::kMaxKeyQueriesMax);
   r.online = boolField(env, o, "online", false);
   r.maxRows = u32Field(env, o, "maxRows", 0, 0, limits::kMaxRowsMax);

@@ -66,6 +66,7 @@ struct KeepSet {
 
 class Cache;
 class TierStage;
+class RopeStage;
 
 // What the caller of prepareKeepRows does with the rebuilt streams before commit.
 enum class KeepRowsMode {
@@ -226,6 +227,10 @@ class Cache {
   // tier 0 keeps the rest (the kept rows of its old run bit-exact). All or nothing.
   Status keepRowsTiered(uint64_t id, TierStage& stage, const KeepSet* sets, uint32_t count, KeepRowsMode mode,
                         const std::function<Status(const KeepRowsTxn&)>& rewrite);
+  // Compaction of a cache with rope (compaction/rope_stage.h): `s` staged in the stage's
+  // format (fresh blocks): keys lifted to headDim and rotated at their stored positions,
+  // values, beta and positions as stored.
+  Status stageRopeStream(const Stream& s, const RopeStage& stage, Stream* out);
   // Decodes rows [start, start + count) of a stream whatever tiers they are in (readRows).
   Status readStreamRows(const Stream& s, uint32_t start, uint32_t count, float* keys, float* values, float* beta,
                         int32_t* positions) const;
@@ -262,8 +267,9 @@ class Cache {
   void commitKeep(KeepRowsTxn* txn);
   Status abortKeep(KeepRowsTxn* txn);
   // D: floats per logged query vector (headDim, or the rank of a low-rank stream's log).
+  // positions: [tq] stored positions of the query tokens (caches with rope), else nullptr.
   void recordQueries(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride,
-                     uint32_t D);
+                     uint32_t D, const int32_t* positions);
   Status attentionChunk(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1);
   // Key summaries (sparse/sparse_plan.cpp): recomputes blocks [firstBlock, endBlock) of a
   // stream of `length` rows from their stored keys; a no-op when the layout has none.
@@ -313,7 +319,8 @@ class Cache {
   Status rebase(Sequence* seq, const std::vector<uint32_t>& streams, const std::vector<std::shared_ptr<const LowRankBasis>>& bases,
                 bool refit);
   void projectLog(QueryLog& log, const LowRankBasis* from, const LowRankBasis& to) const;
-  void recordQueriesLowRank(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride);
+  void recordQueriesLowRank(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride,
+                            const int32_t* positions);
   std::vector<float> lowRankQueryScratch_, lowRankOutScratch_;
   std::vector<float> hostRopeCos_, hostRopeSin_;  // kvc/rope.h level tables of the host low-rank path
   // Projection, lift, basis fit and calibration attention on host memory: the backend's own,

@@ -7,7 +7,7 @@ import type { CacheSettings } from '../llama2c/kvcache-attention';
 import type { AttentionDims } from '../llama2c/model';
 import { Sampler } from '../llama2c/sampler';
 import type { Method, MethodRun, ModelHandle, StoryContext } from './runner';
-import { ropeMethods } from './rope-methods';
+import { MODEL_ROPE, ropeMethods } from './rope-methods';
 import type { AttentionCallOptions } from './sequence-attention';
 import { sparseMethods } from './sparse-methods';
 import { profileMethods } from './profile-methods';
@@ -215,6 +215,32 @@ function compactionMethods(
           },
         });
       }
+    }
+  }
+  // The same self-study compaction of a cache holding keys before RoPE (cache option rope):
+  // the fit runs on rotated logits and keeps the pre-RoPE rows (docs/rope-compaction.md).
+  for (const method of AM_METHODS) {
+    for (const ratio of ratios.filter((r) => r === 0.25 || r === 0.1)) {
+      const settings: CacheSettings = { ...base, rope: MODEL_ROPE };
+      methods.push({
+        id: `am-${method}-self-study-rope-${ratio}`,
+        family: `AM ${method}, self-study queries, pre-RoPE keys`,
+        label: `${method}, self-study queries, keys before RoPE, ratio ${ratio}`,
+        param: ratio,
+        rowBytesPerToken: bytesPerToken(dims, settings),
+        async run(ctx) {
+          const h = ctx.fresh(settings);
+          try {
+            h.model.prefill(ctx.ids.slice(0, ctx.prefix), { chunkSize: ctx.chunk, logits: 'none' });
+            recordSelfStudy(ctx, h, record);
+            const compactor = new Compactor({ method, ratio, protect: protectFor(keepRows(ctx, ratio)) });
+            await compactor.compact(h.backend.sequence);
+            return { logits: ctx.scoreRest(h.model), keptFraction: rowsHeld(ctx, h) };
+          } finally {
+            h.release();
+          }
+        },
+      });
     }
   }
   for (const budget of budgets) {
