@@ -270,6 +270,41 @@ describe('rope: compaction fits the rotated logits and keeps the stored pre-RoPE
   });
 });
 
+describe('rope compaction in background maintenance', () => {
+  it('cache.maintain() with a Compactor keeps a decoding rope cache under its target; rows keep their positions', async () => {
+    const rng = testRng();
+    const rope: RopeSpec = { theta: 10000, dims: D, style: 'interleaved' };
+    const cache = new KVCache({ layers: 1, kvHeads: KVH, headDim: D, queryHeads: QH, keys: 'f16', values: 'f16', blockSize: 16, rope, threads: 1 });
+    try {
+      const seq = cache.createSequence();
+      const maxBytes = KVH * 8 * cache.stats().blockBytes;  // 128 rows per stream
+      const m = cache.maintain(seq, { maxBytes, policy: new Compactor({ ratio: 0.5 }), keepRecent: 16, sinks: 2, headroom: 0.25 });
+      let passes = 0;
+      m.on('pass', () => passes++);
+      m.on('error', (e) => expect.fail(String(e)));
+      const dir = randn(rng, D, 1.0);
+      for (let t = 0; t < 300; t++) {
+        seq.append(0, randn(rng, KVH * D), randn(rng, KVH * D));
+        seq.attention(0, randn(rng, QH * D, 0.4).map((x, i) => x + dir[i % D]!), { recordQueries: true });
+        if (t % 8 === 0) await new Promise((r) => setImmediate(r));
+      }
+      await m.idle();
+      await m.stop();
+      expect(passes).toBeGreaterThanOrEqual(1);
+      const rows = readAll(seq);
+      for (const r of rows) {
+        expect(r.positions.length).toBeLessThan(300);
+        expect(r.positions[r.positions.length - 1]).toBe(299);
+        for (let i = 1; i < r.positions.length; i++) expect(r.positions[i]!).toBeGreaterThan(r.positions[i - 1]!);
+      }
+      const q = randn(rng, QH * D);
+      expect(relError(seq.attention(0, q), ropeAttention(rope, rows, q, 299))).toBeLessThan(1e-4);
+    } finally {
+      cache.dispose();
+    }
+  });
+});
+
 describe('rope compaction: bad inputs are typed errors and leave the cache unchanged', () => {
   it('queryPositions / heldOutPositions shapes, types, values; positions without rope', async () => {
     const rng = testRng();
