@@ -285,6 +285,10 @@ class Cache {
   Status importTiered(const uint8_t* bytes, size_t size, uint64_t* id);
   Status attentionChunkTiered(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1);
   // Truncation of a tiered stream to newLength rows: the blocks it keeps and their tiers.
+  // Writes n f32 rows (keys, values [n][width of the codec], positions, beta [n]) into the
+  // table `table` from its row 0, in the format of pool/codec (backend append).
+  Status writeRowsAt(const PoolView& pool, const RowCodec& codec, const int32_t* table, uint32_t n, const float* keys,
+                     const float* values, const int32_t* positions, const float* beta);
   // Rows [start, start + count) of `src` (tier `from`) decoded and encoded in tier `to` into
   // the table `dst` from its row 0 (block-aligned chunks, bounded host memory).
   Status recodeRows(uint32_t from, const StreamView& src, uint32_t start, uint32_t count, uint32_t to, const int32_t* dst);

@@ -113,21 +113,7 @@ Status Cache::stageRopeStream(const Stream& s, const RopeStage& stage, Stream* o
         keys.swap(stored);
       }
       stage.rotate(keys.data(), n, 1, positions.data());
-      const int32_t* table = fresh.data() + c0 / rpb;
-      const int32_t startRow = 0;
-      AppendParams p;
-      p.pool = dst;
-      p.codec = stage.codec();
-      p.streamCount = 1;
-      p.tokens = n;
-      p.blockTables = &table;
-      p.startRow = &startRow;
-      p.inputType = InputType::kF32;
-      p.keys = keys.data();
-      p.values = values.data();
-      p.positions = positions.data();
-      p.beta = beta.data();
-      status = backend_->append(p);
+      status = writeRowsAt(dst, stage.codec(), fresh.data() + c0 / rpb, n, keys.data(), values.data(), positions.data(), beta.data());
     }
     if (!status.isOk()) {
       for (int32_t b : fresh) pool_.release(b);
