@@ -11,7 +11,7 @@ import { MODEL_ROPE, ropeMethods } from './rope-methods';
 import type { AttentionCallOptions } from './sequence-attention';
 import { sparseMethods } from './sparse-methods';
 import { profileMethods } from './profile-methods';
-import { lowRankMethods } from './lowrank-methods';
+import { lowRankMethods, lowRankSettings } from './lowrank-methods';
 import { lowRankCurveMethods } from './lowrank-curve-methods';
 import { tierMethods } from './tier-methods';
 import { wholeStoryRun } from './whole-story';
@@ -219,13 +219,17 @@ function compactionMethods(
   }
   // The same self-study compaction of a cache holding keys before RoPE (cache option rope):
   // the fit runs on rotated logits and keeps the pre-RoPE rows (docs/rope-compaction.md).
-  for (const method of AM_METHODS) {
+  // Also over pre-RoPE low-rank keys (rank headDim/2, f16 coefficients; `-lr` methods).
+  const ropeVariants = [
+    { tag: '', what: 'keys before RoPE', settings: { ...base, rope: MODEL_ROPE } as CacheSettings },
+    { tag: '-lr', what: `rank ${dims.headDim / 2} keys and values, keys before RoPE`, settings: { ...lowRankSettings(dims.headDim, dims.headDim / 2, 'f16'), rope: MODEL_ROPE } as CacheSettings },
+  ];
+  for (const { tag, what, settings } of ropeVariants) for (const method of AM_METHODS) {
     for (const ratio of ratios.filter((r) => r === 0.25 || r === 0.1)) {
-      const settings: CacheSettings = { ...base, rope: MODEL_ROPE };
       methods.push({
-        id: `am-${method}-self-study-rope-${ratio}`,
-        family: `AM ${method}, self-study queries, pre-RoPE keys`,
-        label: `${method}, self-study queries, keys before RoPE, ratio ${ratio}`,
+        id: `am-${method}-self-study-rope${tag}-${ratio}`,
+        family: `AM ${method}, self-study queries, ${what}`,
+        label: `${method}, self-study queries, ${what}, ratio ${ratio}`,
         param: ratio,
         rowBytesPerToken: bytesPerToken(dims, settings),
         async run(ctx) {

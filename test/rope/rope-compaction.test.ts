@@ -92,7 +92,7 @@ interface World {
   given: Float32Array;
   givenPositions: Int32Array;
   heldOutPositions: Int32Array;
-  rows: Rows[];  // the context rows as stored (pre-RoPE), before compaction
+  rows: ReturnType<typeof readAll>;  // the context rows as stored (pre-RoPE), before compaction
 }
 
 /**
