@@ -239,7 +239,8 @@ function compactionMethods(
             recordSelfStudy(ctx, h, record);
             const compactor = new Compactor({ method, ratio, protect: protectFor(keepRows(ctx, ratio)) });
             await compactor.compact(h.backend.sequence);
-            return { logits: ctx.scoreRest(h.model), keptFraction: rowsHeld(ctx, h) };
+            const kept = rowsHeld(ctx, h);  // before scoreRest appends the rest of the story
+            return { logits: ctx.scoreRest(h.model), keptFraction: kept };
           } finally {
             h.release();
           }
