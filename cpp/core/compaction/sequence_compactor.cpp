@@ -202,9 +202,11 @@ Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& r, Seque
     // rot(k, pk): the numerics run on a post-RoPE copy of the planned streams (rope_stage.h).
     std::vector<uint8_t> planned(seq->streams.size(), 0);
     for (const StreamPlan& sp : plan->streams) planned[sp.layer * c.kvHeads + sp.head] = 1;
+    const auto t0 = std::chrono::steady_clock::now();
     plan->rope = std::make_unique<RopeStage>();
     KVC_RETURN_IF_ERROR(plan->rope->build(cache, *seq, planned));
     plan->sequence = &plan->rope->sequence();
+    plan->secondsRead += secondsSince(t0);  // staging reads and rotates every planned row
   }
   if (c.tiered() && !plan->streams.empty()) {
     // The numerics read a stream as one run of one format: they run on a staged copy of the
