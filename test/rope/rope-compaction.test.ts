@@ -342,4 +342,26 @@ describe('rope compaction: bad inputs are typed errors and leave the cache uncha
       plain.dispose();
     }
   });
+
+  it('a pool with no room for the f32 stage: OUT_OF_MEMORY, the sequence and the pool as before', async () => {
+    const rng = testRng();
+    // f16 rows, 16 per block: 2 x 20 blocks hold the 320 rows; the f32 stage needs 2 x 40 more.
+    const opts = { layers: 1, kvHeads: KVH, headDim: D, queryHeads: QH, blockSize: 16, rope: { theta: 10000 } } as const;
+    const probe = new KVCache(opts);
+    const slot = probe.stats().blockBytes;
+    probe.dispose();
+    const cache = new KVCache({ ...opts, maxBytes: 60 * slot });
+    try {
+      const seq = cache.createSequence();
+      seq.append(0, randn(rng, T * KVH * D), randn(rng, T * KVH * D));
+      seq.attention(0, randn(rng, 8 * QH * D), { recordQueries: true });
+      const before = seq.export();
+      const used = cache.stats().blocksUsed;
+      await expect(new Compactor({ ratio: 0.25 }).compact(seq)).rejects.toMatchObject({ code: 'OUT_OF_MEMORY' });
+      expect(Buffer.from(seq.export()).equals(Buffer.from(before))).toBe(true);
+      expect(cache.stats().blocksUsed).toBe(used);
+    } finally {
+      cache.dispose();
+    }
+  });
 });
