@@ -17,7 +17,8 @@
 // calibrationRows rows.
 //
 // Recorded queries of a stream with bases are logged projected and scaled by sqrt(r / D), so
-// that compaction and eviction, which scale by 1/sqrt(storedDim), see the true logits.
+// that compaction and eviction, which scale by 1/sqrt(storedDim), see the true logits; with
+// rope they are logged whole, with their positions (compaction/rope_stage.h).
 //
 // Key and value ranks may differ (value rows are valueStoredDim() wide), and a value rank of
 // headDim keeps values unprojected in the cache's value format (no value basis). Caches with
@@ -401,10 +402,13 @@ Status Cache::attentionChunkLowRank(const uint64_t* ids, uint32_t count, const A
   return Status::ok();
 }
 
-void Cache::recordQueriesLowRank(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride) {
+void Cache::recordQueriesLowRank(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride,
+                                 const int32_t* positions) {
   const uint32_t D = config_.headDim, R = config_.storedDim(), g = config_.queriesPerHead();
-  if (!stream.basis) {
-    recordQueries(stream, streamIndex, queries, tq, tokenStride, D);
+  // With rope the logit q . R_p B c has no r-dimensional form (lowrank_host.cpp), so the
+  // log keeps whole pre-RoPE queries: compaction rotates them by position.
+  if (!stream.basis || config_.ropeDims != 0) {
+    recordQueries(stream, streamIndex, queries, tq, tokenStride, D, positions);
     return;
   }
   std::vector<float> projected(static_cast<size_t>(tq) * g * R);
@@ -413,12 +417,13 @@ void Cache::recordQueriesLowRank(Stream& stream, uint32_t streamIndex, const flo
     lowRank_->project(queries + t * tokenStride, D, g, D, stream.basis->keys.data(), R, scale,
                                  projected.data() + static_cast<size_t>(t) * g * R, R);
   }
-  recordQueries(stream, streamIndex, projected.data(), tq, static_cast<uint64_t>(g) * R, R);
+  recordQueries(stream, streamIndex, projected.data(), tq, static_cast<uint64_t>(g) * R, R, nullptr);
 }
 
 // Re-expresses a stream's query log on new bases: vectors logged in the original space
 // (from == nullptr) or on `from` (lifted back first) are projected onto `to`, scaled.
 void Cache::projectLog(QueryLog& log, const LowRankBasis* from, const LowRankBasis& to) const {
+  if (config_.ropeDims != 0) return;  // logged whole (recordQueriesLowRank)
   const LowRankKernels& lr = *lowRank_;
   const uint32_t D = config_.headDim, R = config_.storedDim();
   const float scale = std::sqrt(static_cast<float>(R) / static_cast<float>(D));
@@ -576,7 +581,7 @@ Status Cache::queryLog(uint64_t id, uint32_t layer, uint32_t head, QueryLog* out
   if (head >= config_.kvHeads) return invalidArgument("kvHead " + std::to_string(head) + " is out of range");
   const Stream& s = seq->stream(layer, config_.kvHeads, head);
   *out = s.queries;
-  if (!config_.lowRank() || !s.basis) return Status::ok();
+  if (!config_.lowRank() || !s.basis || config_.ropeDims != 0) return Status::ok();
   const uint32_t D = config_.headDim, R = config_.storedDim();
   const float scale = std::sqrt(static_cast<float>(R) / static_cast<float>(D));
   auto lift = [&](std::vector<float>& v) {

@@ -18,47 +18,10 @@
 #include <vector>
 
 #include "cache.h"
-#include "kvc/rope.h"
+#include "rope_host.h"
 
 namespace kvc {
 
-namespace {
-
-// cos and signed sin of `position` for channels [0, dims) from the level tables of kvc/rope.h
-// (the position's base-256 digits combined by angle addition, in f32 as the CPU kernels do);
-// c and s are scratch of dims floats, the results are returned through cOut / sOut.
-void ropeAngles(const std::vector<float>& cosT, const std::vector<float>& sinT, uint32_t dims, uint32_t position, float* c,
-                float* s, const float** cOut, const float** sOut) {
-  const float* ca = cosT.data() + static_cast<size_t>(position & (kRopeLevelSize - 1)) * dims;
-  const float* sa = sinT.data() + static_cast<size_t>(position & (kRopeLevelSize - 1)) * dims;
-  for (uint32_t level = 1; level < kRopeLevels; ++level) {
-    const uint32_t j = (position >> (level * kRopeLevelBits)) & (kRopeLevelSize - 1);
-    if (j == 0) continue;
-    const size_t row = (static_cast<size_t>(level) * kRopeLevelSize + j) * dims;
-    const float* cb = cosT.data() + row;
-    const float* sb = sinT.data() + row;
-    for (uint32_t d = 0; d < dims; ++d) {
-      const float c0 = ca[d], s0 = sa[d];
-      c[d] = c0 * cb[d] - s0 * sb[d];
-      s[d] = s0 * cb[d] + c0 * sb[d];
-    }
-    ca = c, sa = s;
-  }
-  *cOut = ca, *sOut = sa;
-}
-
-// Rotates x[0, dims) in place by RoPE at `position` (cos / signed sin per channel, kvc/rope.h).
-void ropeVector(float* x, const RopeSpec& spec, const float* c, const float* s) {
-  const uint32_t half = spec.dims / 2;
-  for (uint32_t j = 0; j < half; ++j) {
-    const uint32_t d0 = spec.style == 0 ? 2 * j : j, d1 = spec.style == 0 ? 2 * j + 1 : j + half;
-    const float x0 = x[d0], x1 = x[d1];
-    x[d0] = x0 * c[d0] + x1 * s[d0];
-    x[d1] = x1 * c[d1] + x0 * s[d1];
-  }
-}
-
-}  // namespace
 
 // Softmax and value sum of one stream from its logits [M][n] (M = tq x g query vectors, scaled),
 // with the contract of the block attention (causal cutoff by position, logit bias beta of
@@ -187,11 +150,11 @@ Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, con
         const float* sn;
         for (uint32_t t = 0; t < tq; ++t) {
           const uint32_t p = spec.byRank ? first + t : static_cast<uint32_t>(cutoff[t]);
-          ropeAngles(hostRopeCos_, hostRopeSin_, spec.dims, p, cBuf.data(), sBuf.data(), &c, &sn);
+          ropeLevelAngles(hostRopeCos_, hostRopeSin_, spec.dims, p, cBuf.data(), sBuf.data(), &c, &sn);
           for (uint32_t j = 0; j < g; ++j) {
             const size_t m = static_cast<size_t>(t) * g + j;
             for (uint32_t d = 0; d < D; ++d) rotated[m * D + d] = queries[m * D + source(d)];
-            ropeVector(rotated.data() + m * D, halfRope.spec, c, sn);
+            ropeApply(rotated.data() + m * D, halfRope.spec, c, sn);
           }
         }
         ropePositions.resize(n);

@@ -140,6 +140,8 @@ export interface NativeRecordedQueries {
   recent: Float32Array;
   seen: number;
   recentSeen: number;
+  /** Caches with rope: the stored position of each reservoir vector's query token. */
+  reservoirPositions?: Int32Array;
 }
 
 /** Compaction request as the native side reads it (built by lib/compactor.ts). */
@@ -161,6 +163,9 @@ export interface NativeCompactionSpec {
   /** per layer [n, queryHeads, headDim] or null */
   queries: Array<Float32Array | null> | null;
   heldOut: Array<Float32Array | null> | null;
+  /** caches with rope: per layer the position of each token of queries / heldOut, or null (the layer's next position) */
+  queryPositions?: Array<Int32Array | null> | null;
+  heldOutPositions?: Array<Int32Array | null> | null;
   online: boolean;
   maxRows: number;
   /** compact() only: compute on a thread of its own at the lowest priority (lib/maintain.ts). */
