@@ -409,6 +409,12 @@ Status CudaBackend::attention(const AttentionParams& p) {
   const uint32_t QD = p.liftDim ? p.liftDim : D;
   if (QD > kMaxHeadDim) return invalidArgument("attention: liftDim must be in [1, 1024], got " + std::to_string(QD));
   if (p.liftDim && p.codec.keySigns) return unsupported("cuda attention: lifted low-rank keys with rotated keys");
+  // A tile's coefficients and lifted keys sit in shared memory (up to 32 rows of D + QD floats):
+  // keep them within 96 KiB, which leaves room for the pipeline stages on sm_80 and sm_90.
+  if (p.liftDim && 32ull * (D + QD) * sizeof(float) > 96 * 1024) {
+    return unsupported("cuda attention: lifted low-rank keys need headDim + rank <= 768, got " + std::to_string(QD) + " + " +
+                       std::to_string(D));
+  }
   if (rope.dims != 0 && (rope.dims > QD || rope.dims % 2 != 0)) return invalidArgument("attention: rope.dims must be even and <= headDim");
   if (rope.dims != 0 && !rope.byRank && !p.streams[0].queryPositions) {
     return invalidArgument("attention: rope with stored positions needs the query positions");

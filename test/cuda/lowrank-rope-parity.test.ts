@@ -159,5 +159,11 @@ describe(`lowRank + rope, device cuda (${target.kind}) matches device cpu and a 
       await expect(new Compactor({ ratio: 0.5 }).compact(seq), device).rejects.toMatchObject({ code: 'UNSUPPORTED' });
       expect(seq.lengths(0)[0]).toBe(40);
     }
+    // device cuda: a tile's lifted keys must fit shared memory (headDim + rank <= 768)
+    using big = new KVCache({ layers: 1, kvHeads: 1, headDim: 512, queryHeads: 1, rope: { theta: 10000 }, device: 'cuda',
+      lowRank: { keys: 384, calibrationRows: 4 } });
+    const seq = big.createSequence();
+    seq.append(0, randn(rng, 8 * 512), randn(rng, 8 * 512));
+    expect(() => seq.attention(0, randn(rng, 512))).toThrow(expect.objectContaining({ code: 'UNSUPPORTED' }));
   });
 });
