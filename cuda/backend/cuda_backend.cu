@@ -415,6 +415,10 @@ Status CudaBackend::attention(const AttentionParams& p) {
     return unsupported("cuda attention: lifted low-rank keys need headDim + rank <= 768, got " + std::to_string(QD) + " + " +
                        std::to_string(D));
   }
+  // The lifted kernel keeps 256 value floats per query row in registers (attention.cu).
+  if (p.liftDim && VD > 256) {
+    return unsupported("cuda attention: lifted low-rank keys need value rows of at most 256 floats, got " + std::to_string(VD));
+  }
   if (rope.dims != 0 && (rope.dims > QD || rope.dims % 2 != 0)) return invalidArgument("attention: rope.dims must be even and <= headDim");
   if (rope.dims != 0 && !rope.byRank && !p.streams[0].queryPositions) {
     return invalidArgument("attention: rope with stored positions needs the query positions");
@@ -451,7 +455,8 @@ Status CudaBackend::attention(const AttentionParams& p) {
       logitFloats += M * static_cast<uint64_t>(length);
     }
   }
-  // Lifted keys and rows of two widths run on the generic head_dim class (attentionQueryTile(0)).
+  // Lifted keys and rows of two widths run on the generic head_dim class (attentionQueryTile(0);
+  // the lifted class's tile is larger, so this bound is conservative).
   const uint32_t queryTile = attentionQueryTile(p.liftDim || VD != D ? 0 : D);
   const uint64_t queryTiles = (M + queryTile - 1) / queryTile;
   if (work_.size() * queryTiles > 0x7FFFFFFFull || S * ((M + 3) / 4) > 0x7FFFFFFFull) {

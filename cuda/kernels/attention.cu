@@ -30,11 +30,14 @@ constexpr float kNegInf = -__builtin_huge_valf();
 // Thread geometry per head_dim class. Scores: kKeyLanes lanes share a key row (kKeyElems
 // elements each), 32 / kKeyLanes rows per warp at once, so a dot product costs log2(kKeyLanes)
 // shuffles. Values: a warp's 32 lanes cover a row (kValueElems each) and keep acc for every
-// query row in registers. The generic class serves any head_dim <= 1024 element by element.
+// query row in registers. The generic class serves any head_dim <= 1024 element by element;
+// the lifted class (kLiftedClass) serves low-rank key rows lifted before RoPE (liftTile).
+constexpr int kLiftedClass = -1;
 template <int DC>
 struct Geometry {
   static_assert(DC == 64 || DC == 128, "specialized head_dim classes are 64 and 128");
   static constexpr bool kGeneric = false;
+  static constexpr bool kLifted = false;
   static constexpr uint32_t kQueryRows = 8;
   static constexpr uint32_t kKeyLanes = 8;
   static constexpr uint32_t kKeyElems = DC / kKeyLanes;
@@ -44,10 +47,25 @@ struct Geometry {
 template <>
 struct Geometry<0> {
   static constexpr bool kGeneric = true;
+  static constexpr bool kLifted = false;
   static constexpr uint32_t kQueryRows = 2;
   static constexpr uint32_t kKeyLanes = 32;
   static constexpr uint32_t kKeyElems = 32;   // element d = c * 32 + lane, c < 32: head_dim <= 1024
   static constexpr uint32_t kValueElems = 32;
+  KVC_DEVICE static uint32_t headDim(uint32_t d) { return d; }
+};
+// Lifted low-rank keys: the scores read lifted f32 keys from shared memory (one row per warp,
+// element by element), so the key geometry is the generic one; 4 query rows per block (a GQA-4
+// decode lifts each row once) and value rows of at most 256 coefficients keep acc at 32
+// registers, which leaves room for the lift within the generic class's register budget.
+template <>
+struct Geometry<kLiftedClass> {
+  static constexpr bool kGeneric = true;
+  static constexpr bool kLifted = true;
+  static constexpr uint32_t kQueryRows = 4;
+  static constexpr uint32_t kKeyLanes = 32;
+  static constexpr uint32_t kKeyElems = 32;
+  static constexpr uint32_t kValueElems = 8;  // value width <= 256
   KVC_DEVICE static uint32_t headDim(uint32_t d) { return d; }
 };
 
@@ -191,7 +209,7 @@ __global__ KVC_LAUNCH_BOUNDS(kThreads, 4) void attentionSplitKernel(AttentionArg
   // launchAttention sends such codecs to the generic class, so VD == D in the others.
   const uint32_t VD = Geo::kGeneric ? valueWidth(a.codec) : D;
   // Lifted low-rank keys (a.liftDim): rows of D coefficients, queries of QD floats.
-  const bool lifted = Geo::kGeneric && a.liftDim != 0;
+  constexpr bool lifted = Geo::kLifted;
   const uint32_t QD = lifted ? a.liftDim : D;
   const uint32_t M = a.tq * a.queriesPerHead, qTiles = (M + QR - 1) / QR;
   const uint32_t workIndex = blockIdx.x / qTiles, n0 = (blockIdx.x % qTiles) * QR;
@@ -274,11 +292,9 @@ __global__ KVC_LAUNCH_BOUNDS(kThreads, 4) void attentionSplitKernel(AttentionArg
     const int32_t* posT = reinterpret_cast<const int32_t*>(betaT + kMaxTileRows);
     keys += slot0 * L.keyRowBytes - ((slot0 * L.keyRowBytes) & ~15u);
     values += slot0 * L.valueRowBytes - ((slot0 * L.valueRowBytes) & ~15u);
-    if constexpr (Geo::kGeneric) {
-      if (lifted) {
-        liftTile<KS>(a, st, plan, keys, posT, r, n, reinterpret_cast<float*>(smem + plan.oCoef),
-                     reinterpret_cast<float*>(smem + plan.oLift));
-      }
+    if constexpr (lifted) {
+      liftTile<KS>(a, st, plan, keys, posT, r, n, reinterpret_cast<float*>(smem + plan.oCoef),
+                   reinterpret_cast<float*>(smem + plan.oLift));
     }
 
     // Scores: scale * q.k + beta, -inf past the causal cutoff.
@@ -563,6 +579,7 @@ constexpr std::array<SplitLauncher, sizeof...(I)> makeTable(std::index_sequence<
 constexpr std::array<SplitLauncher, kFormatPairs> kSplit64 = makeTable<64>(std::make_index_sequence<kFormatPairs>{});
 constexpr std::array<SplitLauncher, kFormatPairs> kSplit128 = makeTable<128>(std::make_index_sequence<kFormatPairs>{});
 constexpr std::array<SplitLauncher, kFormatPairs> kSplitGeneric = makeTable<0>(std::make_index_sequence<kFormatPairs>{});
+constexpr std::array<SplitLauncher, kFormatPairs> kSplitLifted = makeTable<kLiftedClass>(std::make_index_sequence<kFormatPairs>{});
 template <int DC, int GS, size_t... I>
 constexpr std::array<SplitLauncher, sizeof...(I)> makeMmaTable(std::index_sequence<I...>) {
   return {{mmaLauncher<DC, GS, static_cast<int>(I / kStorageCount), static_cast<int>(I % kStorageCount)>()...}};
@@ -591,11 +608,15 @@ cudaError_t launchAttention(const AttentionArgs& a, cudaStream_t stream) {
   const size_t pair = static_cast<size_t>(a.codec.keyStorage) * kStorageCount + static_cast<size_t>(a.codec.valueStorage);
   if (pair >= kFormatPairs) return cudaErrorInvalidValue;
   SplitLauncher split = nullptr;
-  // Lifted keys (a.liftDim) are served by the generic class only.
+  // Lifted keys (a.liftDim) are served by the lifted class only.
   const bool equalWidths = valueWidth(a.codec) == a.codec.headDim && a.liftDim == 0;
-  if (a.liftDim > Geometry<0>::kKeyElems * 32 || (a.liftDim && a.codec.keySigns)) return cudaErrorInvalidValue;
+  if (a.liftDim > Geometry<kLiftedClass>::kKeyElems * 32 || (a.liftDim && a.codec.keySigns) ||
+      (a.liftDim && valueWidth(a.codec) > Geometry<kLiftedClass>::kValueElems * 32)) {
+    return cudaErrorInvalidValue;
+  }
   if (!equalWidths && (valueWidth(a.codec) > Geometry<0>::kValueElems * 32 || a.codec.valueSigns)) return cudaErrorInvalidValue;
   if (equalWidths && mmaEligible(a)) split = kMma[a.codec.headDim == 128][a.codec.groupSize == 64][pair];
+  if (a.liftDim) split = kSplitLifted[pair];
   if (!split) {
     switch (equalWidths ? headDimClass(a.codec.headDim) : 0) {
       case 64: split = kSplit64[pair]; break;
