@@ -145,6 +145,10 @@ describe(`lowRank + rope, device cuda (${target.kind}) matches device cpu and a 
       // rank positions really differ from stored ones here (a test that cannot fail otherwise)
       const q = randn(rng, QH * D);
       expect(relError(b.attention(0, q, { positions: 'rank' }), b.attention(0, q))).toBeGreaterThan(1e-3);
+      // export / import across devices (bases, rope fields, rows): the same bytes on the emulator
+      if (target.rules === 'exact') expect(Buffer.from(b.export()).equals(Buffer.from(a.export()))).toBe(true);
+      const imported = gpu.importSequence(a.export());
+      expect(relError(imported.attention(0, q), a.attention(0, q))).toBeLessThan(target.attentionRel);
     });
   }
 
