@@ -62,8 +62,8 @@ export interface KVCacheOptions {
    * orthonormal key and value bases (ranks `keys` and `values`, even, at most headDim;
    * groupSize must divide both; `values` defaults to `keys`). `values: headDim` keeps values
    * unprojected in the cache's `values` format (e.g. low-rank keys + int8 values). Unequal
-   * ranks, and lowRank with `rope` (bases fitted on pre-RoPE keys), attend on the host over
-   * lifted rows, on device 'cpu' only (unequal ranks export as format version 5). A stream holds its first `calibrationRows` rows (default 256)
+   * ranks, and lowRank with `rope` (bases fitted on pre-RoPE keys), attend over lifted rows
+   * (device 'cpu' on the host, device 'cuda' lifting each tile in the attention kernel; with `rope` they compact on the lifted, rotated keys; unequal ranks export as format version 5). A stream holds its first `calibrationRows` rows (default 256)
    * as binary16 (f32 when keys or values are stored as f32), then fits its bases on them and
    * projects every row; 0 holds rows until `seq.fitBases()` or `seq.setBases()`.
    */

@@ -77,9 +77,9 @@ Status createCache(const CacheConfig& config, std::unique_ptr<Cache>* out, Backe
 
 Status Cache::create(const CacheConfig& config, std::unique_ptr<Backend> backend, std::unique_ptr<Cache>* out) {
   KVC_RETURN_IF_ERROR(validateConfig(config));
-  if (config.hostLowRank(backend->attendsValueDim()) && config.device != "cpu") {
+  if (config.hostLowRank(backend->attendsValueDim(), backend->attendsLiftedKeys()) && config.device != "cpu") {
     // The host attention path would read every row back from the device on every call.
-    return unsupported(config.ropeDims != 0 ? "lowRank with rope runs on the CPU device only"
+    return unsupported(config.ropeDims != 0 ? "lowRank with rope needs a backend that lifts low-rank keys before RoPE"
                                             : "lowRank with unequal key and value ranks needs a backend that attends value rows of their own width");
   }
   const BlockLayout layout = config.blockLayout();

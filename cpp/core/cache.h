@@ -308,7 +308,9 @@ class Cache {
   Status writeStreams(std::vector<StreamWrite>& writes);
   Status appendLowRank(Sequence* seq, uint32_t layer, const AppendInput& input, const int32_t* positions);
   Status attentionChunkLowRank(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1);
-  Status attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1);
+  // calibratingOnly: only the streams without bases (the rest attend on a lifting backend).
+  Status attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1,
+                                   bool calibratingOnly = false);
   // Value rows onto / from a stream's value basis ([n][headDim] <-> [n][valueStoredDim]); a copy
   // when values are kept unprojected.
   void projectValueRows(const float* in, uint64_t inStride, uint32_t n, const LowRankBasis& b, float* out) const;
