@@ -7,7 +7,7 @@ import { COMPACTION_METHOD, COMPACTION_OPTIONS, type CompactionMethodName, type 
 import { asyncDisposeSymbol, disposeSymbol } from './lifecycle';
 import { native, type NativeCompactionReport, type NativeCompactionSpec } from './native/binding';
 import { Sequence } from './sequence';
-import { enumOption, isFloat32Array, isInteger, knownKeys, numberOption, optionsObject } from './validate';
+import { enumOption, isFloat32Array, isInt32Array, isInteger, knownKeys, numberOption, optionsObject } from './validate';
 
 /** 'highest-attention' | 'omp' */
 export type CompactionMethod = CompactionMethodName;
@@ -43,6 +43,15 @@ export interface CompactOptions {
   queries?: ReferenceQueries;
   /** Per layer [n, queryHeads, headDim] (or null), used only to report held-out errors. */
   heldOutQueries?: ReadonlyArray<Float32Array | null>;
+  /**
+   * Caches with `rope` only (queries given before RoPE): per layer one position per token of
+   * `queries[layer]` (Int32Array [n], or null). A layer without positions puts every given
+   * query at the layer's next position, as the next decoded token would be. Recorded queries
+   * carry the positions of their tokens.
+   */
+  queryPositions?: ReadonlyArray<Int32Array | null>;
+  /** The same for heldOutQueries. */
+  heldOutPositions?: ReadonlyArray<Int32Array | null>;
   /** Only these layers (default all). */
   layers?: readonly number[];
   /** Only these kv heads of each layer (default all). */
@@ -128,7 +137,7 @@ export interface CompactionReport {
 
 const OPTION_KEYS = [
   'method', 'ratio', 'targetTokens', 'protect', 'chunkSize', 'ridge', 'nnlsIterations', 'queries',
-  'heldOutQueries', 'layers', 'heads', 'threads', 'onProgress', 'signal',
+  'heldOutQueries', 'queryPositions', 'heldOutPositions', 'layers', 'heads', 'threads', 'onProgress', 'signal',
 ] as const;
 const MAX_U32 = 0xffffffff;
 const C = COMPACTION_OPTIONS;
@@ -147,6 +156,17 @@ function layerArrays(name: string, value: unknown): ReadonlyArray<Float32Array |
     if (a !== null && !isFloat32Array(a)) throw invalidArgument(`${name}[${l}]`, 'a Float32Array [n, queryHeads, headDim] or null', a);
   });
   return value as ReadonlyArray<Float32Array | null>;
+}
+
+function layerPositions(name: string, value: unknown): ReadonlyArray<Int32Array | null> {
+  if (!Array.isArray(value)) throw invalidArgument(name, 'an array with one Int32Array (or null) per layer', value);
+  value.forEach((a, l) => {
+    if (a !== null && !isInt32Array(a)) throw invalidArgument(`${name}[${l}]`, 'an Int32Array [n] of positions or null', a);
+    if (a) {
+      for (let i = 0; i < a.length; i++) if (a[i]! < 0) throw invalidArgument(`${name}[${l}][${i}]`, 'a non-negative position', a[i]);
+    }
+  });
+  return value as ReadonlyArray<Int32Array | null>;
 }
 
 function indexList(name: string, value: unknown): readonly number[] {
@@ -179,6 +199,8 @@ function resolve(name: string, value: unknown, extraKeys: readonly string[] = []
     r.queries = q === 'recorded' || q === 'keys' ? q : layerArrays(`${name}.queries`, q);
   }
   if (o['heldOutQueries'] !== undefined) r.heldOutQueries = layerArrays(`${name}.heldOutQueries`, o['heldOutQueries']);
+  if (o['queryPositions'] !== undefined) r.queryPositions = layerPositions(`${name}.queryPositions`, o['queryPositions']);
+  if (o['heldOutPositions'] !== undefined) r.heldOutPositions = layerPositions(`${name}.heldOutPositions`, o['heldOutPositions']);
   if (o['layers'] !== undefined) r.layers = indexList(`${name}.layers`, o['layers']);
   if (o['heads'] !== undefined) r.heads = indexList(`${name}.heads`, o['heads']);
   if (o['threads'] !== undefined) r.threads = count(`${name}.threads`, o['threads'], C.threads.min, C.threads.max);
@@ -244,6 +266,12 @@ function merge(base: Resolved, call: Resolved): Resolved {
  *
  * Device 'cuda': the rows are read and the fitted values and biases written by CUDA kernels;
  * the fit runs on the host threads, as on 'cpu', and gives the same rows.
+ *
+ * Caches with `rope` (keys before RoPE): the fit matches the logits the queries really give,
+ * rot(q, p_q) · rot(k, p_k): it runs on a post-RoPE f32 copy of the streams (keys rotated at
+ * their stored positions, recorded queries at their tokens' positions, given queries at
+ * `queryPositions`), and the kept rows keep their stored pre-RoPE keys and positions
+ * (docs/rope-compaction.md).
  */
 export class Compactor {
   /** The options this compactor was made with. */
@@ -385,6 +413,18 @@ export class Compactor {
       queries = [...r.queries];
     }
     if (r.heldOutQueries) checkLayers('options.heldOutQueries', r.heldOutQueries);
+    const checkPositions = (name: string, positions: ReadonlyArray<Int32Array | null>, arrays: ReadonlyArray<Float32Array | null> | null, of: string) => {
+      if (!c.rope) throw invalidArgument(name, 'absent: positions of given queries need a cache with the rope option', positions);
+      if (positions.length !== c.layers) throw invalidArgument(name, `an array of ${c.layers} entries (one per layer)`, positions);
+      positions.forEach((p, l) => {
+        const tokens = arrays?.[l] ? arrays[l]!.length / (c.queryHeads * c.headDim) : 0;
+        if (p && p.length !== tokens) {
+          throw new KVCacheError('SHAPE_MISMATCH', `${name}[${l}] must hold one position per token of ${of}[${l}] (${tokens}), got ${p.length}`);
+        }
+      });
+    };
+    if (r.queryPositions) checkPositions('options.queryPositions', r.queryPositions, queries, 'options.queries');
+    if (r.heldOutPositions) checkPositions('options.heldOutPositions', r.heldOutPositions, r.heldOutQueries ?? null, 'options.heldOutQueries');
     r.layers?.forEach((l, i) => {
       if (l >= c.layers) throw invalidArgument(`options.layers[${i}]`, `an integer in [0, ${c.layers})`, l);
     });
@@ -406,6 +446,8 @@ export class Compactor {
       querySource,
       queries,
       heldOut: r.heldOutQueries ? [...r.heldOutQueries] : null,
+      queryPositions: r.queryPositions ? [...r.queryPositions] : null,
+      heldOutPositions: r.heldOutPositions ? [...r.heldOutPositions] : null,
       online,
       maxRows: online ? this.#online!.maxRows : 0,
     };

@@ -81,9 +81,6 @@ export function resolveOptions(input: KVCacheOptions): KVCacheConfig {
   const lowRank = resolveLowRank(o['lowRank'], headDim, groupSize, rotateKeys || rotateValues);
   if (lowRank && keySummaries) throw invalidArgument('options.keySummaries', 'false with lowRank (summaries of coefficient rows are not implemented)', true);
   const rope = resolveRope(o['rope'], headDim, rotateKeys);
-  if (lowRank && rope && device !== 'cpu') {
-    throw new KVCacheError('UNSUPPORTED', "options.lowRank: with rope, only on device 'cpu' (attention runs on the host over lifted rows)");
-  }
   if (tiers && (lowRank || rope || keySummaries)) {
     throw new KVCacheError('UNSUPPORTED', `options.tiers: not available together with ${lowRank ? 'lowRank' : rope ? 'rope' : 'keySummaries'} yet`);
   }

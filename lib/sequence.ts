@@ -280,7 +280,9 @@ export class Sequence {
     indexBelow('layer', layer, this.cache.config.layers);
     indexBelow('kvHead', kvHead, this.cache.config.kvHeads);
     const q = native().recordedQueries(this.native, layer, kvHead);
-    return { reservoir: q.reservoir, recent: q.recent, seen: Math.max(q.seen, q.recentSeen) };
+    const out: RecordedQueries = { reservoir: q.reservoir, recent: q.recent, seen: Math.max(q.seen, q.recentSeen) };
+    if (q.reservoirPositions) out.reservoirPositions = q.reservoirPositions;
+    return out;
   }
 }
 

@@ -62,8 +62,8 @@ export interface KVCacheOptions {
    * orthonormal key and value bases (ranks `keys` and `values`, even, at most headDim;
    * groupSize must divide both; `values` defaults to `keys`). `values: headDim` keeps values
    * unprojected in the cache's `values` format (e.g. low-rank keys + int8 values). Unequal
-   * ranks, and lowRank with `rope` (bases fitted on pre-RoPE keys), attend on the host over
-   * lifted rows, on device 'cpu' only (with `rope` they cannot be compacted yet; unequal ranks export as format version 5). A stream holds its first `calibrationRows` rows (default 256)
+   * ranks, and lowRank with `rope` (bases fitted on pre-RoPE keys), attend over lifted rows
+   * (device 'cpu' on the host, device 'cuda' lifting each tile in the attention kernel; with `rope` they compact on the lifted, rotated keys; unequal ranks export as format version 5). A stream holds its first `calibrationRows` rows (default 256)
    * as binary16 (f32 when keys or values are stored as f32), then fits its bases on them and
    * projects every row; 0 holds rows until `seq.fitBases()` or `seq.setBases()`.
    */
@@ -72,7 +72,8 @@ export interface KVCacheOptions {
    * The model's RoPE: keys are appended *before* RoPE and queries are passed before RoPE too;
    * the cache rotates both by position inside attention. Needed for re-indexed positions
    * (`attention(..., { positions: 'rank' })`). With `lowRank`, the bases are fitted on pre-RoPE keys.
-   * Default: none (keys and queries arrive after RoPE).
+   * Compaction fits the rotated logits (queries and keys at their stored positions) and keeps
+   * the pre-RoPE rows (docs/rope-compaction.md). Default: none (keys and queries arrive after RoPE).
    */
   rope?: RopeOptions;
   /**
@@ -389,6 +390,11 @@ export interface RecordedQueries {
   recent: Float32Array;
   /** Query vectors recorded so far (tokens × queryHeads / kvHeads). */
   seen: number;
+  /**
+   * Caches with `rope` only: [n], the stored position of each reservoir vector's query token
+   * (compaction rotates the pre-RoPE query by it).
+   */
+  reservoirPositions?: Int32Array;
 }
 
 /** One stream as a custom eviction policy sees it. */

@@ -20,6 +20,11 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
   Cache& live(Napi::Env env);
   Napi::Value createSequence(const Napi::CallbackInfo& info);
   Napi::Value importSequence(const Napi::CallbackInfo& info);
+  // Incremental import of chunk payloads (chunk_import_binding.cpp).
+  Napi::Value beginChunkImport(const Napi::CallbackInfo& info);
+  Napi::Value chunkImportAdd(const Napi::CallbackInfo& info);
+  Napi::Value chunkImportFinish(const Napi::CallbackInfo& info);
+  Napi::Value chunkImportAbort(const Napi::CallbackInfo& info);
   Napi::Value attentionBatch(const Napi::CallbackInfo& info);
   Napi::Value stats(const Napi::CallbackInfo& info);
   Napi::Value trimWorkspace(const Napi::CallbackInfo& info);

@@ -61,10 +61,14 @@ std::vector<uint32_t> indexList(Napi::Env env, Napi::Object o, const char* name)
   return out;
 }
 
-// Per-layer arrays (Float32Array or null), copied: the compaction may outlive the call.
-std::vector<std::vector<float>> layerArrays(Napi::Env env, Napi::Object o, const char* name) {
+// Per-layer typed arrays (of `type`, or null), copied: the compaction may outlive the call.
+// `finite`: the elements must be finite floats (reference queries are numbers with a meaning
+// too, README "Semantics").
+template <class T>
+std::vector<std::vector<T>> layerTyped(Napi::Env env, Napi::Object o, const char* name, napi_typedarray_type type,
+                                       const char* typeName, bool finite) {
   Napi::Value v = o.Get(name);
-  std::vector<std::vector<float>> out;
+  std::vector<std::vector<T>> out;
   if (v.IsUndefined() || v.IsNull()) return out;
   if (!v.IsArray()) throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + " must be an array");
   Napi::Array a = v.As<Napi::Array>();
@@ -75,18 +79,25 @@ std::vector<std::vector<float>> layerArrays(Napi::Env env, Napi::Object o, const
   for (uint32_t l = 0; l < a.Length(); ++l) {
     Napi::Value e = a.Get(l);
     if (e.IsUndefined() || e.IsNull()) continue;
+    const std::string at = std::string("spec.") + name + "[" + std::to_string(l) + "]";
     TypedView f;
-    if (!typedView(env, e, &f) || f.type != napi_float32_array) {
-      throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + "[" + std::to_string(l) + "] must be a Float32Array or null");
-    }
-    const float* d = static_cast<const float*>(f.data);
-    // Reference queries are numbers with a meaning too (README "Semantics").
-    if (!allFiniteF32(d, f.length)) {
-      throwError(env, StatusCode::kInvalidArgument, std::string("spec.") + name + "[" + std::to_string(l) + "] must be finite (it holds NaN or Infinity)");
+    if (!typedView(env, e, &f) || f.type != type) throwError(env, StatusCode::kInvalidArgument, at + " must be " + typeName + " or null");
+    const T* d = static_cast<const T*>(f.data);
+    if (finite && !allFiniteF32(reinterpret_cast<const float*>(d), f.length)) {
+      throwError(env, StatusCode::kInvalidArgument, at + " must be finite (it holds NaN or Infinity)");
     }
     out[l].assign(d, d + f.length);
   }
   return out;
+}
+
+std::vector<std::vector<float>> layerArrays(Napi::Env env, Napi::Object o, const char* name) {
+  return layerTyped<float>(env, o, name, napi_float32_array, "a Float32Array", true);
+}
+
+// Token positions of queries / heldOut on a cache with rope.
+std::vector<std::vector<int32_t>> layerPositions(Napi::Env env, Napi::Object o, const char* name) {
+  return layerTyped<int32_t>(env, o, name, napi_int32_array, "an Int32Array", false);
 }
 
 namespace limits = schema::compaction;
@@ -97,6 +108,7 @@ static_assert(static_cast<int>(QuerySource::kGiven) + 1 == schema::kQuerySourceC
 // spec: { method: 'highest-attention' | 'omp', ratio, targetTokens, sinks, recent, chunkSize,
 //         ridge, nnlsIterations, threads, layers, heads: Int32Array | null,
 //         querySource: 'recorded' | 'keys' | 'given', queries, heldOut: (Float32Array | null)[] | null,
+//         queryPositions, heldOutPositions: (Int32Array | null)[] | null (caches with rope),
 //         maxKeyQueries, online: boolean, maxRows }: names, limits and defaults from schema/options.json.
 SequenceRequest requestOf(Napi::Env env, Napi::Value value) {
   Napi::Object o = specArg(env, value, "compaction spec");
@@ -120,6 +132,8 @@ SequenceRequest requestOf(Napi::Env env, Napi::Value value) {
       enumField(env, o, "querySource", schema::kQuerySourceNames, schema::kQuerySourceCount, limits::kQuerySourceDefault));
   r.queries = layerArrays(env, o, "queries");
   r.heldOut = layerArrays(env, o, "heldOut");
+  r.queryPositions = layerPositions(env, o, "queryPositions");
+  r.heldOutPositions = layerPositions(env, o, "heldOutPositions");
   r.maxKeyQueries = u32Field(env, o, "maxKeyQueries", limits::kMaxKeyQueriesDefault, limits::kMaxKeyQueriesMin, limits::kMaxKeyQueriesMax);
   r.online = boolField(env, o, "online", false);
   r.maxRows = u32Field(env, o, "maxRows", 0, 0, limits::kMaxRowsMax);

@@ -143,7 +143,8 @@ Napi::Value streamScores(const Napi::CallbackInfo& info) {
   return floats(env, s.scores.data(), s.scores.size());
 }
 
-// recordedQueries(sequence, layer, kvHead) -> { reservoir [n*D], recent [m*D] oldest first, seen, recentSeen }
+// recordedQueries(sequence, layer, kvHead) -> { reservoir [n*D], recent [m*D] oldest first, seen, recentSeen,
+//   reservoirPositions [n] (caches with rope) }
 Napi::Value recordedQueries(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Target t = sequenceArg(info);
@@ -165,6 +166,11 @@ Napi::Value recordedQueries(const Napi::CallbackInfo& info) {
   }
   Napi::Object out = Napi::Object::New(env);
   out.Set("reservoir", floats(env, log.reservoir.data(), reservoirCount * D));
+  if (c.ropeDims != 0 && log.reservoirPositions.size() == reservoirCount) {
+    Napi::Int32Array positions = Napi::Int32Array::New(env, reservoirCount);
+    if (reservoirCount) std::memcpy(positions.Data(), log.reservoirPositions.data(), 4 * reservoirCount);
+    out.Set("reservoirPositions", positions);
+  }
   out.Set("recent", recent);
   out.Set("seen", static_cast<double>(log.seen));
   out.Set("recentSeen", static_cast<double>(log.recentSeen));

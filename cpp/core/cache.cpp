@@ -77,9 +77,9 @@ Status createCache(const CacheConfig& config, std::unique_ptr<Cache>* out, Backe
 
 Status Cache::create(const CacheConfig& config, std::unique_ptr<Backend> backend, std::unique_ptr<Cache>* out) {
   KVC_RETURN_IF_ERROR(validateConfig(config));
-  if (config.hostLowRank(backend->attendsValueDim()) && config.device != "cpu") {
+  if (config.hostLowRank(backend->attendsValueDim(), backend->attendsLiftedKeys()) && config.device != "cpu") {
     // The host attention path would read every row back from the device on every call.
-    return unsupported(config.ropeDims != 0 ? "lowRank with rope runs on the CPU device only"
+    return unsupported(config.ropeDims != 0 ? "lowRank with rope needs a backend that lifts low-rank keys before RoPE"
                                             : "lowRank with unequal key and value ranks needs a backend that attends value rows of their own width");
   }
   const BlockLayout layout = config.blockLayout();
@@ -347,15 +347,35 @@ Status Cache::attention(const uint64_t* ids, uint32_t count, const AttentionRequ
   }
   if (r.recordQueries) {
     const uint64_t tokenStride = static_cast<uint64_t>(config_.queryHeads) * config_.headDim;
+    // With rope a logged query keeps the stored position of its token (compaction rotates it
+    // by that position); read every stream's first, so that a failed read logs nothing.
+    std::vector<int32_t> tokenPositions;
+    if (config_.ropeDims != 0) {
+      tokenPositions.resize(static_cast<size_t>(count) * heads * r.tq);
+      for (uint32_t i = 0; i < count; ++i) {
+        const Sequence* seq = sequences_.at(ids[i]).get();
+        for (uint32_t h = 0; h < heads; ++h) {
+          const Stream& s = seq->stream(r.layer, heads, h);
+          int32_t* out = tokenPositions.data() + (static_cast<size_t>(i) * heads + h) * r.tq;
+          const uint32_t first = static_cast<uint32_t>(s.rows()) - r.tq;
+          if (s.pendingRows() > 0) {
+            std::memcpy(out, s.pendingPositions.data() + first, 4ull * r.tq);  // a calibrating low-rank stream
+          } else {
+            KVC_RETURN_IF_ERROR(readPositions(s, first, r.tq, out));
+          }
+        }
+      }
+    }
     for (uint32_t i = 0; i < count; ++i) {
       Sequence* seq = sequences_.at(ids[i]).get();
       for (uint32_t h = 0; h < heads; ++h) {
         Stream& s = seq->stream(r.layer, heads, h);
         const float* q = r.queries + static_cast<uint64_t>(i) * r.tq * tokenStride + static_cast<uint64_t>(h) * config_.queriesPerHead() * config_.headDim;
+        const int32_t* pos = tokenPositions.empty() ? nullptr : tokenPositions.data() + (static_cast<size_t>(i) * heads + h) * r.tq;
         if (config_.lowRank()) {
-          recordQueriesLowRank(s, r.layer * heads + h, q, r.tq, tokenStride);
+          recordQueriesLowRank(s, r.layer * heads + h, q, r.tq, tokenStride, pos);
         } else {
-          recordQueries(s, r.layer * heads + h, q, r.tq, tokenStride, config_.headDim);
+          recordQueries(s, r.layer * heads + h, q, r.tq, tokenStride, config_.headDim, pos);
         }
       }
     }
@@ -428,7 +448,7 @@ Status Cache::attentionChunk(const uint64_t* ids, uint32_t count, const Attentio
 }
 
 void Cache::recordQueries(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride,
-                          uint32_t D) {
+                          uint32_t D, const int32_t* positions) {
   const uint32_t g = config_.queriesPerHead();
   QueryLog& log = stream.queries;
   for (uint32_t t = 0; t < tq; ++t) {
@@ -439,19 +459,27 @@ void Cache::recordQueries(Stream& stream, uint32_t streamIndex, const float* que
         if (log.seen < config_.queryReservoir) {
           slot = log.seen;
           log.reservoir.resize((log.seen + 1) * D);
+          if (positions) log.reservoirPositions.resize(log.seen + 1);
         } else {
           // Algorithm R with a counter-based generator: deterministic for a given history.
           uint64_t state = (log.seen << 20) ^ streamIndex ^ 0x5DEECE66Dull;
           const uint64_t j = splitmix64(&state) % (log.seen + 1);
           if (j < config_.queryReservoir) slot = j;
         }
-        if (slot != SIZE_MAX) std::memcpy(log.reservoir.data() + slot * D, q, 4ull * D);
+        if (slot != SIZE_MAX) {
+          std::memcpy(log.reservoir.data() + slot * D, q, 4ull * D);
+          if (positions) log.reservoirPositions[slot] = positions[t];
+        }
         ++log.seen;
       }
       if (config_.recentQueries > 0) {
         const size_t slot = log.recentSeen % config_.recentQueries;
         if (log.recent.size() < (slot + 1) * D) log.recent.resize((slot + 1) * D);
         std::memcpy(log.recent.data() + slot * D, q, 4ull * D);
+        if (positions) {
+          if (log.recentPositions.size() < slot + 1) log.recentPositions.resize(slot + 1);
+          log.recentPositions[slot] = positions[t];
+        }
         ++log.recentSeen;
       }
     }

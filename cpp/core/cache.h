@@ -66,6 +66,7 @@ struct KeepSet {
 
 class Cache;
 class TierStage;
+class RopeStage;
 
 // What the caller of prepareKeepRows does with the rebuilt streams before commit.
 enum class KeepRowsMode {
@@ -226,6 +227,10 @@ class Cache {
   // tier 0 keeps the rest (the kept rows of its old run bit-exact). All or nothing.
   Status keepRowsTiered(uint64_t id, TierStage& stage, const KeepSet* sets, uint32_t count, KeepRowsMode mode,
                         const std::function<Status(const KeepRowsTxn&)>& rewrite);
+  // Compaction of a cache with rope (compaction/rope_stage.h): `s` staged in the stage's
+  // format (fresh blocks): keys lifted to headDim and rotated at their stored positions,
+  // values, beta and positions as stored.
+  Status stageRopeStream(const Stream& s, const RopeStage& stage, Stream* out);
   // Decodes rows [start, start + count) of a stream whatever tiers they are in (readRows).
   Status readStreamRows(const Stream& s, uint32_t start, uint32_t count, float* keys, float* values, float* beta,
                         int32_t* positions) const;
@@ -259,11 +264,13 @@ class Cache {
   void releaseStream(Stream& stream);
   Status readPositions(const Stream& stream, uint32_t start, uint32_t count, int32_t* out) const;
   friend class KeepRowsTxn;
+  friend class ChunkImport;  // chunk_import.cpp: takes blocks, writes rows, adds the sequence at the end
   void commitKeep(KeepRowsTxn* txn);
   Status abortKeep(KeepRowsTxn* txn);
   // D: floats per logged query vector (headDim, or the rank of a low-rank stream's log).
+  // positions: [tq] stored positions of the query tokens (caches with rope), else nullptr.
   void recordQueries(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride,
-                     uint32_t D);
+                     uint32_t D, const int32_t* positions);
   Status attentionChunk(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1);
   // Key summaries (sparse/sparse_plan.cpp): recomputes blocks [firstBlock, endBlock) of a
   // stream of `length` rows from their stored keys; a no-op when the layout has none.
@@ -279,6 +286,10 @@ class Cache {
   Status importTiered(const uint8_t* bytes, size_t size, uint64_t* id);
   Status attentionChunkTiered(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1);
   // Truncation of a tiered stream to newLength rows: the blocks it keeps and their tiers.
+  // Writes n f32 rows (keys, values [n][width of the codec], positions, beta [n]) into the
+  // table `table` from its row 0, in the format of pool/codec (backend append).
+  Status writeRowsAt(const PoolView& pool, const RowCodec& codec, const int32_t* table, uint32_t n, const float* keys,
+                     const float* values, const int32_t* positions, const float* beta);
   // Rows [start, start + count) of `src` (tier `from`) decoded and encoded in tier `to` into
   // the table `dst` from its row 0 (block-aligned chunks, bounded host memory).
   Status recodeRows(uint32_t from, const StreamView& src, uint32_t start, uint32_t count, uint32_t to, const int32_t* dst);
@@ -297,7 +308,9 @@ class Cache {
   Status writeStreams(std::vector<StreamWrite>& writes);
   Status appendLowRank(Sequence* seq, uint32_t layer, const AppendInput& input, const int32_t* positions);
   Status attentionChunkLowRank(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1);
-  Status attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1);
+  // calibratingOnly: only the streams without bases (the rest attend on a lifting backend).
+  Status attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1,
+                                   bool calibratingOnly = false);
   // Value rows onto / from a stream's value basis ([n][headDim] <-> [n][valueStoredDim]); a copy
   // when values are kept unprojected.
   void projectValueRows(const float* in, uint64_t inStride, uint32_t n, const LowRankBasis& b, float* out) const;
@@ -313,7 +326,8 @@ class Cache {
   Status rebase(Sequence* seq, const std::vector<uint32_t>& streams, const std::vector<std::shared_ptr<const LowRankBasis>>& bases,
                 bool refit);
   void projectLog(QueryLog& log, const LowRankBasis* from, const LowRankBasis& to) const;
-  void recordQueriesLowRank(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride);
+  void recordQueriesLowRank(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride,
+                            const int32_t* positions);
   std::vector<float> lowRankQueryScratch_, lowRankOutScratch_;
   std::vector<float> hostRopeCos_, hostRopeSin_;  // kvc/rope.h level tables of the host low-rank path
   // Projection, lift, basis fit and calibration attention on host memory: the backend's own,

@@ -68,10 +68,12 @@ struct CacheConfig {
   // Values kept in the original space (value rank == headDim): no value basis.
   bool fullValues() const { return lowRank() && lowRankValues == headDim; }
   // Low-rank attention computed on the host over lifted rows (cpp/core/lowrank_host.cpp):
-  // RoPE by position does not commute with the projection, and the block kernels of a backend
-  // without Backend::attendsValueDim read key and value rows of one width.
-  bool hostLowRank(bool backendAttendsValueDim) const {
-    return lowRank() && (ropeDims != 0 || (lowRankValues != lowRankKeys && !backendAttendsValueDim));
+  // RoPE by position does not commute with the projection (unless the backend lifts keys
+  // itself, Backend::attendsLiftedKeys), and the block kernels of a backend without
+  // Backend::attendsValueDim read key and value rows of one width.
+  bool hostLowRank(bool backendAttendsValueDim, bool backendLiftsKeys = false) const {
+    return lowRank() && ((ropeDims != 0 && !(backendLiftsKeys && backendAttendsValueDim)) ||
+                         (lowRankValues != lowRankKeys && !backendAttendsValueDim));
   }
   uint32_t keyRowBytes() const { return rowBytes(keys, storedDim(), groupSize); }
   uint32_t valueRowBytes() const { return rowBytes(values, valueStoredDim(), groupSize); }

@@ -17,7 +17,8 @@
 // calibrationRows rows.
 //
 // Recorded queries of a stream with bases are logged projected and scaled by sqrt(r / D), so
-// that compaction and eviction, which scale by 1/sqrt(storedDim), see the true logits.
+// that compaction and eviction, which scale by 1/sqrt(storedDim), see the true logits; with
+// rope they are logged whole, with their positions (compaction/rope_stage.h).
 //
 // Key and value ranks may differ (value rows are valueStoredDim() wide), and a value rank of
 // headDim keeps values unprojected in the cache's value format (no value basis). Caches with
@@ -294,12 +295,18 @@ Status Cache::appendLowRank(Sequence* seq, uint32_t layer, const AppendInput& in
 }
 
 Status Cache::attentionChunkLowRank(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1) {
-  if (config_.hostLowRank(backend_->attendsValueDim())) return attentionChunkLowRankHost(ids, count, r, t0, t1);
+  if (config_.hostLowRank(backend_->attendsValueDim(), backend_->attendsLiftedKeys())) {
+    return attentionChunkLowRankHost(ids, count, r, t0, t1);
+  }
+  // With rope the backend lifts key rows (AttentionParams::liftDim): queries go unprojected,
+  // and calibrating streams (rows held on the host) attend on the host.
+  const bool lifted = config_.ropeDims != 0;
+  if (lifted) KVC_RETURN_IF_ERROR(attentionChunkLowRankHost(ids, count, r, t0, t1, /*calibratingOnly=*/true));
   const LowRankKernels& lr = *lowRank_;
   const uint32_t heads = config_.kvHeads, D = config_.headDim, R = config_.storedDim(), g = config_.queriesPerHead();
   // Value rows are RV wide (RV != R only on a backend that attends such rows); projected
-  // queries and value outputs share one token stride of g * W floats.
-  const uint32_t RV = config_.valueStoredDim(), W = std::max(R, RV);
+  // (or, lifted, full) queries and value outputs share one token stride of g * W floats.
+  const uint32_t RV = config_.valueStoredDim(), W = std::max(lifted ? D : R, RV);
   const uint32_t tq = t1 - t0;
   const bool whole = t0 == 0 && t1 == r.tq;
   const uint64_t tokenStride = static_cast<uint64_t>(config_.queryHeads) * D;
@@ -333,6 +340,7 @@ Status Cache::attentionChunkLowRank(const uint64_t* ids, uint32_t count, const A
       }
       int32_t* cutoff = queryPositionScratch_.data() + k * tq;
       const uint32_t first = static_cast<uint32_t>(s.rows()) - r.tq + t0;  // row of query token t0
+      if (!s.basis && lifted) continue;  // attended on the host above
       if (!s.basis) {
         for (uint32_t t = 0; t < tq; ++t) cutoff[t] = s.pendingPositions[first + t];
         DenseAttentionArgs a;
@@ -360,7 +368,13 @@ Status Cache::attentionChunkLowRank(const uint64_t* ids, uint32_t count, const A
       float* qp = lowRankQueryScratch_.data() + k * perStream;
       float* op = lowRankOutScratch_.data() + k * perStream;
       for (uint32_t t = 0; t < tq; ++t) {
-        lr.project(q + t * tokenStride, D, g, D, s.basis->keys.data(), R, 1.0f, qp + static_cast<size_t>(t) * g * W, R);
+        if (lifted) {
+          for (uint32_t j = 0; j < g; ++j) {
+            std::memcpy(qp + static_cast<size_t>(t) * g * W + static_cast<size_t>(j) * D, q + t * tokenStride + static_cast<uint64_t>(j) * D, 4ull * D);
+          }
+        } else {
+          lr.project(q + t * tokenStride, D, g, D, s.basis->keys.data(), R, 1.0f, qp + static_cast<size_t>(t) * g * W, R);
+        }
       }
       AttentionStream a;
       a.kv.blockTable = s.blocks.data();
@@ -369,7 +383,10 @@ Status Cache::attentionChunkLowRank(const uint64_t* ids, uint32_t count, const A
       a.out = op;
       a.lse = lse;
       a.scores = scores;
-      if (!whole) {
+      if (lifted) a.keyBasis = s.basis->keys.data();
+      a.firstQueryRow = s.length - static_cast<int32_t>(r.tq) + static_cast<int32_t>(t0);
+      // RoPE by stored position rotates each query at its own position: the backend needs it.
+      if (!whole || (lifted && !r.rankPositions)) {
         KVC_RETURN_IF_ERROR(readPositions(s, first, tq, cutoff));
         a.queryPositions = cutoff;
       }
@@ -390,6 +407,11 @@ Status Cache::attentionChunkLowRank(const uint64_t* ids, uint32_t count, const A
   p.tokenStride = static_cast<uint64_t>(g) * W;
   p.lseTokenStride = config_.queryHeads;
   p.scale = scale;  // logits of the original space: q . (B c) / sqrt(D) = (B^T q) . c / sqrt(D)
+  if (lifted) {
+    p.liftDim = D;
+    p.rope.spec = config_.rope();
+    p.rope.spec.byRank = r.rankPositions;
+  }
   KVC_RETURN_IF_ERROR(backend_->attention(p));
   for (const Lift& l : lifts) {
     if (config_.fullValues()) {
@@ -401,10 +423,13 @@ Status Cache::attentionChunkLowRank(const uint64_t* ids, uint32_t count, const A
   return Status::ok();
 }
 
-void Cache::recordQueriesLowRank(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride) {
+void Cache::recordQueriesLowRank(Stream& stream, uint32_t streamIndex, const float* queries, uint32_t tq, uint64_t tokenStride,
+                                 const int32_t* positions) {
   const uint32_t D = config_.headDim, R = config_.storedDim(), g = config_.queriesPerHead();
-  if (!stream.basis) {
-    recordQueries(stream, streamIndex, queries, tq, tokenStride, D);
+  // With rope the logit q . R_p B c has no r-dimensional form (lowrank_host.cpp), so the
+  // log keeps whole pre-RoPE queries: compaction rotates them by position.
+  if (!stream.basis || config_.ropeDims != 0) {
+    recordQueries(stream, streamIndex, queries, tq, tokenStride, D, positions);
     return;
   }
   std::vector<float> projected(static_cast<size_t>(tq) * g * R);
@@ -413,12 +438,13 @@ void Cache::recordQueriesLowRank(Stream& stream, uint32_t streamIndex, const flo
     lowRank_->project(queries + t * tokenStride, D, g, D, stream.basis->keys.data(), R, scale,
                                  projected.data() + static_cast<size_t>(t) * g * R, R);
   }
-  recordQueries(stream, streamIndex, projected.data(), tq, static_cast<uint64_t>(g) * R, R);
+  recordQueries(stream, streamIndex, projected.data(), tq, static_cast<uint64_t>(g) * R, R, nullptr);
 }
 
 // Re-expresses a stream's query log on new bases: vectors logged in the original space
 // (from == nullptr) or on `from` (lifted back first) are projected onto `to`, scaled.
 void Cache::projectLog(QueryLog& log, const LowRankBasis* from, const LowRankBasis& to) const {
+  if (config_.ropeDims != 0) return;  // logged whole (recordQueriesLowRank)
   const LowRankKernels& lr = *lowRank_;
   const uint32_t D = config_.headDim, R = config_.storedDim();
   const float scale = std::sqrt(static_cast<float>(R) / static_cast<float>(D));
@@ -576,7 +602,7 @@ Status Cache::queryLog(uint64_t id, uint32_t layer, uint32_t head, QueryLog* out
   if (head >= config_.kvHeads) return invalidArgument("kvHead " + std::to_string(head) + " is out of range");
   const Stream& s = seq->stream(layer, config_.kvHeads, head);
   *out = s.queries;
-  if (!config_.lowRank() || !s.basis) return Status::ok();
+  if (!config_.lowRank() || !s.basis || config_.ropeDims != 0) return Status::ok();
   const uint32_t D = config_.headDim, R = config_.storedDim();
   const float scale = std::sqrt(static_cast<float>(R) / static_cast<float>(D));
   auto lift = [&](std::vector<float>& v) {

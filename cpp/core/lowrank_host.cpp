@@ -6,6 +6,8 @@
 //   D x r per row, and lifting each row once (k = B c) shares that cost by all tq x GQA query
 //   vectors of the call. The backend's fused kernel (RopeLogitsArgs, kvc/lowrank_ops.h) lifts
 //   a tile of rows into cache-resident scratch, rotates it and dots it with the queries;
+//   A backend that lifts keys itself (Backend::attendsLiftedKeys) serves the streams with
+//   bases; this path then serves only the calibrating ones (rows held on the host);
 // - with unequal key and value ranks (or unprojected values), key and value rows differ in
 //   width, which the CPU block kernels (one row width) do not read (the CUDA kernel does:
 //   Backend::attendsValueDim); without rope the logits are
@@ -21,6 +23,7 @@
 #include "kvc/rope.h"
 
 namespace kvc {
+
 
 // Softmax and value sum of one stream from its logits [M][n] (M = tq x g query vectors, scaled),
 // with the contract of the block attention (causal cutoff by position, logit bias beta of
@@ -71,7 +74,8 @@ static uint32_t halfOrderSource(uint32_t d, uint32_t dims) {
   return d < dims / 2 ? 2 * d : 2 * (d - dims / 2) + 1;
 }
 
-Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1) {
+Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, const AttentionRequest& r, uint32_t t0, uint32_t t1,
+                                        bool calibratingOnly) {
   const LowRankKernels& lr = *lowRank_;
   const uint32_t heads = config_.kvHeads, D = config_.headDim, R = config_.storedDim();
   const uint32_t g = config_.queriesPerHead(), tq = t1 - t0, M = tq * g;
@@ -111,6 +115,7 @@ Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, con
     Sequence* seq = sequences_.at(ids[i]).get();
     for (uint32_t h = 0; h < heads; ++h) {
       Stream& s = seq->stream(r.layer, heads, h);
+      if (calibratingOnly && s.basis) continue;
       const uint32_t n = static_cast<uint32_t>(s.rows());
       const uint32_t first = n - r.tq + t0;  // row of query token t0
       // Values as stored: [n][RV] coefficients (lifted after the weighted sum, once per
@@ -149,11 +154,11 @@ Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, con
         const float* sn;
         for (uint32_t t = 0; t < tq; ++t) {
           const uint32_t p = spec.byRank ? first + t : static_cast<uint32_t>(cutoff[t]);
-          ropeAnglesFromTables(hostRopeCos_.data(), hostRopeSin_.data(), spec.dims, p, cBuf.data(), sBuf.data(), &c, &sn);
+          ropeLevelAngles(hostRopeCos_.data(), hostRopeSin_.data(), spec.dims, p, cBuf.data(), sBuf.data(), &c, &sn);
           for (uint32_t j = 0; j < g; ++j) {
             const size_t m = static_cast<size_t>(t) * g + j;
             for (uint32_t d = 0; d < D; ++d) rotated[m * D + d] = queries[m * D + source(d)];
-            ropeApplyAngles(rotated.data() + m * D, halfRope.spec, c, sn);
+            ropeApply(rotated.data() + m * D, halfRope.spec, c, sn);
           }
         }
         ropePositions.resize(n);

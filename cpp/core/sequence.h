@@ -22,6 +22,11 @@ struct QueryLog {
   uint64_t seen = 0;
   std::vector<float> recent;     // ring [min(recentSeen, capacity)][headDim]
   uint64_t recentSeen = 0;
+  // Caches with rope (keys and queries before RoPE): the stored position of each logged
+  // vector's query token (the row the query sits at), slot for slot with reservoir / recent;
+  // compaction rotates a logged query by it (compaction/rope_stage.h). Empty without rope.
+  std::vector<int32_t> reservoirPositions;
+  std::vector<int32_t> recentPositions;
 };
 
 // The bases of a low-rank stream (cpp/core/lowrank.cpp): [headDim][rank] each, orthonormal

@@ -23,6 +23,7 @@
 #include <string>
 
 #include "cache.h"
+#include "chunk_import.h"
 #include "kvc/finite.h"
 #include "crc32.h"
 #include "tiers/tier_serialize.h"
@@ -201,8 +202,32 @@ Status checkSequenceFields(const CacheConfig& c, const uint8_t* fields) {
   return Status::ok();
 }
 
-Status validateEncodedRows(const CacheConfig& c, const std::vector<int32_t>& lengths, const uint8_t* bytes, size_t size) {
-  return validateRows(c, lengths, Reader(bytes, size));
+Status validateEncodedRows(const CacheConfig& c, const std::vector<int32_t>& lengths, const uint8_t* bytes, size_t size, uint32_t* crc) {
+  return validateRows(c, lengths, Reader(bytes, size), crc);
+}
+
+Status checkPlainPrelude(const CacheConfig& c, const uint8_t* p, size_t n) {
+  if (n < kHeaderBytes || std::memcmp(p, kMagic, 8) != 0) return corruptData("not a kvcompact sequence (bad magic)");
+  uint32_t version = 0, headerBytes = 0;
+  std::memcpy(&version, p + 8, 4);
+  std::memcpy(&headerBytes, p + 12, 4);
+  if (version != 1 && version != kFormatVersion && version != kRopeFormatVersion) {
+    return corruptData("a chunk of sequence format version " + std::to_string(version) + " (chunks are versions 1-3)");
+  }
+  const bool hasRopeFields = version == kRopeFormatVersion;
+  if (headerBytes != (hasRopeFields ? kRopeHeaderBytes : kHeaderBytes)) return corruptData("bad header size");
+  if (n != headerBytes + (version >= 2 ? 4u : 0u)) return corruptData("bad chunk prelude size");
+  KVC_RETURN_IF_ERROR(checkSequenceFields(c, p + 16));
+  RopeFields rf{0, 0, 0.0};
+  if (hasRopeFields) std::memcpy(&rf, p + kHeaderBytes, sizeof rf);
+  const RopeFields mine = ropeFieldsOf(c);
+  if (rf.dims != mine.dims || rf.style != mine.style || !(rf.theta == mine.theta)) {
+    return invalidArgument("the sequence was exported with other rope options than this cache uses");
+  }
+  uint32_t rank = 0;
+  if (version >= 2) std::memcpy(&rank, p + headerBytes, 4);
+  if (rank != 0 || c.lowRank()) return invalidArgument("chunks hold plain rows: a lowRank sequence is imported whole");
+  return Status::ok();
 }
 
 Status Cache::exportSequence(uint64_t id, std::vector<uint8_t>* out) {

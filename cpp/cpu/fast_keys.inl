@@ -108,30 +108,6 @@ void dotAllFastScalar(const AttentionParams& p, const FastQuery& fq, uint32_t M,
 }
 
 #ifdef KVC_FAST_VNNI
-// 16 x 16 transpose of 32-bit lanes: out[k] lane i = in[i] lane k.
-[[gnu::always_inline]] inline void transpose16(__m512i (&v)[16]) {
-  __m512i t[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-  }
-  // u[4i + s], 128-bit lane L: dword 4L + s of rows 4i..4i+3.
-  for (int s = 0; s < 4; ++s) {
-    const __m512i w0 = _mm512_shuffle_i32x4(u[s], u[4 + s], 0x44), w1 = _mm512_shuffle_i32x4(u[s], u[4 + s], 0xEE);
-    const __m512i w2 = _mm512_shuffle_i32x4(u[8 + s], u[12 + s], 0x44), w3 = _mm512_shuffle_i32x4(u[8 + s], u[12 + s], 0xEE);
-    v[s] = _mm512_shuffle_i32x4(w0, w2, 0x88);
-    v[4 + s] = _mm512_shuffle_i32x4(w0, w2, 0xDD);
-    v[8 + s] = _mm512_shuffle_i32x4(w1, w3, 0x88);
-    v[12 + s] = _mm512_shuffle_i32x4(w1, w3, 0xDD);
-  }
-}
-
 inline int32_t loadDword(const int8_t* p) {
   int32_t x;
   __builtin_memcpy(&x, p, 4);

@@ -18,9 +18,48 @@ inline uint32_t paramTiles(uint32_t rows) { return (rows + kParamTile - 1) / kPa
 
 // The f16 (scale, min) pairs (int4) or scales (int8) of rows [0, rows) of a block as f32
 // tiles; rows past `rows` get 0 so that weights and minimum sums over whole tiles add nothing.
+template <class S, class = void>
+struct HasHalfFields16 : std::false_type {};
+template <class S>
+struct HasHalfFields16<S, std::void_t<decltype(S::kHalfFields16)>> : std::true_type {};
+
+// With 16-lane vectors (S::halfFields16): each tile from one masked load per row and two word
+// permutes per four f16 fields, instead of a gather per field pair (the gathers took 13% of
+// cold int4 decode).
+template <class S, Storage F>
+void transposeParams(const uint8_t* rowsBase, uint32_t rows, uint32_t stride, uint32_t D, uint32_t G, float* scales,
+                     float* mins) {
+  const uint32_t groups = D / G;
+  const uint32_t tiles = paramTiles(rows);
+  // f16 fields per row after the data bytes: a scale per group (int8) or a (scale, min) pair.
+  const uint32_t fields = F == Storage::kInt4 ? 2 * groups : groups;
+  const uint32_t dataBytes = F == Storage::kInt4 ? D / 2 : D;
+  for (uint32_t t = 0; t < tiles; ++t) {
+    const uint32_t r = t * kParamTile;
+    const uint32_t count = minU32(kParamTile, rows - r);
+    const uint8_t* first = rowsBase + static_cast<uint64_t>(r) * stride + dataBytes;
+    for (uint32_t f0 = 0; f0 < fields; f0 += 4) {
+      const uint32_t n = minU32(4, fields - f0);
+      typename S::V v[4];
+      S::halfFields16(first + 2 * f0, stride, count, n, v);
+      for (uint32_t k = 0; k < n; ++k) {
+        const uint32_t f = f0 + k;
+        if constexpr (F == Storage::kInt4) {
+          S::store((f % 2 ? mins : scales) + (t * groups + f / 2) * kParamTile, v[k]);
+        } else {
+          S::store(scales + (t * groups + f) * kParamTile, v[k]);
+        }
+      }
+    }
+  }
+}
+
 template <class S, Storage F>
 void gatherParams(const uint8_t* rowsBase, uint32_t rows, uint32_t stride, uint32_t D, uint32_t G, float* scales,
                   float* mins) {
+  if constexpr (HasHalfFields16<S>::value && S::W == kParamTile) {
+    return transposeParams<S, F>(rowsBase, rows, stride, D, G, scales, mins);
+  }
   const uint32_t groups = D / G;
   const uint32_t tiles = paramTiles(rows);
   for (uint32_t t = 0; t < tiles; ++t) {
@@ -48,6 +87,10 @@ void gatherParams(const uint8_t* rowsBase, uint32_t rows, uint32_t stride, uint3
     }
   }
 }
+
+#ifdef KVC_SIMD_AVX512
+#include "transposed_keys.inl"
+#endif
 
 // Dot products of R key rows starting at `row` (stride bytes apart) with the MT queries,
 // into acc[i][j]; sc / mn point at the rows' first group parameters (tile layout).
@@ -150,6 +193,26 @@ template <class S, Storage KF, uint32_t GC>
 void dotAllQGroup(const AttentionParams& p, const float* queries, uint32_t M, const uint8_t* keys, const float* beta,
                   uint32_t rows, uint32_t LS, const float* kScales, const float* kMins, float* logits,
                   const uint8_t* ahead) {
+#ifdef KVC_SIMD_AVX512
+  // int8 / int4 keys with rows in the lanes (transposed_keys.inl) where whole 64-byte chunks fit.
+  if constexpr (KF == Storage::kInt8 && S::W == 16) {
+    switch (p.codec.headDim) {
+      case 128: return dotAllInt8T<128, GC>(p, queries, M, keys, beta, rows, LS, kScales, logits, ahead);
+      case 64: return dotAllInt8T<64, GC>(p, queries, M, keys, beta, rows, LS, kScales, logits, ahead);
+      default:
+        if (p.codec.headDim % 64 == 0) return dotAllInt8T<0, GC>(p, queries, M, keys, beta, rows, LS, kScales, logits, ahead);
+    }
+  }
+  if constexpr (KF == Storage::kInt4 && S::W == 16) {
+    if (p.codec.headDim / GC <= kMaxTransposedGroups) {
+      switch (p.codec.headDim) {
+        case 128: return dotAllInt4T<128, GC>(p, queries, M, keys, beta, rows, LS, kScales, kMins, logits, ahead);
+        default:
+          if (p.codec.headDim % 128 == 0) return dotAllInt4T<0, GC>(p, queries, M, keys, beta, rows, LS, kScales, kMins, logits, ahead);
+      }
+    }
+  }
+#endif
   switch (p.codec.headDim) {
     case 128: return dotAllQFixed<S, KF, 128, GC>(p, queries, M, keys, beta, rows, LS, kScales, kMins, logits, ahead);
     case 64: return dotAllQFixed<S, KF, 64, GC>(p, queries, M, keys, beta, rows, LS, kScales, kMins, logits, ahead);
@@ -213,10 +276,13 @@ void valueTileQ(const AttentionParams& p, uint32_t m0, const uint8_t* values, ui
     for (int j = 0; j < MT; ++j) {
       for (int c = 0; c < CH; ++c) a[j][c] = S::load(acc + (m0 + j) * D + e0 + c * S::W);
     }
+    // Chunk c of the pass is in group e0 / GC + c * W / GC (W, CH and GC are powers of two),
+    // so each weight sits at a constant offset from one pointer per row: no per-FMA address.
+    const float* wPass = w + (e0 / GC) * kParamTile;
     for (uint32_t r = 0; r < rows; ++r) {
       if (e0 == 0) prefetchRow(ahead, r, stride);
       const uint8_t* vrow = values + static_cast<uint64_t>(r) * stride;
-      const float* wr = w + (r / kParamTile) * MT * groups * kParamTile + r % kParamTile;
+      const float* wr = wPass + (r / kParamTile) * MT * groups * kParamTile + r % kParamTile;
       typename S::V v[CH];
       for (int c = 0; c < CH; ++c) {
         const uint32_t e = e0 + c * S::W;
@@ -230,8 +296,7 @@ void valueTileQ(const AttentionParams& p, uint32_t m0, const uint8_t* values, ui
       }
       for (int j = 0; j < MT; ++j) {
         for (int c = 0; c < CH; ++c) {
-          const uint32_t g = (e0 + c * S::W) / GC;
-          a[j][c] = S::fma(S::set1(wr[(j * groups + g) * kParamTile]), v[c], a[j][c]);
+          a[j][c] = S::fma(S::set1(wr[(j * groups + (c * S::W) / GC) * kParamTile]), v[c], a[j][c]);
         }
       }
     }

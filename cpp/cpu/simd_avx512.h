@@ -5,6 +5,9 @@
 
 #include <cstdint>
 
+// The kernels included after this header may use AVX-512 intrinsics directly.
+#define KVC_SIMD_AVX512 1
+
 namespace kvc::cpu {
 
 struct SimdAvx512 {
@@ -83,6 +86,35 @@ struct SimdAvx512 {
     const __m512i x = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k, idx, p, 1);
     first = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(x));
     second = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(x, 16)));
+  }
+  // v[f] lane i = the f16 field f (f < fields <= 4, two bytes each) at p + i * stride as a
+  // float, for 16 rows; 0 for rows i >= count. Builds a parameter tile without gathers: one
+  // masked load per row reads only the fields' bytes, two rows share 128 bits, and two word
+  // permutes transpose rows to lanes.
+  static constexpr bool kHalfFields16 = true;
+  static void halfFields16(const uint8_t* p, uint32_t stride, uint32_t count, uint32_t fields, V (&v)[4]) {
+    const __mmask8 fieldMask = static_cast<__mmask8>((1u << fields) - 1);
+    __m128i row[16];
+    for (uint32_t i = 0; i < 16; ++i) {
+      row[i] = i < count ? _mm_maskz_loadu_epi16(fieldMask, p + static_cast<uint64_t>(i) * stride) : _mm_setzero_si128();
+    }
+    __m128i two[8];
+    for (int i = 0; i < 8; ++i) two[i] = _mm_unpacklo_epi64(row[2 * i], row[2 * i + 1]);
+    // Word 4 i + f of lo: field f of row i; of hi: of row 8 + i.
+    const __m512i lo = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(two[0]), two[1], 1), two[2], 2), two[3], 3);
+    const __m512i hi = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(two[4]), two[5], 1), two[6], 2), two[7], 3);
+    // Word k of the permute: field f0 + k / 16 of row k % 16 (index 32 + ... selects hi).
+    alignas(64) static const uint16_t kFields01[32] = {0,  4,  8,  12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60,
+                                                       1,  5,  9,  13, 17, 21, 25, 29, 33, 37, 41, 45, 49, 53, 57, 61};
+    const __m512i idx = _mm512_load_si512(kFields01);
+    const __m512i f01 = _mm512_permutex2var_epi16(lo, idx, hi);
+    v[0] = _mm512_cvtph_ps(_mm512_castsi512_si256(f01));
+    v[1] = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(f01, 1));
+    if (fields > 2) {
+      const __m512i f23 = _mm512_permutex2var_epi16(lo, _mm512_add_epi16(idx, _mm512_set1_epi16(2)), hi);
+      v[2] = _mm512_cvtph_ps(_mm512_castsi512_si256(f23));
+      v[3] = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(f23, 1));
+    }
   }
   static void storeF16(uint16_t* p, V v) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));

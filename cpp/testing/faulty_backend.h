@@ -71,6 +71,7 @@ class FaultyBackend final : public Backend {
                      uint32_t count, const float* values, const float* beta) override;
   uint32_t compactionBatchSize(uint32_t threads) const override { return inner_->compactionBatchSize(threads); }
   bool attendsValueDim() const override { return inner_->attendsValueDim(); }
+  bool attendsLiftedKeys() const override { return inner_->attendsLiftedKeys(); }
   Status compactStreams(const PoolView& pool, const RowCodec& codec, const CompactionStreamInput* streams,
                         uint32_t count, const compaction::Options& options, const CompactionControl& control,
                         CompactionStreamReport* reports, std::unique_ptr<CompactionFit>* fit) override;

@@ -85,6 +85,7 @@ struct BatchJobs {
 };
 
 void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStreamInput* streams, uint32_t count,
-               const compaction::Options& o, uint32_t D, const CudaCompactionFit& fit, uint32_t first, BatchJobs* jobs);
+               const compaction::Options& o, uint32_t D, uint32_t VD, const CudaCompactionFit& fit, uint32_t first,
+               BatchJobs* jobs);
 
 KVC_CUDA_NAMESPACE_END

@@ -1,5 +1,5 @@
 // The fitted rows of a compactStreams call as the CUDA backend keeps them: device memory (one
-// allocation per device batch) holding, per stream, the fitted values [rows, D] in the
+// allocation per device batch) holding, per stream, the fitted values [rows, valueDim] in the
 // original space, the fitted beta [rows] and the changed-row flags [rows].
 #pragma once
 #include <memory>
@@ -27,6 +27,7 @@ class CudaCompactionFit final : public CompactionFit {
   std::vector<std::unique_ptr<DeviceMemory>> pieces;
   std::vector<Stream> streams;
   uint32_t headDim = 0;
+  uint32_t valueDim = 0;  // floats per fitted value row (the codec's value width)
 };
 
 // Every block id of a table lies in the committed pool.

@@ -30,7 +30,8 @@ GemmProblem gemmNN(const float* a, const float* b, float* c, uint32_t M, uint32_
 }  // namespace
 
 void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStreamInput* streams, uint32_t count,
-               const compaction::Options& o, uint32_t D, const CudaCompactionFit& fit, uint32_t first, BatchJobs* jobs) {
+               const compaction::Options& o, uint32_t D, uint32_t VD, const CudaCompactionFit& fit, uint32_t first,
+               BatchJobs* jobs) {
   BatchJobs& J = *jobs;
   const auto& sp = plan.sp;
   const auto& cp = plan.cp;
@@ -87,9 +88,9 @@ void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStream
     const uint32_t n = s.n, Tk = c.Tk, t = c.t, f = c.f;
     const float* q = f32(W(s.q));
     const float* keys = f32(W(s.keys)) + static_cast<size_t>(c.r0) * D;
-    const float* values = f32(W(s.values)) + static_cast<size_t>(c.r0) * D;
+    const float* values = f32(W(s.values)) + static_cast<size_t>(c.r0) * VD;
     const float* bias = f32(W(s.bias)) + c.r0;
-    float* fitted = f32(F(fit.streams[first + c.stream].values)) + static_cast<size_t>(c.fitRow) * D;
+    float* fitted = f32(F(fit.streams[first + c.stream].values)) + static_cast<size_t>(c.fitRow) * VD;
     float* beta = f32(F(fit.streams[first + c.stream].beta)) + c.fitRow;
     J.maxT = std::max(J.maxT, t);
     J.maxTk = std::max(J.maxTk, Tk);
@@ -98,8 +99,8 @@ void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStream
     J.gScores.push_back(gemmNT(q, keys, f32(W(c.original.s)), n, Tk, D));
     J.tilesScores = std::max(J.tilesScores, gemmTiles(n, Tk));
     J.smOriginal.push_back(softmax(c.original, n, Tk, bias));
-    J.gOutputs.push_back(gemmNN(f32(W(c.original.s)), values, f32(W(c.original.y)), n, D, Tk));
-    J.tilesOut = std::max(J.tilesOut, gemmTiles(n, D));
+    J.gOutputs.push_back(gemmNN(f32(W(c.original.s)), values, f32(W(c.original.y)), n, VD, Tk));
+    J.tilesOut = std::max(J.tilesOut, gemmTiles(n, VD));
     if (!c.keepAll) {
       ColumnJob cj;
       cj.s = f32(W(c.original.s));
@@ -114,8 +115,8 @@ void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStream
       J.gHeldScores.push_back(gemmNT(f32(W(s.qh)), keys, f32(W(c.heldOriginal.s)), s.nh, Tk, D));
       J.tilesHS = std::max(J.tilesHS, gemmTiles(s.nh, Tk));
       J.smHeld.push_back(softmax(c.heldOriginal, s.nh, Tk, bias));
-      J.gHeldOutputs.push_back(gemmNN(f32(W(c.heldOriginal.s)), values, f32(W(c.heldOriginal.y)), s.nh, D, Tk));
-      J.tilesHO = std::max(J.tilesHO, gemmTiles(s.nh, D));
+      J.gHeldOutputs.push_back(gemmNN(f32(W(c.heldOriginal.s)), values, f32(W(c.heldOriginal.y)), s.nh, VD, Tk));
+      J.tilesHO = std::max(J.tilesHO, gemmTiles(s.nh, VD));
     }
     // 2. selection (highest attention; keepAll and |P| >= target fall out of k)
     TopKJob tj;
@@ -176,7 +177,7 @@ void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStream
     J.topk.push_back(tj);
     // 3.-4. the fits
     FitJob fj;
-    fj.n = n, fj.t = t, fj.f = f, fj.np = c.prot, fj.D = D;
+    fj.n = n, fj.t = t, fj.f = f, fj.np = c.prot, fj.D = D, fj.VD = VD;
     fj.relative = relative ? 1 : 0;
     fj.keep = tj.keep;
     fj.freePos = tj.freePos;
@@ -235,8 +236,8 @@ void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStream
       J.fitValues.push_back(fj);
       J.gValGram.push_back(gemmNT(fj.free, fj.free, f32(W(c.gram)), f, f, n));
       J.tilesVG = std::max(J.tilesVG, gemmTiles(f, f));
-      J.gValR.push_back(gemmNN(fj.free, fj.rhs, fj.r, f, D, n));
-      J.tilesVR = std::max(J.tilesVR, gemmTiles(f, D));
+      J.gValR.push_back(gemmNN(fj.free, fj.rhs, fj.r, f, VD, n));
+      J.tilesVR = std::max(J.tilesVR, gemmTiles(f, VD));
       CholeskyJob ch;
       ch.gram = f32(W(c.gram));
       ch.size = f;
@@ -245,7 +246,7 @@ void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStream
       ch.raises = raises + 1;
       J.cholValues.push_back(ch);
       SolveJob sj;
-      sj.l = ch.l, sj.size = f, sj.b = fj.c, sj.nrhs = D, sj.lambda = ch.lambda;
+      sj.l = ch.l, sj.size = f, sj.b = fj.c, sj.nrhs = VD, sj.lambda = ch.lambda;
       J.solveValues.push_back(sj);
     }
     J.fitAll.push_back(fj);
@@ -253,14 +254,14 @@ void buildJobs(const BatchPlan& plan, const Bases& bases, const CompactionStream
     J.gDiagScores.push_back(gemmNT(q, fj.keptKeys, f32(W(c.compacted.s)), n, t, D));
     J.tilesDS = std::max(J.tilesDS, gemmTiles(n, t));
     J.smCompacted.push_back(softmax(c.compacted, n, t, beta));
-    J.gDiagOutputs.push_back(gemmNN(f32(W(c.compacted.s)), fitted, f32(W(c.compacted.y)), n, D, t));
-    J.tilesDO = std::max(J.tilesDO, gemmTiles(n, D));
+    J.gDiagOutputs.push_back(gemmNN(f32(W(c.compacted.s)), fitted, f32(W(c.compacted.y)), n, VD, t));
+    J.tilesDO = std::max(J.tilesDO, gemmTiles(n, VD));
     if (s.nh) {
       J.gHeldDiagScores.push_back(gemmNT(f32(W(s.qh)), fj.keptKeys, f32(W(c.heldCompacted.s)), s.nh, t, D));
       J.tilesHDS = std::max(J.tilesHDS, gemmTiles(s.nh, t));
       J.smHeldCompacted.push_back(softmax(c.heldCompacted, s.nh, t, beta));
-      J.gHeldDiagOutputs.push_back(gemmNN(f32(W(c.heldCompacted.s)), fitted, f32(W(c.heldCompacted.y)), s.nh, D, t));
-      J.tilesHDO = std::max(J.tilesHDO, gemmTiles(s.nh, D));
+      J.gHeldDiagOutputs.push_back(gemmNN(f32(W(c.heldCompacted.s)), fitted, f32(W(c.heldCompacted.y)), s.nh, VD, t));
+      J.tilesHDO = std::max(J.tilesHDO, gemmTiles(s.nh, VD));
     }
     ChangedJob cj;
     cj.t = t;

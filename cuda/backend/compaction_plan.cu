@@ -10,7 +10,8 @@ KVC_CUDA_NAMESPACE_BEGIN
 Status planBatch(const DeviceContext& ctx, const PoolView& pool, const RowCodec& codec,
                  const CompactionStreamInput* streams, uint32_t count, const compaction::Options& o,
                  CudaCompactionFit* fit, uint32_t first, uint32_t piece, BatchPlan* plan) {
-  const uint32_t D = codec.headDim, bs = pool.layout.blockSize;
+  // Keys (and queries) are D wide, value rows VD (low-rank caches may give them another rank).
+  const uint32_t D = codec.headDim, VD = valueWidth(codec), bs = pool.layout.blockSize;
   auto& out = plan->out;
   auto& zero = plan->zero;
   auto& work = plan->work;
@@ -35,7 +36,7 @@ Status planBatch(const DeviceContext& ctx, const PoolView& pool, const RowCodec&
     if (!s.fromKeys) s.stagedQ = staging.addArray(in.queries, static_cast<size_t>(s.n) * D);
     if (s.nh) s.stagedQh = staging.addArray(in.heldOut, static_cast<size_t>(s.nh) * D);
     s.keys = work.array<float>(static_cast<size_t>(s.T) * D);
-    s.values = work.array<float>(static_cast<size_t>(s.T) * D);
+    s.values = work.array<float>(static_cast<size_t>(s.T) * VD);
     s.bias = work.array<float>(s.T);
     s.prot = work.array<uint8_t>(s.T);
     s.q = work.array<float>(static_cast<size_t>(s.n) * D);
@@ -74,7 +75,7 @@ Status planBatch(const DeviceContext& ctx, const PoolView& pool, const RowCodec&
         st->s = work.array<float>(static_cast<size_t>(nq) * rows);
         st->m = work.array<float>(nq);
         st->z = work.array<float>(nq);
-        st->y = work.array<float>(static_cast<size_t>(nq) * D);
+        st->y = work.array<float>(static_cast<size_t>(nq) * VD);
       };
       stats(n, Tk, &c.original);
       stats(n, t, &c.compacted);
@@ -109,9 +110,9 @@ Status planBatch(const DeviceContext& ctx, const PoolView& pool, const RowCodec&
         c.grad = work.array<double>(f);
       }
       if (c.fitValues) {
-        c.rhs = work.array<float>(static_cast<size_t>(n) * D);
-        c.r = work.array<float>(static_cast<size_t>(f) * D);
-        c.c = work.array<double>(static_cast<size_t>(f) * D);
+        c.rhs = work.array<float>(static_cast<size_t>(n) * VD);
+        c.r = work.array<float>(static_cast<size_t>(f) * VD);
+        c.c = work.array<double>(static_cast<size_t>(f) * VD);
       }
       if (c.omp) {
         c.want = c.target - c.prot;
@@ -135,12 +136,12 @@ Status planBatch(const DeviceContext& ctx, const PoolView& pool, const RowCodec&
     CudaCompactionFit::Stream& fs = fit->streams[first + i];
     fs.piece = piece;
     fs.rows = s.tTotal;
-    fs.values = fitArena.array<float>(static_cast<size_t>(s.tTotal) * D);
+    fs.values = fitArena.array<float>(static_cast<size_t>(s.tTotal) * VD);
     fs.beta = fitArena.array<float>(s.tTotal);
     fs.changed = fitArena.array<uint8_t>(s.tTotal);
   }
   plan->keySignsAt = codec.keySigns ? staging.addArray(codec.keySigns, D) : SIZE_MAX;
-  plan->valueSignsAt = codec.valueSigns ? staging.addArray(codec.valueSigns, D) : SIZE_MAX;
+  plan->valueSignsAt = codec.valueSigns ? staging.addArray(codec.valueSigns, VD) : SIZE_MAX;  // VD == D when rotated
   return Status::ok();
 }
 

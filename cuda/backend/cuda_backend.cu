@@ -78,6 +78,7 @@ class CudaBackend final : public Backend {
 
   const char* name() const override { return name_; }
   bool attendsValueDim() const override { return true; }
+  bool attendsLiftedKeys() const override { return true; }
 
   Status reservePool(uint64_t capacityBlocks, uint32_t blockBytes) override {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -413,7 +414,21 @@ Status CudaBackend::attention(const AttentionParams& p) {
   const uint32_t bs = p.pool.layout.blockSize;
   if (S == 0 || tq == 0) return Status::ok();
   const RopeSpec& rope = p.rope.spec;
-  if (rope.dims != 0 && (rope.dims > D || rope.dims % 2 != 0)) return invalidArgument("attention: rope.dims must be even and <= headDim");
+  // Query width: the lifted width when low-rank key rows are lifted (p.liftDim), else the key rows'.
+  const uint32_t QD = p.liftDim ? p.liftDim : D;
+  if (QD > kMaxHeadDim) return invalidArgument("attention: liftDim must be in [1, 1024], got " + std::to_string(QD));
+  if (p.liftDim && p.codec.keySigns) return unsupported("cuda attention: lifted low-rank keys with rotated keys");
+  // A tile's coefficients and lifted keys sit in shared memory (up to 32 rows of D + QD floats):
+  // keep them within 96 KiB, which leaves room for the pipeline stages on sm_80 and sm_90.
+  if (p.liftDim && 32ull * (D + QD) * sizeof(float) > 96 * 1024) {
+    return unsupported("cuda attention: lifted low-rank keys need headDim + rank <= 768, got " + std::to_string(QD) + " + " +
+                       std::to_string(D));
+  }
+  // The lifted kernel keeps 256 value floats per query row in registers (attention.cu).
+  if (p.liftDim && VD > 256) {
+    return unsupported("cuda attention: lifted low-rank keys need value rows of at most 256 floats, got " + std::to_string(VD));
+  }
+  if (rope.dims != 0 && (rope.dims > QD || rope.dims % 2 != 0)) return invalidArgument("attention: rope.dims must be even and <= headDim");
   if (rope.dims != 0 && !rope.byRank && !p.streams[0].queryPositions) {
     return invalidArgument("attention: rope with stored positions needs the query positions");
   }
@@ -423,11 +438,13 @@ Status CudaBackend::attention(const AttentionParams& p) {
   }
   if (tq > 65535 || S > 0x7FFFFFFFu) return invalidArgument("attention: tq must be <= 65535");
   const uint64_t M = static_cast<uint64_t>(tq) * G;
-  if (p.tokenStride < static_cast<uint64_t>(G) * std::max(D, VD) && tq > 1) return invalidArgument("attention: tokenStride too small");
-  if (VD != D && rope.dims != 0) return unsupported("cuda attention: rope with value rows of another width than key rows");
+  if (p.tokenStride < static_cast<uint64_t>(G) * std::max(QD, VD) && tq > 1) return invalidArgument("attention: tokenStride too small");
+  if (VD != D && rope.dims != 0 && !p.liftDim) {
+    return unsupported("cuda attention: rope with value rows of another width than key rows needs lifted keys (liftDim)");
+  }
 
   staging_.clear();
-  const size_t headFloats = static_cast<size_t>(G) * D, outFloats = static_cast<size_t>(G) * VD;
+  const size_t headFloats = static_cast<size_t>(G) * QD, outFloats = static_cast<size_t>(G) * VD;
   std::vector<size_t> tableOffsets(S);
   // Splits of kAttentionSplitRows rows, stream by stream (one empty split for an empty stream).
   work_.clear();
@@ -447,7 +464,10 @@ Status CudaBackend::attention(const AttentionParams& p) {
       logitFloats += M * static_cast<uint64_t>(length);
     }
   }
-  const uint64_t queryTiles = (M + attentionQueryTile(D) - 1) / attentionQueryTile(D);
+  // Lifted keys and rows of two widths run on the generic head_dim class (attentionQueryTile(0);
+  // the lifted class's tile is larger, so this bound is conservative).
+  const uint32_t queryTile = attentionQueryTile(p.liftDim || VD != D ? 0 : D);
+  const uint64_t queryTiles = (M + queryTile - 1) / queryTile;
   if (work_.size() * queryTiles > 0x7FFFFFFFull || S * ((M + 3) / 4) > 0x7FFFFFFFull) {
     return invalidArgument("attention: too many streams x query rows for one launch");
   }
@@ -459,6 +479,19 @@ Status CudaBackend::attention(const AttentionParams& p) {
       return invalidArgument("attention: queryPositions must be given for every stream or for none");
     }
     KVC_RETURN_IF_ERROR(stageTable(st.kv.blockTable, 0, blocksFor(static_cast<uint32_t>(st.kv.length), bs), &tableOffsets[s]));
+    if (p.liftDim && !st.keyBasis) return invalidArgument("attention: liftDim needs every stream's keyBasis");
+  }
+  // Key bases of lifted streams, transposed to [headDim][liftDim] so that the threads lifting
+  // consecutive channels read consecutive floats.
+  std::vector<size_t> basisOffsets(S, SIZE_MAX);
+  if (p.liftDim) {
+    std::vector<float> transposed(static_cast<size_t>(D) * QD);
+    for (uint32_t s = 0; s < S; ++s) {
+      for (uint32_t d = 0; d < QD; ++d) {
+        for (uint32_t j = 0; j < D; ++j) transposed[static_cast<size_t>(j) * QD + d] = p.streams[s].keyBasis[static_cast<size_t>(d) * D + j];
+      }
+      basisOffsets[s] = staging_.addArray(transposed.data(), transposed.size());
+    }
   }
   // Without explicit cutoffs the kernel reads the positions of each stream's last tq rows
   // from the pool itself (the usual case), saving a host round trip.
@@ -479,7 +512,7 @@ Status CudaBackend::attention(const AttentionParams& p) {
         const AttentionStream& st = p.streams[s];
         const int32_t first = st.firstQueryRow >= 0 ? st.firstQueryRow : st.kv.length - static_cast<int32_t>(tq);
         const int64_t position = rope.byRank ? first + static_cast<int64_t>(t) : st.queryPositions[t];
-        for (uint32_t g = 0; g < G; ++g) ropeRotate(staged + static_cast<size_t>(g) * D, rope, position);
+        for (uint32_t g = 0; g < G; ++g) ropeRotate(staged + static_cast<size_t>(g) * QD, rope, position);
       }
     }
   }
@@ -507,6 +540,7 @@ Status CudaBackend::attention(const AttentionParams& p) {
     streams[s].workCount = (s + 1 < S ? firstWork[s + 1] : static_cast<uint32_t>(work_.size())) - firstWork[s];
     streams[s].scores = scoreOffsets[s] == SIZE_MAX ? nullptr : device_.at<float>(scoreOffsets[s]);
     streams[s].logits = logitOffsets[s] == UINT64_MAX ? nullptr : workspace_.at<float>((partialFloats + logitOffsets[s]) * sizeof(float));
+    streams[s].keyBasisT = basisOffsets[s] == SIZE_MAX ? nullptr : device_.at<const float>(basisOffsets[s]);
   }
   KVC_RETURN_IF_ERROR(upload(staging_.size()));
 
@@ -528,6 +562,7 @@ Status CudaBackend::attention(const AttentionParams& p) {
   a.workCount = static_cast<uint32_t>(work_.size());
   a.partials = workspace_.at<float>(0);
   a.anyScores = logitFloats > 0;
+  a.liftDim = p.liftDim;
   if (rope.dims != 0) {
     a.ropeDims = rope.dims;
     a.ropeStyle = rope.style;

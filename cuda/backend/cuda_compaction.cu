@@ -82,7 +82,9 @@ Status compactDeviceBatch(const DeviceContext& ctx, const PoolView& pool, const 
                           const CompactionStreamInput* streams, uint32_t count, const compaction::Options& o,
                           const CompactionControl& control, CompactionStreamReport* reports, CudaCompactionFit* fit,
                           uint32_t first) {
-  const uint32_t D = codec.headDim;
+  // Keys and queries are D wide; value rows, outputs and the value fit VD (valueWidth: another
+  // rank than the keys' in low-rank caches, as the CPU's value fit is the value rows' own width).
+  const uint32_t D = codec.headDim, VD = valueWidth(codec);
   auto cancelled = [&]() { return control.cancel && control.cancel->load(std::memory_order_relaxed); };
   const uint32_t piece = static_cast<uint32_t>(fit->pieces.size());
   fit->pieces.emplace_back(new DeviceMemory());
@@ -114,7 +116,7 @@ Status compactDeviceBatch(const DeviceContext& ctx, const PoolView& pool, const 
   bases.zeroAt = zeroAt;
   bases.workAt = workAt;
   bases.fit = fitBase;
-  buildJobs(plan, bases, streams, count, o, D, *fit, first, &J);
+  buildJobs(plan, bases, streams, count, o, D, VD, *fit, first, &J);
   const size_t aStatsRef = staging.addArray(J.statsRef.data(), J.statsRef.size());
   const size_t aStatsGot = staging.addArray(J.statsGot.data(), J.statsGot.size());
   const size_t aStatsHeldRef = staging.addArray(J.statsHeldRef.data(), J.statsHeldRef.size());
@@ -202,7 +204,7 @@ Status compactDeviceBatch(const DeviceContext& ctx, const PoolView& pool, const 
   KVC_CC_LAUNCH(gemm(aScores, J.gScores, J.tilesScores));
   KVC_CC_LAUNCH(launchSoftmaxRows(reinterpret_cast<const SoftmaxJob*>(A(aSmO)), chunks, J.maxQ, st));
   KVC_CC_LAUNCH(gemm(aOutputs, J.gOutputs, J.tilesOut));
-  KVC_CC_LAUNCH(launchNormalizeRows(reinterpret_cast<const SoftmaxJob*>(A(aSmO)), chunks, J.maxQ, D, st));
+  KVC_CC_LAUNCH(launchNormalizeRows(reinterpret_cast<const SoftmaxJob*>(A(aSmO)), chunks, J.maxQ, VD, st));
   KVC_CC_LAUNCH(launchColumnStats(reinterpret_cast<const ColumnJob*>(A(aCols)), static_cast<uint32_t>(J.columns.size()),
                                   J.maxTk, st));
   if (!J.gHeldScores.empty()) {
@@ -210,7 +212,7 @@ Status compactDeviceBatch(const DeviceContext& ctx, const PoolView& pool, const 
     KVC_CC_LAUNCH(gemm(aHS, J.gHeldScores, J.tilesHS));
     KVC_CC_LAUNCH(launchSoftmaxRows(reinterpret_cast<const SoftmaxJob*>(A(aSmH)), hc, J.maxQ, st));
     KVC_CC_LAUNCH(gemm(aHO, J.gHeldOutputs, J.tilesHO));
-    KVC_CC_LAUNCH(launchNormalizeRows(reinterpret_cast<const SoftmaxJob*>(A(aSmH)), hc, J.maxQ, D, st));
+    KVC_CC_LAUNCH(launchNormalizeRows(reinterpret_cast<const SoftmaxJob*>(A(aSmH)), hc, J.maxQ, VD, st));
   }
   KVC_RETURN_IF_ERROR(sync("score"));
   tScores += secondsSince(t0);
@@ -252,13 +254,13 @@ Status compactDeviceBatch(const DeviceContext& ctx, const PoolView& pool, const 
   if (!J.fitValues.empty()) {
     const uint32_t nv = static_cast<uint32_t>(J.fitValues.size());
     const FitJob* jobs = reinterpret_cast<const FitJob*>(A(aFitValues));
-    KVC_CC_LAUNCH(launchValueSystem(jobs, nv, J.maxQ, D, st));
+    KVC_CC_LAUNCH(launchValueSystem(jobs, nv, J.maxQ, VD, st));
     KVC_CC_LAUNCH(gemm(aVG, J.gValGram, J.tilesVG));
     KVC_CC_LAUNCH(gemm(aVR, J.gValR, J.tilesVR));
     KVC_CC_LAUNCH(launchCholeskyRidge(reinterpret_cast<const CholeskyJob*>(A(aCholV)), nv, o.ridge, st));
-    KVC_CC_LAUNCH(launchValueRhs(jobs, nv, J.maxF, D, st));
-    KVC_CC_LAUNCH(launchCholeskySolve(reinterpret_cast<const SolveJob*>(A(aSolveV)), nv, D, st));
-    KVC_CC_LAUNCH(launchValueStore(jobs, nv, J.maxF, D, st));
+    KVC_CC_LAUNCH(launchValueRhs(jobs, nv, J.maxF, VD, st));
+    KVC_CC_LAUNCH(launchCholeskySolve(reinterpret_cast<const SolveJob*>(A(aSolveV)), nv, VD, st));
+    KVC_CC_LAUNCH(launchValueStore(jobs, nv, J.maxF, VD, st));
     KVC_RETURN_IF_ERROR(sync("value fit"));
   }
   tValues += secondsSince(t0);
@@ -268,16 +270,16 @@ Status compactDeviceBatch(const DeviceContext& ctx, const PoolView& pool, const 
   KVC_CC_LAUNCH(gemm(aDS, J.gDiagScores, J.tilesDS));
   KVC_CC_LAUNCH(launchSoftmaxRows(reinterpret_cast<const SoftmaxJob*>(A(aSmC)), chunks, J.maxQ, st));
   KVC_CC_LAUNCH(gemm(aDO, J.gDiagOutputs, J.tilesDO));
-  KVC_CC_LAUNCH(launchNormalizeRows(reinterpret_cast<const SoftmaxJob*>(A(aSmC)), chunks, J.maxQ, D, st));
+  KVC_CC_LAUNCH(launchNormalizeRows(reinterpret_cast<const SoftmaxJob*>(A(aSmC)), chunks, J.maxQ, VD, st));
   if (!J.gHeldDiagScores.empty()) {
     const uint32_t hc = static_cast<uint32_t>(J.gHeldDiagScores.size());
     KVC_CC_LAUNCH(gemm(aHDS, J.gHeldDiagScores, J.tilesHDS));
     KVC_CC_LAUNCH(launchSoftmaxRows(reinterpret_cast<const SoftmaxJob*>(A(aSmHC)), hc, J.maxQ, st));
     KVC_CC_LAUNCH(gemm(aHDO, J.gHeldDiagOutputs, J.tilesHDO));
-    KVC_CC_LAUNCH(launchNormalizeRows(reinterpret_cast<const SoftmaxJob*>(A(aSmHC)), hc, J.maxQ, D, st));
+    KVC_CC_LAUNCH(launchNormalizeRows(reinterpret_cast<const SoftmaxJob*>(A(aSmHC)), hc, J.maxQ, VD, st));
   }
-  KVC_CC_LAUNCH(launchErrors(reinterpret_cast<const ErrorJob*>(A(aErrors)), 2 * count, D, st));
-  KVC_CC_LAUNCH(launchChangedRows(reinterpret_cast<const ChangedJob*>(A(aChanged)), chunks, J.maxT, D, st));
+  KVC_CC_LAUNCH(launchErrors(reinterpret_cast<const ErrorJob*>(A(aErrors)), 2 * count, VD, st));
+  KVC_CC_LAUNCH(launchChangedRows(reinterpret_cast<const ChangedJob*>(A(aChanged)), chunks, J.maxT, VD, st));
   KVC_RETURN_IF_ERROR(sync("diagnostics"));
 #undef KVC_CC_LAUNCH
 
@@ -328,14 +330,10 @@ Status compactStreamsOnDevice(const DeviceContext& ctx, const PoolView& pool, co
                               const CompactionControl& control, CompactionStreamReport* reports,
                               std::unique_ptr<CompactionFit>* fitOut) {
   if (!reports || !fitOut) return invalidArgument("compactStreams: reports and fit are required");
-  // The device fit writes value rows of the key width (low-rank caches with unequal key and
-  // value ranks compact on the CPU device only).
-  if (codec.valueDim != 0 && codec.valueDim != codec.headDim) {
-    return unsupported("compaction of value rows of another width than key rows (lowRank with unequal ranks) on the cuda device is not supported yet");
-  }
   KVC_RETURN_IF_ERROR(validateInputs(streams, count, o, codec, ctx.committedBlocks));
   auto fit = std::make_unique<CudaCompactionFit>();
   fit->headDim = codec.headDim;
+  fit->valueDim = valueWidth(codec);
   fit->streams.resize(count);
   // Consecutive streams share a device batch while their workspace fits the budget (most of
   // the free device memory); a stream that alone exceeds it still runs, as its own batch.
@@ -349,7 +347,7 @@ Status compactStreamsOnDevice(const DeviceContext& ctx, const PoolView& pool, co
     uint32_t end = begin;
     uint64_t bytes = 0;
     while (end < count) {
-      const uint64_t more = workspaceEstimate(streams[end], o, codec.headDim);
+      const uint64_t more = workspaceEstimate(streams[end], o, std::max(codec.headDim, valueWidth(codec)));
       if (end > begin && bytes + more > budget) break;
       bytes += more;
       ++end;

@@ -18,7 +18,8 @@ Status applyCompactionFitOnDevice(const DeviceContext& ctx, const PoolView& pool
   if (index >= fit->streams.size())
     return invalidArgument("applyCompactionFit: index " + std::to_string(index) + " is outside the batch of " +
                            std::to_string(fit->streams.size()));
-  if (fit->headDim != codec.headDim) return shapeMismatch("applyCompactionFit: the codec's headDim differs from the fit's");
+  if (fit->headDim != codec.headDim || fit->valueDim != valueWidth(codec))
+    return shapeMismatch("applyCompactionFit: the codec's row widths differ from the fit's");
   const CudaCompactionFit::Stream& s = fit->streams[index];
   if (rebuilt.length < 0 || static_cast<uint32_t>(rebuilt.length) != s.rows)
     return shapeMismatch("applyCompactionFit: the rebuilt stream has " + std::to_string(rebuilt.length) +
@@ -55,7 +56,7 @@ Status readCompactionFit(const CompactionFit& fitBase, uint32_t index, std::vect
   const auto* fit = dynamic_cast<const CudaCompactionFit*>(&fitBase);
   if (!fit || index >= fit->streams.size()) return invalidArgument("readCompactionFit: no such stream in this fit");
   const CudaCompactionFit::Stream& s = fit->streams[index];
-  values->resize(static_cast<size_t>(s.rows) * fit->headDim);
+  values->resize(static_cast<size_t>(s.rows) * fit->valueDim);
   beta->resize(s.rows);
   KVC_CC_TRY("cudaMemcpy of fitted values",
              cudaMemcpy(values->data(), fit->memory(s).at<const float>(s.values), values->size() * 4, cudaMemcpyDeviceToHost));

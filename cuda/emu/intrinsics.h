@@ -17,6 +17,11 @@ inline float __fdividef(float a, float b) { return a / b; }
 inline float __frcp_rn(float x) { return 1.0f / x; }
 inline float __fsqrt_rn(float x) { return std::sqrt(x); }
 inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+// Uncontracted round-to-nearest f32 product and sum (a kernel spells them to keep nvcc from
+// fusing them into an fma). The emulator builds with -ffp-contract=off, so the plain
+// operators are exactly these roundings here.
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 // Round to nearest even, as the GPU's _rn conversions (the default FP environment rounds so).

@@ -30,11 +30,14 @@ constexpr float kNegInf = -__builtin_huge_valf();
 // Thread geometry per head_dim class. Scores: kKeyLanes lanes share a key row (kKeyElems
 // elements each), 32 / kKeyLanes rows per warp at once, so a dot product costs log2(kKeyLanes)
 // shuffles. Values: a warp's 32 lanes cover a row (kValueElems each) and keep acc for every
-// query row in registers. The generic class serves any head_dim <= 1024 element by element.
+// query row in registers. The generic class serves any head_dim <= 1024 element by element;
+// the lifted class (kLiftedClass) serves low-rank key rows lifted before RoPE (liftTile).
+constexpr int kLiftedClass = -1;
 template <int DC>
 struct Geometry {
   static_assert(DC == 64 || DC == 128, "specialized head_dim classes are 64 and 128");
   static constexpr bool kGeneric = false;
+  static constexpr bool kLifted = false;
   static constexpr uint32_t kQueryRows = 8;
   static constexpr uint32_t kKeyLanes = 8;
   static constexpr uint32_t kKeyElems = DC / kKeyLanes;
@@ -44,10 +47,25 @@ struct Geometry {
 template <>
 struct Geometry<0> {
   static constexpr bool kGeneric = true;
+  static constexpr bool kLifted = false;
   static constexpr uint32_t kQueryRows = 2;
   static constexpr uint32_t kKeyLanes = 32;
   static constexpr uint32_t kKeyElems = 32;   // element d = c * 32 + lane, c < 32: head_dim <= 1024
   static constexpr uint32_t kValueElems = 32;
+  KVC_DEVICE static uint32_t headDim(uint32_t d) { return d; }
+};
+// Lifted low-rank keys: the scores read lifted f32 keys from shared memory (one row per warp,
+// element by element), so the key geometry is the generic one; 4 query rows per block (a GQA-4
+// decode lifts each row once) and value rows of at most 256 coefficients keep acc at 32
+// registers, which leaves room for the lift within the generic class's register budget.
+template <>
+struct Geometry<kLiftedClass> {
+  static constexpr bool kGeneric = true;
+  static constexpr bool kLifted = true;
+  static constexpr uint32_t kQueryRows = 4;
+  static constexpr uint32_t kKeyLanes = 32;
+  static constexpr uint32_t kKeyElems = 32;
+  static constexpr uint32_t kValueElems = 8;  // value width <= 256
   KVC_DEVICE static uint32_t headDim(uint32_t d) { return d; }
 };
 
@@ -65,13 +83,15 @@ int headDimClass(uint32_t headDim) { return headDim == 64 || headDim == 128 ? st
 //   q       float[queryRows][qStride]    rotated queries of the block's query rows
 //   s       float[queryRows][32]         logits of the current tile, then their exp
 //   stats   float m, l, corr [queryRows]; int32 cutoff [queryRows]
+//   coef    float[tileRows][headDim]     lifted keys only: the tile's decoded coefficients
+//   lift    float[tileRows][qStride]     lifted keys only: the tile's keys lifted and rotated
 //   region  two pipeline stages (keys | values | beta[32] | positions[32]), later reused as
 //           float[warps][queryRows][value width] for the cross-warp sum of acc
 struct SmemPlan {
   uint32_t tileRows = 0;
   uint32_t qStride = 0;
   uint32_t keyBuf = 0, valueBuf = 0, stageBytes = 0;
-  uint32_t oS = 0, oStats = 0, oRegion = 0, total = 0;
+  uint32_t oS = 0, oStats = 0, oCoef = 0, oLift = 0, oRegion = 0, total = 0;
 };
 
 template <int DC>
@@ -84,14 +104,16 @@ SmemPlan planSmem(const AttentionArgs& a) {
   p.tileRows = kStageBudget / rowPair;
   p.tileRows = p.tileRows < 1 ? 1 : (p.tileRows > kMaxTileRows ? kMaxTileRows : p.tileRows);
   if (p.tileRows > L.blockSize) p.tileRows = L.blockSize;  // a tile never leaves its block
-  p.qStride = alignUp(a.codec.headDim, 4);
+  p.qStride = alignUp(a.liftDim ? a.liftDim : a.codec.headDim, 4);
   // +32: the copy starts at the 16-byte boundary below the first row and ends at the one above.
   p.keyBuf = alignUp(p.tileRows * L.keyRowBytes + 32, 16);
   p.valueBuf = alignUp(p.tileRows * L.valueRowBytes + 32, 16);
   p.stageBytes = p.keyBuf + p.valueBuf + 2 * 4 * kMaxTileRows;
   p.oS = alignUp(QR * p.qStride * 4, 16);
   p.oStats = p.oS + QR * kMaxTileRows * 4;
-  p.oRegion = p.oStats + alignUp(4 * QR * 4, 16);
+  p.oCoef = p.oStats + alignUp(4 * QR * 4, 16);
+  p.oLift = p.oCoef + (a.liftDim ? alignUp(p.tileRows * a.codec.headDim * 4, 16) : 0);
+  p.oRegion = p.oLift + (a.liftDim ? p.tileRows * p.qStride * 4 : 0);
   const uint32_t pipeline = 2 * p.stageBytes, scratch = kWarps * QR * VD * 4;
   p.total = p.oRegion + (pipeline > scratch ? pipeline : scratch);
   return p;
@@ -112,6 +134,54 @@ __device__ __forceinline__ int32_t queryCutoff(const AttentionArgs& a, const Att
 }
 
 #include "attention_mma.cuh"
+
+// Lifts the n key rows of a tile (D = codec.headDim coefficients each, format KS) to liftDim
+// floats, k = B c with the stream's basis (read through L1: it is small and every block of the
+// stream reads it), and rotates each by RoPE at its row's position (as stored, or its index in
+// the stream), so the scores are plain dots with the queries, which arrive rotated by their
+// own positions. Two passes: decode the coefficients once (shared memory), then one thread per
+// rotated channel pair (both channels share the angle) or per channel past ropeDims.
+// Ends with a barrier: lift is read by every warp next.
+template <Storage KS>
+__device__ void liftTile(const AttentionArgs& a, const AttentionStreamArgs& st, const SmemPlan& plan,
+                         const unsigned char* keys, const int32_t* posT, int32_t r, uint32_t n, float* coef, float* lift) {
+  const BlockLayout& L = a.pool.layout;
+  const uint32_t R = a.codec.headDim, QD = a.liftDim, GS = a.codec.groupSize, tid = threadIdx.x;
+  for (uint32_t x = tid; x < n * R; x += kThreads) {
+    const uint32_t i = x / R, j = x % R;
+    float c[1];
+    ChunkCodec<KS>::template decode<1>(keys + i * L.keyRowBytes, R, GS, j, c);
+    coef[i * R + j] = c[0];
+  }
+  __syncthreads();
+  const uint32_t half = a.ropeDims / 2, units = QD - half;
+  const float* B = st.keyBasisT;  // [R][QD]
+  for (uint32_t x = tid; x < n * units; x += kThreads) {
+    const uint32_t i = x / units, u = x % units;
+    const float* c = coef + i * R;
+    float* k = lift + i * plan.qStride;
+    if (u < half) {
+      const uint32_t d0 = a.ropeStyle == 0 ? 2 * u : u, d1 = a.ropeStyle == 0 ? 2 * u + 1 : u + half;
+      float k0 = 0.0f, k1 = 0.0f;
+      for (uint32_t j = 0; j < R; ++j) {
+        k0 += c[j] * B[j * QD + d0];
+        k1 += c[j] * B[j * QD + d1];
+      }
+      const uint32_t position = a.ropeByRank ? static_cast<uint32_t>(r + static_cast<int32_t>(i)) : static_cast<uint32_t>(posT[i]);
+      float c0, s0, c1, s1;
+      ropeAngle(a.ropeCos, a.ropeSin, a.ropeDims, position, d0, c0, s0);
+      ropeAngle(a.ropeCos, a.ropeSin, a.ropeDims, position, d1, c1, s1);
+      k[d0] = k0 * c0 + k1 * s0;  // signed sin per channel (kvc/rope.h)
+      k[d1] = k1 * c1 + k0 * s1;
+    } else {
+      const uint32_t d = a.ropeDims + (u - half);
+      float kd = 0.0f;
+      for (uint32_t j = 0; j < R; ++j) kd += c[j] * B[j * QD + d];
+      k[d] = kd;
+    }
+  }
+  __syncthreads();
+}
 
 // Grid: W * qTiles blocks, block b serving split b / qTiles and query rows
 // [(b % qTiles) * QR, +QR) of that split's stream (the query tiles of one split run side by
@@ -138,6 +208,9 @@ __global__ KVC_LAUNCH_BOUNDS(kThreads, 4) void attentionSplitKernel(AttentionArg
   // Value rows may be narrower or wider than key rows (low-rank values of their own rank);
   // launchAttention sends such codecs to the generic class, so VD == D in the others.
   const uint32_t VD = Geo::kGeneric ? valueWidth(a.codec) : D;
+  // Lifted low-rank keys (a.liftDim): rows of D coefficients, queries of QD floats.
+  constexpr bool lifted = Geo::kLifted;
+  const uint32_t QD = lifted ? a.liftDim : D;
   const uint32_t M = a.tq * a.queriesPerHead, qTiles = (M + QR - 1) / QR;
   const uint32_t workIndex = blockIdx.x / qTiles, n0 = (blockIdx.x % qTiles) * QR;
   const uint32_t qRows = M - n0 < QR ? M - n0 : QR;
@@ -149,7 +222,7 @@ __global__ KVC_LAUNCH_BOUNDS(kThreads, 4) void attentionSplitKernel(AttentionArg
   // Query rows n0.. (zero padding past qRows) and their causal cutoffs (INT_MIN for padding).
   for (uint32_t i = tid; i < QR * plan.qStride; i += kThreads) {
     const uint32_t j = i / plan.qStride, d = i % plan.qStride;
-    qS[i] = j < qRows && d < D ? a.queries[(static_cast<size_t>(work.stream) * M + n0 + j) * D + d] : 0.0f;
+    qS[i] = j < qRows && d < QD ? a.queries[(static_cast<size_t>(work.stream) * M + n0 + j) * QD + d] : 0.0f;
   }
   if (tid < QR) {
     cutS[tid] = tid < qRows ? queryCutoff(a, st, work.stream, n0 + tid) : INT_MIN;
@@ -219,6 +292,10 @@ __global__ KVC_LAUNCH_BOUNDS(kThreads, 4) void attentionSplitKernel(AttentionArg
     const int32_t* posT = reinterpret_cast<const int32_t*>(betaT + kMaxTileRows);
     keys += slot0 * L.keyRowBytes - ((slot0 * L.keyRowBytes) & ~15u);
     values += slot0 * L.valueRowBytes - ((slot0 * L.valueRowBytes) & ~15u);
+    if constexpr (lifted) {
+      liftTile<KS>(a, st, plan, keys, posT, r, n, reinterpret_cast<float*>(smem + plan.oCoef),
+                   reinterpret_cast<float*>(smem + plan.oLift));
+    }
 
     // Scores: scale * q.k + beta, -inf past the causal cutoff.
     const uint32_t sub = lane / KL, subLane = lane % KL;
@@ -228,7 +305,18 @@ __global__ KVC_LAUNCH_BOUNDS(kThreads, 4) void attentionSplitKernel(AttentionArg
       float dot[QR];
       KVC_UNROLL
       for (uint32_t j = 0; j < QR; ++j) dot[j] = 0.0f;
-      if (valid) {
+      if (valid && lifted) {
+        // Lifted keys already carry RoPE at their positions: a plain dot with the queries.
+        const float* k = reinterpret_cast<const float*>(smem + plan.oLift) + i * plan.qStride;
+        for (uint32_t d = lane; d < QD; d += 32) {
+          const float kd = k[d];
+          KVC_UNROLL
+          for (uint32_t j = 0; j < QR; ++j) {
+            if (j >= qRows) break;
+            dot[j] += qS[j * plan.qStride + d] * kd;
+          }
+        }
+      } else if (valid) {
         const uint8_t* krow = keys + i * L.keyRowBytes;
         KVC_UNROLL
         for (uint32_t c = 0; c < KeyRuns::kCount; ++c) {
@@ -491,6 +579,7 @@ constexpr std::array<SplitLauncher, sizeof...(I)> makeTable(std::index_sequence<
 constexpr std::array<SplitLauncher, kFormatPairs> kSplit64 = makeTable<64>(std::make_index_sequence<kFormatPairs>{});
 constexpr std::array<SplitLauncher, kFormatPairs> kSplit128 = makeTable<128>(std::make_index_sequence<kFormatPairs>{});
 constexpr std::array<SplitLauncher, kFormatPairs> kSplitGeneric = makeTable<0>(std::make_index_sequence<kFormatPairs>{});
+constexpr std::array<SplitLauncher, kFormatPairs> kSplitLifted = makeTable<kLiftedClass>(std::make_index_sequence<kFormatPairs>{});
 template <int DC, int GS, size_t... I>
 constexpr std::array<SplitLauncher, sizeof...(I)> makeMmaTable(std::index_sequence<I...>) {
   return {{mmaLauncher<DC, GS, static_cast<int>(I / kStorageCount), static_cast<int>(I % kStorageCount)>()...}};
@@ -519,9 +608,15 @@ cudaError_t launchAttention(const AttentionArgs& a, cudaStream_t stream) {
   const size_t pair = static_cast<size_t>(a.codec.keyStorage) * kStorageCount + static_cast<size_t>(a.codec.valueStorage);
   if (pair >= kFormatPairs) return cudaErrorInvalidValue;
   SplitLauncher split = nullptr;
-  const bool equalWidths = valueWidth(a.codec) == a.codec.headDim;
+  // Lifted keys (a.liftDim) are served by the lifted class only.
+  const bool equalWidths = valueWidth(a.codec) == a.codec.headDim && a.liftDim == 0;
+  if (a.liftDim > Geometry<kLiftedClass>::kKeyElems * 32 || (a.liftDim && a.codec.keySigns) ||
+      (a.liftDim && valueWidth(a.codec) > Geometry<kLiftedClass>::kValueElems * 32)) {
+    return cudaErrorInvalidValue;
+  }
   if (!equalWidths && (valueWidth(a.codec) > Geometry<0>::kValueElems * 32 || a.codec.valueSigns)) return cudaErrorInvalidValue;
   if (equalWidths && mmaEligible(a)) split = kMma[a.codec.headDim == 128][a.codec.groupSize == 64][pair];
+  if (a.liftDim) split = kSplitLifted[pair];
   if (!split) {
     switch (equalWidths ? headDimClass(a.codec.headDim) : 0) {
       case 64: split = kSplit64[pair]; break;

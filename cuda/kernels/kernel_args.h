@@ -66,6 +66,7 @@ struct AttentionStreamArgs {
   uint32_t workCount = 0;
   float* scores = nullptr;              // [length] attention mass accumulator, or nullptr
   float* logits = nullptr;              // [M][length] workspace when scores != nullptr (M = tq * G)
+  const float* keyBasisT = nullptr;     // [headDim][liftDim] transposed key basis when liftDim > 0
 };
 
 struct AttentionArgs {
@@ -77,7 +78,7 @@ struct AttentionArgs {
   float scale = 1.0f;
   const AttentionStreamArgs* streams = nullptr;  // [S]
   const int32_t* queryPositions = nullptr;       // [S][tq], or nullptr: positions of each stream's last tq rows
-  const float* queries = nullptr;                // [S][tq][G][headDim]
+  const float* queries = nullptr;                // [S][tq][G][liftDim or headDim]
   float* out = nullptr;                          // [S][tq][G][valueWidth]
   float* lse = nullptr;                          // [S][tq][G]
   const AttentionWork* work = nullptr;           // [W] splits, stream by stream
@@ -91,6 +92,10 @@ struct AttentionArgs {
   bool ropeByRank = false;                       // row positions re-indexed by row index
   const float* ropeCos = nullptr;                // [kRopeLevels][kRopeLevelSize][ropeDims]
   const float* ropeSin = nullptr;                // same shape, signed per channel
+  // > 0: key rows hold headDim coefficients of pre-RoPE keys; each tile is lifted to liftDim
+  // floats with the stream's basis (keyBasisT) and rotated at its rows' positions in shared
+  // memory before the dot (generic head_dim class only).
+  uint32_t liftDim = 0;
 };
 
 struct ReadRowsArgs {

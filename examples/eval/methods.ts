@@ -7,11 +7,11 @@ import type { CacheSettings } from '../llama2c/kvcache-attention';
 import type { AttentionDims } from '../llama2c/model';
 import { Sampler } from '../llama2c/sampler';
 import type { Method, MethodRun, ModelHandle, StoryContext } from './runner';
-import { ropeMethods } from './rope-methods';
+import { MODEL_ROPE, ropeMethods } from './rope-methods';
 import type { AttentionCallOptions } from './sequence-attention';
 import { sparseMethods } from './sparse-methods';
 import { profileMethods } from './profile-methods';
-import { lowRankMethods } from './lowrank-methods';
+import { lowRankMethods, lowRankSettings } from './lowrank-methods';
 import { lowRankCurveMethods } from './lowrank-curve-methods';
 import { tierMethods } from './tier-methods';
 import { wholeStoryRun } from './whole-story';
@@ -215,6 +215,37 @@ function compactionMethods(
           },
         });
       }
+    }
+  }
+  // The same self-study compaction of a cache holding keys before RoPE (cache option rope):
+  // the fit runs on rotated logits and keeps the pre-RoPE rows (docs/rope-compaction.md).
+  // Also over pre-RoPE low-rank keys (rank headDim/2, f16 coefficients; `-lr` methods).
+  const ropeVariants = [
+    { tag: '', what: 'keys before RoPE', settings: { ...base, rope: MODEL_ROPE } as CacheSettings },
+    { tag: '-lr', what: `rank ${dims.headDim / 2} keys and values, keys before RoPE`, settings: { ...lowRankSettings(dims.headDim, dims.headDim / 2, 'f16'), rope: MODEL_ROPE } as CacheSettings },
+  ];
+  for (const { tag, what, settings } of ropeVariants) for (const method of AM_METHODS) {
+    for (const ratio of ratios.filter((r) => r === 0.25 || r === 0.1)) {
+      methods.push({
+        id: `am-${method}-self-study-rope${tag}-${ratio}`,
+        family: `AM ${method}, self-study queries, ${what}`,
+        label: `${method}, self-study queries, ${what}, ratio ${ratio}`,
+        param: ratio,
+        rowBytesPerToken: bytesPerToken(dims, settings),
+        async run(ctx) {
+          const h = ctx.fresh(settings);
+          try {
+            h.model.prefill(ctx.ids.slice(0, ctx.prefix), { chunkSize: ctx.chunk, logits: 'none' });
+            recordSelfStudy(ctx, h, record);
+            const compactor = new Compactor({ method, ratio, protect: protectFor(keepRows(ctx, ratio)) });
+            await compactor.compact(h.backend.sequence);
+            const kept = rowsHeld(ctx, h);  // before scoreRest appends the rest of the story
+            return { logits: ctx.scoreRest(h.model), keptFraction: kept };
+          } finally {
+            h.release();
+          }
+        },
+      });
     }
   }
   for (const budget of budgets) {

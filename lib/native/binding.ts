@@ -83,9 +83,16 @@ export interface NativeSequence {
   bases(layer: number, kvHead: number): { keys: Float32Array; values: Float32Array } | null;
 }
 
+/** An incremental import in progress (opaque; cpp/binding/chunk_import_binding.cpp). */
+export type NativeChunkImport = { readonly __brand: 'NativeChunkImport' };
+
 export interface NativeCache {
   createSequence(): NativeSequence;
   importSequence(bytes: Uint8Array): NativeSequence;
+  beginChunkImport(prelude: Uint8Array, rows: Uint32Array): NativeChunkImport;
+  chunkImportAdd(handle: NativeChunkImport, chunk: number, frame: Uint8Array, payloadAt: number): void;
+  chunkImportFinish(handle: NativeChunkImport): NativeSequence;
+  chunkImportAbort(handle: NativeChunkImport): void;
   attentionBatch(layer: number, sequences: NativeSequence[], queries: Float32Array, out: Float32Array, lse: Float32Array | null, flags: number,
     sparse?: NativeSparse | null): void;
   stats(): NativeStats;
@@ -133,6 +140,8 @@ export interface NativeRecordedQueries {
   recent: Float32Array;
   seen: number;
   recentSeen: number;
+  /** Caches with rope: the stored position of each reservoir vector's query token. */
+  reservoirPositions?: Int32Array;
 }
 
 /** Compaction request as the native side reads it (built by lib/compactor.ts). */
@@ -154,6 +163,9 @@ export interface NativeCompactionSpec {
   /** per layer [n, queryHeads, headDim] or null */
   queries: Array<Float32Array | null> | null;
   heldOut: Array<Float32Array | null> | null;
+  /** caches with rope: per layer the position of each token of queries / heldOut, or null (the layer's next position) */
+  queryPositions?: Array<Int32Array | null> | null;
+  heldOutPositions?: Array<Int32Array | null> | null;
   online: boolean;
   maxRows: number;
   /** compact() only: compute on a thread of its own at the lowest priority (lib/maintain.ts). */

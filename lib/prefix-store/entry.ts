@@ -48,23 +48,46 @@ export function encodeEntry(entry: Entry): Uint8Array {
   return out;
 }
 
+/** Where an entry's parts lie, read from its framing alone (the CRC is not checked). */
+export interface EntryFrame extends Omit<Entry, 'payload'> {
+  payloadAt: number;
+  payloadBytes: number;
+}
+
+/** The framing of `bytes` (length `size`) from its first HEADER_BYTES, or null when it cannot be an entry. */
+function readFrame(head: Uint8Array, size: number, metaOf: (at: number, n: number) => Uint8Array): EntryFrame | null {
+  if (size < HEADER_BYTES + 4 || head.length < HEADER_BYTES) return null;
+  const h = Buffer.from(head.buffer, head.byteOffset, HEADER_BYTES);
+  if (h.toString('latin1', 0, 8) !== MAGIC || h.readUInt32LE(8) !== FRAME_VERSION) return null;
+  const kind = KINDS[h.readUInt32LE(12)];
+  const metaBytes = h.readUInt32LE(24);
+  const payloadBytes = h.readUInt32LE(28);
+  if (kind === undefined || HEADER_BYTES + metaBytes + payloadBytes + 4 !== size) return null;
+  let meta: unknown;
+  try {
+    meta = metaBytes === 0 ? undefined : JSON.parse(Buffer.from(metaOf(HEADER_BYTES, metaBytes)).toString('utf8'));
+  } catch {
+    return null;
+  }
+  return { kind, tokens: h.readUInt32LE(16), rows: h.readUInt32LE(20), meta, payloadAt: HEADER_BYTES + metaBytes, payloadBytes };
+}
+
+/**
+ * The framing of an entry in one buffer, without checking its CRC: for a reader that checks
+ * the CRC itself in its pass over the payload (the chunk import). Nothing read here may be
+ * trusted before that check passed.
+ */
+export function readEntryFrame(bytes: Uint8Array): EntryFrame | null {
+  return readFrame(bytes.subarray(0, HEADER_BYTES), bytes.length, (at, n) => bytes.subarray(at, at + n));
+}
+
 /** The entry held by `bytes`, or null when they are truncated, damaged or of another version. */
 export function decodeEntry(bytes: Uint8Array | Parts): StoredEntry | null {
   const b = Parts.of(bytes);
   if (b.length < HEADER_BYTES + 4) return null;
-  const head = Buffer.from(b.bytes(0, HEADER_BYTES));
-  if (head.toString('latin1', 0, 8) !== MAGIC || head.readUInt32LE(8) !== FRAME_VERSION) return null;
-  const kind = KINDS[head.readUInt32LE(12)];
-  const metaBytes = head.readUInt32LE(24);
-  const payloadBytes = head.readUInt32LE(28);
-  if (kind === undefined || HEADER_BYTES + metaBytes + payloadBytes + 4 !== b.length) return null;
   if (b.crc32(0, b.length - 4) !== b.u32(b.length - 4)) return null;
-  let meta: unknown;
-  try {
-    meta = metaBytes === 0 ? undefined : JSON.parse(Buffer.from(b.bytes(HEADER_BYTES, metaBytes)).toString('utf8'));
-  } catch {
-    return null;
-  }
-  const start = HEADER_BYTES + metaBytes;
-  return { kind, tokens: head.readUInt32LE(16), rows: head.readUInt32LE(20), meta, payload: b.slice(start, start + payloadBytes) };
+  const frame = readFrame(b.bytes(0, HEADER_BYTES), b.length, (at, n) => b.bytes(at, n));
+  if (!frame) return null;
+  const { payloadAt, payloadBytes, ...entry } = frame;
+  return { ...entry, payload: b.slice(payloadAt, payloadAt + payloadBytes) };
 }

@@ -220,10 +220,10 @@ export class PrefixStore {
       return loan.buffer;
     };
     let reading: Promise<unknown> = Promise.resolve();
+    // Entries are checked and imported as they arrive (backends that read them one by one
+    // hand each over at once); the rest when all are in.
+    const receiver = new EntryReceiver(plan, this.#chunk, borrow(this.#joined), cache);
     try {
-      // Entries are checked and placed as they arrive (backends that read them one by one
-      // hand each over at once); the rest when all are in.
-      const receiver = new EntryReceiver(plan, this.#chunk, borrow(this.#joined));
       const values = await this.#guard('load', deadline, () => (reading = this.#backend.get(plan.keys, borrow(this.#received), (i, v) => receiver.take(i, v))), null);
       if (!values) return this.#count(false);
       values.forEach((v, i) => receiver.take(i, v));
@@ -232,6 +232,7 @@ export class PrefixStore {
       this.#count(true);
       return loaded;
     } finally {
+      receiver.abort(); // a load that did not finish (a timeout, a store failure) holds no blocks
       const release = () => loans.forEach((done) => done());
       reading.then(release, release);
     }
@@ -298,6 +299,7 @@ export class PrefixStore {
   async #import(plan: Plan, received: Received, cache: KVCache): Promise<LoadedPrefix | null> {
     if ('gone' in received) return null;
     if ('damaged' in received) return this.#discard(received.damaged, received.why);
+    if ('sequence' in received) return this.#loaded(plan, received.sequence, received.bytes, received.meta);
     const { bytes, meta } = received;
     let sequence: Sequence;
     try {
@@ -310,12 +312,16 @@ export class PrefixStore {
       }
       throw e;
     }
+    return this.#loaded(plan, sequence, bytes.length, meta);
+  }
+
+  async #loaded(plan: Plan, sequence: Sequence, bytes: number, meta: unknown): Promise<LoadedPrefix | null> {
     if (sequence.nextPosition(0) !== plan.length) {
       sequence.free();
       return this.#discard(plan.keys, `an entry for ${plan.length} tokens continues at ${sequence.nextPosition(0)}`);
     }
-    this.#counters.bytesRead += bytes.length;
-    return { sequence, length: plan.length, kind: plan.kind, meta, bytes: bytes.length };
+    this.#counters.bytesRead += bytes;
+    return { sequence, length: plan.length, kind: plan.kind, meta, bytes };
   }
 
   async #discard(keys: string[], why: string): Promise<null> {

@@ -214,7 +214,7 @@ describe('lowRank: separate key and value settings', () => {
     }
   });
 
-  it('refusals: device cuda with rope is UNSUPPORTED; bad ranks INVALID_ARGUMENT', async () => {
+  it('refusals: bad ranks INVALID_ARGUMENT (device cuda with rope: test/cuda/lowrank-rope-parity.test.ts)', async () => {
     const base = { layers: 1, kvHeads: 1, headDim: 32, groupSize: 8 } as const;
     const code = (f: () => unknown) => {
       try {
@@ -224,7 +224,6 @@ describe('lowRank: separate key and value settings', () => {
       }
       return 'none';
     };
-    expect(code(() => new KVCache({ ...base, device: 'cuda', lowRank: { keys: 8 }, rope: { theta: 10000 } }))).toBe('UNSUPPORTED');
     expect(code(() => new KVCache({ ...base, lowRank: { keys: 8, values: 12 } }))).toBe('INVALID_ARGUMENT');  // 8 does not divide 12
     expect(code(() => new KVCache({ ...base, lowRank: { keys: 8, values: 34 } }))).toBe('INVALID_ARGUMENT');
     const rng = testRng();

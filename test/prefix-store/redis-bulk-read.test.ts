@@ -58,6 +58,25 @@ describe('readBulk against Redis', () => {
     await client.del(...requests.flatMap((r) => r.keys));
   });
 
+  it('reads in ranges of any size with any number in flight, over one or more connections', async () => {
+    const rng = testRng();
+    const prefix = uniquePrefix('bulk-ranges');
+    // Parts shorter than, equal to and longer than a range, and empty parts between them.
+    const sizes = [[999, 1000, 1001], [0, 2500, 0], [1], [40_000, 3]];
+    const values = sizes.map((parts) => parts.map((n) => randomBuffer(rng, n)));
+    const pipe = client.pipeline();
+    values.forEach((parts, i) => parts.forEach((p, j) => pipe.set(`${prefix}${i}:${j}`, p)));
+    await pipe.exec();
+    const requests = values.map((parts, i) => ({ keys: parts.map((_, j) => `${prefix}${i}:${j}`), bytes: parts.reduce((s, p) => s + p.length, 0) }));
+    for (const [rangeBytes, window, connections] of [[1000, 1, 1], [1000, 3, 2], [7, 64, 1], [1 << 20, 2, 3]] as const) {
+      const order: number[] = [];
+      const got = await readBulk(plainEndpoint(url)!, requests, 10_000, { rangeBytes, window, connections, onValue: (i) => order.push(i) });
+      got.forEach((g, i) => expect(Buffer.from(g).equals(Buffer.concat(values[i]!)), `value ${i} (${rangeBytes} B x ${window}, ${connections})`).toBe(true));
+      expect([...order].sort()).toEqual([0, 1, 2, 3]); // each value handed over once
+    }
+    await client.del(...requests.flatMap((r) => r.keys));
+  });
+
   it('a missing part or parts that do not add up make that value empty, and only that one', async () => {
     const rng = testRng();
     const prefix = uniquePrefix('bulk-bad');

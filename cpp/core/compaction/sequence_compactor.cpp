@@ -52,29 +52,55 @@ Status validateOptions(const Options& o) {
   return Status::ok();
 }
 
+// Pooled given queries of a rope cache rotated by their tokens' positions: the caller's for
+// the layer, or the layer's next position for every token (SequenceRequest::queryPositions).
+void rotateGiven(const RopeStage& stage, const CacheConfig& c, const std::vector<std::vector<int32_t>>& positions,
+                 uint32_t layer, int32_t nextPosition, std::vector<float>* pooled) {
+  const uint32_t g = c.queriesPerHead(), n = static_cast<uint32_t>(pooled->size() / c.headDim);
+  std::vector<int32_t> at;
+  const int32_t* p;
+  if (layer < positions.size() && !positions[layer].empty()) {
+    p = positions[layer].data();
+  } else {
+    at.assign(n / g, nextPosition);
+    p = at.data();
+  }
+  stage.rotate(pooled->data(), n, g, p);
+}
+
 // The reference queries of one stream (host memory, owned by the request or the stream):
 // the caller's for this layer, else the recorded reservoir, else none (the backend then
-// uses a subsample of the stream's keys).
-void chooseQueries(const CacheConfig& c, const SequenceRequest& r, const Stream& s, StreamPlan& sp,
-                   std::vector<float>* pooled, CompactionStreamInput* in) {
-  // Given queries are checked to be headDim wide; a low-rank log holds projected ones.
-  const uint32_t D = c.storedDim();
+// uses a subsample of the stream's keys). With rope (plan.rope) they are copied into
+// `pooled` and rotated at their positions (rope_stage.h).
+Status chooseQueries(const CacheConfig& c, const SequenceRequest& r, const SequencePlan& plan, const Stream& s, StreamPlan& sp,
+                     std::vector<float>* pooled, CompactionStreamInput* in) {
+  // Given queries are checked to be headDim wide; a low-rank log holds projected ones, except
+  // with rope (whole queries: lowrank.cpp).
+  const uint32_t D = c.ropeDims != 0 ? c.headDim : c.storedDim();
   const bool given = r.querySource == QuerySource::kGiven && sp.layer < r.queries.size() && !r.queries[sp.layer].empty();
   if (given) {
     pooledQueries(r.queries[sp.layer], c, sp.head, pooled);
+    if (plan.rope) rotateGiven(*plan.rope, c, r.queryPositions, sp.layer, plan.sequence->nextPosition[sp.layer], pooled);
     in->queries = pooled->data();
     in->n = static_cast<uint32_t>(pooled->size() / D);
     sp.querySource = QuerySource::kGiven;
   } else if (r.querySource != QuerySource::kKeys && !s.queries.reservoir.empty()) {
     in->queries = s.queries.reservoir.data();
     in->n = static_cast<uint32_t>(s.queries.reservoir.size() / D);
+    if (plan.rope) {
+      if (s.queries.reservoirPositions.size() != in->n) return internalError("the query log of a rope cache has no positions");
+      pooled->assign(s.queries.reservoir.begin(), s.queries.reservoir.end());
+      plan.rope->rotate(pooled->data(), in->n, 1, s.queries.reservoirPositions.data());
+      in->queries = pooled->data();
+    }
     sp.querySource = QuerySource::kRecorded;
   } else {
     in->queries = nullptr;
     in->n = 0;
-    sp.querySource = QuerySource::kKeys;
+    sp.querySource = QuerySource::kKeys;  // with rope: the staged keys, each rotated at its own position
   }
   in->keyQueries = r.maxKeyQueries;
+  return Status::ok();
 }
 
 }  // namespace
@@ -89,13 +115,15 @@ Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& r, Seque
   const Sequence* seq = cache.sequence(id);
   if (!seq) return Status(StatusCode::kDisposed, "the sequence has been freed");
   if (seq->busy) return busy("the sequence is being compacted");
+  // The rope stage lifts low-rank keys to headDim; the CUDA backend applies a fit only to rows
+  // of the fit's own key width, so such caches compact on device 'cpu' only for now.
+  if (c.ropeDims != 0 && c.lowRank() && c.device != "cpu") {
+    return unsupported("compaction of a lowRank cache with rope runs on device 'cpu' only");
+  }
   if (!(r.ratio >= 0.0 && r.ratio <= 1.0)) return invalidArgument("ratio must be in (0, 1]");
   if (r.ratio == 0.0 && r.targetTokens == 0) return invalidArgument("either ratio or targetTokens must be given");
   if (r.online && (r.ratio <= 0.0 || r.ratio >= 1.0)) return invalidArgument("online compaction needs a ratio in (0, 1)");
   if (r.threads == 0) return invalidArgument("threads must be >= 1");
-  // Attention Matching fits logits q.k of reference queries; with pre-RoPE keys those need
-  // RoPE by position in the fit, which is not implemented.
-  if (c.ropeDims != 0) return unsupported("compaction of a cache with rope (pre-RoPE keys) is not supported yet");
   for (uint32_t l : r.layers)
     if (l >= c.layers) return invalidArgument("layers: " + std::to_string(l) + " is out of range [0, " + std::to_string(c.layers) + ")");
   for (uint32_t h : r.heads)
@@ -111,11 +139,36 @@ Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& r, Seque
     }
     return Status::ok();
   };
-  if (c.lowRank() && (!r.queries.empty() || !r.heldOut.empty())) {
+  // A low-rank log holds projected queries (q . B c = B^T q . c); given ones would need the
+  // same projection. With rope the log and given queries are whole (rope_stage.h).
+  if (c.lowRank() && c.ropeDims == 0 && (!r.queries.empty() || !r.heldOut.empty())) {
     return unsupported("compaction of a lowRank cache takes its reference queries from the recorded log, not given queries");
   }
   KVC_RETURN_IF_ERROR(checkArrays(r.queries, "queries"));
   KVC_RETURN_IF_ERROR(checkArrays(r.heldOut, "heldOutQueries"));
+  auto checkPositions = [&](const std::vector<std::vector<int32_t>>& p, const std::vector<std::vector<float>>& a,
+                            const char* name, const char* arrays) -> Status {
+    if (p.empty()) return Status::ok();
+    if (c.ropeDims == 0) {
+      return invalidArgument(std::string(name) + " needs a cache with the rope option (keys before RoPE): post-RoPE queries carry their positions");
+    }
+    if (p.size() != c.layers) return invalidArgument(std::string(name) + " must hold one array per layer (" + std::to_string(c.layers) + ")");
+    const size_t tokenElems = static_cast<size_t>(c.queryHeads) * c.headDim;
+    for (size_t l = 0; l < p.size(); ++l) {
+      if (p[l].empty()) continue;
+      const size_t tokens = l < a.size() ? a[l].size() / tokenElems : 0;
+      if (p[l].size() != tokens) {
+        return shapeMismatch(std::string(name) + "[" + std::to_string(l) + "] must hold one position per token of " + arrays + "[" +
+                             std::to_string(l) + "] (" + std::to_string(tokens) + "), got " + std::to_string(p[l].size()));
+      }
+      for (size_t i = 0; i < p[l].size(); ++i) {
+        if (p[l][i] < 0) return invalidArgument(std::string(name) + "[" + std::to_string(l) + "][" + std::to_string(i) + "] must be >= 0");
+      }
+    }
+    return Status::ok();
+  };
+  KVC_RETURN_IF_ERROR(checkPositions(r.queryPositions, r.queries, "queryPositions", "queries"));
+  KVC_RETURN_IF_ERROR(checkPositions(r.heldOutPositions, r.heldOut, "heldOutPositions", "heldOutQueries"));
   KVC_RETURN_IF_ERROR(validateOptions(r.options));
 
   std::vector<uint32_t> layers = r.layers, heads = r.heads;
@@ -149,6 +202,17 @@ Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& r, Seque
       plan->streams.push_back(std::move(sp));
     }
   }
+  if (c.ropeDims != 0 && !plan->streams.empty()) {
+    // Attention Matching fits logits q . k; with keys before RoPE those are rot(q, pq) .
+    // rot(k, pk): the numerics run on a post-RoPE copy of the planned streams (rope_stage.h).
+    std::vector<uint8_t> planned(seq->streams.size(), 0);
+    for (const StreamPlan& sp : plan->streams) planned[sp.layer * c.kvHeads + sp.head] = 1;
+    const auto t0 = std::chrono::steady_clock::now();
+    plan->rope = std::make_unique<RopeStage>();
+    KVC_RETURN_IF_ERROR(plan->rope->build(cache, *seq, planned));
+    plan->sequence = &plan->rope->sequence();
+    plan->secondsRead += secondsSince(t0);  // staging reads and rotates every planned row
+  }
   if (c.tiered() && !plan->streams.empty()) {
     // The numerics read a stream as one run of one format: they run on a staged copy of the
     // planned streams (aged rows in tier 0's format), and apply re-tiers the result.
@@ -172,6 +236,8 @@ Status computeCompaction(Cache& cache, const SequenceRequest& r, SequencePlan* p
     if (progress) progress(1.0);
     return Status::ok();
   }
+  const PoolView pool = plan->rope ? plan->rope->pool() : cache.pool();
+  const RowCodec codec = plan->rope ? plan->rope->codec() : cache.codec();
   const size_t batch = std::max<uint32_t>(1, cache.backend().compactionBatchSize(r.threads));
   std::vector<CompactionStreamInput> inputs(batch);
   std::vector<CompactionStreamReport> reports(batch);
@@ -196,16 +262,17 @@ Status computeCompaction(Cache& cache, const SequenceRequest& r, SequencePlan* p
       in.target = sp.target;
       in.sinks = r.sinks;
       in.recent = r.recent;
-      chooseQueries(c, r, s, sp, &pooled[i], &in);
+      KVC_RETURN_IF_ERROR(chooseQueries(c, r, *plan, s, sp, &pooled[i], &in));
       if (sp.layer < r.heldOut.size() && !r.heldOut[sp.layer].empty()) {
         pooledQueries(r.heldOut[sp.layer], c, sp.head, &heldOut[i]);
+        if (plan->rope) rotateGiven(*plan->rope, c, r.heldOutPositions, sp.layer, seq->nextPosition[sp.layer], &heldOut[i]);
         in.heldOut = heldOut[i].data();
         in.nHeldOut = static_cast<uint32_t>(heldOut[i].size() / c.headDim);
       }
     }
     plan->secondsRead += secondsSince(t0);
     std::unique_ptr<CompactionFit> fit;
-    Status status = cache.mutableBackend().compactStreams(cache.pool(), cache.codec(), inputs.data(),
+    Status status = cache.mutableBackend().compactStreams(pool, codec, inputs.data(),
                                                           static_cast<uint32_t>(count), r.options, control, reports.data(), &fit);
     if (!status.isOk()) {
       if (cache.cancelRequested()) {
@@ -232,6 +299,14 @@ Status computeCompaction(Cache& cache, const SequenceRequest& r, SequencePlan* p
 
 Status applyCompaction(Cache& cache, SequencePlan* plan) {
   const auto t0 = std::chrono::steady_clock::now();
+  // Rope: the fit is held by the backend, the stage is no longer read. Its blocks go back
+  // first (room for the gather); the kept rows are the real streams' stored, pre-RoPE rows,
+  // with their positions, and the fitted values are in the stored value space (coefficients
+  // of a low-rank stream), so the steps below are those of any cache.
+  if (plan->rope) {
+    plan->rope.reset();
+    plan->sequence = cache.sequence(plan->id);
+  }
   plan->blocksBefore = cache.stats().blocksUsed;
   // The stage's own blocks (aged rows in tier 0's format) are not the sequence's.
   if (plan->stage) {

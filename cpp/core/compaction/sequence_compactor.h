@@ -17,6 +17,7 @@
 
 #include "../cache.h"
 #include "../tiers/tier_stage.h"
+#include "rope_stage.h"
 #include "kvc/compaction_ops.h"
 
 namespace kvc::compaction {
@@ -40,6 +41,12 @@ struct SequenceRequest {
   // layer falls back to its recorded queries). Owned copies: compute may run on another thread.
   std::vector<std::vector<float>> queries;
   std::vector<std::vector<float>> heldOut;  // same layout, diagnostics only; may be empty
+  // Caches with rope (keys before RoPE): per layer (size config.layers, or empty) the position
+  // of each token of queries[layer] / heldOut[layer] ([n] each), or empty: every query of that
+  // layer sits at the layer's next position (as the next decoded token would). Recorded
+  // queries carry their own (QueryLog). Refused without rope.
+  std::vector<std::vector<int32_t>> queryPositions;
+  std::vector<std::vector<int32_t>> heldOutPositions;
   uint32_t maxKeyQueries = 1024;   // keys used as queries: a uniform subsample of at most this many
   bool online = false;             // only streams longer than maxRows are compacted
   uint32_t maxRows = 0;
@@ -68,6 +75,10 @@ struct SequencePlan {
   // Tiered caches: the planned streams staged as one run of tier 0's format (tier_stage.h);
   // `sequence` then points at the stage, and apply rebuilds the tiers from it.
   std::unique_ptr<TierStage> stage;
+  // Caches with rope: the planned streams as post-RoPE f32 rows (rope_stage.h); `sequence`
+  // then points at the stage, compute reads it with the stage's pool view and codec, and
+  // apply keeps the real streams' stored rows.
+  std::unique_ptr<RopeStage> rope;
   std::vector<StreamPlan> streams;
   std::vector<std::unique_ptr<CompactionFit>> fits;  // one per compactStreams batch, until apply
   double secondsRead = 0;   // reading the rows (backend) and gathering queries

@@ -112,21 +112,7 @@ void Cache::ageStreams(Sequence* seq, uint32_t layer) {
       if (!allocateBlocks(n, &fresh).isOk()) return;
       // The decoded rows are encoded by the next tier's append path: requantized once from
       // their stored form, exactly as if they had been appended in that format.
-      const int32_t* table = fresh.data();
-      const int32_t startRow = 0;
-      AppendParams p;
-      p.pool = tierPool(k + 1);
-      p.codec = tierCodec(k + 1);
-      p.streamCount = 1;
-      p.tokens = moved;
-      p.blockTables = &table;
-      p.startRow = &startRow;
-      p.inputType = InputType::kF32;
-      p.keys = keys;
-      p.values = values;
-      p.positions = tierPositions_.data();
-      p.beta = beta;
-      if (!backend_->append(p).isOk()) {
+      if (!writeRowsAt(tierPool(k + 1), tierCodec(k + 1), fresh.data(), moved, keys, values, tierPositions_.data(), beta).isOk()) {
         for (int32_t b : fresh) pool_.release(b);
         return;
       }

@@ -48,23 +48,28 @@ Status Cache::recodeRows(uint32_t from, const StreamView& src, uint32_t start, u
     positions.resize(n);
     KVC_RETURN_IF_ERROR(backend_->readRows(tierPool(from), tierCodec(from), src, start + c0, n, keys.data(), values.data(),
                                            beta.data(), positions.data()));
-    const int32_t* table = dst + c0 / rpb;
-    const int32_t startRow = 0;
-    AppendParams p;
-    p.pool = tierPool(to);
-    p.codec = tierCodec(to);
-    p.streamCount = 1;
-    p.tokens = n;
-    p.blockTables = &table;
-    p.startRow = &startRow;
-    p.inputType = InputType::kF32;
-    p.keys = keys.data();
-    p.values = values.data();
-    p.positions = positions.data();
-    p.beta = beta.data();
-    KVC_RETURN_IF_ERROR(backend_->append(p));
+    KVC_RETURN_IF_ERROR(writeRowsAt(tierPool(to), tierCodec(to), dst + c0 / rpb, n, keys.data(), values.data(), positions.data(),
+                                    beta.data()));
   }
   return Status::ok();
+}
+
+Status Cache::writeRowsAt(const PoolView& pool, const RowCodec& codec, const int32_t* table, uint32_t n, const float* keys,
+                          const float* values, const int32_t* positions, const float* beta) {
+  const int32_t startRow = 0;
+  AppendParams p;
+  p.pool = pool;
+  p.codec = codec;
+  p.streamCount = 1;
+  p.tokens = n;
+  p.blockTables = &table;
+  p.startRow = &startRow;
+  p.inputType = InputType::kF32;
+  p.keys = keys;
+  p.values = values;
+  p.positions = positions;
+  p.beta = beta;
+  return backend_->append(p);
 }
 
 Status Cache::stageStream(const Stream& s, Stream* out) {

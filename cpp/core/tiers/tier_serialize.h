@@ -18,7 +18,9 @@ uint32_t sequenceHeaderBytes();
 // The config fields at `fields` against this cache's (shape, formats, groupSize, rotation).
 Status checkSequenceFields(const CacheConfig& c, const uint8_t* fields);
 // What import checks of encoded rows before storing them (finite elements, scales and beta,
-// positions in range), for streams of `lengths` rows laid out as versions 1-3 lay them out.
-Status validateEncodedRows(const CacheConfig& c, const std::vector<int32_t>& lengths, const uint8_t* bytes, size_t size);
+// positions in range), for streams of `lengths` rows laid out as versions 1-3 lay them out;
+// with crc, the rows' bytes are added to the running CRC-32 *crc in the same pass.
+Status validateEncodedRows(const CacheConfig& c, const std::vector<int32_t>& lengths, const uint8_t* bytes, size_t size,
+                           uint32_t* crc = nullptr);
 
 }  // namespace kvc

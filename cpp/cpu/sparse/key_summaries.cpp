@@ -57,9 +57,9 @@ Status summarizeBlocks(const PoolView& pool, const RowCodec& codec, const RopeVi
       const int32_t* positions = reinterpret_cast<const int32_t*>(block + L.positionsOffset) + job.begin;
       for (uint32_t r = 0; r < n; ++r) {
         const float *c, *s;
-        ropeAnglesFromTables(rope.cosTable, rope.sinTable, rope.spec.dims, static_cast<uint32_t>(positions[r]), cBuf.data(),
-                             sBuf.data(), &c, &s);
-        ropeApplyAngles(keys.data() + static_cast<size_t>(r) * D, rope.spec, c, s);
+        ropeLevelAngles(rope.cosTable, rope.sinTable, rope.spec.dims, static_cast<uint32_t>(positions[r]), cBuf.data(),
+                        sBuf.data(), &c, &s);
+        ropeApply(keys.data() + static_cast<size_t>(r) * D, rope.spec, c, s);
       }
     }
     for (uint32_t r = 0; r < n; ++r) {

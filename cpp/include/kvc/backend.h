@@ -119,6 +119,9 @@ class Backend {
   // width per query head, at the queries' tokenStride), as append and readRows do. Without
   // it, low-rank caches with unequal key and value ranks attend on the host.
   virtual bool attendsValueDim() const { return false; }
+  // Whether attention() lifts low-rank key rows to full width before RoPE
+  // (AttentionParams::liftDim). Without it, low-rank caches with rope attend on the host.
+  virtual bool attendsLiftedKeys() const { return false; }
 
   // Scratch memory the backend holds for the numerics above (its workspace: one per cache,
   // kept between calls, freed with the backend); reported by Cache::stats().workspaceBytes.

@@ -66,12 +66,13 @@ inline void buildRopeTables(const RopeSpec& spec, std::vector<float>* cosTable, 
   }
 }
 
-// cos and signed sin of `position` for channels [0, dims) from the level tables above (the
-// position's base-256 digits combined by angle addition, in f32 as the CPU kernels do): the
-// results come back through cOut / sOut, pointing into the tables when position < 256, else
-// into c and s (scratch of dims floats). Host code that rotates rows one at a time uses it.
-inline void ropeAnglesFromTables(const float* cosT, const float* sinT, uint32_t dims, uint32_t position, float* c, float* s,
-                                 const float** cOut, const float** sOut) {
+// Host rotation of one row at a time from the level tables above (the sparse key summaries,
+// the host low-rank attention, the staging of rope caches for compaction): cos and signed sin
+// of `position` for channels [0, dims), the position's base-256 digits combined by angle
+// addition in f32 as the CPU kernels do. c and s are scratch of dims floats; the results come
+// back through cOut / sOut (pointing into the tables when position < 256).
+inline void ropeLevelAngles(const float* cosT, const float* sinT, uint32_t dims, uint32_t position, float* c, float* s,
+                            const float** cOut, const float** sOut) {
   const float* ca = cosT + static_cast<size_t>(position & (kRopeLevelSize - 1)) * dims;
   const float* sa = sinT + static_cast<size_t>(position & (kRopeLevelSize - 1)) * dims;
   for (uint32_t level = 1; level < kRopeLevels; ++level) {
@@ -90,8 +91,8 @@ inline void ropeAnglesFromTables(const float* cosT, const float* sinT, uint32_t 
   *cOut = ca, *sOut = sa;
 }
 
-// Rotates x[0, spec.dims) in place with the cos / signed sin of one position (per channel).
-inline void ropeApplyAngles(float* x, const RopeSpec& spec, const float* c, const float* s) {
+// Rotates x[0, spec.dims) in place by the angles of ropeLevelAngles (pairs of spec.style).
+inline void ropeApply(float* x, const RopeSpec& spec, const float* c, const float* s) {
   const uint32_t half = spec.dims / 2;
   for (uint32_t j = 0; j < half; ++j) {
     const uint32_t d0 = spec.style == 0 ? 2 * j : j, d1 = spec.style == 0 ? 2 * j + 1 : j + half;

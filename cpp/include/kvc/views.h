@@ -70,6 +70,9 @@ struct AttentionStream {
   float* out = nullptr;                     // first element of (s, 0, 0, 0)
   float* lse = nullptr;                     // (s, t, g) at lse + t * lseTokenStride + g, or nullptr
   float* scores = nullptr;                  // [length] attention mass accumulator, or nullptr
+  // Low-rank keys lifted before RoPE (AttentionParams::liftDim > 0): the stream's key basis,
+  // [liftDim][codec.headDim] row-major (B_k of kvc/lowrank_ops.h); nullptr otherwise.
+  const float* keyBasis = nullptr;
 };
 
 // RoPE applied inside attention (keys stored before RoPE; kvc/rope.h has the math). dims == 0:
@@ -103,6 +106,10 @@ struct AttentionParams {
   // kernel computes exactly (the CUDA backend does).
   bool fast = false;
   RopeView rope;                 // rope.spec.dims == 0: keys already hold RoPE
+  // > 0 (Backend::attendsLiftedKeys): key rows hold codec.headDim coefficients of pre-RoPE keys,
+  // lifted per row to liftDim floats (k = B_k c, AttentionStream::keyBasis) and rotated at the
+  // row's position before the dot; queries are liftDim wide, outputs stay valueWidth wide.
+  uint32_t liftDim = 0;
 };
 
 // Key summaries (sparse decode): recompute or extend the summary of one block from its stored

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "../../compat.cuh"
+#include "../kernel_args.h"  // valueWidth
 #include "kvc/views.h"
 
 KVC_CUDA_NAMESPACE_BEGIN
@@ -201,27 +202,28 @@ cudaError_t launchNnls(const NnlsJob* jobs, uint32_t count, float minWeight, flo
 // queries, D head dim. Layouts of matrices over kept rows: one kept row per line ([t, n]).
 struct FitJob {
   uint32_t n = 0, t = 0, f = 0, np = 0, D = 0;
+  uint32_t VD = 0;                    // value width (valueWidth of the codec: D unless low-rank ranks differ)
   uint32_t relative = 1;              // MassObjective::kRelative
   const int32_t* keep = nullptr;      // [t] local ascending
   const int32_t* freePos = nullptr;   // [f] positions within keep
   const int32_t* protPos = nullptr;   // [np]
   const float* keys = nullptr;        // [Tk, D] chunk rows (stored space)
-  const float* values = nullptr;      // [Tk, D] original space
+  const float* values = nullptr;      // [Tk, VD] original space
   const float* bias = nullptr;        // [Tk]
   const float* m = nullptr;           // [n] original row max
   const float* z = nullptr;           // [n] original row sums
-  const float* y = nullptr;           // [n, D] original normalized output
+  const float* y = nullptr;           // [n, VD] original normalized output
   float* keptKeys = nullptr;          // [t, D]
   float* keptBias = nullptr;          // [t]
   float* beta = nullptr;              // [t] fitted bias (starts as keptBias)
-  float* fitted = nullptr;            // [t, D] fitted values (starts as the kept values)
+  float* fitted = nullptr;            // [t, VD] fitted values (starts as the kept values)
   float* lt = nullptr;                // [t, n] logits K_keep Q̂ᵀ
   float* mt = nullptr;                // [t, n] mass matrix, then the softmax X
   float* free = nullptr;              // [f, n] rows of mt / X of the free kept rows
   float* target = nullptr;            // [n]
-  float* rhs = nullptr;               // [n, D]
-  float* r = nullptr;                 // [f, D] X_F · rhs (f32)
-  double* c = nullptr;                // [f, D] f64 right-hand side / solution
+  float* rhs = nullptr;               // [n, VD]
+  float* r = nullptr;                 // [f, VD] X_F · rhs (f32)
+  double* c = nullptr;                // [f, VD] f64 right-hand side / solution
   const double* lambda = nullptr;     // value-fit ridge
 };
 // keptKeys, keptBias, beta = keptBias, fitted = kept values.
@@ -257,9 +259,9 @@ cudaError_t launchErrors(const ErrorJob* jobs, uint32_t count, uint32_t D, cudaS
 struct ChangedJob {
   uint32_t t = 0;
   const int32_t* keep = nullptr;  // [t] local
-  const float* values = nullptr;  // [Tk, D] decoded original values of the chunk
+  const float* values = nullptr;  // [Tk, VD] decoded original values of the chunk (VD: launch argument)
   const float* bias = nullptr;    // [Tk]
-  const float* fitted = nullptr;  // [t, D]
+  const float* fitted = nullptr;  // [t, VD]
   const float* beta = nullptr;    // [t]
   uint8_t* changed = nullptr;     // [t]
   uint32_t* count = nullptr;      // atomically added to

@@ -5,6 +5,7 @@
 // mergeStats / errors and sequence_compactor.cpp (changed rows).
 #include <cmath>
 
+#include "../kernel_args.h"
 #include "../row_writer.cuh"
 #include "compaction_args.h"
 
@@ -109,13 +110,14 @@ __global__ KVC_LAUNCH_BOUNDS(128, 4) void changedRowsKernel(const ChangedJob* jo
   }
 }
 
-// Grid ceil(count / 4) blocks of 4 warps, one warp per row; dynamic shared 4 · 2 · D floats.
+// Grid ceil(count / 4) blocks of 4 warps, one warp per row; dynamic shared 4 · 2 · VD floats
+// (VD: the value rows' width).
 __global__ KVC_LAUNCH_BOUNDS(128, 4) void applyFitKernel(ApplyFitArgs a) {
   KVC_DYNAMIC_SHARED(float, smem);
   const unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const uint32_t i = blockIdx.x * kWarps + warp;
   if (i >= a.count || !a.changed[i]) return;  // whole warp leaves together
-  const uint32_t D = a.codec.headDim;
+  const uint32_t D = valueWidth(a.codec);
   const BlockLayout& L = a.pool.layout;
   const int32_t block = a.blockTable[i / L.blockSize];
   const uint32_t slot = i % L.blockSize;
@@ -142,7 +144,7 @@ cudaError_t launchChangedRows(const ChangedJob* jobs, uint32_t count, uint32_t m
 
 cudaError_t launchApplyFit(const ApplyFitArgs& args, cudaStream_t stream) {
   if (args.count == 0) return cudaSuccess;
-  const size_t smem = kWarps * 2 * args.codec.headDim * sizeof(float);
+  const size_t smem = kWarps * 2 * valueWidth(args.codec) * sizeof(float);
   KVC_LAUNCH(applyFitKernel, dim3((args.count + kWarps - 1) / kWarps), dim3(32 * kWarps), smem, stream)(args);
   return cudaGetLastError();
 }

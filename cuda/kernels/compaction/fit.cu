@@ -20,10 +20,8 @@ __global__ KVC_LAUNCH_BOUNDS(128, 4) void gatherKeptKernel(const FitJob* jobs) {
   const uint32_t c = blockIdx.x * kWarps + warp;
   if (c >= j.t) return;
   const size_t row = static_cast<size_t>(j.keep[c]);
-  for (uint32_t d = lane; d < j.D; d += 32) {
-    j.keptKeys[static_cast<size_t>(c) * j.D + d] = j.keys[row * j.D + d];
-    j.fitted[static_cast<size_t>(c) * j.D + d] = j.values[row * j.D + d];
-  }
+  for (uint32_t d = lane; d < j.D; d += 32) j.keptKeys[static_cast<size_t>(c) * j.D + d] = j.keys[row * j.D + d];
+  for (uint32_t d = lane; d < j.VD; d += 32) j.fitted[static_cast<size_t>(c) * j.VD + d] = j.values[row * j.VD + d];
   if (lane == 0) j.keptBias[c] = j.beta[c] = j.bias[row];
 }
 
