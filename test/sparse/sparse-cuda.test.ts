@@ -2,7 +2,8 @@
 // through the SIMT emulator: test/support/cuda-target.ts): the same key summaries (compared
 // through the block bounds, which they determine), the same picked blocks, and the same sparse
 // attention output, lse and attention mass, after appends in pieces, a fork with copy-on-write,
-// eviction, truncate and import (of a compacted sequence too: beta enters the summaries).
+// eviction, truncate and import (of a compacted sequence too: beta enters the summaries); on
+// caches with rope too (keys summarized after RoPE at their stored positions).
 import { describe, expect, it } from 'vitest';
 
 import { Compactor, EvictionPolicy, KVCache, type KVCacheOptions, type Sequence, type Storage } from '../../lib/index';
@@ -40,19 +41,23 @@ function compare(gpu: Sequence, cpu: Sequence, layer: number, q: Float32Array, r
 }
 
 describe(`sparse decode, device cuda (${target.kind}) matches device cpu`, () => {
-  const cases: Array<{ keys: Storage; headDim: number; rotate: boolean }> = [
+  const cases: Array<{ keys: Storage; headDim: number; rotate: boolean; rope?: KVCacheOptions['rope'] }> = [
     { keys: 'f16', headDim: 64, rotate: false },
     { keys: 'int8', headDim: 32, rotate: true },
     { keys: 'int4', headDim: 16, rotate: false },
+    // Keys stored before RoPE: summaries after RoPE at the stored positions, on both devices.
+    { keys: 'f16', headDim: 64, rotate: false, rope: { theta: 10000, dims: 64, style: 'interleaved' } },
+    { keys: 'int8', headDim: 32, rotate: false, rope: { theta: 500000, dims: 16, style: 'half' } },
   ];
   for (const c of cases) {
-    it(`${c.keys} keys, head_dim ${c.headDim}${c.rotate ? ', rotated' : ''}, GQA 4`, async () => {
+    const tag = `${c.rotate ? ', rotated' : ''}${c.rope ? `, rope ${c.rope.style} dims ${c.rope.dims}` : ''}`;
+    it(`${c.keys} keys, head_dim ${c.headDim}${tag}, GQA 4`, async () => {
       const rng = testRng(`${c.keys}-${c.headDim}`);
       const kvHeads = 2;
       const D = c.headDim;
       const options: KVCacheOptions = {
         layers: 2, kvHeads, headDim: D, queryHeads: kvHeads * 4, blockSize: 8, keys: c.keys, values: 'f16',
-        groupSize: Math.min(16, D), rotate: c.rotate, keySummaries: true,
+        groupSize: Math.min(16, D), rotate: c.rotate, keySummaries: true, ...(c.rope ? { rope: c.rope } : {}),
       };
       const cpuCache = new KVCache({ ...options, device: 'cpu' });
       const gpuCache = new KVCache({ ...options, device: 'cuda' });
