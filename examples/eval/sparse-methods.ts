@@ -3,21 +3,28 @@
 // only the blocks with the highest logit bounds,
 // `fraction` of the rows each stream holds at that moment (the models' contexts are short, so
 // the budget is a fraction of the context, not a fixed count), plus the sink block and the
-// newest `recent` rows. Dense attention on the same cache is the f16 method.
+// newest `recent` rows. Dense attention on the same cache is the f16 method. The `-rope`
+// variants run on a cache holding keys before RoPE (cache option `rope`: summaries after RoPE
+// at the stored positions, queries rotated at theirs); their dense twin is rope-f16.
 import { KVCache } from '../../lib/index';
 import type { CacheSettings } from '../llama2c/kvcache-attention';
 import type { AttentionDims } from '../llama2c/model';
+import { MODEL_ROPE } from './rope-methods';
 import type { Method } from './runner';
 
 export const SPARSE_FRACTIONS = [1 / 4, 1 / 8, 1 / 16];
 const BLOCK_SIZE = 8;
 
 export function sparseMethods(dims: AttentionDims, fractions: number[] = SPARSE_FRACTIONS): Method[] {
-  const settings: CacheSettings = { keys: 'f16', values: 'f16', keySummaries: true, blockSize: BLOCK_SIZE };
-  return fractions.map((fraction) => ({
-    id: `sparse-${fraction}`,
-    family: 'sparse decode (f16, key summaries)',
-    label: `sparse, read ${fraction * 100}% of the rows (blocks of ${BLOCK_SIZE})`,
+  const plain: CacheSettings = { keys: 'f16', values: 'f16', keySummaries: true, blockSize: BLOCK_SIZE };
+  const variants = [
+    { tag: '', what: '', settings: plain },
+    { tag: '-rope', what: ', keys before RoPE', settings: { ...plain, rope: MODEL_ROPE } as CacheSettings },
+  ];
+  return variants.flatMap(({ tag, what, settings }) => fractions.map((fraction): Method => ({
+    id: `sparse${tag}-${fraction}`,
+    family: `sparse decode (f16, key summaries${what})`,
+    label: `sparse${what}, read ${fraction * 100}% of the rows (blocks of ${BLOCK_SIZE})`,
     param: fraction,
     rowBytesPerToken: KVCache.bytesPerToken({ ...settings, ...dims }),
     async run(ctx) {
@@ -43,5 +50,5 @@ export function sparseMethods(dims: AttentionDims, fractions: number[] = SPARSE_
         h.release();
       }
     },
-  }));
+  })));
 }
