@@ -24,9 +24,11 @@ export interface SparseRule {
 /**
  * Bound of every block of a stream: scale · Σ_d max(q_d lo_d, q_d hi_d) + max beta, maximized over
  * the queries q ([M][D], in the keys' stored space). keys: [T][D] as stored (dequantized).
+ * widen (default 0) moves every hi up and every lo down by widen · (1 + |x|) before the bf16
+ * rounding (a negative widen moves them inward): boundsEnvelope's ends.
  */
 export function boundsReference(keys: ArrayLike<number>, beta: ArrayLike<number>, T: number, D: number, blockSize: number,
-  queries: ArrayLike<number>[]): Float64Array {
+  queries: ArrayLike<number>[], widen = 0): Float64Array {
   const blocks = Math.ceil(T / blockSize);
   const out = new Float64Array(blocks);
   const scale = 1 / Math.sqrt(D);
@@ -44,8 +46,8 @@ export function boundsReference(keys: ArrayLike<number>, beta: ArrayLike<number>
       maxBeta = Math.max(maxBeta, beta[r]!);
     }
     for (let d = 0; d < D; d++) {
-      lo[d] = bf16Outward(lo[d]!, false);
-      hi[d] = bf16Outward(hi[d]!, true);
+      lo[d] = bf16Outward(lo[d]! - widen * (1 + Math.abs(lo[d]!)), false);
+      hi[d] = bf16Outward(hi[d]! + widen * (1 + Math.abs(hi[d]!)), true);
     }
     let best = -Infinity;
     for (const q of queries) {
@@ -108,36 +110,9 @@ export function pickedRows(s: Required<StreamRows>, D: number, blockSize: number
  */
 export function boundsEnvelope(keys: ArrayLike<number>, beta: ArrayLike<number>, T: number, D: number, blockSize: number,
   queries: ArrayLike<number>[], eps: number): { lower: Float64Array; upper: Float64Array } {
-  const nudged = (sign: number) => {
-    // Per block the bound grows with hi and falls with lo: raise hi / lower lo for the upper end.
-    const blocks = Math.ceil(T / blockSize);
-    const out = new Float64Array(blocks);
-    const scale = 1 / Math.sqrt(D);
-    for (let b = 0; b < blocks; b++) {
-      const lo = new Float64Array(D).fill(Infinity);
-      const hi = new Float64Array(D).fill(-Infinity);
-      let maxBeta = -Infinity;
-      for (let r = b * blockSize; r < Math.min(T, (b + 1) * blockSize); r++) {
-        for (let d = 0; d < D; d++) {
-          const k = keys[r * D + d]!;
-          lo[d] = Math.min(lo[d]!, k);
-          hi[d] = Math.max(hi[d]!, k);
-        }
-        maxBeta = Math.max(maxBeta, beta[r]!);
-      }
-      for (let d = 0; d < D; d++) {
-        lo[d] = bf16Outward(lo[d]! - sign * eps * (1 + Math.abs(lo[d]!)), false);
-        hi[d] = bf16Outward(hi[d]! + sign * eps * (1 + Math.abs(hi[d]!)), true);
-      }
-      let best = -Infinity;
-      for (const q of queries) {
-        let acc = 0;
-        for (let d = 0; d < D; d++) acc += Math.max(q[d]! * lo[d]!, q[d]! * hi[d]!);
-        best = Math.max(best, acc);
-      }
-      out[b] = scale * best + maxBeta;
-    }
-    return out;
+  // The bound grows with hi and falls with lo: moving both inward gives the lower end.
+  return {
+    lower: boundsReference(keys, beta, T, D, blockSize, queries, -eps),
+    upper: boundsReference(keys, beta, T, D, blockSize, queries, eps),
   };
-  return { lower: nudged(-1), upper: nudged(1) };
 }
