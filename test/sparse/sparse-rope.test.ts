@@ -6,6 +6,9 @@
 // rotated logit of their block, the picked blocks follow the selection rule, and sparse
 // attention equals RoPE attention over the picked rows. Stored positions have gaps and large
 // values; eviction keeps them. The device 'cuda' (GPU or emulator) is held to the same checks.
+// The summaries stay true through fork + copy-on-write, truncate, compaction (pre-RoPE rows
+// kept, beta fitted), export/import and a chunked PrefixStore load; CPU/CUDA parity on rope
+// caches is in sparse-cuda.test.ts. (Tiers refuse both rope and keySummaries.)
 import { describe, expect, it } from 'vitest';
 
 import { Compactor, EvictionPolicy, KVCache, KVCacheError, PrefixStore, type KVCacheOptions, type Sequence, type Storage } from '../../lib/index';
