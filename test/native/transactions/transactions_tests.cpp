@@ -263,6 +263,24 @@ CacheConfig tieredConfig() {
   return c;
 }
 
+// Low-rank storage (f16 coefficients, bases fitted on the first 8 rows). With rope, keys
+// before RoPE: compaction fits on a rope stage (core/compaction/rope_stage.h) whose lifted
+// keys are wider than the stored coefficient rows. Without, keys 16 wide and values 8: value
+// rows narrower than a 16-float vector (the CPU must pick kernels that fit both widths).
+CacheConfig lowRankConfig(uint32_t keys, uint32_t values, bool rope) {
+  CacheConfig c = smallConfig(Storage::kF16, Storage::kF16, false);
+  c.lowRankKeys = keys;
+  c.lowRankValues = values;
+  c.groupSize = 8;
+  c.calibrationRows = 8;
+  if (rope) {
+    c.ropeDims = 16;
+    c.ropeTheta = 10000.0;
+  }
+  c.maxBytes = 256ull * c.blockLayout().blockBytes;
+  return c;
+}
+
 // A pool of exactly `blocks` blocks.
 CacheConfig withBlocks(CacheConfig c, uint64_t blocks) {
   c.maxBytes = blocks * c.blockLayout().blockBytes;
@@ -488,7 +506,9 @@ int main() {
     testInPlaceMatchesFresh(b.make, b.name);
     for (const auto& [base, tag] : {std::make_pair(smallConfig(Storage::kF16, Storage::kF16, false), std::string("f16")),
                                     std::make_pair(smallConfig(Storage::kInt8, Storage::kInt4, true), std::string("int8/int4 rotated")),
-                                    std::make_pair(tieredConfig(), std::string("tiers f16 8 -> int4/int4"))}) {
+                                    std::make_pair(tieredConfig(), std::string("tiers f16 8 -> int4/int4")),
+                                    std::make_pair(lowRankConfig(8, 8, true), std::string("lowRank 8/8 + rope")),
+                                    std::make_pair(lowRankConfig(16, 8, false), std::string("lowRank 16/8"))}) {
       for (const Scenario& s : scenarios(base, tag)) {
         // Tiered streams are rebuilt through a staged copy (cpp/core/tiers/tier_rebuild.cpp):
         // keepRows itself and the in-place fallback of a full pool do not apply to them.
@@ -498,6 +518,9 @@ int main() {
         if (!base.tiers.empty() && (has("keepRows") || has("full pool") || has("append") || has("truncate") || has("replacePrefix after"))) {
           continue;
         }
+        // Low-rank: the compactions (with rope, through the stage, which needs free blocks: not
+        // on a full pool).
+        if (base.lowRank() && (!has("compaction") || (base.ropeDims != 0 && has("full pool")))) continue;
         const int before = failures;
         const uint64_t calls = runScenario(s, b.make, b.name);
         ++operations;
