@@ -317,11 +317,14 @@ Status keepOp(World& w, uint64_t id) {
   return w.cache->keepRows(id, sets.data(), static_cast<uint32_t>(sets.size()));
 }
 
-Status evictOp(World& w, uint64_t id, ScoreSource source, double ratio) {
+Status evictOp(World& w, uint64_t id, ScoreSource source, double ratio, bool rankPositions = false) {
   PolicySpec p;
   p.source = source;
   p.sinks = 2;
   p.recent = 4;
+  p.window = 2;
+  p.pool = 3;
+  p.rankPositions = rankPositions;
   BudgetSpec b;
   b.kind = BudgetSpec::Kind::kRatio;
   b.ratio = ratio;
@@ -367,6 +370,28 @@ std::vector<Scenario> scenarios(const CacheConfig& base, const std::string& tag)
   // 41 + 44 rows per head = 6 + 6 blocks per head, 24 in all.
   add("evict (random policy) on a full pool", withBlocks(base, 24), [](World& w) { w.sequence(41); },
       [](World& w) { return evictOp(w, w.ids[0], ScoreSource::kRandom, 0.5); });
+  if (base.ropeDims != 0) {
+    // SnapKV / TOVA on keys before RoPE score a rotated stage of the streams (eviction/scores.cpp).
+    const auto recorded = [](World& w) {
+      const uint64_t id = w.sequence(40);
+      const CacheConfig& c = w.config();
+      const std::vector<float> q = w.rng.floats(static_cast<size_t>(2) * c.queryHeads * c.headDim);
+      std::vector<float> out(q.size());
+      for (uint32_t l = 0; l < c.layers; ++l) {
+        AttentionRequest r;
+        r.layer = l;
+        r.tq = 2;
+        r.queries = q.data();
+        r.out = out.data();
+        r.recordQueries = true;
+        const Status st = w.cache->attention(&id, 1, r);
+        CHECK(st.isOk(), "setup attention: %s", st.message().c_str());
+      }
+    };
+    add("evict (snapKV, rope)", base, recorded, [](World& w) { return evictOp(w, w.ids[0], ScoreSource::kObservation, 0.5); });
+    add("evict (tova, rope by rank)", base, recorded,
+        [](World& w) { return evictOp(w, w.ids[0], ScoreSource::kLastQuery, 0.5, true); });
+  }
   add("compaction plan + compute + apply", base, [](World& w) { w.sequence(40); },
       [](World& w) { return compactOp(w, w.ids[0], 0.5); });
   add("compaction of a fork", base, [](World& w) { w.fork(w.sequence(40)); },
@@ -518,9 +543,9 @@ int main() {
         if (!base.tiers.empty() && (has("keepRows") || has("full pool") || has("append") || has("truncate") || has("replacePrefix after"))) {
           continue;
         }
-        // Low-rank: the compactions (with rope, through the stage, which needs free blocks: not
-        // on a full pool).
-        if (base.lowRank() && (!has("compaction") || (base.ropeDims != 0 && has("full pool")))) continue;
+        // Low-rank: no background maintenance yet (replacePrefix); with rope, compaction runs on
+        // a stage, which needs free blocks (not on a full pool).
+        if (base.lowRank() && (has("replacePrefix") || (base.ropeDims != 0 && has("compaction on a full pool")))) continue;
         const int before = failures;
         const uint64_t calls = runScenario(s, b.make, b.name);
         ++operations;
