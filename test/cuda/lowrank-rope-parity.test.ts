@@ -13,6 +13,7 @@ import { Compactor, EvictionPolicy, KVCache, type KVCacheOptions, type Sequence,
 import { expectClose, relError } from '../reference/compare';
 import { randn, testRng } from '../reference/random';
 import { gappedPositions, ropeF64, type RopeSpec } from '../reference/rope-reference';
+import { ropeProbe, recordProbe } from '../rope/probe';
 import { cudaTarget, expectRowsMatch } from '../support/cuda-target';
 
 const target = cudaTarget();
@@ -168,20 +169,9 @@ describe(`lowRank + rope, device cuda (${target.kind}) matches device cpu and a 
         values: c.storage, groupSize: 8, rope, lowRank: { keys: c.keys, values: c.values, calibrationRows: 32 }, threads: 1 };
       using cpu = new KVCache({ ...options, device: 'cpu' });
       using gpu = new KVCache({ ...options, device: 'cuda' });
-      const T = 160, PROBE = 24;
-      const positions = gappedPositions(rng, 3, T + PROBE);
-      const k = randn(rng, T * KVH * D), v = randn(rng, T * KVH * D);
-      const pk = randn(rng, PROBE * KVH * D), pv = randn(rng, PROBE * KVH * D);
-      const dir = randn(rng, D, 1);
-      const probe = randn(rng, PROBE * QH * D, 0.4).map((x, i) => x + dir[i % D]!);
-      const seqs = [cpu, gpu].map((cache) => {
-        const seq = cache.createSequence();
-        seq.append(0, k, v, { positions: positions.subarray(0, T) });
-        seq.append(0, pk, pv, { positions: positions.subarray(T) });
-        seq.attention(0, probe, { recordQueries: true });
-        seq.truncate(positions[T]!);
-        return seq;
-      });
+      const T = 160;
+      const data = ropeProbe(rng, { kvHeads: KVH, queryHeads: QH, D }, T, 24);
+      const seqs = [cpu, gpu].map((cache) => recordProbe(cache.createSequence(), data, { truncate: true }));
       const before = seqs.map((s) => Array.from({ length: KVH }, (_, h) => s.read(0, h)));
       const reports = [];
       for (const seq of seqs) reports.push(await new Compactor({ ratio: 0.25, protect: { sinks: 2, recent: 4 } }).compact(seq));
@@ -209,7 +199,7 @@ describe(`lowRank + rope, device cuda (${target.kind}) matches device cpu and a 
         const rc = reports[0]!.streams.find((s) => s.kvHead === h)!, rg = reports[1]!.streams.find((s) => s.kvHead === h)!;
         expect(Math.abs(rg.outputError - rc.outputError), `kv head ${h}: reported error`).toBeLessThan(1e-3 * rc.outputError + 1e-5);
       }
-      const q = randn(rng, QH * D, 0.4).map((x, i) => x + dir[i % D]!);
+      const q = randn(rng, QH * D, 0.4).map((x, i) => x + data.dir[i % D]!);
       expect(relError(seqs[1]!.attention(0, q), seqs[0]!.attention(0, q)), 'attention after compaction, cuda vs cpu').toBeLessThan(c.valueTol);
     });
   }

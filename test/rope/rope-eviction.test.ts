@@ -12,8 +12,9 @@ import { EvictionPolicy, KVCache, type KVCacheOptions, type Sequence } from '../
 import { expectClose, relError } from '../reference/compare';
 import { selectRows, snapKVScores, tovaScores } from '../eviction/reference';
 import { randn, testRng } from '../reference/random';
-import { gappedPositions, ropeF64, type RopeSpec } from '../reference/rope-reference';
+import { ropeF64, type RopeSpec } from '../reference/rope-reference';
 import { cudaTarget } from '../support/cuda-target';
+import { ropeProbe, recordProbe } from './probe';
 
 const target = cudaTarget();
 
@@ -59,23 +60,12 @@ describe(`snapKV and tova on caches with rope: float64 reference, device cpu and
       };
       using cpu = new KVCache({ ...options, device: 'cpu' });
       using gpu = new KVCache({ ...options, device: 'cuda' });
-      const T = 150, P = 8;
-      const positions = gappedPositions(rng, 7, T + P);
-      const k = randn(rng, T * KVH * D), v = randn(rng, T * KVH * D);
-      const pk = randn(rng, P * KVH * D), pv = randn(rng, P * KVH * D);
-      // queries leaning to one direction, so attention is far from uniform
-      const dir = randn(rng, D, 1.5);
-      const probe = randn(rng, P * QH * D, 0.5).map((x, i) => x + dir[i % D]!);
-      const seqs = [cpu, gpu].map((cache) => {
-        const seq = cache.createSequence();
-        seq.append(0, k, v, { positions: positions.subarray(0, T) });
-        // an eviction first, so that ranks and stored positions differ by more than the gaps
-        seq.evict(EvictionPolicy.keyNorm({ sinks: 2, recent: 8 }), { ratio: 0.7 });
-        seq.append(0, pk, pv, { positions: positions.subarray(T) });
-        seq.attention(0, probe, { recordQueries: true });
-        return seq;
-      });
-      const rec: Recorded = { queries: probe, positions: positions.subarray(T) };
+      const T = 150;
+      const data = ropeProbe(rng, { kvHeads: KVH, queryHeads: QH, D }, T, 8, { dir: 1.5, noise: 0.5 });
+      // an eviction first, so that ranks and stored positions differ by more than the gaps
+      const between = (seq: Sequence) => seq.evict(EvictionPolicy.keyNorm({ sinks: 2, recent: 8 }), { ratio: 0.7 });
+      const seqs = [cpu, gpu].map((cache) => recordProbe(cache.createSequence(), data, { truncate: false, between }));
+      const rec: Recorded = { queries: data.probe, positions: data.positions.subarray(T) };
       for (const byRank of [false, true]) {
         const opt = byRank ? { positions: 'rank' as const } : {};
         for (const [name, policy] of [
