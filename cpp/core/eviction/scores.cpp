@@ -123,10 +123,6 @@ void streamInput(const CacheConfig& c, const Stream& s, uint32_t streamIndex, co
   }
 }
 
-}  // namespace
-
-namespace {
-
 // SnapKV and TOVA on a cache with rope score what attention computes, softmax over rows of
 // rot(q, p_q) . rot(k, p_k) / sqrt(D) + beta: the scored streams are staged with their keys
 // rotated (compaction/rope_stage.h; a low-rank key is lifted to headDim first) and each
