@@ -154,8 +154,8 @@ describe(`lowRank + rope, device cuda (${target.kind}) matches device cpu and a 
   }
 
   // Compaction fits on the rope stage (lifted, rotated keys; value coefficients as stored) and
-  // keeps the stored coefficient keys: device cuda keeps the CPU's rows and fits the same beta
-  // and values up to summation order. (Every failing backend call leaving the cache as it was:
+  // keeps the stored coefficient keys: device cuda keeps the CPU's rows and its fit leaves the
+  // same errors and attention up to summation order. (Every failing backend call leaving the cache as it was:
   // test/native/transactions, scenarios "lowRank 8/8 + rope".)
   for (const c of [
     { storage: 'f32' as Storage, keys: 16, values: 32, style: 'half' as const, valueTol: 1e-3 },
@@ -187,8 +187,6 @@ describe(`lowRank + rope, device cuda (${target.kind}) matches device cpu and a 
             `kv head ${h} row ${j}: key as stored`).toBe(true);
         }
         expect(Buffer.from(rb.keys.buffer).equals(Buffer.from(ra.keys.buffer)), `kv head ${h}: kept keys vs cpu`).toBe(true);
-        expect(relError(rb.beta, ra.beta), `kv head ${h}: fitted beta vs cpu`).toBeLessThan(1e-3);
-        expect(relError(rb.values, ra.values), `kv head ${h}: fitted values vs cpu`).toBeLessThan(c.valueTol);
         // the fit changed the values (a test that cannot pass by keeping the rows as they were)
         const oldValues = new Float32Array(rb.values.length);
         for (let j = 0; j < rb.positions.length; j++) {
@@ -197,9 +195,13 @@ describe(`lowRank + rope, device cuda (${target.kind}) matches device cpu and a 
         }
         expect(relError(rb.values, oldValues), `kv head ${h}: values fitted`).toBeGreaterThan(10 * c.valueTol);
         const rc = reports[0]!.streams.find((s) => s.kvHead === h)!, rg = reports[1]!.streams.find((s) => s.kvHead === h)!;
-        expect(Math.abs(rg.outputError - rc.outputError), `kv head ${h}: reported error`).toBeLessThan(1e-3 * rc.outputError + 1e-5);
+        // Beta can be weakly identified (rounding moves it far, test/compactor/cuda.test.ts), so
+        // the fits are compared by what they are for: the errors they leave on the reference
+        // queries, and attention over the compacted rows.
+        expect(Math.abs(rg.outputError - rc.outputError), `kv head ${h}: reported output error`).toBeLessThan(1e-3 * rc.outputError + 1e-5);
+        expect(Math.abs(rg.massError - rc.massError), `kv head ${h}: reported mass error`).toBeLessThan(1e-3 * rc.massError + 1e-5);
       }
-      const q = randn(rng, QH * D, 0.4).map((x, i) => x + data.dir[i % D]!);
+      const q = randn(rng, 4 * QH * D, 0.4).map((x, i) => x + data.dir[i % D]!);
       expect(relError(seqs[1]!.attention(0, q), seqs[0]!.attention(0, q)), 'attention after compaction, cuda vs cpu').toBeLessThan(c.valueTol);
     });
   }

@@ -78,7 +78,7 @@ describe(`snapKV and tova on caches with rope: float64 reference, device cpu and
             const [a, b] = seqs.map((s) => policy.scores(s, 0, h)) as [Float32Array, Float32Array];
             expect(Math.max(...want) / (1 / want.length), `${label} head ${h}: attention far from uniform`).toBeGreaterThan(1.5);
             expectClose(a, want, { rel: 2e-5 }, `${label} head ${h}: cpu vs f64`);
-            expectClose(b, want, { rel: 2e-5 }, `${label} head ${h}: cuda vs f64`);
+            expectClose(b, want, { rel: Math.max(2e-5, target.scoresRel) }, `${label} head ${h}: cuda vs f64`);
             expect(relError(b, a), `${label} head ${h}: cuda vs cpu`).toBeLessThan(Math.max(2e-6, target.scoresRel));
             // the rotation matters: unrotated scores (and the other position mode) are far off
             const other = reference(seqs[0]!, h, c.rope, rec, name, !byRank);
@@ -92,9 +92,18 @@ describe(`snapKV and tova on caches with rope: float64 reference, device cpu and
             const at = seqs[0]!.read(0, h).positions;
             return rows.map((r) => at[r]!);
           });
-          for (const f of forks) {
+          for (const [i, f] of forks.entries()) {
             f.evict(policy, { keep });
-            for (let h = 0; h < KVH; h++) expect(Array.from(f.read(0, h).positions), `${label} head ${h}: kept rows`).toEqual(want[h]);
+            for (let h = 0; h < KVH; h++) {
+              const kept = Array.from(f.read(0, h).positions);
+              if (i === 0 || target.rules === 'exact') {
+                expect(kept, `${label} head ${h}: kept rows`).toEqual(want[h]);
+              } else {
+                // a GPU's scores may differ by its summation order: near-ties can swap
+                const same = kept.filter((p) => want[h]!.includes(p)).length;
+                expect(same, `${label} head ${h}: kept rows (gpu)`).toBeGreaterThanOrEqual(keep - 3);
+              }
+            }
             f.free();
           }
         }
