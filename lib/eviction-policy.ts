@@ -66,6 +66,7 @@ interface PolicyFields {
   window?: number;
   pool?: number;
   seed?: number;
+  rankPositions?: boolean;
   fn?: ScoreFunction;
   wantKeys?: boolean;
   wantValues?: boolean;
@@ -102,6 +103,8 @@ export class EvictionPolicy {
   readonly pool: number | undefined;
   /** random: the seed. */
   readonly seed: number | undefined;
+  /** snapKV, tova on a cache with rope: rows and queries rotated at their ranks (positions 'rank'). */
+  readonly rankPositions: boolean;
   /** Rows per stream kept when evict() gets no budget (slidingWindow, streamingLLM only). */
   readonly defaultKeep: number | undefined;
   /** @internal */
@@ -118,6 +121,7 @@ export class EvictionPolicy {
     this.sinks = f.sinks;
     this.recent = f.recent;
     this.window = f.window;
+    this.rankPositions = f.rankPositions ?? false;
     this.pool = f.pool;
     this.seed = f.seed;
     this.defaultKeep = f.defaultKeep;
@@ -165,24 +169,28 @@ export class EvictionPolicy {
    * with kernel `pool` separately over the rows before the window and the window's rows. The
    * window's rows are protected (`recent` defaults to `window`). Needs `recordQueries: true`
    * and a cache whose `recentQueries` ≥ window × queryHeads / kvHeads for the full window.
+   * On a cache with `rope`, rows and queries are rotated as attention rotates them: at their
+   * stored positions, or at their ranks with `positions: 'rank'` (docs/rope-eviction.md).
    */
-  static snapKV(options: { window?: number; pool?: number } & ProtectOptions = {}): EvictionPolicy {
+  static snapKV(options: { window?: number; pool?: number; positions?: 'stored' | 'rank' } & ProtectOptions = {}): EvictionPolicy {
     const o = optionsObject('options', options);
-    knownKeys('options', o, ['window', 'pool', 'sinks', 'recent']);
+    knownKeys('options', o, ['window', 'pool', 'sinks', 'recent', 'positions']);
     const window = count('options.window', o['window'], EVICTION_OPTIONS.window.default, 1);
     const pool = count('options.pool', o['pool'], EVICTION_OPTIONS.pool.default, EVICTION_OPTIONS.pool.min);
     if (pool % 2 === 0) throw invalidArgument('options.pool', 'an odd positive integer', pool);
     const sinks = count('options.sinks', o['sinks'], DEFAULT_SINKS);
     const recent = count('options.recent', o['recent'], window);
-    return new EvictionPolicy({ kind: 'snapKV', sinks, recent, window, pool });
+    return new EvictionPolicy({ kind: 'snapKV', sinks, recent, window, pool, rankPositions: rankPositions(o['positions']) });
   }
 
   /**
    * TOVA: the attention of the newest recorded query token (the newest queryHeads / kvHeads
    * vectors of the `recentQueries` ring, averaged over the GQA group). Needs `recordQueries: true`.
+   * `positions` on a cache with `rope`: as for snapKV.
    */
-  static tova(options: ProtectOptions = {}): EvictionPolicy {
-    return new EvictionPolicy({ kind: 'tova', ...protect(options, []) });
+  static tova(options: ProtectOptions & { positions?: 'stored' | 'rank' } = {}): EvictionPolicy {
+    const o = optionsObject('options', options);
+    return new EvictionPolicy({ kind: 'tova', ...protect(o, ['positions']), rankPositions: rankPositions(o['positions']) });
   }
 
   /** Key-norm: rows whose (dequantized) keys have the lowest L2 norm are kept first. */
@@ -234,6 +242,7 @@ export class EvictionPolicy {
     return {
       source: SOURCE[this.kind], sinks: this.sinks, recent: this.recent, window: this.kind === 'snapKV' ? this.window! : 0,
       pool: this.pool ?? EVICTION_OPTIONS.pool.min, seed: this.seed ?? EVICTION_OPTIONS.seed.default, given,
+      rankPositions: this.rankPositions,
     };
   }
 
@@ -246,6 +255,13 @@ export class EvictionPolicy {
   static isPolicy(value: unknown): value is EvictionPolicy {
     return typeof value === 'object' && value !== null && #brand in value;
   }
+}
+
+// The positions option of the query-scored policies (snapKV, tova): 'stored' (default) or 'rank'.
+function rankPositions(value: unknown): boolean {
+  if (value === undefined || value === 'stored') return false;
+  if (value === 'rank') return true;
+  throw invalidArgument('options.positions', "'stored' or 'rank'", value);
 }
 
 function protect(options: unknown, extra: readonly string[]): { sinks: number; recent: number } {

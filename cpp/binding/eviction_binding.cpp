@@ -40,7 +40,7 @@ namespace limits = schema::eviction;
 static_assert(static_cast<int>(ScoreSource::kGiven) + 1 == schema::kScoreSourceCount, "scoreSource names and kvc::ScoreSource differ");
 static_assert(static_cast<int>(BudgetSpec::Kind::kLayerRatios) + 1 == schema::kBudgetKindCount, "budgetKind names and BudgetSpec::Kind differ");
 
-// spec: { source: 'recency' | 'accumulated' | ..., sinks, recent, window, pool, seed,
+// spec: { source: 'recency' | 'accumulated' | ..., sinks, recent, window, pool, seed, rankPositions,
 //         given: Float32Array | null }, names and limits from schema/options.json. Every
 // field is required: a spec that lacks one was not built by lib/eviction-policy.ts.
 PolicySpec policyOf(Napi::Env env, Napi::Value value) {
@@ -52,6 +52,7 @@ PolicySpec policyOf(Napi::Env env, Napi::Value value) {
   p.window = u32Field(env, o, "window", kRequired, limits::kWindowMin, limits::kWindowMax);
   p.pool = u32Field(env, o, "pool", kRequired, limits::kPoolMin, limits::kPoolMax);
   p.seed = u32Field(env, o, "seed", kRequired, limits::kSeedMin, limits::kSeedMax);
+  p.rankPositions = boolField(env, o, "rankPositions", false);
   TypedView given;
   if (typedField(env, o, "given", napi_float32_array, "Float32Array", &given)) {
     p.given = static_cast<const float*>(given.data);

@@ -39,7 +39,10 @@ struct KernelTable {
 
   // Whether this table's vector width fits the codec (else a narrower table is used).
   bool supports(const RowCodec& c) const {
-    if (c.headDim % width != 0) return false;
+    // Value rows have their own width when it differs (low-rank values, a rope stage's
+    // lifted keys): both must be whole vectors, or the decoders write past a row's end.
+    const uint32_t valueDim = c.valueDim ? c.valueDim : c.headDim;
+    if (c.headDim % width != 0 || valueDim % width != 0) return false;
     auto fits = [&](Storage s) {
       if (s == Storage::kInt8) return c.groupSize % width == 0;
       if (s == Storage::kInt4) return c.groupSize % (2 * width) == 0;

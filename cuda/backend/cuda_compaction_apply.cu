@@ -18,8 +18,11 @@ Status applyCompactionFitOnDevice(const DeviceContext& ctx, const PoolView& pool
   if (index >= fit->streams.size())
     return invalidArgument("applyCompactionFit: index " + std::to_string(index) + " is outside the batch of " +
                            std::to_string(fit->streams.size()));
-  if (fit->headDim != codec.headDim || fit->valueDim != valueWidth(codec))
-    return shapeMismatch("applyCompactionFit: the codec's row widths differ from the fit's");
+  // Only the value width must agree: kept keys are never rewritten, and a fit made on a rope
+  // stage (core/compaction/rope_stage.h) saw a low-rank stream's keys lifted to headDim while
+  // the stream stores their coefficients (its values, coefficients too, were fitted as stored).
+  if (fit->valueDim != valueWidth(codec))
+    return shapeMismatch("applyCompactionFit: the codec's value width differs from the fit's");
   const CudaCompactionFit::Stream& s = fit->streams[index];
   if (rebuilt.length < 0 || static_cast<uint32_t>(rebuilt.length) != s.rows)
     return shapeMismatch("applyCompactionFit: the rebuilt stream has " + std::to_string(rebuilt.length) +

@@ -104,6 +104,7 @@ class ScorePass {
         sj.colAcc = reinterpret_cast<const double*>(W(p.colAcc));
         sj.queries = p.n;
         sj.pool = in[i].pool;
+        sj.poolSplit = in[i].poolSplit;
         QueryJob q;
         q.n = p.n;
         q.out = f32(p.q);

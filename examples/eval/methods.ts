@@ -372,7 +372,7 @@ export function buildMethods(lib: Lib, dims: AttentionDims, base: CacheSettings,
   {
     const rm = ropeMethods(lib, dims, base, options.evictionRatios ?? EVICTION_RATIOS);
     methods.push(...rm);
-    notes.push(`rope: ${rm.length} methods over a ${baseLabel} cache holding keys before RoPE (the cache applies RoPE; streamingLLM with positions as stored or re-indexed)`);
+    notes.push(`rope: ${rm.length} methods over a ${baseLabel} cache holding keys before RoPE (the cache applies RoPE; streamingLLM, snapKV and tova with positions as stored or re-indexed)`);
   }
   if ('Compactor' in lib) {
     const queries = caps().recordQueries;

@@ -53,5 +53,44 @@ export function ropeMethods(lib: Lib, dims: AttentionDims, base: CacheSettings, 
       });
     }
   }
+  // SnapKV and TOVA score rows by recorded queries, rotated with the keys at their positions
+  // (or ranks) inside the cache (docs/rope-eviction.md); the parameters of the post-RoPE
+  // evict-snapKV / evict-tova rows (methods.ts), so the two compare row for row.
+  const queryPolicies = {
+    snapKV: (keep: number, positions: 'stored' | 'rank') => EP.snapKV({ window: 8, pool: 3, ...protectFor(keep), positions }),
+    tova: (keep: number, positions: 'stored' | 'rank') => EP.tova({ ...protectFor(keep), positions }),
+  };
+  if (typeof EP.snapKV !== 'function') return methods;
+  for (const [policy, make] of Object.entries(queryPolicies)) {
+    for (const positions of ['stored', 'rank'] as const) {
+      for (const ratio of ratios) {
+        methods.push({
+          id: `evict-${policy}-rope${positions === 'rank' ? '-rank' : ''}-${ratio}`,
+          family: `evict ${policy}, keys before RoPE${positions === 'rank' ? ', positions re-indexed' : ''}`,
+          label: `${policy}, keep ${ratio * 100}%, positions ${positions}`,
+          param: ratio,
+          rowBytesPerToken: bytes,
+          async run(ctx) {
+            const h = ctx.fresh(settings, { recordQueries: true });
+            try {
+              if (ctx.prefix > 0) h.model.prefill(ctx.ids.slice(0, ctx.prefix), { chunkSize: ctx.chunk, logits: 'none' });
+              h.backend.attentionOptions = undefined;
+              h.backend.sequence.evict(make(Math.max(1, Math.round(ratio * ctx.prefix)), positions), { ratio });
+              const kept = h.backend.rows() / (ctx.prefix * ctx.dims.layers * ctx.dims.kvHeads);
+              if (positions === 'rank') h.backend.attentionOptions = { positions };
+              return { logits: ctx.scoreRest(h.model), keptFraction: kept };
+            } finally {
+              h.release();
+            }
+          },
+        });
+      }
+    }
+  }
   return methods;
+}
+
+/** protected rows for a budget of `keep` rows per stream, as methods.ts's post-RoPE eviction rows */
+function protectFor(keep: number): { sinks: number; recent: number } {
+  return { sinks: Math.min(4, Math.floor(keep / 4)), recent: Math.min(16, Math.floor(keep / 4)) };
 }

@@ -111,6 +111,8 @@ export interface NativePolicySpec {
   window: number;
   pool: number;
   seed: number;
+  /** observation / lastQuery on a cache with rope: rotate rows and queries at their ranks */
+  rankPositions: boolean;
   /** source 'given': every stream's scores concatenated, layer-major */
   given: Float32Array | null;
 }

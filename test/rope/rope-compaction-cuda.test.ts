@@ -13,8 +13,9 @@ import { Compactor, KVCache, type KVCacheOptions, type Sequence } from '../../li
 import { attentionReference, type StreamRows } from '../reference/attention-reference';
 import { relError } from '../reference/compare';
 import { randn, testRng } from '../reference/random';
-import { gappedPositions, ropeF64, type RopeSpec } from '../reference/rope-reference';
+import { ropeF64, type RopeSpec } from '../reference/rope-reference';
 import { cudaTarget } from '../support/cuda-target';
+import { ropeProbe, recordProbe } from './probe';
 
 const target = cudaTarget();
 
@@ -43,19 +44,9 @@ describe(`rope compaction on device cuda (${target.kind}) matches device cpu`, (
       const cpu = new KVCache({ ...options, device: 'cpu' });
       const gpu = new KVCache({ ...options, device: 'cuda' });
       try {
-        const positions = gappedPositions(rng, 3, T + PROBE);
-        const keys = randn(rng, T * KVH * D), values = randn(rng, T * KVH * D);
-        const probeKeys = randn(rng, PROBE * KVH * D), probeValues = randn(rng, PROBE * KVH * D);
-        const dir = randn(rng, D, 1);
-        const probe = randn(rng, PROBE * QH * D, 0.4).map((x, i) => x + dir[i % D]!);
-        const seqs = [cpu, gpu].map((cache) => {
-          const seq = cache.createSequence();
-          seq.append(0, keys, values, { positions: positions.subarray(0, T) });
-          seq.append(0, probeKeys, probeValues, { positions: positions.subarray(T) });
-          seq.attention(0, probe, { recordQueries: true });
-          seq.truncate(positions[T]!);
-          return seq;
-        });
+        const data = ropeProbe(rng, { kvHeads: KVH, queryHeads: QH, D }, T, PROBE);
+        const { positions, dir } = data;
+        const seqs = [cpu, gpu].map((cache) => recordProbe(cache.createSequence(), data, { truncate: true }));
         const reports = [];
         for (const seq of seqs) reports.push(await new Compactor({ ratio: 0.25 }).compact(seq));
         const [a, b] = seqs.map(readAll) as [ReturnType<typeof readAll>, ReturnType<typeof readAll>];

@@ -16,8 +16,9 @@ uint32_t blocksFor(int64_t rows, uint32_t blockSize) { return static_cast<uint32
 
 }  // namespace
 
-Status RopeStage::build(Cache& cache, const Sequence& seq, const std::vector<uint8_t>& streams) {
+Status RopeStage::build(Cache& cache, const Sequence& seq, const std::vector<uint8_t>& streams, bool byRank) {
   reset();
+  byRank_ = byRank;
   const CacheConfig& c = cache.config();
   const uint32_t D = c.headDim, RV = c.lowRank() ? c.valueStoredDim() : D;
   // f32 rows: the fit sees the stored keys rotated with no second rounding. They are wider
@@ -96,7 +97,7 @@ Status Cache::stageRopeStream(const Stream& s, const RopeStage& stage, Stream* o
   // Whole destination blocks per chunk (each chunk starts a block), bounded host memory.
   const uint32_t chunk = rpb * std::max<uint32_t>(1, 4096 / rpb);
   std::vector<float> stored, keys, values, beta;
-  std::vector<int32_t> positions;
+  std::vector<int32_t> positions, ranks;
   for (uint32_t c0 = 0; c0 < static_cast<uint32_t>(s.length); c0 += chunk) {
     const uint32_t n = std::min(chunk, static_cast<uint32_t>(s.length) - c0);
     stored.resize(static_cast<size_t>(n) * R);
@@ -112,7 +113,11 @@ Status Cache::stageRopeStream(const Stream& s, const RopeStage& stage, Stream* o
       } else {
         keys.swap(stored);
       }
-      stage.rotate(keys.data(), n, 1, positions.data());
+      if (stage.byRank()) {
+        ranks.resize(n);
+        for (uint32_t i = 0; i < n; ++i) ranks[i] = static_cast<int32_t>(c0 + i);
+      }
+      stage.rotate(keys.data(), n, 1, stage.byRank() ? ranks.data() : positions.data());
       status = writeRowsAt(dst, stage.codec(), fresh.data() + c0 / rpb, n, keys.data(), values.data(), positions.data(), beta.data());
     }
     if (!status.isOk()) {

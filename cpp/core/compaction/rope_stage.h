@@ -32,8 +32,11 @@ class RopeStage {
   RopeStage& operator=(const RopeStage&) = delete;
 
   // Stages the streams marked in `streams` ([layer * kvHeads + head]); the others stay
-  // empty. Main thread (allocates pool blocks). All or nothing.
-  Status build(Cache& cache, const Sequence& seq, const std::vector<uint8_t>& streams);
+  // empty. Main thread (allocates pool blocks). All or nothing. byRank: keys are rotated at
+  // their rank in the stream (attention's positions: 'rank') instead of their stored
+  // position; the staged rows still carry their stored positions.
+  Status build(Cache& cache, const Sequence& seq, const std::vector<uint8_t>& streams, bool byRank = false);
+  bool byRank() const { return byRank_; }
   const Sequence& sequence() const { return seq_; }
   // The stage's blocks as the kernels see them: f32 keys [headDim], f32 values of the
   // cache's value width, in pool slots of the cache's blockBytes.
@@ -53,6 +56,7 @@ class RopeStage {
   PoolView pool_;
   RowCodec codec_;
   RopeSpec spec_;
+  bool byRank_ = false;
   std::vector<float> cos_, sin_;  // kvc/rope.h level tables in the cache's pair style
 };
 

@@ -115,11 +115,6 @@ Status planCompaction(Cache& cache, uint64_t id, const SequenceRequest& r, Seque
   const Sequence* seq = cache.sequence(id);
   if (!seq) return Status(StatusCode::kDisposed, "the sequence has been freed");
   if (seq->busy) return busy("the sequence is being compacted");
-  // The rope stage lifts low-rank keys to headDim; the CUDA backend applies a fit only to rows
-  // of the fit's own key width, so such caches compact on device 'cpu' only for now.
-  if (c.ropeDims != 0 && c.lowRank() && c.device != "cpu") {
-    return unsupported("compaction of a lowRank cache with rope runs on device 'cpu' only");
-  }
   if (!(r.ratio >= 0.0 && r.ratio <= 1.0)) return invalidArgument("ratio must be in (0, 1]");
   if (r.ratio == 0.0 && r.targetTokens == 0) return invalidArgument("either ratio or targetTokens must be given");
   if (r.online && (r.ratio <= 0.0 || r.ratio >= 1.0)) return invalidArgument("online compaction needs a ratio in (0, 1)");

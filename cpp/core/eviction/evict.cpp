@@ -102,7 +102,8 @@ Status evictSequence(Cache& cache, uint64_t id, const PolicySpec& policy, const 
       select[i].sinks = policy.sinks;
       select[i].recent = policy.recent;
     }
-    KVC_RETURN_IF_ERROR(cache.mutableBackend().selectRows(cache.pool(), cache.codec(), select.data(), streams, keep.data()));
+    KVC_RETURN_IF_ERROR(cache.mutableBackend().selectRows(inputs.pool, inputs.codec, select.data(), streams, keep.data()));
+    inputs.rope.reset();  // a rope stage's blocks go back before the gather
   }
 
   std::vector<KeepSet> sets;

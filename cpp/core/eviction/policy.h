@@ -27,6 +27,9 @@ struct PolicySpec {
   uint32_t window = 0;  // kObservation: query tokens of the observation window
   uint32_t pool = 1;    // kObservation: max-pool kernel (odd)
   uint32_t seed = 0;    // kRandom
+  // kObservation / kLastQuery on a cache with rope: rows and queries rotated at their ranks in
+  // the stream (attention's positions: 'rank') instead of their stored positions.
+  bool rankPositions = false;
   // kGiven: scores of every stream concatenated in stream order (layer-major), each stream
   // `length` entries: [sum of lengths]. Higher = keep.
   const float* given = nullptr;

@@ -15,6 +15,8 @@ std::string where(uint32_t layer, uint32_t head) {
   return "layer " + std::to_string(layer) + " kv head " + std::to_string(head);
 }
 
+bool queryScored(const PolicySpec& p) { return p.source == ScoreSource::kObservation || p.source == ScoreSource::kLastQuery; }
+
 // How many of the newest recorded query vectors a policy uses, or an error when none were recorded.
 Status recentQueryCount(const CacheConfig& c, const Stream& s, uint32_t wantTokens, const char* policy, uint32_t layer,
                         uint32_t head, uint32_t* count) {
@@ -33,10 +35,13 @@ Status precheck(const Cache& cache, const Stream& s, uint32_t layer, uint32_t he
   const CacheConfig& c = cache.config();
   if (s.length == 0) return Status::ok();
   uint32_t u;
-  // Query-key scores would need RoPE applied by position; not implemented for pre-RoPE keys.
-  if (c.ropeDims != 0 && (p.source == ScoreSource::kObservation || p.source == ScoreSource::kLastQuery)) {
-    return unsupported("snapKV and tova score rows by recorded queries, which a cache with rope (pre-RoPE keys) does not "
-                       "support yet; h2o (accumulated scores), keyNorm, the recency policies and custom scores do");
+  if (queryScored(p) && c.ropeDims != 0) {
+    // Logged queries are rotated at their tokens' positions, which the log keeps with rope.
+    const uint64_t logged = std::min<uint64_t>(s.queries.recentSeen, c.recentQueries);
+    if (s.queries.recentPositions.size() < logged) {
+      return invalidArgument(std::string(p.source == ScoreSource::kObservation ? "snapKV" : "tova") + " on a cache with rope needs " +
+                             "the positions of the recorded queries, but " + where(layer, head) + " has none");
+    }
   }
   switch (p.source) {
     case ScoreSource::kAccumulated:
@@ -59,7 +64,7 @@ Status precheck(const Cache& cache, const Stream& s, uint32_t layer, uint32_t he
 // The score input of one stream once precheck passed: row-free scores are computed (or
 // pointed at) here; key-based ones become a backend input with the newest recorded queries.
 void streamInput(const CacheConfig& c, const Stream& s, uint32_t streamIndex, const PolicySpec& p, uint64_t givenOffset,
-                 std::vector<float>* host, std::vector<float>* queries, RowScoreInput* in) {
+                 std::vector<float>* host, std::vector<float>* queries, std::vector<int32_t>* positions, RowScoreInput* in) {
   const uint32_t n = static_cast<uint32_t>(s.length);
   *in = RowScoreInput();
   in->stream = StreamView{s.blocks.data(), s.length};
@@ -93,16 +98,19 @@ void streamInput(const CacheConfig& c, const Stream& s, uint32_t streamIndex, co
     case ScoreSource::kObservation: {
       // The u newest recorded query vectors, oldest first (the ring buffer unrolled).
       const bool observation = p.source == ScoreSource::kObservation;
-      const uint32_t D = c.storedDim();  // a low-rank stream logs projected queries
+      // A low-rank stream logs projected queries, except with rope (whole ones, lowrank.cpp).
+      const uint32_t D = c.ropeDims != 0 ? c.headDim : c.storedDim();
       const uint64_t available = std::min<uint64_t>(s.queries.recentSeen, c.recentQueries);
       const uint32_t u = static_cast<uint32_t>(
           std::min<uint64_t>(available, static_cast<uint64_t>(observation ? p.window : 1) * c.queriesPerHead()));
       queries->resize(static_cast<size_t>(u) * D);
+      positions->resize(c.ropeDims != 0 ? u : 0);
       const uint64_t seen = s.queries.recentSeen;
       for (uint32_t j = 0; j < u; ++j) {
         const uint64_t slot = (seen - u + j) % c.recentQueries;
         std::copy(s.queries.recent.data() + slot * D, s.queries.recent.data() + (slot + 1) * D,
                   queries->data() + static_cast<size_t>(j) * D);
+        if (c.ropeDims != 0) (*positions)[j] = s.queries.recentPositions[slot];
       }
       in->kind = RowScoreKind::kMeanAttention;
       in->queries = queries->data();
@@ -115,29 +123,85 @@ void streamInput(const CacheConfig& c, const Stream& s, uint32_t streamIndex, co
   }
 }
 
-}  // namespace
+// SnapKV and TOVA on a cache with rope score what attention computes, softmax over rows of
+// rot(q, p_q) . rot(k, p_k) / sqrt(D) + beta: the scored streams are staged with their keys
+// rotated (compaction/rope_stage.h; a low-rank key is lifted to headDim first) and each
+// logged query (whole, pre-RoPE) is rotated at its token's stored position. With
+// rankPositions, rows are rotated at their rank and a query at its token's rank: the number of
+// rows stored before its position, the row attention gives that token (its own row, when kept).
+// The backend then scores the staged rows as any post-RoPE rows.
+Status stageRope(Cache& cache, const Sequence& seq, const PolicySpec& p, ScoreInputs* in) {
+  std::vector<uint8_t> mask(seq.streams.size(), 0);
+  bool any = false;
+  for (size_t i = 0; i < mask.size(); ++i) {
+    mask[i] = in->streams[i].kind == RowScoreKind::kMeanAttention && in->streams[i].stream.length > 0;
+    any |= mask[i] != 0;
+  }
+  if (!any) return Status::ok();
+  in->rope = std::make_unique<RopeStage>();
+  KVC_RETURN_IF_ERROR(in->rope->build(cache, seq, mask, p.rankPositions));
+  in->pool = in->rope->pool();
+  in->codec = in->rope->codec();
+  std::vector<int32_t> stored, ranks;
+  for (size_t i = 0; i < mask.size(); ++i) {
+    if (!mask[i]) continue;
+    const Stream& staged = in->rope->sequence().streams[i];
+    RowScoreInput& r = in->streams[i];
+    r.stream = StreamView{staged.blocks.data(), staged.length};
+    const int32_t* at = in->queryPositions[i].data();
+    if (p.rankPositions) {
+      stored.resize(static_cast<size_t>(staged.length));
+      KVC_RETURN_IF_ERROR(cache.mutableBackend().readRows(in->pool, in->codec, r.stream, 0, static_cast<uint32_t>(staged.length),
+                                                          nullptr, nullptr, nullptr, stored.data()));
+      std::sort(stored.begin(), stored.end());
+      ranks.resize(r.nQueries);
+      for (uint32_t j = 0; j < r.nQueries; ++j) {
+        ranks[j] = static_cast<int32_t>(std::lower_bound(stored.begin(), stored.end(), at[j]) - stored.begin());
+      }
+      at = ranks.data();
+    }
+    in->rope->rotate(in->queries[i].data(), r.nQueries, 1, at);
+  }
+  return Status::ok();
+}
 
-Status scoreInputs(const Cache& cache, const Sequence& seq, const PolicySpec& p, ScoreInputs* out) {
+// Inputs of every stream (only < 0) or of stream `only`, whose given scores start at
+// p.given + onlyOffset (the others stay empty kGiven inputs).
+Status buildInputs(Cache& cache, const Sequence& seq, const PolicySpec& p, int64_t only, uint64_t onlyOffset, ScoreInputs* out) {
   const CacheConfig& c = cache.config();
   const uint32_t streams = c.streamsPerSequence();
   std::vector<uint64_t> offsets(streams + 1, 0);
   for (uint32_t i = 0; i < streams; ++i) offsets[i + 1] = offsets[i] + static_cast<uint64_t>(seq.streams[i].length);
-  if (p.source == ScoreSource::kGiven && p.givenCount != offsets[streams]) {
+  if (p.source == ScoreSource::kGiven && only < 0 && p.givenCount != offsets[streams]) {
     return invalidArgument("custom scores must hold one score per row of every stream (" + std::to_string(offsets[streams]) +
                            "), got " + std::to_string(p.givenCount));
   }
   for (uint32_t i = 0; i < streams; ++i) {
-    KVC_RETURN_IF_ERROR(precheck(cache, seq.streams[i], i / c.kvHeads, i % c.kvHeads, p, offsets[i]));
+    if (only >= 0 && i != only) continue;
+    KVC_RETURN_IF_ERROR(precheck(cache, seq.streams[i], i / c.kvHeads, i % c.kvHeads, p, only < 0 ? offsets[i] : onlyOffset));
   }
-  out->streams.resize(streams);
+  out->streams.assign(streams, RowScoreInput());
   out->host.resize(streams);
   out->queries.resize(streams);
+  out->queryPositions.resize(streams);
   out->anyKeyBased = false;
+  out->pool = cache.pool();
+  out->codec = cache.codec();
+  out->rope.reset();
   for (uint32_t i = 0; i < streams; ++i) {
-    streamInput(c, seq.streams[i], i, p, offsets[i], &out->host[i], &out->queries[i], &out->streams[i]);
+    if (only >= 0 && i != only) continue;
+    streamInput(c, seq.streams[i], i, p, only < 0 ? offsets[i] : onlyOffset, &out->host[i], &out->queries[i], &out->queryPositions[i],
+                &out->streams[i]);
     out->anyKeyBased |= out->streams[i].kind != RowScoreKind::kGiven;
   }
+  if (c.ropeDims != 0 && queryScored(p)) KVC_RETURN_IF_ERROR(stageRope(cache, seq, p, out));
   return Status::ok();
+}
+
+}  // namespace
+
+Status scoreInputs(Cache& cache, const Sequence& seq, const PolicySpec& p, ScoreInputs* out) {
+  return buildInputs(cache, seq, p, -1, 0, out);
 }
 
 namespace {
@@ -145,19 +209,18 @@ namespace {
 Status scoreStaged(Cache& cache, const Sequence& seq, uint32_t layer, uint32_t head, const PolicySpec& p, uint64_t givenOffset,
                    std::vector<float>* out) {
   const CacheConfig& c = cache.config();
-  const Stream& s = seq.stream(layer, c.kvHeads, head);
-  KVC_RETURN_IF_ERROR(precheck(cache, s, layer, head, p, givenOffset));
-  std::vector<float> host, queries;
-  RowScoreInput in;
-  streamInput(c, s, layer * c.kvHeads + head, p, givenOffset, &host, &queries, &in);
-  const uint32_t n = static_cast<uint32_t>(s.length);
+  const uint32_t index = layer * c.kvHeads + head;
+  ScoreInputs inputs;
+  KVC_RETURN_IF_ERROR(buildInputs(cache, seq, p, index, givenOffset, &inputs));
+  const RowScoreInput& in = inputs.streams[index];
+  const uint32_t n = static_cast<uint32_t>(in.stream.length);
   if (in.kind == RowScoreKind::kGiven) {
     out->assign(in.given, in.given + n);
     return Status::ok();
   }
   out->resize(n);
   float* scores = out->data();
-  return cache.mutableBackend().rowScores(cache.pool(), cache.codec(), &in, 1, &scores);
+  return cache.mutableBackend().rowScores(inputs.pool, inputs.codec, &in, 1, &scores);
 }
 
 }  // namespace
@@ -203,7 +266,7 @@ Status scoreSequence(Cache& cache, const Sequence& seq, const PolicySpec& p, std
       keyedOut.push_back(targets[i]);
     }
   }
-  return cache.mutableBackend().rowScores(cache.pool(), cache.codec(), keyed.data(), static_cast<uint32_t>(keyed.size()),
+  return cache.mutableBackend().rowScores(inputs.pool, inputs.codec, keyed.data(), static_cast<uint32_t>(keyed.size()),
                                           keyedOut.data());
 }
 

@@ -6,7 +6,10 @@
 #include <cstdint>
 #include <vector>
 
+#include <memory>
+
 #include "../cache.h"
+#include "../compaction/rope_stage.h"
 #include "kvc/compaction_ops.h"
 #include "policy.h"
 
@@ -16,13 +19,20 @@ namespace kvc {
 // sources; they point into `host`, the stream's accumulated scores or the policy's given
 // array), or key-based inputs with their queries. Fails, before any work, when a stream lacks
 // what the policy needs (accumulated mass, recorded queries, enough given scores).
+// The inputs are read from `pool` with `codec`: the cache's own, or, for SnapKV and TOVA on a
+// cache with rope, those of `rope`, a staged copy of the streams with their keys rotated (see
+// scores.cpp); row indices are the same in both.
 struct ScoreInputs {
   std::vector<RowScoreInput> streams;      // [layers * kvHeads]
   std::vector<std::vector<float>> host;    // [layers * kvHeads] row-free scores computed here
   std::vector<std::vector<float>> queries; // [layers * kvHeads] kMeanAttention queries [u, headDim]
+  std::vector<std::vector<int32_t>> queryPositions;  // [layers * kvHeads] with rope: [u] stored positions
   bool anyKeyBased = false;
+  PoolView pool;
+  RowCodec codec;
+  std::unique_ptr<RopeStage> rope;
 };
-Status scoreInputs(const Cache& cache, const Sequence& seq, const PolicySpec& p, ScoreInputs* out);
+Status scoreInputs(Cache& cache, const Sequence& seq, const PolicySpec& p, ScoreInputs* out);
 
 // Scores of stream (layer, head); p.given (kGiven) is read from `givenOffset` on.
 //   out  [length]

@@ -278,6 +278,7 @@ struct RowScoreJob {
   const float* keys = nullptr;  // [rows, D]
   const double* colAcc = nullptr;
   uint32_t queries = 1, pool = 1;
+  uint32_t poolSplit = 0;       // rows [0, poolSplit) and [poolSplit, rows) are max-pooled apart
   float* scores = nullptr;      // [rows]
 };
 cudaError_t launchRowScores(const RowScoreJob* jobs, uint32_t count, uint32_t maxRows, uint32_t D, cudaStream_t stream);

@@ -31,8 +31,10 @@ __global__ KVC_LAUNCH_BOUNDS(128, 4) void rowScoresKernel(const RowScoreJob* job
     return;
   }
   if (lane != 0) return;
-  const uint32_t half = j.pool / 2;
-  const uint32_t lo = r - (half < r ? half : r), hi = r + half < j.rows - 1 ? r + half : j.rows - 1;
+  // SnapKV's observation window and the rows before it are pooled apart (RowScoreInput::poolSplit).
+  const uint32_t half = j.pool / 2, split = j.poolSplit < j.rows ? j.poolSplit : j.rows;
+  const uint32_t begin = r < split ? 0 : split, end = r < split ? split : j.rows;
+  const uint32_t lo = r - (half < r - begin ? half : r - begin), hi = r + half < end - 1 ? r + half : end - 1;
   double m = j.colAcc[lo] / j.queries;
   for (uint32_t i = lo + 1; i <= hi; ++i) m = fmax(m, j.colAcc[i] / j.queries);
   j.scores[r] = static_cast<float>(m);

@@ -263,6 +263,24 @@ CacheConfig tieredConfig() {
   return c;
 }
 
+// Low-rank storage (f16 coefficients, bases fitted on the first 8 rows). With rope, keys
+// before RoPE: compaction fits on a rope stage (core/compaction/rope_stage.h) whose lifted
+// keys are wider than the stored coefficient rows. Without, keys 16 wide and values 8: value
+// rows narrower than a 16-float vector (the CPU must pick kernels that fit both widths).
+CacheConfig lowRankConfig(uint32_t keys, uint32_t values, bool rope) {
+  CacheConfig c = smallConfig(Storage::kF16, Storage::kF16, false);
+  c.lowRankKeys = keys;
+  c.lowRankValues = values;
+  c.groupSize = 8;
+  c.calibrationRows = 8;
+  if (rope) {
+    c.ropeDims = 16;
+    c.ropeTheta = 10000.0;
+  }
+  c.maxBytes = 256ull * c.blockLayout().blockBytes;
+  return c;
+}
+
 // A pool of exactly `blocks` blocks.
 CacheConfig withBlocks(CacheConfig c, uint64_t blocks) {
   c.maxBytes = blocks * c.blockLayout().blockBytes;
@@ -299,11 +317,14 @@ Status keepOp(World& w, uint64_t id) {
   return w.cache->keepRows(id, sets.data(), static_cast<uint32_t>(sets.size()));
 }
 
-Status evictOp(World& w, uint64_t id, ScoreSource source, double ratio) {
+Status evictOp(World& w, uint64_t id, ScoreSource source, double ratio, bool rankPositions = false) {
   PolicySpec p;
   p.source = source;
   p.sinks = 2;
   p.recent = 4;
+  p.window = 2;
+  p.pool = 3;
+  p.rankPositions = rankPositions;
   BudgetSpec b;
   b.kind = BudgetSpec::Kind::kRatio;
   b.ratio = ratio;
@@ -349,6 +370,28 @@ std::vector<Scenario> scenarios(const CacheConfig& base, const std::string& tag)
   // 41 + 44 rows per head = 6 + 6 blocks per head, 24 in all.
   add("evict (random policy) on a full pool", withBlocks(base, 24), [](World& w) { w.sequence(41); },
       [](World& w) { return evictOp(w, w.ids[0], ScoreSource::kRandom, 0.5); });
+  if (base.ropeDims != 0) {
+    // SnapKV / TOVA on keys before RoPE score a rotated stage of the streams (eviction/scores.cpp).
+    const auto recorded = [](World& w) {
+      const uint64_t id = w.sequence(40);
+      const CacheConfig& c = w.config();
+      const std::vector<float> q = w.rng.floats(static_cast<size_t>(2) * c.queryHeads * c.headDim);
+      std::vector<float> out(q.size());
+      for (uint32_t l = 0; l < c.layers; ++l) {
+        AttentionRequest r;
+        r.layer = l;
+        r.tq = 2;
+        r.queries = q.data();
+        r.out = out.data();
+        r.recordQueries = true;
+        const Status st = w.cache->attention(&id, 1, r);
+        CHECK(st.isOk(), "setup attention: %s", st.message().c_str());
+      }
+    };
+    add("evict (snapKV, rope)", base, recorded, [](World& w) { return evictOp(w, w.ids[0], ScoreSource::kObservation, 0.5); });
+    add("evict (tova, rope by rank)", base, recorded,
+        [](World& w) { return evictOp(w, w.ids[0], ScoreSource::kLastQuery, 0.5, true); });
+  }
   add("compaction plan + compute + apply", base, [](World& w) { w.sequence(40); },
       [](World& w) { return compactOp(w, w.ids[0], 0.5); });
   add("compaction of a fork", base, [](World& w) { w.fork(w.sequence(40)); },
@@ -488,7 +531,9 @@ int main() {
     testInPlaceMatchesFresh(b.make, b.name);
     for (const auto& [base, tag] : {std::make_pair(smallConfig(Storage::kF16, Storage::kF16, false), std::string("f16")),
                                     std::make_pair(smallConfig(Storage::kInt8, Storage::kInt4, true), std::string("int8/int4 rotated")),
-                                    std::make_pair(tieredConfig(), std::string("tiers f16 8 -> int4/int4"))}) {
+                                    std::make_pair(tieredConfig(), std::string("tiers f16 8 -> int4/int4")),
+                                    std::make_pair(lowRankConfig(8, 8, true), std::string("lowRank 8/8 + rope")),
+                                    std::make_pair(lowRankConfig(16, 8, false), std::string("lowRank 16/8"))}) {
       for (const Scenario& s : scenarios(base, tag)) {
         // Tiered streams are rebuilt through a staged copy (cpp/core/tiers/tier_rebuild.cpp):
         // keepRows itself and the in-place fallback of a full pool do not apply to them.
@@ -498,6 +543,9 @@ int main() {
         if (!base.tiers.empty() && (has("keepRows") || has("full pool") || has("append") || has("truncate") || has("replacePrefix after"))) {
           continue;
         }
+        // Low-rank: no background maintenance yet (replacePrefix); with rope, compaction runs on
+        // a stage, which needs free blocks (not on a full pool).
+        if (base.lowRank() && (has("replacePrefix") || (base.ropeDims != 0 && has("compaction on a full pool")))) continue;
         const int before = failures;
         const uint64_t calls = runScenario(s, b.make, b.name);
         ++operations;
