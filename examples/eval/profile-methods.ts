@@ -1,5 +1,5 @@
 // Profile methods of the evaluation (`profile-quality`, `profile-balanced`, `profile-tiny`, and the
-// tiered variants `profile-balanced-tiers`, `profile-tiny-tiers`):
+// variants `profile-balanced-tiers`, `profile-tiny-tiers` and `profile-NAME-highest-attention`):
 // the story runs on a cache made from KVCache.profile(name, dims), its sequence maintained
 // with the profile's memory target (cache.maintain) while the model decodes: the prefix is a
 // prefill, then every scored token is a decode step (Tq = 1) with recorded queries, and each
@@ -7,7 +7,7 @@
 // token are measured on the sequence at the end of the story, block rounding included:
 // keptFraction = those bytes / (the profile storage's bytes per token × tokens), so that the
 // report's bytes per token (rowBytesPerToken × keptFraction) is the measured figure.
-import { KVCache, PROFILES, type ProfileName } from '../../lib/index';
+import { type CompactionMethod, KVCache, PROFILES, type ProfileName } from '../../lib/index';
 import { profileOf } from '../../lib/profiles';
 import { native } from '../../lib/native/binding';
 import type { CacheSettings } from '../llama2c/kvcache-attention';
@@ -18,16 +18,20 @@ export const PROFILE_NAMES: readonly ProfileName[] = ['quality', 'balanced', 'ti
 
 // The shipped profiles, and balanced and tiny with an f16 top tier of recent rows
 // (`profile-NAME-tiers`; used only where the older rows' format is at most half of f16's).
-const VARIANTS: readonly { id: string; name: ProfileName; recentRows: number | null }[] = [
+const VARIANTS: readonly { id: string; name: ProfileName; recentRows: number | null; method?: CompactionMethod }[] = [
   ...PROFILE_NAMES.map((name) => ({ id: `profile-${name}`, name, recentRows: null })),
   { id: 'profile-balanced-tiers', name: 'balanced', recentRows: 32 },
   { id: 'profile-tiny-tiers', name: 'tiny', recentRows: 16 },
+  // the same profiles with the other compaction method (the table's choice is measured against it)
+  { id: 'profile-balanced-highest-attention', name: 'balanced', recentRows: null, method: 'highest-attention' },
+  { id: 'profile-tiny-highest-attention', name: 'tiny', recentRows: null, method: 'highest-attention' },
 ];
 
 export function profileMethods(dims: AttentionDims): Method[] {
-  return VARIANTS.flatMap(({ id, name, recentRows }): Method[] => {
-    const make = () => recentRows === null ? KVCache.profile(name, dims)
-      : profileOf(name, { ...PROFILES[name], tiers: { recentRows } }, dims, (o) => KVCache.bytesPerToken(o));
+  return VARIANTS.flatMap(({ id, name, recentRows, method }): Method[] => {
+    const make = () => recentRows === null && method === undefined ? KVCache.profile(name, dims)
+      : profileOf(name, { ...PROFILES[name], ...(recentRows !== null ? { tiers: { recentRows } } : {}),
+        ...(method !== undefined ? { compactionMethod: method } : {}) }, dims, (o) => KVCache.bytesPerToken(o));
     const profile = make();
     if (recentRows !== null && !profile.options.tiers) return [];
     const { layers: _l, kvHeads: _k, headDim: _h, queryHeads: _q, ...settings } = profile.options;
@@ -36,7 +40,7 @@ export function profileMethods(dims: AttentionDims): Method[] {
     return [{
       id,
       family: 'profiles',
-      label: `profile ${name}: ${settings.tiers ? `f16 recent ${settings.tiers[0]!.rows} rows -> ` : ''}K ${settings.tiers?.[1]?.keys ?? settings.keys} / V ${settings.tiers?.[1]?.values ?? settings.values}${target ? `, target 1/${Math.round(1 / target)} of f16` : ''}`,
+      label: `profile ${name}${method ? ` (${method})` : ''}: ${settings.tiers ? `f16 recent ${settings.tiers[0]!.rows} rows -> ` : ''}K ${settings.tiers?.[1]?.keys ?? settings.keys} / V ${settings.tiers?.[1]?.values ?? settings.values}${target ? `, target 1/${Math.round(1 / target)} of f16` : ''}`,
       param: target ?? 1,
       rowBytesPerToken: rowBytes,
       async run(ctx) {

@@ -31,6 +31,7 @@ describe('KVCache.profile', () => {
       } else {
         expect(p.maintain!.bytesPerToken).toBeCloseTo(entry.targetFractionOfF16 * f16, 9);
         expect(p.maintain!.policy).toBeInstanceOf(Compactor);
+        expect((p.maintain!.policy as Compactor).options).toMatchObject({ ratio: entry.compactionRatio, method: entry.compactionMethod });
       }
       // Storage alone (of the older rows, with tiers) is already below f16.
       expect(KVCache.bytesPerToken({ ...shape, keys: entry.keys, values: entry.values })).toBeLessThan(f16);
