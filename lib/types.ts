@@ -295,7 +295,7 @@ export interface Devices {
     threads: number;
     /** The SIMD kernels in use: 'avx512', 'avx2' or 'portable' (capped by KVCOMPACT_SIMD). */
     simd: string;
-    /** The kernels of precision 'fast': 'avx512-vnni' (integer keys, int8 and int4 values) or 'portable' (integer keys). */
+    /** The kernels of precision 'fast': 'avx512-vnni' (integer keys and int8 values) or 'portable' (integer keys). */
     fastKernels: string;
   };
   /** The CUDA backend. */

@@ -348,13 +348,11 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
 
     const uint8_t* aheadValues = ahead ? ahead + L.valuesOffset : nullptr;
 #ifdef KVC_FAST_VNNI
-    if constexpr (FAST && (VF == Storage::kInt8 || VF == Storage::kInt4)) {
+    if constexpr (FAST && VF == Storage::kInt8) {
       if (fusedValues && fastValues(p)) {
         gatherParams<S, VF>(values, rows, L.valueRowBytes, D, p.codec.groupSize, vScales, vMins);
-        // Byte weights of up to 4 queries (4 * groups * LS bytes), then their steps.
-        float* steps = weights + 4ull * groups * LS;
-        valueAllFastVnni<VF>(p, M, values, rows, LS, scratch, vScales, vMins, reinterpret_cast<uint8_t*>(weights), steps,
-                             minSum, accOut, aheadValues);
+        valueAllFastVnni(p, M, values, rows, LS, scratch, vScales, reinterpret_cast<uint8_t*>(weights), minSum, accOut,
+                         aheadValues);
         continue;
       }
     }

@@ -1,11 +1,9 @@
-// precision 'fast', int8 and int4 values with AVX-512 VNNI + VBMI (included after
-// fast_keys.inl in kernels_avx512_vnni.cpp only). Per block, query and group the value weights
-// w = p * scale (as in valueWeights) are quantized to unsigned bytes against their block
-// maximum, wq = round_half_even(w * 255 / wmax), and acc += (wmax / 255) * sum_r wq_r * q_r is
+// precision 'fast', int8 values with AVX-512 VNNI + VBMI (included after fast_keys.inl in
+// kernels_avx512_vnni.cpp only). Per block, query and group the value weights w = p * scale
+// (as in valueWeights) are quantized to unsigned bytes against their block maximum,
+// wq = round_half_even(w * 255 / wmax), and acc += (wmax / 255) * sum_r wq_r * q8_r is
 // accumulated exactly in int32 by vpdpbusd over four rows at a time (the rows' bytes
-// interleaved by two byte permutes per 16 lanes), then converted once per block. q is the
-// stored integer: q8 for int8, the nibble u in [0, 15] for int4, whose minimum term
-// sum_r p_r * min_rg is added in f32 per block as in the exact kernel.
+// interleaved by two byte permutes per 16 lanes), then converted once per block.
 // Error: |Δw| <= wmax / 510 per row and group (docs/fast-precision.md).
 
 // For 64-byte chunks of rows a, b: bytes (a[e], b[e]) for e in [0, 32) (lo) or [32, 64) (hi).
@@ -26,37 +24,26 @@ inline __m512i quadBytes(__m512i ab, __m512i cd, int k) {
   return _mm512_permutex2var_epi16(ab, idx, cd);
 }
 
-// Lane k of the result: v[k] reduced by op (op on __m512, associative and commutative on the
-// values reduced: max, or add in this order). Sixteen reductions in 30 instructions instead
-// of one horizontal reduction each.
-template <class Op>
-[[gnu::always_inline]] inline __m512 reduce16(const __m512 (&v)[16], Op op) {
+// Lane k of the result: the largest lane of v[k]. Sixteen maxima in 30 instructions (a
+// transpose tree) instead of one horizontal reduction each.
+[[gnu::always_inline]] inline __m512 reduceMax16(const __m512 (&v)[16]) {
   __m512 w[8], x[4];
-  for (int i = 0; i < 8; ++i) w[i] = op(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 8; ++i) w[i] = _mm512_max_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
   for (int i = 0; i < 4; ++i) {
     const __m512d a = _mm512_castps_pd(w[2 * i]), b = _mm512_castps_pd(w[2 * i + 1]);
-    x[i] = op(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+    x[i] = _mm512_max_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
   }
-  const __m512 z01 = op(_mm512_shuffle_f32x4(x[0], x[1], 0x88), _mm512_shuffle_f32x4(x[0], x[1], 0xDD));
-  const __m512 z23 = op(_mm512_shuffle_f32x4(x[2], x[3], 0x88), _mm512_shuffle_f32x4(x[2], x[3], 0xDD));
-  return op(_mm512_shuffle_f32x4(z01, z23, 0x88), _mm512_shuffle_f32x4(z01, z23, 0xDD));
+  const __m512 z01 = _mm512_max_ps(_mm512_shuffle_f32x4(x[0], x[1], 0x88), _mm512_shuffle_f32x4(x[0], x[1], 0xDD));
+  const __m512 z23 = _mm512_max_ps(_mm512_shuffle_f32x4(x[2], x[3], 0x88), _mm512_shuffle_f32x4(x[2], x[3], 0xDD));
+  return _mm512_max_ps(_mm512_shuffle_f32x4(z01, z23, 0x88), _mm512_shuffle_f32x4(z01, z23, 0xDD));
 }
-
-// (Function objects, not lambdas: the ISA region's target applies to them.)
-struct MaxOp {
-  __m512 operator()(__m512 a, __m512 b) const { return _mm512_max_ps(a, b); }
-};
-struct AddOp {
-  __m512 operator()(__m512 a, __m512 b) const { return _mm512_add_ps(a, b); }
-};
 
 // Weights of the MT queries m0.. over the block's rows as bytes: wq[(j * groups + g) * LS + r],
 // and their steps ws[j * groups + g] = wmax / 255. Rows past `rows` get 0 (prob and scales are
-// 0 there). For int4, also minSum[j * groups + g] = sum_r p_r * min_rg. The (query, group)
-// pairs go 16 at a time, one per lane of their maxima, steps and minimum sums.
-template <Storage VF, int MT>
+// 0 there). The (query, group) pairs go 16 at a time, one per lane of their maxima and steps.
+template <int MT>
 void quantizeValueWeights(uint32_t m0, uint32_t rows, uint32_t LS, uint32_t groups, const float* prob,
-                          const float* vScales, const float* vMins, uint8_t* wq, float* ws, float* minSum) {
+                          const float* vScales, uint8_t* wq, float* ws) {
   const uint32_t tiles = paramTiles(rows);
   const uint32_t pairs = MT * groups;
   for (uint32_t k0 = 0; k0 < pairs; k0 += 16) {
@@ -72,7 +59,7 @@ void quantizeValueWeights(uint32_t m0, uint32_t rows, uint32_t LS, uint32_t grou
         mx[i] = _mm512_max_ps(mx[i], _mm512_mul_ps(_mm512_loadu_ps(pj + t * kParamTile), _mm512_loadu_ps(vScales + (t * groups + g) * kParamTile)));
       }
     }
-    const __m512 wmax = reduce16(mx, MaxOp{});
+    const __m512 wmax = reduceMax16(mx);
     // 255 / wmax and wmax / 255 as the scalar divisions (IEEE, correctly rounded); 0 for wmax 0.
     alignas(64) float inv[16];
     _mm512_store_ps(inv, _mm512_maskz_div_ps(_mm512_cmp_ps_mask(wmax, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(255.0f), wmax));
@@ -87,19 +74,6 @@ void quantizeValueWeights(uint32_t m0, uint32_t rows, uint32_t LS, uint32_t grou
         _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + t * kParamTile), _mm512_cvtusepi32_epi8(_mm512_max_epi32(q, _mm512_setzero_si512())));
       }
     }
-    if constexpr (VF == Storage::kInt4) {
-      __m512 sum[16];
-      for (uint32_t i = 0; i < 16; ++i) {
-        sum[i] = _mm512_setzero_ps();
-        if (i >= count) continue;
-        const uint32_t j = (k0 + i) / groups, g = (k0 + i) % groups;
-        for (uint32_t t = 0; t < tiles; ++t) {
-          sum[i] = _mm512_fmadd_ps(_mm512_loadu_ps(prob + (m0 + j) * LS + t * kParamTile),
-                                   _mm512_loadu_ps(vMins + (t * groups + g) * kParamTile), sum[i]);
-        }
-      }
-      _mm512_mask_storeu_ps(minSum + k0, live, reduce16(sum, AddOp{}));
-    }
   }
 }
 
@@ -111,7 +85,7 @@ void valueTileFastVnni(const AttentionParams& p, uint32_t m0, const uint8_t* val
   const uint32_t D = DC ? DC : p.codec.headDim;
   const uint32_t groups = D / GC;
   const uint32_t stride = p.pool.layout.valueRowBytes;
-  quantizeValueWeights<Storage::kInt8, MT>(m0, rows, LS, groups, prob, vScales, nullptr, wq, ws, nullptr);
+  quantizeValueWeights<MT>(m0, rows, LS, groups, prob, vScales, wq, ws);
   alignas(64) uint8_t tail[4 * 1024];  // the last 1-3 rows, zero-padded to four
   const uint32_t whole = rows & ~3u;
   if (whole < rows) {
@@ -155,93 +129,15 @@ void valueTileFastVnni(const AttentionParams& p, uint32_t m0, const uint8_t* val
   }
 }
 
-// acc[m0 + j] += sum_r p_r * v_r for int4 value rows, D a multiple of 64, GC >= 32. Data byte
-// b of a group holds element b (low nibble) and b + GC / 2 (high nibble): 16 consecutive
-// bytes give 16 consecutive elements per nibble, so each accumulator maps to 16 elements.
-// 32 data bytes (64 elements) per pass: 4 x MT accumulators stay in registers.
-template <int MT, uint32_t DC, uint32_t GC>
-void valueTileFastVnni4(const AttentionParams& p, uint32_t m0, const uint8_t* values, uint32_t rows, uint32_t LS,
-                        const float* prob, const float* vScales, const float* vMins, uint8_t* wq, float* ws,
-                        float* minSum, float* acc, const uint8_t* ahead) {
-  const uint32_t D = DC ? DC : p.codec.headDim;
-  const uint32_t groups = D / GC, dataBytes = D / 2;
-  constexpr uint32_t kHalf = GC / 2;  // data bytes per group
-  const uint32_t stride = p.pool.layout.valueRowBytes;
-  quantizeValueWeights<Storage::kInt4, MT>(m0, rows, LS, groups, prob, vScales, vMins, wq, ws, minSum);
-  alignas(64) uint8_t tail[4 * 512];  // the last 1-3 rows' data bytes, zero-padded to four
-  const uint32_t whole = rows & ~3u;
-  if (whole < rows) {
-    __builtin_memset(tail, 0, 4ull * dataBytes);
-    for (uint32_t r = whole; r < rows; ++r) __builtin_memcpy(tail + (r - whole) * dataBytes, values + static_cast<uint64_t>(r) * stride, dataBytes);
-  }
-  const __m512i nib = _mm512_set1_epi8(0x0F);
-  for (uint32_t c0 = 0; c0 < dataBytes; c0 += 32) {
-    // ia[j][2 q + h]: quad q (data bytes c0 + 16 q ..), nibble h.
-    __m512i ia[MT][4];
-    for (int j = 0; j < MT; ++j) {
-      for (int k = 0; k < 4; ++k) ia[j][k] = _mm512_setzero_si512();
-    }
-    for (uint32_t r = 0; r < rows; r += 4) {
-      if (c0 == 0) {
-        for (uint32_t i = r; i < r + 4 && i < rows; ++i) prefetchRow(ahead, i, stride);
-      }
-      const uint8_t* base = (r < whole ? values + static_cast<uint64_t>(r) * stride : tail) + c0;
-      const uint32_t rs = r < whole ? stride : dataBytes;
-      auto row32 = [&](uint32_t i) { return _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + i * rs))); };
-      const __m512i ab = pairBytes(row32(0), row32(1), false), cd = pairBytes(row32(2), row32(3), false);
-      __m512i x[4];
-      for (int q = 0; q < 2; ++q) {
-        const __m512i v = quadBytes(ab, cd, q);
-        x[2 * q] = _mm512_and_si512(v, nib);
-        x[2 * q + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
-      }
-      for (int j = 0; j < MT; ++j) {
-        for (int q = 0; q < 2; ++q) {
-          const uint32_t g = (c0 + 16 * q) / kHalf;
-          const __m512i w = _mm512_set1_epi32(loadDword(reinterpret_cast<const int8_t*>(wq + (j * groups + g) * LS + r)));
-          ia[j][2 * q] = _mm512_dpbusd_epi32(ia[j][2 * q], w, x[2 * q]);
-          ia[j][2 * q + 1] = _mm512_dpbusd_epi32(ia[j][2 * q + 1], w, x[2 * q + 1]);
-        }
-      }
-    }
-    for (int j = 0; j < MT; ++j) {
-      for (int k = 0; k < 4; ++k) {
-        const uint32_t byte = c0 + 16 * (k / 2), g = byte / kHalf;
-        const uint32_t e = g * GC + byte % kHalf + (k % 2) * kHalf;
-        float* o = acc + (m0 + j) * D + e;
-        const __m512 sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[j][k]), _mm512_set1_ps(ws[j * groups + g]), _mm512_loadu_ps(o));
-        _mm512_storeu_ps(o, _mm512_add_ps(sum, _mm512_set1_ps(minSum[j * groups + g])));
-      }
-    }
-  }
-}
-
-// wq: byte weights (MT * groups * LS bytes); ws, minSum: MT * groups floats each.
-template <Storage VF, int MT, uint32_t DC, uint32_t GC>
-void valueTileFastVnniAny(const AttentionParams& p, uint32_t m0, const uint8_t* values, uint32_t rows, uint32_t LS,
-                          const float* prob, const float* vScales, const float* vMins, uint8_t* wq, float* ws,
-                          float* minSum, float* acc, const uint8_t* ahead) {
-  if constexpr (VF == Storage::kInt8) {
-    valueTileFastVnni<MT, DC, GC>(p, m0, values, rows, LS, prob, vScales, wq, ws, acc, ahead);
-  } else {
-    valueTileFastVnni4<MT, DC, GC>(p, m0, values, rows, LS, prob, vScales, vMins, wq, ws, minSum, acc, ahead);
-  }
-}
-
-template <Storage VF, uint32_t DC, uint32_t GC>
+template <uint32_t DC, uint32_t GC>
 void valueAllFastVnniFixed(const AttentionParams& p, uint32_t M, const uint8_t* values, uint32_t rows, uint32_t LS,
-                           const float* prob, const float* vScales, const float* vMins, uint8_t* wq, float* ws,
-                           float* minSum, float* acc, const uint8_t* ahead) {
+                           const float* prob, const float* vScales, uint8_t* wq, float* ws, float* acc,
+                           const uint8_t* ahead) {
   uint32_t m0 = 0;
   auto next = [&]() { const uint8_t* a = m0 == 0 ? ahead : nullptr; return a; };
-  for (; m0 + 4 <= M; m0 += 4) {
-    valueTileFastVnniAny<VF, 4, DC, GC>(p, m0, values, rows, LS, prob, vScales, vMins, wq, ws, minSum, acc, next());
-  }
-  if (m0 + 2 <= M) {
-    valueTileFastVnniAny<VF, 2, DC, GC>(p, m0, values, rows, LS, prob, vScales, vMins, wq, ws, minSum, acc, next());
-    m0 += 2;
-  }
-  if (m0 < M) valueTileFastVnniAny<VF, 1, DC, GC>(p, m0, values, rows, LS, prob, vScales, vMins, wq, ws, minSum, acc, next());
+  for (; m0 + 4 <= M; m0 += 4) valueTileFastVnni<4, DC, GC>(p, m0, values, rows, LS, prob, vScales, wq, ws, acc, next());
+  if (m0 + 2 <= M) { valueTileFastVnni<2, DC, GC>(p, m0, values, rows, LS, prob, vScales, wq, ws, acc, next()); m0 += 2; }
+  if (m0 < M) valueTileFastVnni<1, DC, GC>(p, m0, values, rows, LS, prob, vScales, wq, ws, acc, next());
 }
 
 // Whether the integer value path applies (else the exact fused path runs).
@@ -250,24 +146,23 @@ inline bool fastValues(const AttentionParams& p) {
   return p.codec.headDim % 64 == 0 && (G == 32 || G == 64 || G == 128);
 }
 
-template <Storage VF, uint32_t GC>
+template <uint32_t GC>
 void valueAllFastVnniGroup(const AttentionParams& p, uint32_t M, const uint8_t* values, uint32_t rows, uint32_t LS,
-                           const float* prob, const float* vScales, const float* vMins, uint8_t* wq, float* ws,
-                           float* minSum, float* acc, const uint8_t* ahead) {
+                           const float* prob, const float* vScales, uint8_t* wq, float* ws, float* acc,
+                           const uint8_t* ahead) {
   switch (p.codec.headDim) {
-    case 128: return valueAllFastVnniFixed<VF, 128, GC>(p, M, values, rows, LS, prob, vScales, vMins, wq, ws, minSum, acc, ahead);
-    case 64: return valueAllFastVnniFixed<VF, 64, GC>(p, M, values, rows, LS, prob, vScales, vMins, wq, ws, minSum, acc, ahead);
-    default: return valueAllFastVnniFixed<VF, 0, GC>(p, M, values, rows, LS, prob, vScales, vMins, wq, ws, minSum, acc, ahead);
+    case 128: return valueAllFastVnniFixed<128, GC>(p, M, values, rows, LS, prob, vScales, wq, ws, acc, ahead);
+    case 64: return valueAllFastVnniFixed<64, GC>(p, M, values, rows, LS, prob, vScales, wq, ws, acc, ahead);
+    default: return valueAllFastVnniFixed<0, GC>(p, M, values, rows, LS, prob, vScales, wq, ws, acc, ahead);
   }
 }
 
-template <Storage VF>
-void valueAllFastVnni(const AttentionParams& p, uint32_t M, const uint8_t* values, uint32_t rows, uint32_t LS,
-                      const float* prob, const float* vScales, const float* vMins, uint8_t* wq, float* ws,
-                      float* minSum, float* acc, const uint8_t* ahead) {
+inline void valueAllFastVnni(const AttentionParams& p, uint32_t M, const uint8_t* values, uint32_t rows, uint32_t LS,
+                             const float* prob, const float* vScales, uint8_t* wq, float* ws, float* acc,
+                             const uint8_t* ahead) {
   switch (p.codec.groupSize) {
-    case 32: return valueAllFastVnniGroup<VF, 32>(p, M, values, rows, LS, prob, vScales, vMins, wq, ws, minSum, acc, ahead);
-    case 64: return valueAllFastVnniGroup<VF, 64>(p, M, values, rows, LS, prob, vScales, vMins, wq, ws, minSum, acc, ahead);
-    default: return valueAllFastVnniGroup<VF, 128>(p, M, values, rows, LS, prob, vScales, vMins, wq, ws, minSum, acc, ahead);
+    case 32: return valueAllFastVnniGroup<32>(p, M, values, rows, LS, prob, vScales, wq, ws, acc, ahead);
+    case 64: return valueAllFastVnniGroup<64>(p, M, values, rows, LS, prob, vScales, wq, ws, acc, ahead);
+    default: return valueAllFastVnniGroup<128>(p, M, values, rows, LS, prob, vScales, wq, ws, acc, ahead);
   }
 }

@@ -5,11 +5,10 @@
 //    quantization of the query (the same f32 rounding, replicated here) to the rows as stored,
 //    the kernel leaves only f32 arithmetic error: the tolerances of exact attention
 //    (attention-tolerance.ts). A wrong group, nibble, bias or scale fails this by orders of
-//    magnitude. Where int8 or int4 values are accumulated with byte weights (the AVX-512 VNNI
-//    kernel, devices().cpu.fastKernels), each output element may move by the documented value
-//    term V_e = Σ_blocks Σ_{r in block} (max_{r' in block} P_r' s_r'g / 510) · |q_re| (P the
-//    normalized probabilities, s the row's group scale, q its stored integer: q8, or the int4
-//    nibble u in [0, 15]) and no more.
+//    magnitude. Where int8 values are accumulated with byte weights (the AVX-512 VNNI kernel,
+//    devices().cpu.fastKernels), each output element may move by the documented value term
+//    V_e = Σ_blocks Σ_{r in block} (max_{r' in block} P_r' s_r'g / 510) · |q_re| (P the normalized
+//    probabilities, s the row's group scale, q its stored integer) and no more.
 // 2. The error model: against exact attention (the float64 reference on the exact query), every
 //    logit moves by at most E = scale · Σ_g (sx_g / 508) · Σ_{e in g} |k_e - min_g| (min_g = 0 for
 //    int8), so the log-sum-exp moves by at most E and each output element by at most
@@ -141,36 +140,23 @@ function fastReference(c: Case, streams: Stream[], queries: Float32Array) {
           prob[r] = p;
           for (let e = 0; e < D; e++) out[qo + e] = out[qo + e]! + p * s.values[r * D + e]!;
         }
-        if (c.values === 'int8' || c.values === 'int4') {
-          // Byte weights: per block and group, |Δw| <= max w / 510 with w = P · s, times the
-          // stored integer: int8 s = absmax / 127, q = v / s; int4 s = (max - min) / 15,
-          // u = (v - min) / s (the decoded minimum is the group's smallest element).
+        if (c.values === 'int8') {
+          // Byte weights: per block and group, |Δw| <= max w / 510 with w = P · s (int8 scale s = absmax / 127).
           for (let b0 = 0; b0 < T; b0 += c.blockSize) {
             const b1 = Math.min(T, b0 + c.blockSize);
             for (let g = 0; g < D / G; g++) {
               let wmax = 0;
               const scales: number[] = [];
-              const lows: number[] = [];
               for (let r = b0; r < b1; r++) {
                 let a = 0;
-                let lo = Infinity;
-                let hi = -Infinity;
-                for (let e = 0; e < G; e++) {
-                  const v = s.values[r * D + g * G + e]!;
-                  a = Math.max(a, Math.abs(v));
-                  lo = Math.min(lo, v);
-                  hi = Math.max(hi, v);
-                }
-                const sc = c.values === 'int8' ? a / 127 : (hi - lo) / 15;
-                scales.push(sc);
-                lows.push(c.values === 'int8' ? 0 : lo);
-                wmax = Math.max(wmax, prob[r]! * sc);
+                for (let e = 0; e < G; e++) a = Math.max(a, Math.abs(s.values[r * D + g * G + e]!));
+                scales.push(a / 127);
+                wmax = Math.max(wmax, prob[r]! * (a / 127));
               }
               for (let r = b0; r < b1; r++) {
                 const sc = scales[r - b0]!;
                 if (sc === 0) continue;
-                const lo = lows[r - b0]!;
-                for (let e = 0; e < G; e++) valueBound[qo + g * G + e] = valueBound[qo + g * G + e]! + (wmax / 510) * Math.abs(s.values[r * D + g * G + e]! - lo) / sc;
+                for (let e = 0; e < G; e++) valueBound[qo + g * G + e] = valueBound[qo + g * G + e]! + (wmax / 510) * Math.abs(s.values[r * D + g * G + e]!) / sc;
               }
             }
           }
@@ -183,9 +169,9 @@ function fastReference(c: Case, streams: Stream[], queries: Float32Array) {
   return { out, lse, bound, valueBound };
 }
 
-/** Whether this case's int8 / int4 values take the integer path (fast_values.inl). */
+/** Whether this case's int8 values take the integer path (fast_values.inl). */
 function integerValues(c: Case): boolean {
-  return KVCache.devices().cpu.fastKernels === 'avx512-vnni' && (c.values === 'int8' || c.values === 'int4') && c.headDim % 64 === 0 &&
+  return KVCache.devices().cpu.fastKernels === 'avx512-vnni' && c.values === 'int8' && c.headDim % 64 === 0 &&
     [32, 64, 128].includes(c.groupSize);
 }
 
