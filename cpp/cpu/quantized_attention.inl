@@ -284,6 +284,11 @@ void valueTileQ(const AttentionParams& p, uint32_t m0, const uint8_t* values, ui
       const uint8_t* vrow = values + static_cast<uint64_t>(r) * stride;
       const float* wr = wPass + (r / kParamTile) * MT * groups * kParamTile + r % kParamTile;
       typename S::V v[CH];
+      // int4: chunk c + kPartner holds the high nibbles of chunk c's bytes when both are in
+      // this pass (e0 is a multiple of CH * W, which GC divides or is divided by): one
+      // widening load for both.
+      constexpr int kPartner = static_cast<int>(GC / 2 / S::W);
+      static_assert(VF != Storage::kInt4 || kPartner >= 1, "a chunk within one nibble half");
       for (int c = 0; c < CH; ++c) {
         const uint32_t e = e0 + c * S::W;
         if constexpr (VF == Storage::kInt8) {
@@ -291,7 +296,13 @@ void valueTileQ(const AttentionParams& p, uint32_t m0, const uint8_t* values, ui
         } else {
           const uint32_t g = e / GC, offset = e % GC;
           const uint8_t* bytes = vrow + g * (GC / 2) + offset % (GC / 2);
-          v[c] = offset < GC / 2 ? S::loadU4Lo(bytes) : S::loadU4Hi(bytes);
+          if (offset < GC / 2 && c + kPartner < CH) {
+            S::loadU4Pair(bytes, v[c], v[c + kPartner]);
+          } else if (offset < GC / 2) {
+            v[c] = S::loadU4Lo(bytes);
+          } else if (c < kPartner) {  // its low half was in the previous pass
+            v[c] = S::loadU4Hi(bytes);
+          }
         }
       }
       for (int j = 0; j < MT; ++j) {
