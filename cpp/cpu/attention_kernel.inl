@@ -256,6 +256,15 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
   if (fusedKeys) {
     for (uint32_t m = 0; m < M; ++m) __builtin_memcpy(queries + m * D, queryRow(p, s, m), 4ull * D);
   }
+#ifdef KVC_SIMD_AVX512
+  if constexpr (!FAST && KF == Storage::kInt4 && S::W == 16) {
+    // The transposed int4 key path's query group sums, once per range, in the scratch after the
+    // queries (the fast query's space: at least M * kMaxTransposedGroups floats when D >= 128).
+    if (fusedKeys && D % 128 == 0 && groups <= kMaxTransposedGroups) {
+      int4QuerySums(queries, M, D, p.codec.groupSize, queries + static_cast<uint64_t>(M) * D);
+    }
+  }
+#endif
   [[maybe_unused]] FastQuery fastQuery{};
   if constexpr (FAST) {
     fastQuery = fastQueryScratch(queries + static_cast<uint64_t>(M) * D, M, D, groups);

@@ -184,22 +184,31 @@ void dotTileInt4T(const AttentionParams& p, const float* queries, uint32_t m0, c
   }
 }
 
+// The group sums of the M queries, xsum[m * kMaxTransposedGroups + g], once per range rather
+// than once per block (they are the same for every block). D / G <= kMaxTransposedGroups.
+inline void int4QuerySums(const float* queries, uint32_t M, uint32_t D, uint32_t G, float* xsum) {
+  for (uint32_t m = 0; m < M; ++m) {
+    for (uint32_t g = 0; g < D / G; ++g) {
+      const float* x = queries + static_cast<uint64_t>(m) * D + g * G;
+      __m512 s = _mm512_loadu_ps(x);
+      for (uint32_t e = 16; e < G; e += 16) s = _mm512_add_ps(s, _mm512_loadu_ps(x + e));
+      xsum[m * kMaxTransposedGroups + g] = _mm512_reduce_add_ps(s);
+    }
+  }
+}
+
+// The M queries' group sums (int4QuerySums) follow the queries in scratch.
+inline const float* int4QuerySumsOf(const float* queries, uint32_t M, uint32_t D) {
+  return queries + static_cast<uint64_t>(M) * D;
+}
+
 template <int MT, uint32_t DC, uint32_t GC>
 void dotQueriesInt4T(const AttentionParams& p, const float* queries, uint32_t m0, const uint8_t* keys,
                      const float* beta, uint32_t rows, uint32_t LS, const float* kScales, const float* kMins,
-                     float* logits, const uint8_t* ahead) {
+                     const float* xsum, float* logits, const uint8_t* ahead) {
   const uint32_t D = DC ? DC : p.codec.headDim;
   const uint32_t groups = D / GC;
   const uint32_t stride = p.pool.layout.keyRowBytes;
-  float xsum[MT * kMaxTransposedGroups];
-  for (int j = 0; j < MT; ++j) {
-    for (uint32_t g = 0; g < groups; ++g) {
-      const float* x = queries + static_cast<uint64_t>(m0 + j) * D + g * GC;
-      __m512 s = _mm512_loadu_ps(x);
-      for (uint32_t e = 16; e < GC; e += 16) s = _mm512_add_ps(s, _mm512_loadu_ps(x + e));
-      xsum[j * kMaxTransposedGroups + g] = _mm512_reduce_add_ps(s);
-    }
-  }
   for (uint32_t r0 = 0; r0 < rows; r0 += kParamTile) {
     const uint32_t n = minU32(kParamTile, rows - r0);
     for (uint32_t i = 0; i < n; ++i) prefetchRow(ahead, r0 + i, stride);
@@ -213,13 +222,16 @@ template <uint32_t DC, uint32_t GC>
 void dotAllInt4T(const AttentionParams& p, const float* queries, uint32_t M, const uint8_t* keys, const float* beta,
                  uint32_t rows, uint32_t LS, const float* kScales, const float* kMins, float* logits,
                  const uint8_t* ahead) {
+  const uint32_t D = DC ? DC : p.codec.headDim;
+  const float* sums = int4QuerySumsOf(queries, M, D);
   uint32_t m0 = 0;
   // Only the first tile of queries prefetches the block ahead.
   auto next = [&]() { const uint8_t* a = m0 == 0 ? ahead : nullptr; return a; };
-  for (; m0 + 4 <= M; m0 += 4) dotQueriesInt4T<4, DC, GC>(p, queries, m0, keys, beta, rows, LS, kScales, kMins, logits, next());
+  auto xs = [&]() { return sums + m0 * kMaxTransposedGroups; };
+  for (; m0 + 4 <= M; m0 += 4) dotQueriesInt4T<4, DC, GC>(p, queries, m0, keys, beta, rows, LS, kScales, kMins, xs(), logits, next());
   if (m0 + 2 <= M) {
-    dotQueriesInt4T<2, DC, GC>(p, queries, m0, keys, beta, rows, LS, kScales, kMins, logits, next());
+    dotQueriesInt4T<2, DC, GC>(p, queries, m0, keys, beta, rows, LS, kScales, kMins, xs(), logits, next());
     m0 += 2;
   }
-  if (m0 < M) dotQueriesInt4T<1, DC, GC>(p, queries, m0, keys, beta, rows, LS, kScales, kMins, logits, next());
+  if (m0 < M) dotQueriesInt4T<1, DC, GC>(p, queries, m0, keys, beta, rows, LS, kScales, kMins, xs(), logits, next());
 }
