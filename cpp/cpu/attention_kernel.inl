@@ -290,6 +290,10 @@ void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t
     const uint8_t* ahead = blk + kPrefetchBlocks < b1
                                ? p.pool.base + static_cast<uint64_t>(s.kv.blockTable[blk + kPrefetchBlocks]) * L.blockBytes
                                : nullptr;
+    if (ahead) {  // the beta and position lines of the block ahead, with its rows
+      prefetchRow(ahead + L.betaOffset, 0, 4 * B);
+      prefetchRow(ahead + L.positionsOffset, 0, 4 * B);
+    }
     const uint8_t* keys = base;
     const uint8_t* values = base + L.valuesOffset;
     const float* beta = reinterpret_cast<const float*>(base + L.betaOffset);

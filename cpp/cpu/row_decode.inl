@@ -11,13 +11,17 @@
 // hides.
 constexpr uint32_t kPrefetchBlocks = 2;
 
-// Prefetches row r of a block ahead (all its cache lines) while row r of this block is
-// processed: spreading the prefetches over the rows keeps the miss buffers from filling up
-// at once.
+// Prefetches row r of a block ahead while row r of this block is processed: spreading the
+// prefetches over the rows keeps the miss buffers from filling up at once. Callers go over
+// consecutive rows from 0, so row r requests only the lines that start in its bytes: each
+// line of the block once (rows of 136 or 80 bytes share lines; a prefetch per 64 bytes of
+// each row issued a third more requests than lines, and the prefetches themselves took
+// about 4% of int8 decode's samples).
 inline void prefetchRow(const uint8_t* ahead, uint32_t r, uint32_t stride) {
   if (!ahead) return;
-  const uint8_t* row = ahead + static_cast<uint64_t>(r) * stride;
-  for (uint32_t off = 0; off < stride; off += 64) __builtin_prefetch(row + off, 0, 2);
+  const uint64_t first = (static_cast<uint64_t>(r) * stride + 63) / 64;
+  const uint64_t end = (static_cast<uint64_t>(r + 1) * stride + 63) / 64;
+  for (uint64_t line = first; line < end; ++line) __builtin_prefetch(ahead + 64 * line, 0, 2);
 }
 
 template <class S, Storage F>
