@@ -1,6 +1,6 @@
 // Checks of the attention options shared by Sequence.attention and KVCache.attentionBatch.
 import { invalidArgument, shapeMismatch } from './errors';
-import { ATTENTION_FLAGS, PRECISION, SPARSE_OPTIONS } from './generated/schema';
+import { ATTENTION_FLAGS, POSITIONS, PRECISION, SPARSE_OPTIONS } from './generated/schema';
 import type { SparseOptions } from './types';
 import { enumOption, float32Array, integerOption, knownKeys, optionsObject } from './validate';
 
@@ -36,10 +36,7 @@ export function attentionFlags(o: Record<string, unknown>, rope: unknown = null)
     const precision = enumOption('options.precision', o['precision'], PRECISION);
     flags |= precision === 'fast' ? ATTENTION_FLAGS.precisionFast : ATTENTION_FLAGS.precisionExact;
   }
-  const positions = o['positions'];
-  if (positions !== undefined && positions !== 'stored' && positions !== 'rank') {
-    throw invalidArgument('options.positions', "'stored' or 'rank'", positions);
-  }
+  const positions = o['positions'] === undefined ? undefined : enumOption('options.positions', o['positions'], POSITIONS);
   if (positions === 'rank') {
     if (rope === null) throw invalidArgument('options.positions', "'stored' for a cache without the rope option", positions);
     flags |= ATTENTION_FLAGS.rankPositions;

@@ -5,7 +5,7 @@ import { KVCacheError, invalidArgument, shapeMismatch } from './errors';
 import { native, type NativeBudgetSpec, type NativePolicySpec } from './native/binding';
 import type { Sequence } from './sequence';
 import type { EvictionBudget, EvictionReport, StreamScoreView } from './types';
-import { EVICTION_OPTIONS, PER_HEAD, SCHEDULE, type ScoreSourceName } from './generated/schema';
+import { EVICTION_OPTIONS, PER_HEAD, POSITIONS, SCHEDULE, type ScoreSourceName } from './generated/schema';
 import { enumOption, indexBelow, isFloat32Array, isInteger, knownKeys, optionsObject } from './validate';
 
 /** The policies `EvictionPolicy`'s factories make. */
@@ -259,9 +259,7 @@ export class EvictionPolicy {
 
 // The positions option of the query-scored policies (snapKV, tova): 'stored' (default) or 'rank'.
 function rankPositions(value: unknown): boolean {
-  if (value === undefined || value === 'stored') return false;
-  if (value === 'rank') return true;
-  throw invalidArgument('options.positions', "'stored' or 'rank'", value);
+  return value !== undefined && enumOption('options.positions', value, POSITIONS) === 'rank';
 }
 
 function protect(options: unknown, extra: readonly string[]): { sinks: number; recent: number } {

@@ -33,6 +33,9 @@ export type PerHeadName = (typeof PER_HEAD)[number];
 /** Eviction budget split over layers. */
 export const SCHEDULE = ['uniform', 'pyramid'] as const;
 export type ScheduleName = (typeof SCHEDULE)[number];
+/** Positions RoPE uses for stored rows (attention, and the query-scored eviction policies on a cache with rope): as stored, or re-indexed by rank in the stream. */
+export const POSITIONS = ['stored', 'rank'] as const;
+export type PositionsName = (typeof POSITIONS)[number];
 /** Channel pairs RoPE rotates: (2i, 2i+1) as llama2.c / Meta Llama, or (i, i + dims/2) as GPT-NeoX / Hugging Face. */
 export const ROPE_STYLE = ['interleaved', 'half'] as const;
 export type RopeStyleName = (typeof ROPE_STYLE)[number];

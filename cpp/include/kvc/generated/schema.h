@@ -38,6 +38,9 @@ inline constexpr int kPerHeadCount = 2;
 // Eviction budget split over layers.
 inline constexpr const char* kScheduleNames[] = {"uniform", "pyramid"};
 inline constexpr int kScheduleCount = 2;
+// Positions RoPE uses for stored rows (attention, and the query-scored eviction policies on a cache with rope): as stored, or re-indexed by rank in the stream.
+inline constexpr const char* kPositionsNames[] = {"stored", "rank"};
+inline constexpr int kPositionsCount = 2;
 // Channel pairs RoPE rotates: (2i, 2i+1) as llama2.c / Meta Llama, or (i, i + dims/2) as GPT-NeoX / Hugging Face.
 inline constexpr const char* kRopeStyleNames[] = {"interleaved", "half"};
 inline constexpr int kRopeStyleCount = 2;
