@@ -7,11 +7,12 @@
 // (a full-rank rope cache) where the stored rows are exact.
 import { describe, expect, it } from 'vitest';
 
-import { Compactor, EvictionPolicy, KVCache, KVCacheError } from '../../lib/index';
+import { Compactor, EvictionPolicy, KVCache } from '../../lib/index';
 import { attentionReference } from '../reference/attention-reference';
 import { expectClose } from '../reference/compare';
 import { randn, testRng } from '../reference/random';
 import { roundToF16 } from '../reference/formats-reference';
+import { errorCode } from '../support/error-code';
 import { gappedPositions, ropeF64, type RopeSpec } from '../reference/rope-reference';
 import { orthonormal } from './lowrank-reference';
 import { AS_STORED, reference, referenceWithLse, STORED } from './rope-attention-reference';
@@ -181,14 +182,7 @@ describe('lowRank: separate key and value settings', () => {
 
   it('refusals: bad ranks INVALID_ARGUMENT (device cuda with rope: test/cuda/lowrank-rope-parity.test.ts)', async () => {
     const base = { layers: 1, kvHeads: 1, headDim: 32, groupSize: 8 } as const;
-    const code = (f: () => unknown) => {
-      try {
-        f();
-      } catch (e) {
-        return (e as KVCacheError).code;
-      }
-      return 'none';
-    };
+    const code = errorCode;
     expect(code(() => new KVCache({ ...base, lowRank: { keys: 8, values: 12 } }))).toBe('INVALID_ARGUMENT');  // 8 does not divide 12
     expect(code(() => new KVCache({ ...base, lowRank: { keys: 8, values: 34 } }))).toBe('INVALID_ARGUMENT');
     const rng = testRng();

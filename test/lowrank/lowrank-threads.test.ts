@@ -8,9 +8,10 @@
 // threaded results are also held to the float64 reference.
 import { describe, expect, it } from 'vitest';
 
-import { EvictionPolicy, KVCache, type KVCacheOptions, KVCacheError, type Sequence, type Storage } from '../../lib/index';
+import { EvictionPolicy, KVCache, type KVCacheOptions, type Sequence, type Storage } from '../../lib/index';
 import { attentionReference } from '../reference/attention-reference';
 import { expectClose } from '../reference/compare';
+import { errorCode } from '../support/error-code';
 import { randn, testRng } from '../reference/random';
 import { gappedPositions, type RopeSpec } from '../reference/rope-reference';
 import { AS_STORED, reference, referenceWithLse, STORED } from './rope-attention-reference';
@@ -46,6 +47,24 @@ function options(c: Case, threads: number): KVCacheOptions {
   };
 }
 
+/** Runs body on one cache per thread count (same options otherwise), then disposes them. */
+function withCaches(c: Case, body: (caches: KVCache[]) => void): void {
+  const caches = THREADS.map((t) => new KVCache(options(c, t)));
+  try {
+    body(caches);
+  } finally {
+    for (const cache of caches) cache.dispose();
+  }
+}
+
+/** Every thread count's output and lse equal (bit for bit) those of threads 1. */
+function expectSameAsOneThread(got: { out: Float32Array; lse: Float32Array }[], label: string): void {
+  for (let i = 1; i < THREADS.length; i++) {
+    expect(got[i]!.out, `${label}, threads ${THREADS[i]}`).toEqual(got[0]!.out);
+    expect(got[i]!.lse, `${label}, threads ${THREADS[i]}, lse`).toEqual(got[0]!.lse);
+  }
+}
+
 /** Output and lse (one per query head and token) of one attention call. */
 function attend(seq: Sequence, layer: number, queries: Float32Array, D: number, extra?: { positions?: 'stored' | 'rank' }) {
   const lse = new Float32Array(queries.length / D);
@@ -57,8 +76,7 @@ describe('host low-rank attention: threads 2 and 3 give exactly what threads 1 g
   for (const c of CASES) {
     it(`${c.name}: calibrating and fitted layers, prefill and decode, lse`, () => {
       const rng = testRng();
-      const caches = THREADS.map((t) => new KVCache(options(c, t)));
-      try {
+      withCaches(c, (caches) => {
         const seqs = caches.map((cache) => cache.createSequence());
         // layer 0 stays below the calibration point (rows held at full precision), layer 1 crosses it
         for (const [layer, T] of [[0, 19], [1, 150 + rng.int(0, 40)]] as const) {
@@ -69,10 +87,7 @@ describe('host low-rank attention: threads 2 and 3 give exactly what threads 1 g
           for (const tq of [Math.min(37, T), 13, 1]) {
             const q = randn(rng, tq * c.QH * c.D);
             const got = seqs.map((s) => attend(s, layer, q, c.D));
-            for (let i = 1; i < THREADS.length; i++) {
-              expect(got[i]!.out, `${c.name}, layer ${layer}, tq ${tq}, threads ${THREADS[i]}`).toEqual(got[0]!.out);
-              expect(got[i]!.lse, `${c.name}, layer ${layer}, tq ${tq}, threads ${THREADS[i]}, lse`).toEqual(got[0]!.lse);
-            }
+            expectSameAsOneThread(got, `${c.name}, layer ${layer}, tq ${tq}`);
             const last = seqs[THREADS.length - 1]!;
             const want = c.rope
               ? referenceWithLse(last, layer, c.KVH, c.D, c.QH, c.rope, q, STORED, AS_STORED)
@@ -82,17 +97,14 @@ describe('host low-rank attention: threads 2 and 3 give exactly what threads 1 g
             expectClose(got[THREADS.length - 1]!.lse, want.lse, { rel: 2e-5, abs: 2e-5 }, `${label}, lse`);
           }
         }
-      } finally {
-        for (const cache of caches) cache.dispose();
-      }
+      });
     });
   }
 
   it('a decode batch of sequences of different lengths (tasks ordered by work)', () => {
     const rng = testRng();
     const c = CASES[0]!;
-    const caches = THREADS.map((t) => new KVCache(options(c, t)));
-    try {
+    withCaches(c, (caches) => {
       const lengths = [30, 200, 90];
       const seqs = caches.map((cache) => lengths.map(() => cache.createSequence()));
       lengths.forEach((T, j) => {
@@ -106,10 +118,7 @@ describe('host low-rank attention: threads 2 and 3 give exactly what threads 1 g
           const lse = new Float32Array(lengths.length * tq * c.QH);
           return { out: cache.attentionBatch(1, seqs[i]!, q, { lse }), lse };
         });
-        for (let i = 1; i < THREADS.length; i++) {
-          expect(got[i]!.out, `batch, tq ${tq}, threads ${THREADS[i]}`).toEqual(got[0]!.out);
-          expect(got[i]!.lse, `batch, tq ${tq}, threads ${THREADS[i]}, lse`).toEqual(got[0]!.lse);
-        }
+        expectSameAsOneThread(got, `batch, tq ${tq}`);
         // each sequence's part of the threaded batch is its own attention
         const per = tq * c.QH * c.D;
         lengths.forEach((_, j) => {
@@ -118,16 +127,13 @@ describe('host low-rank attention: threads 2 and 3 give exactly what threads 1 g
           expectClose(got[2]!.out.subarray(j * per, (j + 1) * per), want.out, { rel: 2e-5, abs: 2e-5 }, `batch, tq ${tq}, sequence ${j}`);
         });
       }
-    } finally {
-      for (const cache of caches) cache.dispose();
-    }
+    });
   });
 
   it('attention mass, H2O eviction and positions re-indexed by rank: the same scores, rows and outputs', () => {
     const rng = testRng();
     const c = CASES[1]!;
-    const caches = THREADS.map((t) => new KVCache(options(c, t)));
-    try {
+    withCaches(c, (caches) => {
       const seqs = caches.map((cache) => cache.createSequence());
       const T = 160;
       const k = randn(rng, T * c.KVH * c.D), v = randn(rng, T * c.KVH * c.D), positions = gappedPositions(rng, 3, T);
@@ -141,17 +147,12 @@ describe('host low-rank attention: threads 2 and 3 give exactly what threads 1 g
       for (const tq of [11, 1]) {
         const qq = randn(rng, tq * c.QH * c.D);
         const got = seqs.map((s) => attend(s, 1, qq, c.D, { positions: 'rank' }));
-        for (let i = 1; i < THREADS.length; i++) {
-          expect(got[i]!.out, `rank, tq ${tq}, threads ${THREADS[i]}`).toEqual(got[0]!.out);
-          expect(got[i]!.lse, `rank, tq ${tq}, threads ${THREADS[i]}, lse`).toEqual(got[0]!.lse);
-        }
+        expectSameAsOneThread(got, `rank, tq ${tq}`);
         const n = seqs[2]!.length(1, 0);
         const want = reference(seqs[2]!, 1, c.KVH, c.D, c.QH, c.rope!, qq, (t) => n - tq + t, (row) => row);
         expectClose(got[2]!.out, want, { rel: 2e-5, abs: 2e-5 }, `rank, tq ${tq}, threads 3 against float64`);
       }
-    } finally {
-      for (const cache of caches) cache.dispose();
-    }
+    });
   });
 
   it('errors are the same with threads', () => {
@@ -161,18 +162,10 @@ describe('host low-rank attention: threads 2 and 3 give exactly what threads 1 g
       using cache = new KVCache(options(c, t));
       const seq = cache.createSequence();
       seq.append(1, randn(rng, 40 * c.KVH * c.D), randn(rng, 40 * c.KVH * c.D));
-      const code = (f: () => unknown) => {
-        try {
-          f();
-        } catch (e) {
-          return (e as KVCacheError).code;
-        }
-        return 'none';
-      };
       return [
-        code(() => seq.attention(1, randn(rng, c.QH * c.D + 1))),
-        code(() => seq.attention(1, randn(rng, 41 * c.QH * c.D))),
-        code(() => seq.attention(1, randn(rng, c.QH * c.D), { lse: new Float32Array(1) })),
+        errorCode(() => seq.attention(1, randn(rng, c.QH * c.D + 1))),
+        errorCode(() => seq.attention(1, randn(rng, 41 * c.QH * c.D))),
+        errorCode(() => seq.attention(1, randn(rng, c.QH * c.D), { lse: new Float32Array(1) })),
       ];
     });
     expect(codes[0]).toEqual(['SHAPE_MISMATCH', 'SHAPE_MISMATCH', 'SHAPE_MISMATCH']);
