@@ -301,7 +301,9 @@ Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, con
   }
   const uint32_t maxM = std::min(pieceTokens, tq) * g;
   logitFloats = rowsMax * maxM;
-  std::vector<HostScratch> scratch(threads);
+  // One task runs on the caller: one set of scratch. Otherwise any participant may claim one.
+  const bool parallel = threads > 1 && tasks.size() > 1;
+  std::vector<HostScratch> scratch(parallel ? threads : 1);
   for (HostScratch& w : scratch) {
     w.keys.resize(keyFloats), w.values.resize(valueFloats);
     w.beta.resize(rowsMax), w.positions.resize(rowsMax);
@@ -331,7 +333,7 @@ Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, con
       thrown[order[j]] = std::current_exception();
     }
   };
-  if (threads > 1) {
+  if (parallel) {
     backend_->parallelFor(static_cast<uint32_t>(tasks.size()), run);
   } else {
     for (uint32_t j = 0; j < tasks.size(); ++j) run(j, 0);
