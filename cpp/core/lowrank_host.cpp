@@ -37,14 +37,13 @@ namespace {
 // single piece computes (bit-identical whatever the number of threads).
 constexpr uint32_t kPieceQueryVectors = 8;
 
-// One participant's buffers, sized on the calling thread before the run: tasks never allocate
-// (an out-of-memory stays on the caller, as before the threads).
-struct HostScratch {
-  std::vector<float> keys, values, beta, logits, projected, rope, basisT, queries, rotated, out, cBuf, sBuf;
-  std::vector<int32_t> positions, cutoff;
-  std::vector<uint32_t> ropePositions;
-  std::vector<double> sums;
-};
+using HostScratch = LowRankHostScratch;
+
+// Grows v to n elements (never shrinks: the buffers are reused by later calls).
+template <class T>
+void atLeast(std::vector<T>& v, uint64_t n) {
+  if (v.size() < n) v.resize(n);
+}
 
 // What every task of one call reads; nothing in it changes while tasks run.
 struct HostCall {
@@ -301,23 +300,27 @@ Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, con
   }
   const uint32_t maxM = std::min(pieceTokens, tq) * g;
   logitFloats = rowsMax * maxM;
-  // One task runs on the caller: one set of scratch. Otherwise any participant may claim one.
+  // Buffers sized on the calling thread before the run (tasks never allocate: an out-of-memory
+  // stays on the caller). One task runs on the caller: one set; otherwise any participant may
+  // claim a task.
   const bool parallel = threads > 1 && tasks.size() > 1;
-  std::vector<HostScratch> scratch(parallel ? threads : 1);
-  for (HostScratch& w : scratch) {
-    w.keys.resize(keyFloats), w.values.resize(valueFloats);
-    w.beta.resize(rowsMax), w.positions.resize(rowsMax);
-    w.logits.resize(logitFloats);
-    w.queries.resize(static_cast<size_t>(maxM) * D), w.out.resize(static_cast<size_t>(maxM) * D);
-    w.cutoff.resize(maxM), w.sums.resize(maxM);
+  const uint32_t sets = parallel ? threads : 1;
+  if (lowRankHostScratch_.size() < sets) lowRankHostScratch_.resize(sets);
+  for (uint32_t p = 0; p < sets; ++p) {
+    HostScratch& w = lowRankHostScratch_[p];
+    atLeast(w.keys, keyFloats), atLeast(w.values, valueFloats);
+    atLeast(w.beta, rowsMax), atLeast(w.positions, rowsMax);
+    atLeast(w.logits, logitFloats);
+    atLeast(w.queries, static_cast<uint64_t>(maxM) * D), atLeast(w.out, static_cast<uint64_t>(maxM) * D);
+    atLeast(w.cutoff, maxM), atLeast(w.sums, maxM);
     if (spec.dims != 0) {
-      w.rotated.resize(static_cast<size_t>(maxM) * D);
-      w.ropePositions.resize(rowsMax);
-      w.basisT.resize(static_cast<size_t>(D) * D);
-      w.rope.resize(ropeLogitsScratchFloats(D, spec.dims, maxM));
-      w.cBuf.resize(spec.dims), w.sBuf.resize(spec.dims);
+      atLeast(w.rotated, static_cast<uint64_t>(maxM) * D);
+      atLeast(w.ropePositions, rowsMax);
+      atLeast(w.basisT, static_cast<uint64_t>(D) * D);
+      atLeast(w.rope, ropeLogitsScratchFloats(D, spec.dims, maxM));
+      atLeast(w.cBuf, spec.dims), atLeast(w.sBuf, spec.dims);
     } else {
-      w.projected.resize(static_cast<size_t>(maxM) * R);
+      atLeast(w.projected, static_cast<uint64_t>(maxM) * R);
     }
   }
   std::vector<uint32_t> order(tasks.size());
@@ -328,7 +331,7 @@ Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, con
   auto run = [&](uint32_t j, uint32_t participant) {
     const HostTask& t = tasks[order[j]];
     try {
-      status[order[j]] = attendStream(call, streams[t.stream], t.t0, t.t1, scratch[participant]);
+      status[order[j]] = attendStream(call, streams[t.stream], t.t0, t.t1, lowRankHostScratch_[participant]);
     } catch (...) {
       thrown[order[j]] = std::current_exception();
     }
