@@ -269,8 +269,9 @@ export class KVCache {
   }
 
   /**
-   * Frees the scratch memory the cache keeps between compactions (`stats().workspaceBytes`)
-   * that no running compaction uses. The next compaction allocates it again.
+   * Frees the scratch memory the cache keeps between calls (`stats().workspaceBytes`: the
+   * compaction and eviction workspace, the host low-rank attention buffers) that no running
+   * operation uses. The next call that needs it allocates it again.
    */
   trimWorkspace(): void {
     this.checkAlive();

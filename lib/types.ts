@@ -269,9 +269,10 @@ export interface CacheStats {
   /** The budget, rounded down to whole blocks (without `maxBytes`: min(physical memory, 8 GiB)). */
   maxBytes: number;
   /**
-   * Scratch memory the cache's backend holds for compaction and eviction (its workspace:
-   * kept between calls so that buffers are warm, one per cache, freed by `dispose()`).
-   * Not part of `maxBytes`.
+   * Scratch memory kept between calls so that buffers are warm: the backend's workspace for
+   * compaction and eviction, and the per-thread buffers of the host low-rank attention path
+   * (lowRank with rope, or unequal ranks). One set per cache, released by `trimWorkspace()`
+   * and `dispose()`. Not part of `maxBytes`.
    */
   workspaceBytes: number;
   /**

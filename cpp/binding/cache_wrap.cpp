@@ -262,7 +262,7 @@ Napi::Value CacheWrap::stats(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value CacheWrap::trimWorkspace(const Napi::CallbackInfo& info) {
-  live(info.Env()).mutableBackend().trimWorkspace();
+  live(info.Env()).trimWorkspace();
   return info.Env().Undefined();
 }
 

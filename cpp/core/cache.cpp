@@ -615,7 +615,7 @@ CacheStats Cache::stats() const {
   st.blockBytes = blockFootprint(layout_);  // with the block's key-summary entry
   st.committedBytes = backend_->committedBytes();
   st.maxBytes = pool_.capacity() * blockFootprint(layout_);
-  st.workspaceBytes = backend_->workspaceBytes();
+  st.workspaceBytes = backend_->workspaceBytes() + hostScratchBytes();
   if (config_.tiered()) {
     // Per tier: distinct blocks (forks share them) and rows (of every sequence).
     std::vector<std::vector<int32_t>> ids(tiers_.size());

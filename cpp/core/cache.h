@@ -146,7 +146,7 @@ struct CacheStats {
   uint64_t blockBytes = 0;
   uint64_t committedBytes = 0;
   uint64_t maxBytes = 0;
-  uint64_t workspaceBytes = 0;  // scratch memory the backend holds for compaction (and eviction)
+  uint64_t workspaceBytes = 0;  // scratch kept between calls: the backend's (compaction, eviction) and the host low-rank path's
   uint64_t lowRankBytes = 0;    // bases (each counted once however many forks share it) and calibration rows
   // Precision tiers: per tier, blocks (each counted once however many forks share it) and rows.
   std::vector<uint64_t> tierBlocks, tierRows;
@@ -194,6 +194,9 @@ class Cache {
   const Sequence* sequence(uint64_t id) const;
   Sequence* mutableSequence(uint64_t id);
   Backend& mutableBackend() { return *backend_; }
+  // Frees the scratch kept between calls (the backend's workspace and the host low-rank
+  // path's per-thread buffers) that no running operation uses. Main thread.
+  void trimWorkspace();
   Status read(uint64_t id, uint32_t layer, uint32_t head, RowsOut* out);
   Status lengths(uint64_t id, uint32_t layer, int32_t* out) const;
   Status nextPosition(uint64_t id, uint32_t layer, int32_t* out) const;
@@ -341,6 +344,8 @@ class Cache {
   std::vector<float> lowRankQueryScratch_, lowRankOutScratch_;
   std::vector<float> hostRopeCos_, hostRopeSin_;  // kvc/rope.h level tables of the host low-rank path
   std::vector<LowRankHostScratch> lowRankHostScratch_;  // one per host thread
+  // Bytes of the scratch above (and the low-rank query / output buffers), for stats().
+  uint64_t hostScratchBytes() const;
   // Projection, lift, basis fit and calibration attention on host memory: the backend's own,
   // or the host implementation (a device backend attends over coefficient rows it holds).
   const LowRankKernels* lowRank_ = nullptr;

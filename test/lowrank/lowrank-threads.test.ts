@@ -171,4 +171,21 @@ describe('host low-rank attention: threads 2 and 3 give exactly what threads 1 g
     expect(codes[0]).toEqual(['SHAPE_MISMATCH', 'SHAPE_MISMATCH', 'SHAPE_MISMATCH']);
     for (const c2 of codes) expect(c2).toEqual(codes[0]);
   });
+
+  it('the per-thread buffers count in stats().workspaceBytes and trimWorkspace() frees them; attention after is unchanged', () => {
+    const rng = testRng();
+    const c = CASES[0]!;
+    using cache = new KVCache(options(c, 2));
+    const seq = cache.createSequence();
+    seq.append(0, randn(rng, 300 * c.KVH * c.D), randn(rng, 300 * c.KVH * c.D));
+    const before = cache.stats().workspaceBytes;
+    const q = randn(rng, 37 * c.QH * c.D);
+    const first = seq.attention(0, q);
+    const held = cache.stats().workspaceBytes;
+    // Keys lifted for 300 rows alone are 300 x 32 floats per thread.
+    expect(held - before).toBeGreaterThanOrEqual(300 * c.D * 4);
+    cache.trimWorkspace();
+    expect(cache.stats().workspaceBytes).toBeLessThanOrEqual(before);
+    expect(seq.attention(0, q)).toEqual(first);
+  });
 });
