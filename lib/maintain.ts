@@ -62,7 +62,7 @@ export interface MaintenancePass {
 
 /** A pass whose result was dropped ('skip' event): the sequence changed below the snapshot, or the target cannot be reached. */
 export interface MaintenanceSkip {
-  /** 'changed': the sequence changed below the snapshot (nothing applied); 'unreachable': no block can be freed within the target. */
+  /** 'changed': the sequence changed below the snapshot or its low-rank bases were refitted (nothing applied); 'unreachable': no block can be freed within the target, or low-rank streams are still calibrating. */
   reason: 'changed' | 'unreachable';
   /** What happened, for people. */
   message: string;
@@ -132,7 +132,6 @@ export class Maintainer extends EventEmitter {
     if (typeof headroom !== 'number' || !(headroom > 0 && headroom < 1)) throw invalidArgument('options.headroom', 'a number in (0, 1)', headroom);
     this.#headroom = headroom;
     const c = seq.cache.config;
-    if (c.lowRank) throw new KVCacheError('UNSUPPORTED', 'maintain: background maintenance of a lowRank cache is not implemented');
     const stats = seq.cache.stats();
     this.#blockBytes = stats.blockBytes;
     // Tiers: rows per block of the top tier's window and of the lowest tier (which takes every
@@ -270,13 +269,16 @@ export class Maintainer extends EventEmitter {
       const u = native().sequenceUsage(seq.native);
       // Shrinking every stream to `keep` rows must free a block at all.
       const unreachable = this.#tiered ? keep >= u.maxRows : Math.ceil(keep / this.#blockSize) >= Math.ceil(u.maxRows / this.#blockSize);
-      if (unreachable) {
+      // Low-rank streams splice coefficient rows, so a pass waits until every stream has fitted its bases.
+      if (unreachable || u.calibrating > 0) {
         // Retried once the sequence has grown (at the next whole block, when the target has grown too).
         this.#quietUntilRows = before.rows;
         this.skips++;
         this.emit('skip', {
           reason: 'unreachable',
-          message: `the target (${Math.round(target)} bytes) needs fewer rows than the protected sinks + keepRecent of every stream`,
+          message: unreachable
+            ? `the target (${Math.round(target)} bytes) needs fewer rows than the protected sinks + keepRecent of every stream`
+            : `${u.calibrating} low-rank streams are still calibrating (their first rows are held unprojected, outside the blocks)`,
         } satisfies MaintenanceSkip);
         return;
       }

@@ -35,18 +35,19 @@ Napi::Value replacePrefix(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// sequenceUsage(sequence) -> { blocks, rows, minRows, maxRows }: block-table entries and rows over every
-// stream, and the shortest and longest stream's rows
-// (blocks shared with a fork are counted here too).
+// sequenceUsage(sequence) -> { blocks, rows, minRows, maxRows, calibrating }: block-table entries and rows
+// over every stream, the shortest and longest stream's rows (blocks shared with a fork are
+// counted here too), and the low-rank streams still calibrating (no bases yet).
 Napi::Value sequenceUsage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   SequenceWrap* wrap = SequenceWrap::fromArg(info, 0);
   Cache& cache = wrap->live(env);
   const Sequence* seq = cache.sequence(wrap->id());
   if (!seq) throwError(env, StatusCode::kDisposed, "the sequence has been freed");
-  double blocks = 0, rows = 0, minRows = 0, maxRows = 0;
+  double blocks = 0, rows = 0, minRows = 0, maxRows = 0, calibrating = 0;
   for (size_t i = 0; i < seq->streams.size(); ++i) {
     const Stream& s = seq->streams[i];
+    if (cache.config().lowRank() && !s.basis) ++calibrating;
     const double n = static_cast<double>(s.rows());
     blocks += static_cast<double>(s.blocks.size());
     rows += n;
@@ -58,6 +59,7 @@ Napi::Value sequenceUsage(const Napi::CallbackInfo& info) {
   out.Set("rows", rows);
   out.Set("minRows", minRows);
   out.Set("maxRows", maxRows);
+  out.Set("calibrating", calibrating);
   return out;
 }
 

@@ -199,9 +199,22 @@ Status Cache::appendLowRank(Sequence* seq, uint32_t layer, const AppendInput& in
     keys = wideKeys.data();
     values = wideValues.data();
   }
-  int64_t bad = firstNonFiniteRow(InputType::kF32, keys, static_cast<uint64_t>(T) * heads, D);
-  if (bad < 0) bad = firstNonFiniteRow(InputType::kF32, values, static_cast<uint64_t>(T) * heads, D);
-  if (bad >= 0) return nonFiniteInput(bad, heads);
+  // Non-finite input is refused before anything changes. Rows of a stream with a basis reach
+  // the pool as coefficients, and the backend's append rejects non-finite rows; a NaN or Inf
+  // anywhere in an input row makes every coefficient of that row NaN or Inf (NaN propagates,
+  // Inf · 0 is NaN, Inf − Inf is NaN). So when every stream projects, the whole input is
+  // scanned only after a refused write, to name the token and head; rows that will be held
+  // unprojected (calibration) are scanned first.
+  const auto firstBadInputRow = [&]() -> int64_t {
+    const int64_t bad = firstNonFiniteRow(InputType::kF32, keys, static_cast<uint64_t>(T) * heads, D);
+    return bad >= 0 ? bad : firstNonFiniteRow(InputType::kF32, values, static_cast<uint64_t>(T) * heads, D);
+  };
+  bool everyStreamProjects = true;
+  for (uint32_t h = 0; h < heads; ++h) everyStreamProjects = everyStreamProjects && seq->stream(layer, heads, h).basis;
+  if (!everyStreamProjects) {
+    const int64_t bad = firstBadInputRow();
+    if (bad >= 0) return nonFiniteInput(bad, heads);
+  }
 
   const uint64_t inStride = static_cast<uint64_t>(heads) * D;
   struct HeadPlan {
@@ -270,7 +283,10 @@ Status Cache::appendLowRank(Sequence* seq, uint32_t layer, const AppendInput& in
     w.positions = hp.rowPositions.data();
     writes.push_back(std::move(w));
   }
-  KVC_RETURN_IF_ERROR(writeStreams(writes));
+  if (const Status written = writeStreams(writes); !written.isOk()) {
+    const int64_t bad = everyStreamProjects ? firstBadInputRow() : -1;
+    return bad >= 0 ? nonFiniteInput(bad, heads) : written;
+  }
 
   // Commit: nothing below can fail.
   for (uint32_t h = 0; h < heads; ++h) {

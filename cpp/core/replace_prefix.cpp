@@ -40,7 +40,14 @@ void Cache::spliceScores(Stream* dst, const Stream& src, int32_t P, int32_t M, i
 Status Cache::snapshot(uint64_t id, uint64_t* child) {
   Sequence* seq;
   KVC_RETURN_IF_ERROR(find(id, &seq));
-  if (config_.lowRank()) return unsupported("background maintenance of a lowRank cache is not implemented");
+  // Low-rank streams: the swap splices coefficient rows, which mean the same only under the
+  // same bases, so every stream must have fitted its bases (replacePrefix checks they stay).
+  for (size_t i = 0; config_.lowRank() && i < seq->streams.size(); ++i) {
+    if (!seq->streams[i].basis) {
+      return unsupported("a snapshot of a low-rank sequence needs every stream's bases: layer " + std::to_string(i / config_.kvHeads) +
+                         " kv head " + std::to_string(i % config_.kvHeads) + " is still calibrating");
+    }
+  }
   KVC_RETURN_IF_ERROR(fork(id, child));
   Sequence* snap = sequences_.at(*child).get();
   seq = sequences_.at(id).get();  // fork may have rehashed the map (the objects stay put)
@@ -67,6 +74,12 @@ Status Cache::replacePrefix(uint64_t id, uint64_t snapshotId) {
       return aborted("the sequence changed below the snapshot (truncated, evicted or compacted) in layer " +
                      std::to_string(i / config_.kvHeads) + " kv head " + std::to_string(i % config_.kvHeads) +
                      "; nothing was replaced");
+    }
+  }
+  for (size_t i = 0; i < S; ++i) {
+    if (seq->streams[i].basis != snap->streams[i].basis) {
+      return aborted("the bases of layer " + std::to_string(i / config_.kvHeads) + " kv head " + std::to_string(i % config_.kvHeads) +
+                     " changed after the snapshot (fitBases); nothing was replaced");
     }
   }
   // Tiered streams hold blocks of several formats in tier order (tiers/tier_splice.cpp).

@@ -130,6 +130,7 @@ class CpuBackend final : public Backend {
     }
     if (c.keySigns || rope.dims != 0) {
       rotatedQueries_.resize(static_cast<size_t>(params.streamCount) * M * D);
+      RopeRotator rotator(rope);
       for (uint32_t s = 0; s < params.streamCount; ++s) {
         float* dst = rotatedQueries_.data() + static_cast<size_t>(s) * M * D;
         for (uint32_t m = 0; m < M; ++m) {
@@ -138,12 +139,12 @@ class CpuBackend final : public Backend {
           std::memcpy(dst + static_cast<size_t>(m) * D, src, 4ull * D);
           if (c.keySigns) rotateForward(dst + static_cast<size_t>(m) * D, c.keySigns, D);
           if (rope.dims != 0) {
-            // Queries get RoPE at their own position (in double: tq x heads rows per call).
+            // Queries get RoPE at their own position (in double, each token's angles once).
             const uint32_t t = m / params.queriesPerHead;
             const AttentionStream& st = streams_[s];
             const int32_t first = st.firstQueryRow >= 0 ? st.firstQueryRow : st.kv.length - static_cast<int32_t>(params.tq);
             const int64_t position = rope.byRank ? first + static_cast<int64_t>(t) : qpos_[static_cast<size_t>(s) * params.tq + t];
-            ropeRotate(dst + static_cast<size_t>(m) * D, rope, position);
+            rotator.rotate(dst + static_cast<size_t>(m) * D, position);
           }
         }
         streams_[s].queries = dst;

@@ -49,8 +49,19 @@ void ThreadPool::stopAll() noexcept {
   workers_.clear();
 }
 
-void ThreadPool::drain(uint32_t participant) {
-  for (uint32_t task; (task = next_.fetch_add(1, std::memory_order_relaxed)) < tasks_;) (*job_)(task, participant);
+void ThreadPool::drain(uint32_t generation, const std::function<void(uint32_t, uint32_t)>& job, uint32_t tasks,
+                       uint32_t participant) {
+  uint64_t c = claim_.load(std::memory_order_acquire);
+  while (static_cast<uint32_t>(c >> 32) == generation && static_cast<uint32_t>(c) < tasks) {
+    if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    job(static_cast<uint32_t>(c), participant);
+    // The last task to return wakes the caller (it may be waiting for tasks other threads took).
+    if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 == tasks) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_.notify_all();
+    }
+    c = claim_.load(std::memory_order_acquire);
+  }
 }
 
 void ThreadPool::run(uint32_t tasks, const std::function<void(uint32_t, uint32_t)>& fn) {
@@ -60,18 +71,21 @@ void ThreadPool::run(uint32_t tasks, const std::function<void(uint32_t, uint32_t
     return;
   }
   std::lock_guard<std::mutex> runLock(runMutex_);
+  uint32_t generation;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     job_ = &fn;
     tasks_ = tasks;
-    next_.store(0, std::memory_order_relaxed);
-    busyWorkers_ = static_cast<uint32_t>(workers_.size());
-    ++generation_;
+    generation = static_cast<uint32_t>(++generation_);
+    finished_.store(0, std::memory_order_relaxed);
+    claim_.store(static_cast<uint64_t>(generation) << 32, std::memory_order_release);
   }
   wake_.notify_all();
-  drain(0);
+  drain(generation, fn, tasks, 0);
+  // Every task is claimed; wait for the ones other threads are still running. A worker that
+  // has not woken yet finds nothing to claim and goes back to sleep.
   std::unique_lock<std::mutex> lock(mutex_);
-  done_.wait(lock, [this] { return busyWorkers_ == 0; });
+  done_.wait(lock, [&] { return finished_.load(std::memory_order_acquire) == tasks; });
   job_ = nullptr;
 }
 
@@ -79,17 +93,18 @@ void ThreadPool::workerLoop(uint32_t participant) {
   reserveThreadLocals();
   uint64_t seen = 0;
   for (;;) {
+    const std::function<void(uint32_t, uint32_t)>* job;
+    uint32_t tasks;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
       if (stopping_) return;
       seen = generation_;
+      job = job_;
+      tasks = tasks_;
     }
-    drain(participant);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--busyWorkers_ == 0) done_.notify_one();
-    }
+    // job_ is cleared once the job's tasks are all done: then there is nothing to claim.
+    if (job != nullptr) drain(static_cast<uint32_t>(seen), *job, tasks, participant);
   }
 }
 

@@ -1,7 +1,10 @@
 // A small fixed thread pool for the CPU kernels: the caller takes part in the work, tasks
 // are claimed from an atomic counter, and idle workers sleep (no busy spinning on a
-// machine the engine shares with Node's event loop). Starting threads can fail (a process
-// or memory limit): the pool never throws, it joins what it started and reports a Status.
+// machine the engine shares with Node's event loop). run() returns when every task is done,
+// not when every worker has woken: a worker that is slow to wake (its core busy with another
+// thread, such as a background compaction) costs the call nothing, because the caller takes
+// the tasks it has not claimed. Starting threads can fail (a process or memory limit): the
+// pool never throws, it joins what it started and reports a Status.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -36,7 +39,9 @@ class ThreadPool {
 
  private:
   void workerLoop(uint32_t participant);
-  void drain(uint32_t participant);
+  // Claims and runs tasks of job `generation` until none is left (a claim carries the job's
+  // generation, so a worker that woke for an older job never runs a newer job's task).
+  void drain(uint32_t generation, const std::function<void(uint32_t, uint32_t)>& job, uint32_t tasks, uint32_t participant);
   void stopAll() noexcept;
 
   std::vector<std::thread> workers_;
@@ -48,8 +53,8 @@ class ThreadPool {
   bool stopping_ = false;
   const std::function<void(uint32_t, uint32_t)>* job_ = nullptr;
   uint32_t tasks_ = 0;
-  std::atomic<uint32_t> next_{0};
-  uint32_t busyWorkers_ = 0;
+  std::atomic<uint64_t> claim_{0};     // (generation << 32) | next unclaimed task of the current job
+  std::atomic<uint32_t> finished_{0};  // tasks of the current job that have returned
 };
 
 }  // namespace kvc::cpu

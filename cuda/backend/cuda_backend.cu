@@ -503,16 +503,17 @@ Status CudaBackend::attention(const AttentionParams& p) {
     oQueryPositions = staging_.addArray(queryPositions.data(), queryPositions.size());
   }
   const size_t oQueries = staging_.add(nullptr, static_cast<size_t>(S) * tq * headFloats * sizeof(float));
+  RopeRotator rotator(rope);
   for (uint32_t s = 0; s < S; ++s) {
     for (uint32_t t = 0; t < tq; ++t) {
       float* staged = reinterpret_cast<float*>(staging_.hostAt(oQueries) + ((static_cast<size_t>(s) * tq + t) * headFloats) * sizeof(float));
       std::memcpy(staged, p.streams[s].queries + t * p.tokenStride, headFloats * sizeof(float));
       if (rope.dims != 0) {
-        // Queries get RoPE at their own position on the host (tq x G rows, in double).
+        // Queries get RoPE at their own position on the host (in double, each token's angles once).
         const AttentionStream& st = p.streams[s];
         const int32_t first = st.firstQueryRow >= 0 ? st.firstQueryRow : st.kv.length - static_cast<int32_t>(tq);
         const int64_t position = rope.byRank ? first + static_cast<int64_t>(t) : st.queryPositions[t];
-        for (uint32_t g = 0; g < G; ++g) ropeRotate(staged + static_cast<size_t>(g) * QD, rope, position);
+        for (uint32_t g = 0; g < G; ++g) rotator.rotate(staged + static_cast<size_t>(g) * QD, position);
       }
     }
   }

@@ -251,7 +251,7 @@ export interface NativeAddon {
   /** Replaces the rows the snapshot was taken of by the snapshot's rows, keeping the rows appended since (ABORTED: changed below the snapshot). */
   replacePrefix(sequence: NativeSequence, snapshot: NativeSequence): void;
   /** Block-table entries and rows over every stream of a sequence, and the shortest and longest stream's rows. */
-  sequenceUsage(sequence: NativeSequence): { blocks: number; rows: number; minRows: number; maxRows: number };
+  sequenceUsage(sequence: NativeSequence): { blocks: number; rows: number; minRows: number; maxRows: number; calibrating: number };
   /**
    * CRC-32 of the export format (zlib's) of `bytes`, continuing from `crc` (0 to start), by the
    * implementation the process chose or the one named (tests; UNSUPPORTED where unavailable).

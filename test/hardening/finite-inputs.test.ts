@@ -60,6 +60,41 @@ for (const device of devices) {
       }
     });
 
+    // Projected streams skip the whole-input scan (the backend refuses the non-finite
+    // coefficient rows such input produces, cpp/core/lowrank.cpp) and name the row after the
+    // refused write; calibrating streams hold rows unprojected and are scanned first.
+    it('low-rank caches: non-finite keys / values refused with the token and head named, nothing changes (calibrating, crossing the fit, projected)', () => {
+      const rng = testRng();
+      const D = shape.headDim, row = shape.kvHeads * D;
+      for (const lowRank of [{ keys: 8, values: 8 }, { keys: 8, values: 4 }, { keys: 8, values: D }]) {
+        const cache = new KVCache({ ...shape, keys: 'int8', values: 'f16', groupSize: 4, lowRank: { ...lowRank, calibrationRows: 8 } });
+        const seq = cache.createSequence();
+        const child = seq.fork();
+        // 0 rows: calibrating; 5 rows: the next 6 cross the fit; 11 rows: every stream projects
+        for (const held of [0, 5, 11]) {
+          while (seq.length(0, 0) < held) seq.append(0, randn(rng, row), randn(rng, row));
+          if (held === 11) expect(seq.bases(0, 1)).not.toBeNull();
+          for (const bad of [NaN, Infinity, -Infinity]) {
+            for (const side of ['keys', 'values'] as const) {
+              const T = 6;
+              const keys = randn(rng, T * row), values = randn(rng, T * row);
+              (side === 'keys' ? keys : values)[4 * row + D + 3] = bad; // token 4, kv head 1
+              const label = `${JSON.stringify(lowRank)} held ${held} ${side} ${bad}`;
+              const before = snapshot(cache, [seq, child]);
+              const err = expectKVError(() => seq.append(0, keys, values), 'INVALID_ARGUMENT', label);
+              expect(err.message, label).toMatch(/token 4, kv head 1/);
+              expectKVError(() => seq.append(0, toF16Bits(keys), toF16Bits(values)), 'INVALID_ARGUMENT', `${label} f16 bits`);
+              expect(snapshot(cache, [seq, child]), `${label}: nothing changed`).toBe(before);
+            }
+          }
+        }
+        // Still usable: a finite append projects.
+        seq.append(0, randn(rng, row), randn(rng, row));
+        expect(seq.length(0, 1)).toBe(12);
+        cache.dispose();
+      }
+    });
+
     it('non-finite queries: INVALID_ARGUMENT from attention and attentionBatch, scores untouched', () => {
       const rng = testRng();
       const cache = new KVCache({ ...shape, keys: 'int8', values: 'f16', groupSize: 16 });

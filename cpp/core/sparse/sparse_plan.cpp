@@ -55,38 +55,18 @@ Status SparsePlanner::plan(Backend& backend, const PoolView& pool, const RowCode
     // The summaries hold keys after RoPE at their stored positions (Backend::summarizeBlocks),
     // so each query is rotated at its own position first: q_rot . k_rot is the logit.
     if (rope.byRank) return unsupported("sparse decode re-indexes no positions: use positions as stored with rope");
-    // In double, as ropeRotate: the angles of a position once per query token (one sincos per
-    // pair), shared by the token's G query vectors, so a decode step costs about dims / 2
-    // sincos per stream rather than three transcendentals per channel and query vector.
-    const uint32_t D = codec.headDim, M = tq * G, half = rope.dims / 2;
+    // Each token's angles once, shared by its G query vectors (RopeRotator).
+    const uint32_t D = codec.headDim, M = tq * G;
     rotatedQueries_.resize(static_cast<size_t>(count) * M * D);
-    ropeFrequencies_.resize(half);
-    ropeCos_.resize(half);
-    ropeSin_.resize(half);
-    for (uint32_t j = 0; j < half; ++j) ropeFrequencies_[j] = ropeFrequency(rope.theta, rope.dims, j);
-    int64_t anglesOf = -1;
+    RopeRotator rotator(rope);
     for (uint32_t i = 0; i < count; ++i) {
       if (!streams[i].queryPositions) return internalError("sparse decode with rope needs the query positions");
       float* dst = rotatedQueries_.data() + static_cast<size_t>(i) * M * D;
       for (uint32_t t = 0; t < tq; ++t) {
-        const int64_t position = streams[i].queryPositions[t];
-        if (position != anglesOf) {
-          for (uint32_t j = 0; j < half; ++j) {
-            const double a = static_cast<double>(position) * ropeFrequencies_[j];
-            ropeCos_[j] = std::cos(a);
-            ropeSin_[j] = std::sin(a);
-          }
-          anglesOf = position;
-        }
         for (uint32_t g = 0; g < G; ++g) {
           float* q = dst + (static_cast<size_t>(t) * G + g) * D;
           std::memcpy(q, streams[i].queries + t * tokenStride + static_cast<uint64_t>(g) * D, 4ull * D);
-          for (uint32_t j = 0; j < half; ++j) {
-            const uint32_t d0 = rope.style == 0 ? 2 * j : j, d1 = rope.style == 0 ? 2 * j + 1 : j + half;
-            const double x0 = q[d0], x1 = q[d1];
-            q[d0] = static_cast<float>(x0 * ropeCos_[j] - x1 * ropeSin_[j]);
-            q[d1] = static_cast<float>(x1 * ropeCos_[j] + x0 * ropeSin_[j]);
-          }
+          rotator.rotate(q, streams[i].queryPositions[t]);
         }
       }
       boundsStreams_[i].queries = dst;

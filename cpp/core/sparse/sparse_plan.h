@@ -52,7 +52,6 @@ class SparsePlanner {
   std::vector<Plan> plans_;
   std::vector<BoundsStream> boundsStreams_;
   std::vector<float> rotatedQueries_;  // with rope: [streams][tq * queriesPerHead][headDim] at their positions
-  std::vector<double> ropeFrequencies_, ropeCos_, ropeSin_;  // with rope: per pair of channels
   uint32_t blockSize_ = 0;
 };
 

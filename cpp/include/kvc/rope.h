@@ -35,16 +35,49 @@ inline double ropeFrequency(double theta, uint32_t dims, uint32_t pair) {
   return std::pow(theta, -2.0 * static_cast<double>(pair) / static_cast<double>(dims));
 }
 
-// The reference: rotates x[0, dims) in place by `position`, in double precision.
-inline void ropeRotate(float* x, const RopeSpec& spec, int64_t position) {
-  const uint32_t dims = spec.dims;
-  double y[1024];
-  for (uint32_t d = 0; d < dims; ++d) {
-    const double a = static_cast<double>(position) * ropeFrequency(spec.theta, dims, ropePair(d, dims, spec.style));
-    y[d] = x[d] * std::cos(a) + ropeSign(d, dims, spec.style) * x[ropePartner(d, dims, spec.style)] * std::sin(a);
+// Rotates x[0, dims) in place by the angles of one position given per pair (cos[j], sin[j]
+// of pair j < dims / 2), in double: x0' = x0 cos - x1 sin, x1' = x1 cos + x0 sin.
+inline void ropeRotatePairs(float* x, const RopeSpec& spec, const double* cos, const double* sin) {
+  const uint32_t half = spec.dims / 2;
+  for (uint32_t j = 0; j < half; ++j) {
+    const uint32_t d0 = spec.style == 0 ? 2 * j : j, d1 = spec.style == 0 ? 2 * j + 1 : j + half;
+    const double x0 = x[d0], x1 = x[d1];
+    x[d0] = static_cast<float>(x0 * cos[j] - x1 * sin[j]);
+    x[d1] = static_cast<float>(x1 * cos[j] + x0 * sin[j]);
   }
-  for (uint32_t d = 0; d < dims; ++d) x[d] = static_cast<float>(y[d]);
 }
+
+// The host rotation of queries (and the reference): vectors rotated at their positions in
+// double precision. The angles of a position are computed once (one sincos per pair) and
+// reused while the position repeats, as for the query heads of one token, so a decode step
+// costs dims / 2 sincos per stream rather than two per channel and query vector.
+class RopeRotator {
+ public:
+  explicit RopeRotator(const RopeSpec& spec) : spec_(spec), frequency_(spec.dims / 2), cos_(spec.dims / 2), sin_(spec.dims / 2) {
+    for (uint32_t j = 0; j < spec.dims / 2; ++j) frequency_[j] = ropeFrequency(spec.theta, spec.dims, j);
+  }
+  void rotate(float* x, int64_t position) {
+    if (position != anglesOf_ || !hasAngles_) {
+      for (size_t j = 0; j < frequency_.size(); ++j) {
+        const double a = static_cast<double>(position) * frequency_[j];
+        cos_[j] = std::cos(a);
+        sin_[j] = std::sin(a);
+      }
+      anglesOf_ = position;
+      hasAngles_ = true;
+    }
+    ropeRotatePairs(x, spec_, cos_.data(), sin_.data());
+  }
+
+ private:
+  RopeSpec spec_;
+  std::vector<double> frequency_, cos_, sin_;
+  int64_t anglesOf_ = 0;
+  bool hasAngles_ = false;
+};
+
+// The reference: rotates x[0, dims) in place by `position`, in double precision.
+inline void ropeRotate(float* x, const RopeSpec& spec, int64_t position) { RopeRotator(spec).rotate(x, position); }
 
 // cos and signed sin per channel for every level: entry (level, j) holds the angle of
 // position j << (level * kRopeLevelBits). Each table is [kRopeLevels][kRopeLevelSize][dims].

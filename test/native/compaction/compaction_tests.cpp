@@ -764,6 +764,31 @@ void testQuality() {
 
 }  // namespace
 
+// The thread pool every parallel kernel runs on (cpu/thread_pool.h): back-to-back jobs of
+// 1..9 tasks on pools of 2 and 3 participants; every task runs exactly once, on a valid
+// participant, and run() returns only after all of them (a worker that wakes late for a job
+// the caller already finished must not run a task of the next one). Built with the
+// sanitizers too (scripts/sanitize.sh).
+void testThreadPool(bool quick) {
+  for (uint32_t threads : {2u, 3u}) {
+    kvc::cpu::ThreadPool pool(threads);
+    CHECK(pool.status().isOk(), "thread pool of %u: %s", threads, pool.status().message().c_str());
+    int bad = 0;
+    const int jobs = quick ? 20000 : 100000;
+    for (int job = 0; job < jobs; ++job) {
+      const uint32_t tasks = 1 + static_cast<uint32_t>(job * 7919u) % 9;
+      std::vector<int> runs(tasks, 0);
+      std::vector<uint32_t> by(tasks, 0);
+      pool.run(tasks, [&](uint32_t t, uint32_t participant) {
+        runs[t] += 1;
+        by[t] = participant;
+      });
+      for (uint32_t t = 0; t < tasks; ++t) bad += runs[t] != 1 || by[t] >= threads;
+    }
+    CHECK(bad == 0, "thread pool of %u: %d tasks ran other than once, or on a bad participant", threads, bad);
+  }
+}
+
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   if (argc > 1 && std::strcmp(argv[1], "--quality") == 0) {
@@ -786,6 +811,7 @@ int main(int argc, char** argv) {
     std::printf("kernels [%s]: %s\n", isa, failures == before ? "ok" : "FAILED");
   }
   testTopKAndPool(rng);
+  testThreadPool(quick);
   std::printf("core: using kernels [%s]\n", ck::compactionKernels().name);
   testExactness(rng);
   testValueWidth(rng);
