@@ -68,6 +68,16 @@ class Cache;
 class TierStage;
 class RopeStage;
 
+// One thread's buffers of the host low-rank attention (lowrank_host.cpp). The cache keeps them
+// between calls, like its other attention scratch: they grow (and are zeroed) only when a call
+// needs more, so a decode step neither allocates nor faults in fresh pages per thread.
+struct LowRankHostScratch {
+  std::vector<float> keys, values, beta, logits, projected, rope, basisT, queries, rotated, out, cBuf, sBuf;
+  std::vector<int32_t> positions, cutoff;
+  std::vector<uint32_t> ropePositions;
+  std::vector<double> sums;
+};
+
 // What the caller of prepareKeepRows does with the rebuilt streams before commit.
 enum class KeepRowsMode {
   kMove,     // rows only move (eviction): whole blocks that keep their rows are reused, not copied
@@ -330,6 +340,7 @@ class Cache {
                             const int32_t* positions);
   std::vector<float> lowRankQueryScratch_, lowRankOutScratch_;
   std::vector<float> hostRopeCos_, hostRopeSin_;  // kvc/rope.h level tables of the host low-rank path
+  std::vector<LowRankHostScratch> lowRankHostScratch_;  // one per host thread
   // Projection, lift, basis fit and calibration attention on host memory: the backend's own,
   // or the host implementation (a device backend attends over coefficient rows it holds).
   const LowRankKernels* lowRank_ = nullptr;

@@ -146,6 +146,7 @@ void dotAll(const AttentionParams& p, const AttentionStream& s, uint32_t M, cons
   switch (p.codec.headDim) {
     case 128: return dotAllFixed<S, KF, 128>(p, s, M, keys, beta, rows, logits, ahead);
     case 64: return dotAllFixed<S, KF, 64>(p, s, M, keys, beta, rows, logits, ahead);
+    case 32: return dotAllFixed<S, KF, 32>(p, s, M, keys, beta, rows, logits, ahead);  // low-rank rows at rank 32
     default: return dotAllFixed<S, KF, 0>(p, s, M, keys, beta, rows, logits, ahead);
   }
 }
@@ -167,6 +168,7 @@ void valueAll(const AttentionParams& p, uint32_t M, const uint8_t* values, uint3
   switch (p.codec.headDim) {
     case 128: return valueAllFixed<S, VF, 128>(p, M, values, rows, prob, acc, ahead);
     case 64: return valueAllFixed<S, VF, 64>(p, M, values, rows, prob, acc, ahead);
+    case 32: return valueAllFixed<S, VF, 32>(p, M, values, rows, prob, acc, ahead);
     default: return valueAllFixed<S, VF, 0>(p, M, values, rows, prob, acc, ahead);
   }
 }

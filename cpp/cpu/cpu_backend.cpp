@@ -315,6 +315,8 @@ class CpuBackend final : public Backend {
     return cpu::selectRows(*this, pool_, pool, codec, streams, count, keep);
   }
   const LowRankKernels* lowRank() const override { return &lowRankKernels(); }
+  uint32_t hostThreads() const override { return pool_.size(); }
+  void parallelFor(uint32_t tasks, const std::function<void(uint32_t, uint32_t)>& fn) override { pool_.run(tasks, fn); }
   uint64_t workspaceBytes() const override { return compaction_.bytes(); }
   void trimWorkspace() override { compaction_.trim(); }
 

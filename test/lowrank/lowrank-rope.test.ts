@@ -7,49 +7,15 @@
 // (a full-rank rope cache) where the stored rows are exact.
 import { describe, expect, it } from 'vitest';
 
-import { Compactor, EvictionPolicy, KVCache, KVCacheError, type Sequence } from '../../lib/index';
-import { attentionReference, type StreamRows } from '../reference/attention-reference';
+import { Compactor, EvictionPolicy, KVCache } from '../../lib/index';
+import { attentionReference } from '../reference/attention-reference';
 import { expectClose } from '../reference/compare';
 import { randn, testRng } from '../reference/random';
 import { roundToF16 } from '../reference/formats-reference';
+import { errorCode } from '../support/error-code';
 import { gappedPositions, ropeF64, type RopeSpec } from '../reference/rope-reference';
 import { orthonormal } from './lowrank-reference';
-
-/** Attention of the stored (pre-RoPE) rows of one layer: RoPE by the given positions, then plain attention. */
-function reference(
-  seq: Sequence, layer: number, KVH: number, D: number, QH: number, r: RopeSpec, queries: Float32Array,
-  ropePos: (t: number, rows: number) => number, rowPos: (row: number, stored: number) => number,
-): Float64Array {
-  return referenceWithLse(seq, layer, KVH, D, QH, r, queries, ropePos, rowPos).out;
-}
-
-function referenceWithLse(
-  seq: Sequence, layer: number, KVH: number, D: number, QH: number, r: RopeSpec, queries: Float32Array,
-  ropePos: (t: number, rows: number) => number, rowPos: (row: number, stored: number) => number,
-): { out: Float64Array; lse: Float64Array } {
-  const g = QH / KVH;
-  const tq = queries.length / (QH * D);
-  const streams: StreamRows[] = [];
-  const qAll = new Float64Array(queries.length);
-  for (let h = 0; h < KVH; h++) {
-    const s = seq.read(layer, h);
-    const T = s.positions.length;
-    const keys = new Float64Array(T * D);
-    for (let t = 0; t < T; t++) keys.set(ropeF64(s.keys, t * D, D, r, rowPos(t, s.positions[t]!)), t * D);
-    streams.push({ keys, values: s.values, positions: s.positions, beta: s.beta });
-    for (let t = 0; t < tq; t++) {
-      for (let j = 0; j < g; j++) {
-        const off = (t * QH + h * g + j) * D;
-        const p = ropePos(t, T);
-        qAll.set(ropeF64(queries, off, D, r, p < 0 ? s.positions[T - tq + t]! : p), off);
-      }
-    }
-  }
-  return attentionReference({ headDim: D, queryHeads: QH, streams, queries: qAll });
-}
-
-const STORED = (_t: number, _n: number) => -1;
-const AS_STORED = (_row: number, stored: number) => stored;
+import { AS_STORED, reference, referenceWithLse, STORED } from './rope-attention-reference';
 
 const CASES = [
   { name: 'interleaved, D 32, GQA 2, keys rank 16 int8, values rank 24 int8', D: 32, KVH: 2, QH: 4, keyRank: 16, valueRank: 24,
@@ -216,14 +182,7 @@ describe('lowRank: separate key and value settings', () => {
 
   it('refusals: bad ranks INVALID_ARGUMENT (device cuda with rope: test/cuda/lowrank-rope-parity.test.ts)', async () => {
     const base = { layers: 1, kvHeads: 1, headDim: 32, groupSize: 8 } as const;
-    const code = (f: () => unknown) => {
-      try {
-        f();
-      } catch (e) {
-        return (e as KVCacheError).code;
-      }
-      return 'none';
-    };
+    const code = errorCode;
     expect(code(() => new KVCache({ ...base, lowRank: { keys: 8, values: 12 } }))).toBe('INVALID_ARGUMENT');  // 8 does not divide 12
     expect(code(() => new KVCache({ ...base, lowRank: { keys: 8, values: 34 } }))).toBe('INVALID_ARGUMENT');
     const rng = testRng();

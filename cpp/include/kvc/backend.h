@@ -3,6 +3,7 @@
 // decides *how* bytes are written and read. CPU and CUDA implement the same set.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -122,6 +123,17 @@ class Backend {
   // Whether attention() lifts low-rank key rows to full width before RoPE
   // (AttentionParams::liftDim). Without it, low-rank caches with rope attend on the host.
   virtual bool attendsLiftedKeys() const { return false; }
+
+  // Host threads for the core's own host loops (the host low-rank attention,
+  // cpp/core/lowrank_host.cpp): the CPU backend lends its pool (the cache's `threads`), others
+  // run on the caller. parallelFor runs fn(task, participant) for every task in [0, tasks),
+  // participant < hostThreads() (for per-participant scratch), and returns when all are done.
+  // Tasks must write disjoint memory, not throw, and not call back into an operation of this
+  // backend that uses its threads (attention, compaction, eviction); readRows is allowed.
+  virtual uint32_t hostThreads() const { return 1; }
+  virtual void parallelFor(uint32_t tasks, const std::function<void(uint32_t, uint32_t)>& fn) {
+    for (uint32_t t = 0; t < tasks; ++t) fn(t, 0);
+  }
 
   // Scratch memory the backend holds for the numerics above (its workspace: one per cache,
   // kept between calls, freed with the backend); reported by Cache::stats().workspaceBytes.
