@@ -52,7 +52,7 @@ void dotTile(const AttentionParams& p, const AttentionStream& s, uint32_t m0, co
   constexpr int kRows = MT <= 4 ? (S::W == 16 ? 4 : 2) : 1;
   uint32_t r = 0;
   for (; r + kRows <= rows; r += kRows) {
-    for (int i = 0; i < kRows; ++i) prefetchRow(ahead, r + i, stride);
+    prefetchRows(ahead, r, kRows, stride);
     typename S::V acc[kRows][MT];
     for (int i = 0; i < kRows; ++i) {
       for (int j = 0; j < MT; ++j) acc[i][j] = S::zero();

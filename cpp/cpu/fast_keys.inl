@@ -190,7 +190,7 @@ void dotAllFastVnniFixed(const AttentionParams& p, const FastQuery& fq, uint32_t
   alignas(64) uint8_t tail[16 * 1024];  // a partial tile's rows, zero-padded (head_dim <= 1024)
   for (uint32_t r0 = 0; r0 < rows; r0 += kParamTile) {
     const uint32_t n = minU32(kParamTile, rows - r0);
-    for (uint32_t i = 0; i < n; ++i) prefetchRow(ahead, r0 + i, stride);
+    prefetchRows(ahead, r0, n, stride);
     const uint8_t* base = keys + static_cast<uint64_t>(r0) * stride;
     uint32_t rowStride = stride;
     if (n < kParamTile) {  // rows past the block's end are not read

@@ -98,9 +98,7 @@ void valueTileFastVnni(const AttentionParams& p, uint32_t m0, const uint8_t* val
       for (int k = 0; k < 4; ++k) ia[j][k] = _mm512_setzero_si512();
     }
     for (uint32_t r = 0; r < rows; r += 4) {
-      if (c0 == 0) {
-        for (uint32_t i = r; i < r + 4 && i < rows; ++i) prefetchRow(ahead, i, stride);
-      }
+      if (c0 == 0) prefetchRows(ahead, r, minU32(4, rows - r), stride);
       const uint8_t* base = r < whole ? values + static_cast<uint64_t>(r) * stride : tail;
       const uint32_t rs = r < whole ? stride : D;
       const __m512i a = _mm512_loadu_si512(base + c0), b = _mm512_loadu_si512(base + rs + c0);

@@ -154,7 +154,7 @@ void dotTileQ(const AttentionParams& p, const float* queries, uint32_t m0, const
   constexpr int kRows = MT <= 4 ? 4 : 2;
   uint32_t r = 0;
   for (; r + kRows <= rows; r += kRows) {
-    for (int i = 0; i < kRows; ++i) prefetchRow(ahead, r + i, stride);
+    prefetchRows(ahead, r, kRows, stride);
     const uint8_t* row = keys + static_cast<uint64_t>(r) * stride;
     // r is a multiple of kRows, which divides kParamTile: the rows share a parameter tile.
     const uint32_t tileOffset = (r / kParamTile) * groups * kParamTile + r % kParamTile;

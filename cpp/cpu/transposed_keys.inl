@@ -30,14 +30,28 @@
   }
 }
 
-// Byte B of every dword, sign-extended, as floats.
+// Byte B of every dword moved to the dword's top byte, the rest zero: the signed byte times
+// 2^24 as an int32. One instruction per byte (a shift, a byte shuffle or a mask) instead of a
+// shift up and an arithmetic shift back; the 2^24 leaves with the final scale (exact, see
+// dotTileInt8T).
 template <int B>
-[[gnu::always_inline]] inline __m512 signedByte(__m512i v) {
-  if constexpr (B == 3) {
-    return _mm512_cvtepi32_ps(_mm512_srai_epi32(v, 24));
+[[gnu::always_inline]] inline __m512i byteOnTop(__m512i v) {
+  if constexpr (B == 0) {
+    return _mm512_slli_epi32(v, 24);
+  } else if constexpr (B == 3) {
+    return _mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xFF000000u)));
   } else {
-    return _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(v, 24 - 8 * B), 24));
+    // vpshufb within each 128-bit lane: byte 4i + 3 takes byte 4i + B, the others are zeroed.
+    constexpr int kZero = 0x808080;
+    return _mm512_shuffle_epi8(v, _mm512_broadcast_i32x4(_mm_setr_epi32(kZero | B << 24, kZero | (4 + B) << 24,
+                                                                        kZero | (8 + B) << 24, kZero | (12 + B) << 24)));
   }
+}
+
+// Byte B of every dword, sign-extended, times 2^24, as floats (exact).
+template <int B>
+[[gnu::always_inline]] inline __m512 signedByteHigh(__m512i v) {
+  return _mm512_cvtepi32_ps(byteOnTop<B>(v));
 }
 
 // Logits of the MT queries m0.. for n <= 16 rows at `rows` (stride bytes apart), whose group
@@ -62,7 +76,8 @@ void dotTileInt8T(const AttentionParams& p, const float* queries, uint32_t m0, c
     for (uint32_t d = 0; d < 16; ++d) {
       const uint32_t e = c0 + 4 * d;
       const int h = d & 1;
-      const __m512 k0 = signedByte<0>(v[d]), k1 = signedByte<1>(v[d]), k2 = signedByte<2>(v[d]), k3 = signedByte<3>(v[d]);
+      const __m512 k0 = signedByteHigh<0>(v[d]), k1 = signedByteHigh<1>(v[d]), k2 = signedByteHigh<2>(v[d]),
+                   k3 = signedByteHigh<3>(v[d]);
       const bool first = e % GC < 8;  // the group's first two dwords start its two sums
       for (int j = 0; j < MT; ++j) {
         const float* x = q + static_cast<uint64_t>(j) * D + e;
@@ -77,11 +92,13 @@ void dotTileInt8T(const AttentionParams& p, const float* queries, uint32_t m0, c
       }
     }
   }
+  // Every key element entered times 2^24 (signedByteHigh), so P and L are 2^24 times the
+  // unscaled sums, exactly (scaling all operands of an FMA by a power of two scales its
+  // rounded result by the same); 2^-24 times the attention scale, also exact, undoes it.
   const __mmask16 live = static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1);
   const __m512 b = _mm512_maskz_loadu_ps(live, beta);
-  for (int j = 0; j < MT; ++j) {
-    _mm512_mask_storeu_ps(logits + (m0 + j) * LS, live, _mm512_fmadd_ps(L[j], _mm512_set1_ps(p.scale), b));
-  }
+  const __m512 scale = _mm512_set1_ps(p.scale * 0x1p-24f);
+  for (int j = 0; j < MT; ++j) _mm512_mask_storeu_ps(logits + (m0 + j) * LS, live, _mm512_fmadd_ps(L[j], scale, b));
 }
 
 template <uint32_t DC, uint32_t GC>
@@ -92,7 +109,7 @@ void dotAllInt8T(const AttentionParams& p, const float* queries, uint32_t M, con
   const uint32_t stride = p.pool.layout.keyRowBytes;
   for (uint32_t r0 = 0; r0 < rows; r0 += kParamTile) {
     const uint32_t n = minU32(kParamTile, rows - r0);
-    for (uint32_t i = 0; i < n; ++i) prefetchRow(ahead, r0 + i, stride);
+    prefetchRows(ahead, r0, n, stride);
     const uint8_t* base = keys + static_cast<uint64_t>(r0) * stride;
     const float* ks = kScales + (r0 / kParamTile) * groups * kParamTile;
     uint32_t m0 = 0;
@@ -107,19 +124,25 @@ void dotAllInt8T(const AttentionParams& p, const float* queries, uint32_t M, con
 
 // int4 keys, the same way: k = u * s + m per group, so
 //   logit_r = scale_attn * sum_g (s_rg * sum_{e in g} u_re * x_e + m_rg * sum_{e in g} x_e) + beta_r
-// with the query's group sums computed once per block and tile of queries. Byte b of a group
+// with the query's group sums computed once per range. Byte b of a group
 // holds element b (low nibble) and element b + G/2 (high nibble).
 
-// Nibble N (bits 4N..4N+3) of every dword, as floats.
-template <int N>
-[[gnu::always_inline]] inline __m512 nibble(__m512i v) {
-  if constexpr (N == 0) {
-    return _mm512_cvtepi32_ps(_mm512_and_si512(v, _mm512_set1_epi32(0x0F)));
-  } else if constexpr (N == 7) {
-    return _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 28));
-  } else {
-    return _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(v, 4 * N), _mm512_set1_epi32(0x0F)));
-  }
+// The low and high nibbles of the 4 bytes of every dword, each moved to the top of a dword:
+// lo[k] = (nibble 2k) * 2^24, hi[k] = (nibble 2k + 1) * 2^28, as floats (exact; the high ones
+// exceed 2^31 as integers, hence the unsigned conversion). Two masks shared by the 8 nibbles,
+// then one byte shuffle or mask each, instead of a shift and a mask per nibble; the powers of
+// two leave with the final scale (see dotTileInt4T).
+[[gnu::always_inline]] inline void nibblesOnTop(__m512i v, __m512 (&lo)[4], __m512 (&hi)[4]) {
+  const __m512i vl = _mm512_and_si512(v, _mm512_set1_epi32(0x0F0F0F0F));
+  const __m512i vh = _mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xF0F0F0F0u)));
+  lo[0] = _mm512_cvtepi32_ps(byteOnTop<0>(vl));
+  lo[1] = _mm512_cvtepi32_ps(byteOnTop<1>(vl));
+  lo[2] = _mm512_cvtepi32_ps(byteOnTop<2>(vl));
+  lo[3] = _mm512_cvtepi32_ps(_mm512_and_si512(v, _mm512_set1_epi32(0x0F000000)));
+  hi[0] = _mm512_cvtepu32_ps(byteOnTop<0>(vh));
+  hi[1] = _mm512_cvtepu32_ps(byteOnTop<1>(vh));
+  hi[2] = _mm512_cvtepu32_ps(byteOnTop<2>(vh));
+  hi[3] = _mm512_cvtepu32_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xF0000000u))));
 }
 
 // The largest group count of the transposed int4 path (head_dim / group size).
@@ -149,14 +172,7 @@ void dotTileInt4T(const AttentionParams& p, const float* queries, uint32_t m0, c
       const uint32_t byte = c0 + 4 * d, g = byte / kHalf, off = byte % kHalf;
       const uint32_t e = g * GC + off;  // element of the first low nibble
       __m512 lo[4], hi[4];
-      lo[0] = nibble<0>(v[d]);
-      hi[0] = nibble<1>(v[d]);
-      lo[1] = nibble<2>(v[d]);
-      hi[1] = nibble<3>(v[d]);
-      lo[2] = nibble<4>(v[d]);
-      hi[2] = nibble<5>(v[d]);
-      lo[3] = nibble<6>(v[d]);
-      hi[3] = nibble<7>(v[d]);
+      nibblesOnTop(v[d], lo, hi);
       for (int j = 0; j < MT; ++j) {
         const float* x = q + static_cast<uint64_t>(j) * D + e;
         __m512 a = off == 0 ? _mm512_mul_ps(lo[0], _mm512_set1_ps(x[0])) : _mm512_fmadd_ps(lo[0], _mm512_set1_ps(x[0]), P[j][0]);
@@ -171,28 +187,30 @@ void dotTileInt4T(const AttentionParams& p, const float* queries, uint32_t m0, c
       if (off + 4 == kHalf) {  // the group is complete
         const __m512 scale = _mm512_loadu_ps(ks + g * kParamTile), mn = _mm512_loadu_ps(kmin + g * kParamTile);
         for (int j = 0; j < MT; ++j) {
-          L[j] = _mm512_fmadd_ps(_mm512_add_ps(P[j][0], P[j][1]), scale, L[j]);
+          // P[j][0] is 2^24 and P[j][1] 2^28 times its sum: 2^24 times their rounded sum.
+          L[j] = _mm512_fmadd_ps(_mm512_fmadd_ps(P[j][1], _mm512_set1_ps(0x1p-4f), P[j][0]), scale, L[j]);
           L[j] = _mm512_fmadd_ps(mn, _mm512_set1_ps(xsum[j * kMaxTransposedGroups + g]), L[j]);
         }
       }
     }
   }
+  // L is 2^24 times the unscaled logit, exactly (the query sums carry the 2^24 too).
   const __mmask16 live = static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1);
   const __m512 b = _mm512_maskz_loadu_ps(live, beta);
-  for (int j = 0; j < MT; ++j) {
-    _mm512_mask_storeu_ps(logits + (m0 + j) * LS, live, _mm512_fmadd_ps(L[j], _mm512_set1_ps(p.scale), b));
-  }
+  const __m512 scale = _mm512_set1_ps(p.scale * 0x1p-24f);
+  for (int j = 0; j < MT; ++j) _mm512_mask_storeu_ps(logits + (m0 + j) * LS, live, _mm512_fmadd_ps(L[j], scale, b));
 }
 
-// The group sums of the M queries, xsum[m * kMaxTransposedGroups + g], once per range rather
-// than once per block (they are the same for every block). D / G <= kMaxTransposedGroups.
+// The group sums of the M queries times 2^24 (the scaling of dotTileInt4T's sums, exact),
+// xsum[m * kMaxTransposedGroups + g], once per range rather than once per block (they are the
+// same for every block). D / G <= kMaxTransposedGroups.
 inline void int4QuerySums(const float* queries, uint32_t M, uint32_t D, uint32_t G, float* xsum) {
   for (uint32_t m = 0; m < M; ++m) {
     for (uint32_t g = 0; g < D / G; ++g) {
       const float* x = queries + static_cast<uint64_t>(m) * D + g * G;
       __m512 s = _mm512_loadu_ps(x);
       for (uint32_t e = 16; e < G; e += 16) s = _mm512_add_ps(s, _mm512_loadu_ps(x + e));
-      xsum[m * kMaxTransposedGroups + g] = _mm512_reduce_add_ps(s);
+      xsum[m * kMaxTransposedGroups + g] = _mm512_reduce_add_ps(s) * 0x1p24f;
     }
   }
 }
@@ -211,7 +229,7 @@ void dotQueriesInt4T(const AttentionParams& p, const float* queries, uint32_t m0
   const uint32_t stride = p.pool.layout.keyRowBytes;
   for (uint32_t r0 = 0; r0 < rows; r0 += kParamTile) {
     const uint32_t n = minU32(kParamTile, rows - r0);
-    for (uint32_t i = 0; i < n; ++i) prefetchRow(ahead, r0 + i, stride);
+    prefetchRows(ahead, r0, n, stride);
     const uint32_t tile = (r0 / kParamTile) * groups * kParamTile;
     dotTileInt4T<MT, DC, GC>(p, queries, m0, keys + static_cast<uint64_t>(r0) * stride, stride, n, beta + r0,
                              kScales + tile, kMins + tile, xsum, logits + r0, LS);
