@@ -1,5 +1,5 @@
 // RoPE as the cache applies it when keys are stored before RoPE (cache option `rope`): the
-// channel pairing of each style, the frequencies, the double-precision reference rotation
+// channel pairing of each style, the frequencies, the double-precision rotation of queries
 // and the cos / sin tables the kernels rotate keys with. Host code only (no CUDA).
 //
 // Channel d < dims is rotated with its partner: y[d] = x[d] cos(a) + x[partner(d)] s(d) sin(a),
@@ -25,9 +25,6 @@ constexpr uint32_t kRopeLevels = 4;
 constexpr double kTwoPi = 6.283185307179586476925286766559;
 
 inline uint32_t ropePair(uint32_t d, uint32_t dims, uint32_t style) { return style == 0 ? d / 2 : d % (dims / 2); }
-inline uint32_t ropePartner(uint32_t d, uint32_t dims, uint32_t style) {
-  return style == 0 ? d ^ 1u : (d < dims / 2 ? d + dims / 2 : d - dims / 2);
-}
 inline double ropeSign(uint32_t d, uint32_t dims, uint32_t style) {
   return (style == 0 ? (d % 2 == 0) : (d < dims / 2)) ? -1.0 : 1.0;
 }
@@ -47,7 +44,7 @@ inline void ropeRotatePairs(float* x, const RopeSpec& spec, const double* cos, c
   }
 }
 
-// The host rotation of queries (and the reference): vectors rotated at their positions in
+// The host rotation of queries: vectors rotated at their positions in
 // double precision. The angles of a position are computed once (one sincos per pair) and
 // reused while the position repeats, as for the query heads of one token, so a decode step
 // costs dims / 2 sincos per stream rather than two per channel and query vector.
@@ -75,9 +72,6 @@ class RopeRotator {
   int64_t anglesOf_ = 0;
   bool hasAngles_ = false;
 };
-
-// The reference: rotates x[0, dims) in place by `position`, in double precision.
-inline void ropeRotate(float* x, const RopeSpec& spec, int64_t position) { RopeRotator(spec).rotate(x, position); }
 
 // cos and signed sin per channel for every level: entry (level, j) holds the angle of
 // position j << (level * kRopeLevelBits). Each table is [kRopeLevels][kRopeLevelSize][dims].
