@@ -76,6 +76,15 @@ struct LowRankHostScratch {
   std::vector<int32_t> positions, cutoff;
   std::vector<uint32_t> ropePositions;
   std::vector<double> sums;
+  // Bytes held (capacity) by every buffer above, for stats().workspaceBytes.
+  uint64_t bytes() const {
+    uint64_t n = 0;
+    for (const auto* v : {&keys, &values, &beta, &logits, &projected, &rope, &basisT, &queries, &rotated, &out, &cBuf, &sBuf}) {
+      n += v->capacity() * sizeof(float);
+    }
+    n += (positions.capacity() + cutoff.capacity()) * sizeof(int32_t) + ropePositions.capacity() * sizeof(uint32_t);
+    return n + sums.capacity() * sizeof(double);
+  }
 };
 
 // What the caller of prepareKeepRows does with the rebuilt streams before commit.

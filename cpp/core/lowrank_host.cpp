@@ -349,24 +349,9 @@ Status Cache::attentionChunkLowRankHost(const uint64_t* ids, uint32_t count, con
   return Status::ok();
 }
 
-namespace {
-
-template <class T>
-uint64_t capacityBytes(const std::vector<T>& v) {
-  return static_cast<uint64_t>(v.capacity()) * sizeof(T);
-}
-
-}  // namespace
-
 uint64_t Cache::hostScratchBytes() const {
-  uint64_t bytes = capacityBytes(lowRankQueryScratch_) + capacityBytes(lowRankOutScratch_);
-  for (const LowRankHostScratch& w : lowRankHostScratch_) {
-    for (const auto* v : {&w.keys, &w.values, &w.beta, &w.logits, &w.projected, &w.rope, &w.basisT, &w.queries, &w.rotated, &w.out,
-                          &w.cBuf, &w.sBuf}) {
-      bytes += capacityBytes(*v);
-    }
-    bytes += capacityBytes(w.positions) + capacityBytes(w.cutoff) + capacityBytes(w.ropePositions) + capacityBytes(w.sums);
-  }
+  uint64_t bytes = (lowRankQueryScratch_.capacity() + lowRankOutScratch_.capacity()) * sizeof(float);
+  for (const LowRankHostScratch& w : lowRankHostScratch_) bytes += w.bytes();
   return bytes;
 }
 
