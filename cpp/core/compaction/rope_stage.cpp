@@ -44,13 +44,15 @@ Status RopeStage::build(Cache& cache, const Sequence& seq, const std::vector<uin
   cache_ = &cache;
   seq_.nextPosition = seq.nextPosition;
   seq_.streams.assign(seq.streams.size(), Stream());
+  sortedPositions_.assign(seq.streams.size(), std::vector<int32_t>());
   for (size_t i = 0; i < seq.streams.size(); ++i) {
     if (!streams[i]) continue;
-    const Status status = cache.stageRopeStream(seq.streams[i], *this, &seq_.streams[i]);
+    const Status status = cache.stageRopeStream(seq.streams[i], *this, &seq_.streams[i], byRank ? &sortedPositions_[i] : nullptr);
     if (!status.isOk()) {
       reset();
       return status;
     }
+    std::sort(sortedPositions_[i].begin(), sortedPositions_[i].end());
   }
   return Status::ok();
 }
@@ -84,10 +86,12 @@ void RopeStage::reset() {
   }
   cache_ = nullptr;
   seq_ = Sequence();
+  sortedPositions_.clear();
 }
 
-Status Cache::stageRopeStream(const Stream& s, const RopeStage& stage, Stream* out) {
+Status Cache::stageRopeStream(const Stream& s, const RopeStage& stage, Stream* out, std::vector<int32_t>* storedPositions) {
   releaseStaged(out);
+  if (storedPositions) storedPositions->clear();
   const PoolView dst = stage.pool();
   const uint32_t rpb = dst.layout.blockSize;
   const uint32_t D = config_.headDim, R = config_.storedDim(), RV = config_.valueStoredDim();
@@ -107,6 +111,7 @@ Status Cache::stageRopeStream(const Stream& s, const RopeStage& stage, Stream* o
     positions.resize(n);
     Status status = readStreamRows(s, c0, n, stored.data(), values.data(), beta.data(), positions.data());
     if (status.isOk()) {
+      if (storedPositions) storedPositions->insert(storedPositions->end(), positions.begin(), positions.end());
       // Low-rank keys are coefficients of pre-RoPE keys: lifted to headDim, then rotated.
       if (config_.lowRank()) {
         lowRank_->lift(stored.data(), R, n, R, s.basis->keys.data(), D, keys.data(), D);

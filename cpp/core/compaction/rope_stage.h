@@ -37,6 +37,9 @@ class RopeStage {
   // position; the staged rows still carry their stored positions.
   Status build(Cache& cache, const Sequence& seq, const std::vector<uint8_t>& streams, bool byRank = false);
   bool byRank() const { return byRank_; }
+  // With byRank: stream i's stored positions, ascending, as read while staging (a query's
+  // rank is found among them without reading the staged rows back); empty otherwise.
+  const std::vector<int32_t>& sortedPositions(size_t i) const { return sortedPositions_[i]; }
   const Sequence& sequence() const { return seq_; }
   // The stage's blocks as the kernels see them: f32 keys [headDim], f32 values of the
   // cache's value width, in pool slots of the cache's blockBytes.
@@ -58,6 +61,7 @@ class RopeStage {
   RopeSpec spec_;
   bool byRank_ = false;
   std::vector<float> cos_, sin_;  // kvc/rope.h level tables in the cache's pair style
+  std::vector<std::vector<int32_t>> sortedPositions_;  // per stream, byRank only
 };
 
 }  // namespace kvc

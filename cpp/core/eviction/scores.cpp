@@ -142,7 +142,7 @@ Status stageRope(Cache& cache, const Sequence& seq, const PolicySpec& p, ScoreIn
   KVC_RETURN_IF_ERROR(in->rope->build(cache, seq, mask, p.rankPositions));
   in->pool = in->rope->pool();
   in->codec = in->rope->codec();
-  std::vector<int32_t> stored, ranks;
+  std::vector<int32_t> ranks;
   for (size_t i = 0; i < mask.size(); ++i) {
     if (!mask[i]) continue;
     const Stream& staged = in->rope->sequence().streams[i];
@@ -150,10 +150,8 @@ Status stageRope(Cache& cache, const Sequence& seq, const PolicySpec& p, ScoreIn
     r.stream = StreamView{staged.blocks.data(), staged.length};
     const int32_t* at = in->queryPositions[i].data();
     if (p.rankPositions) {
-      stored.resize(static_cast<size_t>(staged.length));
-      KVC_RETURN_IF_ERROR(cache.mutableBackend().readRows(in->pool, in->codec, r.stream, 0, static_cast<uint32_t>(staged.length),
-                                                          nullptr, nullptr, nullptr, stored.data()));
-      std::sort(stored.begin(), stored.end());
+      // The stage read the stored positions already; a query's rank is its position's place among them.
+      const std::vector<int32_t>& stored = in->rope->sortedPositions(i);
       ranks.resize(r.nQueries);
       for (uint32_t j = 0; j < r.nQueries; ++j) {
         ranks[j] = static_cast<int32_t>(std::lower_bound(stored.begin(), stored.end(), at[j]) - stored.begin());
