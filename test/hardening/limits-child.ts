@@ -69,14 +69,16 @@ async function memory(): Promise<void> {
   // (libuv aborts when it cannot start its pool, which is not ours to fix).
   const small = new KVCache({ layers: 1, kvHeads: 1, headDim: 32, threads: 1, maxBytes: 4 << 20 });
   print('warm-up compact', await codeOfAsync(() => compactor.compact(filledSequence(small, 256))));
-  // Then take all but ~16 MB of the address space the limit allows (V8 itself aborts when an
-  // ArrayBuffer cannot be allocated, so the ballast stops short of the limit); the export
-  // (66 MB) and the compaction (8 streams of 8192 rows, 8192 reference queries each) need more.
+  // Then take all but ~32 MB of the address space the limit allows (V8 itself aborts when an
+  // ArrayBuffer cannot be allocated, and glibc when a thread's thread-local data cannot be, so
+  // the ballast stops short of the limit: with ~16 MB left, 1 of 160 runs on a loaded machine
+  // and one CI run aborted in glibc); the export (66 MB) and the compaction (8 streams of 8192
+  // rows, 8192 reference queries each) need more.
   const ballast: Buffer[] = [];
   for (const step of [64 << 20, 8 << 20, 1 << 20]) {
     for (;;) {
       const { size, limit } = vmBytes();
-      if (limit - size < (16 << 20) + step) break;
+      if (limit - size < (32 << 20) + step) break;
       ballast.push(Buffer.allocUnsafeSlow(step));
     }
   }
