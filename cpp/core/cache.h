@@ -251,9 +251,9 @@ class Cache {
                         const std::function<Status(const KeepRowsTxn&)>& rewrite);
   // Compaction of a cache with rope (compaction/rope_stage.h): `s` staged in the stage's
   // format (fresh blocks): keys lifted to headDim and rotated at their stored positions,
-  // values, beta and positions as stored. `positions` (may be null): the stored positions
-  // of `s` in row order, as read for the staging.
-  Status stageRopeStream(const Stream& s, const RopeStage& stage, Stream* out, std::vector<int32_t>* positions);
+  // values, beta and positions as stored. `storedPositions` (may be null): the stored
+  // positions of `s` in row order, as read for the staging.
+  Status stageRopeStream(const Stream& s, const RopeStage& stage, Stream* out, std::vector<int32_t>* storedPositions);
   // Decodes rows [start, start + count) of a stream whatever tiers they are in (readRows).
   Status readStreamRows(const Stream& s, uint32_t start, uint32_t count, float* keys, float* values, float* beta,
                         int32_t* positions) const;
