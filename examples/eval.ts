@@ -24,7 +24,7 @@ import { markdownTable, resultRows, type ResultRow } from './eval/report';
 import { emptyScore, mergeScore, StoryEvaluator, type Score } from './eval/runner';
 import { loadStories, prefixLength } from './eval/stories';
 import { formatSeconds, Progress } from './shared/progress';
-import { parseCli, positiveInt, runMain, usage, type CliOptions, type CliSpec } from './shared/cli';
+import { parseCli, positiveInt, ratioList, runMain, usage, type CliOptions, type CliSpec } from './shared/cli';
 
 const ROOT = path.resolve(__dirname, '..');
 const EVALUATION_MD = path.join(ROOT, 'EVALUATION.md');
@@ -52,6 +52,8 @@ export const EVAL_SPEC = {
     methods: { type: 'string', value: 'REGEX', description: 'only methods whose id matches (the f32 reference always runs)' },
     jobs: { type: 'string', value: 'N', description: 'worker processes, stories split between them (default: CPU count, at most 4)' },
     base: { type: 'string', choices: ['f32', 'f16', 'bf16', 'int8', 'int4'], description: 'storage of the cache that eviction and compaction act on (default f16)' },
+    'base-values': { type: 'string', choices: ['f32', 'f16', 'bf16', 'int8', 'int4'], description: "storage of that cache's values, when it differs from its keys' (default: --base)" },
+    ratios: { type: 'string', value: 'R,R,...', description: 'compaction ratios in (0, 1) for the Attention Matching methods (default 0.5,0.25,0.1,0.05,0.02)' },
     'max-tokens': { type: 'string', value: 'N', description: "tokens per story at most (default 512, the model's context)" },
     chunk: { type: 'string', value: 'N', description: 'prefill chunk (default 64)' },
     fork: { type: 'boolean', description: '--no-fork: prefill the prefix for every method instead of forking one shared prefix' },
@@ -90,8 +92,8 @@ async function main(): Promise<void> {
   const stories = loadStories(textFile, tokenizer, maxTokens, positiveInt('stories', o.stories, Infinity));
   if (stories.length === 0) throw new Error(`no stories in ${textFile}`);
   const dims = attentionDims(checkpoint.config);
-  const base = { keys: (o.base ?? 'f16') as Storage, values: (o.base ?? 'f16') as Storage };
-  const set = buildMethods(kv, dims, base);
+  const base = { keys: (o.base ?? 'f16') as Storage, values: (o['base-values'] ?? o.base ?? 'f16') as Storage };
+  const set = buildMethods(kv, dims, base, { compactionRatios: ratioList('ratios', o.ratios) });
   const filter = o.methods ? new RegExp(o.methods) : undefined;
   const methods = set.methods.filter((m) => m.id === 'f32' || !filter || filter.test(m.id));
   const chunk = positiveInt('chunk', o.chunk, 64);

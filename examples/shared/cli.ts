@@ -129,6 +129,17 @@ export function numberIn(name: string, value: string | undefined, fallback: numb
   return n;
 }
 
+/** An optional comma-separated list of ratios in (0, 1): undefined when absent (the caller's default). */
+export function ratioList(name: string, value: string | undefined): number[] | undefined {
+  if (value === undefined) return undefined;
+  const parts = value.split(',');
+  const ratios = parts.map(Number);
+  if (value.trim() === '' || parts.some((x, i) => x.trim() === '' || !Number.isFinite(ratios[i]!) || ratios[i]! <= 0 || ratios[i]! >= 1)) {
+    throw new UsageError(`--${name} must be comma-separated numbers in (0, 1), got '${value}'`);
+  }
+  return ratios;
+}
+
 /**
  * Runs a script's main: --help prints the usage and exits 0; a UsageError prints its message
  * and exits 2; any other error prints its message (stack with KVCOMPACT_DEBUG) and exits 1.

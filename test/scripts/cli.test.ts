@@ -1,7 +1,7 @@
 // Command lines of the demo, the evaluation and the benchmarks (examples/shared/cli.ts):
 // strict parsing with suggestions, generated usage, checked numbers, and the demo's table.
 import { describe, expect, it } from 'vitest';
-import { numberIn, parseCli, positiveInt, usage, UsageError, type CliOptions, type CliSpec } from '../../examples/shared/cli';
+import { numberIn, parseCli, positiveInt, ratioList, usage, UsageError, type CliOptions, type CliSpec } from '../../examples/shared/cli';
 import { DEMO_OPTIONS, DEMO_SPEC, DEMO_USAGE, parseDemoArgs } from '../../examples/demo/args';
 
 const spec = {
@@ -52,6 +52,11 @@ describe('parseCli', () => {
     for (const bad of ['0', '-3', '1.5', 'abc', '', ' ']) expect(usageError(() => positiveInt('n', bad, 5))).toContain('--n must be a positive integer');
     expect(numberIn('keep', '0.25', 0.1, 0.01, 0.99)).toBe(0.25);
     expect(usageError(() => numberIn('keep', '1.5', 0.1, 0.01, 0.99))).toBe("--keep must be a number in [0.01, 0.99], got '1.5'");
+    expect(ratioList('ratios', undefined)).toBeUndefined();
+    expect(ratioList('ratios', '0.0625,0.25, 0.5')).toEqual([0.0625, 0.25, 0.5]);
+    for (const bad of ['', '0', '1', '0.1,', '0.1,,0.2', 'x', '-0.1', '0.5,2']) {
+      expect(usageError(() => ratioList('ratios', bad))).toBe(`--ratios must be comma-separated numbers in (0, 1), got '${bad}'`);
+    }
   });
 
   it('writes a usage line per option, --help included', () => {
