@@ -18,7 +18,7 @@ import { loadCheckpoint } from './llama2c/checkpoint';
 import { attentionDims } from './llama2c/model';
 import { MODELS, sharedModel } from './llama2c/paths';
 import { Tokenizer } from './llama2c/tokenizer';
-import { buildMethods } from './eval/methods';
+import { buildMethods, COMPACTION_RATIOS } from './eval/methods';
 import { qualitySvg } from './eval/chart';
 import { markdownTable, resultRows, type ResultRow } from './eval/report';
 import { emptyScore, mergeScore, StoryEvaluator, type Score } from './eval/runner';
@@ -53,11 +53,11 @@ export const EVAL_SPEC = {
     jobs: { type: 'string', value: 'N', description: 'worker processes, stories split between them (default: CPU count, at most 4)' },
     base: { type: 'string', choices: ['f32', 'f16', 'bf16', 'int8', 'int4'], description: 'storage of the cache that eviction and compaction act on (default f16)' },
     'base-values': { type: 'string', choices: ['f32', 'f16', 'bf16', 'int8', 'int4'], description: "storage of that cache's values, when it differs from its keys' (default: --base)" },
-    ratios: { type: 'string', value: 'R,R,...', description: 'compaction ratios in (0, 1) for the Attention Matching methods (default 0.5,0.25,0.1,0.05,0.02)' },
+    ratios: { type: 'string', value: 'R,R,...', description: `compaction ratios in (0, 1) for the Attention Matching methods (default ${COMPACTION_RATIOS.join(',')})` },
     'max-tokens': { type: 'string', value: 'N', description: "tokens per story at most (default 512, the model's context)" },
     chunk: { type: 'string', value: 'N', description: 'prefill chunk (default 64)' },
     fork: { type: 'boolean', description: '--no-fork: prefill the prefix for every method instead of forking one shared prefix' },
-    doc: { type: 'boolean', description: "--doc / --no-doc: update the model's section of EVALUATION.md (default: only after a full run over the model's default text)" },
+    doc: { type: 'boolean', description: "--doc / --no-doc: update the model's section of EVALUATION.md (default: only after a full run over the model's default text with the default settings)" },
     list: { type: 'boolean', description: 'print the methods and exit' },
     render: { type: 'string', value: 'A.json[,B.json]', description: 'no evaluation: merge saved results (--json / results.json) and write the report, the picture and (with --doc) EVALUATION.md' },
     tokenizer: { type: 'string', value: 'FILE', description: "(default: the model's tokenizer)" },
@@ -175,7 +175,9 @@ async function main(): Promise<void> {
   const json: SavedResults = {
     model: modelName, command, header, date: new Date().toISOString(), stories: stories.length, totalTokens, scoredTokens, seconds, jobs, notes: set.notes, rows,
   };
-  const full = o.text === undefined && o.stories === undefined && o.methods === undefined && named !== undefined;
+  // The documented run: every story of the model's text, every method, the default settings.
+  const defaultSettings = o.base === undefined && o['base-values'] === undefined && o.ratios === undefined;
+  const full = o.text === undefined && o.stories === undefined && o.methods === undefined && named !== undefined && defaultSettings;
   await writeOutputs(json, o, o.doc ?? full);
   for (const r of rows.filter((x) => x.error)) console.error(`error in ${r.id} (${r.stories}/${stories.length} stories ok): ${r.error}`);
 }
