@@ -14,6 +14,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import * as kv from '../lib/index';
 import type { Storage } from '../lib/index';
+import { STORAGE } from '../lib/generated/schema';
 import { loadCheckpoint } from './llama2c/checkpoint';
 import { attentionDims } from './llama2c/model';
 import { MODELS, sharedModel } from './llama2c/paths';
@@ -51,8 +52,8 @@ export const EVAL_SPEC = {
     json: { type: 'string', value: 'FILE', description: 'also write the result rows as JSON to FILE' },
     methods: { type: 'string', value: 'REGEX', description: 'only methods whose id matches (the f32 reference always runs)' },
     jobs: { type: 'string', value: 'N', description: 'worker processes, stories split between them (default: CPU count, at most 4)' },
-    base: { type: 'string', choices: ['f32', 'f16', 'bf16', 'int8', 'int4'], description: 'storage of the cache that eviction and compaction act on (default f16)' },
-    'base-values': { type: 'string', choices: ['f32', 'f16', 'bf16', 'int8', 'int4'], description: "storage of that cache's values, when it differs from its keys' (default: --base)" },
+    base: { type: 'string', choices: STORAGE, description: 'storage of the cache that eviction and compaction act on (default f16)' },
+    'base-values': { type: 'string', choices: STORAGE, description: "storage of that cache's values, when it differs from its keys' (default: --base)" },
     ratios: { type: 'string', value: 'R,R,...', description: `compaction ratios in (0, 1) for the Attention Matching methods (default ${COMPACTION_RATIOS.join(',')})` },
     'max-tokens': { type: 'string', value: 'N', description: "tokens per story at most (default 512, the model's context)" },
     chunk: { type: 'string', value: 'N', description: 'prefill chunk (default 64)' },

@@ -132,9 +132,9 @@ export function numberIn(name: string, value: string | undefined, fallback: numb
 /** An optional comma-separated list of ratios in (0, 1): undefined when absent (the caller's default). */
 export function ratioList(name: string, value: string | undefined): number[] | undefined {
   if (value === undefined) return undefined;
-  const parts = value.split(',');
-  const ratios = parts.map(Number);
-  if (value.trim() === '' || parts.some((x, i) => x.trim() === '' || !Number.isFinite(ratios[i]!) || ratios[i]! <= 0 || ratios[i]! >= 1)) {
+  // An empty part is NaN (Number('') would be 0), and NaN fails the range test.
+  const ratios = value.split(',').map((x) => (x.trim() === '' ? NaN : Number(x)));
+  if (ratios.some((r) => !(r > 0 && r < 1))) {
     throw new UsageError(`--${name} must be comma-separated numbers in (0, 1), got '${value}'`);
   }
   return ratios;

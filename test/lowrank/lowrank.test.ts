@@ -5,7 +5,7 @@
 // streams; option errors.
 import { describe, expect, it } from 'vitest';
 import { Compactor, EvictionPolicy, KVCache, KVCacheError } from '../../lib/index';
-import { attentionReference, type StreamRows } from '../reference/attention-reference';
+import { attentionReference, storedStreams } from '../reference/attention-reference';
 import { randn, testRng, type Rng } from '../reference/random';
 import { roundToF16 } from '../reference/formats-reference';
 import { compactPair, fitDifference } from './compaction-pair';
@@ -13,15 +13,6 @@ import { orthonormal, project, lift, lowRankPlusNoise, crc32, maxAbs, symmetricE
 
 const D = 32;
 const R = 8;
-
-function streamOf(seq: ReturnType<KVCache['createSequence']>, layer: number, heads: number): StreamRows[] {
-  const out: StreamRows[] = [];
-  for (let h = 0; h < heads; h++) {
-    const r = seq.read(layer, h);
-    out.push({ keys: r.keys, values: r.values, positions: r.positions, beta: r.beta });
-  }
-  return out;
-}
 
 /** [T, heads, D] token-major from per-head [T, D] arrays. */
 function interleave(perHead: Float32Array[], T: number): Float32Array {
@@ -38,7 +29,7 @@ function expectAttentionMatches(cache: KVCache, seq: ReturnType<KVCache['createS
   const q = randn(rng, tq * c.queryHeads * D);
   const lse = new Float32Array(tq * c.queryHeads);
   const out = seq.attention(0, q, { lse });
-  const ref = attentionReference({ headDim: D, queryHeads: c.queryHeads, streams: streamOf(seq, 0, c.kvHeads), queries: q });
+  const ref = attentionReference({ headDim: D, queryHeads: c.queryHeads, streams: storedStreams(seq, 0, c.kvHeads), queries: q });
   expect(maxAbs(out, ref.out)).toBeLessThan(tol);
   expect(maxAbs(lse, ref.lse)).toBeLessThan(tol);
 }

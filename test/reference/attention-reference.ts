@@ -104,6 +104,14 @@ export function headRows(data: ArrayLike<number>, kvHeads: number, headDim: numb
   return out;
 }
 
+/** The stored rows of one layer of a sequence (`seq.read`), one stream per kv head, as the reference takes them. */
+export function storedStreams(seq: { read(layer: number, h: number): StreamRows }, layer: number, kvHeads: number): StreamRows[] {
+  return Array.from({ length: kvHeads }, (_, h) => {
+    const r = seq.read(layer, h);
+    return { keys: r.keys, values: r.values, positions: r.positions, beta: r.beta };
+  });
+}
+
 export function concat(parts: ArrayLike<number>[]): Float32Array {
   const n = parts.reduce((a, p) => a + p.length, 0);
   const out = new Float32Array(n);
