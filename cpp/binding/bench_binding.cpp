@@ -1,6 +1,8 @@
 // Probes the benchmarks time to set floors beside the kernels' numbers:
 //   readPass(typedArray, threads): one read over the buffer (the bandwidth floor); returns a
 //     checksum so the read is not elided;
+//   readFloor(bytes, threads, runs): the median read rate in bytes/s of passes over memory
+//     mapped like the block pool (huge pages where offered), the floor the benchmarks use;
 //   fmaProbe(iterations): independent vector FMA chains on this thread (the arithmetic floor);
 //     returns { multiplyAdds, lanes, checksum }.
 #include "bench_binding.h"
@@ -22,6 +24,18 @@ Napi::Value readPass(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(x & 0xFFFFFFFFu));
 }
 
+Napi::Value readFloor(const Napi::CallbackInfo& info) {
+  const uint32_t mib = argU32(info, 0, "mebibytes");
+  const uint32_t threads = argU32(info, 1, "threads");
+  const uint32_t runs = argU32(info, 2, "runs");
+  if (mib == 0 || threads == 0 || runs == 0) {
+    throwError(info.Env(), StatusCode::kInvalidArgument, "readFloor: mebibytes, threads and runs must be at least 1");
+  }
+  const double rate = cpu::readFloorBytesPerSecond(static_cast<uint64_t>(mib) << 20, threads, runs);
+  if (!(rate > 0)) throwError(info.Env(), StatusCode::kOutOfMemory, "readFloor: could not map " + std::to_string(mib) + " MiB");
+  return Napi::Number::New(info.Env(), rate);
+}
+
 Napi::Value fmaProbe(const Napi::CallbackInfo& info) {
   const uint32_t iterations = argU32(info, 0, "iterations");
   const cpu::FmaProbe probe = cpu::fmaProbe(iterations);
@@ -36,6 +50,7 @@ Napi::Value fmaProbe(const Napi::CallbackInfo& info) {
 
 void registerBench(Napi::Env env, Napi::Object exports) {
   exports.Set("readPass", Napi::Function::New(env, guarded<readPass>));
+  exports.Set("readFloor", Napi::Function::New(env, guarded<readFloor>));
   exports.Set("fmaProbe", Napi::Function::New(env, guarded<fmaProbe>));
 }
 

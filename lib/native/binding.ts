@@ -266,6 +266,8 @@ export interface NativeAddon {
   gatherCrc32(sources: readonly Uint8Array[], pieces: Float64Array, out: Uint8Array): number;
   /** Benchmarks: one read pass over the buffer with `threads` threads (returns a checksum). */
   readPass(buffer: ArrayBufferView, threads: number): number;
+  /** Median read rate (bytes/s) over `mebibytes` mapped like the block pool (huge pages where offered). */
+  readFloor(mebibytes: number, threads: number, runs: number): number;
   fmaProbe(iterations: number): { multiplyAdds: number; lanes: number; checksum: number };
   blockLayout(keys: string, values: string, headDim: number, groupSize: number, blockSize: number, keySummaries?: boolean, valueDim?: number): {
     keyRowBytes: number;
