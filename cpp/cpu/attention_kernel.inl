@@ -224,7 +224,7 @@ bool fusedDecode(const AttentionParams& p) {
 }
 
 // Partial attention of the M = tq * g query vectors of stream `s` over blocks [b0, b1).
-// scratch: attentionScratchFloats(M, codec, blockSize) floats. mOut/lOut: [M]; accOut: [M][D] (unnormalized).
+// scratch: attentionCallScratchFloats(M, codec, blockSize) floats. mOut/lOut: [M]; accOut: [M][D] (unnormalized).
 // FAST: precision 'fast' for quantized keys with a fused group size (fast_keys.inl).
 template <class S, Storage KF, Storage VF, bool FAST = false>
 void attentionRange(const AttentionParams& p, const AttentionStream& s, uint32_t b0, uint32_t b1, const int32_t* qpos,

@@ -175,7 +175,7 @@ class CpuBackend final : public Backend {
     }
     logits_.resize(logitFloats);
     const uint32_t participants = pool_.size();
-    const size_t scratchFloats = attentionScratchFloats(M, c, B);
+    const size_t scratchFloats = attentionCallScratchFloats(M, c, B);
     scratch_.resize(static_cast<size_t>(participants) * scratchFloats);
     p.streams = streams_.data();
     auto runTask = [&](uint32_t i, uint32_t participant) {

@@ -3,16 +3,17 @@
 // for every query. Included by attention_kernel.inl (after its helpers, before
 // attentionRange, which hands calls with enough queries over here).
 //
-// Per block: keys are decoded and transposed to kt[D][B] so that the q.k micro-kernel
+// Per tile of up to kPrefillTileBlocks consecutive blocks (kernel_table.h; TB rows): keys
+// are decoded and transposed to kt[D][TB] so that the q.k micro-kernel
 // vectorizes over rows (a register tile of MR queries x NV row vectors, one broadcast query
 // element per multiply-add row: no horizontal sums); logits get the scale, beta and the
 // causal mask; the online softmax updates (m, l) per query and leaves the rescale of the
 // accumulator to the p.v micro-kernel (a register tile of MR queries x CH chunks of the head
 // over the decoded value rows), which applies it as it loads the accumulator.
 
-// Query vectors per call from which prefillRange runs: below it the decode tiles of
-// attentionRange read each block about as fast as decoding it would cost.
-constexpr uint32_t kPrefillMinQueries = 32;
+// kPrefillMinQueries (kernel_table.h): query vectors per call from which prefillRange runs;
+// below it the decode tiles of attentionRange read each block about as fast as decoding it
+// would cost.
 
 // The logits and the transposed keys of a block use the block size as their row stride, so
 // it must be a whole number of scratch rows (kScratchRowAlign); precision 'fast' keeps its
@@ -55,11 +56,11 @@ void prefillDots(const float* const* q, uint32_t D, const float* kt, uint32_t B,
   }
 }
 
-// All row vectors of one tile of MR queries.
+// All row vectors of one tile of MR queries; B is the row stride of kt and the logits.
 template <class S, int MR>
-void prefillDotRows(const AttentionParams& p, const AttentionStream& s, uint32_t m0, const float* kt, uint32_t vecs,
-                    const float* beta, float* logits) {
-  const uint32_t D = p.codec.headDim, B = p.pool.layout.blockSize;
+void prefillDotRows(const AttentionParams& p, const AttentionStream& s, uint32_t m0, const float* kt, uint32_t B,
+                    uint32_t vecs, const float* beta, float* logits) {
+  const uint32_t D = p.codec.headDim;
   const float* q[MR];
   for (int i = 0; i < MR; ++i) q[i] = queryRow(p, s, m0 + i);
   float* out = logits + static_cast<uint64_t>(m0) * B;
@@ -116,56 +117,70 @@ void prefillValueQueries(const float* prob, uint32_t B, uint32_t m0, const float
 }
 
 // Partial attention of M >= kPrefillMinQueries query vectors over blocks [b0, b1): the same
-// contract, scratch layout and results (up to f32 summation order) as attentionRange.
+// contract and results (up to f32 summation order) as attentionRange. Tiles start at b0, so
+// they, like the tasks, do not depend on the thread count.
 template <class S, Storage KF, Storage VF>
 void prefillRange(const AttentionParams& p, const AttentionStream& s, uint32_t b0, uint32_t b1, const int32_t* qpos,
                   float* scratch, float* mOut, float* lOut, float* accOut, float* logitsOut) {
   const BlockLayout& L = p.pool.layout;
   const uint32_t D = p.codec.headDim, B = L.blockSize, g = p.queriesPerHead, G = p.codec.groupSize;
   const uint32_t M = p.tq * g;
-  const uint32_t groups = G ? D / G : 0;
+  const uint32_t TB = B * kPrefillTileBlocks;  // row stride of the tile's logits and transposed keys
   constexpr float kNegInf = -__builtin_inff();
   for (uint32_t m = 0; m < M; ++m) { mOut[m] = kNegInf; lOut[m] = 0.0f; }
   for (uint64_t i = 0; i < static_cast<uint64_t>(M) * D; ++i) accOut[i] = 0.0f;
   int32_t minQpos = qpos[0];
   for (uint32_t t = 1; t < p.tq; ++t) minQpos = qpos[t] < minQpos ? qpos[t] : minQpos;
 
-  // attentionScratchFloats' layout: logits [M][B] (B is its own padded stride here), then
-  // the key and value rows ([B][D] each: the transposed keys and the decoded values), the
-  // group parameters, and the query copy whose precision 'fast' part holds the per-query
-  // rescale factors here.
+  // prefillScratchFloats' layout: logits [M][TB], transposed keys [D][TB], decoded rows
+  // [TB][D] (keys, then values), the tile's beta and positions, a rescale factor per query.
   float* logits = scratch;
-  float* kt = scratch + static_cast<uint64_t>(M) * B;
-  float* rowsF32 = kt + static_cast<uint64_t>(B) * D;
-  float* corr = rowsF32 + static_cast<uint64_t>(B) * D + (12ull * B + 8) * groups + static_cast<uint64_t>(M) * D;
+  float* kt = logits + static_cast<uint64_t>(M) * TB;
+  float* rowsF32 = kt + static_cast<uint64_t>(TB) * D;
+  float* beta = rowsF32 + static_cast<uint64_t>(TB) * D;
+  int32_t* pos = reinterpret_cast<int32_t*>(beta + TB);
+  float* corr = beta + 2 * TB;
 
   constexpr int MQ = PrefillTiles<S>::kDotQueries, MV = PrefillTiles<S>::kValueQueries;
-  for (uint32_t blk = b0; blk < b1; ++blk) {
-    const uint8_t* base = p.pool.base + static_cast<uint64_t>(s.kv.blockTable[blk]) * L.blockBytes;
-    const uint32_t rows = minU32(B, static_cast<uint32_t>(s.kv.length) - blk * B);
-    const uint8_t* next = blk + 1 < b1 ? p.pool.base + static_cast<uint64_t>(s.kv.blockTable[blk + 1]) * L.blockBytes : nullptr;
-    const float* beta = reinterpret_cast<const float*>(base + L.betaOffset);
-    const int32_t* pos = reinterpret_cast<const int32_t*>(base + L.positionsOffset);
-
-    // Keys to f32 rows, then transposed; the columns past `rows` up to a whole vector are 0.
-    if (p.rope.spec.dims != 0) {
-      ropeKeyBlock<S, KF>(p, base, rows, pos, blk * B, rowsF32);
-    } else {
-      RowDecoder<S, KF>::decode(base, rows, L.keyRowBytes, D, G, rowsF32, next);
+  auto blockBase = [&](uint32_t blk) { return p.pool.base + static_cast<uint64_t>(s.kv.blockTable[blk]) * L.blockBytes; };
+  auto blockRows = [&](uint32_t blk) { return minU32(B, static_cast<uint32_t>(s.kv.length) - blk * B); };
+  for (uint32_t t0 = b0; t0 < b1; t0 += kPrefillTileBlocks) {
+    const uint32_t t1 = minU32(b1, t0 + kPrefillTileBlocks);
+    const uint8_t* next = t1 < b1 ? blockBase(t1) : nullptr;  // the first block of the next tile
+    // Only a stream's last block can be partial, so the tile's rows are contiguous: block
+    // t0 + j holds tile rows [j * B, j * B + its rows).
+    uint32_t rows = 0;
+    for (uint32_t blk = t0; blk < t1; ++blk) {
+      const uint8_t* base = blockBase(blk);
+      const uint32_t n = blockRows(blk);
+      const int32_t* bpos = reinterpret_cast<const int32_t*>(base + L.positionsOffset);
+      __builtin_memcpy(beta + rows, base + L.betaOffset, 4ull * n);
+      __builtin_memcpy(pos + rows, bpos, 4ull * n);
+      const uint8_t* ahead = blk + 1 < t1 ? blockBase(blk + 1) : next;
+      float* dst = rowsF32 + static_cast<uint64_t>(rows) * D;
+      if (p.rope.spec.dims != 0) {
+        ropeKeyBlock<S, KF>(p, base, n, bpos, blk * B, dst);
+      } else {
+        RowDecoder<S, KF>::decode(base, n, L.keyRowBytes, D, G, dst, ahead);
+      }
+      rows += n;
     }
+
+    // Keys to the transposed tile; the columns past `rows` up to a whole vector are 0.
     const uint32_t vecs = (rows + S::W - 1) / S::W;
     for (uint32_t r = 0; r < rows; ++r) {
       const float* src = rowsF32 + static_cast<uint64_t>(r) * D;
-      for (uint32_t e = 0; e < D; ++e) kt[static_cast<uint64_t>(e) * B + r] = src[e];
+      for (uint32_t e = 0; e < D; ++e) kt[static_cast<uint64_t>(e) * TB + r] = src[e];
     }
     for (uint32_t e = 0; e < D; ++e) {
-      for (uint32_t r = rows; r < vecs * S::W; ++r) kt[static_cast<uint64_t>(e) * B + r] = 0.0f;
+      for (uint32_t r = rows; r < vecs * S::W; ++r) kt[static_cast<uint64_t>(e) * TB + r] = 0.0f;
     }
+    for (uint32_t r = rows; r < vecs * S::W; ++r) beta[r] = 0.0f;
 
     uint32_t m0 = 0;
-    for (; m0 + MQ <= M; m0 += MQ) prefillDotRows<S, MQ>(p, s, m0, kt, vecs, beta, logits);
-    for (; m0 + 4 <= M; m0 += 4) prefillDotRows<S, 4>(p, s, m0, kt, vecs, beta, logits);
-    for (; m0 < M; ++m0) prefillDotRows<S, 1>(p, s, m0, kt, vecs, beta, logits);
+    for (; m0 + MQ <= M; m0 += MQ) prefillDotRows<S, MQ>(p, s, m0, kt, TB, vecs, beta, logits);
+    for (; m0 + 4 <= M; m0 += 4) prefillDotRows<S, 4>(p, s, m0, kt, TB, vecs, beta, logits);
+    for (; m0 < M; ++m0) prefillDotRows<S, 1>(p, s, m0, kt, TB, vecs, beta, logits);
 
     int32_t maxPos = pos[0];
     for (uint32_t r = 1; r < rows; ++r) maxPos = pos[r] > maxPos ? pos[r] : maxPos;
@@ -173,7 +188,7 @@ void prefillRange(const AttentionParams& p, const AttentionStream& s, uint32_t b
       for (uint32_t m = 0; m < M; ++m) {
         const int32_t cutoff = qpos[m / g];
         for (uint32_t r = 0; r < rows; ++r) {
-          if (pos[r] > cutoff) logits[m * B + r] = kNegInf;
+          if (pos[r] > cutoff) logits[m * TB + r] = kNegInf;
         }
       }
     }
@@ -181,12 +196,12 @@ void prefillRange(const AttentionParams& p, const AttentionStream& s, uint32_t b
     if (logitsOut) {
       const uint64_t stride = static_cast<uint64_t>(s.kv.length);
       for (uint32_t m = 0; m < M; ++m) {
-        __builtin_memcpy(logitsOut + m * stride + static_cast<uint64_t>(blk) * B, logits + m * B, 4ull * rows);
+        __builtin_memcpy(logitsOut + m * stride + static_cast<uint64_t>(t0) * B, logits + m * TB, 4ull * rows);
       }
     }
 
     for (uint32_t m = 0; m < M; ++m) {
-      float* lg = logits + m * B;
+      float* lg = logits + m * TB;
       const float mNew = maxOf(blockMax<S>(lg, rows), mOut[m]);
       corr[m] = 1.0f;
       if (mNew == kNegInf) {  // every row so far is masked for this query
@@ -201,11 +216,17 @@ void prefillRange(const AttentionParams& p, const AttentionStream& s, uint32_t b
       lOut[m] += expAndSum<S>(lg, rows, mNew);
     }
 
-    RowDecoder<S, VF>::decode(base + L.valuesOffset, rows, L.valueRowBytes, D, G, rowsF32,
-                              next ? next + L.valuesOffset : nullptr);
+    uint32_t r0 = 0;
+    for (uint32_t blk = t0; blk < t1; ++blk) {
+      const uint32_t n = blockRows(blk);
+      const uint8_t* ahead = blk + 1 < t1 ? blockBase(blk + 1) + L.valuesOffset : (next ? next + L.valuesOffset : nullptr);
+      RowDecoder<S, VF>::decode(blockBase(blk) + L.valuesOffset, n, L.valueRowBytes, D, G,
+                                rowsF32 + static_cast<uint64_t>(r0) * D, ahead);
+      r0 += n;
+    }
     m0 = 0;
-    for (; m0 + MV <= M; m0 += MV) prefillValueQueries<S, MV>(logits, B, m0, rowsF32, D, rows, corr, accOut);
-    for (; m0 + 2 <= M; m0 += 2) prefillValueQueries<S, 2>(logits, B, m0, rowsF32, D, rows, corr, accOut);
-    for (; m0 < M; ++m0) prefillValueQueries<S, 1>(logits, B, m0, rowsF32, D, rows, corr, accOut);
+    for (; m0 + MV <= M; m0 += MV) prefillValueQueries<S, MV>(logits, TB, m0, rowsF32, D, rows, corr, accOut);
+    for (; m0 + 2 <= M; m0 += 2) prefillValueQueries<S, 2>(logits, TB, m0, rowsF32, D, rows, corr, accOut);
+    for (; m0 < M; ++m0) prefillValueQueries<S, 1>(logits, TB, m0, rowsF32, D, rows, corr, accOut);
   }
 }
