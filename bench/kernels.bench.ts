@@ -1,8 +1,9 @@
 // `npm run bench`: the CPU attention kernels against the machine's floors, measured in the
 // same run. One Llama-3-8B-shaped layer (8 kv heads × 128, 32 query heads: GQA 4), 16K tokens.
 //
-// Floors: read bandwidth = the best read loop (eight independent 512-bit accumulators over a
-// 1 GiB buffer, readPass) with the same thread count; arithmetic = the f32 multiply-adds of
+// Floors: read bandwidth = the faster of two read loops over 1 GiB mapped like the block pool
+// (huge pages; readFloor: eight 512-bit accumulators in registers, or kept in memory so the
+// loads are paced) with the same thread count; arithmetic = the f32 multiply-adds of
 // exact attention (q·k and p·v: 2 × 32 × 128 per token) at the peak FMA rate of fmaProbe
 // (twice the one-thread rate for two threads: one core each). Every figure is a ratio to its
 // floor from the same round; the suite runs --rounds times (default 3) and reports the median

@@ -5,7 +5,7 @@
 //   decode   attention of one query token over 16K tokens, int8 / int4 against f16, cold (the
 //            sequences rotate so the working set exceeds 256 MiB): median time, GB/s of KV
 //            bytes read (whole blocks: data + scales + beta + positions), and the ratio to the
-//            read-bandwidth floor (one native streaming pass over 1 GiB, readPass).
+//            read-bandwidth floor (native read passes over 1 GiB mapped like the pool, readFloor).
 //            Beside it, the arithmetic floor: exact f32 attention costs 2 × (query heads) ×
 //            headDim multiply-adds per token whatever the storage, timed against this
 //            thread's peak multiply-add rate (fmaProbe) in the same run.
@@ -160,7 +160,7 @@ function printAppend(append: Awaited<ReturnType<typeof appendBench>>): void {
 
 function printDecode(decode: DecodeRow[], { readBytesPerSecond: floor, fma }: Floors): void {
   const fmt = (x: number, d = 2) => x.toFixed(d);
-  console.log(`\nDecode attention, ${decodeTokens} tokens, GQA 4, cold; read floor (readPass over 1 GiB, 1 thread): ` +
+  console.log(`\nDecode attention, ${decodeTokens} tokens, GQA 4, cold; read floor (readFloor over 1 GiB, 1 thread): ` +
     `${fmt(floor / 1e9)} GB/s\n`);
   console.log(markdownTable(['storage', 'sequences', 'MiB read / call', 'median ms', 'GB/s read', 'floor ms', '× floor', '× f16 time'],
     decode.map((r) => [r.storage, r.sequences, fmt(r.bytesPerCall / MIB, 1), fmt(r.medianMs, 3), fmt(r.gbPerSecond),
