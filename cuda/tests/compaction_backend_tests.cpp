@@ -7,6 +7,8 @@
 // (kvc_emu::transferStats).
 #include "compaction_test_support.h"
 
+#include <random>
+
 namespace cctest {
 
 struct StreamCase {
@@ -138,20 +140,41 @@ void runParity(const ParityConfig& pc, const kvc::compaction::Options& options, 
   const kvc::Status cs = kvc::compaction::compactBatch(problems.data(), count, options, threads, results.data());
   EXPECT(cs.isOk(), "cpu compactBatch: %s", cs.message().c_str());
   if (!cs.isOk()) return;
-  // The conditioning of each fit, measured: the CPU again with every reference query moved by
-  // ±2⁻²¹ relative (two ulps), and with rotated keys once more in the rotated space (below).
-  // Normal equations with f close to n amplify f32 rounding; the device may differ from the CPU
-  // by 4× what these reruns move (STYLE: "≤ k× the error of a same-precision reference"), and
-  // by at most 1e-4 relative when the fit is well posed.
-  std::vector<std::vector<float>> perturbed(count);
-  std::vector<kvc::compaction::Problem> problems2 = problems;
-  for (uint32_t i = 0; i < count; ++i) {
-    perturbed[i].assign(problems[i].queries, problems[i].queries + static_cast<size_t>(problems[i].n) * D);
-    for (float& x : perturbed[i]) x *= 1.0f + ((rng() & 1) ? 1.0f : -1.0f) * std::ldexp(1.0f, -21);
-    problems2[i].queries = perturbed[i].data();
+  // The conditioning of each fit, measured: the CPU again with its inputs moved by ±2⁻²¹
+  // relative (two ulps) per element, in several sign patterns (the reference queries alone,
+  // then queries and keys together: the device rounds both products differently), and with
+  // rotated keys once more in the rotated space (below). Normal equations with f close to n
+  // amplify f32 rounding, and by how much depends on the direction of the change, so one
+  // pattern can read 10× low on an ill-conditioned stream (seed 3752119514). The device may
+  // differ from the CPU by 4× the largest of these moves (STYLE: "≤ k× the error of a
+  // same-precision reference"), and by at most 1e-4 relative when the fit is well posed.
+  constexpr int kPatterns = 4;
+  std::vector<std::vector<float>> perturbedQueries(count * kPatterns), perturbedKeys(count * kPatterns);
+  std::vector<std::vector<kvc::compaction::Result>> perturbedResults(kPatterns, std::vector<kvc::compaction::Result>(count));
+  for (int k = 0; k < kPatterns; ++k) {
+    std::vector<kvc::compaction::Problem> moved = problems;
+    // Pattern 0 draws from the run's generator as the single pattern always did (so a seed
+    // still reproduces the same later cases); the others from generators of their own.
+    std::mt19937 own(0x9e3779b9u * static_cast<uint32_t>(k + 1));
+    auto sign = [&]() -> bool { return k == 0 ? (rng() & 1u) != 0 : (own() & 1u) != 0; };
+    auto jitter = [&](const float* src, size_t n, std::vector<float>* dst) {
+      dst->assign(src, src + n);
+      for (float& x : *dst) x *= 1.0f + (sign() ? 1.0f : -1.0f) * std::ldexp(1.0f, -21);
+    };
+    for (uint32_t i = 0; i < count; ++i) {
+      std::vector<float>& q = perturbedQueries[k * count + i];
+      jitter(problems[i].queries, static_cast<size_t>(problems[i].n) * D, &q);
+      moved[i].queries = q.data();
+      if (k > 0) {
+        std::vector<float>& kk = perturbedKeys[k * count + i];
+        jitter(problems[i].keys, static_cast<size_t>(problems[i].T) * D, &kk);
+        moved[i].keys = kk.data();
+      }
+    }
+    EXPECT(kvc::compaction::compactBatch(moved.data(), count, options, threads, perturbedResults[k].data()).isOk(),
+           "cpu rerun, perturbation pattern %d", k);
   }
-  std::vector<kvc::compaction::Result> results2(count), results3(count);
-  EXPECT(kvc::compaction::compactBatch(problems2.data(), count, options, threads, results2.data()).isOk(), "cpu rerun");
+  std::vector<kvc::compaction::Result> results3(count);
   // With rotated keys the device scores in the rotated space (stored keys, rotated queries); the
   // CPU reads keys back unrotated. Both are exact in real arithmetic; their rounding differs by
   // the rotation's, so the CPU also runs in the rotated space and that difference counts too.
@@ -196,7 +219,9 @@ void runParity(const ParityConfig& pc, const kvc::compaction::Options& options, 
     double worstBeta = 0, worstValue = 0, cpuBeta = 0, cpuValue = 0;
     fitDiff(want, fb.data(), fv.data(), &worstBeta, &worstValue);
     double tolError = 1e-4;
-    for (const auto* other : {&results2[i], &results3[i]}) {
+    std::vector<const kvc::compaction::Result*> others{&results3[i]};
+    for (int k = 0; k < kPatterns; ++k) others.push_back(&perturbedResults[k][i]);
+    for (const auto* other : others) {
       if (other->keep != want.keep) continue;  // also skips the rotated run when there is none
       double b = 0, v = 0;
       fitDiff(want, other->beta.data(), other->values.data(), &b, &v);
