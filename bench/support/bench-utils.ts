@@ -69,10 +69,11 @@ export function medianSeconds(fn: () => void, runs: number): number {
 }
 
 /**
- * Read bandwidth (bytes/s) of one native streaming pass over `bytes` (≥ 1 GiB so that no
- * cache level holds it), with `threads` threads; median of runs. The buffer is mapped the
- * way the block pool is (huge pages where the OS offers them): a JavaScript buffer of 4 KiB
- * pages reads about 20% slower on some machines, which would flatter every ratio to it.
+ * Read bandwidth (bytes/s) over `bytes` (≥ 1 GiB so that no cache level holds it, rounded to
+ * whole MiB) with `threads` threads: the faster of two native read loops, each the median of
+ * `runs` passes (addon `readFloor`). The buffer is mapped the way the block pool is (huge
+ * pages where the OS offers them): a JavaScript buffer of 4 KiB pages reads about 20% slower
+ * on some machines, which would flatter every ratio to it.
  */
 export function readBandwidth(bytes: number, threads: number, runs = 7): number {
   return native().readFloor(Math.max(1, Math.round(bytes / 2 ** 20)), threads, runs);

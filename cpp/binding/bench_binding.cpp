@@ -1,8 +1,9 @@
 // Probes the benchmarks time to set floors beside the kernels' numbers:
 //   readPass(typedArray, threads): one read over the buffer (the bandwidth floor); returns a
 //     checksum so the read is not elided;
-//   readFloor(bytes, threads, runs): the median read rate in bytes/s of passes over memory
-//     mapped like the block pool (huge pages where offered), the floor the benchmarks use;
+//   readFloor(mebibytes, threads, runs): the read rate in bytes/s over memory mapped like the
+//     block pool (huge pages where offered), the faster of two loops' medians: the floor the
+//     benchmarks use;
 //   fmaProbe(iterations): independent vector FMA chains on this thread (the arithmetic floor);
 //     returns { multiplyAdds, lanes, checksum }.
 #include "bench_binding.h"

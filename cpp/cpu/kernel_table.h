@@ -57,7 +57,8 @@ struct KernelTable {
 // whole vectors.
 constexpr uint32_t kScratchRowAlign = 16;
 
-// Floats of scratch one AttentionRangeFn call needs: logits [M][blockSize padded], f32 rows
+// Floats of scratch one decode call of an AttentionRangeFn needs (callers size scratch with
+// attentionCallScratchFloats, below, which covers prefill too): logits [M][blockSize padded], f32 rows
 // of a key and a value block (quantized formats with group sizes that have no fused
 // kernel), the group parameters (scale, min) of both and the value weights of up to 8
 // queries per group and row, a contiguous copy of the M query vectors, and their int8
@@ -78,7 +79,7 @@ inline size_t attentionScratchFloats(uint32_t M, const RowCodec& c, uint32_t blo
 constexpr uint32_t kPrefillMinQueries = 32;
 constexpr uint32_t kPrefillTileBlocks = 2;
 
-// Floats of scratch a prefill call needs on top of nothing else: logits [M][tile rows], the
+// Floats of scratch a prefill call (prefillRange) needs: logits [M][tile rows], the
 // transposed keys and the decoded rows of a tile ([tile rows][D] each), the tile's beta and
 // positions, and a rescale factor per query.
 inline size_t prefillScratchFloats(uint32_t M, const RowCodec& c, uint32_t blockSize) {

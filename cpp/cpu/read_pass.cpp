@@ -42,6 +42,16 @@ uint64_t xorRangeScalar(const uint8_t* p, size_t bytes) {
 
 #ifdef KVC_ISA_REGIONS
 KVC_ISA_REGION_BEGIN("avx512f")
+// The checksum of a vector loop: its lanes XORed together, then the tail past its last whole
+// 512-byte step (the scalar loop).
+uint64_t foldLanes(__m512i x, const uint8_t* tail, size_t tailBytes) {
+  alignas(64) uint64_t lanes[8];
+  _mm512_store_si512(lanes, x);
+  uint64_t r = 0;
+  for (uint64_t l : lanes) r ^= l;
+  return r ^ xorRangeScalar(tail, tailBytes);
+}
+
 // Eight 512-bit accumulators, 512 bytes per iteration.
 uint64_t xorRangeAvx512(const uint8_t* p, size_t bytes) {
   __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
@@ -59,11 +69,7 @@ uint64_t xorRangeAvx512(const uint8_t* p, size_t bytes) {
   }
   const __m512i x = _mm512_xor_si512(_mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3)),
                                      _mm512_xor_si512(_mm512_xor_si512(a4, a5), _mm512_xor_si512(a6, a7)));
-  alignas(64) uint64_t lanes[8];
-  _mm512_store_si512(lanes, x);
-  uint64_t r = 0;
-  for (uint64_t l : lanes) r ^= l;
-  return r ^ xorRangeScalar(p + blocks * 512, bytes - blocks * 512);
+  return foldLanes(x, p + blocks * 512, bytes - blocks * 512);
 }
 
 // The same lines read one at a time into eight accumulators that live in memory: each line's
@@ -84,11 +90,7 @@ uint64_t pacedRangeAvx512(const uint8_t* p, size_t bytes) {
   }
   __m512 a = _mm512_load_ps(acc[0]);
   for (int i = 1; i < 8; ++i) a = _mm512_add_ps(a, _mm512_load_ps(acc[i]));
-  alignas(64) uint64_t lanes[8];
-  _mm512_store_si512(lanes, _mm512_castps_si512(a));
-  uint64_t r = 0;
-  for (uint64_t l : lanes) r ^= l;
-  return r ^ xorRangeScalar(p + blocks * 512, bytes - blocks * 512);
+  return foldLanes(_mm512_castps_si512(a), p + blocks * 512, bytes - blocks * 512);
 }
 KVC_ISA_REGION_END
 #endif
